@@ -1,0 +1,36 @@
+//! Cryptographic primitives, pure and small: the AEAD, the key derivations and
+//! the secret types. Nothing here knows about files, inodes or the store.
+//!
+//! Owns the crates chacha20poly1305, argon2, hkdf, sha2, blake3 (keyed hashing),
+//! ed25519-dalek, getrandom and zeroize's wrappers for secrets.
+
+mod aead;
+mod kdf;
+mod secret;
+mod sign;
+
+pub use aead::{NONCE_LEN, SEALED_OVERHEAD, TAG_LEN, open, open_in_place, seal, seal_into};
+pub use kdf::{KdfParams, KeyedHash, argon2id, hkdf};
+pub use secret::{Key32, Passphrase, random_array, random_bytes};
+pub use sign::{SigningKey, VerifyingKey, verify};
+
+/// What can go wrong in a primitive.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The AEAD tag did not verify: wrong key, wrong AAD, or altered bytes.
+    #[error("authentication failed")]
+    Auth,
+    /// A sealed value is shorter than nonce + tag, or not the expected length.
+    #[error("sealed value has a bad length ({0} bytes)")]
+    Length(usize),
+    /// Argon2id refused its parameters.
+    #[error("key derivation failed: {0}")]
+    Kdf(String),
+    /// The operating system's random source failed.
+    #[error("random source failed")]
+    Random,
+    /// A signature or public key did not verify.
+    #[error("signature invalid")]
+    Signature,
+}

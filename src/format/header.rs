@@ -1,0 +1,262 @@
+//! Vault header, stored under store key "H".
+//! Layout: magic(8) ‖ version u16 ‖ features u64 ‖ vault id(16) ‖ block size u32 ‖
+//! kdf id u8 ‖ memory KiB u32 ‖ passes u32 ‖ lanes u32 ‖ salt(32) ‖ wrapped master(72) ‖
+//! audit public key(32) ‖ wrapped audit seed(72) ‖ slot count u8 ‖ slots ‖ MAC(32).
+//! Slot: level u8 ‖ kind u8 ‖ params len u16 ‖ params ‖ wrapped level key(72).
+
+use super::codec::{Reader, Writer};
+use super::{Error, invalid};
+use crate::crypto::KdfParams;
+
+pub const HEADER_MAGIC: &[u8; 8] = b"VAULTFS\0";
+pub const FORMAT_VERSION: u16 = 1;
+/// Feature flags this build understands. Version 1 defines none; any set bit
+/// means a newer writer relied on something we would mishandle, so we refuse.
+pub const FEATURES_KNOWN: u64 = 0;
+/// A 32-byte key sealed with XChaCha20-Poly1305: nonce(24) ‖ ct(32) ‖ tag(16).
+pub const WRAPPED_KEY_LEN: usize = 72;
+/// Key slot kind 1: level key wrapped by the level wrapping key alone
+/// (derived from the master key). Later kinds add hardware factors.
+pub const SLOT_KIND_PASSPHRASE: u8 = 1;
+const KDF_ARGON2ID_V13: u8 = 1;
+const MAX_SLOTS: usize = 32;
+const MAX_SLOT_PARAMS: usize = 4096;
+
+/// Bounds on KDF costs accepted from a header: a hostile or corrupted header
+/// must not make `open` allocate tens of GiB or spin for hours.
+pub struct KdfLimits {
+    pub min_memory_kib: u32,
+    pub max_memory_kib: u32,
+    pub max_passes: u32,
+    pub max_lanes: u32,
+}
+
+pub const KDF_LIMITS: KdfLimits = KdfLimits {
+    min_memory_kib: 8 * 1024,
+    max_memory_kib: 4 * 1024 * 1024,
+    max_passes: 64,
+    max_lanes: 16,
+};
+
+impl KdfLimits {
+    pub fn check(&self, p: KdfParams) -> Result<(), Error> {
+        if p.memory_kib < self.min_memory_kib || p.memory_kib > self.max_memory_kib {
+            return Err(invalid(
+                "kdf memory",
+                format!(
+                    "{} KiB is outside {}..={} KiB",
+                    p.memory_kib, self.min_memory_kib, self.max_memory_kib
+                ),
+            ));
+        }
+        if p.passes == 0 || p.passes > self.max_passes {
+            return Err(invalid("kdf passes", format!("{} is outside 1..={}", p.passes, self.max_passes)));
+        }
+        if p.lanes == 0 || p.lanes > self.max_lanes {
+            return Err(invalid("kdf lanes", format!("{} is outside 1..={}", p.lanes, self.max_lanes)));
+        }
+        Ok(())
+    }
+}
+
+/// Block sizes a vault may use: powers of two from 4 KiB to 64 KiB.
+pub fn validate_block_size(bs: u32) -> Result<(), Error> {
+    if bs.is_power_of_two() && (4096..=65536).contains(&bs) {
+        Ok(())
+    } else {
+        Err(invalid("block size", format!("{bs} is not a power of two in 4096..=65536")))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySlot {
+    pub level: u8,
+    pub kind: u8,
+    pub params: Vec<u8>,
+    pub wrapped: [u8; WRAPPED_KEY_LEN],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub version: u16,
+    pub features: u64,
+    pub vault_id: [u8; 16],
+    pub block_size: u32,
+    pub kdf: KdfParams,
+    pub kdf_salt: [u8; 32],
+    pub wrapped_master: [u8; WRAPPED_KEY_LEN],
+    pub audit_public: [u8; 32],
+    pub wrapped_audit_seed: [u8; WRAPPED_KEY_LEN],
+    pub slots: Vec<KeySlot>,
+    /// Keyed BLAKE3 over `body()` with the header MAC key (from the master key).
+    pub mac: [u8; 32],
+}
+
+impl Header {
+    /// The KDF parameter bytes bound into the master-key wrap's AAD.
+    pub fn kdf_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(45);
+        w.u8(KDF_ARGON2ID_V13)
+            .u32(self.kdf.memory_kib)
+            .u32(self.kdf.passes)
+            .u32(self.kdf.lanes)
+            .bytes(&self.kdf_salt);
+        w.into_vec()
+    }
+
+    /// Everything but the MAC.
+    pub fn body(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(512);
+        w.bytes(HEADER_MAGIC)
+            .u16(self.version)
+            .u64(self.features)
+            .bytes(&self.vault_id)
+            .u32(self.block_size)
+            .bytes(&self.kdf_bytes())
+            .bytes(&self.wrapped_master)
+            .bytes(&self.audit_public)
+            .bytes(&self.wrapped_audit_seed)
+            .u8(self.slots.len() as u8);
+        for s in &self.slots {
+            w.u8(s.level).u8(s.kind).u16(s.params.len() as u16).bytes(&s.params).bytes(&s.wrapped);
+        }
+        w.into_vec()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.body();
+        out.extend_from_slice(&self.mac);
+        out
+    }
+
+    /// Parses and bounds-checks a header. Authenticity (the MAC) needs the
+    /// master key and is checked by the vault after unlocking.
+    pub fn decode(bytes: &[u8]) -> Result<Header, Error> {
+        let mut r = Reader::new(bytes, "header");
+        if r.bytes(8)? != HEADER_MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let version = r.u16()?;
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion(version));
+        }
+        let features = r.u64()?;
+        if features & !FEATURES_KNOWN != 0 {
+            return Err(Error::UnknownFeatures(features & !FEATURES_KNOWN));
+        }
+        let vault_id = r.array()?;
+        let block_size = r.u32()?;
+        validate_block_size(block_size)?;
+        let kdf_id = r.u8()?;
+        if kdf_id != KDF_ARGON2ID_V13 {
+            return Err(invalid("kdf", format!("unknown algorithm id {kdf_id}")));
+        }
+        let kdf = KdfParams { memory_kib: r.u32()?, passes: r.u32()?, lanes: r.u32()? };
+        KDF_LIMITS.check(kdf)?;
+        let kdf_salt = r.array()?;
+        let wrapped_master = r.array()?;
+        let audit_public = r.array()?;
+        let wrapped_audit_seed = r.array()?;
+        let n = r.u8()? as usize;
+        if n > MAX_SLOTS {
+            return Err(invalid("key slots", format!("{n} slots (at most {MAX_SLOTS})")));
+        }
+        let mut slots = Vec::with_capacity(n);
+        for _ in 0..n {
+            let level = r.u8()?;
+            if !(1..=5).contains(&level) {
+                return Err(invalid("key slot", format!("level {level} has no stored key")));
+            }
+            let kind = r.u8()?;
+            if kind != SLOT_KIND_PASSPHRASE {
+                return Err(invalid("key slot", format!("unknown kind {kind}")));
+            }
+            let len = r.u16()? as usize;
+            if len > MAX_SLOT_PARAMS {
+                return Err(invalid("key slot", format!("{len} bytes of parameters")));
+            }
+            let params = r.bytes(len)?.to_vec();
+            let wrapped = r.array()?;
+            slots.push(KeySlot { level, kind, params, wrapped });
+        }
+        for level in 1..=5u8 {
+            if !slots.iter().any(|s| s.level == level) {
+                return Err(invalid("key slots", format!("no slot for level {level}")));
+            }
+        }
+        let mac = r.array()?;
+        r.finish()?;
+        Ok(Header {
+            version,
+            features,
+            vault_id,
+            block_size,
+            kdf,
+            kdf_salt,
+            wrapped_master,
+            audit_public,
+            wrapped_audit_seed,
+            slots,
+            mac,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Header {
+        Header {
+            version: FORMAT_VERSION,
+            features: 0,
+            vault_id: [7; 16],
+            block_size: 65536,
+            kdf: KdfParams { memory_kib: 8192, passes: 1, lanes: 1 },
+            kdf_salt: [1; 32],
+            wrapped_master: [2; 72],
+            audit_public: [3; 32],
+            wrapped_audit_seed: [4; 72],
+            slots: (1..=5)
+                .map(|level| KeySlot { level, kind: SLOT_KIND_PASSPHRASE, params: vec![], wrapped: [level; 72] })
+                .collect(),
+            mac: [9; 32],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let h = sample();
+        assert_eq!(Header::decode(&h.encode()).unwrap(), h);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = sample().encode();
+        for n in 0..bytes.len() {
+            assert!(Header::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
+        }
+    }
+
+    #[test]
+    fn hostile_values_refused() {
+        let mut h = sample();
+        h.kdf.memory_kib = 64 * 1024 * 1024;
+        assert!(matches!(Header::decode(&h.encode()), Err(Error::Invalid { field: "kdf memory", .. })));
+        let mut h = sample();
+        h.features = 1 << 40;
+        assert_eq!(Header::decode(&h.encode()), Err(Error::UnknownFeatures(1 << 40)));
+        let mut h = sample();
+        h.version = 2;
+        assert_eq!(Header::decode(&h.encode()), Err(Error::UnsupportedVersion(2)));
+        let mut h = sample();
+        h.block_size = 5000;
+        assert!(Header::decode(&h.encode()).is_err());
+        let mut bytes = sample().encode();
+        bytes[0] = b'X';
+        assert_eq!(Header::decode(&bytes), Err(Error::BadMagic));
+        let mut bytes = sample().encode();
+        bytes.push(0);
+        assert!(matches!(Header::decode(&bytes), Err(Error::Trailing(..))));
+    }
+}

@@ -1,0 +1,91 @@
+//! Store key layout: one byte of type prefix, then fixed-width big-endian
+//! fields, so related keys sort together and prefix scans find them.
+//!
+//! | key | layout |
+//! |---|---|
+//! | header | `H` |
+//! | inode counter | `C` |
+//! | inode | `I` ‖ ino u64 |
+//! | dirent | `D` ‖ level u8 ‖ dir tag(16) ‖ name tag(16) |
+//! | block | `B` ‖ ino u64 ‖ block u64 |
+//! | xattr | `X` ‖ ino u64 ‖ name tag(16) |
+//! | orphan | `O` ‖ ino u64 |
+
+pub const HEADER: &[u8] = b"H";
+pub const INODE_COUNTER: &[u8] = b"C";
+pub const INODE: u8 = b'I';
+pub const DIRENT: u8 = b'D';
+pub const BLOCK: u8 = b'B';
+pub const XATTR: u8 = b'X';
+pub const ORPHAN: u8 = b'O';
+
+pub fn inode(ino: u64) -> [u8; 9] {
+    prefixed_u64(INODE, ino)
+}
+
+pub fn orphan(ino: u64) -> [u8; 9] {
+    prefixed_u64(ORPHAN, ino)
+}
+
+pub fn block_prefix(ino: u64) -> [u8; 9] {
+    prefixed_u64(BLOCK, ino)
+}
+
+pub fn block(ino: u64, block: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = BLOCK;
+    k[1..9].copy_from_slice(&ino.to_be_bytes());
+    k[9..].copy_from_slice(&block.to_be_bytes());
+    k
+}
+
+/// Block number from a block key (None if it is not a block key).
+pub fn block_number(key: &[u8]) -> Option<u64> {
+    if key.len() == 17 && key[0] == BLOCK {
+        Some(u64::from_be_bytes(key[9..].try_into().ok()?))
+    } else {
+        None
+    }
+}
+
+/// Inode number from an `I`, `O`, `B` or `X` key.
+pub fn ino_of(key: &[u8]) -> Option<u64> {
+    if key.len() >= 9 && matches!(key[0], INODE | ORPHAN | BLOCK | XATTR) {
+        Some(u64::from_be_bytes(key[1..9].try_into().ok()?))
+    } else {
+        None
+    }
+}
+
+pub fn xattr_prefix(ino: u64) -> [u8; 9] {
+    prefixed_u64(XATTR, ino)
+}
+
+pub fn xattr(ino: u64, name_tag: &[u8; 16]) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..9].copy_from_slice(&xattr_prefix(ino));
+    k[9..].copy_from_slice(name_tag);
+    k
+}
+
+pub fn dirent_prefix(level: u8, dir_tag: &[u8; 16]) -> [u8; 18] {
+    let mut k = [0u8; 18];
+    k[0] = DIRENT;
+    k[1] = level;
+    k[2..].copy_from_slice(dir_tag);
+    k
+}
+
+pub fn dirent(level: u8, dir_tag: &[u8; 16], name_tag: &[u8; 16]) -> [u8; 34] {
+    let mut k = [0u8; 34];
+    k[..18].copy_from_slice(&dirent_prefix(level, dir_tag));
+    k[18..].copy_from_slice(name_tag);
+    k
+}
+
+fn prefixed_u64(prefix: u8, v: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&v.to_be_bytes());
+    k
+}

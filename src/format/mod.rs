@@ -1,0 +1,99 @@
+//! The on-disk format, pure encode/decode with no I/O and no keys: the vault
+//! header, the plaintext records sealed inside store values, the store key
+//! layout and the AAD constructions. docs/FORMAT.md is the byte-level spec;
+//! every layout here repeats its table in one comment line.
+
+mod codec;
+mod header;
+pub mod keys;
+mod records;
+
+pub use codec::{Reader, Writer};
+pub use header::{
+    FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header, KDF_LIMITS, KdfLimits, KeySlot,
+    SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN, validate_block_size,
+};
+pub use records::{
+    DirentRecord, FileKind, InodeRecord, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_VALUE_LEN,
+    Timestamp, XattrRecord,
+};
+
+/// A decode error: what was being decoded and why it is unacceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input ended before the named field.
+    #[error("{0}: truncated")]
+    Truncated(&'static str),
+    /// Bytes were left after the last field.
+    #[error("{0}: {1} trailing bytes")]
+    Trailing(&'static str, usize),
+    /// Not a vaultfs header.
+    #[error("not a vaultfs vault (bad magic)")]
+    BadMagic,
+    /// A format version this build cannot read.
+    #[error("unsupported format version {0} (this build reads version {FORMAT_VERSION})")]
+    UnsupportedVersion(u16),
+    /// Feature flags this build does not know; refusing is the only safe choice.
+    #[error("unknown feature flags {0:#x}; a newer vaultfs wrote this vault")]
+    UnknownFeatures(u64),
+    /// A field holds a value outside its allowed range.
+    #[error("{field}: {why}")]
+    Invalid { field: &'static str, why: String },
+}
+
+pub(crate) fn invalid(field: &'static str, why: impl Into<String>) -> Error {
+    Error::Invalid { field, why: why.into() }
+}
+
+/// AAD domain labels: each sealed object kind has its own, so a value of one
+/// kind can never authenticate as another.
+pub mod aad {
+    use super::FORMAT_VERSION;
+
+    pub const MASTER: &[u8] = b"vaultfs/v1/aad/master";
+    pub const LEVEL_KEY: &[u8] = b"vaultfs/v1/aad/level-key";
+    pub const AUDIT_KEY: &[u8] = b"vaultfs/v1/aad/audit-key";
+    pub const INODE: &[u8] = b"vaultfs/v1/aad/inode";
+    pub const DIRENT: &[u8] = b"vaultfs/v1/aad/dirent";
+    pub const XATTR: &[u8] = b"vaultfs/v1/aad/xattr";
+    pub const BLOCK: &[u8] = b"vaultfs/v1/aad/block";
+
+    /// `label ‖ u16 version ‖ parts...` with every part fixed-length or
+    /// length-prefixed by the caller, so the encoding is injective.
+    pub fn build(label: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(label);
+        out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        for p in parts {
+            out.extend_from_slice(p);
+        }
+        out
+    }
+
+    /// Block AAD: `BLOCK ‖ version ‖ vault id (16) ‖ ino (8) ‖ generation (8) ‖ block number (8)`.
+    pub fn block(vault_id: &[u8; 16], ino: u64, generation: u64, block: u64) -> [u8; 62] {
+        let mut out = [0u8; 62];
+        out[..20].copy_from_slice(BLOCK);
+        out[20..22].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out[22..38].copy_from_slice(vault_id);
+        out[38..46].copy_from_slice(&ino.to_be_bytes());
+        out[46..54].copy_from_slice(&generation.to_be_bytes());
+        out[54..62].copy_from_slice(&block.to_be_bytes());
+        out
+    }
+}
+
+/// HKDF labels of the key tree (docs/CRYPTO.md).
+pub mod labels {
+    pub const VAULT_META: &[u8] = b"vaultfs/v1/vault-meta";
+    pub const HEADER_MAC: &[u8] = b"vaultfs/v1/header-mac";
+    pub const AUDIT_WRAP: &[u8] = b"vaultfs/v1/audit-wrap";
+    pub const LEVEL_META: &[u8] = b"vaultfs/v1/level-meta";
+    pub const LEVEL_NAMES: &[u8] = b"vaultfs/v1/level-names";
+
+    /// `vaultfs/v1/level/N`: the level-N wrapping key.
+    pub fn level(n: u8) -> Vec<u8> {
+        format!("vaultfs/v1/level/{n}").into_bytes()
+    }
+}

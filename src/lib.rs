@@ -1,0 +1,10 @@
+//! vaultfs: an encrypted vault of memories for AI agents.
+//!
+//! Layering (imports flow downward only; see docs/ARCHITECTURE.md):
+//! L4 cli · L3 vault · L2 block, meta · L1 store · L0 crypto, format.
+
+pub mod block;
+pub mod crypto;
+pub mod format;
+pub mod store;
+mod sys;

@@ -1,0 +1,197 @@
+//! The only sled user. Sees opaque keys and values, never keys-as-in-crypto or
+//! plaintext. Every vault operation lands as one atomic `Batch`; `flush` makes
+//! everything applied before it durable.
+
+use std::path::Path;
+
+/// A storage error, with sled's message; the vault maps it to EIO.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("store I/O error: {0}")]
+    Io(String),
+    #[error("store is corrupted: {0}")]
+    Corrupt(String),
+    #[error("store is in use or unusable: {0}")]
+    Unusable(String),
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
+            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                Error::Unusable("another process has this store open".into())
+            }
+            sled::Error::Io(_) => Error::Io(e.to_string()),
+            other => Error::Unusable(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A value read from the store (zero-copy view of sled's buffer).
+#[derive(Clone)]
+pub struct Value(sled::IVec);
+
+impl std::ops::Deref for Value {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Value {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A set of puts and deletes applied atomically.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        self.ops.push((key.into(), Some(value)));
+    }
+
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// The store: one sled database, its default tree.
+pub struct Store {
+    db: sled::Db,
+}
+
+/// Subdirectory of the vault directory holding sled's files.
+const DB_DIR: &str = "db";
+
+impl Store {
+    /// Opens the store under `dir` (created if absent when `create`).
+    pub fn open(dir: &Path, create: bool) -> Result<Store> {
+        let path = dir.join(DB_DIR);
+        if !create && !path.is_dir() {
+            return Err(Error::Unusable(format!("{} does not exist", path.display())));
+        }
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .open()?;
+        Ok(Store { db })
+    }
+
+    /// Whether `dir` already holds a store.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(DB_DIR).exists()
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        Ok(self.db.get(key)?.map(Value))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.db.contains_key(key)?)
+    }
+
+    /// Writes one key outside a batch (used only for the inode counter and the
+    /// header, whose single-key writes are atomic on their own).
+    pub fn put(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
+        self.db.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Applies all operations of `batch` atomically.
+    pub fn apply(&self, batch: Batch) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        self.db.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// All entries whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
+        self.db
+            .scan_prefix(prefix)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
+    }
+
+    /// Entries with `from <= key < to`, in key order.
+    pub fn range(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
+        self.db
+            .range(from.to_vec()..to.to_vec())
+            .map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
+    }
+
+    /// Keys only, `from <= key < to` (no value copies).
+    pub fn range_keys(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
+        self.range(from, to).map(|r| r.map(|(k, _)| k))
+    }
+
+    /// Every entry, in key order (fsck, backup, tests).
+    pub fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
+        self.db
+            .iter()
+            .map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
+    }
+
+    /// Makes everything applied so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// sled's background flush interval: the bound on what an unsynced crash loses.
+pub const FLUSH_EVERY_MS: u64 = 500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_is_atomic_and_ordered() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), true).unwrap();
+        let mut b = Batch::default();
+        b.put(&b"a"[..], b"1".to_vec());
+        b.put(&b"b"[..], b"2".to_vec());
+        b.delete(&b"a"[..]);
+        s.apply(b).unwrap();
+        assert!(s.get(b"a").unwrap().is_none());
+        assert_eq!(&*s.get(b"b").unwrap().unwrap(), b"2");
+        let keys: Vec<_> = s.scan_prefix(b"").map(|r| r.unwrap().0).collect();
+        assert_eq!(keys, vec![b"b".to_vec()]);
+        s.flush().unwrap();
+    }
+
+    #[test]
+    fn open_missing_is_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Store::open(&dir.path().join("nope"), false).is_err());
+    }
+}
