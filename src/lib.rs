@@ -8,3 +8,7 @@ pub mod crypto;
 pub mod format;
 pub mod store;
 mod sys;
+pub mod meta;
+pub mod vault;
+
+pub use vault::{Error, ErrorKind, Locked, Unlocked, Vault};

@@ -27,3 +27,30 @@ pub fn effective_gid() -> u32 {
     // SAFETY: getegid has no preconditions and cannot fail.
     unsafe { libc::getegid() }
 }
+
+/// Space figures of the filesystem holding `path` (statvfs).
+pub struct FsSpace {
+    pub block_size: u64,
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_avail: u64,
+}
+
+pub fn fs_space(path: &std::path::Path) -> std::io::Result<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs is plain old data, valid when zeroed.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer for the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(FsSpace {
+        block_size: st.f_frsize as u64,
+        blocks: st.f_blocks as u64,
+        blocks_free: st.f_bfree as u64,
+        blocks_avail: st.f_bavail as u64,
+    })
+}

@@ -66,6 +66,16 @@ impl Timestamp {
     }
 }
 
+/// A raw 32-byte key inside a record: zeroized on drop, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct RawKey(pub [u8; 32]);
+
+impl std::fmt::Debug for RawKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawKey(<redacted>)")
+    }
+}
+
 /// An inode as sealed in the store. `file_key` is the per-inode content key;
 /// sealing the record under the level key is what "wraps" it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +97,7 @@ pub struct InodeRecord {
     pub ctime: Timestamp,
     pub crtime: Timestamp,
     pub flags: u32,
-    pub file_key: [u8; 32],
+    pub file_key: RawKey,
     pub symlink: Vec<u8>,
 }
 
@@ -109,7 +119,7 @@ impl InodeRecord {
             w.i64(t.secs).u32(t.nanos);
         }
         w.u32(self.flags)
-            .bytes(&self.file_key)
+            .bytes(&self.file_key.0)
             .u16(self.symlink.len() as u16)
             .bytes(&self.symlink);
         Zeroizing::new(w.into_vec())
@@ -136,7 +146,7 @@ impl InodeRecord {
             }
         }
         let flags = r.u32()?;
-        let file_key = r.array()?;
+        let file_key = RawKey(r.array()?);
         let len = r.u16()? as usize;
         if len > MAX_SYMLINK_LEN {
             return Err(invalid("symlink", format!("{len} bytes (at most {MAX_SYMLINK_LEN})")));
@@ -255,7 +265,7 @@ mod tests {
             ctime: Timestamp { secs: 5, nanos: 6 },
             crtime: Timestamp { secs: 7, nanos: 999_999_999 },
             flags: 0,
-            file_key: [5; 32],
+            file_key: RawKey([5; 32]),
             symlink: b"target".to_vec(),
         }
     }

@@ -1,0 +1,279 @@
+//! The vault: the only composer of the layers below. `Vault<Locked>` can only
+//! be unlocked; `Vault<Unlocked>` offers the filesystem operations the FUSE
+//! adapter calls. Thread-safe: clone it into every worker.
+
+mod content;
+mod error;
+mod keyring;
+mod locks;
+mod namespace;
+mod node;
+mod types;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use error::{Error, ErrorKind, Result};
+pub use types::*;
+
+use crate::crypto::{Passphrase, SigningKey};
+use crate::format::{Header, InodeRecord, keys};
+use crate::meta::{self, MetaKeys, VAULT_LEVEL};
+use crate::store::{Batch, Store};
+use error::err;
+use locks::LockTable;
+
+/// Type-state: a vault whose keys are not loaded.
+pub struct Locked {
+    dir: PathBuf,
+    store: Store,
+    header: Header,
+}
+
+/// Type-state: a vault whose keys are loaded (shared between threads).
+#[derive(Clone)]
+pub struct Unlocked(Arc<Core>);
+
+pub struct Vault<S>(S);
+
+struct Core {
+    dir: PathBuf,
+    store: Store,
+    header: Header,
+    keys: keyring::Keyring,
+    locks: LockTable,
+    /// Serializes namespace changes (create, link, unlink, rename...): held
+    /// only around metadata work, never around content-block crypto.
+    namespace: Mutex<()>,
+    inode_alloc: Mutex<InodeAlloc>,
+}
+
+/// Inode numbers are never reused: the persisted counter is reserved ahead in
+/// steps, so it only ever grows even when batches land out of order.
+struct InodeAlloc {
+    next: u64,
+    reserved: u64,
+}
+
+const INODE_RESERVE_STEP: u64 = 1024;
+
+impl Vault<Locked> {
+    /// Creates a new vault in `dir` (which must not hold one) and leaves it closed.
+    pub fn init(dir: &Path, pass: &Passphrase, opts: InitOptions) -> Result<()> {
+        if Store::exists(dir) {
+            return Err(err(ErrorKind::VaultExists, format!("{} already holds a vault; refusing to overwrite it", dir.display())));
+        }
+        if pass.is_empty() {
+            return Err(err(ErrorKind::InvalidArgument, "empty passphrase"));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| err(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
+        let header = keyring::new_header(pass, opts.kdf, opts.block_size)?;
+        let ring = keyring::unlock(pass, &header)?;
+        let store = Store::open(dir, true)?;
+        let mut batch = Batch::default();
+        let (uid, gid) = (crate::sys::effective_uid(), crate::sys::effective_gid());
+        let now = Timestamp::now();
+        let dir_rec = |perm: u16, nlink: u32, parent: u64| -> Result<InodeRecord> {
+            Ok(InodeRecord {
+                kind: FileKind::Dir,
+                perm,
+                uid,
+                gid,
+                nlink,
+                rdev: 0,
+                size: 0,
+                blocks: 0,
+                generation: u64::from_be_bytes(crate::crypto::random_array()?),
+                parent,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                flags: 0,
+                file_key: crate::format::RawKey(crate::crypto::random_array()?),
+                symlink: Vec::new(),
+            })
+        };
+        let root = dir_rec(0o755, 2 + LEVEL_COUNT as u32, ROOT_INO)?;
+        batch.put(&keys::inode(ROOT_INO)[..], ring.vault_meta.seal_inode(&header.vault_id, ROOT_INO, &root)?);
+        for level in 0..LEVEL_COUNT {
+            let perm = if level <= 1 { 0o755 } else { 0o700 };
+            let ino = level_dir(level);
+            batch.put(&keys::inode(ino)[..], ring.vault_meta.seal_inode(&header.vault_id, ino, &dir_rec(perm, 2, ROOT_INO)?)?);
+        }
+        batch.put(keys::INODE_COUNTER, FIRST_USER_INO.to_be_bytes().to_vec());
+        batch.put(keys::HEADER, header.encode());
+        store.apply(batch)?;
+        store.flush()?;
+        Ok(())
+    }
+
+    /// Opens the vault in `dir` and checks its header's format (not its keys).
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !Store::exists(dir) {
+            return Err(err(ErrorKind::NotFound, format!("{} holds no vault", dir.display())));
+        }
+        let store = Store::open(dir, false)?;
+        let raw = store
+            .get(keys::HEADER)?
+            .ok_or_else(|| err(ErrorKind::Corrupt, "vault header is missing"))?;
+        let header = Header::decode(&raw)?;
+        Ok(Vault(Locked { dir: dir.to_path_buf(), store, header }))
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.0.header
+    }
+
+    /// Derives the keys from `pass`. Wrong passphrase: `ErrorKind::WrongPassphrase`, nothing changed.
+    pub fn unlock(self, pass: &Passphrase) -> Result<Vault<Unlocked>> {
+        let Locked { dir, store, header } = self.0;
+        let keys = keyring::unlock(pass, &header)?;
+        let counter = match store.get(keys::INODE_COUNTER)? {
+            Some(v) => u64::from_be_bytes(
+                v[..].try_into().map_err(|_| err(ErrorKind::Corrupt, "inode counter has a bad length"))?,
+            ),
+            None => return Err(err(ErrorKind::Corrupt, "inode counter is missing")),
+        };
+        let core = Core {
+            dir,
+            store,
+            header,
+            keys,
+            locks: LockTable::new(),
+            namespace: Mutex::new(()),
+            inode_alloc: Mutex::new(InodeAlloc { next: counter.max(FIRST_USER_INO), reserved: counter }),
+        };
+        core.purge_unreachable()?;
+        Ok(Vault(Unlocked(Arc::new(core))))
+    }
+
+    /// Re-wraps the master key under `new`; the old passphrase stops working.
+    pub fn change_passphrase(&self, old: &Passphrase, new: &Passphrase) -> Result<()> {
+        if new.is_empty() {
+            return Err(err(ErrorKind::InvalidArgument, "empty passphrase"));
+        }
+        let h = keyring::change_passphrase(old, new, &self.0.header)?;
+        self.0.store.put(keys::HEADER, h.encode())?;
+        self.0.store.flush()?;
+        Ok(())
+    }
+}
+
+impl Vault<Unlocked> {
+    fn core(&self) -> &Core {
+        &self.0.0
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.core().header
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.core().dir
+    }
+
+    /// The audit signing key (for checkpoints).
+    pub fn audit_key(&self) -> &SigningKey {
+        &self.core().keys.audit
+    }
+
+    /// Makes every operation applied so far durable (fsync).
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.core().store.flush()?)
+    }
+
+    pub fn statfs(&self) -> Result<StatFs> {
+        let core = self.core();
+        let space = crate::sys::fs_space(&core.dir).map_err(|e| err(ErrorKind::Io, format!("statfs: {e}")))?;
+        let bs = core.header.block_size as u64;
+        let scale = |n: u64| n.saturating_mul(space.block_size) / bs;
+        let used = core.inode_alloc.lock().unwrap_or_else(|p| p.into_inner()).next;
+        Ok(StatFs {
+            block_size: core.header.block_size,
+            blocks: scale(space.blocks),
+            blocks_free: scale(space.blocks_free),
+            blocks_avail: scale(space.blocks_avail),
+            files: used + (1 << 32),
+            files_free: 1 << 32,
+            name_max: crate::format::MAX_NAME_LEN as u32,
+        })
+    }
+}
+
+impl Core {
+    fn vault_id(&self) -> &[u8; 16] {
+        &self.header.vault_id
+    }
+
+    /// The metadata keys for inodes stored with level byte `level`.
+    fn meta_keys(&self, level: u8) -> Result<&MetaKeys> {
+        if level == VAULT_LEVEL {
+            return Ok(&self.keys.vault_meta);
+        }
+        self.keys
+            .levels
+            .get(level as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| err(ErrorKind::AccessDenied, format!("level {level} is locked")))
+    }
+
+    fn alloc_ino(&self) -> Result<u64> {
+        let mut a = self.inode_alloc.lock().unwrap_or_else(|p| p.into_inner());
+        if a.next >= a.reserved {
+            let reserved = a.next + INODE_RESERVE_STEP;
+            self.store.put(keys::INODE_COUNTER, reserved.to_be_bytes().to_vec())?;
+            a.reserved = reserved;
+        }
+        let ino = a.next;
+        a.next += 1;
+        Ok(ino)
+    }
+
+    /// Removes what no one can reach after a restart: level-0 content (its key
+    /// died with the last mount) and orphans (unlinked while open, then crashed).
+    fn purge_unreachable(&self) -> Result<()> {
+        let mut batch = Batch::default();
+        let mut dead = Vec::new();
+        for entry in self.store.scan_prefix(&[keys::INODE]) {
+            let (k, v) = entry?;
+            if meta::inode_level(&v) == Some(0) {
+                dead.extend(keys::ino_of(&k));
+            }
+        }
+        for entry in self.store.scan_prefix(&[keys::ORPHAN]) {
+            dead.extend(keys::ino_of(&entry?.0));
+        }
+        for ino in dead {
+            self.delete_inode_data(ino, &mut batch)?;
+        }
+        for entry in self.store.scan_prefix(&[keys::DIRENT, 0]) {
+            batch.delete(entry?.0);
+        }
+        let level0 = level_dir(0);
+        let mut dir = self.load(level0)?;
+        if dir.rec.nlink != 2 {
+            dir.rec.nlink = 2;
+            batch.put(&keys::inode(level0)[..], self.seal(&dir)?);
+        }
+        if !batch.is_empty() {
+            self.store.apply(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an inode's record, blocks, xattrs and orphan marker.
+    fn delete_inode_data(&self, ino: u64, batch: &mut Batch) -> Result<()> {
+        batch.delete(&keys::inode(ino)[..]);
+        batch.delete(&keys::orphan(ino)[..]);
+        for prefix in [keys::block_prefix(ino), keys::xattr_prefix(ino)] {
+            for entry in self.store.scan_prefix(&prefix) {
+                batch.delete(entry?.0);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+use super::*;
+use crate::crypto::KdfParams;
+
+const FAST_KDF: KdfParams = KdfParams { memory_kib: 8 * 1024, passes: 1, lanes: 1 };
+
+fn pass(s: &str) -> Passphrase {
+    Passphrase::new(s.as_bytes().to_vec())
+}
+
+fn new_vault() -> (tempfile::TempDir, Vault<Unlocked>) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = InitOptions { kdf: FAST_KDF, block_size: 4096 };
+    Vault::init(dir.path(), &pass("pw"), opts).unwrap();
+    let v = Vault::open(dir.path()).unwrap().unlock(&pass("pw")).unwrap();
+    (dir, v)
+}
+
+fn file(uid: u32) -> NewNode {
+    NewNode { kind: FileKind::File, perm: 0o644, uid, gid: uid, rdev: 0 }
+}
+
+fn dir_spec() -> NewNode {
+    NewNode { kind: FileKind::Dir, perm: 0o755, uid: 0, gid: 0, rdev: 0 }
+}
+
+#[test]
+fn create_write_read_reopen() {
+    let (dir, v) = new_vault();
+    let a = v.create(level_dir(1), b"prefs.md", file(1000)).unwrap();
+    assert_eq!(a.level, Some(1));
+    v.write(a.ino, 0, b"user prefers tabs\n").unwrap();
+    assert_eq!(v.read(a.ino, 0, 100).unwrap(), b"user prefers tabs\n");
+    drop(v);
+    let v = Vault::open(dir.path()).unwrap().unlock(&pass("pw")).unwrap();
+    let b = v.lookup(level_dir(1), b"prefs.md").unwrap();
+    assert_eq!(b.ino, a.ino);
+    assert_eq!(b.size, 18);
+    assert_eq!(v.read(b.ino, 5, 7).unwrap(), b"prefers");
+}
+
+#[test]
+fn wrong_passphrase_is_refused() {
+    let (dir, v) = new_vault();
+    drop(v);
+    let e = Vault::open(dir.path()).unwrap().unlock(&pass("nope")).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::WrongPassphrase);
+}
+
+#[test]
+fn refuses_to_overwrite() {
+    let (dir, v) = new_vault();
+    drop(v);
+    let e = Vault::init(dir.path(), &pass("x"), InitOptions { kdf: FAST_KDF, block_size: 4096 }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::VaultExists);
+}
+
+#[test]
+fn level_zero_is_gone_after_reopen() {
+    let (dir, v) = new_vault();
+    let a = v.create(level_dir(0), b"scratch", file(0)).unwrap();
+    v.write(a.ino, 0, b"temporary").unwrap();
+    v.create(level_dir(0), b"sub", dir_spec()).unwrap();
+    assert_eq!(v.getattr(level_dir(0)).unwrap().nlink, 3);
+    drop(v);
+    let v = Vault::open(dir.path()).unwrap().unlock(&pass("pw")).unwrap();
+    assert_eq!(v.lookup(level_dir(0), b"scratch").unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(v.readdir(level_dir(0), 0, 100).unwrap().is_empty());
+    assert_eq!(v.getattr(level_dir(0)).unwrap().nlink, 2);
+    assert_eq!(v.getattr(a.ino).unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn namespace_rules() {
+    let (_dir, v) = new_vault();
+    let w = level_dir(1);
+    let d = v.create(w, b"d", dir_spec()).unwrap();
+    let f = v.create(d.ino, b"f", file(0)).unwrap();
+    assert_eq!(v.create(d.ino, b"f", file(0)).unwrap_err().kind(), ErrorKind::Exists);
+    assert_eq!(v.rmdir(w, b"d").unwrap_err().kind(), ErrorKind::NotEmpty);
+    assert_eq!(v.unlink(w, b"d").unwrap_err().kind(), ErrorKind::IsDir);
+    assert_eq!(v.rmdir(d.ino, b"f").unwrap_err().kind(), ErrorKind::NotDir);
+    assert_eq!(v.rename(w, b"d", d.ino, b"x", RenameFlags::default()).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(v.rename(d.ino, b"f", level_dir(2), b"f", RenameFlags::default()).unwrap_err().kind(), ErrorKind::CrossLevel);
+    assert_eq!(v.link(f.ino, level_dir(3), b"f").unwrap_err().kind(), ErrorKind::CrossLevel);
+    assert_eq!(v.create(ROOT_INO, b"x", file(0)).unwrap_err().kind(), ErrorKind::NotPermitted);
+    assert_eq!(v.rmdir(ROOT_INO, b"1-working").unwrap_err().kind(), ErrorKind::NotPermitted);
+    assert_eq!(v.rename(ROOT_INO, b"1-working", ROOT_INO, b"y", RenameFlags::default()).unwrap_err().kind(), ErrorKind::NotPermitted);
+    for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
+        assert_eq!(v.create(w, bad, file(0)).unwrap_err().kind(), ErrorKind::InvalidName);
+    }
+    assert_eq!(v.create(w, &[b'a'; 256], file(0)).unwrap_err().kind(), ErrorKind::NameTooLong);
+    v.create(w, &[b'a'; 255], file(0)).unwrap();
+    assert_eq!(v.write(f.ino, crate::block::MAX_FILE_SIZE, b"x").unwrap_err().kind(), ErrorKind::FileTooLarge);
+    // Hard link, then unlink both names: content lives until evict.
+    v.link(f.ino, w, b"hard").unwrap();
+    assert_eq!(v.getattr(f.ino).unwrap().nlink, 2);
+    v.write(f.ino, 0, b"data").unwrap();
+    v.unlink(d.ino, b"f").unwrap();
+    v.unlink(w, b"hard").unwrap();
+    assert_eq!(v.read(f.ino, 0, 10).unwrap(), b"data");
+    v.evict(f.ino).unwrap();
+    assert_eq!(v.getattr(f.ino).unwrap_err().kind(), ErrorKind::NotFound);
+    v.rmdir(w, b"d").unwrap();
+    assert_eq!(v.getattr(w).unwrap().nlink, 2);
+}
+
+#[test]
+fn rename_replace_and_exchange() {
+    let (_dir, v) = new_vault();
+    let w = level_dir(1);
+    let a = v.create(w, b"a", file(0)).unwrap();
+    let b = v.create(w, b"b", file(0)).unwrap();
+    let noreplace = RenameFlags { no_replace: true, exchange: false };
+    assert_eq!(v.rename(w, b"a", w, b"b", noreplace).unwrap_err().kind(), ErrorKind::Exists);
+    let exchange = RenameFlags { no_replace: false, exchange: true };
+    v.rename(w, b"a", w, b"b", exchange).unwrap();
+    assert_eq!(v.lookup(w, b"a").unwrap().ino, b.ino);
+    assert_eq!(v.lookup(w, b"b").unwrap().ino, a.ino);
+    v.rename(w, b"a", w, b"b", RenameFlags::default()).unwrap();
+    assert_eq!(v.lookup(w, b"b").unwrap().ino, b.ino);
+    assert_eq!(v.lookup(w, b"a").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(v.getattr(a.ino).unwrap().nlink, 0);
+    let d1 = v.create(w, b"d1", dir_spec()).unwrap();
+    let d2 = v.create(w, b"d2", dir_spec()).unwrap();
+    v.rename(w, b"d1", d2.ino, b"d1", RenameFlags::default()).unwrap();
+    assert_eq!(v.getattr(w).unwrap().nlink, 3);
+    assert_eq!(v.getattr(d2.ino).unwrap().nlink, 3);
+    assert_eq!(v.lookup(d2.ino, b"d1").unwrap().ino, d1.ino);
+}
+
+#[test]
+fn readdir_pages_with_cookies() {
+    let (_dir, v) = new_vault();
+    let w = level_dir(1);
+    for i in 0..50 {
+        v.create(w, format!("f{i}").as_bytes(), file(0)).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = v.readdir(w, after, 7).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().unwrap().cookie;
+        seen.extend(page.into_iter().map(|e| e.name));
+    }
+    seen.sort();
+    let mut want: Vec<Vec<u8>> = (0..50).map(|i| format!("f{i}").into_bytes()).collect();
+    want.sort();
+    assert_eq!(seen, want);
+    let root: Vec<_> = v.readdir(ROOT_INO, 0, 100).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(root.len(), 6);
+}
+
+#[test]
+fn xattrs_and_setattr() {
+    let (_dir, v) = new_vault();
+    let f = v.create(level_dir(1), b"f", file(0)).unwrap();
+    v.setxattr(f.ino, b"user.k", b"v1", XattrFlags::default()).unwrap();
+    let create = XattrFlags { create: true, replace: false };
+    assert_eq!(v.setxattr(f.ino, b"user.k", b"v2", create).unwrap_err().kind(), ErrorKind::Exists);
+    assert_eq!(v.getxattr(f.ino, b"user.k").unwrap(), b"v1");
+    assert_eq!(v.listxattr(f.ino).unwrap(), vec![b"user.k".to_vec()]);
+    v.removexattr(f.ino, b"user.k").unwrap();
+    assert_eq!(v.getxattr(f.ino, b"user.k").unwrap_err().kind(), ErrorKind::NoData);
+    v.write(f.ino, 0, &[7u8; 10000]).unwrap();
+    let a = v.setattr(f.ino, &SetAttr { size: Some(5000), ..Default::default() }).unwrap();
+    assert_eq!(a.size, 5000);
+    assert_eq!(a.blocks, 2 * 8);
+    let a = v.setattr(f.ino, &SetAttr { size: Some(20000), ..Default::default() }).unwrap();
+    assert_eq!(a.size, 20000);
+    let data = v.read(f.ino, 0, 20000).unwrap();
+    assert!(data[..5000].iter().all(|&b| b == 7) && data[5000..].iter().all(|&b| b == 0));
+    let t = Timestamp { secs: 1_000_000_000, nanos: 123_456_789 };
+    let a = v.setattr(f.ino, &SetAttr { mtime: Some(TimeSet::At(t)), perm: Some(0o600), ..Default::default() }).unwrap();
+    assert_eq!((a.mtime, a.perm), (t, 0o600));
+    assert_eq!(v.setattr(level_dir(2), &SetAttr { perm: Some(0o777), ..Default::default() }).unwrap_err().kind(), ErrorKind::NotPermitted);
+    v.setattr(level_dir(1), &SetAttr { perm: Some(0o700), ..Default::default() }).unwrap();
+}
+
+#[test]
+fn passphrase_change() {
+    let (dir, v) = new_vault();
+    drop(v);
+    Vault::open(dir.path()).unwrap().change_passphrase(&pass("pw"), &pass("new")).unwrap();
+    assert_eq!(Vault::open(dir.path()).unwrap().unlock(&pass("pw")).err().unwrap().kind(), ErrorKind::WrongPassphrase);
+    Vault::open(dir.path()).unwrap().unlock(&pass("new")).unwrap();
+}
