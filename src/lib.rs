@@ -4,11 +4,12 @@
 //! L4 cli · L3 vault · L2 block, meta · L1 store · L0 crypto, format.
 
 pub mod block;
+pub mod cli;
 pub mod crypto;
 pub mod format;
+pub mod meta;
 pub mod store;
 mod sys;
-pub mod meta;
 pub mod vault;
 
 pub use vault::{Error, ErrorKind, Locked, Unlocked, Vault};

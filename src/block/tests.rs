@@ -17,7 +17,14 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     fn file(&self, ino: u64, generation: u64) -> FileBlocks<'_> {
-        FileBlocks { store: &self.store, key: &self.key, vault_id: &self.vault_id, ino, generation, block_size: 4096 }
+        FileBlocks {
+            store: &self.store,
+            key: &self.key,
+            vault_id: &self.vault_id,
+            ino,
+            generation,
+            block_size: 4096,
+        }
     }
 }
 

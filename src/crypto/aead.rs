@@ -50,10 +50,7 @@ pub fn open_in_place(key: &Key32, aad: &[u8], sealed: &[u8], out: &mut [u8]) -> 
     let ct_end = sealed.len() - TAG_LEN;
     let tag = Tag::try_from(&sealed[ct_end..]).expect("length checked above");
     out.copy_from_slice(&sealed[NONCE_LEN..ct_end]);
-    if cipher(key)
-        .decrypt_inout_detached(&nonce, aad, (&mut *out).into(), &tag)
-        .is_err()
-    {
+    if cipher(key).decrypt_inout_detached(&nonce, aad, (&mut *out).into(), &tag).is_err() {
         out.fill(0);
         return Err(Error::Auth);
     }
@@ -62,10 +59,7 @@ pub fn open_in_place(key: &Key32, aad: &[u8], sealed: &[u8], out: &mut [u8]) -> 
 
 /// Authenticates and decrypts a sealed value of any length.
 pub fn open(key: &Key32, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let len = sealed
-        .len()
-        .checked_sub(SEALED_OVERHEAD)
-        .ok_or(Error::Length(sealed.len()))?;
+    let len = sealed.len().checked_sub(SEALED_OVERHEAD).ok_or(Error::Length(sealed.len()))?;
     let mut out = Zeroizing::new(vec![0u8; len]);
     open_in_place(key, aad, sealed, &mut out)?;
     Ok(out)

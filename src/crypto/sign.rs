@@ -38,8 +38,7 @@ impl SigningKey {
 /// Checks an Ed25519 signature (strict verification).
 pub fn verify(key: &VerifyingKey, msg: &[u8], sig: &[u8; 64]) -> Result<(), Error> {
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&key.0).map_err(|_| Error::Signature)?;
-    vk.verify_strict(msg, &Signature::from_bytes(sig))
-        .map_err(|_| Error::Signature)
+    vk.verify_strict(msg, &Signature::from_bytes(sig)).map_err(|_| Error::Signature)
 }
 
 #[cfg(test)]

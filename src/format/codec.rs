@@ -52,11 +52,7 @@ impl<'a> Reader<'a> {
 
     /// Fails if anything is left: every format here is exact-length.
     pub fn finish(self) -> Result<(), Error> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Trailing(self.what, self.buf.len()))
-        }
+        if self.buf.is_empty() { Ok(()) } else { Err(Error::Trailing(self.what, self.buf.len())) }
     }
 }
 

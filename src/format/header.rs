@@ -31,12 +31,8 @@ pub struct KdfLimits {
     pub max_lanes: u32,
 }
 
-pub const KDF_LIMITS: KdfLimits = KdfLimits {
-    min_memory_kib: 8 * 1024,
-    max_memory_kib: 4 * 1024 * 1024,
-    max_passes: 64,
-    max_lanes: 16,
-};
+pub const KDF_LIMITS: KdfLimits =
+    KdfLimits { min_memory_kib: 8 * 1024, max_memory_kib: 4 * 1024 * 1024, max_passes: 64, max_lanes: 16 };
 
 impl KdfLimits {
     pub fn check(&self, p: KdfParams) -> Result<(), Error> {
@@ -218,7 +214,12 @@ mod tests {
             audit_public: [3; 32],
             wrapped_audit_seed: [4; 72],
             slots: (1..=5)
-                .map(|level| KeySlot { level, kind: SLOT_KIND_PASSPHRASE, params: vec![], wrapped: [level; 72] })
+                .map(|level| KeySlot {
+                    level,
+                    kind: SLOT_KIND_PASSPHRASE,
+                    params: vec![],
+                    wrapped: [level; 72],
+                })
                 .collect(),
             mac: [9; 32],
         }

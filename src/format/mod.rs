@@ -14,7 +14,7 @@ pub use header::{
     SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN, validate_block_size,
 };
 pub use records::{
-    DirentRecord, FileKind, InodeRecord, RawKey, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_VALUE_LEN,
+    DirentRecord, FileKind, InodeRecord, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_VALUE_LEN, RawKey,
     Timestamp, XattrRecord,
 };
 

@@ -118,10 +118,7 @@ impl InodeRecord {
         for t in [self.atime, self.mtime, self.ctime, self.crtime] {
             w.i64(t.secs).u32(t.nanos);
         }
-        w.u32(self.flags)
-            .bytes(&self.file_key.0)
-            .u16(self.symlink.len() as u16)
-            .bytes(&self.symlink);
+        w.u32(self.flags).bytes(&self.file_key.0).u16(self.symlink.len() as u16).bytes(&self.symlink);
         Zeroizing::new(w.into_vec())
     }
 

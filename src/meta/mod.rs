@@ -103,7 +103,8 @@ impl MetaKeys {
 
     pub fn open_dirent(&self, vault_id: &[u8; 16], key: &[u8], value: &[u8]) -> Result<DirentRecord> {
         let aad = aad::build(aad::DIRENT, &[vault_id, key]);
-        let plain = crypto::open(&self.seal, &aad, value).map_err(|_| Error::Auth("directory entry".into()))?;
+        let plain =
+            crypto::open(&self.seal, &aad, value).map_err(|_| Error::Auth("directory entry".into()))?;
         DirentRecord::decode(&plain).map_err(|e| Error::Format("directory entry".into(), e))
     }
 

@@ -130,9 +130,7 @@ impl Store {
 
     /// All entries whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
-        self.db
-            .scan_prefix(prefix)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
+        self.db.scan_prefix(prefix).map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
     }
 
     /// Entries with `from <= key < to`, in key order.
@@ -149,9 +147,7 @@ impl Store {
 
     /// Every entry, in key order (fsck, backup, tests).
     pub fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
-        self.db
-            .iter()
-            .map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
+        self.db.iter().map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
     }
 
     /// Makes everything applied so far durable.

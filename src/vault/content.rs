@@ -86,15 +86,22 @@ impl Vault<Unlocked> {
             if level_of_dir(ino).is_some() || ino == ROOT_INO {
                 // Fixed directories may only be tightened.
                 if perm & !node.rec.perm != 0 {
-                    return Err(err(ErrorKind::NotPermitted, "the root and level directories' modes can only be tightened"));
+                    return Err(err(
+                        ErrorKind::NotPermitted,
+                        "the root and level directories' modes can only be tightened",
+                    ));
                 }
             }
             node.rec.perm = perm;
         }
         if set.uid.is_some() || set.gid.is_some() {
-            let changes = set.uid.is_some_and(|u| u != node.rec.uid) || set.gid.is_some_and(|g| g != node.rec.gid);
+            let changes =
+                set.uid.is_some_and(|u| u != node.rec.uid) || set.gid.is_some_and(|g| g != node.rec.gid);
             if (level_of_dir(ino).is_some() || ino == ROOT_INO) && changes {
-                return Err(err(ErrorKind::NotPermitted, "the root and level directories cannot change owner"));
+                return Err(err(
+                    ErrorKind::NotPermitted,
+                    "the root and level directories cannot change owner",
+                ));
             }
             node.rec.uid = set.uid.unwrap_or(node.rec.uid);
             node.rec.gid = set.gid.unwrap_or(node.rec.gid);
@@ -138,7 +145,10 @@ impl Vault<Unlocked> {
             return Err(err(ErrorKind::InvalidArgument, "fallocate length 0"));
         }
         if mode.punch_hole && (!mode.keep_size || mode.zero_range) {
-            return Err(err(ErrorKind::InvalidArgument, "PUNCH_HOLE needs KEEP_SIZE and excludes ZERO_RANGE"));
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                "PUNCH_HOLE needs KEEP_SIZE and excludes ZERO_RANGE",
+            ));
         }
         let end = block::check_range(offset, len)?;
         let _g = core.locks.write(ino);

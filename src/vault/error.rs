@@ -110,7 +110,9 @@ impl From<meta::Error> for Error {
 impl From<format::Error> for Error {
     fn from(e: format::Error) -> Self {
         let kind = match e {
-            format::Error::UnsupportedVersion(_) | format::Error::UnknownFeatures(_) => ErrorKind::Unsupported,
+            format::Error::UnsupportedVersion(_) | format::Error::UnknownFeatures(_) => {
+                ErrorKind::Unsupported
+            }
             _ => ErrorKind::Corrupt,
         };
         Error::new(kind, format!("vault header: {e}"))

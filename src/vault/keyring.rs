@@ -84,9 +84,8 @@ pub fn new_header(pass: &Passphrase, kdf: KdfParams, block_size: u32) -> Result<
 
 /// Unwraps everything the passphrase alone can reach.
 pub fn unlock(pass: &Passphrase, h: &Header) -> Result<Keyring> {
-    let master = unwrap(&kek(pass, h)?, &master_aad(h), &h.wrapped_master).map_err(|_| {
-        err(ErrorKind::WrongPassphrase, "wrong passphrase (or a damaged key header)")
-    })?;
+    let master = unwrap(&kek(pass, h)?, &master_aad(h), &h.wrapped_master)
+        .map_err(|_| err(ErrorKind::WrongPassphrase, "wrong passphrase (or a damaged key header)"))?;
     if header_mac(&master, h) != h.mac {
         return Err(err(ErrorKind::Corrupt, "vault header failed authentication (MAC mismatch)"));
     }
@@ -105,8 +104,9 @@ pub fn unlock(pass: &Passphrase, h: &Header) -> Result<Keyring> {
             continue;
         }
         let wrapping = level_wrapping_key(&master, &h.vault_id, slot.level);
-        let key = unwrap(&wrapping, &level_aad(&h.vault_id, slot.level), &slot.wrapped)
-            .map_err(|_| err(ErrorKind::Corrupt, format!("level {} key failed authentication", slot.level)))?;
+        let key = unwrap(&wrapping, &level_aad(&h.vault_id, slot.level), &slot.wrapped).map_err(|_| {
+            err(ErrorKind::Corrupt, format!("level {} key failed authentication", slot.level))
+        })?;
         levels[slot.level as usize] = Some(MetaKeys::derive(slot.level, &key, &h.vault_id));
     }
     Ok(Keyring { vault_meta: MetaKeys::derive(VAULT_LEVEL, &vault_meta_root, &h.vault_id), levels, audit })

@@ -61,7 +61,10 @@ impl Vault<Locked> {
     /// Creates a new vault in `dir` (which must not hold one) and leaves it closed.
     pub fn init(dir: &Path, pass: &Passphrase, opts: InitOptions) -> Result<()> {
         if Store::exists(dir) {
-            return Err(err(ErrorKind::VaultExists, format!("{} already holds a vault; refusing to overwrite it", dir.display())));
+            return Err(err(
+                ErrorKind::VaultExists,
+                format!("{} already holds a vault; refusing to overwrite it", dir.display()),
+            ));
         }
         if pass.is_empty() {
             return Err(err(ErrorKind::InvalidArgument, "empty passphrase"));
@@ -99,7 +102,10 @@ impl Vault<Locked> {
         for level in 0..LEVEL_COUNT {
             let perm = if level <= 1 { 0o755 } else { 0o700 };
             let ino = level_dir(level);
-            batch.put(&keys::inode(ino)[..], ring.vault_meta.seal_inode(&header.vault_id, ino, &dir_rec(perm, 2, ROOT_INO)?)?);
+            batch.put(
+                &keys::inode(ino)[..],
+                ring.vault_meta.seal_inode(&header.vault_id, ino, &dir_rec(perm, 2, ROOT_INO)?)?,
+            );
         }
         batch.put(keys::INODE_COUNTER, FIRST_USER_INO.to_be_bytes().to_vec());
         batch.put(keys::HEADER, header.encode());
@@ -114,9 +120,8 @@ impl Vault<Locked> {
             return Err(err(ErrorKind::NotFound, format!("{} holds no vault", dir.display())));
         }
         let store = Store::open(dir, false)?;
-        let raw = store
-            .get(keys::HEADER)?
-            .ok_or_else(|| err(ErrorKind::Corrupt, "vault header is missing"))?;
+        let raw =
+            store.get(keys::HEADER)?.ok_or_else(|| err(ErrorKind::Corrupt, "vault header is missing"))?;
         let header = Header::decode(&raw)?;
         Ok(Vault(Locked { dir: dir.to_path_buf(), store, header }))
     }
@@ -185,7 +190,8 @@ impl Vault<Unlocked> {
 
     pub fn statfs(&self) -> Result<StatFs> {
         let core = self.core();
-        let space = crate::sys::fs_space(&core.dir).map_err(|e| err(ErrorKind::Io, format!("statfs: {e}")))?;
+        let space =
+            crate::sys::fs_space(&core.dir).map_err(|e| err(ErrorKind::Io, format!("statfs: {e}")))?;
         let bs = core.header.block_size as u64;
         let scale = |n: u64| n.saturating_mul(space.block_size) / bs;
         let used = core.inode_alloc.lock().unwrap_or_else(|p| p.into_inner()).next;

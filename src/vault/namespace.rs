@@ -255,7 +255,10 @@ impl Vault<Unlocked> {
             return Err(Core::root_entry_error(name));
         }
         if name == b"." || name == b".." {
-            return Err(err(if want_dir { ErrorKind::InvalidArgument } else { ErrorKind::IsDir }, "cannot remove . or .."));
+            return Err(err(
+                if want_dir { ErrorKind::InvalidArgument } else { ErrorKind::IsDir },
+                "cannot remove . or ..",
+            ));
         }
         let _ns = core.namespace_lock();
         let mut locks = core.locks.set();
@@ -265,13 +268,16 @@ impl Vault<Unlocked> {
         if !dir.is_dir() {
             return Err(err(ErrorKind::NotDir, "not a directory"));
         }
-        let (key, d) = core.find_entry(&dir, name)?.ok_or_else(|| err(ErrorKind::NotFound, "no such entry"))?;
+        let (key, d) =
+            core.find_entry(&dir, name)?.ok_or_else(|| err(ErrorKind::NotFound, "no such entry"))?;
         locks.add(d.ino);
         let child = txn.get(d.ino)?.clone();
         match (want_dir, child.is_dir()) {
             (true, false) => return Err(err(ErrorKind::NotDir, "not a directory")),
             (false, true) => return Err(err(ErrorKind::IsDir, "is a directory")),
-            (true, true) if !core.dir_is_empty(&child)? => return Err(err(ErrorKind::NotEmpty, "directory not empty")),
+            (true, true) if !core.dir_is_empty(&child)? => {
+                return Err(err(ErrorKind::NotEmpty, "directory not empty"));
+            }
             _ => {}
         }
         let now = Timestamp::now();
@@ -307,7 +313,14 @@ impl Vault<Unlocked> {
     }
 
     /// Renames `parent/name` to `new_parent/new_name` (rename(2) and renameat2 flags).
-    pub fn rename(&self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8], flags: RenameFlags) -> Result<()> {
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
         let core = self.core();
         if parent == ROOT_INO {
             return Err(Core::root_entry_error(name));
@@ -330,7 +343,8 @@ impl Vault<Unlocked> {
             return Err(err(ErrorKind::CrossLevel, "rename across classification levels"));
         }
         let (pdir, npdir) = (txn.get(parent)?.clone(), txn.get(new_parent)?.clone());
-        let (src_key, src) = core.find_entry(&pdir, name)?.ok_or_else(|| err(ErrorKind::NotFound, "no such entry"))?;
+        let (src_key, src) =
+            core.find_entry(&pdir, name)?.ok_or_else(|| err(ErrorKind::NotFound, "no such entry"))?;
         let dst = core.find_entry(&npdir, new_name)?;
         if flags.exchange && dst.is_none() {
             return Err(err(ErrorKind::NotFound, "RENAME_EXCHANGE target does not exist"));
@@ -391,8 +405,12 @@ impl Vault<Unlocked> {
         } else {
             if let Some((_, d)) = &dst {
                 match (src.kind == FileKind::Dir, d.kind == FileKind::Dir) {
-                    (true, false) => return Err(err(ErrorKind::NotDir, "cannot replace a non-directory with a directory")),
-                    (false, true) => return Err(err(ErrorKind::IsDir, "cannot replace a directory with a non-directory")),
+                    (true, false) => {
+                        return Err(err(ErrorKind::NotDir, "cannot replace a non-directory with a directory"));
+                    }
+                    (false, true) => {
+                        return Err(err(ErrorKind::IsDir, "cannot replace a directory with a non-directory"));
+                    }
                     (true, true) => {
                         if !core.dir_is_empty(&txn.get(d.ino)?.clone())? {
                             return Err(err(ErrorKind::NotEmpty, "target directory not empty"));
@@ -431,7 +449,12 @@ impl Vault<Unlocked> {
         }
         if ino == ROOT_INO {
             return Ok((0..LEVEL_COUNT)
-                .map(|l| DirEntry { ino: level_dir(l), kind: FileKind::Dir, name: LEVEL_NAMES[l as usize].as_bytes().to_vec(), cookie: 3 + l as u64 })
+                .map(|l| DirEntry {
+                    ino: level_dir(l),
+                    kind: FileKind::Dir,
+                    name: LEVEL_NAMES[l as usize].as_bytes().to_vec(),
+                    cookie: 3 + l as u64,
+                })
                 .filter(|e| e.cookie > after)
                 .take(limit)
                 .collect());

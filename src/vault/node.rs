@@ -9,9 +9,9 @@ use crate::format::{DirentRecord, FileKind, InodeRecord, MAX_NAME_LEN, keys};
 use crate::meta::{self, VAULT_LEVEL};
 use crate::store::Batch;
 
+use super::Core;
 use super::error::{ErrorKind, Result, err};
 use super::types::{Attr, ROOT_INO, level_of_dir};
-use super::Core;
 
 /// A decrypted inode with its number and classification level.
 #[derive(Clone, Debug)]
@@ -39,12 +39,16 @@ impl Core {
             .store
             .get(&keys::inode(ino))?
             .ok_or_else(|| err(ErrorKind::NotFound, format!("inode {ino} does not exist")))?;
-        let level = meta::inode_level(&v).ok_or_else(|| err(ErrorKind::Corrupt, format!("inode {ino} is empty")))?;
+        let level =
+            meta::inode_level(&v).ok_or_else(|| err(ErrorKind::Corrupt, format!("inode {ino} is empty")))?;
         // Only the root and the level directories may be sealed at vault level,
         // and they must be: otherwise a swapped record could change a file's level.
         let fixed = ino == ROOT_INO || level_of_dir(ino).is_some();
         if fixed != (level == VAULT_LEVEL) {
-            return Err(err(ErrorKind::Corrupt, format!("inode {ino} failed authentication (wrong level byte)")));
+            return Err(err(
+                ErrorKind::Corrupt,
+                format!("inode {ino} failed authentication (wrong level byte)"),
+            ));
         }
         let rec = self.meta_keys(level)?.open_inode(self.vault_id(), ino, &v)?;
         Ok(Node { ino, sealed_level: level, rec })
@@ -85,7 +89,10 @@ impl Core {
             Some(v) => {
                 let d = mk.open_dirent(self.vault_id(), &key, &v)?;
                 if d.name != name {
-                    return Err(err(ErrorKind::Corrupt, "directory entry failed authentication (name mismatch)"));
+                    return Err(err(
+                        ErrorKind::Corrupt,
+                        "directory entry failed authentication (name mismatch)",
+                    ));
                 }
                 Ok(Some((key, d)))
             }
@@ -119,10 +126,16 @@ impl Core {
 /// Checks a name for create/link/rename targets.
 pub fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
-        return Err(err(ErrorKind::NameTooLong, format!("name is {} bytes (at most {MAX_NAME_LEN})", name.len())));
+        return Err(err(
+            ErrorKind::NameTooLong,
+            format!("name is {} bytes (at most {MAX_NAME_LEN})", name.len()),
+        ));
     }
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
-        return Err(err(ErrorKind::InvalidName, "invalid name (empty, \".\", \"..\", or containing '/' or NUL)"));
+        return Err(err(
+            ErrorKind::InvalidName,
+            "invalid name (empty, \".\", \"..\", or containing '/' or NUL)",
+        ));
     }
     Ok(())
 }

@@ -79,18 +79,30 @@ fn namespace_rules() {
     assert_eq!(v.rmdir(w, b"d").unwrap_err().kind(), ErrorKind::NotEmpty);
     assert_eq!(v.unlink(w, b"d").unwrap_err().kind(), ErrorKind::IsDir);
     assert_eq!(v.rmdir(d.ino, b"f").unwrap_err().kind(), ErrorKind::NotDir);
-    assert_eq!(v.rename(w, b"d", d.ino, b"x", RenameFlags::default()).unwrap_err().kind(), ErrorKind::InvalidArgument);
-    assert_eq!(v.rename(d.ino, b"f", level_dir(2), b"f", RenameFlags::default()).unwrap_err().kind(), ErrorKind::CrossLevel);
+    assert_eq!(
+        v.rename(w, b"d", d.ino, b"x", RenameFlags::default()).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        v.rename(d.ino, b"f", level_dir(2), b"f", RenameFlags::default()).unwrap_err().kind(),
+        ErrorKind::CrossLevel
+    );
     assert_eq!(v.link(f.ino, level_dir(3), b"f").unwrap_err().kind(), ErrorKind::CrossLevel);
     assert_eq!(v.create(ROOT_INO, b"x", file(0)).unwrap_err().kind(), ErrorKind::NotPermitted);
     assert_eq!(v.rmdir(ROOT_INO, b"1-working").unwrap_err().kind(), ErrorKind::NotPermitted);
-    assert_eq!(v.rename(ROOT_INO, b"1-working", ROOT_INO, b"y", RenameFlags::default()).unwrap_err().kind(), ErrorKind::NotPermitted);
+    assert_eq!(
+        v.rename(ROOT_INO, b"1-working", ROOT_INO, b"y", RenameFlags::default()).unwrap_err().kind(),
+        ErrorKind::NotPermitted
+    );
     for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
         assert_eq!(v.create(w, bad, file(0)).unwrap_err().kind(), ErrorKind::InvalidName);
     }
     assert_eq!(v.create(w, &[b'a'; 256], file(0)).unwrap_err().kind(), ErrorKind::NameTooLong);
     v.create(w, &[b'a'; 255], file(0)).unwrap();
-    assert_eq!(v.write(f.ino, crate::block::MAX_FILE_SIZE, b"x").unwrap_err().kind(), ErrorKind::FileTooLarge);
+    assert_eq!(
+        v.write(f.ino, crate::block::MAX_FILE_SIZE, b"x").unwrap_err().kind(),
+        ErrorKind::FileTooLarge
+    );
     // Hard link, then unlink both names: content lives until evict.
     v.link(f.ino, w, b"hard").unwrap();
     assert_eq!(v.getattr(f.ino).unwrap().nlink, 2);
@@ -173,9 +185,14 @@ fn xattrs_and_setattr() {
     let data = v.read(f.ino, 0, 20000).unwrap();
     assert!(data[..5000].iter().all(|&b| b == 7) && data[5000..].iter().all(|&b| b == 0));
     let t = Timestamp { secs: 1_000_000_000, nanos: 123_456_789 };
-    let a = v.setattr(f.ino, &SetAttr { mtime: Some(TimeSet::At(t)), perm: Some(0o600), ..Default::default() }).unwrap();
+    let a = v
+        .setattr(f.ino, &SetAttr { mtime: Some(TimeSet::At(t)), perm: Some(0o600), ..Default::default() })
+        .unwrap();
     assert_eq!((a.mtime, a.perm), (t, 0o600));
-    assert_eq!(v.setattr(level_dir(2), &SetAttr { perm: Some(0o777), ..Default::default() }).unwrap_err().kind(), ErrorKind::NotPermitted);
+    assert_eq!(
+        v.setattr(level_dir(2), &SetAttr { perm: Some(0o777), ..Default::default() }).unwrap_err().kind(),
+        ErrorKind::NotPermitted
+    );
     v.setattr(level_dir(1), &SetAttr { perm: Some(0o700), ..Default::default() }).unwrap();
 }
 
@@ -184,6 +201,9 @@ fn passphrase_change() {
     let (dir, v) = new_vault();
     drop(v);
     Vault::open(dir.path()).unwrap().change_passphrase(&pass("pw"), &pass("new")).unwrap();
-    assert_eq!(Vault::open(dir.path()).unwrap().unlock(&pass("pw")).err().unwrap().kind(), ErrorKind::WrongPassphrase);
+    assert_eq!(
+        Vault::open(dir.path()).unwrap().unlock(&pass("pw")).err().unwrap().kind(),
+        ErrorKind::WrongPassphrase
+    );
     Vault::open(dir.path()).unwrap().unlock(&pass("new")).unwrap();
 }

@@ -1,7 +1,7 @@
 //! Plain data the vault API takes and returns; no fuser or libc types.
 
-pub use crate::format::{FileKind, Timestamp};
 use crate::crypto::KdfParams;
+pub use crate::format::{FileKind, Timestamp};
 
 /// Inode numbers fixed by the format.
 pub const ROOT_INO: u64 = 1;
@@ -12,7 +12,8 @@ pub const FIRST_USER_INO: u64 = 16;
 pub const LEVEL_COUNT: u8 = 6;
 
 /// Names of the six classification directories, by level.
-pub const LEVEL_NAMES: [&str; 6] = ["0-ephemeral", "1-working", "2-private", "3-sealed", "4-vaulted", "5-black"];
+pub const LEVEL_NAMES: [&str; 6] =
+    ["0-ephemeral", "1-working", "2-private", "3-sealed", "4-vaulted", "5-black"];
 
 /// The inode of level `n`'s directory.
 pub fn level_dir(n: u8) -> u64 {
@@ -21,9 +22,7 @@ pub fn level_dir(n: u8) -> u64 {
 
 /// Which level directory `ino` is, if it is one.
 pub fn level_of_dir(ino: u64) -> Option<u8> {
-    (LEVEL_DIR_BASE..LEVEL_DIR_BASE + LEVEL_COUNT as u64)
-        .contains(&ino)
-        .then(|| (ino - LEVEL_DIR_BASE) as u8)
+    (LEVEL_DIR_BASE..LEVEL_DIR_BASE + LEVEL_COUNT as u64).contains(&ino).then(|| (ino - LEVEL_DIR_BASE) as u8)
 }
 
 /// Parameters of `init`.

@@ -1,0 +1,53 @@
+//! Exit codes: the only place they exist (docs/CLI.md lists them).
+
+use crate::vault::{Error, ErrorKind};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    /// Anything not listed below.
+    Failure = 1,
+    /// Bad command line (clap also uses 2).
+    Usage = 2,
+    /// The passphrase does not unlock the vault.
+    WrongPassphrase = 3,
+    /// A vault exists where init was asked to create one, or none where one was expected.
+    VaultPresence = 4,
+    /// Stored data failed authentication or does not parse: damage or tampering.
+    Corrupt = 5,
+    /// The vault was written by a newer vaultfs (version or feature flags).
+    Unsupported = 6,
+}
+
+/// A command's failure: what to print and how to exit.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: Code,
+    pub message: String,
+}
+
+impl Exit {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Exit { code: Code::Usage, message: message.into() }
+    }
+
+    pub fn failure(message: impl Into<String>) -> Self {
+        Exit { code: Code::Failure, message: message.into() }
+    }
+}
+
+impl From<Error> for Exit {
+    fn from(e: Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::WrongPassphrase => Code::WrongPassphrase,
+            ErrorKind::VaultExists | ErrorKind::NotFound => Code::VaultPresence,
+            ErrorKind::Corrupt => Code::Corrupt,
+            ErrorKind::Unsupported => Code::Unsupported,
+            ErrorKind::InvalidArgument => Code::Usage,
+            _ => Code::Failure,
+        };
+        Exit { code, message: e.message }
+    }
+}
+
+pub type Result = std::result::Result<(), Exit>;

@@ -1,0 +1,35 @@
+//! `vaultfs init STORE`
+
+use super::args::InitArgs;
+use super::exit::{self, Exit};
+use super::passphrase::{self, Confirm};
+use crate::crypto::KdfParams;
+use crate::vault::{DEFAULT_BLOCK_SIZE, InitOptions, Locked, Vault};
+
+pub fn run(a: InitArgs) -> exit::Result {
+    let memory_kib =
+        a.kdf_memory.checked_mul(1024).ok_or_else(|| Exit::usage("--kdf-memory is too large"))?;
+    let opts = InitOptions {
+        kdf: KdfParams { memory_kib, passes: a.kdf_passes, lanes: 1 },
+        block_size: a.block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
+    };
+    // Check bounds before asking for a passphrase the user would type in vain.
+    crate::format::KDF_LIMITS.check(opts.kdf).map_err(|e| Exit::usage(e.to_string()))?;
+    crate::format::validate_block_size(opts.block_size).map_err(|e| Exit::usage(e.to_string()))?;
+    if crate::store::Store::exists(&a.store) {
+        return Err(Exit::from(crate::vault::Error::new(
+            crate::vault::ErrorKind::VaultExists,
+            format!("{} already holds a vault; refusing to overwrite it", a.store.display()),
+        )));
+    }
+    let pass = passphrase::obtain(&a.passphrase, "New vault passphrase: ", Confirm::Twice)?;
+    Vault::<Locked>::init(&a.store, &pass, opts)?;
+    let v = Vault::open(&a.store)?;
+    println!("created vault {} in {}", hex(&v.header().vault_id), a.store.display());
+    println!("audit public key: {}", hex(&v.header().audit_public));
+    Ok(())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

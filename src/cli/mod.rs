@@ -1,0 +1,46 @@
+//! The `vaultfs` command line: parses what the user typed (args), turns it
+//! into decisions, calls the vault, and maps errors to exit codes (exit).
+//! One file per command. Owns clap, rpassword and tracing-subscriber.
+
+mod args;
+mod exit;
+mod info;
+mod init;
+mod passphrase;
+mod passwd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use exit::Exit;
+
+/// Entry point of the `vaultfs` binary.
+pub fn main() -> ExitCode {
+    let args = args::Cli::parse();
+    init_logging(args.verbose);
+    let result = match args.command {
+        args::Command::Init(a) => init::run(a),
+        args::Command::Info(a) => info::run(a),
+        args::Command::Passwd(a) => passwd::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vaultfs: {}", e.message);
+            ExitCode::from(e.code as u8)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VAULTFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

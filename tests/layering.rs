@@ -1,0 +1,145 @@
+//! Architecture guard (docs/ARCHITECTURE.md): each external crate is used only
+//! by its owning module, and `crate::` imports only flow downward.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// (crate path as written in code, module directories or files that own it)
+const OWNERS: &[(&str, &[&str])] = &[
+    ("sled", &["store"]),
+    ("fuser", &["fs"]),
+    ("clap", &["cli"]),
+    ("rpassword", &["cli"]),
+    ("tracing_subscriber", &["cli"]),
+    ("tss_esapi", &["gate/tpm"]),
+    ("ctap_hid_fido2", &["gate/fido2"]),
+    ("chacha20poly1305", &["crypto"]),
+    ("argon2", &["crypto"]),
+    ("hkdf", &["crypto"]),
+    ("ed25519_dalek", &["crypto"]),
+    ("notify", &["policy"]),
+];
+
+/// Layer of each top-level module: a module may use `crate::m` only for m
+/// at a strictly lower layer (or itself).
+const LAYERS: &[(&str, u8)] = &[
+    ("sys", 0),
+    ("crypto", 0),
+    ("format", 0),
+    ("policy", 0),
+    ("store", 1),
+    ("block", 2),
+    ("meta", 2),
+    ("audit", 2),
+    ("gate", 2),
+    ("vault", 3),
+    ("fs", 4),
+    ("cli", 4),
+    ("backup", 4),
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn module_of(rel: &str) -> &str {
+    rel.split('/').next().unwrap().trim_end_matches(".rs")
+}
+
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.starts_with("//"))
+}
+
+/// Whether `line` names the path `name` (as `name::` or `use name;`), not as
+/// the tail of a longer identifier or path.
+fn uses_path(line: &str, name: &str) -> bool {
+    let pat = format!("{name}::");
+    line.match_indices(&pat).any(|(i, _)| {
+        i == 0 || {
+            let c = line.as_bytes()[i - 1];
+            !(c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+        }
+    }) || line.contains(&format!("use {name};"))
+}
+
+fn source_files() -> (PathBuf, Vec<(String, String)>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let out = files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+            (rel, fs::read_to_string(f).unwrap())
+        })
+        .collect();
+    (src, out)
+}
+
+#[test]
+fn external_crates_stay_in_their_owning_module() {
+    let (_, files) = source_files();
+    let mut bad = Vec::new();
+    for (rel, text) in &files {
+        for (krate, owners) in OWNERS {
+            if owners.iter().any(|o| rel.starts_with(o)) {
+                continue;
+            }
+            for (n, line) in code_lines(text) {
+                if uses_path(line, krate) {
+                    bad.push(format!("src/{rel}:{n} uses {krate} (owned by {owners:?}): {line}"));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "crate ownership violations:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn imports_flow_downward() {
+    let (_, files) = source_files();
+    let layer = |m: &str| LAYERS.iter().find(|(n, _)| *n == m).map(|(_, l)| *l);
+    let mut bad = Vec::new();
+    for (rel, text) in &files {
+        let module = module_of(rel);
+        let Some(own) = layer(module) else { continue };
+        for (n, line) in code_lines(text) {
+            for (other, other_layer) in LAYERS {
+                let upward = *other_layer > own || (*other_layer == own && own != 0 && *other != module);
+                if *other != module && upward && uses_path(line, &format!("crate::{other}")) {
+                    bad.push(format!(
+                        "src/{rel}:{n}: {module} (L{own}) uses {other} (L{other_layer}): {line}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "upward or sideways imports:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn every_module_has_a_layer() {
+    let (_, files) = source_files();
+    for (rel, _) in &files {
+        let m = module_of(rel);
+        if m == "lib" || m == "main" {
+            continue;
+        }
+        assert!(LAYERS.iter().any(|(n, _)| *n == m), "src/{rel}: module {m} has no layer in this guard");
+    }
+}
+
+#[test]
+fn the_guard_itself_detects_violations() {
+    assert!(uses_path("use sled::Db;", "sled"));
+    assert!(uses_path("let x = crate::vault::Vault::open(p);", "crate::vault"));
+    assert!(!uses_path("let x = not_sled::Db;", "sled"));
+    assert!(!uses_path("use crate::vaultish::X;", "crate::vault"));
+}
