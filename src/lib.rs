@@ -7,6 +7,7 @@ pub mod block;
 pub mod cli;
 pub mod crypto;
 pub mod format;
+pub mod fs;
 pub mod meta;
 pub mod store;
 mod sys;

@@ -54,3 +54,24 @@ pub fn fs_space(path: &std::path::Path) -> std::io::Result<FsSpace> {
         blocks_avail: st.f_bavail as u64,
     })
 }
+
+/// Detaches a mount even while it is busy (umount2 MNT_DETACH).
+pub fn lazy_unmount(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Sends SIGTERM to process `pid`; Ok(false) if no such process.
+pub fn terminate_process(pid: i32) -> std::io::Result<bool> {
+    // SAFETY: kill has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) { Ok(false) } else { Err(err) }
+}

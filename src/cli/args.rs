@@ -23,6 +23,10 @@ pub enum Command {
     Info(InfoArgs),
     /// Change the passphrase (re-wraps the master key only).
     Passwd(PasswdArgs),
+    /// Mount the vault at MOUNTPOINT (daemonizes unless -f).
+    Mount(MountArgs),
+    /// Unmount a mounted vault, waiting until its daemon has flushed and exited.
+    Umount(UmountArgs),
 }
 
 /// Where a passphrase comes from; never from the command line itself.
@@ -67,4 +71,33 @@ pub struct PasswdArgs {
     /// Read the new passphrase from the first line of this file.
     #[arg(long, value_name = "FILE")]
     pub new_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    pub store: PathBuf,
+    pub mountpoint: PathBuf,
+    /// Stay in the foreground, logging to stderr.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options, comma-separated: ro, rw, allow_other, default_permissions,
+    /// uid=N, gid=N, threads=N, passphrase_file=PATH (plus fstab's auto/noauto/nofail/...).
+    #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// FUSE worker threads (default: twice the CPU count, at least 2).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+    /// Where the daemon writes its log (default: nowhere).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Internal: run as the daemon child of `vaultfs mount`, reporting readiness on stdout.
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UmountArgs {
+    pub mountpoint: PathBuf,
 }

@@ -6,8 +6,11 @@ mod args;
 mod exit;
 mod info;
 mod init;
+mod mount;
+mod mountinfo;
 mod passphrase;
 mod passwd;
+mod umount;
 
 use std::process::ExitCode;
 
@@ -23,6 +26,8 @@ pub fn main() -> ExitCode {
         args::Command::Init(a) => init::run(a),
         args::Command::Info(a) => info::run(a),
         args::Command::Passwd(a) => passwd::run(a),
+        args::Command::Mount(a) => mount::run(a),
+        args::Command::Umount(a) => umount::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,7 @@ pub struct Locked {
 #[derive(Clone)]
 pub struct Unlocked(Arc<Core>);
 
+#[derive(Clone)]
 pub struct Vault<S>(S);
 
 struct Core {
@@ -46,6 +47,7 @@ struct Core {
     /// only around metadata work, never around content-block crypto.
     namespace: Mutex<()>,
     inode_alloc: Mutex<InodeAlloc>,
+    owner_uid: u32,
 }
 
 /// Inode numbers are never reused: the persisted counter is reserved ahead in
@@ -148,6 +150,7 @@ impl Vault<Locked> {
             locks: LockTable::new(),
             namespace: Mutex::new(()),
             inode_alloc: Mutex::new(InodeAlloc { next: counter.max(FIRST_USER_INO), reserved: counter }),
+            owner_uid: crate::sys::effective_uid(),
         };
         core.purge_unreachable()?;
         Ok(Vault(Unlocked(Arc::new(core))))
@@ -181,6 +184,23 @@ impl Vault<Unlocked> {
     /// The audit signing key (for checkpoints).
     pub fn audit_key(&self) -> &SigningKey {
         &self.core().keys.audit
+    }
+
+    /// The uid that owns this unlocked vault (the one that mounted it).
+    pub fn owner_uid(&self) -> u32 {
+        self.core().owner_uid
+    }
+
+    /// Whether `caller` may touch content at classification `level`
+    /// (None: the root). AccessDenied if not.
+    pub fn check_level_access(&self, caller: &Caller, level: Option<u8>) -> Result<()> {
+        match level {
+            Some(l) if l >= OWNER_ONLY_FROM_LEVEL && caller.uid != self.owner_uid() => Err(err(
+                ErrorKind::AccessDenied,
+                format!("level {l} is private to uid {}", self.owner_uid()),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Makes every operation applied so far durable (fsync).

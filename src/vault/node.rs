@@ -106,6 +106,7 @@ impl Core {
             ino: node.ino,
             generation: r.generation,
             level: node.level(),
+            parent: if node.ino == ROOT_INO { ROOT_INO } else { r.parent },
             kind: r.kind,
             perm: r.perm,
             nlink: r.nlink,

@@ -50,6 +50,8 @@ pub struct Attr {
     pub generation: u64,
     /// Classification level (0-5); None for the root.
     pub level: Option<u8>,
+    /// Parent directory (directories only; the root is its own parent).
+    pub parent: u64,
     pub kind: FileKind,
     pub perm: u16,
     pub nlink: u32,
@@ -133,3 +135,15 @@ pub struct StatFs {
     pub files_free: u64,
     pub name_max: u32,
 }
+
+/// Who is asking: the FUSE request's credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+/// Levels 2 and above answer only the uid that unlocked the vault, even when
+/// the mount allows other users (later levels add factors on top of this).
+pub const OWNER_ONLY_FROM_LEVEL: u8 = 2;

@@ -1,0 +1,161 @@
+//! `vaultfs mount STORE MOUNTPOINT`: unlock, mount, serve. By default the
+//! command starts a daemon copy of itself, hands it the passphrase over a
+//! pipe, and returns once the daemon reports the mount ready (or its error).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use super::args::{MountArgs, PassphraseArgs};
+use super::exit::{self, Code, Exit};
+use super::mountinfo::PID_FILE;
+use super::passphrase::{self, Confirm};
+use crate::fs::MountOptions;
+use crate::vault::Vault;
+
+/// What `-o` decided.
+struct Decided {
+    opts: MountOptions,
+    passphrase_file: Option<PathBuf>,
+}
+
+fn decide(a: &MountArgs) -> Result<Decided, Exit> {
+    let default_threads = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(2).max(2);
+    let store = std::path::absolute(&a.store).map_err(|e| Exit::usage(format!("{}: {e}", a.store.display())))?;
+    let mut opts = MountOptions {
+        read_only: false,
+        allow_other: false,
+        uid: None,
+        gid: None,
+        threads: a.threads.unwrap_or(default_threads),
+        fsname: store.to_string_lossy().into_owned(),
+    };
+    let mut passphrase_file = None;
+    let number = |k: &str, v: &str| v.parse::<u32>().map_err(|_| Exit::usage(format!("-o {k}={v}: not a number")));
+    for opt in a.options.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+        let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+        match k {
+            "ro" => opts.read_only = true,
+            "rw" => opts.read_only = false,
+            "allow_other" => opts.allow_other = true,
+            "uid" => opts.uid = Some(number(k, v)?),
+            "gid" => opts.gid = Some(number(k, v)?),
+            "threads" => opts.threads = number(k, v)? as usize,
+            "passphrase_file" => passphrase_file = Some(PathBuf::from(v)),
+            // Always on: the vault relies on the kernel's permission checks.
+            "default_permissions" => {}
+            // fstab and mount(8) bookkeeping, meaningless to us.
+            "auto" | "noauto" | "user" | "nouser" | "users" | "nofail" | "_netdev" | "defaults" | "dev"
+            | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime" | "relatime" => {}
+            _ if k.starts_with("x-") || k.starts_with("comment=") => {}
+            _ => return Err(Exit::usage(format!("unknown mount option {opt:?}"))),
+        }
+    }
+    if opts.threads == 0 || opts.threads > 256 {
+        return Err(Exit::usage("threads must be between 1 and 256"));
+    }
+    Ok(Decided { opts, passphrase_file })
+}
+
+pub fn run(a: MountArgs) -> exit::Result {
+    let d = decide(&a)?;
+    if !a.mountpoint.is_dir() {
+        return Err(Exit::usage(format!("mount point {} is not a directory", a.mountpoint.display())));
+    }
+    let source = match &d.passphrase_file {
+        Some(f) => PassphraseArgs { passphrase_file: Some(f.clone()), passphrase_fd: None },
+        None => PassphraseArgs { passphrase_file: a.passphrase.passphrase_file.clone(), passphrase_fd: a.passphrase.passphrase_fd },
+    };
+    if a.foreground || a.daemon_child {
+        return serve(&a, d.opts, &source);
+    }
+    let pass = passphrase::obtain(&source, "Vault passphrase: ", Confirm::Once)?;
+    spawn_daemon(&a, &pass)
+}
+
+/// Runs the mount in this process until it is unmounted.
+fn serve(a: &MountArgs, opts: MountOptions, source: &PassphraseArgs) -> exit::Result {
+    let report = |e: Exit| -> Exit {
+        if a.daemon_child {
+            println!("error {} {}", e.code as u8, e.message);
+        }
+        e
+    };
+    let pass = passphrase::obtain(source, "Vault passphrase: ", Confirm::Once).map_err(report)?;
+    let vault = Vault::open(&a.store).and_then(|v| v.unlock(&pass)).map_err(|e| report(e.into()))?;
+    drop(pass);
+    let pid_file = a.store.join(PID_FILE);
+    let result = crate::fs::mount(vault, &a.mountpoint, &opts, || {
+        let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+        tracing::info!("mounted {} on {}", a.store.display(), a.mountpoint.display());
+        if a.daemon_child {
+            println!("ready");
+            let _ = std::io::stdout().flush();
+        }
+    });
+    let _ = std::fs::remove_file(&pid_file);
+    result.map_err(|m| report(Exit::failure(m)))
+}
+
+/// Starts `vaultfs mount --daemon-child ...` detached, passes the passphrase
+/// on its stdin, and waits for "ready" or an error line on its stdout.
+fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase) -> exit::Result {
+    let exe = std::env::current_exe().map_err(|e| Exit::failure(format!("cannot find own executable: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount").arg(&a.store).arg(&a.mountpoint).arg("--daemon-child").args(["--passphrase-fd", "0"]);
+    for o in &a.options {
+        cmd.arg("-o").arg(o);
+    }
+    if let Some(t) = a.threads {
+        cmd.arg("--threads").arg(t.to_string());
+    }
+    let stderr = match &a.log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Exit::usage(format!("log file {}: {e}", path.display())))?,
+        ),
+        None => Stdio::null(),
+    };
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
+    if a.log.is_some() {
+        cmd.arg("-v");
+    }
+    let mut child = cmd.spawn().map_err(|e| Exit::failure(format!("cannot start the mount daemon: {e}")))?;
+    {
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let mut line = pass.as_bytes().to_vec();
+        line.push(b'\n');
+        let r = stdin.write_all(&line);
+        zeroize::Zeroize::zeroize(&mut line);
+        r.map_err(|e| Exit::failure(format!("passing the passphrase to the daemon: {e}")))?;
+    }
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let _ = BufReader::new(stdout).read_line(&mut first);
+    if first.trim_end() == "ready" {
+        return Ok(());
+    }
+    let status = child.wait().map_err(|e| Exit::failure(format!("waiting for the daemon: {e}")))?;
+    Err(parse_error(first.trim_end(), status.code()))
+}
+
+/// The daemon's "error CODE MESSAGE" line as our own exit.
+fn parse_error(line: &str, status: Option<i32>) -> Exit {
+    let rest = line.strip_prefix("error ").unwrap_or("");
+    let (code, msg) = rest.split_once(' ').unwrap_or(("1", rest));
+    let code = match code.parse::<u8>().ok().or(status.map(|s| s as u8)) {
+        Some(3) => Code::WrongPassphrase,
+        Some(4) => Code::VaultPresence,
+        Some(5) => Code::Corrupt,
+        Some(6) => Code::Unsupported,
+        Some(2) => Code::Usage,
+        _ => Code::Failure,
+    };
+    let message = if msg.is_empty() { format!("the mount daemon failed ({line:?}, status {status:?})") } else { msg.to_string() };
+    Exit { code, message }
+}
+

@@ -1,0 +1,53 @@
+//! `vaultfs umount MOUNTPOINT`: asks the serving daemon to flush and unmount
+//! (SIGTERM), then waits until it has exited, so every acknowledged write is
+//! durable when this command returns.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::args::UmountArgs;
+use super::exit::{self, Exit};
+use super::mountinfo::{PID_FILE, store_of};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+pub fn run(a: UmountArgs) -> exit::Result {
+    let store = store_of(&a.mountpoint)
+        .ok_or_else(|| Exit::usage(format!("{} is not a mounted vault", a.mountpoint.display())))?;
+    match daemon_pid(&store) {
+        Some(pid) => stop(pid, &a.mountpoint),
+        None => fallback_unmount(&a.mountpoint),
+    }
+}
+
+fn daemon_pid(store: &Path) -> Option<i32> {
+    std::fs::read_to_string(store.join(PID_FILE)).ok()?.trim().parse().ok()
+}
+
+fn stop(pid: i32, mountpoint: &Path) -> exit::Result {
+    let alive = crate::sys::terminate_process(pid)
+        .map_err(|e| Exit::failure(format!("cannot signal daemon {pid}: {e}")))?;
+    if !alive {
+        return fallback_unmount(mountpoint);
+    }
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(Exit::failure(format!(
+        "daemon {pid} has detached the mount but still serves open files; it exits when they are closed"
+    )))
+}
+
+/// No daemon known: unmount directly (root) or through fusermount3.
+fn fallback_unmount(mountpoint: &Path) -> exit::Result {
+    let status = std::process::Command::new("fusermount3").arg("-u").arg(mountpoint).status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        _ => crate::sys::lazy_unmount(mountpoint)
+            .map_err(|e| Exit::failure(format!("cannot unmount {}: {e}", mountpoint.display()))),
+    }
+}

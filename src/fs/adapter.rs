@@ -1,0 +1,557 @@
+//! `fuser::Filesystem` for the vault: convert, call, reply. No logic beyond
+//! argument conversion, access gating by level, and lookup-count bookkeeping.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::attr::{OwnerMap, file_attr, file_type, kind_from_mode, timestamp};
+use super::errno::errno;
+use super::handles::InodeTable;
+use crate::vault::{
+    Attr, Caller, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet, Unlocked,
+    Vault, XattrFlags, level_of_dir,
+};
+
+/// How long the kernel may cache attributes and entries. Short, because other
+/// processes' changes come through this same mount anyway and the page cache
+/// is dropped at every open (no keep_cache), so each open reaches us.
+const TTL: Duration = Duration::from_secs(1);
+/// Entries fetched from the vault per readdir round.
+const READDIR_CHUNK: usize = 128;
+/// Largest copy_file_range chunk moved in one vault read/write.
+const COPY_CHUNK: usize = 1 << 20;
+
+pub struct VaultFs {
+    vault: Vault<Unlocked>,
+    inodes: InodeTable,
+    owner: OwnerMap,
+    next_fh: AtomicU64,
+}
+
+type Res<T> = std::result::Result<T, Errno>;
+
+fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid(), pid: req.pid() }
+}
+
+fn e(err: crate::vault::Error) -> Errno {
+    errno(&err)
+}
+
+fn time_set(t: TimeOrNow) -> TimeSet {
+    match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => TimeSet::At(timestamp(t)),
+    }
+}
+
+impl VaultFs {
+    pub fn new(vault: Vault<Unlocked>, owner: OwnerMap) -> Self {
+        VaultFs { vault, inodes: InodeTable::default(), owner, next_fh: AtomicU64::new(1) }
+    }
+
+    fn level_of(&self, ino: u64) -> Res<Option<u8>> {
+        match self.inodes.level(ino) {
+            Some(l) => Ok(l),
+            None => Ok(self.vault.getattr(ino).map_err(e)?.level),
+        }
+    }
+
+    /// May the caller look inside directory `dir` (lookup, readdir, create...)?
+    fn check_inside(&self, req: &Request, dir: u64) -> Res<()> {
+        if dir == ROOT_INO {
+            return Ok(());
+        }
+        let level = self.level_of(dir)?;
+        self.vault.check_level_access(&caller(req), level).map_err(e)
+    }
+
+    /// May the caller touch inode `ino` itself? The root and the level
+    /// directories are visible to everyone the mount admits.
+    fn check_node(&self, req: &Request, ino: u64) -> Res<()> {
+        if ino == ROOT_INO || level_of_dir(ino).is_some() {
+            return Ok(());
+        }
+        self.check_inside(req, ino)
+    }
+
+    fn fh(&self) -> FileHandle {
+        FileHandle(self.next_fh.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, r: Res<Attr>) {
+        match r {
+            Ok(a) => {
+                self.inodes.remember(a.ino, a.level);
+                reply.entry(&TTL, &file_attr(&a, self.owner), Generation(a.generation));
+            }
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn make(&self, req: &Request, parent: u64, name: &OsStr, kind: FileKind, mode: u32, rdev: u32) -> Res<Attr> {
+        self.check_inside(req, parent)?;
+        let spec = NewNode { kind, perm: (mode & 0o7777) as u16, uid: req.uid(), gid: req.gid(), rdev };
+        self.vault.create(parent, name.as_bytes(), spec).map_err(e)
+    }
+
+    fn do_setattr(&self, req: &Request, ino: u64, set: SetAttr) -> Res<Attr> {
+        self.check_node(req, ino)?;
+        self.vault.setattr(ino, &set).map_err(e)
+    }
+
+    fn xattr_reply(reply: ReplyXattr, data: &[u8], size: u32) {
+        if size == 0 {
+            reply.size(data.len() as u32);
+        } else if data.len() > size as usize {
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(data);
+        }
+    }
+
+    fn copy_range(&self, from: u64, off_in: u64, to: u64, off_out: u64, len: u64) -> Res<u64> {
+        let mut done = 0u64;
+        let len = len.min(u32::MAX as u64 & !(COPY_CHUNK as u64 - 1));
+        while done < len {
+            let want = (len - done).min(COPY_CHUNK as u64) as usize;
+            let data = self.vault.read(from, off_in + done, want).map_err(e)?;
+            if data.is_empty() {
+                break;
+            }
+            self.vault.write(to, off_out + done, &data).map_err(e)?;
+            done += data.len() as u64;
+            if data.len() < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+}
+
+macro_rules! reply_with {
+    ($reply:expr, $r:expr, |$v:ident| $ok:expr) => {
+        match $r {
+            Ok($v) => $ok,
+            Err(err) => $reply.error(err),
+        }
+    };
+}
+
+impl Filesystem for VaultFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Each is optional: keep what the kernel supports.
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_BIG_WRITES,
+        ] {
+            let _ = config.add_capabilities(cap);
+        }
+        // Readahead as large as the kernel allows: sequential readers get
+        // whole-megabyte reads, which amortize per-request and per-block costs.
+        if let Err(max) = config.set_max_readahead(1 << 20) {
+            let _ = config.set_max_readahead(max);
+        }
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        for ino in self.inodes.drain() {
+            if let Err(err) = self.vault.evict(ino) {
+                tracing::warn!("evicting inode {ino} at unmount: {err}");
+            }
+        }
+        if let Err(err) = self.vault.sync() {
+            tracing::error!("final flush at unmount failed: {err}");
+        }
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = self.check_inside(req, parent.0).and_then(|_| self.vault.lookup(parent.0, name.as_bytes()).map_err(e));
+        self.reply_entry(reply, r);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if self.inodes.forget(ino.0, nlookup)
+            && let Err(err) = self.vault.evict(ino.0)
+        {
+            tracing::warn!("evicting inode {}: {err}", ino.0);
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let r = self.check_node(req, ino.0).and_then(|_| self.vault.getattr(ino.0).map_err(e));
+        reply_with!(reply, r, |a| reply.attr(&TTL, &file_attr(&a, self.owner)));
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            perm: mode.map(|m| (m & 0o7777) as u16),
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_set),
+            mtime: mtime.map(time_set),
+        };
+        let r = self.do_setattr(req, ino.0, set);
+        reply_with!(reply, r, |a| reply.attr(&TTL, &file_attr(&a, self.owner)));
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let r = self.check_node(req, ino.0).and_then(|_| self.vault.readlink(ino.0).map_err(e));
+        reply_with!(reply, r, |t| reply.data(&t));
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        let r = match kind_from_mode(mode) {
+            Some(k @ (FileKind::File | FileKind::Fifo | FileKind::Socket | FileKind::CharDevice | FileKind::BlockDevice)) => {
+                self.make(req, parent.0, name, k, mode, rdev)
+            }
+            _ => Err(Errno::EINVAL),
+        };
+        self.reply_entry(reply, r);
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let r = self.make(req, parent.0, name, FileKind::Dir, mode, 0);
+        self.reply_entry(reply, r);
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.check_inside(req, parent.0).and_then(|_| self.vault.unlink(parent.0, name.as_bytes()).map_err(e));
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.check_inside(req, parent.0).and_then(|_| self.vault.rmdir(parent.0, name.as_bytes()).map_err(e));
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let r = self.check_inside(req, parent.0).and_then(|_| {
+            self.vault
+                .symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes(), req.uid(), req.gid())
+                .map_err(e)
+        });
+        self.reply_entry(reply, r);
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let r = (|| {
+            if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+                return Err(Errno::EINVAL);
+            }
+            self.check_inside(req, parent.0)?;
+            self.check_inside(req, newparent.0)?;
+            let f = VRename {
+                no_replace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+                exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+            };
+            self.vault.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f).map_err(e)
+        })();
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let r = self
+            .check_node(req, ino.0)
+            .and_then(|_| self.check_inside(req, newparent.0))
+            .and_then(|_| self.vault.link(ino.0, newparent.0, newname.as_bytes()).map_err(e));
+        self.reply_entry(reply, r);
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // No FOPEN_KEEP_CACHE: the kernel drops this file's page cache at every
+        // open, so every open is seen here (and, later, audited).
+        let r = self.check_node(req, ino.0);
+        reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let r = self.vault.read(ino.0, offset, size as usize).map_err(e);
+        reply_with!(reply, r, |d| reply.data(&d));
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let r = self.vault.write(ino.0, offset, data).map_err(e);
+        reply_with!(reply, r, |n| reply.written(n as u32));
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // Nothing is buffered here: every write reached the store before it was acknowledged.
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let r = self.vault.sync().map_err(e);
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let r = self.check_inside(req, ino.0);
+        reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
+    }
+
+    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let r = (|| {
+            self.check_inside(req, ino.0)?;
+            let attr = self.vault.getattr(ino.0).map_err(e)?;
+            if offset < 1 && reply.add(ino, 1, fuser::FileType::Directory, ".") {
+                return Ok(());
+            }
+            if offset < 2 && reply.add(INodeNo(attr.parent), 2, fuser::FileType::Directory, "..") {
+                return Ok(());
+            }
+            let mut after = offset.max(2);
+            loop {
+                let page = self.vault.readdir(ino.0, after, READDIR_CHUNK).map_err(e)?;
+                if page.is_empty() {
+                    return Ok(());
+                }
+                for d in page {
+                    if reply.add(INodeNo(d.ino), d.cookie, file_type(d.kind), OsStr::from_bytes(&d.name)) {
+                        return Ok(());
+                    }
+                    after = d.cookie;
+                }
+            }
+        })();
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let r = (|| {
+            self.check_inside(req, ino.0)?;
+            let attr = self.vault.getattr(ino.0).map_err(e)?;
+            // "." and ".." do not count as lookups (the kernel skips them).
+            if offset < 1 && reply.add(ino, 1, ".", &TTL, &file_attr(&attr, self.owner), Generation(attr.generation)) {
+                return Ok(());
+            }
+            if offset < 2 {
+                let p = self.vault.getattr(attr.parent).map_err(e)?;
+                if reply.add(INodeNo(p.ino), 2, "..", &TTL, &file_attr(&p, self.owner), Generation(p.generation)) {
+                    return Ok(());
+                }
+            }
+            let mut after = offset.max(2);
+            loop {
+                let page = self.vault.readdir(ino.0, after, READDIR_CHUNK).map_err(e)?;
+                if page.is_empty() {
+                    return Ok(());
+                }
+                for d in page {
+                    let a = self.vault.getattr(d.ino).map_err(e)?;
+                    let fa = file_attr(&a, self.owner);
+                    if reply.add(INodeNo(d.ino), d.cookie, OsStr::from_bytes(&d.name), &TTL, &fa, Generation(a.generation)) {
+                        return Ok(());
+                    }
+                    self.inodes.remember(a.ino, a.level);
+                    after = d.cookie;
+                }
+            }
+        })();
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let r = self.vault.sync().map_err(e);
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let r = self.vault.statfs().map_err(e);
+        reply_with!(reply, r, |s| reply.statfs(
+            s.blocks,
+            s.blocks_free,
+            s.blocks_avail,
+            s.files,
+            s.files_free,
+            s.block_size,
+            s.name_max,
+            s.block_size
+        ));
+    }
+
+    fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, position: u32, reply: ReplyEmpty) {
+        let r = (|| {
+            if position != 0 || flags & !(libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
+                return Err(Errno::EINVAL);
+            }
+            self.check_node(req, ino.0)?;
+            let f = XattrFlags { create: flags & libc::XATTR_CREATE != 0, replace: flags & libc::XATTR_REPLACE != 0 };
+            self.vault.setxattr(ino.0, name.as_bytes(), value, f).map_err(e)
+        })();
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = self.check_node(req, ino.0).and_then(|_| self.vault.getxattr(ino.0, name.as_bytes()).map_err(e));
+        reply_with!(reply, r, |v| Self::xattr_reply(reply, &v, size));
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let r = self.check_node(req, ino.0).and_then(|_| self.vault.listxattr(ino.0).map_err(e));
+        reply_with!(reply, r, |names| {
+            let mut buf = Vec::new();
+            for n in names {
+                buf.extend_from_slice(&n);
+                buf.push(0);
+            }
+            Self::xattr_reply(reply, &buf, size)
+        });
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.check_node(req, ino.0).and_then(|_| self.vault.removexattr(ino.0, name.as_bytes()).map_err(e));
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Only reached without default_permissions (we always set it); kept correct anyway.
+        let r = self.check_node(req, ino.0).and_then(|_| {
+            let a = self.vault.getattr(ino.0).map_err(e)?;
+            let want = mask.bits() as u16 & 0o7;
+            let granted = if req.uid() == 0 {
+                if want & 0o1 != 0 && a.perm & 0o111 == 0 && a.kind != FileKind::Dir { 0o6 } else { 0o7 }
+            } else if req.uid() == self.owner.uid.unwrap_or(a.uid) {
+                (a.perm >> 6) & 0o7
+            } else if req.gid() == self.owner.gid.unwrap_or(a.gid) {
+                (a.perm >> 3) & 0o7
+            } else {
+                a.perm & 0o7
+            };
+            if want & !granted == 0 { Ok(()) } else { Err(Errno::EACCES) }
+        });
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+        let r = self.make(req, parent.0, name, FileKind::File, mode, 0);
+        reply_with!(reply, r, |a| {
+            self.inodes.remember(a.ino, a.level);
+            reply.created(&TTL, &file_attr(&a, self.owner), Generation(a.generation), self.fh(), FopenFlags::empty())
+        });
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        let known = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+        let r = if mode & !known != 0 {
+            Err(Errno::EOPNOTSUPP)
+        } else {
+            let m = FallocMode {
+                keep_size: mode & libc::FALLOC_FL_KEEP_SIZE != 0,
+                punch_hole: mode & libc::FALLOC_FL_PUNCH_HOLE != 0,
+                zero_range: mode & libc::FALLOC_FL_ZERO_RANGE != 0,
+            };
+            self.vault.fallocate(ino.0, offset, length, m).map_err(e)
+        };
+        reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        let r = (|| {
+            let off = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
+            let found = match whence {
+                libc::SEEK_DATA => self.vault.seek_data(ino.0, off).map_err(e)?,
+                libc::SEEK_HOLE => self.vault.seek_hole(ino.0, off).map_err(e)?,
+                _ => return Err(Errno::EINVAL),
+            };
+            found.map(|o| o as i64).ok_or(Errno::ENXIO)
+        })();
+        reply_with!(reply, r, |o| reply.offset(o));
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let r = if !flags.is_empty() {
+            Err(Errno::EINVAL)
+        } else {
+            self.copy_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
+        };
+        reply_with!(reply, r, |n| reply.written(n as u32));
+    }
+}

@@ -1,0 +1,25 @@
+//! The one place vault errors become errno values.
+
+use fuser::Errno;
+
+use crate::vault::{Error, ErrorKind};
+
+pub fn errno(e: &Error) -> Errno {
+    match e.kind() {
+        ErrorKind::NotFound => Errno::ENOENT,
+        ErrorKind::Exists | ErrorKind::VaultExists => Errno::EEXIST,
+        ErrorKind::NotEmpty => Errno::ENOTEMPTY,
+        ErrorKind::IsDir => Errno::EISDIR,
+        ErrorKind::NotDir => Errno::ENOTDIR,
+        ErrorKind::CrossLevel => Errno::EXDEV,
+        ErrorKind::NotPermitted => Errno::EPERM,
+        ErrorKind::AccessDenied => Errno::EACCES,
+        ErrorKind::InvalidName | ErrorKind::InvalidArgument => Errno::EINVAL,
+        ErrorKind::NameTooLong => Errno::ENAMETOOLONG,
+        ErrorKind::FileTooLarge => Errno::EFBIG,
+        ErrorKind::NoData => Errno::ENODATA,
+        ErrorKind::TooLarge => Errno::E2BIG,
+        ErrorKind::Unsupported => Errno::EOPNOTSUPP,
+        ErrorKind::WrongPassphrase | ErrorKind::Corrupt | ErrorKind::Io => Errno::EIO,
+    }
+}

@@ -1,0 +1,11 @@
+//! The FUSE front end: a thin adapter from fuser callbacks to the vault.
+//! Each callback converts its arguments, calls one vault operation, and
+//! replies or maps the error to an errno. Owns fuser and signal-hook.
+
+mod adapter;
+mod attr;
+mod errno;
+mod handles;
+mod session;
+
+pub use session::{MountOptions, mount};

@@ -1,0 +1,74 @@
+//! Mounting and serving: builds the fuser session, reports readiness, and
+//! unmounts cleanly on SIGTERM/SIGINT/SIGHUP after flushing the store.
+
+use std::path::{Path, PathBuf};
+
+use fuser::{Config, MountOption, Session, SessionACL};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use super::adapter::VaultFs;
+use super::attr::OwnerMap;
+use crate::vault::{Unlocked, Vault};
+
+/// Mount options, as decided by the CLI.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    pub read_only: bool,
+    /// Let other users reach the mount (levels >= 2 still answer only the owner).
+    pub allow_other: bool,
+    /// Report every inode as owned by this uid / gid (like sshfs or vfat).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// FUSE worker threads.
+    pub threads: usize,
+    /// Shown as the mount's source in /proc/mounts (the store path).
+    pub fsname: String,
+}
+
+/// Mounts `vault` at `mountpoint` and serves it until unmounted. Calls
+/// `ready` once the kernel has accepted the mount.
+pub fn mount(vault: Vault<Unlocked>, mountpoint: &Path, opts: &MountOptions, ready: impl FnOnce()) -> Result<(), String> {
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(opts.fsname.clone()),
+        MountOption::Subtype("vaultfs".into()),
+        // The vault does not check mode bits itself; the kernel must.
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        if opts.read_only { MountOption::RO } else { MountOption::RW },
+    ];
+    if opts.allow_other {
+        cfg.acl = SessionACL::All;
+    }
+    cfg.n_threads = Some(opts.threads.max(1));
+    let flusher = vault.clone();
+    let fs = VaultFs::new(vault, OwnerMap { uid: opts.uid, gid: opts.gid });
+    let mut session =
+        Session::new(fs, mountpoint, &cfg).map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signal setup: {e}"))?;
+    let handle = signals.handle();
+    let target: PathBuf = mountpoint.to_path_buf();
+    let watcher = std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!("signal {sig}: flushing and unmounting");
+            if let Err(e) = flusher.sync() {
+                tracing::error!("flush before unmount failed: {e}");
+            }
+            if let Err(e) = unmounter.unmount() {
+                // Busy (open files): detach now, finish when the last user closes.
+                tracing::warn!("unmount failed ({e}); detaching lazily");
+                if let Err(e) = crate::sys::lazy_unmount(&target) {
+                    tracing::error!("lazy unmount failed: {e}");
+                }
+            }
+        }
+    });
+    ready();
+    let result = session.run().map_err(|e| format!("FUSE session ended with an error: {e}"));
+    handle.close();
+    let _ = watcher.join();
+    result
+}
