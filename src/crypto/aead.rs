@@ -1,6 +1,7 @@
 //! XChaCha20-Poly1305 with a random 24-byte nonce per seal.
 //! Sealed layout: nonce (24) ‖ ciphertext (len of plaintext) ‖ tag (16).
 
+use chacha20poly1305::aead::inout::InOutBuf;
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
@@ -49,8 +50,9 @@ pub fn open_in_place(key: &Key32, aad: &[u8], sealed: &[u8], out: &mut [u8]) -> 
     let nonce = XNonce::try_from(&sealed[..NONCE_LEN]).expect("length checked above");
     let ct_end = sealed.len() - TAG_LEN;
     let tag = Tag::try_from(&sealed[ct_end..]).expect("length checked above");
-    out.copy_from_slice(&sealed[NONCE_LEN..ct_end]);
-    if cipher(key).decrypt_inout_detached(&nonce, aad, (&mut *out).into(), &tag).is_err() {
+    // Decrypt straight from the sealed bytes into `out`: no intermediate copy.
+    let buf = InOutBuf::new(&sealed[NONCE_LEN..ct_end], out).expect("lengths checked above");
+    if cipher(key).decrypt_inout_detached(&nonce, aad, buf, &tag).is_err() {
         out.fill(0);
         return Err(Error::Auth);
     }
