@@ -100,7 +100,7 @@ fn mixed_load_finishes_and_stays_consistent() {
                         let name = format!("t{t}-{}", i % 17);
                         let p = r.join("shared").join(&name);
                         match i % 7 {
-                            0 | 1 | 2 => {
+                            0..=2 => {
                                 let data = pattern(t, i, 1 + (i * 977) % 70_000);
                                 fs::write(&p, &data).unwrap();
                                 mine.insert(name, data);

@@ -32,7 +32,7 @@ fn stop(pid: i32, mountpoint: &Path) -> exit::Result {
     }
     let start = Instant::now();
     while start.elapsed() < WAIT {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if !running(pid) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -40,6 +40,16 @@ fn stop(pid: i32, mountpoint: &Path) -> exit::Result {
     Err(Exit::failure(format!(
         "daemon {pid} has detached the mount but still serves open files; it exits when they are closed"
     )))
+}
+
+/// Whether `pid` is a live process. An exited daemon may linger as a zombie
+/// until init reaps it; that counts as exited.
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesized command name.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
 }
 
 /// No daemon known: unmount directly (root) or through fusermount3.

@@ -32,7 +32,9 @@ pub fn mount(vault: Vault<Unlocked>, mountpoint: &Path, opts: &MountOptions, rea
     let mut cfg = Config::default();
     cfg.mount_options = vec![
         MountOption::FSName(opts.fsname.clone()),
-        MountOption::Subtype("vaultfs".into()),
+        // As a kernel option, so that the direct mount(2) path (root) also
+        // shows the type as fuse.vaultfs; fuser's Subtype only reaches fusermount.
+        MountOption::CUSTOM("subtype=vaultfs".into()),
         // The vault does not check mode bits itself; the kernel must.
         MountOption::DefaultPermissions,
         MountOption::NoDev,

@@ -11,6 +11,8 @@ use super::types::*;
 use super::{Core, Unlocked, Vault};
 
 const S_ISUID: u16 = 0o4000;
+/// `system.posix_acl_access` and `system.posix_acl_default`.
+const POSIX_ACL_PREFIX: &[u8] = b"system.posix_acl_";
 const S_ISGID: u16 = 0o2000;
 const S_IXGRP: u16 = 0o0010;
 
@@ -197,6 +199,12 @@ impl Vault<Unlocked> {
     fn xattr_key(&self, node: &Node, name: &[u8]) -> Result<Vec<u8>> {
         if name.is_empty() || name.len() > MAX_NAME_LEN {
             return Err(err(ErrorKind::InvalidArgument, "bad xattr name length"));
+        }
+        if name.starts_with(POSIX_ACL_PREFIX) {
+            // Storing ACLs without enforcing them would make `cp -a` and
+            // `setfacl` believe in permissions that do not hold; refusing makes
+            // them fall back to chmod (docs/SEMANTICS.md).
+            return Err(err(ErrorKind::Unsupported, "POSIX ACLs are not supported"));
         }
         let tag = self.core().meta_keys(node.sealed_level)?.xattr_tag(node.ino, name);
         Ok(keys::xattr(node.ino, &tag).to_vec())
