@@ -105,27 +105,33 @@ impl FileBlocks<'_> {
             return Ok(0);
         }
         let bs = self.bs();
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        // One range scan tells which touched blocks exist (for the block count
+        // and for read-modify-write), instead of one lookup per block.
+        let mut existing = std::collections::BTreeSet::new();
+        for k in self.store.range_keys(&keys::block(self.ino, first), &keys::block(self.ino, last + 1)) {
+            existing.extend(keys::block_number(&k?));
+        }
         let mut delta = 0i64;
         let mut scratch: Option<Zeroizing<Vec<u8>>> = None;
-        for b in offset / bs..=(end - 1) / bs {
+        for b in first..=last {
             let block_start = b * bs;
             let lo = offset.max(block_start);
             let hi = end.min(block_start + bs);
             let src = &data[(lo - offset) as usize..(hi - offset) as usize];
             let key = keys::block(self.ino, b);
+            let stored = existing.contains(&b);
+            if !stored {
+                delta += 1;
+            }
             let value = if src.len() as u64 == bs {
-                if !self.store.contains(&key)? {
-                    delta += 1;
-                }
                 self.seal_block(b, src)?
             } else {
                 let s = scratch.get_or_insert_with(|| Zeroizing::new(vec![0u8; bs as usize]));
-                match self.store.get(&key)? {
+                let old = if stored { self.store.get(&key)? } else { None };
+                match old {
                     Some(old) => self.open_block(b, &old, s)?,
-                    None => {
-                        s.fill(0);
-                        delta += 1;
-                    }
+                    None => s.fill(0),
                 }
                 s[(lo - block_start) as usize..(hi - block_start) as usize].copy_from_slice(src);
                 self.seal_block(b, s)?

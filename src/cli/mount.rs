@@ -22,7 +22,8 @@ struct Decided {
 
 fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     let default_threads = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(2).max(2);
-    let store = std::path::absolute(&a.store).map_err(|e| Exit::usage(format!("{}: {e}", a.store.display())))?;
+    let store =
+        std::path::absolute(&a.store).map_err(|e| Exit::usage(format!("{}: {e}", a.store.display())))?;
     let mut opts = MountOptions {
         read_only: false,
         allow_other: false,
@@ -32,7 +33,8 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         fsname: store.to_string_lossy().into_owned(),
     };
     let mut passphrase_file = None;
-    let number = |k: &str, v: &str| v.parse::<u32>().map_err(|_| Exit::usage(format!("-o {k}={v}: not a number")));
+    let number =
+        |k: &str, v: &str| v.parse::<u32>().map_err(|_| Exit::usage(format!("-o {k}={v}: not a number")));
     for opt in a.options.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
         let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
         match k {
@@ -65,7 +67,10 @@ pub fn run(a: MountArgs) -> exit::Result {
     }
     let source = match &d.passphrase_file {
         Some(f) => PassphraseArgs { passphrase_file: Some(f.clone()), passphrase_fd: None },
-        None => PassphraseArgs { passphrase_file: a.passphrase.passphrase_file.clone(), passphrase_fd: a.passphrase.passphrase_fd },
+        None => PassphraseArgs {
+            passphrase_file: a.passphrase.passphrase_file.clone(),
+            passphrase_fd: a.passphrase.passphrase_fd,
+        },
     };
     if a.foreground || a.daemon_child {
         return serve(&a, d.opts, &source);
@@ -101,7 +106,8 @@ fn serve(a: &MountArgs, opts: MountOptions, source: &PassphraseArgs) -> exit::Re
 /// Starts `vaultfs mount --daemon-child ...` detached, passes the passphrase
 /// on its stdin, and waits for "ready" or an error line on its stdout.
 fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase) -> exit::Result {
-    let exe = std::env::current_exe().map_err(|e| Exit::failure(format!("cannot find own executable: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| Exit::failure(format!("cannot find own executable: {e}")))?;
     let mut cmd = Command::new(exe);
     cmd.arg("mount").arg(&a.store).arg(&a.mountpoint).arg("--daemon-child").args(["--passphrase-fd", "0"]);
     for o in &a.options {
@@ -155,7 +161,10 @@ fn parse_error(line: &str, status: Option<i32>) -> Exit {
         Some(2) => Code::Usage,
         _ => Code::Failure,
     };
-    let message = if msg.is_empty() { format!("the mount daemon failed ({line:?}, status {status:?})") } else { msg.to_string() };
+    let message = if msg.is_empty() {
+        format!("the mount daemon failed ({line:?}, status {status:?})")
+    } else {
+        msg.to_string()
+    };
     Exit { code, message }
 }
-

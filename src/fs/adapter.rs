@@ -18,8 +18,8 @@ use super::attr::{OwnerMap, file_attr, file_type, kind_from_mode, timestamp};
 use super::errno::errno;
 use super::handles::InodeTable;
 use crate::vault::{
-    Attr, Caller, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet, Unlocked,
-    Vault, XattrFlags, level_of_dir,
+    Attr, Caller, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet,
+    Unlocked, Vault, XattrFlags, level_of_dir,
 };
 
 /// How long the kernel may cache attributes and entries. Short, because other
@@ -99,7 +99,15 @@ impl VaultFs {
         }
     }
 
-    fn make(&self, req: &Request, parent: u64, name: &OsStr, kind: FileKind, mode: u32, rdev: u32) -> Res<Attr> {
+    fn make(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        kind: FileKind,
+        mode: u32,
+        rdev: u32,
+    ) -> Res<Attr> {
         self.check_inside(req, parent)?;
         let spec = NewNode { kind, perm: (mode & 0o7777) as u16, uid: req.uid(), gid: req.gid(), rdev };
         self.vault.create(parent, name.as_bytes(), spec).map_err(e)
@@ -179,7 +187,9 @@ impl Filesystem for VaultFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = self.check_inside(req, parent.0).and_then(|_| self.vault.lookup(parent.0, name.as_bytes()).map_err(e));
+        let r = self
+            .check_inside(req, parent.0)
+            .and_then(|_| self.vault.lookup(parent.0, name.as_bytes()).map_err(e));
         self.reply_entry(reply, r);
     }
 
@@ -231,11 +241,24 @@ impl Filesystem for VaultFs {
         reply_with!(reply, r, |t| reply.data(&t));
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let r = match kind_from_mode(mode) {
-            Some(k @ (FileKind::File | FileKind::Fifo | FileKind::Socket | FileKind::CharDevice | FileKind::BlockDevice)) => {
-                self.make(req, parent.0, name, k, mode, rdev)
-            }
+            Some(
+                k @ (FileKind::File
+                | FileKind::Fifo
+                | FileKind::Socket
+                | FileKind::CharDevice
+                | FileKind::BlockDevice),
+            ) => self.make(req, parent.0, name, k, mode, rdev),
             _ => Err(Errno::EINVAL),
         };
         self.reply_entry(reply, r);
@@ -247,12 +270,16 @@ impl Filesystem for VaultFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.check_inside(req, parent.0).and_then(|_| self.vault.unlink(parent.0, name.as_bytes()).map_err(e));
+        let r = self
+            .check_inside(req, parent.0)
+            .and_then(|_| self.vault.unlink(parent.0, name.as_bytes()).map_err(e));
         reply_with!(reply, r, |_v| reply.ok());
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.check_inside(req, parent.0).and_then(|_| self.vault.rmdir(parent.0, name.as_bytes()).map_err(e));
+        let r = self
+            .check_inside(req, parent.0)
+            .and_then(|_| self.vault.rmdir(parent.0, name.as_bytes()).map_err(e));
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -336,7 +363,14 @@ impl Filesystem for VaultFs {
         reply_with!(reply, r, |n| reply.written(n as u32));
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // Nothing is buffered here: every write reached the store before it was acknowledged.
         reply.ok();
     }
@@ -378,17 +412,33 @@ impl Filesystem for VaultFs {
         reply_with!(reply, r, |_v| reply.ok());
     }
 
-    fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let r = (|| {
             self.check_inside(req, ino.0)?;
             let attr = self.vault.getattr(ino.0).map_err(e)?;
             // "." and ".." do not count as lookups (the kernel skips them).
-            if offset < 1 && reply.add(ino, 1, ".", &TTL, &file_attr(&attr, self.owner), Generation(attr.generation)) {
+            if offset < 1
+                && reply.add(ino, 1, ".", &TTL, &file_attr(&attr, self.owner), Generation(attr.generation))
+            {
                 return Ok(());
             }
             if offset < 2 {
                 let p = self.vault.getattr(attr.parent).map_err(e)?;
-                if reply.add(INodeNo(p.ino), 2, "..", &TTL, &file_attr(&p, self.owner), Generation(p.generation)) {
+                if reply.add(
+                    INodeNo(p.ino),
+                    2,
+                    "..",
+                    &TTL,
+                    &file_attr(&p, self.owner),
+                    Generation(p.generation),
+                ) {
                     return Ok(());
                 }
             }
@@ -401,7 +451,14 @@ impl Filesystem for VaultFs {
                 for d in page {
                     let a = self.vault.getattr(d.ino).map_err(e)?;
                     let fa = file_attr(&a, self.owner);
-                    if reply.add(INodeNo(d.ino), d.cookie, OsStr::from_bytes(&d.name), &TTL, &fa, Generation(a.generation)) {
+                    if reply.add(
+                        INodeNo(d.ino),
+                        d.cookie,
+                        OsStr::from_bytes(&d.name),
+                        &TTL,
+                        &fa,
+                        Generation(a.generation),
+                    ) {
                         return Ok(());
                     }
                     self.inodes.remember(a.ino, a.level);
@@ -431,20 +488,33 @@ impl Filesystem for VaultFs {
         ));
     }
 
-    fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
         let r = (|| {
             if position != 0 || flags & !(libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
                 return Err(Errno::EINVAL);
             }
             self.check_node(req, ino.0)?;
-            let f = XattrFlags { create: flags & libc::XATTR_CREATE != 0, replace: flags & libc::XATTR_REPLACE != 0 };
+            let f = XattrFlags {
+                create: flags & libc::XATTR_CREATE != 0,
+                replace: flags & libc::XATTR_REPLACE != 0,
+            };
             self.vault.setxattr(ino.0, name.as_bytes(), value, f).map_err(e)
         })();
         reply_with!(reply, r, |_v| reply.ok());
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let r = self.check_node(req, ino.0).and_then(|_| self.vault.getxattr(ino.0, name.as_bytes()).map_err(e));
+        let r =
+            self.check_node(req, ino.0).and_then(|_| self.vault.getxattr(ino.0, name.as_bytes()).map_err(e));
         reply_with!(reply, r, |v| Self::xattr_reply(reply, &v, size));
     }
 
@@ -461,7 +531,9 @@ impl Filesystem for VaultFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.check_node(req, ino.0).and_then(|_| self.vault.removexattr(ino.0, name.as_bytes()).map_err(e));
+        let r = self
+            .check_node(req, ino.0)
+            .and_then(|_| self.vault.removexattr(ino.0, name.as_bytes()).map_err(e));
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -484,11 +556,26 @@ impl Filesystem for VaultFs {
         reply_with!(reply, r, |_v| reply.ok());
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
         let r = self.make(req, parent.0, name, FileKind::File, mode, 0);
         reply_with!(reply, r, |a| {
             self.inodes.remember(a.ino, a.level);
-            reply.created(&TTL, &file_attr(&a, self.owner), Generation(a.generation), self.fh(), FopenFlags::empty())
+            reply.created(
+                &TTL,
+                &file_attr(&a, self.owner),
+                Generation(a.generation),
+                self.fh(),
+                FopenFlags::empty(),
+            )
         });
     }
 
@@ -506,7 +593,16 @@ impl Filesystem for VaultFs {
         reply.error(Errno::ENOTTY);
     }
 
-    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         let known = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
         let r = if mode & !known != 0 {
             Err(Errno::EOPNOTSUPP)
@@ -521,7 +617,15 @@ impl Filesystem for VaultFs {
         reply_with!(reply, r, |_v| reply.ok());
     }
 
-    fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         let r = (|| {
             let off = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
             let found = match whence {

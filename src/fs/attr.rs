@@ -46,7 +46,11 @@ pub fn timestamp(t: SystemTime) -> Timestamp {
         Err(e) => {
             let d = e.duration();
             let (s, n) = (d.as_secs() as i64, d.subsec_nanos());
-            if n == 0 { Timestamp { secs: -s, nanos: 0 } } else { Timestamp { secs: -s - 1, nanos: 1_000_000_000 - n } }
+            if n == 0 {
+                Timestamp { secs: -s, nanos: 0 }
+            } else {
+                Timestamp { secs: -s - 1, nanos: 1_000_000_000 - n }
+            }
         }
     }
 }

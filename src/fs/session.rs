@@ -28,7 +28,12 @@ pub struct MountOptions {
 
 /// Mounts `vault` at `mountpoint` and serves it until unmounted. Calls
 /// `ready` once the kernel has accepted the mount.
-pub fn mount(vault: Vault<Unlocked>, mountpoint: &Path, opts: &MountOptions, ready: impl FnOnce()) -> Result<(), String> {
+pub fn mount(
+    vault: Vault<Unlocked>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    ready: impl FnOnce(),
+) -> Result<(), String> {
     let mut cfg = Config::default();
     cfg.mount_options = vec![
         MountOption::FSName(opts.fsname.clone()),
@@ -47,8 +52,8 @@ pub fn mount(vault: Vault<Unlocked>, mountpoint: &Path, opts: &MountOptions, rea
     cfg.n_threads = Some(opts.threads.max(1));
     let flusher = vault.clone();
     let fs = VaultFs::new(vault, OwnerMap { uid: opts.uid, gid: opts.gid });
-    let mut session =
-        Session::new(fs, mountpoint, &cfg).map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    let mut session = Session::new(fs, mountpoint, &cfg)
+        .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signal setup: {e}"))?;
     let handle = signals.handle();

@@ -23,6 +23,10 @@ impl From<sled::Error> for Error {
             sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
                 Error::Unusable("another process has this store open".into())
             }
+            // sled reports a held file lock as a plain I/O error with this text.
+            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                Error::Unusable("another process has this store open (is it mounted?)".into())
+            }
             sled::Error::Io(_) => Error::Io(e.to_string()),
             other => Error::Unusable(other.to_string()),
         }
@@ -87,12 +91,23 @@ impl Store {
         if !create && !path.is_dir() {
             return Err(Error::Unusable(format!("{} does not exist", path.display())));
         }
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
             .cache_capacity(256 * 1024 * 1024)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
-            .open()?;
-        Ok(Store { db })
+            .segment_size(existing_segment_size(&path).unwrap_or(SEGMENT_SIZE));
+        // A process that just closed the store (or exited) may hold sled's
+        // file lock for a moment longer: retry briefly before reporting it.
+        let mut tries = 0;
+        loop {
+            match config.open().map_err(Error::from) {
+                Err(Error::Unusable(_)) if tries < LOCK_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r.map(|db| Store { db }),
+            }
+        }
     }
 
     /// Whether `dir` already holds a store.
@@ -133,6 +148,11 @@ impl Store {
         self.db.scan_prefix(prefix).map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
     }
 
+    /// The greatest key starting with `prefix`, if any.
+    pub fn last_key_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.scan_prefix(prefix).next_back().transpose()?.map(|(k, _)| k.to_vec()))
+    }
+
     /// Entries with `from <= key < to`, in key order.
     pub fn range(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
         self.db
@@ -161,6 +181,24 @@ impl Store {
         Ok(self.db.size_on_disk()?)
     }
 }
+
+/// sled's segment (I/O buffer) size for new stores. sled keeps a log item
+/// inline only up to a quarter of a segment and writes bigger ones as separate
+/// blob files; a leaf node holds up to 16 values, so 16 KiB blocks need nodes
+/// of ~256 KiB. 2 MiB segments keep them inline (docs/PERFORMANCE.md has
+/// the measurements).
+const SEGMENT_SIZE: usize = 2 * 1024 * 1024;
+
+/// The segment size an existing store was created with (sled refuses to open
+/// a store with another one), read from sled's `conf` file.
+fn existing_segment_size(db: &Path) -> Option<usize> {
+    let conf = std::fs::read(db.join("conf")).ok()?;
+    let text = String::from_utf8_lossy(&conf);
+    text.lines().find_map(|l| l.strip_prefix("segment_size: ")?.trim().parse().ok())
+}
+
+/// Open attempts (50 ms apart) while another handle still holds the lock.
+const LOCK_RETRIES: u32 = 40;
 
 /// sled's background flush interval: the bound on what an unsynced crash loses.
 pub const FLUSH_EVERY_MS: u64 = 500;

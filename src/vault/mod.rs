@@ -142,6 +142,10 @@ impl Vault<Locked> {
             ),
             None => return Err(err(ErrorKind::Corrupt, "inode counter is missing")),
         };
+        // Never hand out a number that is in use, even if the (unauthenticated)
+        // counter was rolled back: start past the highest stored inode.
+        let highest = store.last_key_with_prefix(&[keys::INODE])?.and_then(|k| keys::ino_of(&k)).unwrap_or(0);
+        let counter = counter.max(highest + 1);
         let core = Core {
             dir,
             store,
@@ -195,10 +199,9 @@ impl Vault<Unlocked> {
     /// (None: the root). AccessDenied if not.
     pub fn check_level_access(&self, caller: &Caller, level: Option<u8>) -> Result<()> {
         match level {
-            Some(l) if l >= OWNER_ONLY_FROM_LEVEL && caller.uid != self.owner_uid() => Err(err(
-                ErrorKind::AccessDenied,
-                format!("level {l} is private to uid {}", self.owner_uid()),
-            )),
+            Some(l) if l >= OWNER_ONLY_FROM_LEVEL && caller.uid != self.owner_uid() => {
+                Err(err(ErrorKind::AccessDenied, format!("level {l} is private to uid {}", self.owner_uid())))
+            }
             _ => Ok(()),
         }
     }
@@ -260,18 +263,42 @@ impl Core {
     /// died with the last mount) and orphans (unlinked while open, then crashed).
     fn purge_unreachable(&self) -> Result<()> {
         let mut batch = Batch::default();
-        let mut dead = Vec::new();
+        let mut purged = std::collections::BTreeSet::new();
         for entry in self.store.scan_prefix(&[keys::INODE]) {
             let (k, v) = entry?;
-            if meta::inode_level(&v) == Some(0) {
-                dead.extend(keys::ino_of(&k));
+            let Some(ino) = keys::ino_of(&k) else { continue };
+            if ino < FIRST_USER_INO || meta::inode_level(&v) != Some(0) {
+                continue;
             }
+            // The level byte is not authenticated until the record is opened:
+            // never destroy a record of another level relabelled 0 on an
+            // attacker's behalf; leave it to fail authentication when used.
+            if self.opens_under_another_level(ino, &v) {
+                tracing::warn!("inode {ino} is labelled level 0 but sealed under another level: not purged");
+                continue;
+            }
+            self.delete_inode_data(ino, &mut batch)?;
+            purged.insert(ino);
         }
         for entry in self.store.scan_prefix(&[keys::ORPHAN]) {
-            dead.extend(keys::ino_of(&entry?.0));
-        }
-        for ino in dead {
-            self.delete_inode_data(ino, &mut batch)?;
+            let (k, _) = entry?;
+            let Some(ino) = keys::ino_of(&k) else { continue };
+            if purged.contains(&ino) {
+                continue;
+            }
+            // Only an authenticated record with no links left is deleted; a
+            // marker is no more trustworthy than any other unsealed byte.
+            match self.load(ino) {
+                Ok(node) if node.rec.nlink == 0 && node.sealed_level != VAULT_LEVEL => {
+                    self.delete_inode_data(ino, &mut batch)?;
+                }
+                Ok(_) => {
+                    tracing::warn!("orphan marker on linked inode {ino}: marker removed, inode kept");
+                    batch.delete(k);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => batch.delete(k),
+                Err(e) => tracing::warn!("orphan inode {ino} left in place: {e}"),
+            }
         }
         for entry in self.store.scan_prefix(&[keys::DIRENT, 0]) {
             batch.delete(entry?.0);
@@ -286,6 +313,16 @@ impl Core {
             self.store.apply(batch)?;
         }
         Ok(())
+    }
+
+    /// Whether a record labelled level 0 authenticates under a stored level's keys.
+    fn opens_under_another_level(&self, ino: u64, value: &[u8]) -> bool {
+        (1..LEVEL_COUNT).chain([VAULT_LEVEL]).any(|level| {
+            let Ok(mk) = self.meta_keys(level) else { return false };
+            let mut relabelled = value.to_vec();
+            relabelled[0] = level;
+            mk.open_inode(self.vault_id(), ino, &relabelled).is_ok()
+        })
     }
 
     /// Deletes an inode's record, blocks, xattrs and orphan marker.

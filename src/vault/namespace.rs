@@ -56,6 +56,12 @@ impl Core {
             return Err(err(ErrorKind::Exists, "name exists"));
         }
         let ino = self.alloc_ino()?;
+        if self.store.contains(&keys::inode(ino))? {
+            return Err(err(
+                ErrorKind::Corrupt,
+                format!("inode {ino} is already in use: the inode counter was rolled back"),
+            ));
+        }
         let now = Timestamp::now();
         let mut perm = spec.perm & 0o7777;
         let mut gid = spec.gid;
@@ -406,7 +412,10 @@ impl Vault<Unlocked> {
             if let Some((_, d)) = &dst {
                 match (src.kind == FileKind::Dir, d.kind == FileKind::Dir) {
                     (true, false) => {
-                        return Err(err(ErrorKind::NotDir, "cannot replace a non-directory with a directory"));
+                        return Err(err(
+                            ErrorKind::NotDir,
+                            "cannot replace a non-directory with a directory",
+                        ));
                     }
                     (false, true) => {
                         return Err(err(ErrorKind::IsDir, "cannot replace a directory with a non-directory"));

@@ -11,7 +11,7 @@ use crate::store::Batch;
 
 use super::Core;
 use super::error::{ErrorKind, Result, err};
-use super::types::{Attr, ROOT_INO, level_of_dir};
+use super::types::{Attr, LEVEL_COUNT, ROOT_INO, level_of_dir};
 
 /// A decrypted inode with its number and classification level.
 #[derive(Clone, Debug)]
@@ -41,6 +41,12 @@ impl Core {
             .ok_or_else(|| err(ErrorKind::NotFound, format!("inode {ino} does not exist")))?;
         let level =
             meta::inode_level(&v).ok_or_else(|| err(ErrorKind::Corrupt, format!("inode {ino} is empty")))?;
+        if level >= LEVEL_COUNT && level != VAULT_LEVEL {
+            return Err(err(
+                ErrorKind::Corrupt,
+                format!("inode {ino} failed authentication (level byte {level})"),
+            ));
+        }
         // Only the root and the level directories may be sealed at vault level,
         // and they must be: otherwise a swapped record could change a file's level.
         let fixed = ino == ROOT_INO || level_of_dir(ino).is_some();

@@ -12,6 +12,11 @@
 set -euo pipefail
 BIN=${VAULTFS_REAL:-$(cd "$(dirname "$0")/../.." && pwd)/target/release/vaultfs}
 
+# VAULTFS_INIT_ARGS (e.g. "--block-size 4096") is added to `init`.
+if [ "${1:-}" = init ]; then
+  # shellcheck disable=SC2086
+  exec "$BIN" "$@" ${VAULTFS_INIT_ARGS:-}
+fi
 if [ "${1:-}" != mount ]; then
   exec "$BIN" "$@"
 fi
