@@ -1,8 +1,9 @@
 //! vaultfs: an encrypted vault of memories for AI agents.
 //!
 //! Layering (imports flow downward only; see docs/ARCHITECTURE.md):
-//! L4 cli · L3 vault · L2 block, meta · L1 store · L0 crypto, format.
+//! L5 cli · L4 fs · L3 vault · L2 block, meta, audit · L1 store · L0 crypto, format.
 
+pub mod audit;
 pub mod block;
 pub mod cli;
 pub mod crypto;

@@ -35,7 +35,7 @@ pub struct InitOptions {
 /// Default Argon2id cost: 256 MiB, 3 passes, 1 lane.
 pub const DEFAULT_KDF: KdfParams = KdfParams { memory_kib: 256 * 1024, passes: 3, lanes: 1 };
 /// Plaintext block size chosen by measurement (docs/FORMAT.md, "Block size").
-pub const DEFAULT_BLOCK_SIZE: u32 = 16384;
+pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
 
 impl Default for InitOptions {
     fn default() -> Self {
