@@ -163,7 +163,7 @@ fn write_golden_v1() {
     }
     std::fs::create_dir_all(&root).unwrap();
     Vault::init(&vault_dir, &pass(), InitOptions { kdf: KDF, block_size: BLOCK_SIZE }).unwrap();
-    let v = retry_lock(|| Vault::open(&vault_dir)).unwrap().unlock(&pass()).unwrap();
+    let v = Vault::open(&vault_dir).unwrap().unlock(&pass()).unwrap();
     let w = level_dir(1);
     let notes = write_file(&v, w, "notes.md", NOTES);
     v.setxattr(notes, XATTR_NAME, XATTR_VALUE, XattrFlags::default()).unwrap();
@@ -222,17 +222,13 @@ fn golden_v1_reads_back() {
 }
 
 fn check(copy: &tempfile::TempDir) {
-    let locked = retry_lock(|| Vault::open(copy.path())).unwrap();
+    let locked = Vault::open(copy.path()).unwrap();
     let h = locked.header();
     assert_eq!((h.version, h.features, h.block_size, h.kdf), (1, 0, BLOCK_SIZE, KDF));
     drop(locked);
-    let e = retry_lock(|| Vault::open(copy.path()))
-        .unwrap()
-        .unlock(&Passphrase::new(b"not-golden".to_vec()))
-        .err()
-        .unwrap();
+    let e = Vault::open(copy.path()).unwrap().unlock(&Passphrase::new(b"not-golden".to_vec())).err().unwrap();
     assert_eq!(e.kind(), vaultfs::ErrorKind::WrongPassphrase);
-    let v = retry_lock(|| Vault::open(copy.path())).unwrap().unlock(&pass()).unwrap();
+    let v = Vault::open(copy.path()).unwrap().unlock(&pass()).unwrap();
     let w = level_dir(1);
     let look = |parent: u64, name: &str| {
         v.lookup(parent, name.as_bytes()).unwrap_or_else(|e| panic!("lookup {name}: {e}"))
@@ -311,26 +307,8 @@ fn check(copy: &tempfile::TempDir) {
     assert!(![notes.ino, d.ino, nested.ino, link.ino, secret.ino, sealed.ino, sparse.ino].contains(&n.ino));
     v.write(n.ino, 0, b"still writable").unwrap();
     drop(v);
-    let v = retry_lock(|| Vault::open(copy.path())).unwrap().unlock(&pass()).unwrap();
+    let v = Vault::open(copy.path()).unwrap().unlock(&pass()).unwrap();
     let n2 = v.lookup(w, b"new").unwrap();
     assert_eq!(v.read(n2.ino, 0, 100).unwrap(), b"still writable");
     assert_eq!(v.read(notes.ino, 0, 100).unwrap(), NOTES);
-}
-
-/// sled 0.34 may release its file lock a moment after the last handle is
-/// dropped (its background threads finish first), so an open right after a
-/// drop can fail with "could not acquire lock". Retry only that failure.
-fn retry_lock<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match f() {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            r => return r,
-        }
-    }
 }

@@ -512,7 +512,7 @@ impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         Vault::init(dir.path(), &pass(), InitOptions { kdf: FAST_KDF, block_size: BS as u32 }).unwrap();
-        let vault = retry_lock(|| Vault::open(dir.path())).unwrap().unlock(&pass()).unwrap();
+        let vault = Vault::open(dir.path()).unwrap().unlock(&pass()).unwrap();
         Harness { dir, vault: Some(vault), model: Model::new() }
     }
 
@@ -632,7 +632,7 @@ impl Harness {
             }
             Op::Reopen => {
                 drop(self.vault.take());
-                let v = retry_lock(|| Vault::open(self.dir.path()))
+                let v = Vault::open(self.dir.path())
                     .and_then(|l| l.unlock(&pass()))
                     .map_err(|e| fail(format!("reopen: {e}")))?;
                 self.vault = Some(v);
@@ -821,22 +821,4 @@ fn scripted_sequence_matches_model() {
         Reopen,
     ];
     run(&ops).unwrap();
-}
-
-/// sled 0.34 may release its file lock a moment after the last handle is
-/// dropped (its background threads finish first), so an open right after a
-/// drop can fail with "could not acquire lock". Retry only that failure.
-fn retry_lock<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match f() {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            r => return r,
-        }
-    }
 }

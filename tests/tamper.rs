@@ -72,7 +72,7 @@ impl Fixture {
     fn variant(&self, edit: impl FnOnce(&Store)) -> TempDir {
         let t = tempfile::tempdir().unwrap();
         copy_dir(self.dir.path(), t.path());
-        let s = retry_lock(|| Store::open(t.path(), false)).unwrap();
+        let s = Store::open(t.path(), false).unwrap();
         edit(&s);
         s.flush().unwrap();
         drop(s);
@@ -141,14 +141,14 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Every key/value pair of the raw store.
 fn snapshot(dir: &Path) -> Kv {
-    let s = retry_lock(|| Store::open(dir, false)).unwrap();
+    let s = Store::open(dir, false).unwrap();
     let kv = s.iter().map(|r| r.map(|(k, v)| (k, v.to_vec())).unwrap()).collect();
     drop(s);
     kv
 }
 
 fn unlock(dir: &Path) -> Result<Vault<Unlocked>, vaultfs::Error> {
-    retry_lock(|| Vault::open(dir))?.unlock(&pass())
+    Vault::open(dir)?.unlock(&pass())
 }
 
 fn flip(v: &[u8], at: usize, mask: u8) -> Vec<u8> {
@@ -209,9 +209,7 @@ fn wrong_passphrase_changes_nothing() {
     let fx = fixture();
     let before = snapshot(fx.dir.path());
     for wrong in ["", "tamper-passphrasE", "nope"] {
-        let r = retry_lock(|| Vault::open(fx.dir.path()))
-            .unwrap()
-            .unlock(&Passphrase::new(wrong.as_bytes().to_vec()));
+        let r = Vault::open(fx.dir.path()).unwrap().unlock(&Passphrase::new(wrong.as_bytes().to_vec()));
         assert_eq!(kind(r).err(), Some(ErrorKind::WrongPassphrase), "passphrase {wrong:?}");
     }
     assert!(snapshot(fx.dir.path()) == before, "a failed unlock changed the store");
@@ -491,7 +489,7 @@ fn flipped_header_bytes_never_unlock() {
                 let dir = fx.variant(|_| {});
                 for &(at, mask) in cases.iter().skip(t).step_by(threads) {
                     let ctx = format!("header byte {at} ^ {mask:#x}");
-                    let st = retry_lock(|| Store::open(dir.path(), false)).unwrap();
+                    let st = Store::open(dir.path(), false).unwrap();
                     st.put(keys::HEADER, flip(header, at, mask)).unwrap();
                     drop(st);
                     let start = Instant::now();
@@ -508,7 +506,7 @@ fn flipped_header_bytes_never_unlock() {
                     }
                     assert!(start.elapsed() < Duration::from_secs(20), "{ctx}: took {:?}", start.elapsed());
                 }
-                let st = retry_lock(|| Store::open(dir.path(), false)).unwrap();
+                let st = Store::open(dir.path(), false).unwrap();
                 st.put(keys::HEADER, header.clone()).unwrap();
                 drop(st);
                 unlock(dir.path()).expect("the restored header unlocks again");
@@ -723,7 +721,7 @@ fn with_header(fx: &Fixture, edit: impl FnOnce(&mut Vec<u8>)) -> TempDir {
 }
 
 fn open_err(dir: &Path) -> vaultfs::Error {
-    match retry_lock(|| Vault::open(dir)) {
+    match Vault::open(dir) {
         Ok(l) => match l.unlock(&pass()) {
             Ok(_) => panic!("the vault opened and unlocked"),
             Err(e) => e,
@@ -918,24 +916,6 @@ fn the_largest_offset_is_accepted() {
     v.setattr(notes, &SetAttr { size: Some(MAX_FILE_SIZE), ..Default::default() }).unwrap();
     v.setattr(notes, &SetAttr { size: Some(10_000), ..Default::default() }).unwrap();
     check_rest(&fx, &v, &[], "after the largest write and truncating back");
-}
-
-/// sled 0.34 may release its file lock a moment after the last handle is
-/// dropped (its background threads finish first), so an open right after a
-/// drop can fail with "could not acquire lock". Retry only that failure.
-fn retry_lock<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match f() {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            r => return r,
-        }
-    }
 }
 
 // ------------------------------------------------------------- inode counter

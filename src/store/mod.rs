@@ -2,7 +2,12 @@
 //! plaintext. Every vault operation lands as one atomic `Batch`; `flush` makes
 //! everything applied before it durable.
 
+use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
 
 /// A storage error, with sled's message; the vault maps it to EIO.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,68 @@ impl Batch {
 /// The store: one sled database, its default tree.
 pub struct Store {
     db: sled::Db,
+    watch: Arc<Watch>,
+    watchdog: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+/// Progress of writes, for the watchdog.
+#[derive(Default)]
+struct Watch {
+    in_flight: AtomicUsize,
+    completed: AtomicU64,
+}
+
+/// Marks one write (batch or flush) in flight while alive.
+struct InFlight<'a>(&'a Watch);
+
+impl<'a> InFlight<'a> {
+    fn new(w: &'a Watch) -> Self {
+        w.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(w)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.completed.fetch_add(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How often the watchdog looks, and how long writes may make no progress
+/// before it acts.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+const STALL_AFTER: Duration = Duration::from_secs(2);
+
+/// sled 0.34 can deadlock: its segment accountant waits, under its lock, for a
+/// log-file truncation that sits in sled's thread-pool queue behind I/O tasks
+/// that wait for that same lock; the pool only grows when more than seven
+/// tasks are queued (fixed upstream after 0.34, sled PR #1269). We have seen
+/// it hang a mount under a mixed load. When writes are in flight but none has
+/// completed for STALL_AFTER, the watchdog queues a few cheap flush tasks
+/// (sled's public `flush_async`, polled once), which makes the pool start a
+/// new thread; it takes the oldest queued task first, so the truncation runs
+/// and the accountant is released.
+fn watchdog(db: sled::Db, watch: Arc<Watch>, stop: mpsc::Receiver<()>) {
+    let mut last = watch.completed.load(Ordering::SeqCst);
+    let mut since = Instant::now();
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(WATCH_EVERY) {
+        let done = watch.completed.load(Ordering::SeqCst);
+        if done != last || watch.in_flight.load(Ordering::SeqCst) == 0 {
+            last = done;
+            since = Instant::now();
+            continue;
+        }
+        if since.elapsed() >= STALL_AFTER {
+            tracing::warn!("store writes stalled for {:?}: waking sled's thread pool", since.elapsed());
+            let mut cx = Context::from_waker(Waker::noop());
+            for _ in 0..8 {
+                let mut flush = Box::pin(db.flush_async());
+                let _ = flush.as_mut().poll(&mut cx);
+            }
+            since = Instant::now();
+        }
+    }
 }
 
 /// Subdirectory of the vault directory holding sled's files.
@@ -105,7 +172,17 @@ impl Store {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                r => return r.map(|db| Store { db }),
+                r => {
+                    let db = r?;
+                    let watch = Arc::new(Watch::default());
+                    let (tx, rx) = mpsc::channel();
+                    let (d, w) = (db.clone(), watch.clone());
+                    let handle = std::thread::Builder::new()
+                        .name("store-watchdog".into())
+                        .spawn(move || watchdog(d, w, rx))
+                        .map_err(|e| Error::Io(format!("starting the store watchdog: {e}")))?;
+                    return Ok(Store { db, watch, watchdog: Some((tx, handle)) });
+                }
             }
         }
     }
@@ -132,6 +209,7 @@ impl Store {
 
     /// Applies all operations of `batch` atomically.
     pub fn apply(&self, batch: Batch) -> Result<()> {
+        let _in_flight = InFlight::new(&self.watch);
         let mut b = sled::Batch::default();
         for (k, v) in batch.ops {
             match v {
@@ -172,6 +250,7 @@ impl Store {
 
     /// Makes everything applied so far durable.
     pub fn flush(&self) -> Result<()> {
+        let _in_flight = InFlight::new(&self.watch);
         self.db.flush()?;
         Ok(())
     }
@@ -182,13 +261,11 @@ impl Store {
     }
 }
 
-/// sled's segment (I/O buffer) size for new stores: sled's own default.
-/// Larger segments keep 16 KiB blocks out of sled's blob files (sled inlines
-/// a log item only up to a quarter of a segment) and wrote sequential data
-/// faster, but with 2 MiB segments a criterion overwrite benchmark deadlocked
-/// inside sled 0.34 (segment accountant waiting on a file truncation queued
-/// behind I/O threads that wait on it; docs/PERFORMANCE.md). The default is
-/// the configuration sled is most exercised with.
+/// sled's segment (I/O buffer) size for new stores: sled's own default, the
+/// configuration sled is most exercised with. Larger segments keep 16 KiB
+/// blocks out of sled's blob files (sled inlines a log item only up to a
+/// quarter of a segment); with the default 4 KiB blocks they are not needed
+/// (docs/PERFORMANCE.md).
 const SEGMENT_SIZE: usize = 512 * 1024;
 
 /// The segment size an existing store was created with (sled refuses to open
@@ -200,7 +277,18 @@ fn existing_segment_size(db: &Path) -> Option<usize> {
 }
 
 /// Open attempts (50 ms apart) while another handle still holds the lock.
-const LOCK_RETRIES: u32 = 40;
+const LOCK_RETRIES: u32 = 100;
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the channel wakes the watchdog at once; joining it releases
+        // its handle on the database before the store is reported closed.
+        if let Some((tx, handle)) = self.watchdog.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
 
 /// sled's background flush interval: the bound on what an unsynced crash loses.
 pub const FLUSH_EVERY_MS: u64 = 500;
