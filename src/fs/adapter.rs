@@ -128,6 +128,37 @@ impl VaultFs {
         }
     }
 
+    /// Walks directory `dir` from the kernel's `offset`: "." (cookie 1), ".."
+    /// (cookie 2), then the entries. `add` returns true once the reply buffer
+    /// is full, which ends the walk.
+    fn walk_dir(
+        &self,
+        dir: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, FileKind, &OsStr) -> Res<bool>,
+    ) -> Res<()> {
+        let attr = self.vault.getattr(dir).map_err(e)?;
+        if offset < 1 && add(dir, 1, FileKind::Dir, OsStr::new("."))? {
+            return Ok(());
+        }
+        if offset < 2 && add(attr.parent, 2, FileKind::Dir, OsStr::new(".."))? {
+            return Ok(());
+        }
+        let mut after = offset.max(2);
+        loop {
+            let page = self.vault.readdir(dir, after, READDIR_CHUNK).map_err(e)?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            for d in page {
+                if add(d.ino, d.cookie, d.kind, OsStr::from_bytes(&d.name))? {
+                    return Ok(());
+                }
+                after = d.cookie;
+            }
+        }
+    }
+
     fn copy_range(&self, from: u64, off_in: u64, to: u64, off_out: u64, len: u64) -> Res<u64> {
         let mut done = 0u64;
         let len = len.min(u32::MAX as u64 & !(COPY_CHUNK as u64 - 1));
@@ -386,29 +417,11 @@ impl Filesystem for VaultFs {
     }
 
     fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let r = (|| {
-            self.check_inside(req, ino.0)?;
-            let attr = self.vault.getattr(ino.0).map_err(e)?;
-            if offset < 1 && reply.add(ino, 1, fuser::FileType::Directory, ".") {
-                return Ok(());
-            }
-            if offset < 2 && reply.add(INodeNo(attr.parent), 2, fuser::FileType::Directory, "..") {
-                return Ok(());
-            }
-            let mut after = offset.max(2);
-            loop {
-                let page = self.vault.readdir(ino.0, after, READDIR_CHUNK).map_err(e)?;
-                if page.is_empty() {
-                    return Ok(());
-                }
-                for d in page {
-                    if reply.add(INodeNo(d.ino), d.cookie, file_type(d.kind), OsStr::from_bytes(&d.name)) {
-                        return Ok(());
-                    }
-                    after = d.cookie;
-                }
-            }
-        })();
+        let r = self.check_inside(req, ino.0).and_then(|_| {
+            self.walk_dir(ino.0, offset, |i, cookie, kind, name| {
+                Ok(reply.add(INodeNo(i), cookie, file_type(kind), name))
+            })
+        });
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -420,52 +433,24 @@ impl Filesystem for VaultFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = (|| {
-            self.check_inside(req, ino.0)?;
-            let attr = self.vault.getattr(ino.0).map_err(e)?;
-            // "." and ".." do not count as lookups (the kernel skips them).
-            if offset < 1
-                && reply.add(ino, 1, ".", &TTL, &file_attr(&attr, self.owner), Generation(attr.generation))
-            {
-                return Ok(());
-            }
-            if offset < 2 {
-                let p = self.vault.getattr(attr.parent).map_err(e)?;
-                if reply.add(
-                    INodeNo(p.ino),
-                    2,
-                    "..",
+        let r = self.check_inside(req, ino.0).and_then(|_| {
+            self.walk_dir(ino.0, offset, |i, cookie, _kind, name| {
+                let a = self.vault.getattr(i).map_err(e)?;
+                let full = reply.add(
+                    INodeNo(i),
+                    cookie,
+                    name,
                     &TTL,
-                    &file_attr(&p, self.owner),
-                    Generation(p.generation),
-                ) {
-                    return Ok(());
-                }
-            }
-            let mut after = offset.max(2);
-            loop {
-                let page = self.vault.readdir(ino.0, after, READDIR_CHUNK).map_err(e)?;
-                if page.is_empty() {
-                    return Ok(());
-                }
-                for d in page {
-                    let a = self.vault.getattr(d.ino).map_err(e)?;
-                    let fa = file_attr(&a, self.owner);
-                    if reply.add(
-                        INodeNo(d.ino),
-                        d.cookie,
-                        OsStr::from_bytes(&d.name),
-                        &TTL,
-                        &fa,
-                        Generation(a.generation),
-                    ) {
-                        return Ok(());
-                    }
+                    &file_attr(&a, self.owner),
+                    Generation(a.generation),
+                );
+                // Entries handed out count as lookups; "." and ".." do not.
+                if !full && cookie > 2 {
                     self.inodes.remember(a.ino, a.level);
-                    after = d.cookie;
                 }
-            }
-        })();
+                Ok(full)
+            })
+        });
         reply_with!(reply, r, |_v| reply.ok());
     }
 
