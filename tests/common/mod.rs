@@ -102,6 +102,16 @@ impl Mount {
         std::fs::read_to_string(self.store.join("mount.pid")).ok()?.trim().parse().ok()
     }
 
+    /// Kills the daemon and detaches the mount: the kernel then fails every
+    /// pending and later request on it (ENOTCONN) instead of waiting forever.
+    pub fn abort(&mut self) {
+        if let Some(pid) = self.daemon_pid() {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        self.mounted = false;
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
@@ -109,18 +119,29 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if self.mounted {
-            let _ = vaultfs(&["umount", self.mnt.to_str().unwrap()]);
-            if is_mounted(&self.mnt) {
-                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-            }
+        if !self.mounted {
+            return;
+        }
+        if std::thread::panicking() {
+            // The test failed, perhaps because the daemon hangs: a graceful
+            // unmount could hang too, and so could every thread still inside
+            // the mount, keeping the test binary from ever exiting.
+            self.abort();
+            return;
+        }
+        let _ = vaultfs(&["umount", self.mnt.to_str().unwrap()]);
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         }
     }
 }
 
-/// Whether `path` is a mount point right now.
+/// Whether `path` is a mount point right now. Only its parent is resolved:
+/// a stat of a hung mount point would hang.
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(canon) = path.canonicalize() else { return false };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return false };
+    let Ok(parent) = parent.canonicalize() else { return false };
+    let canon = parent.join(name);
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
