@@ -5,11 +5,13 @@
 //! ed25519-dalek, getrandom and zeroize's wrappers for secrets.
 
 mod aead;
+mod digest;
 mod kdf;
 mod secret;
 mod sign;
 
 pub use aead::{NONCE_LEN, SEALED_OVERHEAD, TAG_LEN, open, open_in_place, seal, seal_into};
+pub use digest::sha256;
 pub use kdf::{KdfParams, KeyedHash, argon2id, hkdf};
 pub use secret::{Key32, Passphrase, random_array, random_bytes};
 pub use sign::{SigningKey, VerifyingKey, verify};

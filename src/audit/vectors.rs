@@ -1,0 +1,190 @@
+//! The worked test vectors of docs/AUDIT.md, computed here and checked to
+//! appear in the doc verbatim, so the doc cannot drift from the code.
+//! To regenerate after a deliberate format change:
+//! `cargo test --lib audit::vectors -- --nocapture` and paste the section it prints.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write;
+
+use super::checkpoint::{Checkpoint, key_id, vault_origin};
+use super::export::{checkpoint_line, leaf_line};
+use super::hex;
+use super::leaf::{Leaf, Op};
+use super::merkle::{self, Frontier, Hash, NodeId, Nodes};
+use super::verify::verify_export;
+use crate::crypto::{Key32, SigningKey};
+
+const DOC: &str = include_str!("../../docs/AUDIT.md");
+
+struct Mem(HashMap<NodeId, Hash>);
+
+impl Nodes for Mem {
+    type Error = Infallible;
+    fn node(&self, id: NodeId) -> Result<Hash, Infallible> {
+        Ok(self.0[&id])
+    }
+}
+
+fn example_leaves() -> [Leaf; 2] {
+    let open = Leaf {
+        seq: 0,
+        time_ns: 1_735_689_600_000_000_000,
+        uid: 1000,
+        gid: 1000,
+        pid: 4242,
+        comm: b"cat".to_vec(),
+        op: Op::Open,
+        level: Some(1),
+        ino: 42,
+        path: b"/1-working/prefs.md".to_vec(),
+        offset: 0,
+        len: 0,
+        result: 0,
+    };
+    let read = Leaf { seq: 1, time_ns: 1_735_689_600_000_250_000, op: Op::Read, len: 18, ..open.clone() };
+    [open, read]
+}
+
+fn proof_list(out: &mut String, hashes: &[Hash]) {
+    for h in hashes {
+        writeln!(out, "    {}", hex(h)).expect("writing to a String cannot fail");
+    }
+}
+
+/// The "Test vectors" section of docs/AUDIT.md, from its heading to its last line.
+fn render() -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    macro_rules! line { ($($t:tt)*) => { writeln!(w, $($t)*).expect("writing to a String cannot fail") } }
+
+    line!("## Test vectors");
+    line!();
+    line!("Generated and checked by `src/audit/vectors.rs`: the test fails if this section differs");
+    line!("from what the code computes. Hex is lowercase; `‖` is concatenation.");
+    line!();
+
+    let [open, read] = example_leaves();
+    let bytes = open.encode();
+    line!("### One leaf");
+    line!();
+    line!("The leaf {{seq 0, time_ns 1735689600000000000, uid 1000, gid 1000, pid 4242, comm \"cat\",");
+    line!("op open, level 1, ino 42, path \"/1-working/prefs.md\", offset 0, len 0, result 0}}");
+    line!("encodes to {} bytes:", bytes.len());
+    line!();
+    line!("```");
+    for chunk in bytes.chunks(32) {
+        line!("{}", hex(chunk));
+    }
+    line!("```");
+    line!();
+    line!("leaf hash = BLAKE3(0x00 ‖ bytes) = `{}`", hex(&open.hash()));
+    line!();
+
+    line!("### Trees");
+    line!();
+    line!("Here leaf *i* is the single byte *i* (not a leaf encoding), for i = 0, 1, 2, ….");
+    line!();
+    let leaves: Vec<Hash> = (0..7u8).map(|i| merkle::leaf_hash(&[i])).collect();
+    let mut f = Frontier::default();
+    let mut mem = Mem(HashMap::new());
+    let mut roots = vec![f.root()];
+    for l in &leaves {
+        mem.0.extend(f.append(*l));
+        roots.push(f.root());
+    }
+    line!("```");
+    line!("empty tree root  {}", hex(&roots[0]));
+    for (i, l) in leaves.iter().enumerate() {
+        line!("leaf hash {i}      {}", hex(l));
+    }
+    line!("node(0,1)        {}", hex(&merkle::node_hash(&leaves[0], &leaves[1])));
+    line!("root, 3 leaves   {}", hex(&roots[3]));
+    line!("root, 7 leaves   {}", hex(&roots[7]));
+    line!("```");
+    line!();
+    let incl = merkle::inclusion_proof(&mem, 2, 7).expect("in-memory nodes cannot fail");
+    line!("Inclusion proof of leaf 2 in the tree of 7 leaves (in order):");
+    line!();
+    proof_list(w, &incl);
+    line!();
+    let cons = merkle::consistency_proof(&mem, 3, 7).expect("in-memory nodes cannot fail");
+    line!("Consistency proof from 3 leaves to 7 leaves (in order):");
+    line!();
+    proof_list(w, &cons);
+    line!();
+
+    line!("### Checkpoint");
+    line!();
+    let seed: [u8; 32] = core::array::from_fn(|i| i as u8);
+    let key = SigningKey::from_seed(Key32::from_bytes(seed));
+    let vk = key.verifying_key();
+    let vault_id: [u8; 16] = core::array::from_fn(|i| i as u8 * 0x11);
+    let origin = vault_origin(&vault_id);
+    line!("```");
+    line!("Ed25519 seed     {}", hex(&seed));
+    line!("public key       {}", hex(&vk.0));
+    line!("vault id         {}", hex(&vault_id));
+    line!("origin/key name  {origin}");
+    line!("key id           {}", hex(&key_id(&origin, &vk)));
+    line!("```");
+    line!();
+    let cp = Checkpoint { origin: origin.clone(), size: 7, root: roots[7] };
+    let note = cp.sign(&key);
+    line!("The checkpoint of the 7-leaf tree above, signed with this key (the note text, which");
+    line!("ends with a newline):");
+    line!();
+    line!("```");
+    w.push_str(&note);
+    line!("```");
+    line!();
+
+    line!("### A complete `.audit` file");
+    line!();
+    line!("The leaf above (an open) and a read of 18 bytes 250 µs later, then the checkpoint");
+    line!("over both, signed with the key above. Each line ends with a newline.");
+    line!();
+    let mut f = Frontier::default();
+    let mut text = String::new();
+    for l in [&open, &read] {
+        f.append(l.hash());
+        text.push_str(&leaf_line(l));
+    }
+    let cp2 = Checkpoint { origin, size: f.size, root: f.root() };
+    text.push_str(&checkpoint_line(&cp2.sign(&key)));
+    assert!(verify_export(text.as_bytes(), &vk).is_ok(), "the example export must verify");
+    line!("```");
+    w.push_str(&text);
+    line!("```");
+    s
+}
+
+#[test]
+fn doc_shows_exactly_these_vectors() {
+    let section = render();
+    println!("{section}");
+    assert!(
+        DOC.contains(&section),
+        "docs/AUDIT.md must contain the test vector section printed above, verbatim (run with --nocapture)"
+    );
+}
+
+#[test]
+fn vectors_are_self_consistent() {
+    // The proofs printed in the doc verify with the roots printed next to them.
+    let leaves: Vec<Hash> = (0..7u8).map(|i| merkle::leaf_hash(&[i])).collect();
+    let mut f = Frontier::default();
+    let mut mem = Mem(HashMap::new());
+    let mut roots = vec![f.root()];
+    for l in &leaves {
+        mem.0.extend(f.append(*l));
+        roots.push(f.root());
+    }
+    let incl = merkle::inclusion_proof(&mem, 2, 7).unwrap();
+    assert!(merkle::verify_inclusion(&leaves[2], 2, 7, &incl, &roots[7]));
+    let cons = merkle::consistency_proof(&mem, 3, 7).unwrap();
+    assert!(merkle::verify_consistency(3, 7, &roots[3], &roots[7], &cons));
+    // And the 3-leaf root is the definition spelled out.
+    let n01 = merkle::node_hash(&leaves[0], &leaves[1]);
+    assert_eq!(roots[3], merkle::node_hash(&n01, &leaves[2]));
+}
