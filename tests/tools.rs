@@ -784,7 +784,10 @@ fn mount_helper_with_mount8_umount8_and_fstab() {
     let mut levels: Vec<_> =
         fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     levels.sort();
-    assert_eq!(levels, ["0-ephemeral", "1-working", "2-private", "3-sealed", "4-vaulted", "5-black"]);
+    assert_eq!(
+        levels,
+        [".audit", "0-ephemeral", "1-working", "2-private", "3-sealed", "4-vaulted", "5-black"]
+    );
     let file = mnt.join("1-working/hello.txt");
     fs::write(&file, "written through mount(8)\n").unwrap();
     assert_eq!(fs::read_to_string(&file).unwrap(), "written through mount(8)\n");

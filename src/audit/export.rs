@@ -113,6 +113,13 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
     }
 }
 
+/// The leaf a leaf line carries (its "leaf" field, decoded), if it is one.
+pub fn leaf_of_line(line: &str) -> Option<Leaf> {
+    let Ok(Line::Leaf(fields)) = parse_line(line) else { return None };
+    let b64 = fields.iter().find(|(k, _)| k == "leaf").and_then(|(_, v)| v.as_str())?;
+    Leaf::decode(&B64.decode(b64).ok()?).ok()
+}
+
 /// A JSON object as an ordered list of pairs, so duplicate keys stay visible
 /// (serde_json's own map would silently keep the last one).
 struct Object(Vec<(String, Value)>);

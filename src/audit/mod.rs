@@ -7,12 +7,16 @@
 //! - [`verify`]: the offline verifier of an export, and the chain check a
 //!   store-side verifier runs over every stored leaf and checkpoint.
 //!
-//! Everything here is pure: bytes in, bytes or verdicts out. Storing leaves
-//! and deciding what to log belong to the layers above.
+//! - [`log`]: the log as stored in the vault: sealed leaves, tree nodes,
+//!   frontier and signed checkpoints, appended in O(log n).
+//!
+//! All but `log` are pure: bytes in, bytes or verdicts out. Deciding what
+//! to log belongs to the layers above.
 
 pub mod checkpoint;
 pub mod export;
 pub mod leaf;
+pub mod log;
 pub mod merkle;
 pub mod verify;
 

@@ -27,6 +27,8 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a mounted vault, waiting until its daemon has flushed and exited.
     Umount(UmountArgs),
+    /// The audit log: public key, verification, proofs, checkpoints, tail.
+    Audit(AuditArgs),
 }
 
 /// Where a passphrase comes from; never from the command line itself.
@@ -100,4 +102,78 @@ pub struct MountArgs {
 #[derive(Args, Debug)]
 pub struct UmountArgs {
     pub mountpoint: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Print the Ed25519 public key checkpoints verify under (hex).
+    Pubkey { store: PathBuf },
+    /// Verify a store's whole log, or a copy of `.audit` with the public key alone.
+    Verify(AuditVerifyArgs),
+    /// Sign a checkpoint over every record now, and print it.
+    Checkpoint {
+        store: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Print an inclusion or consistency proof (JSON, hex hashes).
+    Proof {
+        store: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+        /// Leaf index to prove included.
+        #[arg(long, value_name = "N", conflicts_with = "consistency")]
+        inclusion: Option<u64>,
+        /// Tree size for --inclusion (default: the whole log).
+        #[arg(long, value_name = "SIZE")]
+        size: Option<u64>,
+        /// Two tree sizes to prove consistent.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+        consistency: Option<Vec<u64>>,
+    },
+    /// Show the newest records, of a mount (MOUNT/.audit) or of a store.
+    Tail(AuditTailArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditVerifyArgs {
+    /// The vault to verify (needs its passphrase).
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub store: Option<PathBuf>,
+    /// A copy of `.audit` to verify instead.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The vault's audit public key: 64 hex digits, or a file holding them.
+    #[arg(long, value_name = "KEY", requires = "file")]
+    pub pubkey: Option<String>,
+    /// A checkpoint saved earlier (a signed note, e.g. from `vaultfs audit
+    /// checkpoint`): the log must still contain exactly the tree it signed.
+    /// This is what catches a store rolled back to an older copy.
+    #[arg(long, value_name = "NOTE_FILE", conflicts_with = "file")]
+    pub since: Option<PathBuf>,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditTailArgs {
+    /// A mount point, or a store (needs its passphrase).
+    pub target: PathBuf,
+    /// How many records to show.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub lines: u64,
+    /// Print the JSON lines as they are in `.audit`.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep printing new records (mount points only).
+    #[arg(short, long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
 }

@@ -27,6 +27,7 @@ pub fn run(a: InitArgs) -> exit::Result {
     let v = Vault::open(&a.store)?;
     println!("created vault {} in {}", hex(&v.header().vault_id), a.store.display());
     println!("audit public key: {}", hex(&v.header().audit_public));
+    super::audit::write_pubkey_file(&a.store, &v.header().audit_public);
     Ok(())
 }
 

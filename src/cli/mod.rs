@@ -3,6 +3,7 @@
 //! One file per command. Owns clap, rpassword and tracing-subscriber.
 
 mod args;
+mod audit;
 mod exit;
 mod info;
 mod init;
@@ -28,6 +29,7 @@ pub fn main() -> ExitCode {
         args::Command::Passwd(a) => passwd::run(a),
         args::Command::Mount(a) => mount::run(a),
         args::Command::Umount(a) => umount::run(a),
+        args::Command::Audit(a) => audit::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,6 +89,7 @@ fn serve(a: &MountArgs, opts: MountOptions, source: &PassphraseArgs) -> exit::Re
     };
     let pass = passphrase::obtain(source, "Vault passphrase: ", Confirm::Once).map_err(report)?;
     let vault = Vault::open(&a.store).and_then(|v| v.unlock(&pass)).map_err(|e| report(e.into()))?;
+    super::audit::write_pubkey_file(&a.store, &vault.header().audit_public);
     drop(pass);
     let pid_file = a.store.join(PID_FILE);
     let result = crate::fs::mount(vault, &a.mountpoint, &opts, || {

@@ -10,6 +10,10 @@
 //! | block | `B` ‖ ino u64 ‖ block u64 |
 //! | xattr | `X` ‖ ino u64 ‖ name tag(16) |
 //! | orphan | `O` ‖ ino u64 |
+//! | audit leaf | `A` ‖ seq u64 |
+//! | audit tree node | `N` ‖ level u8 ‖ index u64 |
+//! | audit frontier | `F` |
+//! | audit checkpoint | `K` ‖ tree size u64 |
 
 pub const HEADER: &[u8] = b"H";
 pub const INODE_COUNTER: &[u8] = b"C";
@@ -18,6 +22,35 @@ pub const DIRENT: u8 = b'D';
 pub const BLOCK: u8 = b'B';
 pub const XATTR: u8 = b'X';
 pub const ORPHAN: u8 = b'O';
+pub const AUDIT_LEAF: u8 = b'A';
+pub const AUDIT_NODE: u8 = b'N';
+pub const AUDIT_FRONTIER: &[u8] = b"F";
+pub const AUDIT_CHECKPOINT: u8 = b'K';
+
+pub fn audit_leaf(seq: u64) -> [u8; 9] {
+    prefixed_u64(AUDIT_LEAF, seq)
+}
+
+pub fn audit_node(level: u8, index: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = AUDIT_NODE;
+    k[1] = level;
+    k[2..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub fn audit_checkpoint(size: u64) -> [u8; 9] {
+    prefixed_u64(AUDIT_CHECKPOINT, size)
+}
+
+/// The u64 after the type byte of an `A` or `K` key.
+pub fn audit_number(key: &[u8]) -> Option<u64> {
+    if key.len() == 9 && matches!(key[0], AUDIT_LEAF | AUDIT_CHECKPOINT) {
+        Some(u64::from_be_bytes(key[1..9].try_into().ok()?))
+    } else {
+        None
+    }
+}
 
 pub fn inode(ino: u64) -> [u8; 9] {
     prefixed_u64(INODE, ino)

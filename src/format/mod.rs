@@ -58,6 +58,7 @@ pub mod aad {
     pub const DIRENT: &[u8] = b"vaultfs/v1/aad/dirent";
     pub const XATTR: &[u8] = b"vaultfs/v1/aad/xattr";
     pub const BLOCK: &[u8] = b"vaultfs/v1/aad/block";
+    pub const AUDIT_LEAF: &[u8] = b"vaultfs/v1/aad/audit-leaf";
 
     /// `label ‖ u16 version ‖ parts...` with every part fixed-length or
     /// length-prefixed by the caller, so the encoding is injective.
@@ -89,6 +90,7 @@ pub mod labels {
     pub const VAULT_META: &[u8] = b"vaultfs/v1/vault-meta";
     pub const HEADER_MAC: &[u8] = b"vaultfs/v1/header-mac";
     pub const AUDIT_WRAP: &[u8] = b"vaultfs/v1/audit-wrap";
+    pub const AUDIT_LEAF: &[u8] = b"vaultfs/v1/audit-leaf";
     pub const LEVEL_META: &[u8] = b"vaultfs/v1/level-meta";
     pub const LEVEL_NAMES: &[u8] = b"vaultfs/v1/level-names";
 

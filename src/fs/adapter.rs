@@ -15,10 +15,11 @@ use fuser::{
 };
 
 use super::attr::{OwnerMap, file_attr, file_type, kind_from_mode, timestamp};
+use super::audit::{AUDIT_INO, AUDIT_NAME, At, AuditFiles, Range};
 use super::errno::errno;
 use super::handles::InodeTable;
 use crate::vault::{
-    Attr, Caller, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet,
+    Attr, AuditOp, Caller, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet,
     Unlocked, Vault, XattrFlags, level_of_dir,
 };
 
@@ -28,23 +29,28 @@ use crate::vault::{
 const TTL: Duration = Duration::from_secs(1);
 /// Entries fetched from the vault per readdir round.
 const READDIR_CHUNK: usize = 128;
+/// `.audit` grows with every access: its size must never come from a cache.
+const NO_CACHE: Duration = Duration::ZERO;
+/// The root directory cookie of `.audit`, after every level directory.
+const AUDIT_COOKIE: u64 = u64::MAX - 1;
 /// Largest copy_file_range chunk moved in one vault read/write.
 const COPY_CHUNK: usize = 1 << 20;
 
 pub struct VaultFs {
-    vault: Vault<Unlocked>,
-    inodes: InodeTable,
+    pub(super) vault: Vault<Unlocked>,
+    pub(super) inodes: InodeTable,
     owner: OwnerMap,
     next_fh: AtomicU64,
+    audit_files: AuditFiles,
 }
 
-type Res<T> = std::result::Result<T, Errno>;
+pub(super) type Res<T> = std::result::Result<T, Errno>;
 
 fn caller(req: &Request) -> Caller {
     Caller { uid: req.uid(), gid: req.gid(), pid: req.pid() }
 }
 
-fn e(err: crate::vault::Error) -> Errno {
+pub(super) fn e(err: crate::vault::Error) -> Errno {
     errno(&err)
 }
 
@@ -57,10 +63,16 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 
 impl VaultFs {
     pub fn new(vault: Vault<Unlocked>, owner: OwnerMap) -> Self {
-        VaultFs { vault, inodes: InodeTable::default(), owner, next_fh: AtomicU64::new(1) }
+        VaultFs {
+            vault,
+            inodes: InodeTable::default(),
+            owner,
+            next_fh: AtomicU64::new(1),
+            audit_files: AuditFiles::default(),
+        }
     }
 
-    fn level_of(&self, ino: u64) -> Res<Option<u8>> {
+    pub(super) fn level_of(&self, ino: u64) -> Res<Option<u8>> {
         match self.inodes.level(ino) {
             Some(l) => Ok(l),
             None => Ok(self.vault.getattr(ino).map_err(e)?.level),
@@ -89,10 +101,11 @@ impl VaultFs {
         FileHandle(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn reply_entry(&self, reply: ReplyEntry, r: Res<Attr>) {
+    fn reply_entry(&self, reply: ReplyEntry, r: Res<Attr>, parent: u64, name: &[u8]) {
         match r {
             Ok(a) => {
                 self.inodes.remember(a.ino, a.level);
+                self.inodes.name(a.ino, parent, name);
                 reply.entry(&TTL, &file_attr(&a, self.owner), Generation(a.generation));
             }
             Err(err) => reply.error(err),
@@ -108,14 +121,30 @@ impl VaultFs {
         mode: u32,
         rdev: u32,
     ) -> Res<Attr> {
-        self.check_inside(req, parent)?;
-        let spec = NewNode { kind, perm: (mode & 0o7777) as u16, uid: req.uid(), gid: req.gid(), rdev };
-        self.vault.create(parent, name.as_bytes(), spec).map_err(e)
+        let op = match kind {
+            FileKind::Dir => AuditOp::Mkdir,
+            FileKind::File => AuditOp::Create,
+            _ => AuditOp::Mknod,
+        };
+        self.logged(req, op, At::Entry(parent, name.as_bytes()), Range::default(), || {
+            self.check_inside(req, parent)?;
+            if parent == ROOT_INO && name.as_bytes() == AUDIT_NAME {
+                return Err(Errno::EEXIST);
+            }
+            let spec = NewNode { kind, perm: (mode & 0o7777) as u16, uid: req.uid(), gid: req.gid(), rdev };
+            self.vault.create(parent, name.as_bytes(), spec).map_err(e)
+        })
     }
 
     fn do_setattr(&self, req: &Request, ino: u64, set: SetAttr) -> Res<Attr> {
-        self.check_node(req, ino)?;
-        self.vault.setattr(ino, &set).map_err(e)
+        let range = Range { offset: set.size.unwrap_or(0), len: 0 };
+        self.logged(req, AuditOp::Setattr, At::Node(ino), range, || {
+            if ino == AUDIT_INO {
+                return Err(Errno::EPERM);
+            }
+            self.check_node(req, ino)?;
+            self.vault.setattr(ino, &set).map_err(e)
+        })
     }
 
     fn xattr_reply(reply: ReplyXattr, data: &[u8], size: u32) {
@@ -148,6 +177,10 @@ impl VaultFs {
         loop {
             let page = self.vault.readdir(dir, after, READDIR_CHUNK).map_err(e)?;
             if page.is_empty() {
+                // `.audit` comes last in the root, under a cookie no vault entry uses.
+                if dir == ROOT_INO && offset < AUDIT_COOKIE {
+                    add(AUDIT_INO, AUDIT_COOKIE, FileKind::File, OsStr::from_bytes(AUDIT_NAME))?;
+                }
                 return Ok(());
             }
             for d in page {
@@ -212,16 +245,30 @@ impl Filesystem for VaultFs {
                 tracing::warn!("evicting inode {ino} at unmount: {err}");
             }
         }
+        if let Err(err) = self.vault.audit_checkpoint() {
+            tracing::error!("final audit checkpoint at unmount failed: {err}");
+        }
         if let Err(err) = self.vault.sync() {
             tracing::error!("final flush at unmount failed: {err}");
         }
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent.0 == ROOT_INO && name.as_bytes() == AUDIT_NAME {
+            let r = self.audit_text().map(|t| self.audit_attr(t.len() as u64));
+            // Not remembered: the kernel's forget of it is ignored.
+            return reply_with!(reply, r, |a| reply.entry(
+                &NO_CACHE,
+                &file_attr(&a, self.owner),
+                Generation(0)
+            ));
+        }
+        let at = At::Entry(parent.0, name.as_bytes());
         let r = self
             .check_inside(req, parent.0)
             .and_then(|_| self.vault.lookup(parent.0, name.as_bytes()).map_err(e));
-        self.reply_entry(reply, r);
+        let r = self.note_denial(req, at, r);
+        self.reply_entry(reply, r, parent.0, name.as_bytes());
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -232,8 +279,17 @@ impl Filesystem for VaultFs {
         }
     }
 
-    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        if ino.0 == AUDIT_INO {
+            let text = match fh.and_then(|fh| self.audit_files.get(fh.0)) {
+                Some(t) => Ok(t),
+                None => self.audit_text(),
+            };
+            let r = text.map(|t| self.audit_attr(t.len() as u64));
+            return reply_with!(reply, r, |a| reply.attr(&NO_CACHE, &file_attr(&a, self.owner)));
+        }
         let r = self.check_node(req, ino.0).and_then(|_| self.vault.getattr(ino.0).map_err(e));
+        let r = self.note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |a| reply.attr(&TTL, &file_attr(&a, self.owner)));
     }
 
@@ -269,6 +325,7 @@ impl Filesystem for VaultFs {
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let r = self.check_node(req, ino.0).and_then(|_| self.vault.readlink(ino.0).map_err(e));
+        let r = self.note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |t| reply.data(&t));
     }
 
@@ -292,35 +349,44 @@ impl Filesystem for VaultFs {
             ) => self.make(req, parent.0, name, k, mode, rdev),
             _ => Err(Errno::EINVAL),
         };
-        self.reply_entry(reply, r);
+        self.reply_entry(reply, r, parent.0, name.as_bytes());
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         let r = self.make(req, parent.0, name, FileKind::Dir, mode, 0);
-        self.reply_entry(reply, r);
+        self.reply_entry(reply, r, parent.0, name.as_bytes());
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self
-            .check_inside(req, parent.0)
-            .and_then(|_| self.vault.unlink(parent.0, name.as_bytes()).map_err(e));
+        let r =
+            self.logged(req, AuditOp::Unlink, At::Entry(parent.0, name.as_bytes()), Range::default(), || {
+                self.check_inside(req, parent.0)?;
+                refuse_audit_name(parent.0, name)?;
+                self.vault.unlink(parent.0, name.as_bytes()).map_err(e)
+            });
         reply_with!(reply, r, |_v| reply.ok());
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self
-            .check_inside(req, parent.0)
-            .and_then(|_| self.vault.rmdir(parent.0, name.as_bytes()).map_err(e));
+        let r =
+            self.logged(req, AuditOp::Rmdir, At::Entry(parent.0, name.as_bytes()), Range::default(), || {
+                self.check_inside(req, parent.0)?;
+                refuse_audit_name(parent.0, name)?;
+                self.vault.rmdir(parent.0, name.as_bytes()).map_err(e)
+            });
         reply_with!(reply, r, |_v| reply.ok());
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let r = self.check_inside(req, parent.0).and_then(|_| {
+        let at = At::Entry(parent.0, link_name.as_bytes());
+        let r = self.logged(req, AuditOp::Symlink, at, Range::default(), || {
+            self.check_inside(req, parent.0)?;
+            refuse_audit_name(parent.0, link_name)?;
             self.vault
                 .symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes(), req.uid(), req.gid())
                 .map_err(e)
         });
-        self.reply_entry(reply, r);
+        self.reply_entry(reply, r, parent.0, link_name.as_bytes());
     }
 
     fn rename(
@@ -333,54 +399,121 @@ impl Filesystem for VaultFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let r = (|| {
-            if flags.contains(RenameFlags::RENAME_WHITEOUT) {
-                return Err(Errno::EINVAL);
+        let r =
+            self.logged(req, AuditOp::Rename, At::Entry(parent.0, name.as_bytes()), Range::default(), || {
+                if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+                    return Err(Errno::EINVAL);
+                }
+                self.check_inside(req, parent.0)?;
+                self.check_inside(req, newparent.0)?;
+                refuse_audit_name(parent.0, name)?;
+                refuse_audit_name(newparent.0, newname)?;
+                let f = VRename {
+                    no_replace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+                    exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+                };
+                self.vault.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f).map_err(e)
+            });
+        if r.is_ok() {
+            // The kernel moved its dentry; later records show the new path.
+            if let Ok(a) = self.vault.lookup(newparent.0, newname.as_bytes()) {
+                self.inodes.name(a.ino, newparent.0, newname.as_bytes());
             }
-            self.check_inside(req, parent.0)?;
-            self.check_inside(req, newparent.0)?;
-            let f = VRename {
-                no_replace: flags.contains(RenameFlags::RENAME_NOREPLACE),
-                exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
-            };
-            self.vault.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f).map_err(e)
-        })();
+        }
         reply_with!(reply, r, |_v| reply.ok());
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let r = self
-            .check_node(req, ino.0)
-            .and_then(|_| self.check_inside(req, newparent.0))
-            .and_then(|_| self.vault.link(ino.0, newparent.0, newname.as_bytes()).map_err(e));
-        self.reply_entry(reply, r);
+        let r = self.logged(
+            req,
+            AuditOp::Link,
+            At::Entry(newparent.0, newname.as_bytes()),
+            Range::default(),
+            || {
+                if ino.0 == AUDIT_INO {
+                    return Err(Errno::EPERM);
+                }
+                self.check_node(req, ino.0)?;
+                self.check_inside(req, newparent.0)?;
+                refuse_audit_name(newparent.0, newname)?;
+                self.vault.link(ino.0, newparent.0, newname.as_bytes()).map_err(e)
+            },
+        );
+        self.reply_entry(reply, r, newparent.0, newname.as_bytes());
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if ino.0 == AUDIT_INO {
+            let r = self
+                .logged(req, AuditOp::AuditRead, At::Node(AUDIT_INO), Range::default(), || {
+                    self.check_audit_reader(req)?;
+                    if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+                        return Err(Errno::EPERM);
+                    }
+                    Ok(())
+                })
+                // Taken after this open's own record, so an fstat on the open
+                // file (a fresh export while nothing else happens) agrees with it.
+                .and_then(|_| self.audit_text());
+            return reply_with!(reply, r, |text| {
+                let fh = self.fh();
+                self.audit_files.insert(fh.0, text);
+                reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO)
+            });
+        }
         // No FOPEN_KEEP_CACHE: the kernel drops this file's page cache at every
-        // open, so every open is seen here (and, later, audited).
-        let r = self.check_node(req, ino.0);
+        // open, so every open is seen here, and recorded.
+        let r = self
+            .logged(req, AuditOp::Open, At::Node(ino.0), Range::default(), || self.check_node(req, ino.0));
         reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if ino.0 == AUDIT_INO {
+            self.audit_files.remove(fh.0);
+        }
+        reply.ok();
     }
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let r = self.vault.read(ino.0, offset, size as usize).map_err(e);
+        if ino.0 == AUDIT_INO {
+            // Logged once, at open.
+            let r = self.audit_files.get(fh.0).ok_or(Errno::EBADF).map(|t| {
+                let start = (offset as usize).min(t.len());
+                let end = start.saturating_add(size as usize).min(t.len());
+                t[start..end].to_vec()
+            });
+            return reply_with!(reply, r, |d| reply.data(&d));
+        }
+        let range = Range { offset, len: size as u64 };
+        let r = self.logged(req, AuditOp::Read, At::Node(ino.0), range, || {
+            self.vault.read(ino.0, offset, size as usize).map_err(e)
+        });
         reply_with!(reply, r, |d| reply.data(&d));
     }
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -390,7 +523,13 @@ impl Filesystem for VaultFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let r = self.vault.write(ino.0, offset, data).map_err(e);
+        let range = Range { offset, len: data.len() as u64 };
+        let r = self.logged(req, AuditOp::Write, At::Node(ino.0), range, || {
+            if ino.0 == AUDIT_INO {
+                return Err(Errno::EPERM);
+            }
+            self.vault.write(ino.0, offset, data).map_err(e)
+        });
         reply_with!(reply, r, |n| reply.written(n as u32));
     }
 
@@ -413,6 +552,7 @@ impl Filesystem for VaultFs {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let r = self.check_inside(req, ino.0);
+        let r = self.note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
     }
 
@@ -422,6 +562,7 @@ impl Filesystem for VaultFs {
                 Ok(reply.add(INodeNo(i), cookie, file_type(kind), name))
             })
         });
+        let r = self.note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -435,18 +576,24 @@ impl Filesystem for VaultFs {
     ) {
         let r = self.check_inside(req, ino.0).and_then(|_| {
             self.walk_dir(ino.0, offset, |i, cookie, _kind, name| {
-                let a = self.vault.getattr(i).map_err(e)?;
+                let a = if i == AUDIT_INO {
+                    self.audit_text().map(|t| self.audit_attr(t.len() as u64))?
+                } else {
+                    self.vault.getattr(i).map_err(e)?
+                };
+                let ttl = if i == AUDIT_INO { NO_CACHE } else { TTL };
                 let full = reply.add(
                     INodeNo(i),
                     cookie,
                     name,
-                    &TTL,
+                    &ttl,
                     &file_attr(&a, self.owner),
                     Generation(a.generation),
                 );
                 // Entries handed out count as lookups; "." and ".." do not.
-                if !full && cookie > 2 {
+                if !full && cookie > 2 && i != AUDIT_INO {
                     self.inodes.remember(a.ino, a.level);
+                    self.inodes.name(a.ino, ino.0, name.as_bytes());
                 }
                 Ok(full)
             })
@@ -483,7 +630,7 @@ impl Filesystem for VaultFs {
         position: u32,
         reply: ReplyEmpty,
     ) {
-        let r = (|| {
+        let r = || {
             if position != 0 || flags & !(libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
                 return Err(Errno::EINVAL);
             }
@@ -493,18 +640,33 @@ impl Filesystem for VaultFs {
                 replace: flags & libc::XATTR_REPLACE != 0,
             };
             self.vault.setxattr(ino.0, name.as_bytes(), value, f).map_err(e)
-        })();
+        };
+        let range = Range { offset: 0, len: value.len() as u64 };
+        let r = self.logged(req, AuditOp::Setxattr, At::Node(ino.0), range, || {
+            if ino.0 == AUDIT_INO {
+                return Err(Errno::EPERM);
+            }
+            r()
+        });
         reply_with!(reply, r, |_v| reply.ok());
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if ino.0 == AUDIT_INO {
+            return reply.error(Errno::ENODATA);
+        }
         let r =
             self.check_node(req, ino.0).and_then(|_| self.vault.getxattr(ino.0, name.as_bytes()).map_err(e));
+        let r = self.note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |v| Self::xattr_reply(reply, &v, size));
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if ino.0 == AUDIT_INO {
+            return Self::xattr_reply(reply, &[], size);
+        }
         let r = self.check_node(req, ino.0).and_then(|_| self.vault.listxattr(ino.0).map_err(e));
+        let r = self.note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |names| {
             let mut buf = Vec::new();
             for n in names {
@@ -516,9 +678,13 @@ impl Filesystem for VaultFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self
-            .check_node(req, ino.0)
-            .and_then(|_| self.vault.removexattr(ino.0, name.as_bytes()).map_err(e));
+        let r = self.logged(req, AuditOp::Removexattr, At::Node(ino.0), Range::default(), || {
+            if ino.0 == AUDIT_INO {
+                return Err(Errno::EPERM);
+            }
+            self.check_node(req, ino.0)?;
+            self.vault.removexattr(ino.0, name.as_bytes()).map_err(e)
+        });
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -554,6 +720,7 @@ impl Filesystem for VaultFs {
         let r = self.make(req, parent.0, name, FileKind::File, mode, 0);
         reply_with!(reply, r, |a| {
             self.inodes.remember(a.ino, a.level);
+            self.inodes.name(a.ino, parent.0, name.as_bytes());
             reply.created(
                 &TTL,
                 &file_attr(&a, self.owner),
@@ -580,7 +747,7 @@ impl Filesystem for VaultFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -597,7 +764,10 @@ impl Filesystem for VaultFs {
                 punch_hole: mode & libc::FALLOC_FL_PUNCH_HOLE != 0,
                 zero_range: mode & libc::FALLOC_FL_ZERO_RANGE != 0,
             };
-            self.vault.fallocate(ino.0, offset, length, m).map_err(e)
+            let range = Range { offset, len: length };
+            self.logged(req, AuditOp::Write, At::Node(ino.0), range, || {
+                self.vault.fallocate(ino.0, offset, length, m).map_err(e)
+            })
         };
         reply_with!(reply, r, |_v| reply.ok());
     }
@@ -625,7 +795,7 @@ impl Filesystem for VaultFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         _fh_in: FileHandle,
         offset_in: u64,
@@ -639,8 +809,19 @@ impl Filesystem for VaultFs {
         let r = if !flags.is_empty() {
             Err(Errno::EINVAL)
         } else {
-            self.copy_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
+            self.logged(req, AuditOp::Read, At::Node(ino_in.0), Range { offset: offset_in, len }, || Ok(()))
+                .and_then(|_| {
+                    let range = Range { offset: offset_out, len };
+                    self.logged(req, AuditOp::Write, At::Node(ino_out.0), range, || {
+                        self.copy_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
+                    })
+                })
         };
         reply_with!(reply, r, |n| reply.written(n as u32));
     }
+}
+
+/// `.audit` is not a name anything can be unlinked, renamed or linked as.
+fn refuse_audit_name(parent: u64, name: &OsStr) -> Res<()> {
+    if parent == ROOT_INO && name.as_bytes() == AUDIT_NAME { Err(Errno::EPERM) } else { Ok(()) }
 }

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 struct Known {
     lookups: u64,
     level: Option<u8>,
+    /// The parent and name the kernel last reached it by (for audit paths).
+    name: Option<(u64, Vec<u8>)>,
 }
 
 #[derive(Default)]
@@ -19,9 +21,50 @@ impl InodeTable {
     /// The kernel now holds one more reference to `ino`.
     pub fn remember(&self, ino: u64, level: Option<u8>) {
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let k = m.entry(ino).or_insert(Known { lookups: 0, level });
+        let k = m.entry(ino).or_insert(Known { lookups: 0, level, name: None });
         k.lookups += 1;
         k.level = level;
+    }
+
+    /// Notes that `ino` is reachable as `parent/name` (kept while known).
+    pub fn name(&self, ino: u64, parent: u64, name: &[u8]) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = m.get_mut(&ino) {
+            k.name = Some((parent, name.to_vec()));
+        }
+    }
+
+    /// The path of `ino` from the root, as far as names are known; an
+    /// unknown stretch shows as `<ino N>`.
+    pub fn path(&self, ino: u64, root: u64) -> Vec<u8> {
+        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let mut at = ino;
+        // Bounded: names can be stale, and stale names can form a loop.
+        for _ in 0..256 {
+            if at == root {
+                break;
+            }
+            match m.get(&at).and_then(|k| k.name.as_ref()) {
+                Some((parent, name)) => {
+                    parts.push(name.clone());
+                    at = *parent;
+                }
+                None => {
+                    parts.push(format!("<ino {at}>").into_bytes());
+                    break;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for p in parts.iter().rev() {
+            out.push(b'/');
+            out.extend_from_slice(p);
+        }
+        if out.is_empty() {
+            out.push(b'/');
+        }
+        out
     }
 
     /// Drops `n` references; true when the kernel holds none any more.

@@ -4,6 +4,7 @@
 
 mod adapter;
 mod attr;
+mod audit;
 mod errno;
 mod handles;
 mod session;

@@ -179,7 +179,7 @@ impl Store {
     }
 
     /// Entries with `from <= key < to`, in key order.
-    pub fn range(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
+    pub fn range(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<'_> {
         self.db
             .range(from.to_vec()..to.to_vec())
             .map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))

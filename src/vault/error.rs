@@ -119,6 +119,18 @@ impl From<format::Error> for Error {
     }
 }
 
+impl From<crate::audit::log::LogError> for Error {
+    fn from(e: crate::audit::log::LogError) -> Self {
+        use crate::audit::log::LogError;
+        let kind = match e {
+            LogError::Store(ref s) if !matches!(s, store::Error::Corrupt(_)) => ErrorKind::Io,
+            LogError::Range(_) => ErrorKind::InvalidArgument,
+            _ => ErrorKind::Corrupt,
+        };
+        Error::new(kind, format!("audit log: {e}"))
+    }
+}
+
 impl From<crypto::Error> for Error {
     fn from(e: crypto::Error) -> Self {
         Error::new(ErrorKind::Io, e.to_string())

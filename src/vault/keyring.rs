@@ -14,6 +14,8 @@ pub struct Keyring {
     /// Metadata keys of levels 0..=5 (level 0's is random per unlock).
     pub levels: [Option<MetaKeys>; 6],
     pub audit: SigningKey,
+    /// Seals audit log leaves (HKDF `vaultfs/v1/audit-leaf` from the master key).
+    pub audit_leaf: Key32,
 }
 
 fn master_aad(h: &Header) -> Vec<u8> {
@@ -109,7 +111,13 @@ pub fn unlock(pass: &Passphrase, h: &Header) -> Result<Keyring> {
         })?;
         levels[slot.level as usize] = Some(MetaKeys::derive(slot.level, &key, &h.vault_id));
     }
-    Ok(Keyring { vault_meta: MetaKeys::derive(VAULT_LEVEL, &vault_meta_root, &h.vault_id), levels, audit })
+    let audit_leaf = crypto::hkdf(master.as_bytes(), &h.vault_id, labels::AUDIT_LEAF);
+    Ok(Keyring {
+        vault_meta: MetaKeys::derive(VAULT_LEVEL, &vault_meta_root, &h.vault_id),
+        levels,
+        audit,
+        audit_leaf,
+    })
 }
 
 /// Re-wraps the master key under a new passphrase (`vaultfs passwd`); the

@@ -2,6 +2,7 @@
 //! be unlocked; `Vault<Unlocked>` offers the filesystem operations the FUSE
 //! adapter calls. Thread-safe: clone it into every worker.
 
+mod audit;
 mod content;
 mod error;
 mod keyring;
@@ -13,10 +14,11 @@ mod types;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use error::{Error, ErrorKind, Result};
 pub use types::*;
 
-use crate::crypto::{Passphrase, SigningKey};
+use crate::crypto::{Key32, Passphrase, SigningKey};
 use crate::format::{Header, InodeRecord, keys};
 use crate::meta::{self, MetaKeys, VAULT_LEVEL};
 use crate::store::{Batch, Store};
@@ -48,6 +50,7 @@ struct Core {
     namespace: Mutex<()>,
     inode_alloc: Mutex<InodeAlloc>,
     owner_uid: u32,
+    audit: crate::audit::log::Log,
 }
 
 /// Inode numbers are never reused: the persisted counter is reserved ahead in
@@ -146,6 +149,12 @@ impl Vault<Locked> {
         // counter was rolled back: start past the highest stored inode.
         let highest = store.last_key_with_prefix(&[keys::INODE])?.and_then(|k| keys::ino_of(&k)).unwrap_or(0);
         let counter = counter.max(highest + 1);
+        let audit = crate::audit::log::Log::open(
+            &store,
+            header.vault_id,
+            Key32::from_bytes(*keys.audit_leaf.as_bytes()),
+            SigningKey::from_seed(Key32::from_bytes(*keys.audit.seed().as_bytes())),
+        )?;
         let core = Core {
             dir,
             store,
@@ -155,9 +164,25 @@ impl Vault<Locked> {
             namespace: Mutex::new(()),
             inode_alloc: Mutex::new(InodeAlloc { next: counter.max(FIRST_USER_INO), reserved: counter }),
             owner_uid: crate::sys::effective_uid(),
+            audit,
         };
         core.purge_unreachable()?;
-        Ok(Vault(Unlocked(Arc::new(core))))
+        let core = Arc::new(core);
+        audit::spawn_committer(Arc::downgrade(&core));
+        let vault = Vault(Unlocked(core));
+        let me = Caller { uid: vault.owner_uid(), gid: 0, pid: std::process::id() };
+        let unlock = Record {
+            who: me,
+            comm: b"vaultfs".to_vec(),
+            op: AuditOp::Unlock,
+            level: None,
+            ino: ROOT_INO,
+            path: b"/".to_vec(),
+            offset: 0,
+            len: 0,
+        };
+        vault.record(unlock, 0, true)?;
+        Ok(vault)
     }
 
     /// Re-wraps the master key under `new`; the old passphrase stops working.
@@ -206,8 +231,9 @@ impl Vault<Unlocked> {
         }
     }
 
-    /// Makes every operation applied so far durable (fsync).
+    /// Makes every operation applied so far durable (fsync), audit records included.
     pub fn sync(&self) -> Result<()> {
+        self.core().audit.commit(&self.core().store)?;
         Ok(self.core().store.flush()?)
     }
 

@@ -192,7 +192,6 @@ impl<'a> Txn<'a> {
             let node = &self.nodes[&ino];
             self.batch.put(&keys::inode(ino)[..], self.core.seal(node)?);
         }
-        self.core.store.apply(self.batch)?;
-        Ok(())
+        self.core.apply(self.batch)
     }
 }

@@ -1,0 +1,517 @@
+//! The audit log in the store (docs/AUDIT.md, "Storage in the vault").
+//!
+//! Leaves are sealed under the audit leaf key (paths and names are secrets),
+//! tree nodes, the frontier and the signed checkpoints are stored as they are
+//! (hashes of sealed-away leaves that carry nanosecond times, and notes meant
+//! to be published). The in-memory frontier is the truth while the vault is
+//! open; every store write of the log carries the leaves appended since the
+//! last one, their completed tree nodes and the new frontier, in one batch.
+//!
+//! Two ways in: `append_with` puts the leaf into the batch of the operation
+//! it records (the record and the change land together or not at all);
+//! `append` queues it (reads, opens, denials) until the next write or
+//! `commit`, which callers run for records that must be durable at once.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::checkpoint::{Checkpoint, vault_origin};
+use super::leaf::Leaf;
+use super::merkle::{self, Frontier, Hash, NodeId, Nodes};
+use super::verify::{self, ChainReport};
+use super::{Error as AuditError, export};
+use crate::crypto::{self, Key32, SigningKey, VerifyingKey};
+use crate::format::{aad, keys};
+use crate::store::{self, Batch, Store};
+
+/// What can go wrong storing or reading the log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("audit log is corrupted: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// A proof or root asked for leaves the log does not have.
+    #[error("{0}")]
+    Range(String),
+}
+
+pub type Result<T> = std::result::Result<T, LogError>;
+
+fn corrupt(msg: impl Into<String>) -> LogError {
+    LogError::Corrupt(msg.into())
+}
+
+/// How often a checkpoint is signed while the log grows.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The open log of one vault.
+pub struct Log {
+    vault_id: [u8; 16],
+    origin: String,
+    leaf_key: Key32,
+    signer: SigningKey,
+    state: Mutex<State>,
+}
+
+struct State {
+    frontier: Frontier,
+    /// Appended, not yet in the store: (seq, leaf bytes) and completed nodes.
+    pending: Vec<(u64, Vec<u8>)>,
+    pending_nodes: Vec<(NodeId, Hash)>,
+    /// Size and time of the newest stored checkpoint.
+    checkpointed: u64,
+    checkpointed_at: Instant,
+}
+
+fn leaf_aad(vault_id: &[u8; 16], seq: u64) -> Vec<u8> {
+    aad::build(aad::AUDIT_LEAF, &[vault_id, &seq.to_be_bytes()])
+}
+
+fn encode_frontier(f: &Frontier) -> Vec<u8> {
+    let mut out = f.size.to_be_bytes().to_vec();
+    for h in &f.hashes {
+        out.extend_from_slice(h);
+    }
+    out
+}
+
+fn decode_frontier(bytes: &[u8]) -> Result<Frontier> {
+    if bytes.len() < 8 || (bytes.len() - 8) % 32 != 0 {
+        return Err(corrupt("frontier has a bad length"));
+    }
+    let size = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let hashes = bytes[8..].chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect();
+    let f = Frontier { size, hashes };
+    if !f.is_well_formed() {
+        return Err(corrupt("frontier does not match its size"));
+    }
+    Ok(f)
+}
+
+/// Node lookups for proofs, straight from the store.
+struct StoredNodes<'a>(&'a Store);
+
+impl Nodes for StoredNodes<'_> {
+    type Error = LogError;
+    fn node(&self, id: NodeId) -> Result<Hash> {
+        let v = self.0.get(&keys::audit_node(id.level, id.index))?;
+        let v = v.ok_or_else(|| corrupt(format!("tree node {}/{} is missing", id.level, id.index)))?;
+        v[..].try_into().map_err(|_| corrupt(format!("tree node {}/{} has a bad length", id.level, id.index)))
+    }
+}
+
+impl Log {
+    /// Opens the log stored in `store` (empty for a new vault).
+    pub fn open(store: &Store, vault_id: [u8; 16], leaf_key: Key32, signer: SigningKey) -> Result<Log> {
+        let frontier = match store.get(keys::AUDIT_FRONTIER)? {
+            Some(v) => decode_frontier(&v)?,
+            None => Frontier::default(),
+        };
+        // A frontier behind the stored leaves (rolled back on its own) would
+        // make the next append overwrite a leaf: refuse rather than rewrite.
+        if let Some(k) = store.last_key_with_prefix(&[keys::AUDIT_LEAF])? {
+            let last = keys::audit_number(&k).ok_or_else(|| corrupt("bad leaf key"))?;
+            if last.checked_add(1) != Some(frontier.size) {
+                return Err(corrupt(format!(
+                    "frontier covers {} leaves but leaf {last} is stored (run `vaultfs audit verify`)",
+                    frontier.size
+                )));
+            }
+        } else if frontier.size != 0 {
+            return Err(corrupt(format!("frontier covers {} leaves but none are stored", frontier.size)));
+        }
+        let checkpointed = match store.last_key_with_prefix(&[keys::AUDIT_CHECKPOINT])? {
+            Some(k) => keys::audit_number(&k).ok_or_else(|| corrupt("bad checkpoint key"))?,
+            None => 0,
+        };
+        Ok(Log {
+            origin: vault_origin(&vault_id),
+            vault_id,
+            leaf_key,
+            signer,
+            state: Mutex::new(State {
+                frontier,
+                pending: Vec::new(),
+                pending_nodes: Vec::new(),
+                checkpointed,
+                checkpointed_at: Instant::now(),
+            }),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of leaves appended (stored or pending).
+    pub fn size(&self) -> u64 {
+        self.state().frontier.size
+    }
+
+    /// The public key checkpoints verify under.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.signer.verifying_key()
+    }
+
+    /// Appends `leaf` (its seq is assigned here) to the in-memory log; it is
+    /// stored with the next write. Returns its seq.
+    pub fn append(&self, leaf: Leaf) -> u64 {
+        let mut st = self.state();
+        Self::push(&mut st, leaf)
+    }
+
+    fn push(st: &mut State, mut leaf: Leaf) -> u64 {
+        leaf.seq = st.frontier.size;
+        let bytes = leaf.encode();
+        let nodes = st.frontier.append(merkle::leaf_hash(&bytes));
+        st.pending.push((leaf.seq, bytes));
+        st.pending_nodes.extend(nodes);
+        leaf.seq
+    }
+
+    /// Appends `leaf` and applies `batch` with every pending record in it:
+    /// the change and its record land together or not at all. On failure the
+    /// log is as it was before the call.
+    pub fn append_with(&self, store: &Store, leaf: Leaf, batch: Batch) -> Result<u64> {
+        let mut st = self.state();
+        let before = (st.frontier.clone(), st.pending.len(), st.pending_nodes.len());
+        let seq = Self::push(&mut st, leaf);
+        if let Err(e) = self.write_pending(store, &mut st, batch) {
+            st.frontier = before.0;
+            st.pending.truncate(before.1);
+            st.pending_nodes.truncate(before.2);
+            return Err(e);
+        }
+        Ok(seq)
+    }
+
+    /// Stores every pending record (durably: the store flushes each batch).
+    pub fn commit(&self, store: &Store) -> Result<()> {
+        let mut st = self.state();
+        self.write_pending(store, &mut st, Batch::default())
+    }
+
+    fn write_pending(&self, store: &Store, st: &mut State, mut batch: Batch) -> Result<()> {
+        if st.pending.is_empty() && batch.is_empty() {
+            return Ok(());
+        }
+        for (seq, bytes) in &st.pending {
+            let sealed = crypto::seal(&self.leaf_key, &leaf_aad(&self.vault_id, *seq), bytes)
+                .map_err(|e| corrupt(format!("sealing leaf {seq}: {e}")))?;
+            batch.put(keys::audit_leaf(*seq), sealed);
+        }
+        for (id, h) in &st.pending_nodes {
+            batch.put(keys::audit_node(id.level, id.index), h.to_vec());
+        }
+        if !st.pending.is_empty() {
+            batch.put(keys::AUDIT_FRONTIER, encode_frontier(&st.frontier));
+        }
+        store.apply(batch)?;
+        st.pending.clear();
+        st.pending_nodes.clear();
+        Ok(())
+    }
+
+    /// Stores pending records and, if the tree grew since the last one and
+    /// `only_if_due` allows, a newly signed checkpoint. Returns the newest
+    /// checkpoint note, if any exists.
+    pub fn checkpoint(&self, store: &Store, only_if_due: bool) -> Result<Option<String>> {
+        let mut st = self.state();
+        self.write_pending(store, &mut st, Batch::default())?;
+        let size = st.frontier.size;
+        let due = size > st.checkpointed && st.checkpointed_at.elapsed() >= CHECKPOINT_EVERY;
+        if size > 0
+            && (size > st.checkpointed || !store.contains(&keys::audit_checkpoint(size))?)
+            && (due || !only_if_due)
+        {
+            let note =
+                Checkpoint { origin: self.origin.clone(), size, root: st.frontier.root() }.sign(&self.signer);
+            let mut b = Batch::default();
+            b.put(keys::audit_checkpoint(size), note.into_bytes());
+            store.apply(b)?;
+            st.checkpointed = size;
+            st.checkpointed_at = Instant::now();
+        }
+        if st.checkpointed == 0 {
+            return Ok(None);
+        }
+        let note = store
+            .get(&keys::audit_checkpoint(st.checkpointed))?
+            .ok_or_else(|| corrupt("newest checkpoint vanished"))?;
+        Ok(Some(String::from_utf8(note.to_vec()).map_err(|_| corrupt("checkpoint is not UTF-8"))?))
+    }
+
+    /// The `.audit` text: every stored leaf as a JSON line, then a checkpoint
+    /// freshly signed over all of them.
+    pub fn export(&self, store: &Store) -> Result<Vec<u8>> {
+        let note = self.checkpoint(store, false)?;
+        let mut out = Vec::new();
+        let Some(note) = note else { return Ok(out) };
+        let size = Checkpoint::parse_and_verify(&note, Some(&self.origin), &self.public_key())?.size;
+        for entry in self.leaves(store, 0, size) {
+            let (_, bytes) = entry?;
+            out.extend_from_slice(export::leaf_line_from_bytes(&bytes)?.as_bytes());
+        }
+        out.extend_from_slice(export::checkpoint_line(&note).as_bytes());
+        Ok(out)
+    }
+
+    /// Stored leaves `from..to`, opened: (seq, leaf bytes). A leaf that fails
+    /// to open, or a gap, is an error naming its index.
+    pub fn leaves<'a>(
+        &'a self,
+        store: &'a Store,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + 'a {
+        let mut expect = from;
+        store.range(&keys::audit_leaf(from), &keys::audit_leaf(to)).map(move |r| {
+            let (k, v) = r?;
+            let seq = keys::audit_number(&k).ok_or_else(|| corrupt("bad leaf key"))?;
+            if seq != expect {
+                return Err(corrupt(format!("leaf {expect} is missing")));
+            }
+            expect += 1;
+            let bytes = crypto::open(&self.leaf_key, &leaf_aad(&self.vault_id, seq), &v)
+                .map_err(|_| corrupt(format!("leaf {seq} fails authentication")))?;
+            Ok((seq, bytes.to_vec()))
+        })
+    }
+
+    /// Every stored checkpoint note, oldest first.
+    pub fn checkpoint_notes(store: &Store) -> Result<Vec<(u64, String)>> {
+        let mut out = Vec::new();
+        for r in store.scan_prefix(&[keys::AUDIT_CHECKPOINT]) {
+            let (k, v) = r?;
+            let size = keys::audit_number(&k).ok_or_else(|| corrupt("bad checkpoint key"))?;
+            let note = String::from_utf8(v.to_vec())
+                .map_err(|_| corrupt(format!("checkpoint {size} is not UTF-8")))?;
+            out.push((size, note));
+        }
+        Ok(out)
+    }
+
+    /// Recomputes the whole tree from the stored leaves and checks every
+    /// stored checkpoint (signature, key, size stored under, root), the
+    /// consistency between them, and the stored frontier and nodes.
+    pub fn verify_store(&self, store: &Store) -> Result<ChainReport> {
+        let key = self.public_key();
+        let mut checkpoints = Vec::new();
+        for (size, note) in Self::checkpoint_notes(store)? {
+            let cp = Checkpoint::parse_and_verify(&note, Some(&self.origin), &key)
+                .map_err(|e| corrupt(format!("checkpoint stored for size {size}: {e}")))?;
+            if cp.size != size {
+                return Err(corrupt(format!("checkpoint stored for size {size} says size {}", cp.size)));
+            }
+            checkpoints.push(cp);
+        }
+        let mut chain = verify::ChainVerifier::new(&checkpoints)?;
+        let mut frontier = Frontier::default();
+        let mut n = 0u64;
+        for entry in self.leaves(store, 0, u64::MAX) {
+            let (seq, bytes) = entry?;
+            let leaf = Leaf::decode(&bytes).map_err(|e| corrupt(format!("leaf {seq}: {e}")))?;
+            if leaf.seq != seq {
+                return Err(corrupt(format!("leaf {seq}: stored under {seq} but says seq {}", leaf.seq)));
+            }
+            let h = merkle::leaf_hash(&bytes);
+            for (id, want) in frontier.append(h) {
+                match store.get(&keys::audit_node(id.level, id.index))? {
+                    Some(v) if v[..] == want[..] => {}
+                    _ => {
+                        return Err(corrupt(format!(
+                            "leaf {seq}: tree node {}/{} is wrong or missing",
+                            id.level, id.index
+                        )));
+                    }
+                }
+            }
+            chain.push(h)?;
+            n += 1;
+        }
+        let stored = match store.get(keys::AUDIT_FRONTIER)? {
+            Some(v) => decode_frontier(&v)?,
+            None => Frontier::default(),
+        };
+        if stored != frontier {
+            return Err(corrupt(format!(
+                "stored frontier (size {}) does not match the {n} stored leaves",
+                stored.size
+            )));
+        }
+        Ok(chain.finish()?)
+    }
+
+    /// Inclusion proof of leaf `index` in the tree of the first `size` leaves.
+    pub fn inclusion_proof(&self, store: &Store, index: u64, size: u64) -> Result<Vec<Hash>> {
+        self.settle(store, size)?;
+        if index >= size {
+            return Err(LogError::Range(format!("leaf {index} is not in a tree of {size} leaves")));
+        }
+        merkle::inclusion_proof(&StoredNodes(store), index, size)
+    }
+
+    /// Consistency proof between the trees of the first `old` and `new` leaves.
+    pub fn consistency_proof(&self, store: &Store, old: u64, new: u64) -> Result<Vec<Hash>> {
+        self.settle(store, new)?;
+        if old > new {
+            return Err(LogError::Range(format!("tree size {old} is larger than {new}")));
+        }
+        merkle::consistency_proof(&StoredNodes(store), old, new)
+    }
+
+    /// Root of the first `size` leaves.
+    pub fn root(&self, store: &Store, size: u64) -> Result<Hash> {
+        self.settle(store, size)?;
+        merkle::subtree(&StoredNodes(store), 0, size)
+    }
+
+    /// Stores what is pending and checks the log has `size` leaves.
+    fn settle(&self, store: &Store, size: u64) -> Result<()> {
+        let mut st = self.state();
+        self.write_pending(store, &mut st, Batch::default())?;
+        if size > st.frontier.size {
+            return Err(LogError::Range(format!("the log has {} leaves, not {size}", st.frontier.size)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::leaf::Op;
+
+    fn leaf(op: Op, path: &str) -> Leaf {
+        Leaf {
+            seq: 0,
+            time_ns: 1,
+            uid: 1000,
+            gid: 1000,
+            pid: 7,
+            comm: b"test".to_vec(),
+            op,
+            level: Some(1),
+            ino: 16,
+            path: path.as_bytes().to_vec(),
+            offset: 0,
+            len: 0,
+            result: 0,
+        }
+    }
+
+    fn open(store: &Store) -> Log {
+        Log::open(
+            store,
+            [9; 16],
+            Key32::from_bytes([1; 32]),
+            SigningKey::from_seed(Key32::from_bytes([2; 32])),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn appends_survive_reopen_and_export_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), true).unwrap();
+        let log = open(&store);
+        for i in 0..10 {
+            log.append(leaf(Op::Read, &format!("/1-working/f{i}")));
+        }
+        let mut b = Batch::default();
+        b.put(&b"Zdata"[..], b"x".to_vec());
+        assert_eq!(log.append_with(&store, leaf(Op::Write, "/1-working/f"), b).unwrap(), 10);
+        assert!(store.get(b"Zdata").unwrap().is_some());
+        let key = log.public_key();
+        drop(log);
+        let log = open(&store);
+        assert_eq!(log.size(), 11);
+        log.append(leaf(Op::Open, "/x"));
+        let text = log.export(&store).unwrap();
+        let report = verify::verify_export(&text, &key).unwrap();
+        assert_eq!(report.leaves, 12);
+        assert_eq!(log.verify_store(&store).unwrap().leaves, 12);
+        let root = log.root(&store, 12).unwrap();
+        for i in [0, 5, 11] {
+            let proof = log.inclusion_proof(&store, i, 12).unwrap();
+            let (_, bytes) = log.leaves(&store, i, i + 1).next().unwrap().unwrap();
+            assert!(merkle::verify_inclusion(&merkle::leaf_hash(&bytes), i, 12, &proof, &root));
+        }
+        let old = log.root(&store, 5).unwrap();
+        let proof = log.consistency_proof(&store, 5, 12).unwrap();
+        assert!(merkle::verify_consistency(5, 12, &old, &root, &proof));
+        assert!(log.inclusion_proof(&store, 12, 12).is_err());
+        assert!(log.root(&store, 13).is_err());
+    }
+
+    #[test]
+    fn tampering_with_the_stored_log_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), true).unwrap();
+        let log = open(&store);
+        for i in 0..8 {
+            log.append(leaf(Op::Read, &format!("/f{i}")));
+            log.checkpoint(&store, false).unwrap();
+        }
+        assert_eq!(log.verify_store(&store).unwrap().leaves, 8);
+        let err = |store: &Store| open(store).verify_store(store).unwrap_err().to_string();
+
+        // One byte of a sealed leaf.
+        let good = store.get(&keys::audit_leaf(3)).unwrap().unwrap().to_vec();
+        let mut bad = good.clone();
+        bad[30] ^= 1;
+        store.put(&keys::audit_leaf(3), bad).unwrap();
+        assert!(err(&store).contains("leaf 3 fails authentication"), "{}", err(&store));
+        // Two leaves swapped.
+        let five = store.get(&keys::audit_leaf(5)).unwrap().unwrap().to_vec();
+        store.put(&keys::audit_leaf(3), five).unwrap();
+        store.put(&keys::audit_leaf(5), good.clone()).unwrap();
+        assert!(err(&store).contains("leaf 3"), "{}", err(&store));
+        store.put(&keys::audit_leaf(5), store.get(&keys::audit_leaf(3)).unwrap().unwrap().to_vec()).unwrap();
+        store.put(&keys::audit_leaf(3), good).unwrap();
+        assert_eq!(open(&store).verify_store(&store).unwrap().leaves, 8);
+        // A leaf deleted.
+        let mut b = Batch::default();
+        b.delete(keys::audit_leaf(4).to_vec());
+        store.apply(b).unwrap();
+        assert!(err(&store).contains("leaf 4 is missing"), "{}", err(&store));
+    }
+
+    #[test]
+    fn truncated_log_or_replaced_checkpoint_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), true).unwrap();
+        let log = open(&store);
+        for i in 0..6 {
+            log.append(leaf(Op::Read, &format!("/f{i}")));
+        }
+        log.checkpoint(&store, false).unwrap();
+        drop(log);
+        // Truncation: the last leaf and the frontier rolled back together.
+        let mut b = Batch::default();
+        b.delete(keys::audit_leaf(5).to_vec());
+        store.apply(b).unwrap();
+        let opened = Log::open(
+            &store,
+            [9; 16],
+            Key32::from_bytes([1; 32]),
+            SigningKey::from_seed(Key32::from_bytes([2; 32])),
+        );
+        assert!(opened.is_err());
+        // A checkpoint signed by another key.
+        let dir2 = tempfile::tempdir().unwrap();
+        let store2 = Store::open(dir2.path(), true).unwrap();
+        let log2 = open(&store2);
+        log2.append(leaf(Op::Read, "/a"));
+        log2.checkpoint(&store2, false).unwrap();
+        let forged = Checkpoint { origin: vault_origin(&[9; 16]), size: 1, root: [0; 32] }
+            .sign(&SigningKey::from_seed(Key32::from_bytes([3; 32])));
+        store2.put(&keys::audit_checkpoint(1), forged.into_bytes()).unwrap();
+        let e = log2.verify_store(&store2).unwrap_err().to_string();
+        assert!(e.contains("checkpoint stored for size 1"), "{e}");
+    }
+}

@@ -1,0 +1,229 @@
+//! `vaultfs audit ...`: the audit log from outside the mount: the public
+//! key, verification (of a store, or of a copy of `.audit` with the public
+//! key alone), proofs, checkpoints, and a readable tail.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::args::{AuditArgs, AuditCommand, AuditTailArgs, AuditVerifyArgs, PassphraseArgs};
+use super::exit::{self, Code, Exit};
+use super::init::hex;
+use super::passphrase::{self, Confirm};
+use crate::audit::checkpoint::{Checkpoint, vault_origin};
+use crate::audit::export::leaf_of_line;
+use crate::audit::verify::verify_export;
+use crate::crypto::VerifyingKey;
+use crate::vault::{Unlocked, Vault};
+
+pub fn run(a: AuditArgs) -> exit::Result {
+    match a.command {
+        AuditCommand::Pubkey { store } => {
+            match Vault::open(&store) {
+                Ok(v) => println!("{}", hex(&v.header().audit_public)),
+                // Mounted: the daemon holds the store; its copy of the key will do.
+                Err(e) => match std::fs::read_to_string(store.join(PUBKEY_FILE)) {
+                    Ok(k) => {
+                        eprintln!(
+                            "vaultfs: store busy ({e}); printing {PUBKEY_FILE} (written at init and mount)"
+                        );
+                        print!("{k}");
+                    }
+                    Err(_) => return Err(e.into()),
+                },
+            }
+            Ok(())
+        }
+        AuditCommand::Verify(v) => verify(v),
+        AuditCommand::Checkpoint { store, passphrase } => {
+            let vault = unlock(&store, &passphrase)?;
+            match vault.audit_checkpoint()? {
+                Some(note) => print!("{note}"),
+                None => println!("the log is empty"),
+            }
+            Ok(())
+        }
+        AuditCommand::Proof { store, passphrase, inclusion, size, consistency } => {
+            let vault = unlock(&store, &passphrase)?;
+            let n = size.unwrap_or(vault.audit_size());
+            // JSON by hand: numbers and hex strings only.
+            let hexes = |hs: Vec<[u8; 32]>| {
+                let items: Vec<String> = hs.iter().map(|h| format!("\"{}\"", hex(h))).collect();
+                format!("[{}]", items.join(","))
+            };
+            let out = match (inclusion, consistency.as_deref()) {
+                (Some(index), None) => format!(
+                    "{{\"leaf_index\":{index},\"tree_size\":{n},\"root\":\"{}\",\"inclusion_proof\":{}}}",
+                    hex(&vault.audit_root(n)?),
+                    hexes(vault.audit_inclusion_proof(index, n)?)
+                ),
+                (None, Some(&[old, new])) => format!(
+                    "{{\"old_size\":{old},\"new_size\":{new},\"old_root\":\"{}\",\"new_root\":\"{}\",\"consistency_proof\":{}}}",
+                    hex(&vault.audit_root(old)?),
+                    hex(&vault.audit_root(new)?),
+                    hexes(vault.audit_consistency_proof(old, new)?)
+                ),
+                _ => return Err(Exit::usage("give --inclusion N or --consistency OLD NEW")),
+            };
+            println!("{out}");
+            Ok(())
+        }
+        AuditCommand::Tail(t) => tail(t),
+    }
+}
+
+/// The audit public key in hex, next to the store, for when it is mounted.
+/// Public and unauthenticated: a verifier takes the key from a trusted copy.
+pub const PUBKEY_FILE: &str = "audit.pub";
+
+pub fn write_pubkey_file(store: &Path, key: &[u8; 32]) {
+    let path = store.join(PUBKEY_FILE);
+    if let Err(e) = std::fs::write(&path, format!("{}\n", hex(key))) {
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
+}
+
+fn unlock(store: &Path, source: &PassphraseArgs) -> Result<Vault<Unlocked>, Exit> {
+    let v = Vault::open(store)?;
+    let pass = passphrase::obtain(source, "Vault passphrase: ", Confirm::Once)?;
+    Ok(v.unlock(&pass)?)
+}
+
+fn corrupt(message: String) -> Exit {
+    Exit { code: Code::Corrupt, message }
+}
+
+fn verify(v: AuditVerifyArgs) -> exit::Result {
+    match (v.store, v.file) {
+        (Some(store), None) => {
+            let vault = unlock(&store, &v.passphrase)?;
+            let r = vault
+                .audit_verify()
+                .map_err(|e| corrupt(format!("audit log of {}: {e}", store.display())))?;
+            if let Some(since) = v.since {
+                check_since(&vault, &since, r.leaves)?;
+            }
+            println!("ok: {} leaves, {} checkpoints, root {}", r.leaves, r.checkpoints, hex(&r.root));
+            Ok(())
+        }
+        (None, Some(file)) => {
+            let key =
+                v.pubkey.ok_or_else(|| Exit::usage("--file needs --pubkey (hex, or a file holding it)"))?;
+            let key = parse_pubkey(&key)?;
+            let text = std::fs::read(&file)
+                .map_err(|e| Exit::failure(format!("cannot read {}: {e}", file.display())))?;
+            let r = verify_export(&text, &key).map_err(|e| corrupt(format!("{}: {e}", file.display())))?;
+            println!(
+                "ok: {} leaves, root {}, checkpoint signed for {}",
+                r.leaves,
+                hex(&r.root),
+                r.checkpoint.origin
+            );
+            Ok(())
+        }
+        _ => Err(Exit::usage("give a STORE, or --file FILE --pubkey KEY")),
+    }
+}
+
+/// The log still holds exactly the tree an earlier checkpoint signed.
+fn check_since(vault: &Vault<Unlocked>, since: &Path, leaves: u64) -> exit::Result {
+    let note = std::fs::read_to_string(since)
+        .map_err(|e| Exit::failure(format!("cannot read {}: {e}", since.display())))?;
+    let key = VerifyingKey(vault.header().audit_public);
+    let origin = vault_origin(&vault.header().vault_id);
+    let cp = Checkpoint::parse_and_verify(&note, Some(&origin), &key)
+        .map_err(|e| corrupt(format!("{}: {e}", since.display())))?;
+    if cp.size > leaves {
+        return Err(corrupt(format!(
+            "the log has {leaves} leaves but {} signed {}: the store was rolled back or truncated",
+            since.display(),
+            cp.size
+        )));
+    }
+    if vault.audit_root(cp.size)? != cp.root {
+        return Err(corrupt(format!(
+            "the first {} leaves are not the ones {} signed: the log was rewritten",
+            cp.size,
+            since.display()
+        )));
+    }
+    println!("consistent with {} ({} leaves)", since.display(), cp.size);
+    Ok(())
+}
+
+/// A public key given as 64 hex digits, or as a file holding them.
+fn parse_pubkey(arg: &str) -> Result<VerifyingKey, Exit> {
+    let text = if Path::new(arg).is_file() {
+        std::fs::read_to_string(arg).map_err(|e| Exit::failure(format!("cannot read {arg}: {e}")))?
+    } else {
+        arg.to_string()
+    };
+    let t = text.trim();
+    let bytes: Option<Vec<u8>> = (t.len() == 64)
+        .then(|| (0..32).map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).ok()).collect())
+        .flatten();
+    let bytes = bytes
+        .ok_or_else(|| Exit::usage("the public key must be 64 hex digits (`vaultfs audit pubkey STORE`)"))?;
+    Ok(VerifyingKey(bytes.try_into().expect("32 bytes")))
+}
+
+fn tail(t: AuditTailArgs) -> exit::Result {
+    let audit_file = t.target.join(".audit");
+    let mut shown = 0u64;
+    loop {
+        let lines: Vec<String> = if audit_file.is_file() {
+            let text = std::fs::read_to_string(&audit_file)
+                .map_err(|e| Exit::failure(format!("cannot read {}: {e}", audit_file.display())))?;
+            text.lines().map(str::to_string).collect()
+        } else {
+            if t.follow {
+                return Err(Exit::usage("--follow needs a mount point (it reads MOUNT/.audit)"));
+            }
+            let vault = unlock(&t.target, &t.passphrase)?;
+            let n = vault.audit_size();
+            vault.audit_lines(0, n)?
+        };
+        let leaves: Vec<&String> = lines.iter().filter(|l| !l.starts_with("{\"checkpoint\"")).collect();
+        let total = leaves.len() as u64;
+        let from = if shown == 0 { total.saturating_sub(t.lines) } else { shown };
+        for line in leaves.iter().skip(from as usize) {
+            // Each poll opens `.audit`, which is recorded; do not echo our own polls.
+            let own_poll = t.follow
+                && leaf_of_line(line)
+                    .is_some_and(|l| l.pid == std::process::id() && l.op.name() == "audit_read");
+            if own_poll {
+                continue;
+            }
+            if t.json {
+                println!("{line}");
+            } else {
+                println!("{}", human(line));
+            }
+        }
+        shown = total.max(shown);
+        if !t.follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// One leaf line as `seq time uid pid comm op level path [offset+len] -> result`.
+fn human(line: &str) -> String {
+    let Some(l) = leaf_of_line(line) else { return line.to_string() };
+    let level = l.level.map_or("-".to_string(), |n| n.to_string());
+    let range = if l.len > 0 || l.offset > 0 { format!(" [{}+{}]", l.offset, l.len) } else { String::new() };
+    format!(
+        "{} {}.{:09} uid={} pid={} {} {} L{} {}{} -> {}",
+        l.seq,
+        l.time_ns / 1_000_000_000,
+        l.time_ns % 1_000_000_000,
+        l.uid,
+        l.pid,
+        String::from_utf8_lossy(&l.comm),
+        l.op.name(),
+        level,
+        String::from_utf8_lossy(&l.path),
+        range,
+        if l.result == 0 { "ok".to_string() } else { format!("errno {}", l.result) }
+    )
+}

@@ -1,0 +1,160 @@
+//! The adapter's side of the audit log: describing each access as a vault
+//! `Record` (who, which process, what, where), and the read-only `.audit`
+//! file at the mount root that shows the log (docs/AUDIT.md).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use fuser::{Errno, Request};
+
+use super::adapter::{Res, VaultFs, e};
+use crate::vault::{Attr, AuditOp, Caller, FileKind, ROOT_INO, Record, Timestamp};
+
+/// The `.audit` file's inode number: below the first user inode, never stored.
+pub const AUDIT_INO: u64 = 8;
+pub const AUDIT_NAME: &[u8] = b".audit";
+
+/// Levels whose opens are recorded durably before the open succeeds.
+const DURABLE_FROM_LEVEL: u8 = 3;
+
+/// Snapshots of `.audit` per open file handle: a reader sees one consistent
+/// log, ending in a checkpoint signed over exactly its leaves.
+#[derive(Default)]
+pub struct AuditFiles(Mutex<HashMap<u64, Arc<Vec<u8>>>>);
+
+impl AuditFiles {
+    pub fn insert(&self, fh: u64, text: Arc<Vec<u8>>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, text);
+    }
+    pub fn get(&self, fh: u64) -> Option<Arc<Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&fh).cloned()
+    }
+    pub fn remove(&self, fh: u64) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
+    }
+}
+
+/// The calling process's name, from /proc (empty if it has gone).
+fn comm(pid: u32) -> Vec<u8> {
+    let mut c = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if c.last() == Some(&b'\n') {
+        c.pop();
+    }
+    c.truncate(16);
+    c
+}
+
+/// Where an access happened: an inode, or a name in a directory.
+#[derive(Clone, Copy)]
+pub enum At<'a> {
+    Node(u64),
+    Entry(u64, &'a [u8]),
+}
+
+/// What was asked beyond the place: byte range of a read or write.
+#[derive(Clone, Copy, Default)]
+pub struct Range {
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl VaultFs {
+    fn record(&self, req: &Request, op: AuditOp, at: At, range: Range) -> Record {
+        let (ino, path) = match at {
+            At::Node(AUDIT_INO) => (AUDIT_INO, b"/.audit".to_vec()),
+            At::Node(ino) => (ino, self.inodes.path(ino, ROOT_INO)),
+            At::Entry(dir, name) => {
+                let mut p = self.inodes.path(dir, ROOT_INO);
+                if p != b"/" {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(name);
+                (dir, p)
+            }
+        };
+        let level = self.level_of(ino).ok().flatten();
+        Record {
+            who: Caller { uid: req.uid(), gid: req.gid(), pid: req.pid() },
+            comm: comm(req.pid()),
+            op,
+            level,
+            ino,
+            path,
+            offset: range.offset,
+            len: range.len,
+        }
+    }
+
+    /// Runs `f` as access `op`, recorded before the reply goes out; a record
+    /// that cannot be written fails the access with EIO.
+    pub fn logged<T>(
+        &self,
+        req: &Request,
+        op: AuditOp,
+        at: At,
+        range: Range,
+        f: impl FnOnce() -> Res<T>,
+    ) -> Res<T> {
+        let rec = self.record(req, op, at, range);
+        let durable = op == AuditOp::Open && rec.level.is_some_and(|l| l >= DURABLE_FROM_LEVEL);
+        match self.vault.audited(rec, durable, |err: &Errno| err.code(), f) {
+            Ok(out) => out,
+            Err(err) => {
+                tracing::error!("audit record failed, access refused: {err}");
+                Err(e(err))
+            }
+        }
+    }
+
+    /// Records a refusal (EACCES/EPERM) of an access that is not otherwise
+    /// logged (lookups, attributes, listings), then passes `r` through.
+    pub fn note_denial<T>(&self, req: &Request, at: At, r: Res<T>) -> Res<T> {
+        if let Err(err) = &r
+            && (*err == Errno::EACCES || *err == Errno::EPERM)
+        {
+            let rec = self.record(req, AuditOp::Denied, at, Range::default());
+            if let Err(fail) = self.vault.record(rec, err.code(), false) {
+                tracing::error!("audit record of a denial failed: {fail}");
+                return Err(Errno::EIO);
+            }
+        }
+        r
+    }
+
+    /// The `.audit` file's attributes; `size` is its text's length.
+    pub fn audit_attr(&self, size: u64) -> Attr {
+        let now = Timestamp::now();
+        Attr {
+            ino: AUDIT_INO,
+            generation: 0,
+            level: None,
+            parent: ROOT_INO,
+            kind: FileKind::File,
+            perm: 0o400,
+            nlink: 1,
+            uid: self.vault.owner_uid(),
+            gid: 0,
+            rdev: 0,
+            size,
+            blocks: size.div_ceil(512),
+            blksize: 4096,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+        }
+    }
+
+    /// The current `.audit` text.
+    pub fn audit_text(&self) -> Res<Arc<Vec<u8>>> {
+        self.vault.audit_export().map(Arc::new).map_err(e)
+    }
+
+    /// Only the mounting uid reads the log (it names every file touched).
+    pub fn check_audit_reader(&self, req: &Request) -> Res<()> {
+        if req.uid() != self.vault.owner_uid() {
+            return Err(Errno::EACCES);
+        }
+        Ok(())
+    }
+}

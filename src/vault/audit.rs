@@ -1,0 +1,200 @@
+//! What the vault writes to its audit log, and when (docs/AUDIT.md, "What
+//! the mount logs"). The adapter describes each access as a `Record`; the
+//! vault stamps the time, and either lets the record ride in the batch of
+//! the operation it describes (`audited`, through `Txn::commit`) or appends
+//! it on its own. No access without a record: a record that cannot be
+//! appended fails the access.
+
+use std::cell::RefCell;
+use std::sync::Weak;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::error::Result;
+use super::{Caller, Core, Unlocked, Vault};
+use crate::audit::leaf::Leaf;
+pub use crate::audit::leaf::Op as AuditOp;
+use crate::audit::merkle::Hash;
+use crate::audit::verify::ChainReport;
+use crate::store::Batch;
+
+/// One access, as the adapter saw it.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub who: Caller,
+    /// The calling process's name (`/proc/PID/comm`), at most 16 bytes.
+    pub comm: Vec<u8>,
+    pub op: AuditOp,
+    pub level: Option<u8>,
+    pub ino: u64,
+    /// Path inside the mount, as far as the adapter knows it.
+    pub path: Vec<u8>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Record {
+    fn leaf(self, result: i32) -> Leaf {
+        let time_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        Leaf {
+            seq: 0,
+            time_ns,
+            uid: self.who.uid,
+            gid: self.who.gid,
+            pid: self.who.pid,
+            comm: self.comm,
+            op: self.op,
+            level: self.level,
+            ino: self.ino,
+            path: self.path,
+            offset: self.offset,
+            len: self.len,
+            result,
+        }
+    }
+}
+
+thread_local! {
+    /// The record of the operation this thread is running, until its batch takes it.
+    static CURRENT: RefCell<Option<Leaf>> = const { RefCell::new(None) };
+}
+
+/// Clears the thread's record however the operation ends.
+struct Current;
+
+impl Current {
+    fn set(leaf: Leaf) -> Current {
+        CURRENT.with(|c| *c.borrow_mut() = Some(leaf));
+        Current
+    }
+    fn take() -> Option<Leaf> {
+        CURRENT.with(|c| c.borrow_mut().take())
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        Current::take();
+    }
+}
+
+/// How long a record of a read, open or denial may wait in memory before
+/// the committer stores it (records of writes are stored with the write).
+pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
+impl Core {
+    /// Applies `batch`, with this thread's pending operation record if any.
+    pub(super) fn apply(&self, batch: Batch) -> Result<()> {
+        match Current::take() {
+            Some(leaf) => self.audit.append_with(&self.store, leaf, batch).map(drop)?,
+            None => self.store.apply(batch)?,
+        }
+        Ok(())
+    }
+}
+
+/// Stores queued records every COMMIT_EVERY and signs a checkpoint at least
+/// every second while the log grows, until the vault is dropped.
+pub(super) fn spawn_committer(core: Weak<Core>) {
+    let spawned = std::thread::Builder::new().name("audit-commit".into()).spawn(move || {
+        loop {
+            std::thread::sleep(COMMIT_EVERY);
+            let Some(core) = core.upgrade() else { return };
+            if let Err(e) = core.audit.checkpoint(&core.store, true) {
+                tracing::error!("audit commit failed: {e}");
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the audit committer: {e}; records are stored with writes and at sync");
+    }
+}
+
+impl Vault<Unlocked> {
+    /// Runs `op`, recording it as `rec`. If `op` writes, the record lands in
+    /// its batch; otherwise it is appended after, with the result `code`
+    /// gives for `op`'s error (0 on success), and stored before returning
+    /// when `durable`. The outer error: the record could not be appended,
+    /// and the access must fail (what `op` did, if it wrote, is unrecorded
+    /// only if its own batch failed, in which case it did not happen).
+    pub fn audited<T, E>(
+        &self,
+        rec: Record,
+        durable: bool,
+        code: impl Fn(&E) -> i32,
+        op: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<T, E>> {
+        if cfg!(feature = "bench-no-audit") {
+            return Ok(op());
+        }
+        let current = Current::set(rec.clone().leaf(0));
+        let out = op();
+        let unconsumed = Current::take();
+        drop(current);
+        if unconsumed.is_some() {
+            let result = out.as_ref().err().map_or(0, &code);
+            self.record(rec, result, durable)?;
+        } else if durable {
+            self.core().audit.commit(&self.core().store)?;
+        }
+        Ok(out)
+    }
+
+    /// Appends a record of an access that changes nothing (or was refused).
+    pub fn record(&self, rec: Record, result: i32, durable: bool) -> Result<()> {
+        if cfg!(feature = "bench-no-audit") {
+            return Ok(());
+        }
+        let core = self.core();
+        core.audit.append(rec.leaf(result));
+        if durable {
+            core.audit.commit(&core.store)?;
+        }
+        Ok(())
+    }
+
+    /// The `.audit` text: every leaf, then a checkpoint signed now.
+    pub fn audit_export(&self) -> Result<Vec<u8>> {
+        Ok(self.core().audit.export(&self.core().store)?)
+    }
+
+    /// Stores pending records and signs a checkpoint over them; the newest note.
+    pub fn audit_checkpoint(&self) -> Result<Option<String>> {
+        Ok(self.core().audit.checkpoint(&self.core().store, false)?)
+    }
+
+    /// Recomputes the tree from every stored leaf and checks every checkpoint.
+    pub fn audit_verify(&self) -> Result<ChainReport> {
+        Ok(self.core().audit.verify_store(&self.core().store)?)
+    }
+
+    pub fn audit_size(&self) -> u64 {
+        self.core().audit.size()
+    }
+
+    pub fn audit_root(&self, size: u64) -> Result<Hash> {
+        Ok(self.core().audit.root(&self.core().store, size)?)
+    }
+
+    pub fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
+        Ok(self.core().audit.inclusion_proof(&self.core().store, index, size)?)
+    }
+
+    pub fn audit_consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
+        Ok(self.core().audit.consistency_proof(&self.core().store, old, new)?)
+    }
+
+    /// Stored leaves `from..to` as `.audit` lines (for `vaultfs audit tail`).
+    pub fn audit_lines(&self, from: u64, to: u64) -> Result<Vec<String>> {
+        let core = self.core();
+        core.audit.commit(&core.store)?;
+        let mut out = Vec::new();
+        for entry in core.audit.leaves(&core.store, from, to) {
+            let (_, bytes) = entry?;
+            out.push(
+                crate::audit::export::leaf_line_from_bytes(&bytes)
+                    .map_err(crate::audit::log::LogError::from)?,
+            );
+        }
+        Ok(out)
+    }
+}
