@@ -46,7 +46,16 @@ fn corrupt(msg: impl Into<String>) -> LogError {
 }
 
 /// How often a checkpoint is signed while the log grows.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// With the committer's 200 ms tick, a growing log is checkpointed at most
+/// a second after it grew.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(800);
+
+/// See `Log::export_since`.
+pub struct ExportTail {
+    pub size: u64,
+    pub lines: Vec<u8>,
+    pub checkpoint_line: String,
+}
 
 /// The open log of one vault.
 pub struct Log {
@@ -222,6 +231,10 @@ impl Log {
     pub fn checkpoint(&self, store: &Store, only_if_due: bool) -> Result<Option<String>> {
         let mut st = self.state();
         self.write_pending(store, &mut st, Batch::default())?;
+        self.checkpoint_locked(store, &mut st, only_if_due)
+    }
+
+    fn checkpoint_locked(&self, store: &Store, st: &mut State, only_if_due: bool) -> Result<Option<String>> {
         let size = st.frontier.size;
         let due = size > st.checkpointed && st.checkpointed_at.elapsed() >= CHECKPOINT_EVERY;
         if size > 0
@@ -248,16 +261,28 @@ impl Log {
     /// The `.audit` text: every stored leaf as a JSON line, then a checkpoint
     /// freshly signed over all of them.
     pub fn export(&self, store: &Store) -> Result<Vec<u8>> {
-        let note = self.checkpoint(store, false)?;
         let mut out = Vec::new();
-        let Some(note) = note else { return Ok(out) };
-        let size = Checkpoint::parse_and_verify(&note, Some(&self.origin), &self.public_key())?.size;
-        for entry in self.leaves(store, 0, size) {
-            let (_, bytes) = entry?;
-            out.extend_from_slice(export::leaf_line_from_bytes(&bytes)?.as_bytes());
+        if let Some(next) = self.export_since(store, 0)? {
+            out.extend_from_slice(&next.lines);
+            out.extend_from_slice(next.checkpoint_line.as_bytes());
         }
-        out.extend_from_slice(export::checkpoint_line(&note).as_bytes());
         Ok(out)
+    }
+
+    /// What `.audit` gained since its first `from` leaves: the lines of leaves
+    /// `from..size` and a checkpoint line signed over exactly `size` leaves,
+    /// taken together (no append can slip between them). None for an empty log.
+    pub fn export_since(&self, store: &Store, from: u64) -> Result<Option<ExportTail>> {
+        let mut st = self.state();
+        self.write_pending(store, &mut st, Batch::default())?;
+        let Some(note) = self.checkpoint_locked(store, &mut st, false)? else { return Ok(None) };
+        let size = st.frontier.size;
+        let mut lines = Vec::new();
+        for entry in self.leaves(store, from.min(size), size) {
+            let (_, bytes) = entry?;
+            lines.extend_from_slice(export::leaf_line_from_bytes(&bytes)?.as_bytes());
+        }
+        Ok(Some(ExportTail { size, lines, checkpoint_line: export::checkpoint_line(&note) }))
     }
 
     /// Stored leaves `from..to`, opened: (seq, leaf bytes). A leaf that fails

@@ -41,7 +41,7 @@ pub struct VaultFs {
     pub(super) inodes: InodeTable,
     owner: OwnerMap,
     next_fh: AtomicU64,
-    audit_files: AuditFiles,
+    pub(super) audit_files: AuditFiles,
 }
 
 pub(super) type Res<T> = std::result::Result<T, Errno>;

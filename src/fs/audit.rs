@@ -20,17 +20,22 @@ const DURABLE_FROM_LEVEL: u8 = 3;
 /// Snapshots of `.audit` per open file handle: a reader sees one consistent
 /// log, ending in a checkpoint signed over exactly its leaves.
 #[derive(Default)]
-pub struct AuditFiles(Mutex<HashMap<u64, Arc<Vec<u8>>>>);
+pub struct AuditFiles {
+    open: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// The leaf lines rendered so far and how many leaves they cover, so a
+    /// stat or open decrypts only what is new.
+    lines: Mutex<(u64, Vec<u8>)>,
+}
 
 impl AuditFiles {
     pub fn insert(&self, fh: u64, text: Arc<Vec<u8>>) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, text);
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, text);
     }
     pub fn get(&self, fh: u64) -> Option<Arc<Vec<u8>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&fh).cloned()
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).get(&fh).cloned()
     }
     pub fn remove(&self, fh: u64) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
     }
 }
 
@@ -145,9 +150,19 @@ impl VaultFs {
         }
     }
 
-    /// The current `.audit` text.
+    /// The current `.audit` text: the cached leaf lines, the new ones, and a
+    /// checkpoint over all of them.
     pub fn audit_text(&self) -> Res<Arc<Vec<u8>>> {
-        self.vault.audit_export().map(Arc::new).map_err(e)
+        let mut cache = self.audit_files.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tail) = self.vault.audit_export_since(cache.0).map_err(e)? else {
+            return Ok(Arc::new(Vec::new()));
+        };
+        cache.1.extend_from_slice(&tail.lines);
+        cache.0 = tail.size;
+        let mut text = Vec::with_capacity(cache.1.len() + tail.checkpoint_line.len());
+        text.extend_from_slice(&cache.1);
+        text.extend_from_slice(tail.checkpoint_line.as_bytes());
+        Ok(Arc::new(text))
     }
 
     /// Only the mounting uid reads the log (it names every file touched).

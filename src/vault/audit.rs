@@ -157,6 +157,11 @@ impl Vault<Unlocked> {
         Ok(self.core().audit.export(&self.core().store)?)
     }
 
+    /// `.audit` beyond its first `from` leaves (see `Log::export_since`).
+    pub fn audit_export_since(&self, from: u64) -> Result<Option<crate::audit::log::ExportTail>> {
+        Ok(self.core().audit.export_since(&self.core().store, from)?)
+    }
+
     /// Stores pending records and signs a checkpoint over them; the newest note.
     pub fn audit_checkpoint(&self) -> Result<Option<String>> {
         Ok(self.core().audit.checkpoint(&self.core().store, false)?)
