@@ -101,13 +101,36 @@ fn decode_frontier(bytes: &[u8]) -> Result<Frontier> {
     Ok(f)
 }
 
-/// Node lookups for proofs, straight from the store.
-struct StoredNodes<'a>(&'a Store);
+/// Subtrees of `2^STORED_NODE_LEVEL` leaves and larger are stored; smaller
+/// ones are recomputed from their (at most 16) leaves when a proof needs
+/// them. Storing every node would cost two extra store keys per record.
+pub const STORED_NODE_LEVEL: u8 = 4;
+
+/// Node lookups for proofs: stored ones from the store, small ones rebuilt.
+struct StoredNodes<'a> {
+    log: &'a Log,
+    store: &'a Store,
+}
 
 impl Nodes for StoredNodes<'_> {
     type Error = LogError;
     fn node(&self, id: NodeId) -> Result<Hash> {
-        let v = self.0.get(&keys::audit_node(id.level, id.index))?;
+        if id.level < STORED_NODE_LEVEL {
+            let (from, to) = (id.index << id.level, (id.index + 1) << id.level);
+            let mut hashes = Vec::with_capacity((to - from) as usize);
+            for entry in self.log.leaves(self.store, from, to) {
+                hashes.push(merkle::leaf_hash(&entry?.1));
+            }
+            if hashes.len() as u64 != to - from {
+                return Err(corrupt(format!("leaves {from}..{to} are not all stored")));
+            }
+            // A perfect subtree: pair up level by level.
+            while hashes.len() > 1 {
+                hashes = hashes.chunks(2).map(|p| merkle::node_hash(&p[0], &p[1])).collect();
+            }
+            return Ok(hashes[0]);
+        }
+        let v = self.store.get(&keys::audit_node(id.level, id.index))?;
         let v = v.ok_or_else(|| corrupt(format!("tree node {}/{} is missing", id.level, id.index)))?;
         v[..].try_into().map_err(|_| corrupt(format!("tree node {}/{} has a bad length", id.level, id.index)))
     }
@@ -213,7 +236,7 @@ impl Log {
                 .map_err(|e| corrupt(format!("sealing leaf {seq}: {e}")))?;
             batch.put(keys::audit_leaf(*seq), sealed);
         }
-        for (id, h) in &st.pending_nodes {
+        for (id, h) in st.pending_nodes.iter().filter(|(id, _)| id.level >= STORED_NODE_LEVEL) {
             batch.put(keys::audit_node(id.level, id.index), h.to_vec());
         }
         if !st.pending.is_empty() {
@@ -344,7 +367,7 @@ impl Log {
                 return Err(corrupt(format!("leaf {seq}: stored under {seq} but says seq {}", leaf.seq)));
             }
             let h = merkle::leaf_hash(&bytes);
-            for (id, want) in frontier.append(h) {
+            for (id, want) in frontier.append(h).into_iter().filter(|(id, _)| id.level >= STORED_NODE_LEVEL) {
                 match store.get(&keys::audit_node(id.level, id.index))? {
                     Some(v) if v[..] == want[..] => {}
                     _ => {
@@ -377,7 +400,7 @@ impl Log {
         if index >= size {
             return Err(LogError::Range(format!("leaf {index} is not in a tree of {size} leaves")));
         }
-        merkle::inclusion_proof(&StoredNodes(store), index, size)
+        merkle::inclusion_proof(&StoredNodes { log: self, store }, index, size)
     }
 
     /// Consistency proof between the trees of the first `old` and `new` leaves.
@@ -386,13 +409,13 @@ impl Log {
         if old > new {
             return Err(LogError::Range(format!("tree size {old} is larger than {new}")));
         }
-        merkle::consistency_proof(&StoredNodes(store), old, new)
+        merkle::consistency_proof(&StoredNodes { log: self, store }, old, new)
     }
 
     /// Root of the first `size` leaves.
     pub fn root(&self, store: &Store, size: u64) -> Result<Hash> {
         self.settle(store, size)?;
-        merkle::subtree(&StoredNodes(store), 0, size)
+        merkle::subtree(&StoredNodes { log: self, store }, 0, size)
     }
 
     /// Stores what is pending and checks the log has `size` leaves.
@@ -471,6 +494,46 @@ mod tests {
         assert!(merkle::verify_consistency(5, 12, &old, &root, &proof));
         assert!(log.inclusion_proof(&store, 12, 12).is_err());
         assert!(log.root(&store, 13).is_err());
+    }
+
+    #[test]
+    fn proofs_mix_stored_and_rebuilt_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), true).unwrap();
+        let log = open(&store);
+        let n = 70u64;
+        for i in 0..n {
+            log.append(leaf(Op::Read, &format!("/f{i}")));
+            if i % 9 == 0 {
+                log.commit(&store).unwrap();
+            }
+        }
+        log.commit(&store).unwrap();
+        assert_eq!(log.verify_store(&store).unwrap().leaves, n);
+        let hashes: Vec<Hash> = log.leaves(&store, 0, n).map(|r| merkle::leaf_hash(&r.unwrap().1)).collect();
+        for size in [1, 16, 17, 33, 64, 70] {
+            let root = log.root(&store, size).unwrap();
+            let mut f = Frontier::default();
+            hashes[..size as usize].iter().for_each(|h| drop(f.append(*h)));
+            assert_eq!(root, f.root(), "root of {size}");
+            for i in [0, size / 2, size - 1] {
+                let proof = log.inclusion_proof(&store, i, size).unwrap();
+                assert!(
+                    merkle::verify_inclusion(&hashes[i as usize], i, size, &proof, &root),
+                    "{i} in {size}"
+                );
+            }
+            for old in [1, size / 3, size] {
+                if old == 0 {
+                    continue;
+                }
+                let proof = log.consistency_proof(&store, old, size).unwrap();
+                let old_root = log.root(&store, old).unwrap();
+                assert!(merkle::verify_consistency(old, size, &old_root, &root, &proof), "{old} to {size}");
+            }
+        }
+        // Only subtrees of 16 leaves and up are stored.
+        assert!(store.scan_prefix(&[keys::AUDIT_NODE]).all(|r| r.unwrap().0[1] >= STORED_NODE_LEVEL));
     }
 
     #[test]
