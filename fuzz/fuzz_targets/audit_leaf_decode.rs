@@ -9,6 +9,9 @@
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/mutate.rs"]
+mod mutate;
 use vaultfs::audit::leaf::{Leaf, MAX_COMM, MAX_LEVEL, MAX_PATH, Op};
 
 fn check(data: &[u8]) {
@@ -44,15 +47,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(leaf) = valid_leaf(&mut u) else { return };
     let mut bytes = leaf.encode();
     assert_eq!(Leaf::decode(&bytes).as_ref(), Ok(&leaf), "a valid leaf does not decode from its encoding");
-    let (Ok(edit), Ok(at), Ok(byte)) = (u.int_in_range(0..=2u8), u.arbitrary::<u16>(), u.arbitrary::<u8>())
-    else {
-        return;
-    };
-    let at = at as usize % bytes.len();
-    match edit {
-        0 => bytes[at] ^= byte.max(1),
-        1 => bytes.truncate(at),
-        _ => bytes.insert(at, byte),
-    }
+    mutate::damage(&mut u, &mut bytes);
     check(&bytes);
 });

@@ -62,12 +62,18 @@ fn real_tree(u: &mut Unstructured) -> Result<()> {
     if !p.is_empty() {
         let i = at % p.len();
         p[i][at % 32] ^= 1 << bit;
-        assert!(!verify_inclusion(&leaves[index as usize], index, size, &p, &root), "tampered inclusion proof");
+        assert!(
+            !verify_inclusion(&leaves[index as usize], index, size, &p, &root),
+            "tampered inclusion proof"
+        );
     }
     if !c.is_empty() {
         let i = at % c.len();
         c[i][at % 32] ^= 1 << bit;
-        assert!(!verify_consistency(old, size, &roots[old as usize], &root, &c), "tampered consistency proof");
+        assert!(
+            !verify_consistency(old, size, &roots[old as usize], &root, &c),
+            "tampered consistency proof"
+        );
     }
     Ok(())
 }

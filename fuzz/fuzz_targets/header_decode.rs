@@ -11,6 +11,9 @@
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/mutate.rs"]
+mod mutate;
 use vaultfs::crypto::KdfParams;
 use vaultfs::format::{FORMAT_VERSION, Header, KDF_LIMITS, KeySlot, SLOT_KIND_PASSPHRASE};
 
@@ -62,15 +65,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(h) = valid_header(&mut u) else { return };
     let mut bytes = h.encode();
     assert_eq!(Header::decode(&bytes).as_ref(), Ok(&h), "a valid header does not decode from its encoding");
-    let (Ok(edit), Ok(at), Ok(byte)) = (u.int_in_range(0..=2u8), u.arbitrary::<u16>(), u.arbitrary::<u8>())
-    else {
-        return;
-    };
-    let at = at as usize % bytes.len();
-    match edit {
-        0 => bytes[at] ^= byte.max(1),
-        1 => bytes.truncate(at),
-        _ => bytes.insert(at, byte),
-    }
+    mutate::damage(&mut u, &mut bytes);
     check(&bytes);
 });

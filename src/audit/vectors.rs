@@ -85,14 +85,7 @@ fn render() -> String {
     line!();
     line!("Here leaf *i* is the single byte *i* (not a leaf encoding), for i = 0, 1, 2, ….");
     line!();
-    let leaves: Vec<Hash> = (0..7u8).map(|i| merkle::leaf_hash(&[i])).collect();
-    let mut f = Frontier::default();
-    let mut mem = Mem(HashMap::new());
-    let mut roots = vec![f.root()];
-    for l in &leaves {
-        mem.0.extend(f.append(*l));
-        roots.push(f.root());
-    }
+    let (leaves, mem, roots) = seven_leaf_tree();
     line!("```");
     line!("empty tree root  {}", hex(&roots[0]));
     for (i, l) in leaves.iter().enumerate() {
@@ -172,6 +165,19 @@ fn doc_shows_exactly_these_vectors() {
 #[test]
 fn vectors_are_self_consistent() {
     // The proofs printed in the doc verify with the roots printed next to them.
+    let (leaves, mem, roots) = seven_leaf_tree();
+    let incl = merkle::inclusion_proof(&mem, 2, 7).unwrap();
+    assert!(merkle::verify_inclusion(&leaves[2], 2, 7, &incl, &roots[7]));
+    let cons = merkle::consistency_proof(&mem, 3, 7).unwrap();
+    assert!(merkle::verify_consistency(3, 7, &roots[3], &roots[7], &cons));
+    // And the 3-leaf root is the definition spelled out.
+    let n01 = merkle::node_hash(&leaves[0], &leaves[1]);
+    assert_eq!(roots[3], merkle::node_hash(&n01, &leaves[2]));
+}
+
+/// The trees of the doc's vectors: leaf i is the single byte i. Returns the
+/// leaf hashes, every stored node, and the root of each size 0..=7.
+fn seven_leaf_tree() -> (Vec<Hash>, Mem, Vec<Hash>) {
     let leaves: Vec<Hash> = (0..7u8).map(|i| merkle::leaf_hash(&[i])).collect();
     let mut f = Frontier::default();
     let mut mem = Mem(HashMap::new());
@@ -180,11 +186,5 @@ fn vectors_are_self_consistent() {
         mem.0.extend(f.append(*l));
         roots.push(f.root());
     }
-    let incl = merkle::inclusion_proof(&mem, 2, 7).unwrap();
-    assert!(merkle::verify_inclusion(&leaves[2], 2, 7, &incl, &roots[7]));
-    let cons = merkle::consistency_proof(&mem, 3, 7).unwrap();
-    assert!(merkle::verify_consistency(3, 7, &roots[3], &roots[7], &cons));
-    // And the 3-leaf root is the definition spelled out.
-    let n01 = merkle::node_hash(&leaves[0], &leaves[1]);
-    assert_eq!(roots[3], merkle::node_hash(&n01, &leaves[2]));
+    (leaves, mem, roots)
 }

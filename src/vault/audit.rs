@@ -18,7 +18,7 @@ use crate::audit::verify::ChainReport;
 use crate::store::Batch;
 
 /// One access, as the adapter saw it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Record {
     pub who: Caller,
     /// The calling process's name (`/proc/PID/comm`), at most 16 bytes.
@@ -126,15 +126,19 @@ impl Vault<Unlocked> {
         if cfg!(feature = "bench-no-audit") {
             return Ok(op());
         }
-        let current = Current::set(rec.clone().leaf(0));
+        let current = Current::set(rec.leaf(0));
         let out = op();
         let unconsumed = Current::take();
         drop(current);
-        if unconsumed.is_some() {
-            let result = out.as_ref().err().map_or(0, &code);
-            self.record(rec, result, durable)?;
-        } else if durable {
-            self.core().audit.commit(&self.core().store)?;
+        let core = self.core();
+        // Not taken by a batch: the operation wrote nothing; append its record
+        // now, with the result it had.
+        if let Some(mut leaf) = unconsumed {
+            leaf.result = out.as_ref().err().map_or(0, &code);
+            core.audit.append(leaf);
+        }
+        if durable {
+            core.audit.commit(&core.store)?;
         }
         Ok(out)
     }
@@ -150,11 +154,6 @@ impl Vault<Unlocked> {
             core.audit.commit(&core.store)?;
         }
         Ok(())
-    }
-
-    /// The `.audit` text: every leaf, then a checkpoint signed now.
-    pub fn audit_export(&self) -> Result<Vec<u8>> {
-        Ok(self.core().audit.export(&self.core().store)?)
     }
 
     /// `.audit` beyond its first `from` leaves (see `Log::export_since`).
