@@ -1,7 +1,7 @@
 //! vaultfs: an encrypted vault of memories for AI agents.
 //!
 //! Layering (imports flow downward only; see docs/ARCHITECTURE.md):
-//! L5 cli · L4 fs · L3 vault · L2 block, meta, audit · L1 store · L0 crypto, format.
+//! L5 cli · L4 fs · L3 vault · L2 block, meta, audit, gate · L1 store · L0 crypto, format, policy.
 
 pub mod audit;
 pub mod block;
@@ -9,7 +9,9 @@ pub mod cli;
 pub mod crypto;
 pub mod format;
 pub mod fs;
+pub mod gate;
 pub mod meta;
+pub mod policy;
 pub mod store;
 mod sys;
 pub mod vault;

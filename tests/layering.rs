@@ -16,6 +16,8 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("chacha20poly1305", &["crypto"]),
     ("argon2", &["crypto"]),
     ("hkdf", &["crypto"]),
+    ("hmac", &["crypto"]),
+    ("toml", &["policy"]),
     ("ed25519_dalek", &["crypto"]),
     ("notify", &["policy"]),
 ];

@@ -1,10 +1,19 @@
-//! Plain SHA-256, for formats that name it (the C2SP signed-note key id).
+//! Plain SHA-256 and HMAC-SHA-256, for formats that name them (the C2SP
+//! signed-note key id; CTAP2 hmac-secret).
 
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
+}
+
+/// HMAC-SHA-256 of `data` under `key` (RFC 2104).
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]
@@ -17,5 +26,13 @@ mod tests {
         let d = sha256(b"abc");
         assert_eq!(d[..4], [0xba, 0x78, 0x16, 0xbf]);
         assert_eq!(d[28..], [0xf2, 0x00, 0x15, 0xad]);
+    }
+
+    #[test]
+    fn hmac_known_answer() {
+        // RFC 4231 test case 2.
+        let d = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(d[..4], [0x5b, 0xdc, 0xc1, 0x46]);
+        assert_eq!(d[28..], [0x9d, 0xec, 0x38, 0x43]);
     }
 }

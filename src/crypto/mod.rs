@@ -1,7 +1,7 @@
 //! Cryptographic primitives, pure and small: the AEAD, the key derivations and
 //! the secret types. Nothing here knows about files, inodes or the store.
 //!
-//! Owns the crates chacha20poly1305, argon2, hkdf, sha2, blake3 (keyed hashing),
+//! Owns the crates chacha20poly1305, argon2, hkdf, hmac, sha2, blake3 (keyed hashing),
 //! ed25519-dalek, getrandom and zeroize's wrappers for secrets.
 
 mod aead;
@@ -11,7 +11,7 @@ mod secret;
 mod sign;
 
 pub use aead::{NONCE_LEN, SEALED_OVERHEAD, TAG_LEN, open, open_in_place, seal, seal_into};
-pub use digest::sha256;
+pub use digest::{hmac_sha256, sha256};
 pub use kdf::{KdfParams, KeyedHash, argon2id, hkdf};
 pub use secret::{Key32, Passphrase, random_array, random_bytes};
 pub use sign::{SigningKey, VerifyingKey, verify};

@@ -1,0 +1,1 @@
+//! FIDO2 hmac-secret factor (in progress).
