@@ -17,6 +17,8 @@ pub enum Code {
     Corrupt = 5,
     /// The vault was written by a newer vaultfs (version or feature flags).
     Unsupported = 6,
+    /// A level stays locked: no factor enrolled, the factor failed, or lockdown.
+    Locked = 7,
 }
 
 /// A command's failure: what to print and how to exit.
@@ -44,6 +46,10 @@ impl From<Error> for Exit {
             ErrorKind::Corrupt => Code::Corrupt,
             ErrorKind::Unsupported => Code::Unsupported,
             ErrorKind::InvalidArgument => Code::Usage,
+            ErrorKind::NotEnrolled
+            | ErrorKind::FactorFailed
+            | ErrorKind::Lockdown
+            | ErrorKind::AccessDenied => Code::Locked,
             _ => Code::Failure,
         };
         Exit { code, message: e.message }

@@ -2,7 +2,8 @@
 //! Layout: magic(8) ‖ version u16 ‖ features u64 ‖ vault id(16) ‖ block size u32 ‖
 //! kdf id u8 ‖ memory KiB u32 ‖ passes u32 ‖ lanes u32 ‖ salt(32) ‖ wrapped master(72) ‖
 //! audit public key(32) ‖ wrapped audit seed(72) ‖ slot count u8 ‖ slots ‖ MAC(32).
-//! Slot: level u8 ‖ kind u8 ‖ params len u16 ‖ params ‖ wrapped level key(72).
+//! Slot: level u8 ‖ kind u8 ‖ params len u16 ‖ params ‖ wrapped level key(72);
+//! kind 1 (passphrase) has no params, kind 2 (factors) params per `factors.rs`.
 
 use super::codec::{Reader, Writer};
 use super::{Error, invalid};
@@ -16,10 +17,16 @@ pub const FEATURES_KNOWN: u64 = 0;
 /// A 32-byte key sealed with XChaCha20-Poly1305: nonce(24) ‖ ct(32) ‖ tag(16).
 pub const WRAPPED_KEY_LEN: usize = 72;
 /// Key slot kind 1: level key wrapped by the level wrapping key alone
-/// (derived from the master key). Later kinds add hardware factors.
+/// (derived from the master key).
 pub const SLOT_KIND_PASSPHRASE: u8 = 1;
+/// Key slot kind 2: level key wrapped by a key derived from the level
+/// wrapping key and the secrets of hardware factors (params: `factors.rs`).
+pub const SLOT_KIND_FACTORS: u8 = 2;
+/// Levels whose keys the passphrase alone must reach; 4 and 5 have no slot
+/// until a hardware factor is enrolled.
+pub const PASSPHRASE_LEVELS: std::ops::RangeInclusive<u8> = 1..=3;
 const KDF_ARGON2ID_V13: u8 = 1;
-const MAX_SLOTS: usize = 32;
+pub const MAX_SLOTS: usize = 32;
 const MAX_SLOT_PARAMS: usize = 4096;
 
 /// Bounds on KDF costs accepted from a header: a hostile or corrupted header
@@ -164,18 +171,23 @@ impl Header {
                 return Err(invalid("key slot", format!("level {level} has no stored key")));
             }
             let kind = r.u8()?;
-            if kind != SLOT_KIND_PASSPHRASE {
-                return Err(invalid("key slot", format!("unknown kind {kind}")));
-            }
             let len = r.u16()? as usize;
             if len > MAX_SLOT_PARAMS {
                 return Err(invalid("key slot", format!("{len} bytes of parameters")));
             }
             let params = r.bytes(len)?.to_vec();
+            match kind {
+                SLOT_KIND_PASSPHRASE if params.is_empty() => {}
+                SLOT_KIND_PASSPHRASE => return Err(invalid("key slot", "passphrase slot with parameters")),
+                SLOT_KIND_FACTORS => {
+                    super::factors::decode_factors(&params)?;
+                }
+                _ => return Err(invalid("key slot", format!("unknown kind {kind}"))),
+            }
             let wrapped = r.array()?;
             slots.push(KeySlot { level, kind, params, wrapped });
         }
-        for level in 1..=5u8 {
+        for level in PASSPHRASE_LEVELS {
             if !slots.iter().any(|s| s.level == level) {
                 return Err(invalid("key slots", format!("no slot for level {level}")));
             }

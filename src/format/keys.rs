@@ -14,6 +14,8 @@
 //! | audit tree node | `N` ‖ level u8 ‖ index u64 |
 //! | audit frontier | `F` |
 //! | audit checkpoint | `K` ‖ tree size u64 |
+//! | lockdown marker | `L` (value: ms since the epoch when it began) |
+//! | tombstone | `T` ‖ seq u64 |
 
 pub const HEADER: &[u8] = b"H";
 pub const INODE_COUNTER: &[u8] = b"C";
@@ -26,6 +28,12 @@ pub const AUDIT_LEAF: u8 = b'A';
 pub const AUDIT_NODE: u8 = b'N';
 pub const AUDIT_FRONTIER: &[u8] = b"F";
 pub const AUDIT_CHECKPOINT: u8 = b'K';
+pub const LOCKDOWN: &[u8] = b"L";
+pub const TOMBSTONE: u8 = b'T';
+
+pub fn tombstone(seq: u64) -> [u8; 9] {
+    prefixed_u64(TOMBSTONE, seq)
+}
 
 pub fn audit_leaf(seq: u64) -> [u8; 9] {
     prefixed_u64(AUDIT_LEAF, seq)

@@ -4,14 +4,16 @@
 //! every layout here repeats its table in one comment line.
 
 mod codec;
+mod factors;
 mod header;
 pub mod keys;
 mod records;
 
 pub use codec::{Reader, Writer};
+pub use factors::{FACTOR_FIDO2, FACTOR_TPM, Factor, Fido2Factor, decode_factors, encode_factors};
 pub use header::{
-    FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header, KDF_LIMITS, KdfLimits, KeySlot,
-    SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN, validate_block_size,
+    FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header, KDF_LIMITS, KdfLimits, KeySlot, MAX_SLOTS,
+    PASSPHRASE_LEVELS, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN, validate_block_size,
 };
 pub use records::{
     DirentRecord, FileKind, InodeRecord, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_VALUE_LEN, RawKey,
@@ -93,6 +95,11 @@ pub mod labels {
     pub const AUDIT_LEAF: &[u8] = b"vaultfs/v1/audit-leaf";
     pub const LEVEL_META: &[u8] = b"vaultfs/v1/level-meta";
     pub const LEVEL_NAMES: &[u8] = b"vaultfs/v1/level-names";
+
+    /// `vaultfs/v1/level-factors/N`: a factor slot's wrapping key for level N.
+    pub fn level_factors(n: u8) -> Vec<u8> {
+        format!("vaultfs/v1/level-factors/{n}").into_bytes()
+    }
 
     /// `vaultfs/v1/level/N`: the level-N wrapping key.
     pub fn level(n: u8) -> Vec<u8> {

@@ -13,7 +13,9 @@ pub fn errno(e: &Error) -> Errno {
         ErrorKind::NotDir => Errno::ENOTDIR,
         ErrorKind::CrossLevel => Errno::EXDEV,
         ErrorKind::NotPermitted => Errno::EPERM,
-        ErrorKind::AccessDenied => Errno::EACCES,
+        ErrorKind::AccessDenied | ErrorKind::NotEnrolled | ErrorKind::FactorFailed | ErrorKind::Lockdown => {
+            Errno::EACCES
+        }
         ErrorKind::InvalidName | ErrorKind::InvalidArgument => Errno::EINVAL,
         ErrorKind::NameTooLong => Errno::ENAMETOOLONG,
         ErrorKind::FileTooLarge => Errno::EFBIG,

@@ -26,6 +26,13 @@ pub enum ErrorKind {
     NotPermitted,
     /// Access refused (wrong uid, locked level).
     AccessDenied,
+    /// The level has no hardware factor enrolled, so no key to unlock.
+    NotEnrolled,
+    /// A hardware factor did not yield its secret (absent, refused, wrong PIN,
+    /// PCRs changed): the level stays locked.
+    FactorFailed,
+    /// Lockdown is on: no level above 1 unlocks until `lockdown --exit`.
+    Lockdown,
     /// A name that is empty, ".", "..", or contains '/' or NUL.
     InvalidName,
     /// A name over 255 bytes, or a symlink target over 4095.

@@ -2,21 +2,35 @@
 //! level wrapping keys -> level keys -> metadata keys; the header that stores
 //! the wrapped keys, and its MAC.
 
+use std::sync::{Arc, RwLock};
+
 use crate::crypto::{self, KdfParams, Key32, KeyedHash, Passphrase, SigningKey};
-use crate::format::{self, FORMAT_VERSION, Header, KeySlot, SLOT_KIND_PASSPHRASE, aad, labels};
+use crate::format::{
+    self, FORMAT_VERSION, Factor, Header, KeySlot, PASSPHRASE_LEVELS, SLOT_KIND_FACTORS,
+    SLOT_KIND_PASSPHRASE, aad, labels,
+};
 use crate::meta::{MetaKeys, VAULT_LEVEL};
 
 use super::error::{ErrorKind, Result, err};
 
 /// Keys held while the vault is unlocked. Dropping it zeroizes them all.
 pub struct Keyring {
-    pub vault_meta: MetaKeys,
-    /// Metadata keys of levels 0..=5 (level 0's is random per unlock).
-    pub levels: [Option<MetaKeys>; 6],
+    pub vault_meta: Arc<MetaKeys>,
+    /// Metadata keys of levels 0..=5 (level 0's is random per unlock); a
+    /// locked level's slot is empty. Shared out as `Arc` so a lock takes
+    /// effect for every operation that starts after it.
+    pub levels: RwLock<[Option<Arc<MetaKeys>>; 6]>,
     pub audit: SigningKey,
     /// Seals audit log leaves (HKDF `vaultfs/v1/audit-leaf` from the master key).
     pub audit_leaf: Key32,
+    /// Wrapping keys of the levels that have factor slots: useless without
+    /// the factor secrets, which are asked for at each unlock.
+    factor_wrapping: [Option<Key32>; 6],
 }
+
+/// Secrets of a factor slot's factors, in the slot's order; an error says
+/// why this slot cannot be opened (no device, wrong PIN, PCRs changed...).
+pub type FactorSecrets<'a> = dyn FnMut(&[Factor]) -> std::result::Result<Vec<Key32>, String> + 'a;
 
 fn master_aad(h: &Header) -> Vec<u8> {
     aad::build(aad::MASTER, &[&h.vault_id, &h.kdf_bytes()])
@@ -24,6 +38,24 @@ fn master_aad(h: &Header) -> Vec<u8> {
 
 fn level_aad(vault_id: &[u8; 16], level: u8) -> Vec<u8> {
     aad::build(aad::LEVEL_KEY, &[vault_id, &[level]])
+}
+
+/// A factor slot's AAD also binds its parameters (the factor list), so one
+/// slot's wrapped key never opens under another slot's description.
+fn factor_slot_aad(vault_id: &[u8; 16], level: u8, params: &[u8]) -> Vec<u8> {
+    let digest = crypto::sha256(params);
+    aad::build(aad::LEVEL_KEY, &[vault_id, &[level], &digest])
+}
+
+/// HKDF(level wrapping key ‖ secret₁ ‖ … ‖ secretₙ, salt = vault id,
+/// info = `vaultfs/v1/level-factors/N`).
+fn factor_wrap_key(wrapping: &Key32, vault_id: &[u8; 16], level: u8, secrets: &[Key32]) -> Key32 {
+    let mut ikm = zeroize::Zeroizing::new(Vec::with_capacity(32 * (1 + secrets.len())));
+    ikm.extend_from_slice(wrapping.as_bytes());
+    for s in secrets {
+        ikm.extend_from_slice(s.as_bytes());
+    }
+    crypto::hkdf(&ikm, vault_id, &labels::level_factors(level))
 }
 
 fn audit_aad(vault_id: &[u8; 16], public: &[u8; 32]) -> Vec<u8> {
@@ -75,7 +107,7 @@ pub fn new_header(pass: &Passphrase, kdf: KdfParams, block_size: u32) -> Result<
     h.wrapped_master = wrap(&kek(pass, &h)?, &master_aad(&h), &master)?;
     let audit_wrap = crypto::hkdf(master.as_bytes(), &h.vault_id, labels::AUDIT_WRAP);
     h.wrapped_audit_seed = wrap(&audit_wrap, &audit_aad(&h.vault_id, &h.audit_public), audit.seed())?;
-    for level in 1..=5u8 {
+    for level in PASSPHRASE_LEVELS {
         let wrapping = level_wrapping_key(&master, &h.vault_id, level);
         let wrapped = wrap(&wrapping, &level_aad(&h.vault_id, level), &Key32::random()?)?;
         h.slots.push(KeySlot { level, kind: SLOT_KIND_PASSPHRASE, params: Vec::new(), wrapped });
@@ -84,13 +116,36 @@ pub fn new_header(pass: &Passphrase, kdf: KdfParams, block_size: u32) -> Result<
     Ok(h)
 }
 
-/// Unwraps everything the passphrase alone can reach.
-pub fn unlock(pass: &Passphrase, h: &Header) -> Result<Keyring> {
+/// The master key, if `pass` is right and the header authenticates.
+fn master_key(pass: &Passphrase, h: &Header) -> Result<Key32> {
     let master = unwrap(&kek(pass, h)?, &master_aad(h), &h.wrapped_master)
         .map_err(|_| err(ErrorKind::WrongPassphrase, "wrong passphrase (or a damaged key header)"))?;
     if header_mac(&master, h) != h.mac {
         return Err(err(ErrorKind::Corrupt, "vault header failed authentication (MAC mismatch)"));
     }
+    Ok(master)
+}
+
+/// The level keys the passphrase alone reaches (passphrase slots).
+fn passphrase_levels(master: &Key32, h: &Header) -> Result<Vec<(u8, Key32)>> {
+    let mut out: Vec<(u8, Key32)> = Vec::new();
+    for slot in h.slots.iter().filter(|s| s.kind == SLOT_KIND_PASSPHRASE) {
+        if out.iter().any(|(l, _)| *l == slot.level) {
+            continue;
+        }
+        let wrapping = level_wrapping_key(master, &h.vault_id, slot.level);
+        let key = unwrap(&wrapping, &level_aad(&h.vault_id, slot.level), &slot.wrapped).map_err(|_| {
+            err(ErrorKind::Corrupt, format!("level {} key failed authentication", slot.level))
+        })?;
+        out.push((slot.level, key));
+    }
+    Ok(out)
+}
+
+/// Unwraps everything the passphrase alone can reach; levels with only
+/// factor slots stay locked until `unlock_factor_level`.
+pub fn unlock(pass: &Passphrase, h: &Header) -> Result<Keyring> {
+    let master = master_key(pass, h)?;
     let vault_meta_root = crypto::hkdf(master.as_bytes(), &h.vault_id, labels::VAULT_META);
     let audit_wrap = crypto::hkdf(master.as_bytes(), &h.vault_id, labels::AUDIT_WRAP);
     let seed = unwrap(&audit_wrap, &audit_aad(&h.vault_id, &h.audit_public), &h.wrapped_audit_seed)
@@ -99,35 +154,149 @@ pub fn unlock(pass: &Passphrase, h: &Header) -> Result<Keyring> {
     if audit.verifying_key().0 != h.audit_public {
         return Err(err(ErrorKind::Corrupt, "audit signing key does not match the header's public key"));
     }
-    let mut levels: [Option<MetaKeys>; 6] = Default::default();
-    levels[0] = Some(MetaKeys::derive(0, &Key32::random()?, &h.vault_id));
-    for slot in &h.slots {
-        if slot.kind != SLOT_KIND_PASSPHRASE || levels[slot.level as usize].is_some() {
-            continue;
-        }
-        let wrapping = level_wrapping_key(&master, &h.vault_id, slot.level);
-        let key = unwrap(&wrapping, &level_aad(&h.vault_id, slot.level), &slot.wrapped).map_err(|_| {
-            err(ErrorKind::Corrupt, format!("level {} key failed authentication", slot.level))
-        })?;
-        levels[slot.level as usize] = Some(MetaKeys::derive(slot.level, &key, &h.vault_id));
+    let mut levels: [Option<Arc<MetaKeys>>; 6] = Default::default();
+    levels[0] = Some(Arc::new(MetaKeys::derive(0, &Key32::random()?, &h.vault_id)));
+    for (level, key) in passphrase_levels(&master, h)? {
+        levels[level as usize] = Some(Arc::new(MetaKeys::derive(level, &key, &h.vault_id)));
+    }
+    let mut factor_wrapping: [Option<Key32>; 6] = Default::default();
+    for slot in h.slots.iter().filter(|s| s.kind == SLOT_KIND_FACTORS) {
+        factor_wrapping[slot.level as usize] = Some(level_wrapping_key(&master, &h.vault_id, slot.level));
     }
     let audit_leaf = crypto::hkdf(master.as_bytes(), &h.vault_id, labels::AUDIT_LEAF);
     Ok(Keyring {
-        vault_meta: MetaKeys::derive(VAULT_LEVEL, &vault_meta_root, &h.vault_id),
-        levels,
+        vault_meta: Arc::new(MetaKeys::derive(VAULT_LEVEL, &vault_meta_root, &h.vault_id)),
+        levels: RwLock::new(levels),
         audit,
         audit_leaf,
+        factor_wrapping,
     })
+}
+
+/// The metadata keys of the levels `pass` opens (after a lock or lockdown).
+pub fn reopen_passphrase_levels(pass: &Passphrase, h: &Header) -> Result<Vec<(u8, MetaKeys)>> {
+    let master = master_key(pass, h)?;
+    Ok(passphrase_levels(&master, h)?
+        .into_iter()
+        .map(|(level, key)| (level, MetaKeys::derive(level, &key, &h.vault_id)))
+        .collect())
+}
+
+/// Tries each factor slot of `level` in header order: the first whose
+/// factors yield secrets that unwrap the key wins. The error lists why each
+/// slot failed.
+fn open_factor_slots(wrapping: &Key32, h: &Header, level: u8, secrets: &mut FactorSecrets) -> Result<Key32> {
+    let mut why = Vec::new();
+    for (i, slot) in
+        h.slots.iter().enumerate().filter(|(_, s)| s.level == level && s.kind == SLOT_KIND_FACTORS)
+    {
+        let factors = format::decode_factors(&slot.params)?;
+        match secrets(&factors) {
+            Ok(got) => {
+                let wrap_key = factor_wrap_key(wrapping, &h.vault_id, level, &got);
+                match unwrap(&wrap_key, &factor_slot_aad(&h.vault_id, level, &slot.params), &slot.wrapped) {
+                    Ok(key) => return Ok(key),
+                    Err(_) => why.push(format!("slot {i}: the factor's secret does not open this slot")),
+                }
+            }
+            Err(e) => why.push(format!("slot {i}: {e}")),
+        }
+    }
+    if why.is_empty() {
+        return Err(err(ErrorKind::NotEnrolled, format!("level {level} has no hardware factor enrolled")));
+    }
+    Err(err(ErrorKind::FactorFailed, format!("level {level} stays locked: {}", why.join("; "))))
+}
+
+impl Keyring {
+    /// The metadata keys of `level`, derived from what its factors yield.
+    pub fn unlock_factor_level(
+        &self,
+        h: &Header,
+        level: u8,
+        secrets: &mut FactorSecrets,
+    ) -> Result<MetaKeys> {
+        let Some(wrapping) = self.factor_wrapping.get(level as usize).and_then(Option::as_ref) else {
+            return Err(err(
+                ErrorKind::NotEnrolled,
+                format!("level {level} has no hardware factor enrolled"),
+            ));
+        };
+        let key = open_factor_slots(wrapping, h, level, secrets)?;
+        Ok(MetaKeys::derive(level, &key, &h.vault_id))
+    }
+
+    /// Whether `level` opens with hardware factors.
+    pub fn has_factor_slots(&self, level: u8) -> bool {
+        self.factor_wrapping.get(level as usize).is_some_and(Option::is_some)
+    }
+}
+
+/// Adds a factor slot for `level` (`vaultfs enroll`). The level key comes
+/// from the level's passphrase slot (which is then removed: from now on the
+/// factors are needed), else from one of its factor slots (`existing`), else
+/// it is new (the level had no key yet).
+pub fn enroll(
+    pass: &Passphrase,
+    h: &Header,
+    level: u8,
+    factors: &[(Factor, Key32)],
+    existing: &mut FactorSecrets,
+) -> Result<Header> {
+    if !(3..=5).contains(&level) {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("hardware factors gate levels 3 to 5, not {level}"),
+        ));
+    }
+    let master = master_key(pass, h)?;
+    let wrapping = level_wrapping_key(&master, &h.vault_id, level);
+    let key = if let Some((_, key)) = passphrase_levels(&master, h)?.into_iter().find(|(l, _)| *l == level) {
+        key
+    } else if h.slots.iter().any(|s| s.level == level) {
+        open_factor_slots(&wrapping, h, level, existing)?
+    } else {
+        Key32::random()?
+    };
+    let list: Vec<Factor> = factors.iter().map(|(f, _)| f.clone()).collect();
+    let secrets: Vec<Key32> = factors.iter().map(|(_, s)| Key32::from_bytes(*s.as_bytes())).collect();
+    let params = format::encode_factors(&list);
+    let wrap_key = factor_wrap_key(&wrapping, &h.vault_id, level, &secrets);
+    let wrapped = wrap(&wrap_key, &factor_slot_aad(&h.vault_id, level, &params), &key)?;
+    let mut n = h.clone();
+    n.slots.retain(|s| !(s.level == level && s.kind == SLOT_KIND_PASSPHRASE));
+    n.slots.push(KeySlot { level, kind: SLOT_KIND_FACTORS, params, wrapped });
+    if n.slots.len() > format::MAX_SLOTS {
+        return Err(err(ErrorKind::InvalidArgument, format!("at most {} key slots", format::MAX_SLOTS)));
+    }
+    n.mac = header_mac(&master, &n);
+    Ok(n)
+}
+
+/// Removes factor slot `index` (its position in the header). The last slot
+/// of a level is never removed: its key, and every file of the level, would
+/// be lost with it.
+pub fn unenroll(pass: &Passphrase, h: &Header, index: usize) -> Result<Header> {
+    let master = master_key(pass, h)?;
+    let Some(slot) = h.slots.get(index).filter(|s| s.kind == SLOT_KIND_FACTORS) else {
+        return Err(err(ErrorKind::InvalidArgument, format!("there is no factor slot {index}")));
+    };
+    if h.slots.iter().filter(|s| s.level == slot.level).count() == 1 {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("slot {index} is level {}'s last key slot; enroll another factor first", slot.level),
+        ));
+    }
+    let mut n = h.clone();
+    n.slots.remove(index);
+    n.mac = header_mac(&master, &n);
+    Ok(n)
 }
 
 /// Re-wraps the master key under a new passphrase (`vaultfs passwd`); the
 /// level keys and all data stay as they are.
 pub fn change_passphrase(old: &Passphrase, new: &Passphrase, h: &Header) -> Result<Header> {
-    let master = unwrap(&kek(old, h)?, &master_aad(h), &h.wrapped_master)
-        .map_err(|_| err(ErrorKind::WrongPassphrase, "wrong passphrase"))?;
-    if header_mac(&master, h) != h.mac {
-        return Err(err(ErrorKind::Corrupt, "vault header failed authentication (MAC mismatch)"));
-    }
+    let master = master_key(old, h)?;
     let mut n = h.clone();
     n.kdf_salt = crypto::random_array()?;
     n.wrapped_master = wrap(&kek(new, &n)?, &master_aad(&n), &master)?;

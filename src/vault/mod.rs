@@ -6,6 +6,7 @@ mod audit;
 mod content;
 mod error;
 mod keyring;
+mod levels;
 mod locks;
 mod namespace;
 mod node;
@@ -16,6 +17,8 @@ use std::sync::{Arc, Mutex};
 
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use error::{Error, ErrorKind, Result};
+pub use keyring::FactorSecrets;
+pub use levels::{LOCKABLE_FROM, LevelState};
 pub use types::*;
 
 use crate::crypto::{Key32, Passphrase, SigningKey};
@@ -51,6 +54,7 @@ struct Core {
     inode_alloc: Mutex<InodeAlloc>,
     owner_uid: u32,
     audit: crate::audit::log::Log,
+    gates: levels::LevelGates,
 }
 
 /// Inode numbers are never reused: the persisted counter is reserved ahead in
@@ -165,8 +169,10 @@ impl Vault<Locked> {
             inode_alloc: Mutex::new(InodeAlloc { next: counter.max(FIRST_USER_INO), reserved: counter }),
             owner_uid: crate::sys::effective_uid(),
             audit,
+            gates: Default::default(),
         };
         core.purge_unreachable()?;
+        core.load_lockdown()?;
         let core = Arc::new(core);
         audit::spawn_committer(Arc::downgrade(&core));
         let vault = Vault(Unlocked(core));
@@ -223,12 +229,18 @@ impl Vault<Unlocked> {
     /// Whether `caller` may touch content at classification `level`
     /// (None: the root). AccessDenied if not.
     pub fn check_level_access(&self, caller: &Caller, level: Option<u8>) -> Result<()> {
-        match level {
-            Some(l) if l >= OWNER_ONLY_FROM_LEVEL && caller.uid != self.owner_uid() => {
-                Err(err(ErrorKind::AccessDenied, format!("level {l} is private to uid {}", self.owner_uid())))
-            }
-            _ => Ok(()),
+        let Some(l) = level else { return Ok(()) };
+        if l >= OWNER_ONLY_FROM_LEVEL && caller.uid != self.owner_uid() {
+            return Err(err(
+                ErrorKind::AccessDenied,
+                format!("level {l} is private to uid {}", self.owner_uid()),
+            ));
         }
+        if !self.core().level_open(l) {
+            return Err(err(ErrorKind::AccessDenied, format!("level {l} is {}", self.level_state(l).name())));
+        }
+        self.core().touch_level(l);
+        Ok(())
     }
 
     /// Makes every operation applied so far durable (fsync), audit records included.
@@ -262,14 +274,14 @@ impl Core {
     }
 
     /// The metadata keys for inodes stored with level byte `level`.
-    fn meta_keys(&self, level: u8) -> Result<&MetaKeys> {
+    fn meta_keys(&self, level: u8) -> Result<Arc<MetaKeys>> {
         if level == VAULT_LEVEL {
-            return Ok(&self.keys.vault_meta);
+            return Ok(self.keys.vault_meta.clone());
         }
-        self.keys
-            .levels
+        let levels = self.keys.levels.read().unwrap_or_else(|p| p.into_inner());
+        levels
             .get(level as usize)
-            .and_then(Option::as_ref)
+            .and_then(Option::clone)
             .ok_or_else(|| err(ErrorKind::AccessDenied, format!("level {level} is locked")))
     }
 
