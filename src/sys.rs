@@ -75,3 +75,36 @@ pub fn terminate_process(pid: i32) -> std::io::Result<bool> {
     let err = std::io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::ESRCH) { Ok(false) } else { Err(err) }
 }
+
+/// Who is on the other end of a Unix socket: (pid, uid, gid) as the kernel
+/// recorded them at connect (SO_PEERCRED).
+pub fn peer_credentials(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<(u32, u32, u32)> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid out-pointers sized for SO_PEERCRED's
+    // ucred, and `fd` is a live socket borrowed for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((cred.pid as u32, cred.uid, cred.gid))
+}
+
+/// A process's name (`/proc/PID/comm`, at most 16 bytes; empty if it is gone).
+pub fn process_name(pid: u32) -> Vec<u8> {
+    let mut c = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if c.last() == Some(&b'\n') {
+        c.pop();
+    }
+    c.truncate(16);
+    c
+}

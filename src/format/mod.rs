@@ -17,7 +17,7 @@ pub use header::{
 };
 pub use records::{
     DirentRecord, FileKind, InodeRecord, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_VALUE_LEN, RawKey,
-    Timestamp, XattrRecord,
+    Timestamp, TombstoneRecord, XattrRecord,
 };
 
 /// A decode error: what was being decoded and why it is unacceptable.
@@ -61,6 +61,7 @@ pub mod aad {
     pub const XATTR: &[u8] = b"vaultfs/v1/aad/xattr";
     pub const BLOCK: &[u8] = b"vaultfs/v1/aad/block";
     pub const AUDIT_LEAF: &[u8] = b"vaultfs/v1/aad/audit-leaf";
+    pub const TOMBSTONE: &[u8] = b"vaultfs/v1/aad/tombstone";
 
     /// `label ‖ u16 version ‖ parts...` with every part fixed-length or
     /// length-prefixed by the caller, so the encoding is injective.

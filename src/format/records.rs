@@ -241,9 +241,70 @@ impl XattrRecord {
     }
 }
 
+/// What is kept of a file crypto-shredded by unlink at level 3 and above.
+/// Layout: time ns u64 ‖ uid u32 ‖ pid u32 ‖ level u8 ‖ comm len u8 ‖ comm ‖
+/// path len u16 ‖ path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TombstoneRecord {
+    pub time_ns: u64,
+    pub uid: u32,
+    pub pid: u32,
+    pub level: u8,
+    pub comm: Vec<u8>,
+    pub path: Vec<u8>,
+}
+
+impl TombstoneRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let comm = &self.comm[..self.comm.len().min(16)];
+        let path = &self.path[..self.path.len().min(u16::MAX as usize)];
+        let mut w = Writer::with_capacity(20 + comm.len() + path.len());
+        w.u64(self.time_ns)
+            .u32(self.uid)
+            .u32(self.pid)
+            .u8(self.level)
+            .u8(comm.len() as u8)
+            .bytes(comm)
+            .u16(path.len() as u16)
+            .bytes(path);
+        w.into_vec()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(bytes, "tombstone");
+        let time_ns = r.u64()?;
+        let uid = r.u32()?;
+        let pid = r.u32()?;
+        let level = r.u8()?;
+        let n = r.u8()? as usize;
+        let comm = r.bytes(n)?.to_vec();
+        let n = r.u16()? as usize;
+        let path = r.bytes(n)?.to_vec();
+        r.finish()?;
+        Ok(TombstoneRecord { time_ns, uid, pid, level, comm, path })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tombstone_round_trip() {
+        let t = TombstoneRecord {
+            time_ns: 1,
+            uid: 2,
+            pid: 3,
+            level: 4,
+            comm: b"rm".to_vec(),
+            path: b"/4-vaulted/x".to_vec(),
+        };
+        let bytes = t.encode();
+        assert_eq!(TombstoneRecord::decode(&bytes).unwrap(), t);
+        for n in 0..bytes.len() {
+            assert!(TombstoneRecord::decode(&bytes[..n]).is_err());
+        }
+    }
 
     fn inode() -> InodeRecord {
         InodeRecord {

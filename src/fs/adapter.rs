@@ -362,7 +362,8 @@ impl Filesystem for VaultFs {
             self.logged(req, AuditOp::Unlink, At::Entry(parent.0, name.as_bytes()), Range::default(), || {
                 self.check_inside(req, parent.0)?;
                 refuse_audit_name(parent.0, name)?;
-                self.vault.unlink(parent.0, name.as_bytes()).map_err(e)
+                let who = self.remover(req, parent.0, name.as_bytes());
+                self.vault.unlink_by(parent.0, name.as_bytes(), &who).map_err(e)
             });
         reply_with!(reply, r, |_v| reply.ok());
     }
@@ -463,8 +464,10 @@ impl Filesystem for VaultFs {
         }
         // No FOPEN_KEEP_CACHE: the kernel drops this file's page cache at every
         // open, so every open is seen here, and recorded.
-        let r = self
-            .logged(req, AuditOp::Open, At::Node(ino.0), Range::default(), || self.check_node(req, ino.0));
+        let r = self.logged(req, AuditOp::Open, At::Node(ino.0), Range::default(), || {
+            self.check_node(req, ino.0)?;
+            self.approval(req, ino.0)
+        });
         reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use fuser::{Errno, Request};
 
 use super::adapter::{Res, VaultFs, e};
-use crate::vault::{Attr, AuditOp, Caller, FileKind, ROOT_INO, Record, Timestamp};
+use crate::vault::{Attr, AuditOp, Caller, FileKind, OpenRequest, ROOT_INO, Record, Remover, Timestamp};
 
 /// The `.audit` file's inode number: below the first user inode, never stored.
 pub const AUDIT_INO: u64 = 8;
@@ -39,16 +39,6 @@ impl AuditFiles {
     }
 }
 
-/// The calling process's name, from /proc (empty if it has gone).
-fn comm(pid: u32) -> Vec<u8> {
-    let mut c = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if c.last() == Some(&b'\n') {
-        c.pop();
-    }
-    c.truncate(16);
-    c
-}
-
 /// Where an access happened: an inode, or a name in a directory.
 #[derive(Clone, Copy)]
 pub enum At<'a> {
@@ -64,8 +54,9 @@ pub struct Range {
 }
 
 impl VaultFs {
-    fn record(&self, req: &Request, op: AuditOp, at: At, range: Range) -> Record {
-        let (ino, path) = match at {
+    /// The inode an access is about and its path as far as we know it.
+    pub fn place(&self, at: At) -> (u64, Vec<u8>) {
+        match at {
             At::Node(AUDIT_INO) => (AUDIT_INO, b"/.audit".to_vec()),
             At::Node(ino) => (ino, self.inodes.path(ino, ROOT_INO)),
             At::Entry(dir, name) => {
@@ -76,11 +67,15 @@ impl VaultFs {
                 p.extend_from_slice(name);
                 (dir, p)
             }
-        };
+        }
+    }
+
+    fn record(&self, req: &Request, op: AuditOp, at: At, range: Range) -> Record {
+        let (ino, path) = self.place(at);
         let level = self.level_of(ino).ok().flatten();
         Record {
             who: Caller { uid: req.uid(), gid: req.gid(), pid: req.pid() },
-            comm: comm(req.pid()),
+            comm: crate::sys::process_name(req.pid()),
             op,
             level,
             ino,
@@ -163,6 +158,21 @@ impl VaultFs {
         text.extend_from_slice(&cache.1);
         text.extend_from_slice(tail.checkpoint_line.as_bytes());
         Ok(Arc::new(text))
+    }
+
+    /// Waits for a human to approve opening `ino` if its level needs it.
+    pub fn approval(&self, req: &Request, ino: u64) -> Res<()> {
+        let Some(level) = self.level_of(ino)? else { return Ok(()) };
+        let (_, path) = self.place(At::Node(ino));
+        let comm = crate::sys::process_name(req.pid());
+        let open = OpenRequest { level, pid: req.pid(), uid: req.uid(), comm: &comm, path: &path, ino };
+        self.vault.await_approval(&open).map_err(e)
+    }
+
+    /// Who removes what, for a tombstone.
+    pub fn remover(&self, req: &Request, parent: u64, name: &[u8]) -> Remover {
+        let (_, path) = self.place(At::Entry(parent, name));
+        Remover { uid: req.uid(), pid: req.pid(), comm: crate::sys::process_name(req.pid()), path }
     }
 
     /// Only the mounting uid reads the log (it names every file touched).

@@ -7,7 +7,7 @@
 //! Xattr value:  nonce(24) ‖ sealed XattrRecord ‖ tag(16);  AAD = aad::XATTR ‖ version ‖ vault id ‖ store key
 
 use crate::crypto::{self, Key32, KeyedHash};
-use crate::format::{self, DirentRecord, InodeRecord, XattrRecord, aad, keys, labels};
+use crate::format::{self, DirentRecord, InodeRecord, TombstoneRecord, XattrRecord, aad, keys, labels};
 
 /// Level byte of the root and the six level directories: sealed under the
 /// vault metadata key (master-derived) so they list even while a level is locked.
@@ -117,6 +117,21 @@ impl MetaKeys {
         let aad = aad::build(aad::XATTR, &[vault_id, key]);
         let plain = crypto::open(&self.seal, &aad, value).map_err(|_| Error::Auth("xattr".into()))?;
         XattrRecord::decode(&plain).map_err(|e| Error::Format("xattr".into(), e))
+    }
+}
+
+impl MetaKeys {
+    /// Tombstone value: nonce(24) ‖ sealed TombstoneRecord ‖ tag(16);
+    /// AAD = aad::TOMBSTONE ‖ version ‖ vault id ‖ store key.
+    pub fn seal_tombstone(&self, vault_id: &[u8; 16], key: &[u8], rec: &TombstoneRecord) -> Result<Vec<u8>> {
+        let aad = aad::build(aad::TOMBSTONE, &[vault_id, key]);
+        crypto::seal(&self.seal, &aad, &rec.encode()).map_err(|_| Error::Random)
+    }
+
+    pub fn open_tombstone(&self, vault_id: &[u8; 16], key: &[u8], value: &[u8]) -> Result<TombstoneRecord> {
+        let aad = aad::build(aad::TOMBSTONE, &[vault_id, key]);
+        let plain = crypto::open(&self.seal, &aad, value).map_err(|_| Error::Auth("tombstone".into()))?;
+        TombstoneRecord::decode(&plain).map_err(|e| Error::Format("tombstone".into(), e))
     }
 }
 

@@ -197,6 +197,7 @@ impl Vault<Unlocked> {
             }
             None => (LOCKABLE_FROM..6).collect(),
         };
+        self.core().approvals.revoke_all();
         for l in levels {
             if self.core().level_open(l) {
                 self.core().set_level_keys(l, None);
@@ -214,6 +215,7 @@ impl Vault<Unlocked> {
         for level in LOCKABLE_FROM..6 {
             core.set_level_keys(level, None);
         }
+        core.approvals.revoke_all();
         let stamp = now_ms().to_be_bytes().to_vec();
         let r: Result<()> = core.store.put(keys::LOCKDOWN, stamp).map_err(Into::into);
         self.record_level(who, comm, AuditOp::Lockdown, None, &r)?;

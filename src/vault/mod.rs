@@ -2,6 +2,7 @@
 //! be unlocked; `Vault<Unlocked>` offers the filesystem operations the FUSE
 //! adapter calls. Thread-safe: clone it into every worker.
 
+mod approval;
 mod audit;
 mod content;
 mod error;
@@ -15,10 +16,13 @@ mod types;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use crate::format::TombstoneRecord;
+pub use approval::{ApprovalRules, OpenRequest, PendingOpen, default_rules};
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use error::{Error, ErrorKind, Result};
 pub use keyring::FactorSecrets;
 pub use levels::{LOCKABLE_FROM, LevelState};
+pub use namespace::{Remover, SHRED_FROM_LEVEL};
 pub use types::*;
 
 use crate::crypto::{Key32, Passphrase, SigningKey};
@@ -55,6 +59,8 @@ struct Core {
     owner_uid: u32,
     audit: crate::audit::log::Log,
     gates: levels::LevelGates,
+    approvals: approval::Approvals,
+    approval_rules: std::sync::RwLock<[ApprovalRules; 6]>,
 }
 
 /// Inode numbers are never reused: the persisted counter is reserved ahead in
@@ -170,6 +176,8 @@ impl Vault<Locked> {
             owner_uid: crate::sys::effective_uid(),
             audit,
             gates: Default::default(),
+            approvals: Default::default(),
+            approval_rules: std::sync::RwLock::new(std::array::from_fn(|l| default_rules(l as u8))),
         };
         core.purge_unreachable()?;
         core.load_lockdown()?;

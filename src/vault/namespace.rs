@@ -4,7 +4,7 @@
 use std::sync::MutexGuard;
 
 use crate::crypto;
-use crate::format::{DirentRecord, FileKind, InodeRecord, MAX_SYMLINK_LEN, RawKey, keys};
+use crate::format::{DirentRecord, FileKind, InodeRecord, MAX_SYMLINK_LEN, RawKey, TombstoneRecord, keys};
 use crate::meta::VAULT_LEVEL;
 
 use super::error::{ErrorKind, Result, err};
@@ -143,6 +143,18 @@ impl Core {
     }
 }
 
+/// Unlink at this level and above destroys the file's key at once.
+pub const SHRED_FROM_LEVEL: u8 = 3;
+
+/// Who removes a file, for its tombstone.
+#[derive(Clone, Debug, Default)]
+pub struct Remover {
+    pub uid: u32,
+    pub pid: u32,
+    pub comm: Vec<u8>,
+    pub path: Vec<u8>,
+}
+
 fn cookie_of(dirent_key: &[u8]) -> u64 {
     let prefix = u64::from_be_bytes(dirent_key[18..26].try_into().expect("dirent keys are 34 bytes"));
     (prefix >> 2) + 3
@@ -247,15 +259,31 @@ impl Vault<Unlocked> {
     /// Removes a non-directory name. The inode lives on (orphaned) until
     /// `evict` if this was its last link.
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
-        self.remove(parent, name, false)
+        self.remove(parent, name, false, &Remover::default())
+    }
+
+    /// `unlink` by `who`, named in the tombstone if the file is shredded.
+    pub fn unlink_by(&self, parent: u64, name: &[u8], who: &Remover) -> Result<()> {
+        self.remove(parent, name, false, who)
     }
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
-        self.remove(parent, name, true)
+        self.remove(parent, name, true, &Remover::default())
     }
 
-    fn remove(&self, parent: u64, name: &[u8], want_dir: bool) -> Result<()> {
+    /// Tombstones of shredded files, oldest first.
+    pub fn tombstones(&self) -> Result<Vec<TombstoneRecord>> {
+        let core = self.core();
+        let mut out = Vec::new();
+        for entry in core.store.scan_prefix(&[keys::TOMBSTONE]) {
+            let (k, v) = entry?;
+            out.push(core.keys.vault_meta.open_tombstone(core.vault_id(), &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], want_dir: bool, who: &Remover) -> Result<()> {
         let core = self.core();
         if parent == ROOT_INO {
             return Err(Core::root_entry_error(name));
@@ -289,6 +317,32 @@ impl Vault<Unlocked> {
         let now = Timestamp::now();
         txn.batch.delete(key);
         Core::drop_link(&mut txn, d.ino, now)?;
+        let gone = txn.node(d.ino);
+        if let Some(level) =
+            gone.level().filter(|l| *l >= SHRED_FROM_LEVEL && gone.rec.nlink == 0 && !want_dir)
+        {
+            // Crypto-shred: the inode record holding the file key goes in
+            // this batch, even if the file is still open; a tombstone stays.
+            txn.forget(d.ino);
+            core.delete_inode_data(d.ino, &mut txn.batch)?;
+            let seq = core
+                .store
+                .last_key_with_prefix(&[keys::TOMBSTONE])?
+                .and_then(|k| k.get(1..9).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))))
+                .map_or(0, |s| s + 1);
+            let tkey = keys::tombstone(seq);
+            let rec = TombstoneRecord {
+                time_ns: (now.secs.max(0) as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(u64::from(now.nanos)),
+                uid: who.uid,
+                pid: who.pid,
+                level,
+                comm: who.comm.clone(),
+                path: who.path.clone(),
+            };
+            txn.batch.put(&tkey[..], core.keys.vault_meta.seal_tombstone(core.vault_id(), &tkey, &rec)?);
+        }
         let dir = txn.get(parent)?;
         dir.rec.mtime = now;
         dir.rec.ctime = now;

@@ -176,6 +176,11 @@ impl<'a> Txn<'a> {
         }
     }
 
+    /// Un-marks an inode: it is deleted by this batch, not rewritten.
+    pub fn forget(&mut self, ino: u64) {
+        self.dirty.retain(|i| *i != ino);
+    }
+
     /// Adds a node that does not exist in the store yet.
     pub fn insert(&mut self, node: Node) {
         let ino = node.ino;

@@ -1,0 +1,325 @@
+//! Human approval of opens at gated levels (`vaultfs approve`): an open
+//! waits, holding only its own thread, until someone approves or denies it
+//! or its time runs out. An approval covers that process and file for a
+//! window; after it the level cools down before the next approval.
+
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::error::{ErrorKind, Result, err};
+use super::{AuditOp, Caller, Record, Unlocked, Vault};
+
+/// The rules one level's approvals follow (from the policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApprovalRules {
+    pub required: bool,
+    /// How long an open waits for a decision.
+    pub timeout: Duration,
+    /// How long an approval lets the same process reopen the same file.
+    pub window: Duration,
+    /// Minimum time between two approvals at this level.
+    pub cooldown: Duration,
+}
+
+/// An open waiting for a decision, as `vaultfs pending` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingOpen {
+    pub id: u64,
+    pub level: u8,
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub path: String,
+    pub ino: u64,
+    /// How long it has waited.
+    pub waited: Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Waiting,
+    Approved,
+    Denied,
+}
+
+struct Entry {
+    open: PendingOpen,
+    since: Instant,
+    decision: Decision,
+}
+
+struct Grant {
+    pid: u32,
+    ino: u64,
+    until: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    pending: BTreeMap<u64, Entry>,
+    grants: Vec<Grant>,
+    last_approval: [Option<Instant>; 6],
+}
+
+#[derive(Default)]
+pub struct Approvals {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// Who asks to open what.
+pub struct OpenRequest<'a> {
+    pub level: u8,
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: &'a [u8],
+    pub path: &'a [u8],
+    pub ino: u64,
+}
+
+impl Approvals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks until `req` is approved (Ok), denied, timed out or refused by
+    /// the cooldown (AccessDenied, with the reason).
+    pub fn request(&self, req: &OpenRequest, rules: ApprovalRules) -> Result<()> {
+        if !rules.required {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.grants.retain(|g| g.until > now);
+        if st.grants.iter().any(|g| g.pid == req.pid && g.ino == req.ino) {
+            return Ok(());
+        }
+        if let Some(last) = st.last_approval[req.level as usize]
+            && now.duration_since(last) < rules.cooldown
+        {
+            let left = rules.cooldown - now.duration_since(last);
+            return Err(err(
+                ErrorKind::AccessDenied,
+                format!("level {} is cooling down for {} ms more", req.level, left.as_millis()),
+            ));
+        }
+        st.next_id += 1;
+        let id = st.next_id;
+        let open = PendingOpen {
+            id,
+            level: req.level,
+            pid: req.pid,
+            uid: req.uid,
+            comm: String::from_utf8_lossy(req.comm).into_owned(),
+            path: String::from_utf8_lossy(req.path).into_owned(),
+            ino: req.ino,
+            waited: Duration::ZERO,
+        };
+        st.pending.insert(id, Entry { open, since: now, decision: Decision::Waiting });
+        self.changed.notify_all();
+        let deadline = now + rules.timeout;
+        loop {
+            let decision = st.pending.get(&id).map_or(Decision::Denied, |e| e.decision);
+            match decision {
+                Decision::Approved => {
+                    st.pending.remove(&id);
+                    let now = Instant::now();
+                    st.grants.push(Grant { pid: req.pid, ino: req.ino, until: now + rules.window });
+                    st.last_approval[req.level as usize] = Some(now);
+                    return Ok(());
+                }
+                Decision::Denied => {
+                    st.pending.remove(&id);
+                    return Err(err(ErrorKind::AccessDenied, format!("open {id} was denied")));
+                }
+                Decision::Waiting => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                st.pending.remove(&id);
+                return Err(err(
+                    ErrorKind::AccessDenied,
+                    format!("open {id} was not approved within {} s", rules.timeout.as_secs()),
+                ));
+            }
+            st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// The opens waiting now, oldest first.
+    pub fn pending(&self) -> Vec<PendingOpen> {
+        let st = self.lock();
+        st.pending
+            .values()
+            .filter(|e| e.decision == Decision::Waiting)
+            .map(|e| PendingOpen { waited: e.since.elapsed(), ..e.open.clone() })
+            .collect()
+    }
+
+    /// Decides pending open `id` (None: the oldest); returns what was decided.
+    pub fn decide(&self, id: Option<u64>, approve: bool) -> Result<PendingOpen> {
+        let mut st = self.lock();
+        let entry = match id {
+            Some(id) => st.pending.get_mut(&id).filter(|e| e.decision == Decision::Waiting),
+            None => st.pending.values_mut().find(|e| e.decision == Decision::Waiting),
+        };
+        let Some(entry) = entry else {
+            return Err(err(
+                ErrorKind::NotFound,
+                match id {
+                    Some(id) => format!("no open {id} is waiting for approval"),
+                    None => "no open is waiting for approval".to_string(),
+                },
+            ));
+        };
+        entry.decision = if approve { Decision::Approved } else { Decision::Denied };
+        let open = entry.open.clone();
+        self.changed.notify_all();
+        Ok(open)
+    }
+
+    /// Forgets every grant (a lock or lockdown ends them) and denies
+    /// everything waiting.
+    pub fn revoke_all(&self) {
+        let mut st = self.lock();
+        st.grants.clear();
+        for e in st.pending.values_mut() {
+            e.decision = Decision::Denied;
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// Built-in rules (the policy can only tighten them): levels 3 to 5 need
+/// an approval per open, waited for up to a minute, good for a minute.
+pub fn default_rules(level: u8) -> ApprovalRules {
+    ApprovalRules {
+        required: level >= 3,
+        timeout: Duration::from_secs(60),
+        window: Duration::from_secs(60),
+        cooldown: Duration::ZERO,
+    }
+}
+
+impl Vault<Unlocked> {
+    /// Replaces the approval rules of every level (policy reload).
+    pub fn set_approval_rules(&self, rules: [ApprovalRules; 6]) {
+        *self.core().approval_rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
+    }
+
+    pub fn approval_rules(&self, level: u8) -> ApprovalRules {
+        self.core().approval_rules.read().unwrap_or_else(|p| p.into_inner())[level as usize]
+    }
+
+    /// Waits for a human decision on `req` if its level needs one.
+    pub fn await_approval(&self, req: &OpenRequest) -> Result<()> {
+        self.core().approvals.request(req, self.approval_rules(req.level))
+    }
+
+    pub fn pending_opens(&self) -> Vec<PendingOpen> {
+        self.core().approvals.pending()
+    }
+
+    /// Approves or denies pending open `id` (None: the oldest), recorded as
+    /// `approve`/`reject` by `who` on the waiting open's file.
+    pub fn decide_open(
+        &self,
+        who: Caller,
+        comm: &[u8],
+        id: Option<u64>,
+        approve: bool,
+    ) -> Result<PendingOpen> {
+        let open = self.core().approvals.decide(id, approve)?;
+        let rec = Record {
+            who,
+            comm: comm.to_vec(),
+            op: if approve { AuditOp::Approve } else { AuditOp::Reject },
+            level: Some(open.level),
+            ino: open.ino,
+            path: open.path.clone().into_bytes(),
+            offset: open.id,
+            len: u64::from(open.pid),
+        };
+        self.record(rec, 0, true)?;
+        Ok(open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn rules(timeout_ms: u64, window_ms: u64, cooldown_ms: u64) -> ApprovalRules {
+        ApprovalRules {
+            required: true,
+            timeout: Duration::from_millis(timeout_ms),
+            window: Duration::from_millis(window_ms),
+            cooldown: Duration::from_millis(cooldown_ms),
+        }
+    }
+
+    fn req(pid: u32, ino: u64) -> OpenRequest<'static> {
+        OpenRequest { level: 3, pid, uid: 0, comm: b"cat", path: b"/3-sealed/f", ino }
+    }
+
+    fn wait_pending(a: &Approvals) -> PendingOpen {
+        for _ in 0..500 {
+            if let Some(p) = a.pending().into_iter().next() {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("no pending open appeared");
+    }
+
+    #[test]
+    fn approve_releases_the_waiter_and_grants_a_window() {
+        let a = Arc::new(Approvals::default());
+        let b = a.clone();
+        let waiter = std::thread::spawn(move || b.request(&req(7, 20), rules(10_000, 60_000, 0)));
+        let p = wait_pending(&a);
+        assert_eq!((p.pid, p.path.as_str(), p.comm.as_str()), (7, "/3-sealed/f", "cat"));
+        assert_eq!(a.decide(None, true).unwrap().id, p.id);
+        waiter.join().unwrap().unwrap();
+        // Same process, same file: inside the window, no new wait.
+        a.request(&req(7, 20), rules(1, 60_000, 0)).unwrap();
+        // Another process or file waits again (and times out here).
+        assert_eq!(a.request(&req(8, 20), rules(20, 60_000, 0)).unwrap_err().kind(), ErrorKind::AccessDenied);
+        assert_eq!(a.request(&req(7, 21), rules(20, 60_000, 0)).unwrap_err().kind(), ErrorKind::AccessDenied);
+        assert!(a.pending().is_empty(), "timed-out opens leave the queue");
+    }
+
+    #[test]
+    fn deny_and_cooldown_refuse() {
+        let a = Arc::new(Approvals::default());
+        let b = a.clone();
+        let waiter = std::thread::spawn(move || b.request(&req(1, 30), rules(10_000, 0, 0)));
+        let p = wait_pending(&a);
+        a.decide(Some(p.id), false).unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap_err().kind(), ErrorKind::AccessDenied);
+        assert_eq!(a.decide(Some(p.id), true).unwrap_err().kind(), ErrorKind::NotFound);
+
+        let b = a.clone();
+        let waiter = std::thread::spawn(move || b.request(&req(1, 30), rules(10_000, 0, 60_000)));
+        wait_pending(&a);
+        a.decide(None, true).unwrap();
+        waiter.join().unwrap().unwrap();
+        let e = a.request(&req(2, 31), rules(10_000, 0, 60_000)).unwrap_err();
+        assert!(e.to_string().contains("cooling down"), "{e}");
+    }
+
+    #[test]
+    fn not_required_passes_and_revoke_denies_waiters() {
+        let a = Arc::new(Approvals::default());
+        a.request(&req(1, 1), ApprovalRules { required: false, ..rules(0, 0, 0) }).unwrap();
+        let b = a.clone();
+        let waiter = std::thread::spawn(move || b.request(&req(1, 2), rules(10_000, 0, 0)));
+        wait_pending(&a);
+        a.revoke_all();
+        assert!(waiter.join().unwrap().is_err());
+    }
+}
