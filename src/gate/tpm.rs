@@ -1,1 +1,0 @@
-//! TPM 2.0 sealed-secret factor (in progress).

@@ -1,0 +1,216 @@
+//! The TPM factor against a real software TPM (swtpm): each test starts its
+//! own instance, so TPM seeds and PCRs are never shared between tests.
+
+#[path = "common/swtpm.rs"]
+mod swtpm;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use swtpm::Swtpm;
+use vaultfs::crypto::Key32;
+use vaultfs::gate::tpm::{self, Error, SealedBlob, TpmConfig};
+
+fn cfg(tpm: &Swtpm, pcrs: &[u8]) -> TpmConfig {
+    TpmConfig::resolve(Some(&tpm.tcti()), pcrs.to_vec())
+}
+
+#[test]
+fn seal_then_unseal_round_trips_the_secret() {
+    let tpm = Swtpm::start();
+    let cfg = cfg(&tpm, &[]);
+    tpm::probe(&cfg).unwrap();
+    let secret = Key32::random().unwrap();
+    let blob = tpm::seal(&cfg, &secret).unwrap();
+    assert!(blob.pcrs().is_empty());
+    // What a vault header stores survives a round trip through bytes.
+    let blob = SealedBlob::from_bytes(&blob.to_bytes()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(tpm::unseal(&cfg, &blob).unwrap().as_bytes(), secret.as_bytes());
+    }
+    // Two seals of the same secret are different blobs (fresh seed per object).
+    let again = tpm::seal(&cfg, &secret).unwrap();
+    assert_ne!(again.to_bytes(), blob.to_bytes());
+    assert_eq!(tpm::unseal(&cfg, &again).unwrap().as_bytes(), secret.as_bytes());
+}
+
+#[test]
+fn no_handles_leak_across_many_operations() {
+    // swtpm has no resource manager and room for only a few transient
+    // objects and sessions: a leaked handle per call fails well before 40.
+    let tpm = Swtpm::start();
+    let plain = cfg(&tpm, &[]);
+    let bound = cfg(&tpm, &[16]);
+    let secret = Key32::random().unwrap();
+    let b1 = tpm::seal(&plain, &secret).unwrap();
+    let b2 = tpm::seal(&bound, &secret).unwrap();
+    let foreign = {
+        let other = Swtpm::start();
+        tpm::seal(&cfg(&other, &[]), &secret).unwrap()
+    };
+    for i in 0..40 {
+        assert_eq!(tpm::unseal(&plain, &b1).unwrap().as_bytes(), secret.as_bytes(), "round {i}");
+        assert_eq!(tpm::unseal(&bound, &b2).unwrap().as_bytes(), secret.as_bytes(), "round {i}");
+        // Error paths must flush too.
+        assert_eq!(tpm::unseal(&plain, &foreign).unwrap_err(), Error::ForeignBlob, "round {i}");
+    }
+    tpm::extend_pcr(&plain, 16, b"lock").unwrap();
+    for i in 0..40 {
+        assert!(matches!(tpm::unseal(&bound, &b2), Err(Error::PcrMismatch { .. })), "round {i}");
+    }
+    tpm::probe(&plain).unwrap();
+}
+
+#[test]
+fn a_blob_from_another_tpm_is_refused_clearly() {
+    let a = Swtpm::start();
+    let b = Swtpm::start();
+    let secret = Key32::random().unwrap();
+    for pcrs in [&[][..], &[7, 16]] {
+        let blob = tpm::seal(&cfg(&a, pcrs), &secret).unwrap();
+        let err = tpm::unseal(&cfg(&b, pcrs), &blob).unwrap_err();
+        assert_eq!(err, Error::ForeignBlob);
+        let msg = err.to_string();
+        assert!(msg.contains("another TPM") && msg.contains("re-enroll"), "{msg}");
+        // The right TPM still unseals it.
+        assert_eq!(tpm::unseal(&cfg(&a, pcrs), &blob).unwrap().as_bytes(), secret.as_bytes());
+    }
+}
+
+#[test]
+fn pcr_bound_seal_fails_once_a_pcr_changes() {
+    let tpm = Swtpm::start();
+    let cfg = cfg(&tpm, &[16, 7]);
+    let secret = Key32::random().unwrap();
+    let blob = tpm::seal(&cfg, &secret).unwrap();
+    assert_eq!(blob.pcrs(), [7, 16]);
+    let blob = SealedBlob::from_bytes(&blob.to_bytes()).unwrap();
+    assert_eq!(tpm::unseal(&cfg, &blob).unwrap().as_bytes(), secret.as_bytes());
+
+    // A PCR outside the selection does not matter.
+    tpm::extend_pcr(&cfg, 8, b"unrelated").unwrap();
+    assert_eq!(tpm::unseal(&cfg, &blob).unwrap().as_bytes(), secret.as_bytes());
+
+    tpm::extend_pcr(&cfg, 16, b"something else booted").unwrap();
+    let err = tpm::unseal(&cfg, &blob).unwrap_err();
+    assert_eq!(err, Error::PcrMismatch { pcrs: vec![7, 16] });
+    let msg = err.to_string();
+    assert!(msg.contains("the PCRs 7,16 changed since enrollment"), "{msg}");
+
+    // Sealing again binds to the new values.
+    let blob2 = tpm::seal(&cfg, &secret).unwrap();
+    assert_eq!(tpm::unseal(&cfg, &blob2).unwrap().as_bytes(), secret.as_bytes());
+    // An unbound seal is unaffected by PCRs.
+    let plain = TpmConfig { pcrs: vec![], ..cfg.clone() };
+    let blob3 = tpm::seal(&plain, &secret).unwrap();
+    tpm::extend_pcr(&cfg, 7, b"x").unwrap();
+    assert_eq!(tpm::unseal(&plain, &blob3).unwrap().as_bytes(), secret.as_bytes());
+    assert!(matches!(tpm::unseal(&cfg, &blob2), Err(Error::PcrMismatch { .. })));
+}
+
+#[test]
+fn bad_pcr_indices_are_refused() {
+    let tpm = Swtpm::start();
+    let secret = Key32::random().unwrap();
+    assert_eq!(tpm::seal(&cfg(&tpm, &[7, 24]), &secret).unwrap_err(), Error::BadPcr(24));
+    assert_eq!(tpm::extend_pcr(&cfg(&tpm, &[]), 200, b"x").unwrap_err(), Error::BadPcr(200));
+}
+
+/// Asserts `r` is `Unreachable` naming `tcti`, and took under 5 s.
+fn assert_unreachable<T: std::fmt::Debug>(tcti: &str, started: Instant, r: Result<T, Error>) {
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    match r {
+        Err(e @ Error::Unreachable { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("{tcti:?}")), "{msg}");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_stopped_tpm_is_unreachable_quickly() {
+    let mut tpm = Swtpm::start();
+    let cfg = cfg(&tpm, &[]);
+    let secret = Key32::random().unwrap();
+    let blob = tpm::seal(&cfg, &secret).unwrap();
+    tpm.stop();
+    let t = Instant::now();
+    assert_unreachable(&cfg.tcti, t, tpm::probe(&cfg));
+    let t = Instant::now();
+    assert_unreachable(&cfg.tcti, t, tpm::unseal(&cfg, &blob));
+    let t = Instant::now();
+    assert_unreachable(&cfg.tcti, t, tpm::seal(&cfg, &secret));
+}
+
+#[test]
+fn a_port_nothing_listens_on_is_unreachable_quickly() {
+    let port = {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for tcti in [format!("swtpm:host=127.0.0.1,port={port}"), format!("mssim:host=127.0.0.1,port={port}")] {
+        let cfg = TpmConfig::resolve(Some(&tcti), vec![]);
+        let t = Instant::now();
+        assert_unreachable(&tcti, t, tpm::probe(&cfg));
+    }
+    let tcti = "device:/nonexistent/tpmrm0";
+    let t = Instant::now();
+    assert_unreachable(tcti, t, tpm::probe(&TpmConfig::resolve(Some(tcti), vec![])));
+}
+
+#[test]
+fn garbage_blobs_are_malformed() {
+    let tpm = Swtpm::start();
+    let cfg = cfg(&tpm, &[7]);
+    let blob = tpm::seal(&cfg, &Key32::random().unwrap()).unwrap().to_bytes();
+    for len in 0..blob.len() {
+        assert!(matches!(SealedBlob::from_bytes(&blob[..len]), Err(Error::Malformed(_))), "truncated to {len}");
+    }
+    for bad in [&b""[..], b"\x00", b"\x01", b"\x02\x00", b"\x01\x00\x00\x00", b"\x01\x19"] {
+        assert!(matches!(SealedBlob::from_bytes(bad), Err(Error::Malformed(_))), "{bad:?}");
+    }
+    let mut long = blob.clone();
+    long.push(0);
+    assert!(matches!(SealedBlob::from_bytes(&long), Err(Error::Malformed(_))));
+
+    // A well-formed blob whose private area was tampered with: the TPM refuses it.
+    let mut tampered = blob.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let tampered = SealedBlob::from_bytes(&tampered).unwrap();
+    assert_eq!(tpm::unseal(&cfg, &tampered).unwrap_err(), Error::ForeignBlob);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let _ = SealedBlob::from_bytes(&bytes);
+    }
+
+    #[test]
+    fn random_bodies_behind_a_valid_header_never_panic(
+        pcrs in prop::collection::btree_set(0u8..24, 0..4),
+        public in prop::collection::vec(any::<u8>(), 0..200),
+        private in prop::collection::vec(any::<u8>(), 0..100),
+    ) {
+        let mut b = vec![1, pcrs.len() as u8];
+        b.extend(pcrs.iter());
+        b.extend((public.len() as u16).to_be_bytes());
+        // A plausible TPMT_PUBLIC start (KEYEDHASH, SHA-256) half the time.
+        let mut public = public;
+        if public.len() >= 4 && public[0] & 1 == 0 {
+            public[..4].copy_from_slice(&[0, 8, 0, 11]);
+        }
+        b.extend(&public);
+        b.extend((private.len() as u16).to_be_bytes());
+        b.extend(&private);
+        if let Err(e) = SealedBlob::from_bytes(&b) {
+            prop_assert!(matches!(e, Error::Malformed(_)), "{e:?}");
+        }
+    }
+}
