@@ -36,6 +36,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("gate", 2),
     ("vault", 3),
     ("fs", 4),
+    ("control", 4),
     ("backup", 4),
     // The command line is the entry point: it starts the other front ends.
     ("cli", 5),

@@ -167,7 +167,10 @@ fn garbage_blobs_are_malformed() {
     let cfg = cfg(&tpm, &[7]);
     let blob = tpm::seal(&cfg, &Key32::random().unwrap()).unwrap().to_bytes();
     for len in 0..blob.len() {
-        assert!(matches!(SealedBlob::from_bytes(&blob[..len]), Err(Error::Malformed(_))), "truncated to {len}");
+        assert!(
+            matches!(SealedBlob::from_bytes(&blob[..len]), Err(Error::Malformed(_))),
+            "truncated to {len}"
+        );
     }
     for bad in [&b""[..], b"\x00", b"\x01", b"\x02\x00", b"\x01\x00\x00\x00", b"\x01\x19"] {
         assert!(matches!(SealedBlob::from_bytes(bad), Err(Error::Malformed(_))), "{bad:?}");

@@ -29,6 +29,141 @@ pub enum Command {
     Umount(UmountArgs),
     /// The audit log: public key, verification, proofs, checkpoints, tail.
     Audit(AuditArgs),
+    /// Enroll a hardware factor (TPM or FIDO2) for a level of an unmounted vault.
+    Enroll(EnrollArgs),
+    /// Remove a hardware factor's key slot (never a level's last one).
+    Unenroll(UnenrollArgs),
+    /// Open a locked level of a mounted vault (touch / TPM unseal / passphrase).
+    Unlock(UnlockArgs),
+    /// Close a level (or every level from 2 up); its key is zeroized.
+    Lock(LockArgs),
+    /// Approve a pending open at a gated level (default: the oldest).
+    Approve(ApproveArgs),
+    /// Deny a pending open.
+    Deny(DenyArgs),
+    /// List the opens waiting for approval.
+    Pending(MountpointArgs),
+    /// Close every level above 1 until `lockdown --exit` (passphrase + factor).
+    Lockdown(LockdownArgs),
+    /// Levels, lockdown, pending approvals and tombstones of a mounted vault.
+    Status(StatusArgs),
+}
+
+/// Which TPM to use.
+#[derive(Args, Debug, Default)]
+pub struct TpmArgs {
+    /// TPM TCTI (e.g. device:/dev/tpmrm0, swtpm:host=127.0.0.1,port=2321);
+    /// default: $TPM2TOOLS_TCTI, $TCTI, $TSS2_TCTI, else device:/dev/tpmrm0.
+    #[arg(long, value_name = "TCTI")]
+    pub tpm_tcti: Option<String>,
+}
+
+/// Where a FIDO2 PIN comes from, if the credential needs one.
+#[derive(Args, Debug, Default)]
+pub struct PinArgs {
+    /// Read the FIDO2 PIN from the first line of this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "pin")]
+    pub pin_file: Option<PathBuf>,
+    /// Ask for the FIDO2 PIN on the terminal.
+    #[arg(long)]
+    pub pin: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorName {
+    Tpm,
+    Fido2,
+}
+
+#[derive(Args, Debug)]
+pub struct EnrollArgs {
+    /// The factor to enroll.
+    pub factor: FactorName,
+    pub store: PathBuf,
+    /// The level it gates (3 to 5).
+    #[arg(long, value_name = "N")]
+    pub level: u8,
+    /// Bind the TPM seal to these SHA-256 PCRs (e.g. 7,16).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub tpm_pcrs: Vec<u8>,
+    /// FIDO2: do not require a touch at each unlock (presence is on by default).
+    #[arg(long)]
+    pub no_presence: bool,
+    /// Level 5 only: do not also require the level-4 factor (the default does).
+    #[arg(long)]
+    pub alone: bool,
+    #[command(flatten)]
+    pub tpm: TpmArgs,
+    #[command(flatten)]
+    pub pin: PinArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct UnenrollArgs {
+    pub store: PathBuf,
+    /// The key slot to remove (as `vaultfs info` numbers them).
+    #[arg(long, value_name = "K")]
+    pub slot: usize,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MountpointArgs {
+    pub mountpoint: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    pub mountpoint: PathBuf,
+    /// The level: a number (0-5) or its directory name (5-black).
+    pub level: String,
+    #[command(flatten)]
+    pub pin: PinArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    pub mountpoint: PathBuf,
+    /// The level (default: every level from 2 up).
+    pub level: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ApproveArgs {
+    pub mountpoint: PathBuf,
+    /// The pending open's id (from `vaultfs pending`); default the oldest.
+    pub id: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct DenyArgs {
+    pub mountpoint: PathBuf,
+    pub id: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct LockdownArgs {
+    pub mountpoint: PathBuf,
+    /// Leave lockdown (needs the passphrase and an enrolled hardware factor).
+    #[arg(long)]
+    pub exit: bool,
+    #[command(flatten)]
+    pub pin: PinArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    pub mountpoint: PathBuf,
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where a passphrase comes from; never from the command line itself.
@@ -94,6 +229,8 @@ pub struct MountArgs {
     /// Where the daemon writes its log (default: nowhere).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    #[command(flatten)]
+    pub tpm: TpmArgs,
     /// Internal: run as the daemon child of `vaultfs mount`, reporting readiness on stdout.
     #[arg(long, hide = true)]
     pub daemon_child: bool,

@@ -19,14 +19,15 @@ pub fn run(a: InfoArgs) -> exit::Result {
         h.kdf.lanes
     );
     println!("audit public key: {}", hex(&h.audit_public));
-    let levels: Vec<String> = h.slots.iter().map(|s| format!("{}:{}", s.level, slot_kind(s.kind))).collect();
-    println!("key slots:        {}", levels.join(" "));
-    Ok(())
-}
-
-fn slot_kind(kind: u8) -> &'static str {
-    match kind {
-        crate::format::SLOT_KIND_PASSPHRASE => "passphrase",
-        _ => "unknown",
+    println!("key slots:");
+    for s in v.slots()? {
+        let details = if s.details.is_empty() { String::new() } else { format!(" ({})", s.details) };
+        println!("  slot {}: level {} opens with {}{details}", s.index, s.level, s.opens_with);
     }
+    for level in 4..=5u8 {
+        if !h.slots.iter().any(|s| s.level == level) {
+            println!("  level {level}: no key yet (`vaultfs enroll`)");
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,8 @@
 
 mod args;
 mod audit;
+mod control;
+mod enroll;
 mod exit;
 mod info;
 mod init;
@@ -30,6 +32,15 @@ pub fn main() -> ExitCode {
         args::Command::Mount(a) => mount::run(a),
         args::Command::Umount(a) => umount::run(a),
         args::Command::Audit(a) => audit::run(a),
+        args::Command::Enroll(a) => enroll::run(a),
+        args::Command::Unenroll(a) => enroll::run_unenroll(a),
+        args::Command::Unlock(a) => control::unlock(a),
+        args::Command::Lock(a) => control::lock(a),
+        args::Command::Approve(a) => control::approve(a),
+        args::Command::Deny(a) => control::deny(a),
+        args::Command::Pending(a) => control::pending(a),
+        args::Command::Lockdown(a) => control::lockdown(a),
+        args::Command::Status(a) => control::status(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

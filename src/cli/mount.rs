@@ -91,6 +91,10 @@ fn serve(a: &MountArgs, opts: MountOptions, source: &PassphraseArgs) -> exit::Re
     let vault = Vault::open(&a.store).and_then(|v| v.unlock(&pass)).map_err(|e| report(e.into()))?;
     super::audit::write_pubkey_file(&a.store, &vault.header().audit_public);
     drop(pass);
+    let socket = a.store.join(crate::control::SOCKET_NAME);
+    let tpm = crate::gate::tpm::TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new());
+    let _control = crate::control::server::ControlServer::start(&socket, vault.clone(), tpm)
+        .map_err(|e| report(Exit::failure(format!("control socket {}: {e}", socket.display()))))?;
     let pid_file = a.store.join(PID_FILE);
     let result = crate::fs::mount(vault, &a.mountpoint, &opts, || {
         let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
@@ -116,6 +120,9 @@ fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase) -> exit::Result
     }
     if let Some(t) = a.threads {
         cmd.arg("--threads").arg(t.to_string());
+    }
+    if let Some(t) = &a.tpm.tpm_tcti {
+        cmd.arg("--tpm-tcti").arg(t);
     }
     let stderr = match &a.log {
         Some(path) => Stdio::from(

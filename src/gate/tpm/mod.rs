@@ -462,20 +462,19 @@ impl Tpm {
         self.track(handle);
         let policy = PolicySession::try_from(trial).map_err(|e| self.error("trial session", e))?;
         // An empty expected digest makes a trial session use the current PCR values.
-        self.ctx.policy_pcr(policy, Digest::default(), selection).map_err(|e| self.error("TPM2_PolicyPCR", e))?;
+        self.ctx
+            .policy_pcr(policy, Digest::default(), selection)
+            .map_err(|e| self.error("TPM2_PolicyPCR", e))?;
         let digest = self.ctx.policy_get_digest(policy).map_err(|e| self.error("TPM2_PolicyGetDigest", e))?;
         self.flush(handle)?;
         Ok(digest)
     }
 
     fn seal(&mut self, pcrs: &[u8], secret: &Key32) -> Result<SealedBlob, Error> {
-        let (policy, user_with_auth) = if pcrs.is_empty() {
-            (Digest::default(), true)
-        } else {
-            (self.pcr_policy_digest(pcrs)?, false)
-        };
-        let template =
-            sealed_template(policy, user_with_auth).map_err(|e| Error::Tpm(format!("sealed template: {e}")))?;
+        let (policy, user_with_auth) =
+            if pcrs.is_empty() { (Digest::default(), true) } else { (self.pcr_policy_digest(pcrs)?, false) };
+        let template = sealed_template(policy, user_with_auth)
+            .map_err(|e| Error::Tpm(format!("sealed template: {e}")))?;
         let primary = self.primary()?;
         // Zeroized on drop (tss-esapi buffers are `Zeroizing`).
         let data = SensitiveData::try_from(&secret.as_bytes()[..])
@@ -483,7 +482,9 @@ impl Tpm {
         let session = self.session(SessionType::Hmac, primary, true, false)?;
         let created = self
             .ctx
-            .execute_with_session(Some(session), |c| c.create(primary, template, None, Some(data), None, None))
+            .execute_with_session(Some(session), |c| {
+                c.create(primary, template, None, Some(data), None, None)
+            })
             .map_err(|e| self.error("TPM2_Create", e))?;
         SealedBlob::new(pcrs.to_vec(), &created.out_public, &created.out_private)
     }
@@ -528,15 +529,15 @@ impl Tpm {
                 .map_err(|e| self.error("TPM2_PolicyPCR", e))?;
             session
         };
-        let data = self.ctx.execute_with_session(Some(session), |c| c.unseal(object.into())).map_err(|e| {
-            match kind(e) {
+        let data = self.ctx.execute_with_session(Some(session), |c| c.unseal(object.into())).map_err(
+            |e| match kind(e) {
                 Some(Tss2ResponseCodeKind::PolicyFail) if !blob.pcrs().is_empty() => {
                     Unsealing::Failed(Error::PcrMismatch { pcrs: blob.pcrs().to_vec() })
                 }
                 Some(Tss2ResponseCodeKind::PcrChanged) => Unsealing::Raced,
                 _ => Unsealing::Failed(self.error("TPM2_Unseal", e)),
-            }
-        })?;
+            },
+        )?;
         // `data` is zeroized when dropped at the end of this function.
         let bytes = data.value();
         if bytes.len() != 32 {
@@ -629,8 +630,14 @@ mod tests {
         assert_eq!(c, TpmConfig { tcti: "swtpm:port=1".into(), pcrs: vec![7] });
         let all = &[("TSS2_TCTI", "c"), ("TCTI", "b"), ("TPM2TOOLS_TCTI", "a")];
         assert_eq!(TpmConfig::resolve_with(None, vec![], env(all)).tcti, "a");
-        assert_eq!(TpmConfig::resolve_with(None, vec![], env(&[("TSS2_TCTI", "c"), ("TCTI", "b")])).tcti, "b");
-        assert_eq!(TpmConfig::resolve_with(None, vec![], env(&[("TSS2_TCTI", "c"), ("TCTI", " ")])).tcti, "c");
+        assert_eq!(
+            TpmConfig::resolve_with(None, vec![], env(&[("TSS2_TCTI", "c"), ("TCTI", "b")])).tcti,
+            "b"
+        );
+        assert_eq!(
+            TpmConfig::resolve_with(None, vec![], env(&[("TSS2_TCTI", "c"), ("TCTI", " ")])).tcti,
+            "c"
+        );
         assert_eq!(TpmConfig::resolve_with(None, vec![], env(&[])).tcti, DEFAULT_TCTI);
     }
 
@@ -653,7 +660,11 @@ mod tests {
     #[test]
     fn bad_tcti_strings_are_refused_before_connecting() {
         for t in ["", "cmd:tpm2_send", "libtss2-tcti-mssim.so", "swtpm:port=notaport", "mssim:host=a@b"] {
-            assert_eq!(probe(&TpmConfig { tcti: t.into(), pcrs: vec![] }), Err(Error::InvalidTcti(t.into())), "{t}");
+            assert_eq!(
+                probe(&TpmConfig { tcti: t.into(), pcrs: vec![] }),
+                Err(Error::InvalidTcti(t.into())),
+                "{t}"
+            );
         }
     }
 

@@ -1,0 +1,189 @@
+//! The client side of the control socket: `vaultfs unlock | lock | approve |
+//! deny | pending | lockdown | status MOUNT`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use super::args::{
+    ApproveArgs, DenyArgs, LockArgs, LockdownArgs, MountpointArgs, PassphraseArgs, PinArgs, StatusArgs,
+    UnlockArgs,
+};
+use super::exit::{self, Code, Exit};
+use super::mountinfo;
+use super::passphrase::{self, Confirm};
+use crate::control::SOCKET_NAME;
+use crate::control::protocol::{Request, Response, Status};
+use crate::vault::LEVEL_NAMES;
+
+fn socket_of(mountpoint: &Path) -> Result<PathBuf, Exit> {
+    let store = mountinfo::store_of(mountpoint).ok_or_else(|| Exit {
+        code: Code::VaultPresence,
+        message: format!("{} is not a mounted vault", mountpoint.display()),
+    })?;
+    Ok(store.join(SOCKET_NAME))
+}
+
+/// Sends one request and returns the daemon's answer (an error if not ok).
+fn call(mountpoint: &Path, req: &Request) -> Result<Response, Exit> {
+    let path = socket_of(mountpoint)?;
+    let conn = UnixStream::connect(&path)
+        .map_err(|e| Exit::failure(format!("cannot reach the mount daemon at {}: {e}", path.display())))?;
+    let mut line = Zeroizing::new(serde_json::to_vec(req).map_err(|e| Exit::failure(e.to_string()))?);
+    line.push(b'\n');
+    (&conn).write_all(&line).map_err(|e| Exit::failure(format!("sending to the daemon: {e}")))?;
+    let mut answer = String::new();
+    BufReader::new(&conn)
+        .read_line(&mut answer)
+        .map_err(|e| Exit::failure(format!("reading the daemon's answer: {e}")))?;
+    let resp: Response = serde_json::from_str(&answer)
+        .map_err(|e| Exit::failure(format!("the daemon's answer is not understood: {e}")))?;
+    if resp.ok {
+        return Ok(resp);
+    }
+    let code = match resp.error_kind.as_deref() {
+        Some("locked") => Code::Locked,
+        Some("passphrase") => Code::WrongPassphrase,
+        Some("usage") | Some("not_found") => Code::Usage,
+        _ => Code::Failure,
+    };
+    Err(Exit { code, message: resp.error.unwrap_or_else(|| "the daemon refused".into()) })
+}
+
+/// A level given as a number or as its directory name.
+fn level(s: &str) -> Result<u8, Exit> {
+    if let Ok(n) = s.parse::<u8>()
+        && n < 6
+    {
+        return Ok(n);
+    }
+    LEVEL_NAMES
+        .iter()
+        .position(|n| *n == s)
+        .map(|i| i as u8)
+        .ok_or_else(|| Exit::usage(format!("{s:?} is not a level (0-5 or {})", LEVEL_NAMES.join(", "))))
+}
+
+/// The FIDO2 PIN, if one was asked for.
+pub fn pin(a: &PinArgs) -> Result<Option<String>, Exit> {
+    let pass = if let Some(f) = &a.pin_file {
+        passphrase::from_file(f)?
+    } else if a.pin {
+        let p = rpassword::prompt_password("FIDO2 PIN: ")
+            .map_err(|e| Exit::failure(format!("reading PIN: {e}")))?;
+        crate::crypto::Passphrase::new(p.into_bytes())
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(String::from_utf8_lossy(pass.as_bytes()).into_owned()))
+}
+
+fn passphrase_string(a: &PassphraseArgs) -> Result<String, Exit> {
+    let p = passphrase::obtain(a, "Vault passphrase: ", Confirm::Once)?;
+    String::from_utf8(p.as_bytes().to_vec()).map_err(|_| Exit::usage("the passphrase is not UTF-8"))
+}
+
+fn status_of(mountpoint: &Path) -> Result<Status, Exit> {
+    call(mountpoint, &Request::Status)?.status.ok_or_else(|| Exit::failure("the daemon sent no status"))
+}
+
+pub fn unlock(a: UnlockArgs) -> exit::Result {
+    let level = level(&a.level)?;
+    let st = status_of(&a.mountpoint)?;
+    let info = &st.levels[level as usize];
+    if info.state == "open" {
+        println!("{} is already open", info.name);
+        return Ok(());
+    }
+    let passphrase =
+        if info.opens_with == "passphrase" { Some(passphrase_string(&a.passphrase)?) } else { None };
+    if info.opens_with == "hardware" {
+        eprintln!("unlocking {}: touch your security key if it blinks", info.name);
+    }
+    call(&a.mountpoint, &Request::Unlock { level, passphrase, pin: pin(&a.pin)? })?;
+    println!("{} is open", info.name);
+    Ok(())
+}
+
+pub fn lock(a: LockArgs) -> exit::Result {
+    let level = a.level.as_deref().map(level).transpose()?;
+    call(&a.mountpoint, &Request::Lock { level })?;
+    match level {
+        Some(l) => println!("{} is locked", LEVEL_NAMES[l as usize]),
+        None => println!("levels 2 to 5 are locked"),
+    }
+    Ok(())
+}
+
+pub fn approve(a: ApproveArgs) -> exit::Result {
+    call(&a.mountpoint, &Request::Approve { id: a.id })?;
+    println!("approved");
+    Ok(())
+}
+
+pub fn deny(a: DenyArgs) -> exit::Result {
+    call(&a.mountpoint, &Request::Deny { id: a.id })?;
+    println!("denied");
+    Ok(())
+}
+
+pub fn pending(a: MountpointArgs) -> exit::Result {
+    let list = call(&a.mountpoint, &Request::Pending)?.pending.unwrap_or_default();
+    if list.is_empty() {
+        println!("no open is waiting for approval");
+    }
+    for p in list {
+        println!(
+            "{:>4}  level {}  pid {} ({})  uid {}  {}  waiting {:.1} s",
+            p.id,
+            p.level,
+            p.pid,
+            p.comm,
+            p.uid,
+            p.path,
+            p.waited_ms as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
+pub fn lockdown(a: LockdownArgs) -> exit::Result {
+    if a.exit {
+        let passphrase = passphrase_string(&a.passphrase)?;
+        call(&a.mountpoint, &Request::LockdownExit { passphrase, pin: pin(&a.pin)? })?;
+        println!("lockdown is over; levels with hardware factors stay locked until `vaultfs unlock`");
+    } else {
+        call(&a.mountpoint, &Request::Lockdown)?;
+        println!("lockdown: every level above 1 is locked");
+    }
+    Ok(())
+}
+
+pub fn status(a: StatusArgs) -> exit::Result {
+    let st = status_of(&a.mountpoint)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&st).map_err(|e| Exit::failure(e.to_string()))?);
+        return Ok(());
+    }
+    println!("lockdown: {}", if st.lockdown { "ON" } else { "off" });
+    for l in &st.levels {
+        println!(
+            "{:<12} {:<13} opens with {:<10} approval {:<3} idle {} s",
+            l.name,
+            l.state,
+            l.opens_with,
+            if l.approval { "yes" } else { "no" },
+            l.idle_seconds
+        );
+    }
+    println!("pending approvals: {}", st.pending);
+    for t in &st.tombstones {
+        println!(
+            "tombstone: {} (level {}) by uid {} pid {} ({}) at {} ns",
+            t.path, t.level, t.uid, t.pid, t.comm, t.time_ns
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Control messages: one JSON object per line each way.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client asks.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    /// Open `level` with its hardware factors (or the passphrase, for a
+    /// level that has no factor slot).
+    Unlock {
+        level: u8,
+        passphrase: Option<String>,
+        pin: Option<String>,
+    },
+    /// Close `level`, or every level from 2 up.
+    Lock {
+        level: Option<u8>,
+    },
+    Pending,
+    /// Approve pending open `id` (None: the oldest).
+    Approve {
+        id: Option<u64>,
+    },
+    Deny {
+        id: u64,
+    },
+    Lockdown,
+    LockdownExit {
+        passphrase: String,
+        pin: Option<String>,
+    },
+}
+
+/// The answer: `ok` and a result, or an error message and its class.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// "locked", "not_found", "usage", "passphrase", "failure".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Vec<Pending>>,
+}
+
+impl Response {
+    pub fn ok() -> Self {
+        Response { ok: true, error: None, error_kind: None, status: None, pending: None }
+    }
+
+    pub fn error(kind: &str, message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            error_kind: Some(kind.to_string()),
+            ..Response::ok()
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub lockdown: bool,
+    pub levels: Vec<LevelStatus>,
+    pub pending: usize,
+    pub tombstones: Vec<Tombstone>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LevelStatus {
+    pub level: u8,
+    pub name: String,
+    /// "open", "locked" or "not enrolled".
+    pub state: String,
+    /// "passphrase" or "hardware".
+    pub opens_with: String,
+    pub idle_seconds: u64,
+    pub approval: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pending {
+    pub id: u64,
+    pub level: u8,
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub path: String,
+    pub waited_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tombstone {
+    pub path: String,
+    pub level: u8,
+    pub time_ns: u64,
+    pub uid: u32,
+    pub pid: u32,
+    pub comm: String,
+}

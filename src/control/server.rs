@@ -1,0 +1,180 @@
+//! The daemon's end of the control socket. Only the uid that mounted (or
+//! root) may connect; each request is recorded by the vault under the
+//! peer's pid, uid and process name, as the kernel reports them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use super::protocol::{LevelStatus, Pending, Request, Response, Status, Tombstone};
+use crate::crypto::Passphrase;
+use crate::gate::tpm::TpmConfig;
+use crate::vault::{Caller, ErrorKind, FactorAccess, LEVEL_NAMES, Unlocked, Vault};
+
+/// Longest request line accepted (a passphrase and a PIN fit easily).
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// The listening socket and its accept thread; dropping it stops both and
+/// removes the socket file.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlServer {
+    /// Listens at `path` (replacing a stale socket), mode 0600.
+    pub fn start(path: &Path, vault: Vault<Unlocked>, tpm: TpmConfig) -> std::io::Result<ControlServer> {
+        if path.exists() {
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let handler = Arc::new(Handler { vault, tpm });
+        let thread = std::thread::Builder::new().name("control".into()).spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let h = handler.clone();
+                // One thread per connection: an unlock may wait for a touch
+                // and an approval answer must not queue behind it.
+                let _ = std::thread::Builder::new().name("control-conn".into()).spawn(move || h.serve(conn));
+            }
+        })?;
+        Ok(ControlServer { path: path.to_path_buf(), stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+struct Handler {
+    vault: Vault<Unlocked>,
+    tpm: TpmConfig,
+}
+
+impl Handler {
+    fn serve(&self, conn: UnixStream) {
+        let answer = match crate::sys::peer_credentials(conn.as_fd()) {
+            Ok((pid, uid, gid)) if uid == self.vault.owner_uid() || uid == 0 => {
+                let who = Caller { uid, gid, pid };
+                let mut line = String::new();
+                let read = BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line);
+                match read.map_err(|e| e.to_string()).and_then(|_| {
+                    serde_json::from_str::<Request>(&line).map_err(|e| format!("bad request: {e}"))
+                }) {
+                    Ok(req) => self.handle(who, req),
+                    Err(e) => Response::error("usage", e),
+                }
+            }
+            Ok((_, uid, _)) => Response::error("locked", format!("uid {uid} may not control this mount")),
+            Err(e) => Response::error("failure", format!("peer credentials: {e}")),
+        };
+        let mut out = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+        out.push(b'\n');
+        let _ = (&conn).write_all(&out);
+    }
+
+    fn handle(&self, who: Caller, req: Request) -> Response {
+        let comm = crate::sys::process_name(who.pid);
+        let v = &self.vault;
+        let access = |pin: Option<String>| FactorAccess::new(self.tpm.clone(), pin);
+        let done = |r: crate::vault::Result<()>| match r {
+            Ok(()) => Response::ok(),
+            Err(e) => error_response(&e),
+        };
+        match req {
+            Request::Status => Response { status: Some(self.status()), ..Response::ok() },
+            Request::Unlock { level, passphrase, pin } => {
+                let pass = passphrase.map(|p| Passphrase::new(p.into_bytes()));
+                let access = access(pin);
+                done(v.unlock_level(who, &comm, level, pass.as_ref(), &mut |f| access.secrets(f)))
+            }
+            Request::Lock { level } => done(v.lock_level(who, &comm, level)),
+            Request::Pending => Response { pending: Some(self.pending()), ..Response::ok() },
+            Request::Approve { id } => done(v.decide_open(who, &comm, id, true).map(drop)),
+            Request::Deny { id } => done(v.decide_open(who, &comm, Some(id), false).map(drop)),
+            Request::Lockdown => done(v.lockdown(who, &comm)),
+            Request::LockdownExit { passphrase, pin } => {
+                let access = access(pin);
+                let pass = Passphrase::new(passphrase.into_bytes());
+                done(v.lockdown_exit(who, &comm, &pass, &mut |f| access.secrets(f)))
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let v = &self.vault;
+        let levels = (0..6u8)
+            .map(|l| LevelStatus {
+                level: l,
+                name: LEVEL_NAMES[l as usize].to_string(),
+                state: v.level_state(l).name().to_string(),
+                opens_with: if v.level_uses_factors(l) { "hardware" } else { "passphrase" }.to_string(),
+                idle_seconds: v.level_idle(l).as_secs(),
+                approval: v.approval_rules(l).required,
+            })
+            .collect();
+        let tombstones = v
+            .tombstones()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| Tombstone {
+                path: String::from_utf8_lossy(&t.path).into_owned(),
+                level: t.level,
+                time_ns: t.time_ns,
+                uid: t.uid,
+                pid: t.pid,
+                comm: String::from_utf8_lossy(&t.comm).into_owned(),
+            })
+            .collect();
+        Status { lockdown: v.lockdown_active(), levels, pending: v.pending_opens().len(), tombstones }
+    }
+
+    fn pending(&self) -> Vec<Pending> {
+        self.vault
+            .pending_opens()
+            .into_iter()
+            .map(|p| Pending {
+                id: p.id,
+                level: p.level,
+                pid: p.pid,
+                uid: p.uid,
+                comm: p.comm,
+                path: p.path,
+                waited_ms: p.waited.as_millis() as u64,
+            })
+            .collect()
+    }
+}
+
+fn error_response(e: &crate::vault::Error) -> Response {
+    let kind = match e.kind() {
+        ErrorKind::NotEnrolled | ErrorKind::FactorFailed | ErrorKind::Lockdown | ErrorKind::AccessDenied => {
+            "locked"
+        }
+        ErrorKind::WrongPassphrase => "passphrase",
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::InvalidArgument => "usage",
+        _ => "failure",
+    };
+    Response::error(kind, e.to_string())
+}

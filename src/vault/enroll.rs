@@ -1,0 +1,113 @@
+//! Enrolling hardware factors on a closed vault (`vaultfs enroll`,
+//! `vaultfs unenroll`): each rewrites the header in one atomic store write,
+//! so a crash leaves the old header or the new one.
+
+use super::error::{ErrorKind, Result, err};
+use super::factors::FactorAccess;
+use super::keyring;
+use super::{Locked, Vault};
+use crate::crypto::{Key32, Passphrase};
+use crate::format::{self, Factor, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, keys};
+
+/// Which factor to enroll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorKind {
+    Tpm,
+    Fido2 { presence: bool },
+}
+
+/// One key slot as `vaultfs enroll --list` and `status` show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotInfo {
+    pub index: usize,
+    pub level: u8,
+    /// "passphrase", or the factors joined by "+" ("fido2+tpm").
+    pub opens_with: String,
+    /// PCRs, PIN and presence details.
+    pub details: String,
+}
+
+impl Vault<Locked> {
+    pub fn slots(&self) -> Result<Vec<SlotInfo>> {
+        let mut out = Vec::new();
+        for (index, s) in self.0.header.slots.iter().enumerate() {
+            let (opens_with, details) = match s.kind {
+                SLOT_KIND_PASSPHRASE => ("passphrase".to_string(), String::new()),
+                _ => {
+                    let factors = format::decode_factors(&s.params)?;
+                    let names: Vec<&str> = factors.iter().map(Factor::name).collect();
+                    let details: Vec<String> = factors
+                        .iter()
+                        .filter_map(|f| match f {
+                            Factor::Fido2(c) => Some(format!(
+                                "fido2: presence {}, PIN {}",
+                                if c.presence { "required" } else { "not required" },
+                                if c.pin { "required" } else { "not required" }
+                            )),
+                            Factor::Tpm(_) => None,
+                        })
+                        .collect();
+                    (names.join("+"), details.join("; "))
+                }
+            };
+            out.push(SlotInfo { index, level: s.level, opens_with, details });
+        }
+        Ok(out)
+    }
+
+    /// The factor kinds of `level`'s first factor slot ("the level-4 factor").
+    pub fn level_factor_kinds(&self, level: u8) -> Result<Vec<FactorKind>> {
+        let Some(slot) = self.0.header.slots.iter().find(|s| s.level == level && s.kind == SLOT_KIND_FACTORS)
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(format::decode_factors(&slot.params)?
+            .iter()
+            .map(|f| match f {
+                Factor::Tpm(_) => FactorKind::Tpm,
+                Factor::Fido2(c) => FactorKind::Fido2 { presence: c.presence },
+            })
+            .collect())
+    }
+
+    /// Adds a key slot for `level` that needs all of `kinds` together. The
+    /// level's passphrase slot, if it had one, is removed: from now on the
+    /// factors are needed. Adding a slot to a level that has factor slots
+    /// already (a backup key) needs one of those to answer.
+    pub fn enroll(
+        &mut self,
+        pass: &Passphrase,
+        level: u8,
+        kinds: &[FactorKind],
+        access: &FactorAccess,
+    ) -> Result<()> {
+        if kinds.is_empty() {
+            return Err(err(ErrorKind::InvalidArgument, "no factor to enroll"));
+        }
+        // Check the passphrase before asking for touches.
+        keyring::reopen_passphrase_levels(pass, &self.0.header)?;
+        let mut made: Vec<(Factor, Key32)> = Vec::new();
+        for kind in kinds {
+            made.push(match kind {
+                FactorKind::Tpm => access.new_tpm_factor()?,
+                FactorKind::Fido2 { presence } => access.new_fido2_factor(*presence)?,
+            });
+        }
+        let header =
+            keyring::enroll(pass, &self.0.header, level, &made, &mut |f: &[Factor]| access.secrets(f))?;
+        self.write_header(header)
+    }
+
+    /// Removes key slot `index` (never a level's last one).
+    pub fn unenroll(&mut self, pass: &Passphrase, index: usize) -> Result<()> {
+        let header = keyring::unenroll(pass, &self.0.header, index)?;
+        self.write_header(header)
+    }
+
+    fn write_header(&mut self, header: format::Header) -> Result<()> {
+        self.0.store.put(keys::HEADER, header.encode())?;
+        self.0.store.flush()?;
+        self.0.header = header;
+        Ok(())
+    }
+}

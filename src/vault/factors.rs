@@ -1,0 +1,91 @@
+//! Hardware factors from the vault's side: making one at enrollment (its
+//! secret, and the description the header keeps) and asking a key slot's
+//! factors for their secrets at unlock. The devices are `gate`'s business.
+
+use std::sync::OnceLock;
+
+use crate::crypto::{self, Key32};
+use crate::format::{Factor, Fido2Factor};
+use crate::gate::fido2::{self, AssertionRequest, Authenticator};
+use crate::gate::tpm::{self, SealedBlob, TpmConfig};
+
+use super::error::{ErrorKind, Result, err};
+
+/// The relying party id vaultfs credentials are made for.
+pub const FIDO2_RP_ID: &str = "vaultfs";
+
+/// How this process reaches its factors: the TPM's TCTI and PCR choice, the
+/// FIDO2 authenticator (opened on first use) and its PIN if one was given.
+pub struct FactorAccess {
+    pub tpm: TpmConfig,
+    pub fido2_pin: Option<String>,
+    fido2: OnceLock<std::result::Result<Box<dyn Authenticator>, String>>,
+}
+
+impl FactorAccess {
+    pub fn new(tpm: TpmConfig, fido2_pin: Option<String>) -> Self {
+        FactorAccess { tpm, fido2_pin, fido2: OnceLock::new() }
+    }
+
+    fn authenticator(&self) -> std::result::Result<&dyn Authenticator, String> {
+        match self.fido2.get_or_init(|| fido2::open_from_env().map_err(|e| e.to_string())) {
+            Ok(a) => Ok(a.as_ref()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// The secrets of `factors`, in order; the first that fails says why.
+    pub fn secrets(&self, factors: &[Factor]) -> std::result::Result<Vec<Key32>, String> {
+        factors
+            .iter()
+            .map(|f| match f {
+                Factor::Tpm(blob) => {
+                    let blob = SealedBlob::from_bytes(blob).map_err(|e| format!("tpm: {e}"))?;
+                    tpm::unseal(&self.tpm, &blob).map_err(|e| format!("tpm: {e}"))
+                }
+                Factor::Fido2(c) => self.fido2_secret(c).map_err(|e| format!("fido2: {e}")),
+            })
+            .collect()
+    }
+
+    fn fido2_secret(&self, c: &Fido2Factor) -> std::result::Result<Key32, String> {
+        let auth = self.authenticator()?;
+        let allow = [c.credential_id.clone()];
+        let req = AssertionRequest {
+            rp_id: &c.rp_id,
+            credentials: &allow,
+            salt: &c.salt,
+            pin: if c.pin { self.fido2_pin.as_deref() } else { None },
+            uv: c.pin,
+            up: c.presence,
+        };
+        auth.hmac_secret(&req).map(|(_, secret)| secret).map_err(|e| e.to_string())
+    }
+
+    /// A fresh random secret sealed to the TPM (with the configured PCRs).
+    pub fn new_tpm_factor(&self) -> Result<(Factor, Key32)> {
+        let secret = Key32::random()?;
+        let blob = tpm::seal(&self.tpm, &secret)
+            .map_err(|e| err(ErrorKind::FactorFailed, format!("sealing to the TPM: {e}")))?;
+        Ok((Factor::Tpm(blob.to_bytes()), secret))
+    }
+
+    /// A new credential on the FIDO2 authenticator (a touch), and its
+    /// hmac-secret output for a fresh salt (another touch if `presence`).
+    pub fn new_fido2_factor(&self, presence: bool) -> Result<(Factor, Key32)> {
+        let fail = |e: String| err(ErrorKind::FactorFailed, format!("FIDO2 enrollment: {e}"));
+        let auth = self.authenticator().map_err(fail)?;
+        let pin = self.fido2_pin.as_deref();
+        let cred = auth.make_credential(FIDO2_RP_ID, pin, presence).map_err(|e| fail(e.to_string()))?;
+        let salt: [u8; 32] = crypto::random_array()?;
+        let factor = Fido2Factor {
+            rp_id: cred.rp_id.clone(),
+            credential_id: cred.id.clone(),
+            salt,
+            presence: cred.up,
+            pin: cred.uv,
+        };
+        let secret = self.fido2_secret(&factor).map_err(fail)?;
+        Ok((Factor::Fido2(factor), secret))
+    }
+}
