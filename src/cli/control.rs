@@ -97,8 +97,8 @@ pub fn unlock(a: UnlockArgs) -> exit::Result {
         println!("{} is already open", info.name);
         return Ok(());
     }
-    let passphrase =
-        if info.opens_with == "passphrase" { Some(passphrase_string(&a.passphrase)?) } else { None };
+    let asks_passphrase = info.opens_with == "passphrase" && info.state == "locked";
+    let passphrase = if asks_passphrase { Some(passphrase_string(&a.passphrase)?) } else { None };
     if info.opens_with == "hardware" {
         eprintln!("unlocking {}: touch your security key if it blinks", info.name);
     }

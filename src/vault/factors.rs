@@ -15,11 +15,23 @@ use super::error::{ErrorKind, Result, err};
 pub const FIDO2_RP_ID: &str = "vaultfs";
 
 /// How this process reaches its factors: the TPM's TCTI and PCR choice, the
-/// FIDO2 authenticator (opened on first use) and its PIN if one was given.
+/// FIDO2 authenticators (opened on first use) and the PIN if one was given.
 pub struct FactorAccess {
     pub tpm: TpmConfig,
     pub fido2_pin: Option<String>,
-    fido2: OnceLock<std::result::Result<Box<dyn Authenticator>, String>>,
+    fido2: OnceLock<std::result::Result<Vec<Box<dyn Authenticator>>, String>>,
+}
+
+/// The authenticators to use: the software devices listed (`:`-separated)
+/// in `VAULTFS_FIDO2_SOFT` (two plugged-in keys: enrolling a backup key
+/// needs the enrolled one to answer), else the first USB security key.
+fn open_authenticators() -> std::result::Result<Vec<Box<dyn Authenticator>>, String> {
+    match std::env::var_os(fido2::SOFT_ENV) {
+        Some(list) if !list.is_empty() => std::env::split_paths(&list)
+            .map(|p| fido2::open_from(Some(p.as_os_str())).map_err(|e| e.to_string()))
+            .collect(),
+        _ => fido2::open_from(None).map(|a| vec![a]).map_err(|e| e.to_string()),
+    }
 }
 
 impl FactorAccess {
@@ -27,9 +39,9 @@ impl FactorAccess {
         FactorAccess { tpm, fido2_pin, fido2: OnceLock::new() }
     }
 
-    fn authenticator(&self) -> std::result::Result<&dyn Authenticator, String> {
-        match self.fido2.get_or_init(|| fido2::open_from_env().map_err(|e| e.to_string())) {
-            Ok(a) => Ok(a.as_ref()),
+    fn authenticators(&self) -> std::result::Result<&[Box<dyn Authenticator>], String> {
+        match self.fido2.get_or_init(open_authenticators) {
+            Ok(a) => Ok(a),
             Err(e) => Err(e.clone()),
         }
     }
@@ -48,8 +60,23 @@ impl FactorAccess {
             .collect()
     }
 
+    /// Asks each authenticator in turn; one that lacks the credential passes.
     fn fido2_secret(&self, c: &Fido2Factor) -> std::result::Result<Key32, String> {
-        let auth = self.authenticator()?;
+        let mut last = fido2::Error::NoDevice;
+        for auth in self.authenticators()? {
+            match self.fido2_secret_from(auth.as_ref(), c) {
+                Ok(secret) => return Ok(secret),
+                Err(e) => last = e,
+            }
+        }
+        Err(last.to_string())
+    }
+
+    fn fido2_secret_from(
+        &self,
+        auth: &dyn Authenticator,
+        c: &Fido2Factor,
+    ) -> std::result::Result<Key32, fido2::Error> {
         let allow = [c.credential_id.clone()];
         let req = AssertionRequest {
             rp_id: &c.rp_id,
@@ -59,7 +86,7 @@ impl FactorAccess {
             uv: c.pin,
             up: c.presence,
         };
-        auth.hmac_secret(&req).map(|(_, secret)| secret).map_err(|e| e.to_string())
+        auth.hmac_secret(&req).map(|(_, secret)| secret)
     }
 
     /// A fresh random secret sealed to the TPM (with the configured PCRs).
@@ -74,7 +101,8 @@ impl FactorAccess {
     /// hmac-secret output for a fresh salt (another touch if `presence`).
     pub fn new_fido2_factor(&self, presence: bool) -> Result<(Factor, Key32)> {
         let fail = |e: String| err(ErrorKind::FactorFailed, format!("FIDO2 enrollment: {e}"));
-        let auth = self.authenticator().map_err(fail)?;
+        let auth =
+            self.authenticators().map_err(fail)?.first().ok_or_else(|| fail("no security key".into()))?;
         let pin = self.fido2_pin.as_deref();
         let cred = auth.make_credential(FIDO2_RP_ID, pin, presence).map_err(|e| fail(e.to_string()))?;
         let salt: [u8; 32] = crypto::random_array()?;
@@ -85,7 +113,7 @@ impl FactorAccess {
             presence: cred.up,
             pin: cred.uv,
         };
-        let secret = self.fido2_secret(&factor).map_err(fail)?;
+        let secret = self.fido2_secret_from(auth.as_ref(), &factor).map_err(|e| fail(e.to_string()))?;
         Ok((Factor::Fido2(factor), secret))
     }
 }

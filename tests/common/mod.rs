@@ -25,6 +25,8 @@ pub struct Mount {
     pub passfile: PathBuf,
     pub mounted: bool,
     pub options: Vec<String>,
+    /// Environment of the mount daemon (TPM TCTI, software FIDO2 state).
+    pub env: Vec<(String, String)>,
 }
 
 impl Mount {
@@ -54,6 +56,7 @@ impl Mount {
             passfile,
             mounted: false,
             options: options.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
         };
         m.mount();
         m
@@ -77,7 +80,7 @@ impl Mount {
             args.push("-o".into());
             args.push(o.clone());
         }
-        let out = Command::new(bin()).args(&args).output().expect("run vaultfs mount");
+        let out = Command::new(bin()).args(&args).envs(self.env.clone()).output().expect("run vaultfs mount");
         assert!(out.status.success(), "mount failed: {}", String::from_utf8_lossy(&out.stderr));
         self.mounted = true;
     }
@@ -110,6 +113,11 @@ impl Mount {
         }
         let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         self.mounted = false;
+    }
+
+    /// Runs `vaultfs ARGS` with the daemon's environment.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin()).args(args).envs(self.env.clone()).output().expect("run vaultfs")
     }
 
     pub fn log(&self) -> String {
