@@ -165,19 +165,19 @@ fn wrong_pin_decrements_retries_and_success_resets() {
     let cred = dev.make_credential(RP, Some("1234"), true).unwrap();
     assert_eq!(dev.pin_retries().unwrap(), 8);
     assert_eq!(
-        ask(&dev, RP, &[cred.id.clone()], &SALT, Some("0000")),
+        ask(&dev, RP, std::slice::from_ref(&cred.id), &SALT, Some("0000")),
         Err(Error::PinInvalid { retries_left: 7 })
     );
     assert_eq!(
-        ask(&dev, RP, &[cred.id.clone()], &SALT, Some("0000")),
+        ask(&dev, RP, std::slice::from_ref(&cred.id), &SALT, Some("0000")),
         Err(Error::PinInvalid { retries_left: 6 })
     );
     assert_eq!(dev.pin_retries().unwrap(), 6);
-    ask(&dev, RP, &[cred.id.clone()], &SALT, Some("1234")).unwrap();
+    ask(&dev, RP, std::slice::from_ref(&cred.id), &SALT, Some("1234")).unwrap();
     assert_eq!(dev.pin_retries().unwrap(), 8);
     // After the reset, three more wrong ones are needed for a power-cycle block.
     assert_eq!(
-        ask(&dev, RP, &[cred.id.clone()], &SALT, Some("0000")),
+        ask(&dev, RP, std::slice::from_ref(&cred.id), &SALT, Some("0000")),
         Err(Error::PinInvalid { retries_left: 7 })
     );
 }
@@ -256,7 +256,7 @@ fn uv_credential_without_pin_is_pin_required() {
     dev.set_pin("1234").unwrap();
     let cred = dev.make_credential(RP, Some("1234"), true).unwrap();
     // The sealed flag decides, whatever the request claims.
-    assert_eq!(ask(&dev, RP, &[cred.id.clone()], &SALT, None), Err(Error::PinRequired));
+    assert_eq!(ask(&dev, RP, std::slice::from_ref(&cred.id), &SALT, None), Err(Error::PinRequired));
     // A request that says uv needs a PIN even for a credential made without one.
     let plain = dev.make_credential(RP, None, true).unwrap();
     let req =
@@ -377,7 +377,7 @@ fn state_persists_across_reopen_and_processes_share_it() {
     let other = SoftAuthenticator::open(&path).unwrap();
     assert_eq!(output(&other, &cred, &SALT, Some("1234")), first);
     assert!(matches!(
-        ask(&other, RP, &[cred.id.clone()], &SALT, Some("9999")),
+        ask(&other, RP, std::slice::from_ref(&cred.id), &SALT, Some("9999")),
         Err(Error::PinInvalid { .. })
     ));
     assert_eq!(dev.pin_retries().unwrap(), 7);
@@ -441,7 +441,7 @@ fn a_state_file_damaged_while_open_fails_the_next_request() {
     let dev = file_device(&path);
     let cred = dev.make_credential(RP, None, true).unwrap();
     fs::write(&path, "vaultfs-soft-fido2 1\n").unwrap();
-    assert!(matches!(ask(&dev, RP, &[cred.id.clone()], &SALT, None), Err(Error::State { .. })));
+    assert!(matches!(ask(&dev, RP, std::slice::from_ref(&cred.id), &SALT, None), Err(Error::State { .. })));
     fs::remove_file(&path).unwrap();
     let err = ask(&dev, RP, &[cred.id], &SALT, None).unwrap_err();
     assert!(err.to_string().contains("disappeared"), "{err}");
