@@ -91,9 +91,7 @@ opens_per_minute = 100
 opens_per_minute = 0
 "#,
     );
-    let mut want = Policy::default();
-    want.lockdown = true;
-    want.ephemeral_max_age = secs(12 * 3600);
+    let mut want = Policy { lockdown: true, ephemeral_max_age: secs(12 * 3600), ..Policy::default() };
     want.levels[1] = LevelPolicy {
         cooldown: Duration::from_millis(250),
         approval_timeout: secs(20),
