@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeString, DeTable, DeValue};
 
 use super::{
     Error, LEVELS, Location, MAX_APPROVAL_TIMEOUT, MAX_DURATION, MAX_OPENS_PER_MINUTE, MAX_POLICY_BYTES,
@@ -73,8 +73,6 @@ fn in_order<'a, 'i>(table: &'a DeTable<'i>) -> Vec<(&'a Spanned<DeString<'i>>, &
     entries.sort_by_key(|(k, _)| k.span().start);
     entries
 }
-
-type DeString<'i> = std::borrow::Cow<'i, str>;
 
 struct Parser<'t> {
     text: &'t str,
