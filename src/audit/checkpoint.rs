@@ -37,7 +37,7 @@ pub struct Checkpoint {
 
 /// The origin (and key name) of a vault's log: `vaultfs/<id as lowercase hex>`.
 pub fn vault_origin(vault_id: &[u8; 16]) -> String {
-    format!("vaultfs/{}", super::hex(vault_id))
+    format!("vaultfs/{}", crate::format::hex(vault_id))
 }
 
 /// The signed-note key id of an Ed25519 key under `name`.

@@ -21,7 +21,7 @@ use super::merkle;
 pub fn fields(bytes: &[u8], leaf: &Leaf) -> Vec<(&'static str, Value)> {
     let mut f: Vec<(&'static str, Value)> = vec![
         ("index", leaf.seq.into()),
-        ("hash", super::hex(&merkle::leaf_hash(bytes)).into()),
+        ("hash", crate::format::hex(&merkle::leaf_hash(bytes)).into()),
         ("leaf", B64.encode(bytes).into()),
         ("seq", leaf.seq.into()),
         ("time_ns", leaf.time_ns.into()),
@@ -45,7 +45,7 @@ pub fn fields(bytes: &[u8], leaf: &Leaf) -> Vec<(&'static str, Value)> {
 fn text_or_hex(key: &'static str, hex_key: &'static str, bytes: &[u8]) -> (&'static str, Value) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (key, s.into()),
-        Err(_) => (hex_key, super::hex(bytes).into()),
+        Err(_) => (hex_key, crate::format::hex(bytes).into()),
     }
 }
 

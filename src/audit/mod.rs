@@ -65,14 +65,3 @@ pub enum Error {
     #[error("checkpoint {position} (size {size}): {problem}")]
     Chain { position: usize, size: u64, problem: String },
 }
-
-/// Lowercase hex, the way hashes and ids appear in the formats here.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}

@@ -9,11 +9,11 @@ use std::fmt::Write;
 
 use super::checkpoint::{Checkpoint, key_id, vault_origin};
 use super::export::{checkpoint_line, leaf_line};
-use super::hex;
 use super::leaf::{Leaf, Op};
 use super::merkle::{self, Frontier, Hash, NodeId, Nodes};
 use super::verify::verify_export;
 use crate::crypto::{Key32, SigningKey};
+use crate::format::hex;
 
 const DOC: &str = include_str!("../../docs/AUDIT.md");
 

@@ -89,7 +89,7 @@ fn check_leaf(pos: u64, fields: &[(String, Value)]) -> Result<Hash, String> {
     let bytes = B64.decode(b64).map_err(|_| "\"leaf\" is not base64".to_string())?;
     let leaf = Leaf::decode(&bytes).map_err(|e| e.to_string())?;
     let hash = merkle::leaf_hash(&bytes);
-    if get("hash").and_then(Value::as_str) != Some(super::hex(&hash).as_str()) {
+    if get("hash").and_then(Value::as_str) != Some(crate::format::hex(&hash).as_str()) {
         return Err("hash mismatch".into());
     }
     if leaf.seq != pos {

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use super::args::{AuditArgs, AuditCommand, AuditTailArgs, AuditVerifyArgs, PassphraseArgs};
 use super::exit::{self, Code, Exit};
-use super::init::hex;
 use super::passphrase::{self, Confirm};
 use crate::audit::checkpoint::{Checkpoint, vault_origin};
 use crate::audit::export::leaf_of_line;
 use crate::audit::verify::verify_export;
 use crate::crypto::VerifyingKey;
+use crate::format::hex;
 use crate::vault::{Unlocked, Vault};
 
 pub fn run(a: AuditArgs) -> exit::Result {

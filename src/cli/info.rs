@@ -2,7 +2,7 @@
 
 use super::args::InfoArgs;
 use super::exit;
-use super::init::hex;
+use crate::format::hex;
 use crate::vault::Vault;
 
 pub fn run(a: InfoArgs) -> exit::Result {

@@ -4,6 +4,7 @@ use super::args::InitArgs;
 use super::exit::{self, Exit};
 use super::passphrase::{self, Confirm};
 use crate::crypto::KdfParams;
+use crate::format::hex;
 use crate::vault::{DEFAULT_BLOCK_SIZE, InitOptions, Locked, Vault};
 
 pub fn run(a: InitArgs) -> exit::Result {
@@ -29,8 +30,4 @@ pub fn run(a: InitArgs) -> exit::Result {
     println!("audit public key: {}", hex(&v.header().audit_public));
     super::audit::write_pubkey_file(&a.store, &v.header().audit_public);
     Ok(())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -56,6 +56,17 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Lowercase hex, the way hashes, keys and ids appear in text formats here.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
 #[derive(Default)]
 pub struct Writer {
     pub buf: Vec<u8>,

@@ -9,7 +9,7 @@ mod header;
 pub mod keys;
 mod records;
 
-pub use codec::{Reader, Writer};
+pub use codec::{Reader, Writer, hex};
 pub use factors::{FACTOR_FIDO2, FACTOR_TPM, Factor, Fido2Factor, decode_factors, encode_factors};
 pub use header::{
     FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header, KDF_LIMITS, KdfLimits, KeySlot, MAX_SLOTS,

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use fuser::{Errno, Request};
 
 use super::adapter::{Res, VaultFs, e};
-use crate::vault::{Attr, AuditOp, Caller, FileKind, OpenRequest, ROOT_INO, Record, Remover, Timestamp};
+use crate::vault::{
+    Attr, AuditOp, Caller, FileKind, OpenRequest, ROOT_INO, Record, Remover, SHRED_FROM_LEVEL, Timestamp,
+};
 
 /// The `.audit` file's inode number: below the first user inode, never stored.
 pub const AUDIT_INO: u64 = 8;
@@ -162,15 +164,20 @@ impl VaultFs {
 
     /// Waits for a human to approve opening `ino` if its level needs it.
     pub fn approval(&self, req: &Request, ino: u64) -> Res<()> {
-        let Some(level) = self.level_of(ino)? else { return Ok(()) };
+        let Some(level) = self.level_of(ino)?.filter(|l| self.vault.needs_approval(*l)) else {
+            return Ok(());
+        };
         let (_, path) = self.place(At::Node(ino));
         let comm = crate::sys::process_name(req.pid());
         let open = OpenRequest { level, pid: req.pid(), uid: req.uid(), comm: &comm, path: &path, ino };
         self.vault.await_approval(&open).map_err(e)
     }
 
-    /// Who removes what, for a tombstone.
+    /// Who removes what, for a tombstone (only levels that shred keep one).
     pub fn remover(&self, req: &Request, parent: u64, name: &[u8]) -> Remover {
+        if self.level_of(parent).ok().flatten().is_none_or(|l| l < SHRED_FROM_LEVEL) {
+            return Remover::default();
+        }
         let (_, path) = self.place(At::Entry(parent, name));
         Remover { uid: req.uid(), pid: req.pid(), comm: crate::sys::process_name(req.pid()), path }
     }

@@ -192,14 +192,15 @@ impl Approvals {
     }
 }
 
-/// Built-in rules (the policy can only tighten them): levels 3 to 5 need
-/// an approval per open, waited for up to a minute, good for a minute.
-pub fn default_rules(level: u8) -> ApprovalRules {
+/// The rules of `level` under `policy` (the vault starts from the policy
+/// floor, docs/POLICY.md, which a policy file can only tighten).
+pub fn rules_from(policy: &crate::policy::Policy, level: u8) -> ApprovalRules {
+    let l = &policy.levels[level as usize];
     ApprovalRules {
-        required: level >= 3,
-        timeout: Duration::from_secs(60),
-        window: Duration::from_secs(60),
-        cooldown: Duration::ZERO,
+        required: l.require_approval,
+        timeout: l.approval_timeout,
+        window: l.approval_window,
+        cooldown: l.cooldown,
     }
 }
 
@@ -211,6 +212,11 @@ impl Vault<Unlocked> {
 
     pub fn approval_rules(&self, level: u8) -> ApprovalRules {
         self.core().approval_rules.read().unwrap_or_else(|p| p.into_inner())[level as usize]
+    }
+
+    /// Whether opens at `level` wait for a human.
+    pub fn needs_approval(&self, level: u8) -> bool {
+        self.approval_rules(level).required
     }
 
     /// Waits for a human decision on `req` if its level needs one.

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use crate::format::TombstoneRecord;
-pub use approval::{ApprovalRules, OpenRequest, PendingOpen, default_rules};
+pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use enroll::{FactorKind, SlotInfo};
 pub use error::{Error, ErrorKind, Result};
@@ -181,7 +181,10 @@ impl Vault<Locked> {
             audit,
             gates: Default::default(),
             approvals: Default::default(),
-            approval_rules: std::sync::RwLock::new(std::array::from_fn(|l| default_rules(l as u8))),
+            approval_rules: std::sync::RwLock::new({
+                let floor = crate::policy::Policy::floor();
+                std::array::from_fn(|l| rules_from(&floor, l as u8))
+            }),
         };
         core.purge_unreachable()?;
         core.load_lockdown()?;

@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 
 use super::{AssertionRequest, Authenticator, Credential, Error};
 use crate::crypto::{self, Key32};
+use crate::format::hex;
 
 /// A presence test for an in-memory device: `true` means "the user touched".
 pub type PresenceFn = Box<dyn Fn() -> bool + Send + Sync>;
@@ -623,16 +624,6 @@ fn create(path: &Path, state: &State) -> Result<(), Error> {
 
 fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
