@@ -15,7 +15,10 @@ use libfuzzer_sys::fuzz_target;
 #[path = "common/mutate.rs"]
 mod mutate;
 use vaultfs::crypto::KdfParams;
-use vaultfs::format::{FORMAT_VERSION, Header, KDF_LIMITS, KeySlot, SLOT_KIND_PASSPHRASE};
+use vaultfs::format::{
+    FORMAT_VERSION, Factor, Fido2Factor, Header, KDF_LIMITS, KeySlot, MAX_SLOTS, SLOT_KIND_FACTORS,
+    SLOT_KIND_PASSPHRASE, encode_factors,
+};
 
 fn check(data: &[u8]) {
     if let Ok(h) = Header::decode(data) {
@@ -25,19 +28,42 @@ fn check(data: &[u8]) {
     }
 }
 
+fn valid_factors(u: &mut Unstructured) -> Result<Vec<Factor>> {
+    let n = u.int_in_range(1..=4usize)?;
+    let mut factors = Vec::with_capacity(n);
+    for _ in 0..n {
+        factors.push(if u.arbitrary()? {
+            let len = u.int_in_range(1..=512usize)?;
+            Factor::Tpm(u.bytes(len)?.to_vec())
+        } else {
+            let rp_len = u.int_in_range(0..=32usize)?;
+            let cred_len = u.int_in_range(1..=128usize)?;
+            Factor::Fido2(Fido2Factor {
+                rp_id: String::from_utf8_lossy(u.bytes(rp_len)?).chars().take(rp_len / 3).collect(),
+                credential_id: u.bytes(cred_len)?.to_vec(),
+                salt: u.arbitrary()?,
+                presence: u.arbitrary()?,
+                pin: u.arbitrary()?,
+            })
+        });
+    }
+    Ok(factors)
+}
+
 fn valid_header(u: &mut Unstructured) -> Result<Header> {
     let l = &KDF_LIMITS;
-    let n = u.int_in_range(5..=32usize)?;
+    let n = u.int_in_range(3..=MAX_SLOTS)?;
     let mut slots = Vec::with_capacity(n);
     for i in 0..n {
-        let level = if i < 5 { i as u8 + 1 } else { u.int_in_range(1..=5)? };
-        let len = u.int_in_range(0..=64usize)?;
-        slots.push(KeySlot {
-            level,
-            kind: SLOT_KIND_PASSPHRASE,
-            params: u.bytes(len)?.to_vec(),
-            wrapped: u.arbitrary()?,
-        });
+        // Levels 1-3 must each keep a passphrase slot; the rest may be
+        // either kind, at any stored level.
+        let level = if i < 3 { i as u8 + 1 } else { u.int_in_range(1..=5)? };
+        let (kind, params) = if i < 3 || u.arbitrary()? {
+            (SLOT_KIND_PASSPHRASE, Vec::new())
+        } else {
+            (SLOT_KIND_FACTORS, encode_factors(&valid_factors(u)?))
+        };
+        slots.push(KeySlot { level, kind, params, wrapped: u.arbitrary()? });
     }
     Ok(Header {
         version: FORMAT_VERSION,
