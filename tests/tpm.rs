@@ -125,6 +125,7 @@ fn assert_unreachable<T: std::fmt::Debug>(tcti: &str, started: Instant, r: Resul
         Err(e @ Error::Unreachable { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains(&format!("{tcti:?}")), "{msg}");
+            assert!(msg.contains("I/O error"), "{msg}");
         }
         other => panic!("expected Unreachable, got {other:?}"),
     }
@@ -162,12 +163,51 @@ fn a_port_nothing_listens_on_is_unreachable_quickly() {
 }
 
 #[test]
+fn a_peer_that_never_answers_times_out_as_unreachable() {
+    // Accepts connections (the TSS connects fine) but never replies: the TSS
+    // itself would wait forever for the response.
+    // The swtpm TCTI connects to the command port P and the control port P + 1.
+    let (silent, control) = (0..100)
+        .find_map(|_| {
+            let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let p = a.local_addr().unwrap().port();
+            let b = TcpListener::bind((Ipv4Addr::LOCALHOST, p.checked_add(1)?)).ok()?;
+            Some((a, b))
+        })
+        .expect("a free port pair");
+    let port = silent.local_addr().unwrap().port();
+    for listener in [silent, control] {
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                held.push(conn);
+            }
+        });
+    }
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    let mut cfg = TpmConfig::resolve(Some(&tcti), vec![]);
+    cfg.timeout = Duration::from_millis(500);
+    let t = Instant::now();
+    let err = tpm::probe(&cfg).unwrap_err();
+    let elapsed = t.elapsed();
+    let msg = err.to_string();
+    assert!(elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(3), "{elapsed:?}: {msg}");
+    assert!(
+        matches!(err, Error::Unreachable { .. }) && msg.contains(&tcti) && msg.contains("no answer"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn garbage_blobs_are_malformed() {
     let tpm = Swtpm::start();
     let cfg = cfg(&tpm, &[7]);
     let blob = tpm::seal(&cfg, &Key32::random().unwrap()).unwrap().to_bytes();
     for len in 0..blob.len() {
-        assert!(matches!(SealedBlob::from_bytes(&blob[..len]), Err(Error::Malformed(_))), "truncated to {len}");
+        assert!(
+            matches!(SealedBlob::from_bytes(&blob[..len]), Err(Error::Malformed(_))),
+            "truncated to {len}"
+        );
     }
     for bad in [&b""[..], b"\x00", b"\x01", b"\x02\x00", b"\x01\x00\x00\x00", b"\x01\x19"] {
         assert!(matches!(SealedBlob::from_bytes(bad), Err(Error::Malformed(_))), "{bad:?}");

@@ -4,8 +4,8 @@
 //! Include it with `#[path = "common/swtpm.rs"] mod swtpm;`.
 #![allow(dead_code)]
 
-use std::path::Path;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -32,7 +32,9 @@ impl SealedBlob {
     /// Builds a blob from what `TPM2_Create` returned. `pcrs` must be sorted,
     /// unique and below [`PCR_COUNT`] (the caller validated them).
     pub(super) fn new(pcrs: Vec<u8>, public: &Public, private: &Private) -> Result<Self, Error> {
-        let public = public.marshall().map_err(|e| Error::Tpm(format!("cannot marshal the sealed object's public area: {e}")))?;
+        let public = public
+            .marshall()
+            .map_err(|e| Error::Tpm(format!("cannot marshal the sealed object's public area: {e}")))?;
         let blob = SealedBlob { pcrs, public, private: private.value().to_vec() };
         // Re-parse what we are about to hand out, so a blob this function
         // returns always passes `from_bytes`.
@@ -214,7 +216,10 @@ mod tests {
     #[test]
     fn debug_shows_no_bytes() {
         let s = format!("{:?}", blob(&[7]));
-        assert_eq!(s, format!("SealedBlob {{ pcrs: [7], public_len: {}, private_len: 100 }}", blob(&[7]).public.len()));
+        assert_eq!(
+            s,
+            format!("SealedBlob {{ pcrs: [7], public_len: {}, private_len: 100 }}", blob(&[7]).public.len())
+        );
     }
 
     #[test]
@@ -257,7 +262,10 @@ mod tests {
         bytes.extend_from_slice(&(ecc.len() as u16).to_be_bytes());
         bytes.extend_from_slice(&ecc);
         bytes.extend_from_slice(&[0, 1, 0]);
-        assert_eq!(SealedBlob::from_bytes(&bytes), Err(Error::Malformed("public area is not a sealed-data object")));
+        assert_eq!(
+            SealedBlob::from_bytes(&bytes),
+            Err(Error::Malformed("public area is not a sealed-data object"))
+        );
     }
 
     proptest! {

@@ -66,6 +66,8 @@ mod blob;
 
 use std::fmt::Write as _;
 use std::str::FromStr;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use tss_esapi::Context;
 use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
@@ -91,6 +93,9 @@ pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 
 /// Environment variables consulted for the TCTI, in order (those of tpm2-tools).
 pub const TCTI_ENV_VARS: [&str; 3] = ["TPM2TOOLS_TCTI", "TCTI", "TSS2_TCTI"];
+
+/// How long a TPM operation may take before it is abandoned as unreachable.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many times an unseal is retried when the TPM reports that PCRs were
 /// extended between the policy check and the unseal (`TPM_RC_PCR_CHANGED`).
@@ -167,6 +172,9 @@ pub struct TpmConfig {
     /// SHA-256 bank PCR indices to bind to at seal, e.g. `[7, 16]`; empty = no PCR policy.
     /// Unseal uses the PCRs recorded in the blob instead.
     pub pcrs: Vec<u8>,
+    /// How long one operation may wait for the TPM before failing as
+    /// [`Error::Unreachable`] ([`DEFAULT_TIMEOUT`] from `resolve`).
+    pub timeout: Duration,
 }
 
 impl TpmConfig {
@@ -182,7 +190,7 @@ impl TpmConfig {
             .map(str::to_owned)
             .or_else(|| TCTI_ENV_VARS.iter().find_map(|v| env(v).filter(|s| !s.trim().is_empty())))
             .unwrap_or_else(|| DEFAULT_TCTI.to_owned());
-        TpmConfig { tcti: tcti.trim().to_owned(), pcrs }
+        TpmConfig { tcti: tcti.trim().to_owned(), pcrs, timeout: DEFAULT_TIMEOUT }
     }
 }
 
@@ -193,46 +201,34 @@ impl TpmConfig {
 /// clear (the `TPM2_Create` parameters are encrypted to the TPM).
 pub fn seal(cfg: &TpmConfig, secret: &Key32) -> Result<SealedBlob, Error> {
     let pcrs = normalize_pcrs(&cfg.pcrs)?;
-    let mut tpm = Tpm::connect(&cfg.tcti)?;
-    let result = tpm.seal(&pcrs, secret);
-    let closed = tpm.close();
-    let blob = result?;
-    closed?;
-    Ok(blob)
+    let secret = secret.clone();
+    on_worker(cfg, "seal", move |tcti| with_tpm(&tcti, |tpm| tpm.seal(&pcrs, &secret)))
 }
 
 /// Unseals the secret in `blob`: recreates the primary key, loads the sealed
 /// object, satisfies its PCR policy if it has one, and returns the secret.
 pub fn unseal(cfg: &TpmConfig, blob: &SealedBlob) -> Result<Key32, Error> {
-    let mut attempt = 0;
-    loop {
-        let mut tpm = Tpm::connect(&cfg.tcti)?;
-        let result = tpm.unseal(blob);
-        let closed = tpm.close();
-        match result {
-            Err(Raced) if attempt + 1 < PCR_RACE_RETRIES => attempt += 1,
-            Err(Raced) => {
-                return Err(Error::Tpm(
-                    "TPM2_Unseal: PCRs kept changing during the unseal (TPM_RC_PCR_CHANGED); retry".into(),
-                ));
-            }
-            Ok(result) => {
-                let key = result?;
-                closed?;
-                return Ok(key);
+    let blob = blob.clone();
+    on_worker(cfg, "unseal", move |tcti| {
+        for _ in 0..PCR_RACE_RETRIES {
+            match with_tpm(&tcti, |tpm| tpm.unseal(&blob)) {
+                Err(Unsealing::Raced) => continue,
+                Err(Unsealing::Failed(e)) => return Err(e),
+                Ok(key) => return Ok(key),
             }
         }
-    }
+        Err(Error::Tpm(
+            "TPM2_Unseal: PCRs kept changing during the unseal (TPM_RC_PCR_CHANGED); retry".into(),
+        ))
+    })
 }
 
 /// Reachability probe for `vaultfs status`: opens the TCTI and asks the TPM
 /// for one random byte.
 pub fn probe(cfg: &TpmConfig) -> Result<(), Error> {
-    let mut tpm = Tpm::connect(&cfg.tcti)?;
-    let result = tpm.ctx.get_random(1).map(drop).map_err(|e| tpm.error("TPM2_GetRandom", e));
-    let closed = tpm.close();
-    result?;
-    closed
+    on_worker(cfg, "probe", |tcti| {
+        with_tpm(&tcti, |tpm| tpm.ctx.get_random(1).map(drop).map_err(|e| tpm.error("TPM2_GetRandom", e)))
+    })
 }
 
 /// Extends PCR `index` of the SHA-256 bank with SHA-256(`data`) (like
@@ -245,17 +241,66 @@ pub fn extend_pcr(cfg: &TpmConfig, index: u8, data: &[u8]) -> Result<(), Error> 
         return Err(Error::BadPcr(index));
     }
     let handle = PcrHandle::try_from(u32::from(index)).map_err(|_| Error::BadPcr(index))?;
-    let digest = Digest::try_from(sha256(data).to_vec()).map_err(|e| Error::Tpm(format!("digest: {e}")))?;
-    let mut values = DigestValues::new();
-    values.set(HashingAlgorithm::Sha256, digest);
-    let mut tpm = Tpm::connect(&cfg.tcti)?;
-    let result = tpm
-        .ctx
-        .execute_with_session(Some(AuthSession::Password), |c| c.pcr_extend(handle, values))
-        .map_err(|e| tpm.error("TPM2_PCR_Extend", e));
+    let digest = sha256(data);
+    on_worker(cfg, "PCR extend", move |tcti| {
+        with_tpm(&tcti, |tpm| {
+            let digest =
+                Digest::try_from(digest.to_vec()).map_err(|e| Error::Tpm(format!("PCR digest: {e}")))?;
+            let mut values = DigestValues::new();
+            values.set(HashingAlgorithm::Sha256, digest);
+            tpm.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| c.pcr_extend(handle, values))
+                .map_err(|e| tpm.error("TPM2_PCR_Extend", e))
+        })
+    })
+}
+
+/// Runs `f` on its own connection to `tcti`, then flushes every transient
+/// handle `f` left, whether it succeeded or not.
+fn with_tpm<T, E: From<Error>>(tcti: &str, f: impl FnOnce(&mut Tpm) -> Result<T, E>) -> Result<T, E> {
+    let mut tpm = Tpm::connect(tcti)?;
+    let result = f(&mut tpm);
     let closed = tpm.close();
-    result?;
-    closed
+    let value = result?;
+    closed?;
+    Ok(value)
+}
+
+/// Runs `f(tcti)` on a worker thread and waits at most `cfg.timeout` for it.
+///
+/// The TSS waits for TPM responses without a time limit, so a TCTI peer that
+/// accepts the connection but never answers (a wedged TPM, a wrong port)
+/// would block the caller forever. On timeout the worker is abandoned: it
+/// ends, and drops whatever it produced (secrets are zeroized on drop), if
+/// the TPM ever answers. A panic inside the TSS bindings also ends up here
+/// as an error instead of unwinding into the caller.
+fn on_worker<T: Send + 'static>(
+    cfg: &TpmConfig,
+    op: &'static str,
+    f: impl FnOnce(String) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let tcti = cfg.tcti.clone();
+    std::thread::Builder::new()
+        .name("vaultfs-tpm".into())
+        .spawn(move || {
+            let _ = tx.send(f(tcti));
+        })
+        .map_err(|e| Error::Tpm(format!("{op}: cannot start a TPM worker thread: {e}")))?;
+    match rx.recv_timeout(cfg.timeout) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => Err(Error::Unreachable {
+            tcti: cfg.tcti.clone(),
+            reason: format!(
+                "no answer to the {op} within {} s (the TPM, or whatever listens at that address, \
+                 accepted the connection but does not respond)",
+                cfg.timeout.as_secs_f32()
+            ),
+        }),
+        Err(RecvTimeoutError::Disconnected) => {
+            Err(Error::Tpm(format!("{op}: the TPM worker panicked (a bug in vaultfs or its TSS bindings)")))
+        }
+    }
 }
 
 /// Sorted, deduplicated PCR indices, each checked to exist.
@@ -323,9 +368,6 @@ fn pcr_selection(pcrs: &[u8]) -> Result<PcrSelectionList, Error> {
         .build()
         .map_err(|e| Error::Tpm(format!("PCR selection {}: {e}", pcr_list(pcrs))))
 }
-
-/// The TPM asked us to start over (PCRs changed mid-unseal).
-struct Raced;
 
 /// An open TPM connection and the transient handles it must flush.
 struct Tpm {
@@ -462,20 +504,19 @@ impl Tpm {
         self.track(handle);
         let policy = PolicySession::try_from(trial).map_err(|e| self.error("trial session", e))?;
         // An empty expected digest makes a trial session use the current PCR values.
-        self.ctx.policy_pcr(policy, Digest::default(), selection).map_err(|e| self.error("TPM2_PolicyPCR", e))?;
+        self.ctx
+            .policy_pcr(policy, Digest::default(), selection)
+            .map_err(|e| self.error("TPM2_PolicyPCR", e))?;
         let digest = self.ctx.policy_get_digest(policy).map_err(|e| self.error("TPM2_PolicyGetDigest", e))?;
         self.flush(handle)?;
         Ok(digest)
     }
 
     fn seal(&mut self, pcrs: &[u8], secret: &Key32) -> Result<SealedBlob, Error> {
-        let (policy, user_with_auth) = if pcrs.is_empty() {
-            (Digest::default(), true)
-        } else {
-            (self.pcr_policy_digest(pcrs)?, false)
-        };
-        let template =
-            sealed_template(policy, user_with_auth).map_err(|e| Error::Tpm(format!("sealed template: {e}")))?;
+        let (policy, user_with_auth) =
+            if pcrs.is_empty() { (Digest::default(), true) } else { (self.pcr_policy_digest(pcrs)?, false) };
+        let template = sealed_template(policy, user_with_auth)
+            .map_err(|e| Error::Tpm(format!("sealed template: {e}")))?;
         let primary = self.primary()?;
         // Zeroized on drop (tss-esapi buffers are `Zeroizing`).
         let data = SensitiveData::try_from(&secret.as_bytes()[..])
@@ -483,21 +524,15 @@ impl Tpm {
         let session = self.session(SessionType::Hmac, primary, true, false)?;
         let created = self
             .ctx
-            .execute_with_session(Some(session), |c| c.create(primary, template, None, Some(data), None, None))
+            .execute_with_session(Some(session), |c| {
+                c.create(primary, template, None, Some(data), None, None)
+            })
             .map_err(|e| self.error("TPM2_Create", e))?;
         SealedBlob::new(pcrs.to_vec(), &created.out_public, &created.out_private)
     }
 
-    /// `Err(Raced)` asks the caller to retry on a fresh connection.
-    fn unseal(&mut self, blob: &SealedBlob) -> Result<Result<Key32, Error>, Raced> {
-        match self.try_unseal(blob) {
-            Err(Unsealing::Raced) => Err(Raced),
-            Err(Unsealing::Failed(e)) => Ok(Err(e)),
-            Ok(key) => Ok(Ok(key)),
-        }
-    }
-
-    fn try_unseal(&mut self, blob: &SealedBlob) -> Result<Key32, Unsealing> {
+    /// `Err(Unsealing::Raced)` asks the caller to retry on a fresh connection.
+    fn unseal(&mut self, blob: &SealedBlob) -> Result<Key32, Unsealing> {
         let public = blob.public()?;
         let private = blob.private()?;
         let primary = self.primary()?;
@@ -528,15 +563,15 @@ impl Tpm {
                 .map_err(|e| self.error("TPM2_PolicyPCR", e))?;
             session
         };
-        let data = self.ctx.execute_with_session(Some(session), |c| c.unseal(object.into())).map_err(|e| {
-            match kind(e) {
+        let data = self.ctx.execute_with_session(Some(session), |c| c.unseal(object.into())).map_err(
+            |e| match kind(e) {
                 Some(Tss2ResponseCodeKind::PolicyFail) if !blob.pcrs().is_empty() => {
                     Unsealing::Failed(Error::PcrMismatch { pcrs: blob.pcrs().to_vec() })
                 }
                 Some(Tss2ResponseCodeKind::PcrChanged) => Unsealing::Raced,
                 _ => Unsealing::Failed(self.error("TPM2_Unseal", e)),
-            }
-        })?;
+            },
+        )?;
         // `data` is zeroized when dropped at the end of this function.
         let bytes = data.value();
         if bytes.len() != 32 {
@@ -555,7 +590,9 @@ impl Drop for Tpm {
     }
 }
 
+/// How an unseal attempt failed.
 enum Unsealing {
+    /// PCRs changed between PolicyPCR and Unseal: start over.
     Raced,
     Failed(Error),
 }
@@ -594,26 +631,38 @@ fn kind(e: tss_esapi::Error) -> Option<Tss2ResponseCodeKind> {
 /// A human description of a TSS response code, with the code in hex.
 fn describe_rc(rc: Tss2ResponseCode) -> String {
     let raw = raw_rc(rc);
-    let base = raw & 0xffff;
-    let text = match layer(rc) {
-        0 => rc.to_string(),
-        TCTI_LAYER => match base {
-            1 => "TCTI general failure".to_owned(),
-            2 => "TCTI not implemented".to_owned(),
-            3 => "bad TCTI context".to_owned(),
-            4 => "TCTI ABI mismatch".to_owned(),
-            5 => "bad TCTI reference".to_owned(),
-            7 => "bad TCTI call sequence".to_owned(),
-            8 => "malformed response from the TPM".to_owned(),
-            9 => "bad TCTI configuration value".to_owned(),
-            10 => "I/O error (no such device, permission denied or connection refused)".to_owned(),
-            15 => "TCTI not permitted".to_owned(),
-            17 => "TCTI library not found or not loadable".to_owned(),
-            _ => "TCTI error".to_owned(),
-        },
-        other => format!("TSS error in layer {other}"),
+    let layer = layer(rc);
+    if layer == 0 {
+        return format!("{rc} (response code {raw:#x})");
+    }
+    let layer_name = match layer {
+        6 => "FAPI",
+        7 => "ESAPI",
+        8 => "SAPI",
+        9 => "marshalling",
+        TCTI_LAYER => "TCTI",
+        11 | 12 => "resource manager",
+        _ => "TSS",
     };
-    format!("{text} (response code {raw:#x})")
+    // TSS2_BASE_RC_* (tss2_common.h), shared by every software layer.
+    let what = match raw & 0xffff {
+        1 => "general failure",
+        2 => "not implemented",
+        3 => "bad context",
+        4 => "ABI mismatch",
+        8 => "no connection",
+        9 => "timed out, try again",
+        10 => "I/O error (no such device, permission denied, or connection refused or reset)",
+        11 => "bad configuration value",
+        12 => "not permitted",
+        17 | 19 => "malformed or short response from the TPM",
+        20 => "incompatible TCTI library",
+        21 => "not supported (is the library for this TCTI installed?)",
+        23 => "out of memory",
+        27 => "the TPM's response HMAC did not verify (something between us and the TPM altered it)",
+        _ => "error",
+    };
+    format!("{layer_name}: {what} (response code {raw:#x})")
 }
 
 #[cfg(test)]
@@ -626,11 +675,17 @@ mod tests {
             move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
         };
         let c = TpmConfig::resolve_with(Some("swtpm:port=1"), vec![7], env(&[("TPM2TOOLS_TCTI", "mssim")]));
-        assert_eq!(c, TpmConfig { tcti: "swtpm:port=1".into(), pcrs: vec![7] });
+        assert_eq!(c, TpmConfig { tcti: "swtpm:port=1".into(), pcrs: vec![7], timeout: DEFAULT_TIMEOUT });
         let all = &[("TSS2_TCTI", "c"), ("TCTI", "b"), ("TPM2TOOLS_TCTI", "a")];
         assert_eq!(TpmConfig::resolve_with(None, vec![], env(all)).tcti, "a");
-        assert_eq!(TpmConfig::resolve_with(None, vec![], env(&[("TSS2_TCTI", "c"), ("TCTI", "b")])).tcti, "b");
-        assert_eq!(TpmConfig::resolve_with(None, vec![], env(&[("TSS2_TCTI", "c"), ("TCTI", " ")])).tcti, "c");
+        assert_eq!(
+            TpmConfig::resolve_with(None, vec![], env(&[("TSS2_TCTI", "c"), ("TCTI", "b")])).tcti,
+            "b"
+        );
+        assert_eq!(
+            TpmConfig::resolve_with(None, vec![], env(&[("TSS2_TCTI", "c"), ("TCTI", " ")])).tcti,
+            "c"
+        );
         assert_eq!(TpmConfig::resolve_with(None, vec![], env(&[])).tcti, DEFAULT_TCTI);
     }
 
@@ -653,7 +708,7 @@ mod tests {
     #[test]
     fn bad_tcti_strings_are_refused_before_connecting() {
         for t in ["", "cmd:tpm2_send", "libtss2-tcti-mssim.so", "swtpm:port=notaport", "mssim:host=a@b"] {
-            assert_eq!(probe(&TpmConfig { tcti: t.into(), pcrs: vec![] }), Err(Error::InvalidTcti(t.into())), "{t}");
+            assert_eq!(probe(&TpmConfig::resolve(Some(t), vec![])), Err(Error::InvalidTcti(t.into())), "{t}");
         }
     }
 
