@@ -4,7 +4,9 @@
 #[path = "common/swtpm.rs"]
 mod swtpm;
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -14,6 +16,74 @@ use vaultfs::gate::tpm::{self, Error, SealedBlob, TpmConfig};
 
 fn cfg(tpm: &Swtpm, pcrs: &[u8]) -> TpmConfig {
     TpmConfig::resolve(Some(&tpm.tcti()), pcrs.to_vec())
+}
+
+/// Two loopback listeners on ports P and P + 1 (the swtpm TCTI's pair).
+fn listener_pair() -> (TcpListener, TcpListener) {
+    (0..100)
+        .find_map(|_| {
+            let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let p = a.local_addr().unwrap().port();
+            let b = TcpListener::bind((Ipv4Addr::LOCALHOST, p.checked_add(1)?)).ok()?;
+            Some((a, b))
+        })
+        .expect("a free loopback port pair")
+}
+
+/// A TCP relay in front of a swtpm that records every byte sent either way,
+/// i.e. what someone listening on the TPM bus would see.
+struct Tap {
+    port: u16,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Tap {
+    fn new(target: &Swtpm) -> Tap {
+        let (command, control) = listener_pair();
+        let port = command.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for (listener, dest) in [(command, target.port()), (control, target.port() + 1)] {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                for client in listener.incoming() {
+                    let Ok(client) = client else { continue };
+                    let server = TcpStream::connect((Ipv4Addr::LOCALHOST, dest)).unwrap();
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let seen2 = seen.clone();
+                    std::thread::spawn(move || pump(client, server, &seen2));
+                    let seen2 = seen.clone();
+                    std::thread::spawn(move || pump(s2, c2, &seen2));
+                }
+            });
+        }
+        Tap { port, seen }
+    }
+
+    fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// Whether any 8 consecutive bytes of `needle` crossed the wire.
+    fn saw_any_part_of(&self, needle: &[u8]) -> bool {
+        let seen = self.seen.lock().unwrap();
+        needle.windows(8).any(|w| seen.windows(8).any(|s| s == w))
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, seen: &Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 #[test]
@@ -33,6 +103,23 @@ fn seal_then_unseal_round_trips_the_secret() {
     let again = tpm::seal(&cfg, &secret).unwrap();
     assert_ne!(again.to_bytes(), blob.to_bytes());
     assert_eq!(tpm::unseal(&cfg, &again).unwrap().as_bytes(), secret.as_bytes());
+}
+
+#[test]
+fn the_secret_never_crosses_the_tpm_interface_in_the_clear() {
+    let tpm = Swtpm::start();
+    let tap = Tap::new(&tpm);
+    let secret = Key32::random().unwrap();
+    for pcrs in [&[][..], &[7, 16]] {
+        let cfg = TpmConfig::resolve(Some(&tap.tcti()), pcrs.to_vec());
+        let blob = tpm::seal(&cfg, &secret).unwrap();
+        assert_eq!(tpm::unseal(&cfg, &blob).unwrap().as_bytes(), secret.as_bytes());
+    }
+    assert!(!tap.saw_any_part_of(secret.as_bytes()), "secret bytes seen on the wire");
+    // Control: the tap does see parameters that are sent in the clear.
+    let cfg = TpmConfig::resolve(Some(&tap.tcti()), vec![]);
+    tpm::extend_pcr(&cfg, 16, b"visible").unwrap();
+    assert!(tap.saw_any_part_of(&vaultfs::crypto::sha256(b"visible")));
 }
 
 #[test]
@@ -167,14 +254,7 @@ fn a_peer_that_never_answers_times_out_as_unreachable() {
     // Accepts connections (the TSS connects fine) but never replies: the TSS
     // itself would wait forever for the response.
     // The swtpm TCTI connects to the command port P and the control port P + 1.
-    let (silent, control) = (0..100)
-        .find_map(|_| {
-            let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-            let p = a.local_addr().unwrap().port();
-            let b = TcpListener::bind((Ipv4Addr::LOCALHOST, p.checked_add(1)?)).ok()?;
-            Some((a, b))
-        })
-        .expect("a free port pair");
+    let (silent, control) = listener_pair();
     let port = silent.local_addr().unwrap().port();
     for listener in [silent, control] {
         std::thread::spawn(move || {
