@@ -296,6 +296,12 @@ fn garbage_blobs_are_malformed() {
     long.push(0);
     assert!(matches!(SealedBlob::from_bytes(&long), Err(Error::Malformed(_))));
 
+    // A blob pinned to another primary key is refused before anything is unsealed.
+    let mut repinned = blob.clone();
+    repinned[1] ^= 1;
+    let repinned = SealedBlob::from_bytes(&repinned).unwrap();
+    assert_eq!(tpm::unseal(&cfg, &repinned).unwrap_err(), Error::ForeignBlob);
+
     // A well-formed blob whose private area was tampered with: the TPM refuses it.
     let mut tampered = blob.clone();
     let last = tampered.len() - 1;
@@ -318,7 +324,9 @@ proptest! {
         public in prop::collection::vec(any::<u8>(), 0..200),
         private in prop::collection::vec(any::<u8>(), 0..100),
     ) {
-        let mut b = vec![1, pcrs.len() as u8];
+        let mut b = vec![1];
+        b.extend([0x42; 32]); // primary key fingerprint
+        b.push(pcrs.len() as u8);
         b.extend(pcrs.iter());
         b.extend((public.len() as u16).to_be_bytes());
         // A plausible TPMT_PUBLIC start (KEYEDHASH, SHA-256) half the time.

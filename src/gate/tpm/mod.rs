@@ -24,6 +24,11 @@
 //!   `TPM2_Create` runs in an HMAC session with command encryption, and
 //!   `TPM2_Unseal` in an HMAC (no PCRs) or policy (PCRs) session with
 //!   response encryption. This defeats a passive listener on the TPM bus.
+//! - **Primary pinning**: the blob records the fingerprint of the primary's
+//!   public area at enrollment. Unseal recreates the primary and refuses
+//!   ([`Error::ForeignBlob`]) unless it matches, before salting a session to
+//!   it, so a device between vaultfs and the TPM that substitutes its own
+//!   key cannot read the unsealed secret (trust on first use, at seal).
 //! - Every transient handle (primary, loaded object, sessions) is flushed
 //!   before a call returns, on success and on every error path: without a
 //!   resource manager (swtpm, `/dev/tpm0`) leaked handles would fill the TPM.
@@ -36,15 +41,16 @@
 //! | offset      | size | field |
 //! |-------------|------|-------|
 //! | 0           | 1    | layout version, `0x01` |
-//! | 1           | 1    | `n`, number of bound PCRs, 0 to 24 (0 = no PCR policy) |
-//! | 2           | n    | PCR indices of the SHA-256 bank, strictly increasing, each 0 to 23 |
-//! | 2+n         | 2    | `p`, size of the public area, ≥ 1 |
-//! | 4+n         | p    | sealed object's TPMT_PUBLIC (TPM 2.0 Part 2 marshalling, canonical) |
-//! | 4+n+p       | 2    | `q`, size of the private area, 1 to `sizeof(_PRIVATE)` |
-//! | 6+n+p       | q    | sealed object's TPM2B_PRIVATE buffer |
-//! | 6+n+p+q     | –    | end: trailing bytes are refused |
+//! | 1           | 32   | primary key fingerprint: SHA-256 of the primary's TPMT_PUBLIC at enrollment |
+//! | 33          | 1    | `n`, number of bound PCRs, 0 to 24 (0 = no PCR policy) |
+//! | 34          | n    | PCR indices of the SHA-256 bank, strictly increasing, each 0 to 23 |
+//! | 34+n        | 2    | `p`, size of the public area, ≥ 1 |
+//! | 36+n        | p    | sealed object's TPMT_PUBLIC (TPM 2.0 Part 2 marshalling, canonical) |
+//! | 36+n+p      | 2    | `q`, size of the private area, 1 to `sizeof(_PRIVATE)` |
+//! | 38+n+p      | q    | sealed object's TPM2B_PRIVATE buffer |
+//! | 38+n+p+q    | –    | end: trailing bytes are refused |
 //!
-//! Bytes `2+n .. 4+n+p` are therefore a marshalled TPM2B_PUBLIC and the
+//! Bytes `34+n .. 36+n+p` are therefore a marshalled TPM2B_PUBLIC and the
 //! rest a marshalled TPM2B_PRIVATE, the same bytes `tpm2_create -u … -r …`
 //! writes. The public area must be a keyed-hash object fixed to its TPM
 //! whose authorization agrees with the PCR list (a policy exactly when PCRs
@@ -83,6 +89,7 @@ use tss_esapi::structures::{
     SymmetricDefinition, SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
 
 use crate::crypto::{Key32, sha256};
 
@@ -138,10 +145,12 @@ pub enum Error {
         /// The PCRs the secret is bound to (the TPM does not say which of them changed).
         pcrs: Vec<u8>,
     },
-    /// The blob was sealed by another TPM, or this TPM's owner hierarchy was cleared since.
+    /// The blob was sealed by another TPM, this TPM's owner hierarchy was cleared since, or
+    /// the TPM's storage key differs from enrollment (impersonation).
     #[error(
-        "the TPM refused the sealed secret: it was sealed by another TPM, or this TPM was cleared \
-         since enrollment (new owner seed); unlock another way and re-enroll the TPM factor"
+        "the TPM refused the sealed secret: it was sealed by another TPM, this TPM was cleared \
+         since enrollment (new owner seed), or something between vaultfs and the TPM is \
+         impersonating it; unlock another way and re-enroll the TPM factor"
     )]
     ForeignBlob,
     /// The stored blob bytes are not a valid sealed blob (damaged or not ours).
@@ -439,18 +448,22 @@ impl Tpm {
         first
     }
 
-    /// Recreates the primary key (same template, same owner seed, same key).
-    fn primary(&mut self) -> Result<KeyHandle, Error> {
+    /// Recreates the primary key (same template, same owner seed, same key);
+    /// returns its handle and fingerprint (SHA-256 of its TPMT_PUBLIC).
+    fn primary(&mut self) -> Result<(KeyHandle, [u8; 32]), Error> {
         let template = primary_template().map_err(|e| Error::Tpm(format!("primary template: {e}")))?;
-        let key = self
+        let created = self
             .ctx
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.create_primary(Hierarchy::Owner, template, None, None, None, None)
             })
-            .map_err(|e| self.error("TPM2_CreatePrimary", e))?
-            .key_handle;
-        self.track(key.into());
-        Ok(key)
+            .map_err(|e| self.error("TPM2_CreatePrimary", e))?;
+        self.track(created.key_handle.into());
+        let public = created
+            .out_public
+            .marshall()
+            .map_err(|e| Error::Tpm(format!("cannot marshal the primary key's public area: {e}")))?;
+        Ok((created.key_handle, sha256(&public)))
     }
 
     /// Starts a session salted with `salt_key`, AES-128-CFB parameter
@@ -517,7 +530,7 @@ impl Tpm {
             if pcrs.is_empty() { (Digest::default(), true) } else { (self.pcr_policy_digest(pcrs)?, false) };
         let template = sealed_template(policy, user_with_auth)
             .map_err(|e| Error::Tpm(format!("sealed template: {e}")))?;
-        let primary = self.primary()?;
+        let (primary, fingerprint) = self.primary()?;
         // Zeroized on drop (tss-esapi buffers are `Zeroizing`).
         let data = SensitiveData::try_from(&secret.as_bytes()[..])
             .map_err(|e| Error::Tpm(format!("secret buffer: {e}")))?;
@@ -528,14 +541,19 @@ impl Tpm {
                 c.create(primary, template, None, Some(data), None, None)
             })
             .map_err(|e| self.error("TPM2_Create", e))?;
-        SealedBlob::new(pcrs.to_vec(), &created.out_public, &created.out_private)
+        SealedBlob::new(fingerprint, pcrs.to_vec(), &created.out_public, &created.out_private)
     }
 
     /// `Err(Unsealing::Raced)` asks the caller to retry on a fresh connection.
     fn unseal(&mut self, blob: &SealedBlob) -> Result<Key32, Unsealing> {
         let public = blob.public()?;
         let private = blob.private()?;
-        let primary = self.primary()?;
+        let (primary, fingerprint) = self.primary()?;
+        // Another TPM, a cleared one, or something impersonating the TPM:
+        // refuse before salting any session to that key.
+        if &fingerprint != blob.primary_fingerprint() {
+            return Err(Error::ForeignBlob.into());
+        }
         let object = self
             .ctx
             .execute_with_session(Some(AuthSession::Password), |c| c.load(primary, private, public))
