@@ -4,7 +4,9 @@
 #[path = "common/swtpm.rs"]
 mod swtpm;
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -14,6 +16,74 @@ use vaultfs::gate::tpm::{self, Error, SealedBlob, TpmConfig};
 
 fn cfg(tpm: &Swtpm, pcrs: &[u8]) -> TpmConfig {
     TpmConfig::resolve(Some(&tpm.tcti()), pcrs.to_vec())
+}
+
+/// Two loopback listeners on ports P and P + 1 (the swtpm TCTI's pair).
+fn listener_pair() -> (TcpListener, TcpListener) {
+    (0..100)
+        .find_map(|_| {
+            let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let p = a.local_addr().unwrap().port();
+            let b = TcpListener::bind((Ipv4Addr::LOCALHOST, p.checked_add(1)?)).ok()?;
+            Some((a, b))
+        })
+        .expect("a free loopback port pair")
+}
+
+/// A TCP relay in front of a swtpm that records every byte sent either way,
+/// i.e. what someone listening on the TPM bus would see.
+struct Tap {
+    port: u16,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Tap {
+    fn new(target: &Swtpm) -> Tap {
+        let (command, control) = listener_pair();
+        let port = command.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for (listener, dest) in [(command, target.port()), (control, target.port() + 1)] {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                for client in listener.incoming() {
+                    let Ok(client) = client else { continue };
+                    let server = TcpStream::connect((Ipv4Addr::LOCALHOST, dest)).unwrap();
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let seen2 = seen.clone();
+                    std::thread::spawn(move || pump(client, server, &seen2));
+                    let seen2 = seen.clone();
+                    std::thread::spawn(move || pump(s2, c2, &seen2));
+                }
+            });
+        }
+        Tap { port, seen }
+    }
+
+    fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// Whether any 8 consecutive bytes of `needle` crossed the wire.
+    fn saw_any_part_of(&self, needle: &[u8]) -> bool {
+        let seen = self.seen.lock().unwrap();
+        needle.windows(8).any(|w| seen.windows(8).any(|s| s == w))
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, seen: &Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 #[test]
@@ -33,6 +103,23 @@ fn seal_then_unseal_round_trips_the_secret() {
     let again = tpm::seal(&cfg, &secret).unwrap();
     assert_ne!(again.to_bytes(), blob.to_bytes());
     assert_eq!(tpm::unseal(&cfg, &again).unwrap().as_bytes(), secret.as_bytes());
+}
+
+#[test]
+fn the_secret_never_crosses_the_tpm_interface_in_the_clear() {
+    let tpm = Swtpm::start();
+    let tap = Tap::new(&tpm);
+    let secret = Key32::random().unwrap();
+    for pcrs in [&[][..], &[7, 16]] {
+        let cfg = TpmConfig::resolve(Some(&tap.tcti()), pcrs.to_vec());
+        let blob = tpm::seal(&cfg, &secret).unwrap();
+        assert_eq!(tpm::unseal(&cfg, &blob).unwrap().as_bytes(), secret.as_bytes());
+    }
+    assert!(!tap.saw_any_part_of(secret.as_bytes()), "secret bytes seen on the wire");
+    // Control: the tap does see parameters that are sent in the clear.
+    let cfg = TpmConfig::resolve(Some(&tap.tcti()), vec![]);
+    tpm::extend_pcr(&cfg, 16, b"visible").unwrap();
+    assert!(tap.saw_any_part_of(&vaultfs::crypto::sha256(b"visible")));
 }
 
 #[test]
@@ -125,6 +212,7 @@ fn assert_unreachable<T: std::fmt::Debug>(tcti: &str, started: Instant, r: Resul
         Err(e @ Error::Unreachable { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains(&format!("{tcti:?}")), "{msg}");
+            assert!(msg.contains("I/O error"), "{msg}");
         }
         other => panic!("expected Unreachable, got {other:?}"),
     }
@@ -162,6 +250,35 @@ fn a_port_nothing_listens_on_is_unreachable_quickly() {
 }
 
 #[test]
+fn a_peer_that_never_answers_times_out_as_unreachable() {
+    // Accepts connections (the TSS connects fine) but never replies: the TSS
+    // itself would wait forever for the response.
+    // The swtpm TCTI connects to the command port P and the control port P + 1.
+    let (silent, control) = listener_pair();
+    let port = silent.local_addr().unwrap().port();
+    for listener in [silent, control] {
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                held.push(conn);
+            }
+        });
+    }
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    let mut cfg = TpmConfig::resolve(Some(&tcti), vec![]);
+    cfg.timeout = Duration::from_millis(500);
+    let t = Instant::now();
+    let err = tpm::probe(&cfg).unwrap_err();
+    let elapsed = t.elapsed();
+    let msg = err.to_string();
+    assert!(elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(3), "{elapsed:?}: {msg}");
+    assert!(
+        matches!(err, Error::Unreachable { .. }) && msg.contains(&tcti) && msg.contains("no answer"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn garbage_blobs_are_malformed() {
     let tpm = Swtpm::start();
     let cfg = cfg(&tpm, &[7]);
@@ -178,6 +295,12 @@ fn garbage_blobs_are_malformed() {
     let mut long = blob.clone();
     long.push(0);
     assert!(matches!(SealedBlob::from_bytes(&long), Err(Error::Malformed(_))));
+
+    // A blob pinned to another primary key is refused before anything is unsealed.
+    let mut repinned = blob.clone();
+    repinned[1] ^= 1;
+    let repinned = SealedBlob::from_bytes(&repinned).unwrap();
+    assert_eq!(tpm::unseal(&cfg, &repinned).unwrap_err(), Error::ForeignBlob);
 
     // A well-formed blob whose private area was tampered with: the TPM refuses it.
     let mut tampered = blob.clone();
@@ -201,7 +324,9 @@ proptest! {
         public in prop::collection::vec(any::<u8>(), 0..200),
         private in prop::collection::vec(any::<u8>(), 0..100),
     ) {
-        let mut b = vec![1, pcrs.len() as u8];
+        let mut b = vec![1];
+        b.extend([0x42; 32]); // primary key fingerprint
+        b.push(pcrs.len() as u8);
         b.extend(pcrs.iter());
         b.extend((public.len() as u16).to_be_bytes());
         // A plausible TPMT_PUBLIC start (KEYEDHASH, SHA-256) half the time.

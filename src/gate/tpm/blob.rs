@@ -21,6 +21,8 @@ pub const PCR_COUNT: u8 = 24;
 /// Holds no secret in the clear; `Debug` shows only sizes and PCRs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedBlob {
+    /// SHA-256 of the primary key's TPMT_PUBLIC at enrollment.
+    primary: [u8; 32],
     pcrs: Vec<u8>,
     /// Canonical marshalled TPMT_PUBLIC of a keyed-hash (sealed data) object.
     public: Vec<u8>,
@@ -31,11 +33,16 @@ pub struct SealedBlob {
 impl SealedBlob {
     /// Builds a blob from what `TPM2_Create` returned. `pcrs` must be sorted,
     /// unique and below [`PCR_COUNT`] (the caller validated them).
-    pub(super) fn new(pcrs: Vec<u8>, public: &Public, private: &Private) -> Result<Self, Error> {
+    pub(super) fn new(
+        primary: [u8; 32],
+        pcrs: Vec<u8>,
+        public: &Public,
+        private: &Private,
+    ) -> Result<Self, Error> {
         let public = public
             .marshall()
             .map_err(|e| Error::Tpm(format!("cannot marshal the sealed object's public area: {e}")))?;
-        let blob = SealedBlob { pcrs, public, private: private.value().to_vec() };
+        let blob = SealedBlob { primary, pcrs, public, private: private.value().to_vec() };
         // Re-parse what we are about to hand out, so a blob this function
         // returns always passes `from_bytes`.
         SealedBlob::from_bytes(&blob.to_bytes())
@@ -44,6 +51,13 @@ impl SealedBlob {
     /// The PCR indices (SHA-256 bank) the secret is bound to; empty if none.
     pub fn pcrs(&self) -> &[u8] {
         &self.pcrs
+    }
+
+    /// SHA-256 of the marshalled TPMT_PUBLIC of the primary key the secret
+    /// was sealed under: the recreated primary must match it before any
+    /// secret-bearing session is salted to it.
+    pub(super) fn primary_fingerprint(&self) -> &[u8; 32] {
+        &self.primary
     }
 
     /// The sealed object's public area.
@@ -58,8 +72,9 @@ impl SealedBlob {
 
     /// The stable byte encoding (layout in the module documentation).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(6 + self.pcrs.len() + self.public.len() + self.private.len());
+        let mut out = Vec::with_capacity(38 + self.pcrs.len() + self.public.len() + self.private.len());
         out.push(VERSION);
+        out.extend_from_slice(&self.primary);
         // Lengths were bounded when the blob was built or parsed.
         out.push(self.pcrs.len() as u8);
         out.extend_from_slice(&self.pcrs);
@@ -78,6 +93,8 @@ impl SealedBlob {
         if version != VERSION {
             return Err(Error::Malformed("unknown blob version (made by a newer vaultfs?)"));
         }
+        let mut primary = [0u8; 32];
+        primary.copy_from_slice(r.take(32, "truncated primary key fingerprint")?);
         let n = r.u8("missing PCR count")?;
         if n > PCR_COUNT {
             return Err(Error::Malformed("more than 24 PCRs"));
@@ -104,7 +121,7 @@ impl SealedBlob {
         }
         Private::try_from(private.as_slice()).map_err(|_| Error::Malformed("private area too long"))?;
         check_public(&public, !pcrs.is_empty())?;
-        Ok(SealedBlob { pcrs, public, private })
+        Ok(SealedBlob { primary, pcrs, public, private })
     }
 }
 
@@ -180,8 +197,10 @@ mod tests {
         Private::try_from((0u8..=99).collect::<Vec<_>>()).unwrap()
     }
 
+    const PRIMARY: [u8; 32] = [0x5a; 32];
+
     fn blob(pcrs: &[u8]) -> SealedBlob {
-        SealedBlob::new(pcrs.to_vec(), &public(!pcrs.is_empty()), &private()).unwrap()
+        SealedBlob::new(PRIMARY, pcrs.to_vec(), &public(!pcrs.is_empty()), &private()).unwrap()
     }
 
     #[test]
@@ -189,7 +208,9 @@ mod tests {
         let b = blob(&[7, 16]);
         let bytes = b.to_bytes();
         let pub_bytes = public(true).marshall().unwrap();
-        let mut expect = vec![1, 2, 7, 16];
+        let mut expect = vec![1];
+        expect.extend_from_slice(&PRIMARY);
+        expect.extend_from_slice(&[2, 7, 16]);
         expect.extend_from_slice(&(pub_bytes.len() as u16).to_be_bytes());
         expect.extend_from_slice(&pub_bytes);
         expect.extend_from_slice(&[0, 100]);
@@ -197,7 +218,7 @@ mod tests {
         assert_eq!(bytes, expect);
         // The public part starts with TPMI_ALG_PUBLIC = TPM_ALG_KEYEDHASH (0x0008)
         // then nameAlg = TPM_ALG_SHA256 (0x000B).
-        assert_eq!(bytes[6..10], [0x00, 0x08, 0x00, 0x0b]);
+        assert_eq!(bytes[38..42], [0x00, 0x08, 0x00, 0x0b]);
     }
 
     #[test]
@@ -207,6 +228,7 @@ mod tests {
             let back = SealedBlob::from_bytes(&b.to_bytes()).unwrap();
             assert_eq!(back, b);
             assert_eq!(back.pcrs(), pcrs);
+            assert_eq!(back.primary_fingerprint(), &PRIMARY);
             assert_eq!(back.public().unwrap(), public(!pcrs.is_empty()));
             assert_eq!(back.private().unwrap(), private());
             assert_eq!(back.to_bytes(), b.to_bytes());
@@ -243,22 +265,24 @@ mod tests {
             other => panic!("expected Malformed, got {other:?}"),
         };
         assert!(mal(with(0, 2)).contains("version"));
-        assert!(mal(with(1, 25)).contains("24"));
-        assert!(mal(with(3, 24)).contains("above 23"));
-        assert!(mal(with(3, 7)).contains("increasing"));
+        assert!(mal(with(33, 25)).contains("24"));
+        assert!(mal(with(35, 24)).contains("above 23"));
+        assert!(mal(with(35, 7)).contains("increasing"));
         let mut trailing = good.clone();
         trailing.push(0);
         assert!(mal(SealedBlob::from_bytes(&trailing)).contains("trailing"));
         // A PCR list that disagrees with the object's policy.
         let mut unbound = good.clone();
-        unbound.splice(1..4, [0u8]);
+        unbound.splice(33..36, [0u8]);
         assert!(mal(SealedBlob::from_bytes(&unbound)).contains("policy"));
     }
 
     #[test]
     fn non_sealed_objects_are_refused() {
         let ecc = super::super::primary_template().unwrap().marshall().unwrap();
-        let mut bytes = vec![1, 0];
+        let mut bytes = vec![1];
+        bytes.extend_from_slice(&PRIMARY);
+        bytes.push(0);
         bytes.extend_from_slice(&(ecc.len() as u16).to_be_bytes());
         bytes.extend_from_slice(&ecc);
         bytes.extend_from_slice(&[0, 1, 0]);

@@ -24,6 +24,11 @@
 //!   `TPM2_Create` runs in an HMAC session with command encryption, and
 //!   `TPM2_Unseal` in an HMAC (no PCRs) or policy (PCRs) session with
 //!   response encryption. This defeats a passive listener on the TPM bus.
+//! - **Primary pinning**: the blob records the fingerprint of the primary's
+//!   public area at enrollment. Unseal recreates the primary and refuses
+//!   ([`Error::ForeignBlob`]) unless it matches, before salting a session to
+//!   it, so a device between vaultfs and the TPM that substitutes its own
+//!   key cannot read the unsealed secret (trust on first use, at seal).
 //! - Every transient handle (primary, loaded object, sessions) is flushed
 //!   before a call returns, on success and on every error path: without a
 //!   resource manager (swtpm, `/dev/tpm0`) leaked handles would fill the TPM.
@@ -36,15 +41,16 @@
 //! | offset      | size | field |
 //! |-------------|------|-------|
 //! | 0           | 1    | layout version, `0x01` |
-//! | 1           | 1    | `n`, number of bound PCRs, 0 to 24 (0 = no PCR policy) |
-//! | 2           | n    | PCR indices of the SHA-256 bank, strictly increasing, each 0 to 23 |
-//! | 2+n         | 2    | `p`, size of the public area, ≥ 1 |
-//! | 4+n         | p    | sealed object's TPMT_PUBLIC (TPM 2.0 Part 2 marshalling, canonical) |
-//! | 4+n+p       | 2    | `q`, size of the private area, 1 to `sizeof(_PRIVATE)` |
-//! | 6+n+p       | q    | sealed object's TPM2B_PRIVATE buffer |
-//! | 6+n+p+q     | –    | end: trailing bytes are refused |
+//! | 1           | 32   | primary key fingerprint: SHA-256 of the primary's TPMT_PUBLIC at enrollment |
+//! | 33          | 1    | `n`, number of bound PCRs, 0 to 24 (0 = no PCR policy) |
+//! | 34          | n    | PCR indices of the SHA-256 bank, strictly increasing, each 0 to 23 |
+//! | 34+n        | 2    | `p`, size of the public area, ≥ 1 |
+//! | 36+n        | p    | sealed object's TPMT_PUBLIC (TPM 2.0 Part 2 marshalling, canonical) |
+//! | 36+n+p      | 2    | `q`, size of the private area, 1 to `sizeof(_PRIVATE)` |
+//! | 38+n+p      | q    | sealed object's TPM2B_PRIVATE buffer |
+//! | 38+n+p+q    | –    | end: trailing bytes are refused |
 //!
-//! Bytes `2+n .. 4+n+p` are therefore a marshalled TPM2B_PUBLIC and the
+//! Bytes `34+n .. 36+n+p` are therefore a marshalled TPM2B_PUBLIC and the
 //! rest a marshalled TPM2B_PRIVATE, the same bytes `tpm2_create -u … -r …`
 //! writes. The public area must be a keyed-hash object fixed to its TPM
 //! whose authorization agrees with the PCR list (a policy exactly when PCRs
@@ -66,6 +72,8 @@ mod blob;
 
 use std::fmt::Write as _;
 use std::str::FromStr;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use tss_esapi::Context;
 use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
@@ -81,6 +89,7 @@ use tss_esapi::structures::{
     SymmetricDefinition, SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
 
 use crate::crypto::{Key32, sha256};
 
@@ -91,6 +100,9 @@ pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 
 /// Environment variables consulted for the TCTI, in order (those of tpm2-tools).
 pub const TCTI_ENV_VARS: [&str; 3] = ["TPM2TOOLS_TCTI", "TCTI", "TSS2_TCTI"];
+
+/// How long a TPM operation may take before it is abandoned as unreachable.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many times an unseal is retried when the TPM reports that PCRs were
 /// extended between the policy check and the unseal (`TPM_RC_PCR_CHANGED`).
@@ -133,10 +145,12 @@ pub enum Error {
         /// The PCRs the secret is bound to (the TPM does not say which of them changed).
         pcrs: Vec<u8>,
     },
-    /// The blob was sealed by another TPM, or this TPM's owner hierarchy was cleared since.
+    /// The blob was sealed by another TPM, this TPM's owner hierarchy was cleared since, or
+    /// the TPM's storage key differs from enrollment (impersonation).
     #[error(
-        "the TPM refused the sealed secret: it was sealed by another TPM, or this TPM was cleared \
-         since enrollment (new owner seed); unlock another way and re-enroll the TPM factor"
+        "the TPM refused the sealed secret: it was sealed by another TPM, this TPM was cleared \
+         since enrollment (new owner seed), or something between vaultfs and the TPM is \
+         impersonating it; unlock another way and re-enroll the TPM factor"
     )]
     ForeignBlob,
     /// The stored blob bytes are not a valid sealed blob (damaged or not ours).
@@ -167,6 +181,9 @@ pub struct TpmConfig {
     /// SHA-256 bank PCR indices to bind to at seal, e.g. `[7, 16]`; empty = no PCR policy.
     /// Unseal uses the PCRs recorded in the blob instead.
     pub pcrs: Vec<u8>,
+    /// How long one operation may wait for the TPM before failing as
+    /// [`Error::Unreachable`] ([`DEFAULT_TIMEOUT`] from `resolve`).
+    pub timeout: Duration,
 }
 
 impl TpmConfig {
@@ -182,7 +199,7 @@ impl TpmConfig {
             .map(str::to_owned)
             .or_else(|| TCTI_ENV_VARS.iter().find_map(|v| env(v).filter(|s| !s.trim().is_empty())))
             .unwrap_or_else(|| DEFAULT_TCTI.to_owned());
-        TpmConfig { tcti: tcti.trim().to_owned(), pcrs }
+        TpmConfig { tcti: tcti.trim().to_owned(), pcrs, timeout: DEFAULT_TIMEOUT }
     }
 }
 
@@ -193,46 +210,34 @@ impl TpmConfig {
 /// clear (the `TPM2_Create` parameters are encrypted to the TPM).
 pub fn seal(cfg: &TpmConfig, secret: &Key32) -> Result<SealedBlob, Error> {
     let pcrs = normalize_pcrs(&cfg.pcrs)?;
-    let mut tpm = Tpm::connect(&cfg.tcti)?;
-    let result = tpm.seal(&pcrs, secret);
-    let closed = tpm.close();
-    let blob = result?;
-    closed?;
-    Ok(blob)
+    let secret = secret.clone();
+    on_worker(cfg, "seal", move |tcti| with_tpm(&tcti, |tpm| tpm.seal(&pcrs, &secret)))
 }
 
 /// Unseals the secret in `blob`: recreates the primary key, loads the sealed
 /// object, satisfies its PCR policy if it has one, and returns the secret.
 pub fn unseal(cfg: &TpmConfig, blob: &SealedBlob) -> Result<Key32, Error> {
-    let mut attempt = 0;
-    loop {
-        let mut tpm = Tpm::connect(&cfg.tcti)?;
-        let result = tpm.unseal(blob);
-        let closed = tpm.close();
-        match result {
-            Err(Raced) if attempt + 1 < PCR_RACE_RETRIES => attempt += 1,
-            Err(Raced) => {
-                return Err(Error::Tpm(
-                    "TPM2_Unseal: PCRs kept changing during the unseal (TPM_RC_PCR_CHANGED); retry".into(),
-                ));
-            }
-            Ok(result) => {
-                let key = result?;
-                closed?;
-                return Ok(key);
+    let blob = blob.clone();
+    on_worker(cfg, "unseal", move |tcti| {
+        for _ in 0..PCR_RACE_RETRIES {
+            match with_tpm(&tcti, |tpm| tpm.unseal(&blob)) {
+                Err(Unsealing::Raced) => continue,
+                Err(Unsealing::Failed(e)) => return Err(e),
+                Ok(key) => return Ok(key),
             }
         }
-    }
+        Err(Error::Tpm(
+            "TPM2_Unseal: PCRs kept changing during the unseal (TPM_RC_PCR_CHANGED); retry".into(),
+        ))
+    })
 }
 
 /// Reachability probe for `vaultfs status`: opens the TCTI and asks the TPM
 /// for one random byte.
 pub fn probe(cfg: &TpmConfig) -> Result<(), Error> {
-    let mut tpm = Tpm::connect(&cfg.tcti)?;
-    let result = tpm.ctx.get_random(1).map(drop).map_err(|e| tpm.error("TPM2_GetRandom", e));
-    let closed = tpm.close();
-    result?;
-    closed
+    on_worker(cfg, "probe", |tcti| {
+        with_tpm(&tcti, |tpm| tpm.ctx.get_random(1).map(drop).map_err(|e| tpm.error("TPM2_GetRandom", e)))
+    })
 }
 
 /// Extends PCR `index` of the SHA-256 bank with SHA-256(`data`) (like
@@ -245,17 +250,66 @@ pub fn extend_pcr(cfg: &TpmConfig, index: u8, data: &[u8]) -> Result<(), Error> 
         return Err(Error::BadPcr(index));
     }
     let handle = PcrHandle::try_from(u32::from(index)).map_err(|_| Error::BadPcr(index))?;
-    let digest = Digest::try_from(sha256(data).to_vec()).map_err(|e| Error::Tpm(format!("digest: {e}")))?;
-    let mut values = DigestValues::new();
-    values.set(HashingAlgorithm::Sha256, digest);
-    let mut tpm = Tpm::connect(&cfg.tcti)?;
-    let result = tpm
-        .ctx
-        .execute_with_session(Some(AuthSession::Password), |c| c.pcr_extend(handle, values))
-        .map_err(|e| tpm.error("TPM2_PCR_Extend", e));
+    let digest = sha256(data);
+    on_worker(cfg, "PCR extend", move |tcti| {
+        with_tpm(&tcti, |tpm| {
+            let digest =
+                Digest::try_from(digest.to_vec()).map_err(|e| Error::Tpm(format!("PCR digest: {e}")))?;
+            let mut values = DigestValues::new();
+            values.set(HashingAlgorithm::Sha256, digest);
+            tpm.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| c.pcr_extend(handle, values))
+                .map_err(|e| tpm.error("TPM2_PCR_Extend", e))
+        })
+    })
+}
+
+/// Runs `f` on its own connection to `tcti`, then flushes every transient
+/// handle `f` left, whether it succeeded or not.
+fn with_tpm<T, E: From<Error>>(tcti: &str, f: impl FnOnce(&mut Tpm) -> Result<T, E>) -> Result<T, E> {
+    let mut tpm = Tpm::connect(tcti)?;
+    let result = f(&mut tpm);
     let closed = tpm.close();
-    result?;
-    closed
+    let value = result?;
+    closed?;
+    Ok(value)
+}
+
+/// Runs `f(tcti)` on a worker thread and waits at most `cfg.timeout` for it.
+///
+/// The TSS waits for TPM responses without a time limit, so a TCTI peer that
+/// accepts the connection but never answers (a wedged TPM, a wrong port)
+/// would block the caller forever. On timeout the worker is abandoned: it
+/// ends, and drops whatever it produced (secrets are zeroized on drop), if
+/// the TPM ever answers. A panic inside the TSS bindings also ends up here
+/// as an error instead of unwinding into the caller.
+fn on_worker<T: Send + 'static>(
+    cfg: &TpmConfig,
+    op: &'static str,
+    f: impl FnOnce(String) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let tcti = cfg.tcti.clone();
+    std::thread::Builder::new()
+        .name("vaultfs-tpm".into())
+        .spawn(move || {
+            let _ = tx.send(f(tcti));
+        })
+        .map_err(|e| Error::Tpm(format!("{op}: cannot start a TPM worker thread: {e}")))?;
+    match rx.recv_timeout(cfg.timeout) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => Err(Error::Unreachable {
+            tcti: cfg.tcti.clone(),
+            reason: format!(
+                "no answer to the {op} within {} s (the TPM, or whatever listens at that address, \
+                 accepted the connection but does not respond)",
+                cfg.timeout.as_secs_f32()
+            ),
+        }),
+        Err(RecvTimeoutError::Disconnected) => {
+            Err(Error::Tpm(format!("{op}: the TPM worker panicked (a bug in vaultfs or its TSS bindings)")))
+        }
+    }
 }
 
 /// Sorted, deduplicated PCR indices, each checked to exist.
@@ -323,9 +377,6 @@ fn pcr_selection(pcrs: &[u8]) -> Result<PcrSelectionList, Error> {
         .build()
         .map_err(|e| Error::Tpm(format!("PCR selection {}: {e}", pcr_list(pcrs))))
 }
-
-/// The TPM asked us to start over (PCRs changed mid-unseal).
-struct Raced;
 
 /// An open TPM connection and the transient handles it must flush.
 struct Tpm {
@@ -397,18 +448,22 @@ impl Tpm {
         first
     }
 
-    /// Recreates the primary key (same template, same owner seed, same key).
-    fn primary(&mut self) -> Result<KeyHandle, Error> {
+    /// Recreates the primary key (same template, same owner seed, same key);
+    /// returns its handle and fingerprint (SHA-256 of its TPMT_PUBLIC).
+    fn primary(&mut self) -> Result<(KeyHandle, [u8; 32]), Error> {
         let template = primary_template().map_err(|e| Error::Tpm(format!("primary template: {e}")))?;
-        let key = self
+        let created = self
             .ctx
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.create_primary(Hierarchy::Owner, template, None, None, None, None)
             })
-            .map_err(|e| self.error("TPM2_CreatePrimary", e))?
-            .key_handle;
-        self.track(key.into());
-        Ok(key)
+            .map_err(|e| self.error("TPM2_CreatePrimary", e))?;
+        self.track(created.key_handle.into());
+        let public = created
+            .out_public
+            .marshall()
+            .map_err(|e| Error::Tpm(format!("cannot marshal the primary key's public area: {e}")))?;
+        Ok((created.key_handle, sha256(&public)))
     }
 
     /// Starts a session salted with `salt_key`, AES-128-CFB parameter
@@ -475,7 +530,7 @@ impl Tpm {
             if pcrs.is_empty() { (Digest::default(), true) } else { (self.pcr_policy_digest(pcrs)?, false) };
         let template = sealed_template(policy, user_with_auth)
             .map_err(|e| Error::Tpm(format!("sealed template: {e}")))?;
-        let primary = self.primary()?;
+        let (primary, fingerprint) = self.primary()?;
         // Zeroized on drop (tss-esapi buffers are `Zeroizing`).
         let data = SensitiveData::try_from(&secret.as_bytes()[..])
             .map_err(|e| Error::Tpm(format!("secret buffer: {e}")))?;
@@ -486,22 +541,19 @@ impl Tpm {
                 c.create(primary, template, None, Some(data), None, None)
             })
             .map_err(|e| self.error("TPM2_Create", e))?;
-        SealedBlob::new(pcrs.to_vec(), &created.out_public, &created.out_private)
+        SealedBlob::new(fingerprint, pcrs.to_vec(), &created.out_public, &created.out_private)
     }
 
-    /// `Err(Raced)` asks the caller to retry on a fresh connection.
-    fn unseal(&mut self, blob: &SealedBlob) -> Result<Result<Key32, Error>, Raced> {
-        match self.try_unseal(blob) {
-            Err(Unsealing::Raced) => Err(Raced),
-            Err(Unsealing::Failed(e)) => Ok(Err(e)),
-            Ok(key) => Ok(Ok(key)),
-        }
-    }
-
-    fn try_unseal(&mut self, blob: &SealedBlob) -> Result<Key32, Unsealing> {
+    /// `Err(Unsealing::Raced)` asks the caller to retry on a fresh connection.
+    fn unseal(&mut self, blob: &SealedBlob) -> Result<Key32, Unsealing> {
         let public = blob.public()?;
         let private = blob.private()?;
-        let primary = self.primary()?;
+        let (primary, fingerprint) = self.primary()?;
+        // Another TPM, a cleared one, or something impersonating the TPM:
+        // refuse before salting any session to that key.
+        if &fingerprint != blob.primary_fingerprint() {
+            return Err(Error::ForeignBlob.into());
+        }
         let object = self
             .ctx
             .execute_with_session(Some(AuthSession::Password), |c| c.load(primary, private, public))
@@ -556,7 +608,9 @@ impl Drop for Tpm {
     }
 }
 
+/// How an unseal attempt failed.
 enum Unsealing {
+    /// PCRs changed between PolicyPCR and Unseal: start over.
     Raced,
     Failed(Error),
 }
@@ -595,26 +649,38 @@ fn kind(e: tss_esapi::Error) -> Option<Tss2ResponseCodeKind> {
 /// A human description of a TSS response code, with the code in hex.
 fn describe_rc(rc: Tss2ResponseCode) -> String {
     let raw = raw_rc(rc);
-    let base = raw & 0xffff;
-    let text = match layer(rc) {
-        0 => rc.to_string(),
-        TCTI_LAYER => match base {
-            1 => "TCTI general failure".to_owned(),
-            2 => "TCTI not implemented".to_owned(),
-            3 => "bad TCTI context".to_owned(),
-            4 => "TCTI ABI mismatch".to_owned(),
-            5 => "bad TCTI reference".to_owned(),
-            7 => "bad TCTI call sequence".to_owned(),
-            8 => "malformed response from the TPM".to_owned(),
-            9 => "bad TCTI configuration value".to_owned(),
-            10 => "I/O error (no such device, permission denied or connection refused)".to_owned(),
-            15 => "TCTI not permitted".to_owned(),
-            17 => "TCTI library not found or not loadable".to_owned(),
-            _ => "TCTI error".to_owned(),
-        },
-        other => format!("TSS error in layer {other}"),
+    let layer = layer(rc);
+    if layer == 0 {
+        return format!("{rc} (response code {raw:#x})");
+    }
+    let layer_name = match layer {
+        6 => "FAPI",
+        7 => "ESAPI",
+        8 => "SAPI",
+        9 => "marshalling",
+        TCTI_LAYER => "TCTI",
+        11 | 12 => "resource manager",
+        _ => "TSS",
     };
-    format!("{text} (response code {raw:#x})")
+    // TSS2_BASE_RC_* (tss2_common.h), shared by every software layer.
+    let what = match raw & 0xffff {
+        1 => "general failure",
+        2 => "not implemented",
+        3 => "bad context",
+        4 => "ABI mismatch",
+        8 => "no connection",
+        9 => "timed out, try again",
+        10 => "I/O error (no such device, permission denied, or connection refused or reset)",
+        11 => "bad configuration value",
+        12 => "not permitted",
+        17 | 19 => "malformed or short response from the TPM",
+        20 => "incompatible TCTI library",
+        21 => "not supported (is the library for this TCTI installed?)",
+        23 => "out of memory",
+        27 => "the TPM's response HMAC did not verify (something between us and the TPM altered it)",
+        _ => "error",
+    };
+    format!("{layer_name}: {what} (response code {raw:#x})")
 }
 
 #[cfg(test)]
@@ -627,7 +693,7 @@ mod tests {
             move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
         };
         let c = TpmConfig::resolve_with(Some("swtpm:port=1"), vec![7], env(&[("TPM2TOOLS_TCTI", "mssim")]));
-        assert_eq!(c, TpmConfig { tcti: "swtpm:port=1".into(), pcrs: vec![7] });
+        assert_eq!(c, TpmConfig { tcti: "swtpm:port=1".into(), pcrs: vec![7], timeout: DEFAULT_TIMEOUT });
         let all = &[("TSS2_TCTI", "c"), ("TCTI", "b"), ("TPM2TOOLS_TCTI", "a")];
         assert_eq!(TpmConfig::resolve_with(None, vec![], env(all)).tcti, "a");
         assert_eq!(
@@ -660,11 +726,7 @@ mod tests {
     #[test]
     fn bad_tcti_strings_are_refused_before_connecting() {
         for t in ["", "cmd:tpm2_send", "libtss2-tcti-mssim.so", "swtpm:port=notaport", "mssim:host=a@b"] {
-            assert_eq!(
-                probe(&TpmConfig { tcti: t.into(), pcrs: vec![] }),
-                Err(Error::InvalidTcti(t.into())),
-                "{t}"
-            );
+            assert_eq!(probe(&TpmConfig::resolve(Some(t), vec![])), Err(Error::InvalidTcti(t.into())), "{t}");
         }
     }
 
