@@ -9,32 +9,12 @@ mod swtpm;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
-use common::{Mount, PASSPHRASE, wait_for};
+use common::control::*;
+use common::{Mount, PASSPHRASE};
 use swtpm::Swtpm;
 use vaultfs::gate::fido2::soft::{PresenceMode, SoftAuthenticator};
-
-fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
-    r.expect_err("expected an error").raw_os_error().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed ({:?}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn refused(out: &Output, code: i32) -> String {
-    assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// A software FIDO2 device whose presence test passes at once.
 fn soft_device(path: &Path, presence: PresenceMode) {
@@ -54,68 +34,6 @@ fn gated(tpm: &Swtpm) -> (Mount, PathBuf) {
         ("VAULTFS_FIDO2_SOFT".into(), fido.to_string_lossy().into_owned()),
     ];
     (m, fido)
-}
-
-fn vaultfs(m: &Mount, args: &[&str]) -> Output {
-    m.run(args)
-}
-
-fn store(m: &Mount) -> &str {
-    m.store.to_str().unwrap()
-}
-
-fn mnt(m: &Mount) -> &str {
-    m.mnt.to_str().unwrap()
-}
-
-fn pass(m: &Mount) -> &str {
-    m.passfile.to_str().unwrap()
-}
-
-fn status(m: &Mount) -> serde_json::Value {
-    serde_json::from_str(&ok(&vaultfs(m, &["status", mnt(m), "--json"]))).unwrap()
-}
-
-fn level_state(m: &Mount, level: usize) -> String {
-    status(m)["levels"][level]["state"].as_str().unwrap().to_string()
-}
-
-fn audit_ops(m: &Mount) -> Vec<(String, Option<u64>, i64, String)> {
-    let text = fs::read_to_string(m.path(".audit")).unwrap();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("op").is_some())
-        .map(|v| {
-            (
-                v["op"].as_str().unwrap().to_string(),
-                v["level"].as_u64(),
-                v["result"].as_i64().unwrap(),
-                v["path"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
-
-/// Opens `path` for reading in a thread; returns its handle.
-fn open_in_thread(path: PathBuf) -> std::thread::JoinHandle<std::io::Result<String>> {
-    std::thread::spawn(move || fs::read_to_string(path))
-}
-
-fn wait_pending(m: &Mount) -> serde_json::Value {
-    let mut found = serde_json::Value::Null;
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            let st = status(m);
-            if st["pending"].as_u64() > Some(0) {
-                found = st;
-                true
-            } else {
-                false
-            }
-        }),
-        "no open waited for approval"
-    );
-    found
 }
 
 #[test]

@@ -229,6 +229,9 @@ pub struct MountArgs {
     /// Where the daemon writes its log (default: nowhere).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// The policy file to follow (default: STORE/policy.toml; docs/POLICY.md).
+    #[arg(long, value_name = "PATH")]
+    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub tpm: TpmArgs,
     /// Internal: run as the daemon child of `vaultfs mount`, reporting readiness on stdout.

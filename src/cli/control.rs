@@ -168,9 +168,13 @@ pub fn status(a: StatusArgs) -> exit::Result {
         return Ok(());
     }
     println!("lockdown: {}", if st.lockdown { "ON" } else { "off" });
+    if let Some(p) = &st.policy_file {
+        println!("policy: {p}");
+    }
     for l in &st.levels {
+        let relock = l.relock_after_seconds.map_or_else(|| "never".to_string(), |s| format!("{s} s"));
         println!(
-            "{:<12} {:<13} opens with {:<10} approval {:<3} idle {} s",
+            "{:<12} {:<13} opens with {:<10} approval {:<3} idle {} s, relocks after {relock}",
             l.name,
             l.state,
             l.opens_with,

@@ -12,7 +12,8 @@ use super::exit::{self, Code, Exit};
 use super::mountinfo::PID_FILE;
 use super::passphrase::{self, Confirm};
 use crate::fs::MountOptions;
-use crate::vault::Vault;
+use crate::policy::PolicyWatcher;
+use crate::vault::{Unlocked, Vault};
 
 /// What `-o` decided.
 struct Decided {
@@ -95,6 +96,8 @@ fn serve(a: &MountArgs, opts: MountOptions, source: &PassphraseArgs) -> exit::Re
     let tpm = crate::gate::tpm::TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new());
     let _control = crate::control::server::ControlServer::start(&socket, vault.clone(), tpm)
         .map_err(|e| report(Exit::failure(format!("control socket {}: {e}", socket.display()))))?;
+    let _policy = follow_policy(a, &vault).map_err(report)?;
+    let _upkeep = vault.start_upkeep().map_err(|e| report(e.into()))?;
     let pid_file = a.store.join(PID_FILE);
     let result = crate::fs::mount(vault, &a.mountpoint, &opts, || {
         let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
@@ -106,6 +109,25 @@ fn serve(a: &MountArgs, opts: MountOptions, source: &PassphraseArgs) -> exit::Re
     });
     let _ = std::fs::remove_file(&pid_file);
     result.map_err(|m| report(Exit::failure(m)))
+}
+
+/// The policy file: `--policy`, else `STORE/policy.toml`.
+fn policy_path(a: &MountArgs) -> Result<PathBuf, Exit> {
+    let p = a.policy.clone().unwrap_or_else(|| a.store.join("policy.toml"));
+    std::path::absolute(&p).map_err(|e| Exit::usage(format!("policy file {}: {e}", p.display())))
+}
+
+/// Watches the policy file (before its first read, so no change falls
+/// between) and applies it; a bad file at mount refuses the mount.
+fn follow_policy(a: &MountArgs, vault: &Vault<Unlocked>) -> Result<PolicyWatcher, Exit> {
+    let path = policy_path(a)?;
+    let v = vault.clone();
+    let watcher = PolicyWatcher::start(&path, move |read| {
+        v.reload_policy(read);
+    })
+    .map_err(|e| Exit::usage(e.to_string()))?;
+    vault.use_policy_file(&path)?;
+    Ok(watcher)
 }
 
 /// Starts `vaultfs mount --daemon-child ...` detached, passes the passphrase
@@ -121,6 +143,7 @@ fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase) -> exit::Result
     if let Some(t) = a.threads {
         cmd.arg("--threads").arg(t.to_string());
     }
+    cmd.arg("--policy").arg(policy_path(a)?);
     if let Some(t) = &a.tpm.tpm_tcti {
         cmd.arg("--tpm-tcti").arg(t);
     }

@@ -66,6 +66,9 @@ impl Response {
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Status {
     pub lockdown: bool,
+    /// The policy file the daemon follows.
+    #[serde(default)]
+    pub policy_file: Option<String>,
     pub levels: Vec<LevelStatus>,
     pub pending: usize,
     pub tombstones: Vec<Tombstone>,
@@ -81,6 +84,9 @@ pub struct LevelStatus {
     pub opens_with: String,
     pub idle_seconds: u64,
     pub approval: bool,
+    /// Idle time after which the level relocks (policy); absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relock_after_seconds: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

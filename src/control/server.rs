@@ -131,6 +131,7 @@ impl Handler {
                 opens_with: if v.level_uses_factors(l) { "hardware" } else { "passphrase" }.to_string(),
                 idle_seconds: v.level_idle(l).as_secs(),
                 approval: v.approval_rules(l).required,
+                relock_after_seconds: v.policy().levels[l as usize].relock_after.map(|d| d.as_secs()),
             })
             .collect();
         let tombstones = v
@@ -146,7 +147,14 @@ impl Handler {
                 comm: String::from_utf8_lossy(&t.comm).into_owned(),
             })
             .collect();
-        Status { lockdown: v.lockdown_active(), levels, pending: v.pending_opens().len(), tombstones }
+        let policy_file = v.policy_file().map(|p| p.display().to_string());
+        Status {
+            lockdown: v.lockdown_active(),
+            policy_file,
+            levels,
+            pending: v.pending_opens().len(),
+            tombstones,
+        }
     }
 
     fn pending(&self) -> Vec<Pending> {

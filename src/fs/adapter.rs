@@ -131,6 +131,10 @@ impl VaultFs {
             if parent == ROOT_INO && name.as_bytes() == AUDIT_NAME {
                 return Err(Errno::EEXIST);
             }
+            if kind == FileKind::File {
+                // creat(2) opens the file it makes.
+                self.vault.admit_open(req.uid()).map_err(e)?;
+            }
             let spec = NewNode { kind, perm: (mode & 0o7777) as u16, uid: req.uid(), gid: req.gid(), rdev };
             self.vault.create(parent, name.as_bytes(), spec).map_err(e)
         })
@@ -466,6 +470,7 @@ impl Filesystem for VaultFs {
         // open, so every open is seen here, and recorded.
         let r = self.logged(req, AuditOp::Open, At::Node(ino.0), Range::default(), || {
             self.check_node(req, ino.0)?;
+            self.vault.admit_open(req.uid()).map_err(e)?;
             self.approval(req, ino.0)
         });
         reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));

@@ -16,6 +16,7 @@ pub fn errno(e: &Error) -> Errno {
         ErrorKind::AccessDenied | ErrorKind::NotEnrolled | ErrorKind::FactorFailed | ErrorKind::Lockdown => {
             Errno::EACCES
         }
+        ErrorKind::RateLimited => Errno::EAGAIN,
         ErrorKind::InvalidName | ErrorKind::InvalidArgument => Errno::EINVAL,
         ErrorKind::NameTooLong => Errno::ENAMETOOLONG,
         ErrorKind::FileTooLarge => Errno::EFBIG,

@@ -205,13 +205,9 @@ pub fn rules_from(policy: &crate::policy::Policy, level: u8) -> ApprovalRules {
 }
 
 impl Vault<Unlocked> {
-    /// Replaces the approval rules of every level (policy reload).
-    pub fn set_approval_rules(&self, rules: [ApprovalRules; 6]) {
-        *self.core().approval_rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
-    }
-
+    /// The approval rules of `level` under the policy in force.
     pub fn approval_rules(&self, level: u8) -> ApprovalRules {
-        self.core().approval_rules.read().unwrap_or_else(|p| p.into_inner())[level as usize]
+        rules_from(&self.core().policy(), level)
     }
 
     /// Whether opens at `level` wait for a human.

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     FactorFailed,
     /// Lockdown is on: no level above 1 unlocks until `lockdown --exit`.
     Lockdown,
+    /// The caller's uid is over its open rate limit (policy): try later.
+    RateLimited,
     /// A name that is empty, ".", "..", or contains '/' or NUL.
     InvalidName,
     /// A name over 255 bytes, or a symlink target over 4095.

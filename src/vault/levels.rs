@@ -19,7 +19,6 @@ use crate::store::Batch;
 pub const LOCKABLE_FROM: u8 = 2;
 
 /// Run-time level state kept beside the keys.
-#[derive(Default)]
 pub(super) struct LevelGates {
     lockdown: AtomicBool,
     /// Last access per level, in ms since the epoch (for relock after idle).
@@ -41,6 +40,16 @@ impl LevelState {
             LevelState::Open => "open",
             LevelState::Locked => "locked",
             LevelState::NotEnrolled => "not enrolled",
+        }
+    }
+}
+
+impl Default for LevelGates {
+    /// Every level counts as used now: idle time starts at unlock.
+    fn default() -> Self {
+        LevelGates {
+            lockdown: AtomicBool::new(false),
+            last_used: std::array::from_fn(|_| AtomicU64::new(now_ms())),
         }
     }
 }
@@ -232,9 +241,18 @@ impl Vault<Unlocked> {
         pass: &Passphrase,
         secrets: &mut FactorSecrets,
     ) -> Result<()> {
-        let r = self.lockdown_exit_inner(pass, secrets);
+        let r = if self.policy_file_holds_lockdown() {
+            Err(err(
+                ErrorKind::Lockdown,
+                "the policy file says lockdown = true: edit it first, then leave lockdown",
+            ))
+        } else {
+            self.lockdown_exit_inner(pass, secrets)
+        };
         self.record_level(who, comm, AuditOp::Lockdown, None, &r)?;
-        r
+        r?;
+        self.policy_after_lockdown();
+        Ok(())
     }
 
     fn lockdown_exit_inner(&self, pass: &Passphrase, secrets: &mut FactorSecrets) -> Result<()> {

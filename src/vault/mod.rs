@@ -5,6 +5,7 @@
 mod approval;
 mod audit;
 mod content;
+mod enforce;
 mod enroll;
 mod error;
 mod factors;
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 pub use crate::format::TombstoneRecord;
 pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
+pub use enforce::Upkeep;
 pub use enroll::{FactorKind, SlotInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use factors::{FIDO2_RP_ID, FactorAccess};
@@ -64,7 +66,7 @@ struct Core {
     audit: crate::audit::log::Log,
     gates: levels::LevelGates,
     approvals: approval::Approvals,
-    approval_rules: std::sync::RwLock<[ApprovalRules; 6]>,
+    enforce: enforce::Enforcement,
 }
 
 /// Inode numbers are never reused: the persisted counter is reserved ahead in
@@ -181,10 +183,7 @@ impl Vault<Locked> {
             audit,
             gates: Default::default(),
             approvals: Default::default(),
-            approval_rules: std::sync::RwLock::new({
-                let floor = crate::policy::Policy::floor();
-                std::array::from_fn(|l| rules_from(&floor, l as u8))
-            }),
+            enforce: Default::default(),
         };
         core.purge_unreachable()?;
         core.load_lockdown()?;

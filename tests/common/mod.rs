@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod control;
+
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
 pub fn bin() -> &'static str {

@@ -1,0 +1,397 @@
+//! The policy in force and the daemon's side of it (docs/POLICY.md): which
+//! policy file it follows, reloads that can only tighten, open rate limits
+//! per uid, relocking idle levels, purging old ephemeral files, and lockdown
+//! from the policy. Every reload, applied or refused, is audited.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::error::{ErrorKind, Result, err};
+use super::levels::LOCKABLE_FROM;
+use super::{AuditOp, Caller, Core, FileKind, Record, Timestamp, Unlocked, Vault, level_dir};
+use crate::policy::{self, Policy};
+
+/// How often the upkeep thread looks at idle levels.
+const UPKEEP_TICK: Duration = Duration::from_millis(250);
+/// Bounds on how often level 0 is scanned for old files.
+const PURGE_EVERY_MIN: Duration = Duration::from_secs(1);
+const PURGE_EVERY_MAX: Duration = Duration::from_secs(60);
+/// Result codes of `policy` records (docs/GATES.md, "Policy records").
+const EINVAL: i32 = 22;
+const EPERM: i32 = 1;
+const ENOENT: i32 = 2;
+const EIO: i32 = 5;
+const ENOTEMPTY: i32 = 39;
+
+/// Run-time policy state, kept in the vault core.
+pub(super) struct Enforcement {
+    policy: RwLock<Arc<Policy>>,
+    /// The policy file the daemon follows (set at mount).
+    file: Mutex<Option<PathBuf>>,
+    /// Open budget per uid: a token bucket of `opens_per_minute` tokens,
+    /// refilled evenly over a minute.
+    buckets: Mutex<HashMap<u32, Bucket>>,
+}
+
+impl Default for Enforcement {
+    fn default() -> Self {
+        Enforcement {
+            policy: RwLock::new(Arc::new(Policy::floor())),
+            file: Mutex::new(None),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes one open from a budget of `per_minute`; false when it is spent.
+    fn take(&mut self, per_minute: u32, now: Instant) -> bool {
+        let cap = f64::from(per_minute);
+        let refill = now.duration_since(self.at).as_secs_f64() * cap / 60.0;
+        self.tokens = (self.tokens + refill).min(cap);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why a policy text was not applied, as a `policy` record's result.
+fn refusal_code(e: &policy::Error) -> i32 {
+    match e {
+        policy::Error::Looser { .. } => EPERM,
+        _ => EINVAL,
+    }
+}
+
+impl Core {
+    pub(super) fn policy(&self) -> Arc<Policy> {
+        self.enforce.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Vault<Unlocked> {
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.core().policy()
+    }
+
+    /// The policy file the daemon follows, if any.
+    pub fn policy_file(&self) -> Option<PathBuf> {
+        self.core().enforce.file.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn daemon(&self) -> Caller {
+        Caller { uid: self.owner_uid(), gid: 0, pid: std::process::id() }
+    }
+
+    /// A `policy` record: `path` is the policy file, followed on refusal by
+    /// a newline and the reason.
+    fn record_policy(&self, file: &Path, reason: Option<&str>, result: i32) -> Result<()> {
+        let mut path = file.as_os_str().as_encoded_bytes().to_vec();
+        if let Some(r) = reason {
+            path.push(b'\n');
+            path.extend_from_slice(r.as_bytes());
+        }
+        let rec = Record {
+            who: self.daemon(),
+            comm: b"vaultfs".to_vec(),
+            op: AuditOp::Policy,
+            level: None,
+            ino: super::ROOT_INO,
+            path,
+            offset: 0,
+            len: 0,
+        };
+        self.record(rec, result, true)
+    }
+
+    /// Makes `policy` the one in force (it was accepted as at least as
+    /// strict). A policy saying `lockdown = true` enters lockdown.
+    fn put_policy(&self, policy: Policy) -> Result<()> {
+        let lockdown = policy.lockdown;
+        *self.core().enforce.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        if lockdown && !self.lockdown_active() {
+            self.lockdown(self.daemon(), b"vaultfs")?;
+        }
+        Ok(())
+    }
+
+    /// At mount: follows the policy file at `file`. A missing file means the
+    /// built-in defaults; a file that is malformed or looser than the floor
+    /// refuses the mount (InvalidArgument, with the reason), since serving
+    /// with less than the admin wrote would be a silent loosening. Recorded.
+    pub fn use_policy_file(&self, file: &Path) -> Result<()> {
+        *self.core().enforce.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(file.to_path_buf());
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                let why = format!("cannot read the policy file {}: {e}", file.display());
+                self.record_policy(file, Some(&why), EIO)?;
+                return Err(err(ErrorKind::InvalidArgument, why));
+            }
+        };
+        match Policy::accept(&Policy::floor(), &text) {
+            Ok(p) => {
+                self.record_policy(file, None, 0)?;
+                self.put_policy(p)
+            }
+            Err(e) => {
+                self.record_policy(file, Some(&e.to_string()), refusal_code(&e))?;
+                Err(err(ErrorKind::InvalidArgument, format!("policy file {}: {e}", file.display())))
+            }
+        }
+    }
+
+    /// A change of the policy file (from the watcher): applied if it parses
+    /// and is at least as strict as the policy in force; otherwise the last
+    /// good policy stays. Logged and recorded either way. Returns the reason
+    /// of a refusal.
+    pub fn reload_policy(&self, read: std::io::Result<String>) -> Option<String> {
+        let file = self.policy_file().unwrap_or_else(|| PathBuf::from("policy.toml"));
+        let (reason, code) = match read {
+            Err(e) => {
+                let code = if e.kind() == std::io::ErrorKind::NotFound { ENOENT } else { EIO };
+                (format!("cannot read {}: {e}; the policy in force stays", file.display()), code)
+            }
+            Ok(text) => match Policy::accept(&self.policy(), &text) {
+                Ok(p) => {
+                    tracing::info!("policy {} applied", file.display());
+                    let recorded = self.record_policy(&file, None, 0);
+                    return match recorded.and_then(|()| self.put_policy(p)) {
+                        Ok(()) => None,
+                        Err(e) => {
+                            tracing::error!("applying policy {}: {e}", file.display());
+                            Some(e.to_string())
+                        }
+                    };
+                }
+                Err(e) => (format!("{e}; the policy in force stays"), refusal_code(&e)),
+            },
+        };
+        tracing::warn!("policy {} refused: {reason}", file.display());
+        if let Err(e) = self.record_policy(&file, Some(&reason), code) {
+            tracing::error!("recording the policy refusal failed: {e}");
+        }
+        Some(reason)
+    }
+
+    /// After lockdown ends: the policy in force drops its lockdown and the
+    /// file is read again against that (a change refused during lockdown,
+    /// because it lifted lockdown, applies now).
+    pub(super) fn policy_after_lockdown(&self) {
+        let mut p = (*self.policy()).clone();
+        p.lockdown = false;
+        *self.core().enforce.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
+        if let Some(file) = self.policy_file()
+            && file.exists()
+        {
+            self.reload_policy(std::fs::read_to_string(&file));
+        }
+    }
+
+    /// Whether the policy file says `lockdown = true` (then lockdown cannot
+    /// be left: the admin edits the file first).
+    pub(super) fn policy_file_holds_lockdown(&self) -> bool {
+        self.policy_file()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| Policy::parse(&t).ok())
+            .is_some_and(|p| p.lockdown)
+    }
+
+    /// Spends one open of `uid`'s budget; AccessDenied-like `RateLimited`
+    /// when it is used up (the caller's open fails with EAGAIN, audited).
+    pub fn admit_open(&self, uid: u32) -> Result<()> {
+        let Some(limit) = self.policy().rate_limits.for_uid(uid) else { return Ok(()) };
+        let now = Instant::now();
+        let mut buckets = self.core().enforce.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.entry(uid).or_insert(Bucket { tokens: f64::from(limit), at: now });
+        if bucket.take(limit, now) {
+            Ok(())
+        } else {
+            Err(err(
+                ErrorKind::RateLimited,
+                format!("uid {uid} is over its limit of {limit} opens per minute"),
+            ))
+        }
+    }
+
+    /// Locks every open level that has been idle for its `relock_after`.
+    /// Returns the levels locked.
+    pub fn relock_idle(&self) -> Result<Vec<u8>> {
+        let policy = self.policy();
+        let mut locked = Vec::new();
+        for level in LOCKABLE_FROM..6 {
+            let Some(after) = policy.levels[level as usize].relock_after else { continue };
+            if self.core().level_open(level) && self.level_idle(level) >= after {
+                self.lock_level(self.daemon(), b"vaultfs", Some(level))?;
+                tracing::info!("level {level} relocked after {} idle", policy::fmt_duration(after));
+                locked.push(level);
+            }
+        }
+        Ok(locked)
+    }
+
+    /// Removes from 0-ephemeral every file (and empty directory) whose last
+    /// change (the later of mtime and ctime) is older than the policy's
+    /// `ephemeral_max_age`. Each removal is an unlink recorded as `purge`.
+    /// Returns how many entries were removed.
+    pub fn purge_ephemeral(&self) -> Result<usize> {
+        let max_age = self.policy().ephemeral_max_age;
+        let now = Timestamp::now();
+        let cutoff = Timestamp { secs: now.secs.saturating_sub(max_age.as_secs() as i64), nanos: now.nanos };
+        let mut removed = 0;
+        self.purge_dir(level_dir(0), b"/0-ephemeral", cutoff, &mut removed)?;
+        Ok(removed)
+    }
+
+    /// Purges inside `dir` (depth first); returns whether `dir` is now empty.
+    fn purge_dir(&self, dir: u64, path: &[u8], cutoff: Timestamp, removed: &mut usize) -> Result<bool> {
+        let mut left = 0usize;
+        let mut after = 0;
+        loop {
+            let batch = self.readdir(dir, after, 256)?;
+            let Some(last) = batch.last() else { break };
+            after = last.cookie;
+            for entry in batch {
+                let mut child = path.to_vec();
+                child.push(b'/');
+                child.extend_from_slice(&entry.name);
+                let attr = match self.getattr(entry.ino) {
+                    Ok(a) => a,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                let empty =
+                    attr.kind == FileKind::Dir && self.purge_dir(entry.ino, &child, cutoff, removed)?;
+                let old = attr.mtime.max(attr.ctime) < cutoff;
+                let gone = match attr.kind {
+                    FileKind::Dir if empty && old => {
+                        self.purge_one(dir, &entry.name, &child, entry.ino, true)?
+                    }
+                    FileKind::Dir => false,
+                    _ if old => self.purge_one(dir, &entry.name, &child, entry.ino, false)?,
+                    _ => false,
+                };
+                if gone {
+                    *removed += 1;
+                } else {
+                    left += 1;
+                }
+            }
+        }
+        Ok(left == 0)
+    }
+
+    /// Unlinks (or rmdirs) one entry, recorded as `purge`. A concurrent
+    /// change that made it go away or fill up is not an error: it stays.
+    fn purge_one(&self, parent: u64, name: &[u8], path: &[u8], ino: u64, dir: bool) -> Result<bool> {
+        let rec = Record {
+            who: self.daemon(),
+            comm: b"vaultfs".to_vec(),
+            op: AuditOp::Purge,
+            level: Some(0),
+            ino,
+            path: path.to_vec(),
+            offset: 0,
+            len: 0,
+        };
+        let code = |e: &super::Error| match e.kind() {
+            ErrorKind::NotFound => ENOENT,
+            ErrorKind::NotEmpty => ENOTEMPTY,
+            _ => EIO,
+        };
+        let r = self.audited(rec, false, code, || {
+            if dir { self.rmdir(parent, name) } else { self.unlink(parent, name) }
+        })?;
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotEmpty) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts the daemon's upkeep thread: relocks idle levels and purges old
+    /// ephemeral files while the returned handle lives.
+    pub fn start_upkeep(&self) -> Result<Upkeep> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let vault = self.clone();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vaultfs-upkeep".into())
+            .spawn(move || vault.upkeep_loop(&flag))
+            .map_err(|e| err(ErrorKind::Io, format!("cannot start the upkeep thread: {e}")))?;
+        Ok(Upkeep { stop, thread: Some(thread) })
+    }
+
+    fn upkeep_loop(&self, stop: &AtomicBool) {
+        let mut last_purge: Option<Instant> = None;
+        while !stop.load(Ordering::Relaxed) {
+            if let Err(e) = self.relock_idle() {
+                tracing::error!("relocking idle levels: {e}");
+            }
+            let every = (self.policy().ephemeral_max_age / 10).clamp(PURGE_EVERY_MIN, PURGE_EVERY_MAX);
+            if last_purge.is_none_or(|t| t.elapsed() >= every) {
+                last_purge = Some(Instant::now());
+                match self.purge_ephemeral() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("purged {n} old entries from 0-ephemeral"),
+                    Err(e) => tracing::error!("purging 0-ephemeral: {e}"),
+                }
+            }
+            std::thread::sleep(UPKEEP_TICK);
+        }
+    }
+}
+
+/// The running upkeep thread; dropping it stops and joins the thread.
+pub struct Upkeep {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_the_limit_then_refills_evenly() {
+        let t0 = Instant::now();
+        let mut b = Bucket { tokens: 6.0, at: t0 };
+        assert!((0..6).all(|_| b.take(6, t0)));
+        assert!(!b.take(6, t0), "a seventh open within the minute");
+        // 6 per minute: one more every 10 s.
+        assert!(!b.take(6, t0 + Duration::from_secs(9)));
+        assert!(b.take(6, t0 + Duration::from_secs(11)));
+        assert!(!b.take(6, t0 + Duration::from_secs(12)));
+    }
+
+    #[test]
+    fn zero_refuses_everything() {
+        let t0 = Instant::now();
+        let mut b = Bucket { tokens: 0.0, at: t0 };
+        assert!(!b.take(0, t0 + Duration::from_secs(3600)));
+    }
+}

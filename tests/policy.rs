@@ -1,0 +1,209 @@
+//! The policy file on real mounts (docs/POLICY.md): approval timeout and
+//! cooldown, relock after idle, per-uid open rate limits, the ephemeral
+//! purge, lockdown from the policy, and live reloads that can only tighten.
+//! Each leaves its audit records.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::control::*;
+use common::{Mount, wait_for};
+
+/// A vault mounted with `policy` as its STORE/policy.toml.
+fn mounted_with(policy: &str) -> Mount {
+    let mut m = Mount::new();
+    m.unmount();
+    fs::write(m.store.join("policy.toml"), policy).unwrap();
+    m.mount();
+    m
+}
+
+/// Writes a new policy text the way an editor does (write, then rename over).
+fn edit_policy(m: &Mount, text: &str) {
+    let tmp = m.store.join(".policy.toml.tmp");
+    fs::write(&tmp, text).unwrap();
+    fs::rename(&tmp, m.store.join("policy.toml")).unwrap();
+}
+
+/// The `policy` records so far: (result, path field).
+fn policy_records(m: &Mount) -> Vec<(i64, String)> {
+    audit_ops(m).into_iter().filter(|(op, ..)| op == "policy").map(|(_, _, r, p)| (r, p)).collect()
+}
+
+fn wait_policy_records(m: &Mount, n: usize) -> Vec<(i64, String)> {
+    let mut recs = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            recs = policy_records(m);
+            recs.len() >= n
+        }),
+        "expected {n} policy records, have {recs:?}"
+    );
+    recs
+}
+
+fn relock_after(m: &Mount, level: usize) -> Option<u64> {
+    status(m)["levels"][level]["relock_after_seconds"].as_u64()
+}
+
+#[test]
+fn approval_times_out_and_cooldown_refuses_at_once() {
+    let m =
+        mounted_with("[levels.3]\napproval_timeout = \"1s\"\napproval_window = \"0s\"\ncooldown = \"1h\"\n");
+    fs::write(m.path("3-sealed/plan.md"), "sealed").unwrap();
+
+    // Nobody answers: EACCES after the timeout, and the mount kept serving.
+    let t0 = Instant::now();
+    let reader = open_in_thread(m.path("3-sealed/plan.md"));
+    wait_pending(&m);
+    fs::write(m.path("1-working/meanwhile"), "served").unwrap();
+    assert_eq!(errno(reader.join().unwrap()), libc::EACCES);
+    assert!(t0.elapsed() >= Duration::from_secs(1), "gave up before the timeout");
+    assert_eq!(status(&m)["pending"], 0);
+
+    // An approved open; then the level cools down for an hour: the next
+    // open is refused at once, without waiting for a human.
+    let reader = open_in_thread(m.path("3-sealed/plan.md"));
+    wait_pending(&m);
+    ok(&vaultfs(&m, &["approve", mnt(&m)]));
+    assert_eq!(reader.join().unwrap().unwrap(), "sealed");
+    let t1 = Instant::now();
+    assert_eq!(errno(fs::read_to_string(m.path("3-sealed/plan.md"))), libc::EACCES);
+    assert!(t1.elapsed() < Duration::from_secs(1), "a cooling-down open should not wait");
+    assert_eq!(status(&m)["pending"], 0);
+
+    let opens: Vec<i64> = audit_ops(&m)
+        .into_iter()
+        .filter(|(op, _, _, p)| op == "open" && p == "/3-sealed/plan.md")
+        .map(|(_, _, r, _)| r)
+        .collect();
+    assert_eq!(opens, vec![13, 0, 13], "timeout, approved, cooldown");
+    assert!(audit_ops(&m).iter().any(|(op, l, r, _)| op == "approve" && *l == Some(3) && *r == 0));
+}
+
+#[test]
+fn idle_level_relocks_and_its_key_is_gone() {
+    let m = mounted_with("[levels.3]\nrelock_after = \"2s\"\n[levels.2]\nrelock_after = \"1h\"\n");
+    assert_eq!(relock_after(&m, 3), Some(2));
+    assert_eq!(level_state(&m, 3), "open");
+    fs::create_dir(m.path("3-sealed/notes")).unwrap();
+    assert!(wait_for(Duration::from_secs(15), || level_state(&m, 3) == "locked"), "level 3 never relocked");
+    assert_eq!(level_state(&m, 2), "open", "level 2 relocks after an hour, not now");
+    assert_eq!(errno(fs::read_dir(m.path("3-sealed"))), libc::EACCES);
+    let lock = audit_ops(&m).into_iter().find(|(op, l, ..)| op == "lock" && *l == Some(3));
+    assert!(lock.is_some_and(|(_, _, r, _)| r == 0), "relock recorded");
+
+    // The passphrase opens it again.
+    ok(&vaultfs(&m, &["unlock", mnt(&m), "3", "--passphrase-file", pass(&m)]));
+    assert!(fs::metadata(m.path("3-sealed/notes")).unwrap().is_dir());
+}
+
+#[test]
+fn rate_limit_per_uid_refuses_opens_over_budget() {
+    let m = mounted_with("[rate_limit]\nopens_per_minute = 5\n");
+    fs::write(m.path("1-working/a.md"), "a").unwrap(); // creat: one open
+    for _ in 0..4 {
+        assert_eq!(fs::read_to_string(m.path("1-working/a.md")).unwrap(), "a");
+    }
+    let e = fs::read_to_string(m.path("1-working/a.md")).expect_err("sixth open in a minute");
+    assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{e}");
+    // Metadata is not rate-limited.
+    assert!(fs::metadata(m.path("1-working/a.md")).is_ok());
+    let refused_opens = audit_ops(&m)
+        .into_iter()
+        .filter(|(op, _, r, p)| op == "open" && *r == i64::from(libc::EAGAIN) && p == "/1-working/a.md")
+        .count();
+    assert_eq!(refused_opens, 1);
+}
+
+#[test]
+fn old_ephemeral_files_are_purged() {
+    let m = mounted_with("ephemeral_max_age = \"3s\"\n");
+    fs::create_dir(m.path("0-ephemeral/scratch")).unwrap();
+    fs::write(m.path("0-ephemeral/scratch/old.txt"), "old").unwrap();
+    fs::write(m.path("1-working/kept.md"), "kept").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || !m.path("0-ephemeral/scratch/old.txt").exists()),
+        "old ephemeral file never purged"
+    );
+    // A file written now is young: it stays (the check follows at once).
+    fs::write(m.path("0-ephemeral/fresh.txt"), "fresh").unwrap();
+    assert_eq!(fs::read_to_string(m.path("0-ephemeral/fresh.txt")).unwrap(), "fresh");
+    assert_eq!(fs::read_to_string(m.path("1-working/kept.md")).unwrap(), "kept");
+    assert!(
+        audit_ops(&m).iter().any(|(op, l, r, p)| op == "purge"
+            && *l == Some(0)
+            && *r == 0
+            && p == "/0-ephemeral/scratch/old.txt"),
+        "purge recorded"
+    );
+}
+
+#[test]
+fn reload_tightens_refuses_looser_and_garbage_keeping_the_last_good() {
+    let m = mounted_with("[levels.3]\nrelock_after = \"30m\"\n");
+    assert_eq!(relock_after(&m, 3), Some(1800));
+    assert_eq!(policy_records(&m).len(), 1, "the policy read at mount is recorded");
+
+    edit_policy(&m, "[levels.3]\nrelock_after = \"20m\"\n");
+    let recs = wait_policy_records(&m, 2);
+    assert_eq!(recs[1].0, 0, "tightening applied: {recs:?}");
+    assert_eq!(relock_after(&m, 3), Some(1200));
+
+    edit_policy(&m, "[levels.3]\nrelock_after = \"25m\"\n");
+    let recs = wait_policy_records(&m, 3);
+    assert_eq!(recs[2].0, i64::from(libc::EPERM), "{recs:?}");
+    assert!(recs[2].1.contains("levels.3.relock_after: 20m -> 25m"), "{}", recs[2].1);
+    assert_eq!(relock_after(&m, 3), Some(1200), "the last good policy stays");
+
+    edit_policy(&m, "[levels.3]\nrelock_after = \"5x\"\n");
+    let recs = wait_policy_records(&m, 4);
+    assert_eq!(recs[3].0, i64::from(libc::EINVAL), "{recs:?}");
+    assert!(recs[3].1.contains("line 2"), "{}", recs[3].1);
+    assert_eq!(relock_after(&m, 3), Some(1200));
+
+    // The daemon log says the same.
+    let log = m.log();
+    assert!(log.contains("refused"), "{log}");
+}
+
+#[test]
+fn lockdown_from_the_policy_holds_until_the_file_and_the_admin_agree() {
+    let m = mounted_with("");
+    fs::write(m.path("2-private/diary.md"), "dear diary").unwrap();
+    edit_policy(&m, "lockdown = true\n");
+    assert!(
+        wait_for(Duration::from_secs(10), || status(&m)["lockdown"].as_bool() == Some(true)),
+        "policy lockdown never applied"
+    );
+    assert_eq!(errno(fs::read_to_string(m.path("2-private/diary.md"))), libc::EACCES);
+
+    // The file still says lockdown: exit is refused until it is edited.
+    let exit = ["lockdown", mnt(&m), "--exit", "--passphrase-file", pass(&m)];
+    let msg = refused(&vaultfs(&m, &exit), 7);
+    assert!(msg.contains("policy file says lockdown = true"), "{msg}");
+    // Lifting it in the file alone is a loosening: refused, recorded.
+    edit_policy(&m, "lockdown = false\n");
+    let recs = wait_policy_records(&m, 3);
+    assert_eq!(recs[2].0, i64::from(libc::EPERM), "{recs:?}");
+    assert!(status(&m)["lockdown"].as_bool().unwrap());
+    ok(&vaultfs(&m, &exit));
+    assert!(!status(&m)["lockdown"].as_bool().unwrap());
+    assert_eq!(fs::read_to_string(m.path("2-private/diary.md")).unwrap(), "dear diary");
+}
+
+#[test]
+fn a_bad_policy_refuses_the_mount_with_its_reason() {
+    let mut m = Mount::new();
+    m.unmount();
+    fs::write(m.store.join("policy.toml"), "[levels.4]\ncooldown = \"1s\"\n").unwrap();
+    let out = m.run(&["mount", store(&m), mnt(&m), "--passphrase-file", pass(&m)]);
+    let msg = refused(&out, 2);
+    assert!(msg.contains("levels.4.cooldown") && msg.contains("floor"), "{msg}");
+    fs::write(m.store.join("policy.toml"), "[levels.3\n").unwrap();
+    let msg = refused(&m.run(&["mount", store(&m), mnt(&m), "--passphrase-file", pass(&m)]), 2);
+    assert!(msg.contains("line 1"), "{msg}");
+    assert!(!common::is_mounted(&m.mnt));
+}
