@@ -211,3 +211,25 @@ fn deny_lockdown_and_tombstones() {
     assert_eq!(v.tombstones().unwrap().len(), 1);
     assert!(v.lookup(vaultfs::vault::level_dir(3), b"plan.md").is_err());
 }
+
+#[test]
+fn pcr_bound_enrollment_stops_opening_once_the_pcr_changes() {
+    let tpm = Swtpm::start();
+    let (mut m, _) = gated(&tpm);
+    ok(&vaultfs(
+        &m,
+        &["enroll", "tpm", store(&m), "--level", "4", "--tpm-pcrs", "16", "--passphrase-file", pass(&m)],
+    ));
+    m.mount();
+    ok(&vaultfs(&m, &["unlock", mnt(&m), "4"]));
+    fs::write(m.path("4-vaulted/bound.md"), "measured boot only").unwrap();
+    ok(&vaultfs(&m, &["lock", mnt(&m), "4"]));
+
+    // Something else "booted": PCR 16 moves, and the sealed secret stays sealed.
+    let cfg = vaultfs::gate::tpm::TpmConfig::resolve(Some(&tpm.tcti()), vec![]);
+    vaultfs::gate::tpm::extend_pcr(&cfg, 16, b"another kernel").unwrap();
+    let msg = refused(&vaultfs(&m, &["unlock", mnt(&m), "4"]), 7);
+    assert!(msg.contains("PCRs 16 changed since enrollment"), "{msg}");
+    assert_eq!(level_state(&m, 4), "locked");
+    assert_eq!(errno(fs::read_dir(m.path("4-vaulted"))), libc::EACCES);
+}
