@@ -1,9 +1,10 @@
 //! vaultfs: an encrypted vault of memories for AI agents.
 //!
 //! Layering (imports flow downward only; see docs/ARCHITECTURE.md):
-//! L5 cli · L4 fs, control · L3 vault · L2 block, meta, audit, gate · L1 store · L0 crypto, format, policy.
+//! L5 cli · L4 fs, control, backup · L3 vault · L2 block, meta, audit, gate · L1 store · L0 crypto, format, policy.
 
 pub mod audit;
+pub mod backup;
 pub mod block;
 pub mod cli;
 pub mod control;

@@ -64,11 +64,14 @@ pub enum Op {
     Unmount = 26,
     /// A policy file was applied (result 0) or refused (path: file, newline, reason).
     Policy = 27,
+    /// A backup archive was opened for reading (`.backup/`, once per open) or
+    /// written by `vaultfs backup`.
+    BackupRead = 28,
 }
 
 impl Op {
     /// Every op, in byte order.
-    pub const ALL: [Op; 27] = [
+    pub const ALL: [Op; 28] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -96,6 +99,7 @@ impl Op {
         Op::Mount,
         Op::Unmount,
         Op::Policy,
+        Op::BackupRead,
     ];
 
     /// The lowercase name used in `.audit` and in docs/AUDIT.md.
@@ -128,6 +132,7 @@ impl Op {
             Op::Mount => "mount",
             Op::Unmount => "unmount",
             Op::Policy => "policy",
+            Op::BackupRead => "backup_read",
         }
     }
 

@@ -257,6 +257,24 @@ impl Log {
         self.checkpoint_locked(store, &mut st, only_if_due)
     }
 
+    /// Stores what is pending, makes sure a signed checkpoint covers the
+    /// whole log, and freezes the store (`Store::freeze`) before any other
+    /// record can be stored: the frozen store holds exactly the leaves the
+    /// returned note signs. Returns (note, tree size, frozen store). Records
+    /// appended meanwhile wait in memory; the committer and every writer
+    /// wait at the store's gate until the view is dropped.
+    pub fn checkpoint_and_freeze<'s>(&self, store: &'s Store) -> Result<(String, u64, store::Frozen<'s>)> {
+        let mut st = self.state();
+        self.write_pending(store, &mut st, Batch::default())?;
+        let note =
+            self.checkpoint_locked(store, &mut st, false)?.ok_or_else(|| corrupt("the log is empty"))?;
+        let size = st.frontier.size;
+        // Lock order everywhere: log state, then the store's gate.
+        let frozen = store.freeze();
+        drop(st);
+        Ok((note, size, frozen))
+    }
+
     fn checkpoint_locked(&self, store: &Store, st: &mut State, only_if_due: bool) -> Result<Option<String>> {
         let size = st.frontier.size;
         let due = size > st.checkpointed && st.checkpointed_at.elapsed() >= CHECKPOINT_EVERY;

@@ -29,6 +29,10 @@ pub enum Command {
     Umount(UmountArgs),
     /// The audit log: public key, verification, proofs, checkpoints, tail.
     Audit(AuditArgs),
+    /// Write a signed, ciphertext-only archive of an unmounted vault (what MOUNT/.backup/ serves).
+    Backup(BackupArgs),
+    /// Verify an archive (signature, audit checkpoint) and restore it into a new store directory.
+    Restore(RestoreArgs),
     /// Enroll a hardware factor (TPM or FIDO2) for a level of an unmounted vault.
     Enroll(EnrollArgs),
     /// Remove a hardware factor's key slot (never a level's last one).
@@ -237,6 +241,32 @@ pub struct MountArgs {
     /// Internal: run as the daemon child of `vaultfs mount`, reporting readiness on stdout.
     #[arg(long, hide = true)]
     pub daemon_child: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    pub store: PathBuf,
+    /// The archive file to write ("-": standard output); an existing file is never overwritten.
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The archive (`vaultfs backup`, or a copy of MOUNT/.backup/vault-N.vfsbak).
+    pub archive: PathBuf,
+    /// The store directory to create; must not exist (or be empty).
+    pub new_store: PathBuf,
+    /// The vault's audit public key (64 hex digits as `vaultfs audit pubkey`
+    /// prints them, or a file holding them): the archive must be signed by it.
+    #[arg(long, value_name = "KEY")]
+    pub pubkey: Option<String>,
+    /// A checkpoint kept earlier (a file with a note as `vaultfs audit
+    /// checkpoint` prints it, or a copy of `.audit`): refuse an archive whose
+    /// audit log does not contain the tree it signed (an older archive, a rollback).
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub not_older_than: Option<String>,
 }
 
 #[derive(Args, Debug)]

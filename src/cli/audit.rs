@@ -151,7 +151,7 @@ fn check_since(vault: &Vault<Unlocked>, since: &Path, leaves: u64) -> exit::Resu
 }
 
 /// A public key given as 64 hex digits, or as a file holding them.
-fn parse_pubkey(arg: &str) -> Result<VerifyingKey, Exit> {
+pub(super) fn parse_pubkey(arg: &str) -> Result<VerifyingKey, Exit> {
     let text = if Path::new(arg).is_file() {
         std::fs::read_to_string(arg).map_err(|e| Exit::failure(format!("cannot read {arg}: {e}")))?
     } else {

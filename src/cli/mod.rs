@@ -1,9 +1,10 @@
 //! The `vaultfs` command line: parses what the user typed (args), turns it
 //! into decisions, calls the vault, and maps errors to exit codes (exit).
-//! One file per command. Owns clap, rpassword and tracing-subscriber.
+//! One file per command. Owns clap, rpassword, tracing-subscriber and indicatif.
 
 mod args;
 mod audit;
+mod backup;
 mod control;
 mod enroll;
 mod exit;
@@ -32,6 +33,8 @@ pub fn main() -> ExitCode {
         args::Command::Mount(a) => mount::run(a),
         args::Command::Umount(a) => umount::run(a),
         args::Command::Audit(a) => audit::run(a),
+        args::Command::Backup(a) => backup::run_backup(a),
+        args::Command::Restore(a) => backup::run_restore(a),
         args::Command::Enroll(a) => enroll::run(a),
         args::Command::Unenroll(a) => enroll::run_unenroll(a),
         args::Command::Unlock(a) => control::unlock(a),

@@ -99,7 +99,8 @@ fn serve(a: &MountArgs, opts: MountOptions, source: &PassphraseArgs) -> exit::Re
     let _policy = follow_policy(a, &vault).map_err(report)?;
     let _upkeep = vault.start_upkeep().map_err(|e| report(e.into()))?;
     let pid_file = a.store.join(PID_FILE);
-    let result = crate::fs::mount(vault, &a.mountpoint, &opts, || {
+    let maker = Some(super::backup::archive_maker());
+    let result = crate::fs::mount(vault, &a.mountpoint, &opts, maker, || {
         let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
         tracing::info!("mounted {} on {}", a.store.display(), a.mountpoint.display());
         if a.daemon_child {

@@ -16,6 +16,7 @@ use fuser::{
 
 use super::attr::{OwnerMap, file_attr, file_type, kind_from_mode, timestamp};
 use super::audit::{AUDIT_INO, AUDIT_NAME, At, AuditFiles, Range};
+use super::backup::{ArchiveMaker, BACKUP_DIR_INO, BACKUP_NAME, BackupFiles, is_virtual};
 use super::errno::errno;
 use super::handles::InodeTable;
 use crate::vault::{
@@ -31,8 +32,11 @@ const TTL: Duration = Duration::from_secs(1);
 const READDIR_CHUNK: usize = 128;
 /// `.audit` grows with every access: its size must never come from a cache.
 const NO_CACHE: Duration = Duration::ZERO;
-/// The root directory cookie of `.audit`, after every level directory.
-const AUDIT_COOKIE: u64 = u64::MAX - 1;
+/// The root directory cookies of `.audit` and `.backup`, after every level
+/// directory (entry cookies are at most 2^62 + 3).
+const AUDIT_COOKIE: u64 = u64::MAX - 2;
+const BACKUP_COOKIE: u64 = u64::MAX - 1;
+
 /// Largest copy_file_range chunk moved in one vault read/write.
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -42,6 +46,7 @@ pub struct VaultFs {
     owner: OwnerMap,
     next_fh: AtomicU64,
     pub(super) audit_files: AuditFiles,
+    pub(super) backup_files: BackupFiles,
 }
 
 pub(super) type Res<T> = std::result::Result<T, Errno>;
@@ -62,17 +67,22 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 }
 
 impl VaultFs {
-    pub fn new(vault: Vault<Unlocked>, owner: OwnerMap) -> Self {
+    /// `backup` makes the archives of `.backup/` (None: the directory is empty).
+    pub fn new(vault: Vault<Unlocked>, owner: OwnerMap, backup: Option<ArchiveMaker>) -> Self {
         VaultFs {
             vault,
             inodes: InodeTable::default(),
             owner,
             next_fh: AtomicU64::new(1),
             audit_files: AuditFiles::default(),
+            backup_files: BackupFiles::new(backup),
         }
     }
 
     pub(super) fn level_of(&self, ino: u64) -> Res<Option<u8>> {
+        if is_virtual(ino) {
+            return Ok(None);
+        }
         match self.inodes.level(ino) {
             Some(l) => Ok(l),
             None => Ok(self.vault.getattr(ino).map_err(e)?.level),
@@ -83,6 +93,10 @@ impl VaultFs {
     fn check_inside(&self, req: &Request, dir: u64) -> Res<()> {
         if dir == ROOT_INO {
             return Ok(());
+        }
+        // Nothing is made, removed or renamed in (or as) `.audit` and `.backup`.
+        if is_virtual(dir) {
+            return Err(Errno::EPERM);
         }
         let level = self.level_of(dir)?;
         self.vault.check_level_access(&caller(req), level).map_err(e)
@@ -128,7 +142,7 @@ impl VaultFs {
         };
         self.logged(req, op, At::Entry(parent, name.as_bytes()), Range::default(), || {
             self.check_inside(req, parent)?;
-            if parent == ROOT_INO && name.as_bytes() == AUDIT_NAME {
+            if parent == ROOT_INO && (name.as_bytes() == AUDIT_NAME || name.as_bytes() == BACKUP_NAME) {
                 return Err(Errno::EEXIST);
             }
             if kind == FileKind::File {
@@ -143,7 +157,7 @@ impl VaultFs {
     fn do_setattr(&self, req: &Request, ino: u64, set: SetAttr) -> Res<Attr> {
         let range = Range { offset: set.size.unwrap_or(0), len: 0 };
         self.logged(req, AuditOp::Setattr, At::Node(ino), range, || {
-            if ino == AUDIT_INO {
+            if is_virtual(ino) {
                 return Err(Errno::EPERM);
             }
             self.check_node(req, ino)?;
@@ -181,9 +195,15 @@ impl VaultFs {
         loop {
             let page = self.vault.readdir(dir, after, READDIR_CHUNK).map_err(e)?;
             if page.is_empty() {
-                // `.audit` comes last in the root, under a cookie no vault entry uses.
-                if dir == ROOT_INO && offset < AUDIT_COOKIE {
-                    add(AUDIT_INO, AUDIT_COOKIE, FileKind::File, OsStr::from_bytes(AUDIT_NAME))?;
+                // `.audit` and `.backup` come last in the root, under cookies no vault entry uses.
+                if dir == ROOT_INO
+                    && offset < AUDIT_COOKIE
+                    && add(AUDIT_INO, AUDIT_COOKIE, FileKind::File, OsStr::from_bytes(AUDIT_NAME))?
+                {
+                    return Ok(());
+                }
+                if dir == ROOT_INO && offset < BACKUP_COOKIE {
+                    add(BACKUP_DIR_INO, BACKUP_COOKIE, FileKind::Dir, OsStr::from_bytes(BACKUP_NAME))?;
                 }
                 return Ok(());
             }
@@ -267,6 +287,22 @@ impl Filesystem for VaultFs {
                 Generation(0)
             ));
         }
+        if parent.0 == ROOT_INO && name.as_bytes() == BACKUP_NAME {
+            let a = self.backup_dir_attr();
+            return reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0));
+        }
+        if parent.0 == BACKUP_DIR_INO {
+            let r = self.check_backup_reader(req).and_then(|_| {
+                let a = self.backup_files.find(None, Some(name.as_bytes())).ok_or(Errno::ENOENT)?;
+                Ok(self.archive_attr(&a))
+            });
+            let r = self.note_denial(req, At::Entry(BACKUP_DIR_INO, name.as_bytes()), r);
+            return reply_with!(reply, r, |a| reply.entry(
+                &NO_CACHE,
+                &file_attr(&a, self.owner),
+                Generation(0)
+            ));
+        }
         let at = At::Entry(parent.0, name.as_bytes());
         let r = self
             .check_inside(req, parent.0)
@@ -276,7 +312,8 @@ impl Filesystem for VaultFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if self.inodes.forget(ino.0, nlookup)
+        if !is_virtual(ino.0)
+            && self.inodes.forget(ino.0, nlookup)
             && let Err(err) = self.vault.evict(ino.0)
         {
             tracing::warn!("evicting inode {}: {err}", ino.0);
@@ -291,6 +328,15 @@ impl Filesystem for VaultFs {
             };
             let r = text.map(|t| self.audit_attr(t.len() as u64));
             return reply_with!(reply, r, |a| reply.attr(&NO_CACHE, &file_attr(&a, self.owner)));
+        }
+        if ino.0 == BACKUP_DIR_INO {
+            return reply.attr(&TTL, &file_attr(&self.backup_dir_attr(), self.owner));
+        }
+        if is_virtual(ino.0) {
+            let held = fh.and_then(|fh| self.backup_files.by_handle(fh.0)).filter(|a| a.ino == ino.0);
+            let r = held.or_else(|| self.backup_files.find(Some(ino.0), None)).ok_or(Errno::ENOENT);
+            return reply_with!(reply, r, |a| reply
+                .attr(&NO_CACHE, &file_attr(&self.archive_attr(&a), self.owner)));
         }
         let r = self.check_node(req, ino.0).and_then(|_| self.vault.getattr(ino.0).map_err(e));
         let r = self.note_denial(req, At::Node(ino.0), r);
@@ -435,7 +481,7 @@ impl Filesystem for VaultFs {
             At::Entry(newparent.0, newname.as_bytes()),
             Range::default(),
             || {
-                if ino.0 == AUDIT_INO {
+                if is_virtual(ino.0) {
                     return Err(Errno::EPERM);
                 }
                 self.check_node(req, ino.0)?;
@@ -466,6 +512,14 @@ impl Filesystem for VaultFs {
                 reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO)
             });
         }
+        if is_virtual(ino.0) {
+            let r = self.open_archive(req, ino.0, flags);
+            return reply_with!(reply, r, |a| {
+                let fh = self.fh();
+                self.backup_files.hold(fh.0, a);
+                reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO)
+            });
+        }
         // No FOPEN_KEEP_CACHE: the kernel drops this file's page cache at every
         // open, so every open is seen here, and recorded.
         let r = self.logged(req, AuditOp::Open, At::Node(ino.0), Range::default(), || {
@@ -488,6 +542,8 @@ impl Filesystem for VaultFs {
     ) {
         if ino.0 == AUDIT_INO {
             self.audit_files.remove(fh.0);
+        } else if is_virtual(ino.0) {
+            self.backup_files.release(fh.0);
         }
         reply.ok();
     }
@@ -512,6 +568,11 @@ impl Filesystem for VaultFs {
             });
             return reply_with!(reply, r, |d| reply.data(&d));
         }
+        if is_virtual(ino.0) {
+            // Logged once, at open.
+            let r = self.backup_files.by_handle(fh.0).ok_or(Errno::EBADF).and_then(|a| a.read(offset, size));
+            return reply_with!(reply, r, |d| reply.data(&d));
+        }
         let range = Range { offset, len: size as u64 };
         let r = self.logged(req, AuditOp::Read, At::Node(ino.0), range, || {
             self.vault.read(ino.0, offset, size as usize).map_err(e)
@@ -533,7 +594,7 @@ impl Filesystem for VaultFs {
     ) {
         let range = Range { offset, len: data.len() as u64 };
         let r = self.logged(req, AuditOp::Write, At::Node(ino.0), range, || {
-            if ino.0 == AUDIT_INO {
+            if is_virtual(ino.0) {
                 return Err(Errno::EPERM);
             }
             self.vault.write(ino.0, offset, data).map_err(e)
@@ -559,12 +620,28 @@ impl Filesystem for VaultFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if ino.0 == BACKUP_DIR_INO {
+            // A listing shows one snapshot, made (or reused) now.
+            let r = self.check_backup_reader(req).and_then(|_| self.backup_files.fresh(&self.vault));
+            let r = self.note_denial(req, At::Node(BACKUP_DIR_INO), r);
+            return reply_with!(reply, r, |a| {
+                let fh = self.fh();
+                self.backup_files.hold(fh.0, a);
+                reply.opened(fh, FopenFlags::empty())
+            });
+        }
         let r = self.check_inside(req, ino.0);
         let r = self.note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
     }
 
-    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        if ino.0 == BACKUP_DIR_INO {
+            let r = self.walk_backup_dir(fh.0, offset, |i, cookie, kind, name, _| {
+                Ok(reply.add(INodeNo(i), cookie, file_type(kind), name))
+            });
+            return reply_with!(reply, r, |_v| reply.ok());
+        }
         let r = self.check_inside(req, ino.0).and_then(|_| {
             self.walk_dir(ino.0, offset, |i, cookie, kind, name| {
                 Ok(reply.add(INodeNo(i), cookie, file_type(kind), name))
@@ -578,14 +655,23 @@ impl Filesystem for VaultFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        if ino.0 == BACKUP_DIR_INO {
+            let r = self.walk_backup_dir(fh.0, offset, |i, cookie, _kind, name, attr| {
+                let ttl = if i == BACKUP_DIR_INO { TTL } else { NO_CACHE };
+                Ok(reply.add(INodeNo(i), cookie, name, &ttl, &file_attr(&attr, self.owner), Generation(0)))
+            });
+            return reply_with!(reply, r, |_v| reply.ok());
+        }
         let r = self.check_inside(req, ino.0).and_then(|_| {
             self.walk_dir(ino.0, offset, |i, cookie, _kind, name| {
                 let a = if i == AUDIT_INO {
                     self.audit_text().map(|t| self.audit_attr(t.len() as u64))?
+                } else if i == BACKUP_DIR_INO {
+                    self.backup_dir_attr()
                 } else {
                     self.vault.getattr(i).map_err(e)?
                 };
@@ -599,7 +685,7 @@ impl Filesystem for VaultFs {
                     Generation(a.generation),
                 );
                 // Entries handed out count as lookups; "." and ".." do not.
-                if !full && cookie > 2 && i != AUDIT_INO {
+                if !full && cookie > 2 && !is_virtual(i) {
                     self.inodes.remember(a.ino, a.level);
                     self.inodes.name(a.ino, ino.0, name.as_bytes());
                 }
@@ -607,6 +693,13 @@ impl Filesystem for VaultFs {
             })
         });
         reply_with!(reply, r, |_v| reply.ok());
+    }
+
+    fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        if ino.0 == BACKUP_DIR_INO {
+            self.backup_files.release(fh.0);
+        }
+        reply.ok();
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
@@ -651,7 +744,7 @@ impl Filesystem for VaultFs {
         };
         let range = Range { offset: 0, len: value.len() as u64 };
         let r = self.logged(req, AuditOp::Setxattr, At::Node(ino.0), range, || {
-            if ino.0 == AUDIT_INO {
+            if is_virtual(ino.0) {
                 return Err(Errno::EPERM);
             }
             r()
@@ -660,7 +753,7 @@ impl Filesystem for VaultFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if ino.0 == AUDIT_INO {
+        if is_virtual(ino.0) {
             return reply.error(Errno::ENODATA);
         }
         let r =
@@ -670,7 +763,7 @@ impl Filesystem for VaultFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if ino.0 == AUDIT_INO {
+        if is_virtual(ino.0) {
             return Self::xattr_reply(reply, &[], size);
         }
         let r = self.check_node(req, ino.0).and_then(|_| self.vault.listxattr(ino.0).map_err(e));
@@ -687,7 +780,7 @@ impl Filesystem for VaultFs {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.logged(req, AuditOp::Removexattr, At::Node(ino.0), Range::default(), || {
-            if ino.0 == AUDIT_INO {
+            if is_virtual(ino.0) {
                 return Err(Errno::EPERM);
             }
             self.check_node(req, ino.0)?;
@@ -774,6 +867,9 @@ impl Filesystem for VaultFs {
             };
             let range = Range { offset, len: length };
             self.logged(req, AuditOp::Write, At::Node(ino.0), range, || {
+                if is_virtual(ino.0) {
+                    return Err(Errno::EPERM);
+                }
                 self.vault.fallocate(ino.0, offset, length, m).map_err(e)
             })
         };
@@ -784,13 +880,23 @@ impl Filesystem for VaultFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
         let r = (|| {
             let off = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
+            if is_virtual(ino.0) {
+                // No holes: data from any offset below the size, a hole at the end.
+                let size = self.virtual_size(ino.0, fh.0)?;
+                return match whence {
+                    _ if off >= size => Err(Errno::ENXIO),
+                    libc::SEEK_DATA => Ok(off as i64),
+                    libc::SEEK_HOLE => Ok(size as i64),
+                    _ => Err(Errno::EINVAL),
+                };
+            }
             let found = match whence {
                 libc::SEEK_DATA => self.vault.seek_data(ino.0, off).map_err(e)?,
                 libc::SEEK_HOLE => self.vault.seek_hole(ino.0, off).map_err(e)?,
@@ -816,6 +922,9 @@ impl Filesystem for VaultFs {
     ) {
         let r = if !flags.is_empty() {
             Err(Errno::EINVAL)
+        } else if is_virtual(ino_in.0) || is_virtual(ino_out.0) {
+            // Not a vault file: the caller falls back to read and write.
+            Err(Errno::EXDEV)
         } else {
             self.logged(req, AuditOp::Read, At::Node(ino_in.0), Range { offset: offset_in, len }, || Ok(()))
                 .and_then(|_| {
@@ -829,7 +938,8 @@ impl Filesystem for VaultFs {
     }
 }
 
-/// `.audit` is not a name anything can be unlinked, renamed or linked as.
+/// `.audit` and `.backup` are not names anything can be unlinked, renamed or linked as.
 fn refuse_audit_name(parent: u64, name: &OsStr) -> Res<()> {
-    if parent == ROOT_INO && name.as_bytes() == AUDIT_NAME { Err(Errno::EPERM) } else { Ok(()) }
+    let reserved = name.as_bytes() == AUDIT_NAME || name.as_bytes() == BACKUP_NAME;
+    if parent == ROOT_INO && reserved { Err(Errno::EPERM) } else { Ok(()) }
 }

@@ -60,6 +60,12 @@ impl VaultFs {
     pub fn place(&self, at: At) -> (u64, Vec<u8>) {
         match at {
             At::Node(AUDIT_INO) => (AUDIT_INO, b"/.audit".to_vec()),
+            At::Node(ino) if super::backup::is_virtual(ino) => (ino, self.backup_path(ino)),
+            At::Entry(super::backup::BACKUP_DIR_INO, name) => {
+                let mut p = b"/.backup/".to_vec();
+                p.extend_from_slice(name);
+                (super::backup::BACKUP_DIR_INO, p)
+            }
             At::Node(ino) => (ino, self.inodes.path(ino, ROOT_INO)),
             At::Entry(dir, name) => {
                 let mut p = self.inodes.path(dir, ROOT_INO);

@@ -5,8 +5,10 @@
 mod adapter;
 mod attr;
 mod audit;
+mod backup;
 mod errno;
 mod handles;
 mod session;
 
+pub use backup::ArchiveMaker;
 pub use session::{MountOptions, mount};

@@ -27,11 +27,13 @@ pub struct MountOptions {
 }
 
 /// Mounts `vault` at `mountpoint` and serves it until unmounted. Calls
-/// `ready` once the kernel has accepted the mount.
+/// `ready` once the kernel has accepted the mount. `backup` makes the
+/// archives `.backup/` shows (None: it stays empty).
 pub fn mount(
     vault: Vault<Unlocked>,
     mountpoint: &Path,
     opts: &MountOptions,
+    backup: Option<super::ArchiveMaker>,
     ready: impl FnOnce(),
 ) -> Result<(), String> {
     let mut cfg = Config::default();
@@ -51,7 +53,7 @@ pub fn mount(
     }
     cfg.n_threads = Some(opts.threads.max(1));
     let flusher = vault.clone();
-    let fs = VaultFs::new(vault, OwnerMap { uid: opts.uid, gid: opts.gid });
+    let fs = VaultFs::new(vault, OwnerMap { uid: opts.uid, gid: opts.gid }, backup);
     let mut session = Session::new(fs, mountpoint, &cfg)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();

@@ -14,6 +14,7 @@ mod levels;
 mod locks;
 mod namespace;
 mod node;
+mod snapshot;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ pub use factors::{FIDO2_RP_ID, FactorAccess};
 pub use keyring::FactorSecrets;
 pub use levels::{LOCKABLE_FROM, LevelState};
 pub use namespace::{Remover, SHRED_FROM_LEVEL};
+pub use snapshot::Snapshot;
 pub use types::*;
 
 use crate::crypto::{Key32, Passphrase, SigningKey};

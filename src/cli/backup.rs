@@ -1,0 +1,235 @@
+//! `vaultfs backup STORE OUT` and `vaultfs restore ARCHIVE NEWSTORE`
+//! (docs/ADMIN.md, "Backup and restore"). The archive format and checks
+//! live in `crate::backup`; this file adds the passphrase, the progress bar
+//! on a terminal, the report and the exit codes.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::args::{BackupArgs, RestoreArgs};
+use super::exit::{self, Code, Exit};
+use super::passphrase::{self, Confirm};
+use crate::backup::{self, Expect, Phase};
+use crate::format::hex;
+use crate::vault::{AuditOp, Caller, Record, Unlocked, Vault};
+
+/// The archive maker the mount hands `.backup/` (the fs layer cannot call
+/// its peer `backup` itself).
+pub fn archive_maker() -> crate::fs::ArchiveMaker {
+    Arc::new(|vault: &Vault<Unlocked>, file: &std::fs::File| {
+        let made = backup::write_archive(vault, file, &mut |_, _| {}).map_err(|e| e.to_string())?;
+        tracing::info!(
+            "backup snapshot: {} records, {} bytes, store writes paused {:?}",
+            made.records,
+            made.bytes,
+            made.pause
+        );
+        Ok(made.tree_size)
+    })
+}
+
+fn bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn refusal(e: backup::Error) -> Exit {
+    use crate::format::Error as F;
+    use backup::Error as E;
+    let code = match &e {
+        E::Version(_) | E::Flags(_) | E::Header(F::UnsupportedVersion(_) | F::UnknownFeatures(_)) => {
+            Code::Unsupported
+        }
+        E::Exists(_) => Code::VaultPresence,
+        E::Vault(v) => Exit::from(crate::vault::Error::new(v.kind(), String::new())).code,
+        _ if e.is_refusal() => Code::Corrupt,
+        _ => Code::Failure,
+    };
+    Exit { code, message: e.to_string() }
+}
+
+pub fn run_backup(a: BackupArgs) -> exit::Result {
+    let to_stdout = a.out.as_os_str() == "-";
+    if !to_stdout && a.out.symlink_metadata().is_ok() {
+        return Err(Exit {
+            code: Code::VaultPresence,
+            message: format!("{} exists; backup never overwrites", a.out.display()),
+        });
+    }
+    let v = Vault::open(&a.store).map_err(|e| {
+        let mut x = Exit::from(e);
+        if x.message.contains("in use") || x.message.contains("mounted") {
+            x.message = format!("{}; while mounted, copy MOUNT/.backup/*.vfsbak instead", x.message);
+        }
+        x
+    })?;
+    let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
+    let vault = v.unlock(&pass)?;
+    drop(pass);
+    // Who made a copy of the vault, and when: before the snapshot, so the
+    // archive carries its own record.
+    let me = Caller { uid: vault.owner_uid(), gid: 0, pid: std::process::id() };
+    let rec = Record {
+        who: me,
+        comm: b"vaultfs".to_vec(),
+        op: AuditOp::BackupRead,
+        level: None,
+        ino: 0,
+        path: b"/.backup".to_vec(),
+        offset: 0,
+        len: 0,
+    };
+    vault.record(rec, 0, true)?;
+
+    let progress = bar(0, "{spinner} {bytes} written, {msg} ({binary_bytes_per_sec})");
+    let mut report = |bytes: u64, records: u64| {
+        progress.set_position(bytes);
+        progress.set_message(format!("{records} records"));
+    };
+    let made = if to_stdout {
+        let out = std::io::stdout().lock();
+        backup::write_archive(&vault, out, &mut report).map_err(refusal)?
+    } else {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&a.out)
+            .map_err(|e| Exit::failure(format!("cannot create {}: {e}", a.out.display())))?;
+        let made = backup::write_archive(&vault, &file, &mut report).and_then(|m| {
+            file.sync_all()?;
+            Ok(m)
+        });
+        match made {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&a.out);
+                return Err(refusal(e));
+            }
+        }
+    };
+    progress.finish_and_clear();
+    let name = if to_stdout { "standard output".to_string() } else { a.out.display().to_string() };
+    eprintln!(
+        "wrote {name}: {} bytes, {} store records, audit log of {} records (vault-{}.vfsbak in a mount's .backup/)",
+        made.bytes, made.records, made.tree_size, made.tree_size
+    );
+    Ok(())
+}
+
+/// `--not-older-than`: a file holding a checkpoint note (as `vaultfs audit
+/// checkpoint` prints it) or a copy of `.audit` (its last line), or the note text.
+fn witness(arg: &str) -> Result<String, Exit> {
+    let text = if Path::new(arg).is_file() {
+        std::fs::read_to_string(arg).map_err(|e| Exit::failure(format!("cannot read {arg}: {e}")))?
+    } else {
+        arg.to_string()
+    };
+    if text.trim_start().starts_with('{') {
+        let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let v: serde_json::Value = serde_json::from_str(last)
+            .map_err(|e| Exit::usage(format!("--not-older-than {arg}: the last line is not JSON: {e}")))?;
+        return v.get("checkpoint").and_then(|c| c.as_str()).map(str::to_string).ok_or_else(|| {
+            Exit::usage(format!("--not-older-than {arg}: the last line has no \"checkpoint\""))
+        });
+    }
+    Ok(text)
+}
+
+pub fn run_restore(a: RestoreArgs) -> exit::Result {
+    let expect = Expect {
+        pubkey: a.pubkey.as_deref().map(super::audit::parse_pubkey).transpose()?,
+        not_older_than: a.not_older_than.as_deref().map(witness).transpose()?,
+    };
+    let progress = bar(0, "{msg:9} [{bar:30}] {bytes}/{total_bytes} ({binary_bytes_per_sec})");
+    let mut report = |phase: Phase, done: u64, len: u64| {
+        progress.set_length(len);
+        progress.set_message(match phase {
+            Phase::Verify => "verifying",
+            Phase::Write => "writing",
+        });
+        progress.set_position(done);
+    };
+    let r = backup::restore(&a.archive, &a.new_store, &expect, &mut report);
+    progress.finish_and_clear();
+    let restored = r.map_err(|e| {
+        let mut x = refusal(e);
+        x.message = format!("{}: {}; nothing was written", a.archive.display(), x.message);
+        x
+    })?;
+    let v = &restored.verified;
+    let p = &v.preamble;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "archive:    {} ({} bytes, {} store records)",
+        a.archive.display(),
+        v.trailer.len,
+        restored.records
+    );
+    let _ =
+        writeln!(out, "vault:      {} ({} inodes, {} content blocks)", hex(&p.vault_id), v.inodes, v.blocks);
+    let _ = writeln!(out, "made:       {}", utc(p.created_ns));
+    let _ =
+        writeln!(out, "audit log:  {} records, checkpoint and archive signature valid", v.checkpoint.size);
+    if v.key_pinned {
+        let _ = writeln!(out, "signed by:  {} (the key given with --pubkey)", hex(&p.audit_public));
+    } else {
+        let _ = writeln!(
+            out,
+            "signed by:  {} -- checked only against the key in the archive's own header; \
+             pin the vault's key with --pubkey (`vaultfs audit pubkey STORE`) to rule out a forged archive",
+            hex(&p.audit_public)
+        );
+    }
+    if let Some(w) = v.witness_size {
+        let _ = writeln!(
+            out,
+            "not older:  the archive's log contains the tree the given checkpoint signed ({w} of {} records)",
+            v.checkpoint.size
+        );
+    }
+    let _ = writeln!(out, "restored:   {}", a.new_store.display());
+    let _ = writeln!(
+        out,
+        "note:       policy.toml is not part of an archive; copy yours to {}/policy.toml before mounting",
+        a.new_store.display()
+    );
+    super::audit::write_pubkey_file(&a.new_store, &p.audit_public);
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for ns since the epoch.
+fn utc(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(1_735_689_600_000_000_000), "2025-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400_000_000_000 + 3_661_000_000_000), "2000-02-29T01:01:01Z");
+    }
+}
