@@ -39,7 +39,11 @@ fn ok(out: Output) -> String {
 }
 
 fn pubkey(store: &Path) -> String {
-    ok(vaultfs(&["audit", "pubkey", store.to_str().unwrap()])).trim().to_string()
+    // While mounted it says on stderr that it read the key file beside the store.
+    String::from_utf8(ok_stdout(vaultfs(&["audit", "pubkey", store.to_str().unwrap()])))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// A restored store, mounted like `Mount` (same passphrase).

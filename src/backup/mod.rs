@@ -103,3 +103,6 @@ impl From<std::io::Error> for Error {
         Error::Io(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -82,6 +82,9 @@ pub struct BackupFiles {
     /// Makes one archive at a time (a second lister waits and shares it).
     making: Mutex<()>,
     next_ino: AtomicU64,
+    /// The directory's times: fixed, so that tools that compare a
+    /// directory's times before and after reading it (tar) see no change.
+    pub started: Timestamp,
 }
 
 #[derive(Default)]
@@ -98,6 +101,7 @@ impl BackupFiles {
             state: Default::default(),
             making: Mutex::new(()),
             next_ino: AtomicU64::new(ARCHIVE_INO_BASE),
+            started: Timestamp::now(),
         }
     }
 
@@ -216,6 +220,8 @@ impl VaultFs {
         a.nlink = 2;
         a.blocks = 0;
         a.parent = ROOT_INO;
+        let t = self.backup_files.started;
+        (a.atime, a.mtime, a.ctime, a.crtime) = (t, t, t, t);
         a
     }
 

@@ -96,6 +96,9 @@ pub struct Store {
 /// every acknowledged change is on disk. docs/PERFORMANCE.md has the numbers.
 static WRITE_GATE: Mutex<()> = Mutex::new(());
 
+/// Set while a `Frozen` view holds the gate (see `Store::is_frozen`).
+static FROZEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn gate() -> MutexGuard<'static, ()> {
     // The gate guards no data: a panic while it was held changes nothing.
     WRITE_GATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -204,7 +207,16 @@ impl Store {
     /// nor wait for anything that writes; it should copy what it needs and
     /// drop the view.
     pub fn freeze(&self) -> Frozen<'_> {
-        Frozen { store: self, _gate: gate() }
+        let gate = gate();
+        FROZEN.store(true, std::sync::atomic::Ordering::SeqCst);
+        Frozen { store: self, _gate: gate }
+    }
+
+    /// Whether a frozen view holds writes back right now: a background
+    /// writer that can wait (the audit committer) skips its turn rather
+    /// than queue behind the snapshot holding its own locks.
+    pub fn is_frozen(&self) -> bool {
+        FROZEN.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Makes everything applied so far durable.
@@ -224,6 +236,13 @@ impl Store {
 pub struct Frozen<'a> {
     store: &'a Store,
     _gate: MutexGuard<'static, ()>,
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        // Before the gate opens (fields drop after this).
+        FROZEN.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Frozen<'_> {
@@ -347,8 +366,10 @@ mod tests {
         assert!(!wrote.load(Ordering::SeqCst), "a write passed a frozen store");
         let seen: Vec<_> = frozen.iter().map(|r| r.unwrap().0).collect();
         assert_eq!(seen, vec![b"a".to_vec()]);
+        assert!(store.is_frozen());
         drop(frozen);
         writer.join().unwrap();
+        assert!(!store.is_frozen());
         let seen: Vec<_> = store.iter().map(|r| r.unwrap().0).collect();
         assert_eq!(seen, vec![b"b".to_vec()]);
     }

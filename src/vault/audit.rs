@@ -99,6 +99,11 @@ pub(super) fn spawn_committer(core: Weak<Core>) {
         loop {
             std::thread::sleep(COMMIT_EVERY);
             let Some(core) = core.upgrade() else { return };
+            // A backup snapshot is being copied: storing now would wait for it
+            // holding the log's lock, and stall every read's record with it.
+            if core.store.is_frozen() {
+                continue;
+            }
             if let Err(e) = core.audit.checkpoint(&core.store, true) {
                 tracing::error!("audit commit failed: {e}");
             }
