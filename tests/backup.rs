@@ -431,7 +431,7 @@ fn with_preamble(bytes: &[u8], pre: &Preamble) -> Vec<u8> {
 }
 
 /// Re-signs `bytes` (every byte but the signature) with `key`.
-fn resign(bytes: &mut Vec<u8>, key: &SigningKey) {
+fn resign(bytes: &mut [u8], key: &SigningKey) {
     let n = bytes.len();
     let mut h = vaultfs::crypto::Blake3::new();
     h.update(&bytes[..n - 64]);

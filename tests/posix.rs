@@ -23,14 +23,14 @@ fn py(code: &str, cwd: &Path) -> String {
 }
 
 #[test]
-fn root_holds_the_six_levels_and_the_audit_file_and_refuses_changes() {
+fn root_holds_the_six_levels_audit_and_backup_and_refuses_changes() {
     let m = Mount::new();
     let mut names: Vec<String> =
         fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(
         names,
-        [".audit", "0-ephemeral", "1-working", "2-private", "3-sealed", "4-vaulted", "5-black"]
+        [".audit", ".backup", "0-ephemeral", "1-working", "2-private", "3-sealed", "4-vaulted", "5-black"]
     );
     assert_eq!(errno(fs::create_dir(m.path("new"))), libc::EPERM);
     assert_eq!(errno(File::create(m.path("file"))), libc::EPERM);

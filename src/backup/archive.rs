@@ -160,6 +160,9 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// One store entry: (key, value).
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// What follows the last record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trailer {
@@ -234,7 +237,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// The next record, or None once the end block has been read.
-    pub fn next_record(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn next_record(&mut self) -> Result<Option<Record>, Error> {
         if self.ended {
             return Ok(None);
         }
@@ -360,7 +363,7 @@ mod tests {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<(Preamble, Vec<(Vec<u8>, Vec<u8>)>, Trailer), Error> {
+    fn decode(bytes: &[u8]) -> Result<(Preamble, Vec<Record>, Trailer), Error> {
         let (mut r, p) = Reader::open(bytes)?;
         let mut recs = Vec::new();
         while let Some(rec) = r.next_record()? {

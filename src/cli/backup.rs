@@ -128,7 +128,8 @@ pub fn run_backup(a: BackupArgs) -> exit::Result {
 /// `--not-older-than`: a file holding a checkpoint note (as `vaultfs audit
 /// checkpoint` prints it) or a copy of `.audit` (its last line), or the note text.
 fn witness(arg: &str) -> Result<String, Exit> {
-    let text = if Path::new(arg).is_file() {
+    // A path (a file, or a pipe such as <(vaultfs audit checkpoint ...)), else the note itself.
+    let text = if Path::new(arg).exists() {
         std::fs::read_to_string(arg).map_err(|e| Exit::failure(format!("cannot read {arg}: {e}")))?
     } else {
         arg.to_string()
