@@ -217,7 +217,8 @@ pub struct MountArgs {
     /// Stay in the foreground, logging to stderr.
     #[arg(short, long)]
     pub foreground: bool,
-    /// Mount options, comma-separated: ro, rw, allow_other, default_permissions,
+    /// Mount options, comma-separated: ro, rw, allow_other, default_permissions (ignored:
+    /// the daemon checks permissions itself),
     /// uid=N, gid=N, threads=N, passphrase_file=PATH (plus fstab's auto/noauto/nofail/...).
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,

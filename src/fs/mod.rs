@@ -7,6 +7,7 @@ mod attr;
 mod audit;
 mod errno;
 mod handles;
+mod perm;
 mod session;
 
 pub use session::{MountOptions, mount};

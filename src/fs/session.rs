@@ -40,8 +40,8 @@ pub fn mount(
         // As a kernel option, so that the direct mount(2) path (root) also
         // shows the type as fuse.vaultfs; fuser's Subtype only reaches fusermount.
         MountOption::CUSTOM("subtype=vaultfs".into()),
-        // The vault does not check mode bits itself; the kernel must.
-        MountOption::DefaultPermissions,
+        // No DefaultPermissions: the daemon checks mode bits itself
+        // (fs/perm.rs), so that every refusal reaches it and is recorded.
         MountOption::NoDev,
         MountOption::NoSuid,
         if opts.read_only { MountOption::RO } else { MountOption::RW },
@@ -51,7 +51,7 @@ pub fn mount(
     }
     cfg.n_threads = Some(opts.threads.max(1));
     let flusher = vault.clone();
-    let fs = VaultFs::new(vault, OwnerMap { uid: opts.uid, gid: opts.gid });
+    let fs = VaultFs::new(vault, OwnerMap { uid: opts.uid, gid: opts.gid }, opts.allow_other);
     let mut session = Session::new(fs, mountpoint, &cfg)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
