@@ -62,11 +62,13 @@ pub enum Op {
     Mount = 25,
     /// The vault was unmounted.
     Unmount = 26,
+    /// `vaultfs fsck --repair` removed or rewrote store entries (one leaf per repair).
+    Repair = 27,
 }
 
 impl Op {
     /// Every op, in byte order.
-    pub const ALL: [Op; 26] = [
+    pub const ALL: [Op; 27] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -93,6 +95,7 @@ impl Op {
         Op::Purge,
         Op::Mount,
         Op::Unmount,
+        Op::Repair,
     ];
 
     /// The lowercase name used in `.audit` and in docs/AUDIT.md.
@@ -124,6 +127,7 @@ impl Op {
             Op::Purge => "purge",
             Op::Mount => "mount",
             Op::Unmount => "unmount",
+            Op::Repair => "repair",
         }
     }
 

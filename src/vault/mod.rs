@@ -8,6 +8,7 @@ mod content;
 mod enroll;
 mod error;
 mod factors;
+mod fsck;
 mod keyring;
 mod levels;
 mod locks;
@@ -24,6 +25,10 @@ pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use enroll::{FactorKind, SlotInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use factors::{FIDO2_RP_ID, FactorAccess};
+pub use fsck::{
+    AuditReport, Counts, FsckOptions, FsckReport, FsckStatus, LevelAccess, LevelReport, Problem, ProblemKind,
+    RepairState, Tally,
+};
 pub use keyring::FactorSecrets;
 pub use levels::{LOCKABLE_FROM, LevelState};
 pub use namespace::{Remover, SHRED_FROM_LEVEL};
