@@ -653,6 +653,7 @@ impl<'a> Checker<'a> {
     /// Link counts, orphan and unreachable inodes, stale markers, block counts.
     fn links(&mut self) {
         let mut found = Vec::new();
+        let mut pending = 0;
         for (&ino, info) in &self.inodes {
             let Some(node) = &info.node else { continue };
             let key = keys::inode(ino);
@@ -694,9 +695,11 @@ impl<'a> Checker<'a> {
                         );
                         found.push((ProblemKind::UnreachableInode, key, at, msg, None));
                     }
+                    (0, 0) if info.marker => pending += 1,
                     (0, 0) => {
-                        let msg =
-                            format!("inode {ino} has no links and no entry names it (unlinked while open)");
+                        let msg = format!(
+                            "inode {ino} has no links, no entry names it, and no orphan marker (never deleted)"
+                        );
                         let fix = certain.then_some(Fix::DeleteInode(ino));
                         found.push((
                             ProblemKind::OrphanInode,
@@ -755,6 +758,7 @@ impl<'a> Checker<'a> {
                 found.push((ProblemKind::BlockCount, key, at, msg, fix));
             }
         }
+        self.report.counts.pending_deletion = pending;
         for (kind, key, at, msg, fix) in found {
             self.push(kind, &key, at, msg, fix);
         }

@@ -116,6 +116,9 @@ pub struct Counts {
     pub tombstones: Tally,
     /// Orphan markers (`O` keys): present only for open-unlinked inodes.
     pub orphan_markers: u64,
+    /// Inodes unlinked while open (no links, no entry, an orphan marker):
+    /// not damage; the next unlock deletes them, as after any crash.
+    pub pending_deletion: u64,
     /// Audit keys (leaves, nodes, frontier, checkpoints), checked as a whole.
     pub audit_keys: u64,
     /// Header, inode counter, lockdown marker, and keys vaultfs never writes.
