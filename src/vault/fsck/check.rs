@@ -199,7 +199,8 @@ impl<'a> Checker<'a> {
         } else {
             ino.and_then(|i| match self.inodes.get(&i) {
                 Some(info) if info.level_byte != VAULT_LEVEL => Some(info.level_byte),
-                _ => level_of_dir(i),
+                Some(_) => level_of_dir(i),
+                None => None,
             })
         };
         let level = level.filter(|l| *l < LEVEL_COUNT);
