@@ -374,3 +374,29 @@ fn wrong_passphrase_and_held_store_are_errors() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("is mounted (daemon pid 4242): unmount it first"), "{err}");
 }
+
+/// Throughput on a 64 MiB vault (`cargo test --test fsck -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let passfile = dir.path().join("pass");
+    std::fs::write(&passfile, format!("{PASS}\n")).unwrap();
+    Vault::init(&store, &pass(), InitOptions { kdf: FAST_KDF, block_size: BS as u32 }).unwrap();
+    let v = unlock(&store);
+    let file = NewNode { kind: FileKind::File, perm: 0o644, uid: 0, gid: 0, rdev: 0 };
+    let chunk = content(9, 1 << 20);
+    for i in 0..64 {
+        let ino = v.create(level_dir(1), format!("f{i}").as_bytes(), file.clone()).unwrap().ino;
+        v.write(ino, 0, &chunk).unwrap();
+    }
+    v.sync().unwrap();
+    drop(v);
+    let start = std::time::Instant::now();
+    let out =
+        common::vaultfs(&["fsck", store.to_str().unwrap(), "--passphrase-file", passfile.to_str().unwrap()]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    println!("fsck of 64 MiB (16384 blocks): {took:?}, {:.0} MiB/s", 64.0 / took.as_secs_f64());
+}

@@ -11,8 +11,8 @@ use super::mountinfo::PID_FILE;
 use super::passphrase::{self, Confirm};
 use crate::gate::tpm::TpmConfig;
 use crate::vault::{
-    ErrorKind, FactorAccess, FsckOptions, FsckReport, FsckStatus, LevelAccess, Locked, RepairState, Tally,
-    Vault,
+    ErrorKind, FactorAccess, FactorKind, FsckOptions, FsckReport, FsckStatus, LevelAccess, Locked,
+    RepairState, Tally, Vault,
 };
 
 pub fn run(a: FsckArgs) -> exit::Result {
@@ -24,6 +24,10 @@ pub fn run(a: FsckArgs) -> exit::Result {
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     let pin = super::control::pin(&a.pin)?;
     let access = FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new()), pin);
+    let touch = factor_levels.iter().filter_map(|l| vault.level_factor_kinds(*l).ok()).flatten();
+    if touch.into_iter().any(|k| matches!(k, FactorKind::Fido2 { .. })) {
+        eprintln!("touch your security key when it blinks");
+    }
     let opts = FsckOptions { repair: a.repair, factor_levels };
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(0);

@@ -666,6 +666,8 @@ impl<'a> Checker<'a> {
             let readable = level.is_none_or(|l| self.open_level(l).is_some());
             let certain = level.is_none_or(|l| !self.uncertain[l as usize]);
             let unsure = "not repaired: a damaged entry of its level may name it";
+            // Deleted by a repair or by the next unlock: its counts do not matter.
+            let mut going = false;
             if ino == ROOT_INO {
                 let want = 2 + LEVEL_COUNT as u32;
                 if nlink != want {
@@ -696,8 +698,12 @@ impl<'a> Checker<'a> {
                         );
                         found.push((ProblemKind::UnreachableInode, key, at, msg, None));
                     }
-                    (0, 0) if info.marker => pending += 1,
+                    (0, 0) if info.marker => {
+                        pending += 1;
+                        going = true;
+                    }
                     (0, 0) => {
+                        going = certain;
                         let msg = format!(
                             "inode {ino} has no links, no entry names it, and no orphan marker (never deleted)"
                         );
@@ -752,7 +758,7 @@ impl<'a> Checker<'a> {
                 ));
             }
             let want_blocks = if node.rec.kind == FileKind::File { info.blocks } else { 0 };
-            if node.rec.blocks != want_blocks {
+            if node.rec.blocks != want_blocks && !going {
                 let msg =
                     format!("inode {ino} counts {} stored blocks, {want_blocks} are stored", node.rec.blocks);
                 let fix = Some(Fix::Rewrite { ino, nlink: None, blocks: Some(want_blocks) });

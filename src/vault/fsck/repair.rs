@@ -84,9 +84,11 @@ pub(super) fn apply(
             }
             Fix::Rewrite { ino, nlink, blocks } => {
                 let key = keys::inode(*ino);
-                let value = store
-                    .get(&key)?
-                    .ok_or_else(|| err(ErrorKind::NotFound, format!("inode {ino} vanished")))?;
+                // Gone: deleted by an earlier repair of this run.
+                let Some(value) = store.get(&key)? else {
+                    p.repair = RepairState::Done;
+                    continue;
+                };
                 let level = crate::meta::inode_level(&value)
                     .ok_or_else(|| err(ErrorKind::Corrupt, format!("inode {ino} is empty")))?;
                 let mk = meta_keys(level)?;

@@ -256,3 +256,32 @@ fn hostile_store_content_is_reported_never_a_panic() {
 }
 
 const ROOT: u64 = crate::vault::ROOT_INO;
+
+#[test]
+fn an_unnamed_inode_without_links_or_marker_is_deleted_with_its_content() {
+    let (dir, v) = new_vault();
+    let f = v.create(level_dir(1), b"f", file()).unwrap().ino;
+    v.write(f, 0, &[5; 9000]).unwrap();
+    v.setxattr(f, b"user.a", b"1", crate::vault::XattrFlags::default()).unwrap();
+    v.sync().unwrap();
+    drop(v);
+    raw(dir.path(), |s| {
+        let (k, _) = s.scan_prefix(&[keys::DIRENT, 1]).next().unwrap().unwrap();
+        let mut b = Batch::default();
+        b.delete(k);
+        s.apply(b).unwrap();
+    });
+    // Its name is gone and it claims none: deleted, whatever its block count says.
+    reseal(dir.path(), f, |r| {
+        r.nlink = 0;
+        r.blocks = 99;
+    });
+    let r = fsck(dir.path(), false);
+    assert_eq!(kinds(&r), ["orphan_inode"]);
+    assert_eq!(fsck(dir.path(), true).status, FsckStatus::Repaired);
+    assert_eq!(fsck(dir.path(), false).status, FsckStatus::Clean);
+    let s = Store::open(dir.path(), false).unwrap();
+    for prefix in [keys::inode(f), keys::block_prefix(f), keys::xattr_prefix(f)] {
+        assert!(s.scan_prefix(&prefix).next().is_none());
+    }
+}
