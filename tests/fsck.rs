@@ -400,3 +400,38 @@ fn throughput() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     println!("fsck of 64 MiB (16384 blocks): {took:?}, {:.0} MiB/s", 64.0 / took.as_secs_f64());
 }
+
+/// A vault used through a real mount, then unmounted, checks clean; while
+/// it is mounted, fsck refuses with a clear message.
+#[test]
+fn a_vault_used_through_the_mount_checks_clean() {
+    let mut m = common::Mount::new();
+    let w = m.path("1-working");
+    std::fs::write(w.join("a.md"), content(1, 20_000)).unwrap();
+    std::fs::create_dir(w.join("d")).unwrap();
+    std::fs::write(w.join("d/b"), b"bee").unwrap();
+    std::fs::hard_link(w.join("d/b"), w.join("b-link")).unwrap();
+    std::os::unix::fs::symlink("a.md", w.join("s")).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(w.join("a.md")).unwrap();
+    f.set_len(5_000).unwrap();
+    // Unlinked while open, then closed: evicted by the daemon.
+    let open = std::fs::File::open(w.join("d/b")).unwrap();
+    std::fs::remove_file(w.join("d/b")).unwrap();
+    drop(open);
+    drop(f);
+    std::fs::write(m.path("0-ephemeral/tmp"), b"gone at unmount").unwrap();
+    std::fs::write(m.path("3-sealed/s.txt"), b"sealed").unwrap();
+    std::fs::remove_file(m.path("3-sealed/s.txt")).unwrap();
+    let _ = std::fs::read(m.path(".audit")).unwrap();
+    let store = m.store.to_str().unwrap().to_string();
+    let passfile = m.passfile.to_str().unwrap().to_string();
+    let out = common::vaultfs(&["fsck", &store, "--repair", "--passphrase-file", &passfile]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is mounted (daemon pid"), "{err}");
+    m.unmount();
+    let out = common::vaultfs(&["fsck", &store, "--json", "--passphrase-file", &passfile]);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    assert!(r["audit"]["checkpoints"].as_u64().unwrap() > 0);
+}
