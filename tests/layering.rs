@@ -11,6 +11,7 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("clap", &["cli"]),
     ("rpassword", &["cli"]),
     ("tracing_subscriber", &["cli"]),
+    ("indicatif", &["cli"]),
     ("tss_esapi", &["gate/tpm"]),
     ("ctap_hid_fido2", &["gate/fido2"]),
     ("chacha20poly1305", &["crypto"]),

@@ -64,11 +64,13 @@ pub enum Op {
     Unmount = 26,
     /// A policy file was applied (result 0) or refused (path: file, newline, reason).
     Policy = 27,
+    /// `vaultfs fsck --repair` removed or rewrote store entries (one leaf per repair).
+    Repair = 28,
 }
 
 impl Op {
     /// Every op, in byte order.
-    pub const ALL: [Op; 27] = [
+    pub const ALL: [Op; 28] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -96,6 +98,7 @@ impl Op {
         Op::Mount,
         Op::Unmount,
         Op::Policy,
+        Op::Repair,
     ];
 
     /// The lowercase name used in `.audit` and in docs/AUDIT.md.
@@ -128,6 +131,7 @@ impl Op {
             Op::Mount => "mount",
             Op::Unmount => "unmount",
             Op::Policy => "policy",
+            Op::Repair => "repair",
         }
     }
 

@@ -47,6 +47,8 @@ pub enum Command {
     Lockdown(LockdownArgs),
     /// Levels, lockdown, pending approvals and tombstones of a mounted vault.
     Status(StatusArgs),
+    /// Authenticate every record of an unmounted vault; --repair removes what is provably orphaned.
+    Fsck(FsckArgs),
 }
 
 /// Which TPM to use.
@@ -238,6 +240,28 @@ pub struct MountArgs {
     /// Internal: run as the daemon child of `vaultfs mount`, reporting readiness on stdout.
     #[arg(long, hide = true)]
     pub daemon_child: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FsckArgs {
+    pub store: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Remove what is provably orphaned and fix certain counts; every repair
+    /// is recorded in the audit log.
+    #[arg(long)]
+    pub repair: bool,
+    /// Also authenticate this level (3-5 or its directory name) with its
+    /// hardware factor (TPM unseal, FIDO2 touch). Repeatable.
+    #[arg(long = "level", value_name = "N")]
+    pub levels: Vec<String>,
+    #[command(flatten)]
+    pub tpm: TpmArgs,
+    #[command(flatten)]
+    pub pin: PinArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
 }
 
 #[derive(Args, Debug)]

@@ -1,12 +1,13 @@
 //! The `vaultfs` command line: parses what the user typed (args), turns it
 //! into decisions, calls the vault, and maps errors to exit codes (exit).
-//! One file per command. Owns clap, rpassword and tracing-subscriber.
+//! One file per command. Owns clap, rpassword, tracing-subscriber and indicatif.
 
 mod args;
 mod audit;
 mod control;
 mod enroll;
 mod exit;
+mod fsck;
 mod info;
 mod init;
 mod mount;
@@ -41,6 +42,7 @@ pub fn main() -> ExitCode {
         args::Command::Pending(a) => control::pending(a),
         args::Command::Lockdown(a) => control::lockdown(a),
         args::Command::Status(a) => control::status(a),
+        args::Command::Fsck(a) => fsck::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ mod enforce;
 mod enroll;
 mod error;
 mod factors;
+mod fsck;
 mod keyring;
 mod levels;
 mod locks;
@@ -26,6 +27,10 @@ pub use enforce::Upkeep;
 pub use enroll::{FactorKind, SlotInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use factors::{FIDO2_RP_ID, FactorAccess};
+pub use fsck::{
+    AuditReport, Counts, FsckOptions, FsckReport, FsckStatus, LevelAccess, LevelReport, Problem, ProblemKind,
+    RepairState, Tally,
+};
 pub use keyring::FactorSecrets;
 pub use levels::{LOCKABLE_FROM, LevelState};
 pub use namespace::{Remover, SHRED_FROM_LEVEL};
