@@ -87,12 +87,18 @@ impl Fixture {
     }
 }
 
-fn fixture() -> Fixture {
+/// A fresh vault in a temporary directory: (dir, store, passphrase file).
+fn new_vault() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let passfile = dir.path().join("pass");
     std::fs::write(&passfile, format!("{PASS}\n")).unwrap();
     Vault::init(&store, &pass(), InitOptions { kdf: FAST_KDF, block_size: BS as u32 }).unwrap();
+    (dir, store, passfile)
+}
+
+fn fixture() -> Fixture {
+    let (dir, store, passfile) = new_vault();
     let v = unlock(&store);
     let file = NewNode { kind: FileKind::File, perm: 0o644, uid: 1000, gid: 1000, rdev: 0 };
     let dspec = NewNode { kind: FileKind::Dir, perm: 0o755, uid: 1000, gid: 1000, rdev: 0 };
@@ -379,11 +385,7 @@ fn wrong_passphrase_and_held_store_are_errors() {
 #[test]
 #[ignore]
 fn throughput() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let passfile = dir.path().join("pass");
-    std::fs::write(&passfile, format!("{PASS}\n")).unwrap();
-    Vault::init(&store, &pass(), InitOptions { kdf: FAST_KDF, block_size: BS as u32 }).unwrap();
+    let (_dir, store, passfile) = new_vault();
     let v = unlock(&store);
     let file = NewNode { kind: FileKind::File, perm: 0o644, uid: 0, gid: 0, rdev: 0 };
     let chunk = content(9, 1 << 20);
