@@ -7,6 +7,7 @@ mod audit;
 mod content;
 mod enroll;
 mod error;
+mod escrow;
 mod factors;
 mod keyring;
 mod levels;
@@ -23,6 +24,7 @@ pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use enroll::{FactorKind, SlotInfo};
 pub use error::{Error, ErrorKind, Result};
+pub use escrow::EscrowSplit;
 pub use factors::{FIDO2_RP_ID, FactorAccess};
 pub use keyring::FactorSecrets;
 pub use levels::{LOCKABLE_FROM, LevelState};
@@ -207,14 +209,9 @@ impl Vault<Locked> {
     }
 
     /// Re-wraps the master key under `new`; the old passphrase stops working.
-    pub fn change_passphrase(&self, old: &Passphrase, new: &Passphrase) -> Result<()> {
-        if new.is_empty() {
-            return Err(err(ErrorKind::InvalidArgument, "empty passphrase"));
-        }
+    pub fn change_passphrase(&mut self, old: &Passphrase, new: &Passphrase) -> Result<()> {
         let h = keyring::change_passphrase(old, new, &self.0.header)?;
-        self.0.store.put(keys::HEADER, h.encode())?;
-        self.0.store.flush()?;
-        Ok(())
+        self.write_header(h)
     }
 }
 
