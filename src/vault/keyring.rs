@@ -127,6 +127,11 @@ fn master_key(pass: &Passphrase, h: &Header) -> Result<Key32> {
     Ok(master)
 }
 
+/// Ok if `pass` unwraps the master key and the header authenticates.
+pub fn check_passphrase(pass: &Passphrase, h: &Header) -> Result<()> {
+    master_key(pass, h).map(drop)
+}
+
 /// The level keys the passphrase alone reaches (passphrase slots).
 fn passphrase_levels(master: &Key32, h: &Header) -> Result<Vec<(u8, Key32)>> {
     let mut out: Vec<(u8, Key32)> = Vec::new();

@@ -208,6 +208,12 @@ impl Vault<Locked> {
         Ok(vault)
     }
 
+    /// Whether `pass` opens this vault (and its header authenticates), without
+    /// unlocking anything or writing to the store.
+    pub fn check_passphrase(&self, pass: &Passphrase) -> Result<()> {
+        keyring::check_passphrase(pass, &self.0.header)
+    }
+
     /// Re-wraps the master key under `new`; the old passphrase stops working.
     pub fn change_passphrase(&mut self, old: &Passphrase, new: &Passphrase) -> Result<()> {
         let h = keyring::change_passphrase(old, new, &self.0.header)?;
