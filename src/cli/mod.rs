@@ -6,6 +6,7 @@ mod args;
 mod audit;
 mod control;
 mod enroll;
+mod escrow;
 mod exit;
 mod fsck;
 mod info;
@@ -35,6 +36,7 @@ pub fn main() -> ExitCode {
         args::Command::Audit(a) => audit::run(a),
         args::Command::Enroll(a) => enroll::run(a),
         args::Command::Unenroll(a) => enroll::run_unenroll(a),
+        args::Command::Escrow(a) => escrow::run(a),
         args::Command::Unlock(a) => control::unlock(a),
         args::Command::Lock(a) => control::lock(a),
         args::Command::Approve(a) => control::approve(a),
