@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::PASSPHRASE;
+use common::control::ok;
 use vaultfs::crypto::Passphrase;
 use vaultfs::gate::fido2::soft::{PresenceMode, SoftAuthenticator};
 use vaultfs::vault::{FileKind, NewNode, level_dir};
@@ -106,17 +107,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, format!("{text}\n")).unwrap();
     p
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed ({:?}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn refused(out: &Output, code: i32) -> String {
