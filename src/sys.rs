@@ -108,3 +108,14 @@ pub fn process_name(pid: u32) -> Vec<u8> {
     c.truncate(16);
     c
 }
+
+/// The supplementary groups of process `pid` (the `Groups:` line of
+/// /proc/PID/status); empty if the process is gone.
+pub fn supplementary_groups(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
+}

@@ -21,6 +21,8 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("toml", &["policy"]),
     ("ed25519_dalek", &["crypto"]),
     ("notify", &["policy"]),
+    ("vsss_rs", &["crypto/shamir.rs"]),
+    ("rand_core", &["crypto/shamir.rs"]),
 ];
 
 /// Layer of each top-level module: a module may use `crate::m` only for m

@@ -16,8 +16,8 @@ use libfuzzer_sys::fuzz_target;
 mod mutate;
 use vaultfs::crypto::KdfParams;
 use vaultfs::format::{
-    FORMAT_VERSION, Factor, Fido2Factor, Header, KDF_LIMITS, KeySlot, MAX_SLOTS, SLOT_KIND_FACTORS,
-    SLOT_KIND_PASSPHRASE, encode_factors,
+    FORMAT_VERSION, Factor, Fido2Factor, Header, KDF_LIMITS, KeySlot, MAX_SLOTS, RecoverySlot,
+    SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, encode_factors,
 };
 
 fn check(data: &[u8]) {
@@ -50,8 +50,22 @@ fn valid_factors(u: &mut Unstructured) -> Result<Vec<Factor>> {
     Ok(factors)
 }
 
+fn valid_recovery(u: &mut Unstructured) -> Result<Option<RecoverySlot>> {
+    if !u.arbitrary()? {
+        return Ok(None);
+    }
+    let shares = u.int_in_range(2..=255u8)?;
+    Ok(Some(RecoverySlot {
+        split_id: u.arbitrary()?,
+        threshold: u.int_in_range(2..=shares)?,
+        shares,
+        wrapped: u.arbitrary()?,
+    }))
+}
+
 fn valid_header(u: &mut Unstructured) -> Result<Header> {
     let l = &KDF_LIMITS;
+    let recovery = valid_recovery(u)?;
     let n = u.int_in_range(3..=MAX_SLOTS)?;
     let mut slots = Vec::with_capacity(n);
     for i in 0..n {
@@ -60,12 +74,15 @@ fn valid_header(u: &mut Unstructured) -> Result<Header> {
         let level = if i < 3 { i as u8 + 1 } else { u.int_in_range(1..=5)? };
         let (kind, params) = if i < 3 || u.arbitrary()? {
             (SLOT_KIND_PASSPHRASE, Vec::new())
+        } else if let (Some(r), true) = (recovery.as_ref(), u.arbitrary()?) {
+            // An escrow slot: its recovery factor stands alone and names the header's split.
+            (SLOT_KIND_FACTORS, encode_factors(&[Factor::Recovery { split_id: r.split_id }]))
         } else {
             (SLOT_KIND_FACTORS, encode_factors(&valid_factors(u)?))
         };
         slots.push(KeySlot { level, kind, params, wrapped: u.arbitrary()? });
     }
-    Ok(Header {
+    let mut h = Header {
         version: FORMAT_VERSION,
         features: 0,
         vault_id: u.arbitrary()?,
@@ -80,8 +97,11 @@ fn valid_header(u: &mut Unstructured) -> Result<Header> {
         audit_public: u.arbitrary()?,
         wrapped_audit_seed: u.arbitrary()?,
         slots,
+        recovery: None,
         mac: u.arbitrary()?,
-    })
+    };
+    h.set_recovery(recovery);
+    Ok(h)
 }
 
 fuzz_target!(|data: &[u8]| {

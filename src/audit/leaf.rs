@@ -64,14 +64,16 @@ pub enum Op {
     Unmount = 26,
     /// A policy file was applied (result 0) or refused (path: file, newline, reason).
     Policy = 27,
+    /// `vaultfs fsck --repair` removed or rewrote store entries (one leaf per repair).
+    Repair = 28,
     /// A backup archive was opened for reading (`.backup/`, once per open) or
     /// written by `vaultfs backup`.
-    BackupRead = 28,
+    BackupRead = 29,
 }
 
 impl Op {
     /// Every op, in byte order.
-    pub const ALL: [Op; 28] = [
+    pub const ALL: [Op; 29] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -99,6 +101,7 @@ impl Op {
         Op::Mount,
         Op::Unmount,
         Op::Policy,
+        Op::Repair,
         Op::BackupRead,
     ];
 
@@ -132,6 +135,7 @@ impl Op {
             Op::Mount => "mount",
             Op::Unmount => "unmount",
             Op::Policy => "policy",
+            Op::Repair => "repair",
             Op::BackupRead => "backup_read",
         }
     }

@@ -37,6 +37,8 @@ pub enum Command {
     Enroll(EnrollArgs),
     /// Remove a hardware factor's key slot (never a level's last one).
     Unenroll(UnenrollArgs),
+    /// Recovery key escrow: split it into Shamir shares, or recover with them.
+    Escrow(EscrowArgs),
     /// Open a locked level of a mounted vault (touch / TPM unseal / passphrase).
     Unlock(UnlockArgs),
     /// Close a level (or every level from 2 up); its key is zeroized.
@@ -51,6 +53,8 @@ pub enum Command {
     Lockdown(LockdownArgs),
     /// Levels, lockdown, pending approvals and tombstones of a mounted vault.
     Status(StatusArgs),
+    /// Authenticate every record of an unmounted vault; --repair removes what is provably orphaned.
+    Fsck(FsckArgs),
 }
 
 /// Which TPM to use.
@@ -96,12 +100,74 @@ pub struct EnrollArgs {
     /// Level 5 only: do not also require the level-4 factor (the default does).
     #[arg(long)]
     pub alone: bool,
+    /// Escrow shares that open an escrowed level whose factor is lost
+    /// (`vaultfs escrow split --escrow-levels`), to enroll a new factor.
+    #[command(flatten)]
+    pub shares: ShareArgs,
     #[command(flatten)]
     pub tpm: TpmArgs,
     #[command(flatten)]
     pub pin: PinArgs,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+}
+
+/// Where escrow shares come from.
+#[derive(Args, Debug, Default)]
+pub struct ShareArgs {
+    /// A file holding escrow shares, one per line (repeat for several files).
+    #[arg(long = "share-file", value_name = "FILE")]
+    pub share_files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EscrowArgs {
+    #[command(subcommand)]
+    pub command: EscrowCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EscrowCommand {
+    /// Make a new recovery key and print N shares of it, any T of which
+    /// restore access (replaces an earlier split: its shares stop working).
+    Split(EscrowSplitArgs),
+    /// Set a new passphrase with T shares when the passphrase is lost.
+    Recover(EscrowRecoverArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EscrowSplitArgs {
+    pub store: PathBuf,
+    /// How many shares to make (2 to 255).
+    #[arg(long, value_name = "N")]
+    pub shares: u8,
+    /// How many shares recover (2 to N).
+    #[arg(long, value_name = "T")]
+    pub threshold: u8,
+    /// Levels with hardware factors (3 to 5) that the recovery key opens too;
+    /// their factors are asked for once, now (e.g. 4,5).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub escrow_levels: Vec<u8>,
+    /// Replace the vault's existing split (its shares stop working).
+    #[arg(long)]
+    pub replace: bool,
+    #[command(flatten)]
+    pub tpm: TpmArgs,
+    #[command(flatten)]
+    pub pin: PinArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EscrowRecoverArgs {
+    pub store: PathBuf,
+    /// Shares to read (default: standard input, one per line).
+    #[command(flatten)]
+    pub shares: ShareArgs,
+    /// Read the new passphrase from the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -221,7 +287,8 @@ pub struct MountArgs {
     /// Stay in the foreground, logging to stderr.
     #[arg(short, long)]
     pub foreground: bool,
-    /// Mount options, comma-separated: ro, rw, allow_other, default_permissions,
+    /// Mount options, comma-separated: ro, rw, allow_other, default_permissions (ignored:
+    /// the daemon checks permissions itself),
     /// uid=N, gid=N, threads=N, passphrase_file=PATH (plus fstab's auto/noauto/nofail/...).
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
@@ -241,6 +308,28 @@ pub struct MountArgs {
     /// Internal: run as the daemon child of `vaultfs mount`, reporting readiness on stdout.
     #[arg(long, hide = true)]
     pub daemon_child: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FsckArgs {
+    pub store: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Remove what is provably orphaned and fix certain counts; every repair
+    /// is recorded in the audit log.
+    #[arg(long)]
+    pub repair: bool,
+    /// Also authenticate this level (3-5 or its directory name) with its
+    /// hardware factor (TPM unseal, FIDO2 touch). Repeatable.
+    #[arg(long = "level", value_name = "N")]
+    pub levels: Vec<String>,
+    #[command(flatten)]
+    pub tpm: TpmArgs,
+    #[command(flatten)]
+    pub pin: PinArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
 }
 
 #[derive(Args, Debug)]

@@ -53,7 +53,7 @@ fn call(mountpoint: &Path, req: &Request) -> Result<Response, Exit> {
 }
 
 /// A level given as a number or as its directory name.
-fn level(s: &str) -> Result<u8, Exit> {
+pub(super) fn level(s: &str) -> Result<u8, Exit> {
     if let Ok(n) = s.parse::<u8>()
         && n < 6
     {

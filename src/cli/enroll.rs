@@ -32,7 +32,13 @@ pub fn run(a: EnrollArgs) -> exit::Result {
     }
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     let pin = super::control::pin(&a.pin)?;
-    let access = FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), a.tpm_pcrs.clone()), pin);
+    let mut access =
+        FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), a.tpm_pcrs.clone()), pin);
+    if !a.shares.share_files.is_empty() {
+        let shares = super::escrow::read_shares(&a.shares)?;
+        let key = v.recovery_key(&shares)?;
+        v.accept_escrow(&key, &mut access)?;
+    }
     if kinds.iter().any(|k| matches!(k, FactorKind::Fido2 { .. })) {
         eprintln!("touch your security key when it blinks");
     }

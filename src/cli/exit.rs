@@ -1,4 +1,4 @@
-//! Exit codes: the only place they exist (docs/CLI.md lists them).
+//! Exit codes: the only place they exist (README.md and docs/ADMIN.md list them).
 
 use crate::vault::{Error, ErrorKind};
 
@@ -13,12 +13,16 @@ pub enum Code {
     WrongPassphrase = 3,
     /// A vault exists where init was asked to create one, or none where one was expected.
     VaultPresence = 4,
-    /// Stored data failed authentication or does not parse: damage or tampering.
+    /// Stored data failed authentication or does not parse: damage or tampering
+    /// (fsck: problems are left).
     Corrupt = 5,
     /// The vault was written by a newer vaultfs (version or feature flags).
     Unsupported = 6,
-    /// A level stays locked: no factor enrolled, the factor failed, or lockdown.
+    /// A level stays locked: no factor enrolled, the factor failed, or lockdown
+    /// (fsck: nothing damaged found, but a locked level's records were not authenticated).
     Locked = 7,
+    /// fsck --repair found problems and repaired every one (a new fsck is clean).
+    Repaired = 8,
 }
 
 /// A command's failure: what to print and how to exit.

@@ -29,5 +29,14 @@ pub fn run(a: InfoArgs) -> exit::Result {
             println!("  level {level}: no key yet (`vaultfs enroll`)");
         }
     }
+    match v.escrow() {
+        Some(r) => println!(
+            "escrow:           {} of {} shares recover (split {})",
+            r.threshold,
+            r.shares,
+            hex(&r.split_id[..4])
+        ),
+        None => println!("escrow:           none (`vaultfs escrow split`)"),
+    }
     Ok(())
 }

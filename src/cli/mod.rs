@@ -7,7 +7,9 @@ mod audit;
 mod backup;
 mod control;
 mod enroll;
+mod escrow;
 mod exit;
+mod fsck;
 mod info;
 mod init;
 mod mount;
@@ -37,6 +39,7 @@ pub fn main() -> ExitCode {
         args::Command::Restore(a) => backup::run_restore(a),
         args::Command::Enroll(a) => enroll::run(a),
         args::Command::Unenroll(a) => enroll::run_unenroll(a),
+        args::Command::Escrow(a) => escrow::run(a),
         args::Command::Unlock(a) => control::unlock(a),
         args::Command::Lock(a) => control::lock(a),
         args::Command::Approve(a) => control::approve(a),
@@ -44,6 +47,7 @@ pub fn main() -> ExitCode {
         args::Command::Pending(a) => control::pending(a),
         args::Command::Lockdown(a) => control::lockdown(a),
         args::Command::Status(a) => control::status(a),
+        args::Command::Fsck(a) => fsck::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -46,7 +46,8 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "gid" => opts.gid = Some(number(k, v)?),
             "threads" => opts.threads = number(k, v)? as usize,
             "passphrase_file" => passphrase_file = Some(PathBuf::from(v)),
-            // Always on: the vault relies on the kernel's permission checks.
+            // Accepted for fstab compatibility and ignored: the daemon checks
+            // permissions itself, so that refusals are recorded.
             "default_permissions" => {}
             // fstab and mount(8) bookkeeping, meaningless to us.
             "auto" | "noauto" | "user" | "nouser" | "users" | "nofail" | "_netdev" | "defaults" | "dev"

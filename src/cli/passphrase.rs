@@ -32,6 +32,12 @@ pub fn obtain(args: &PassphraseArgs, prompt: &str, confirm: Confirm) -> Result<P
     Ok(pass)
 }
 
+/// A new passphrase: from `--new-passphrase-file`, else asked twice.
+pub fn obtain_new(file: Option<std::path::PathBuf>) -> Result<Passphrase, Exit> {
+    let source = PassphraseArgs { passphrase_file: file, passphrase_fd: None };
+    obtain(&source, "New passphrase: ", Confirm::Twice)
+}
+
 /// First line of a file, without its line ending.
 pub fn from_file(path: &Path) -> Result<Passphrase, Exit> {
     let mut raw = Zeroizing::new(Vec::new());

@@ -1,16 +1,15 @@
 //! `vaultfs passwd STORE`: new passphrase; the master key is re-wrapped in
 //! one atomic header write, so a crash leaves the old or the new one working.
 
-use super::args::{PassphraseArgs, PasswdArgs};
+use super::args::PasswdArgs;
 use super::exit;
 use super::passphrase::{self, Confirm};
 use crate::vault::Vault;
 
 pub fn run(a: PasswdArgs) -> exit::Result {
-    let v = Vault::open(&a.store)?;
+    let mut v = Vault::open(&a.store)?;
     let old = passphrase::obtain(&a.passphrase, "Current passphrase: ", Confirm::Once)?;
-    let new_source = PassphraseArgs { passphrase_file: a.new_passphrase_file, passphrase_fd: None };
-    let new = passphrase::obtain(&new_source, "New passphrase: ", Confirm::Twice)?;
+    let new = passphrase::obtain_new(a.new_passphrase_file)?;
     v.change_passphrase(&old, &new)?;
     println!("passphrase changed");
     Ok(())

@@ -2,12 +2,14 @@
 //! the secret types. Nothing here knows about files, inodes or the store.
 //!
 //! Owns the crates chacha20poly1305, argon2, hkdf, hmac, sha2, blake3 (keyed hashing),
-//! ed25519-dalek, getrandom and zeroize's wrappers for secrets.
+//! ed25519-dalek, getrandom and zeroize's wrappers for secrets; `shamir` owns
+//! vsss-rs and rand_core.
 
 mod aead;
 mod digest;
 mod kdf;
 mod secret;
+pub mod shamir;
 mod sign;
 
 pub use aead::{NONCE_LEN, SEALED_OVERHEAD, TAG_LEN, open, open_in_place, seal, seal_into};
@@ -35,4 +37,7 @@ pub enum Error {
     /// A signature or public key did not verify.
     #[error("signature invalid")]
     Signature,
+    /// Secret sharing refused its parameters or shares.
+    #[error("secret sharing: {0}")]
+    Sharing(String),
 }

@@ -3,7 +3,8 @@
 //! Layout: count u8 (1..=4) ‖ count × (factor type u8 ‖ len u16 ‖ data).
 //! FIDO2 data: rp id len u8 ‖ rp id ‖ credential id len u16 ‖ credential id ‖
 //! salt(32) ‖ flags u8 (bit 0 user presence, bit 1 PIN). TPM data: the sealed
-//! object (docs/CRYPTO.md, "TPM factor"), opaque here.
+//! object (docs/CRYPTO.md, "TPM factor"), opaque here. Recovery data: split
+//! id(16), and a recovery factor is always its slot's only factor.
 
 use super::codec::{Reader, Writer};
 use super::{Error, invalid};
@@ -12,6 +13,9 @@ use super::{Error, invalid};
 pub const FACTOR_TPM: u8 = 1;
 /// Factor type byte: the hmac-secret output of a FIDO2 credential.
 pub const FACTOR_FIDO2: u8 = 2;
+/// Factor type byte: a secret derived from the escrow recovery key
+/// (`vaultfs escrow split --escrow-levels`).
+pub const FACTOR_RECOVERY: u8 = 3;
 const MAX_FACTORS: usize = 4;
 
 /// One factor of a slot.
@@ -20,6 +24,11 @@ pub enum Factor {
     /// The TPM's sealed object, as `gate::tpm` wrote it.
     Tpm(Vec<u8>),
     Fido2(Fido2Factor),
+    /// The recovery key of the escrow split `split_id` (the header's
+    /// recovery section): its shares open this slot.
+    Recovery {
+        split_id: [u8; 16],
+    },
 }
 
 /// An enrolled FIDO2 credential and the salt its hmac-secret is asked for.
@@ -39,6 +48,7 @@ impl Factor {
         match self {
             Factor::Tpm(_) => FACTOR_TPM,
             Factor::Fido2(_) => FACTOR_FIDO2,
+            Factor::Recovery { .. } => FACTOR_RECOVERY,
         }
     }
 
@@ -47,6 +57,7 @@ impl Factor {
         match self {
             Factor::Tpm(_) => "tpm",
             Factor::Fido2(_) => "fido2",
+            Factor::Recovery { .. } => "recovery",
         }
     }
 }
@@ -67,6 +78,7 @@ pub fn encode_factors(factors: &[Factor]) -> Vec<u8> {
                     .u8(u8::from(c.presence) | (u8::from(c.pin) << 1));
                 d.into_vec()
             }
+            Factor::Recovery { split_id } => split_id.to_vec(),
         };
         w.u8(f.type_byte()).u16(data.len() as u16).bytes(&data);
     }
@@ -88,10 +100,18 @@ pub fn decode_factors(bytes: &[u8]) -> Result<Vec<Factor>, Error> {
             FACTOR_TPM if !data.is_empty() => Factor::Tpm(data.to_vec()),
             FACTOR_TPM => return Err(invalid("tpm factor", "empty sealed object")),
             FACTOR_FIDO2 => Factor::Fido2(decode_fido2(data)?),
+            FACTOR_RECOVERY => Factor::Recovery {
+                split_id: data.try_into().map_err(|_| {
+                    invalid("recovery factor", format!("{} bytes of split id (16)", data.len()))
+                })?,
+            },
             other => return Err(invalid("factor slot", format!("unknown factor type {other}"))),
         });
     }
     r.finish()?;
+    if n > 1 && out.iter().any(|f| matches!(f, Factor::Recovery { .. })) {
+        return Err(invalid("factor slot", "a recovery factor must be its slot's only factor"));
+    }
     Ok(out)
 }
 
@@ -157,5 +177,18 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] = 0x80;
         assert!(decode_factors(&bytes).is_err());
+    }
+
+    #[test]
+    fn recovery_factor_stands_alone_with_a_16_byte_split_id() {
+        let alone = vec![Factor::Recovery { split_id: [4; 16] }];
+        assert_eq!(decode_factors(&encode_factors(&alone)).unwrap(), alone);
+        let mut with_tpm = sample();
+        with_tpm.push(Factor::Recovery { split_id: [4; 16] });
+        assert!(decode_factors(&encode_factors(&with_tpm)).is_err());
+        assert!(
+            decode_factors(&[1, FACTOR_RECOVERY, 0, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                .is_err()
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! Vault header, stored under store key "H".
 //! Layout: magic(8) ‖ version u16 ‖ features u64 ‖ vault id(16) ‖ block size u32 ‖
 //! kdf id u8 ‖ memory KiB u32 ‖ passes u32 ‖ lanes u32 ‖ salt(32) ‖ wrapped master(72) ‖
-//! audit public key(32) ‖ wrapped audit seed(72) ‖ slot count u8 ‖ slots ‖ MAC(32).
+//! audit public key(32) ‖ wrapped audit seed(72) ‖ slot count u8 ‖ slots ‖
+//! [recovery section, iff feature bit 0] ‖ MAC(32).
 //! Slot: level u8 ‖ kind u8 ‖ params len u16 ‖ params ‖ wrapped level key(72);
 //! kind 1 (passphrase) has no params, kind 2 (factors) params per `factors.rs`.
+//! Recovery section: split id(16) ‖ threshold u8 ‖ share count u8 ‖ wrapped master key(72).
 
 use super::codec::{Reader, Writer};
 use super::{Error, invalid};
@@ -11,9 +13,13 @@ use crate::crypto::KdfParams;
 
 pub const HEADER_MAGIC: &[u8; 8] = b"VAULTFS\0";
 pub const FORMAT_VERSION: u16 = 1;
-/// Feature flags this build understands. Version 1 defines none; any set bit
-/// means a newer writer relied on something we would mishandle, so we refuse.
-pub const FEATURES_KNOWN: u64 = 0;
+/// Feature bit 0: the header carries a recovery section (`vaultfs escrow
+/// split`) after the key slots. Older readers refuse the vault rather than
+/// misread it.
+pub const FEATURE_RECOVERY: u64 = 1;
+/// Feature flags this build understands; any other set bit means a newer
+/// writer relied on something we would mishandle, so we refuse.
+pub const FEATURES_KNOWN: u64 = FEATURE_RECOVERY;
 /// A 32-byte key sealed with XChaCha20-Poly1305: nonce(24) ‖ ct(32) ‖ tag(16).
 pub const WRAPPED_KEY_LEN: usize = 72;
 /// Key slot kind 1: level key wrapped by the level wrapping key alone
@@ -79,6 +85,31 @@ pub struct KeySlot {
     pub wrapped: [u8; WRAPPED_KEY_LEN],
 }
 
+/// The escrow recovery slot: the master key wrapped under a key derived from
+/// a random recovery key, which exists only as Shamir shares outside the vault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoverySlot {
+    /// Random, new at every split; each share and recovery factor names it.
+    pub split_id: [u8; 16],
+    /// Shares needed to rebuild the recovery key (2..=shares).
+    pub threshold: u8,
+    /// Shares made.
+    pub shares: u8,
+    /// `sealed(recovery wrap key, AAD_recovery, master key)`.
+    pub wrapped: [u8; WRAPPED_KEY_LEN],
+}
+
+impl RecoverySlot {
+    /// The recovery section's bytes, as bound into its AAD.
+    pub fn params(&self) -> [u8; 18] {
+        let mut out = [0u8; 18];
+        out[..16].copy_from_slice(&self.split_id);
+        out[16] = self.threshold;
+        out[17] = self.shares;
+        out
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     pub version: u16,
@@ -91,6 +122,8 @@ pub struct Header {
     pub audit_public: [u8; 32],
     pub wrapped_audit_seed: [u8; WRAPPED_KEY_LEN],
     pub slots: Vec<KeySlot>,
+    /// Present iff `features` has `FEATURE_RECOVERY` (use `set_recovery`).
+    pub recovery: Option<RecoverySlot>,
     /// Keyed BLAKE3 over `body()` with the header MAC key (from the master key).
     pub mac: [u8; 32],
 }
@@ -105,6 +138,16 @@ impl Header {
             .u32(self.kdf.lanes)
             .bytes(&self.kdf_salt);
         w.into_vec()
+    }
+
+    /// Sets or clears the recovery section and its feature bit together.
+    pub fn set_recovery(&mut self, recovery: Option<RecoverySlot>) {
+        if recovery.is_some() {
+            self.features |= FEATURE_RECOVERY;
+        } else {
+            self.features &= !FEATURE_RECOVERY;
+        }
+        self.recovery = recovery;
     }
 
     /// Everything but the MAC.
@@ -122,6 +165,9 @@ impl Header {
             .u8(self.slots.len() as u8);
         for s in &self.slots {
             w.u8(s.level).u8(s.kind).u16(s.params.len() as u16).bytes(&s.params).bytes(&s.wrapped);
+        }
+        if let Some(r) = &self.recovery {
+            w.bytes(&r.params()).bytes(&r.wrapped);
         }
         w.into_vec()
     }
@@ -165,6 +211,7 @@ impl Header {
             return Err(invalid("key slots", format!("{n} slots (at most {MAX_SLOTS})")));
         }
         let mut slots = Vec::with_capacity(n);
+        let mut recovery_factors = Vec::new();
         for _ in 0..n {
             let level = r.u8()?;
             if !(1..=5).contains(&level) {
@@ -180,7 +227,11 @@ impl Header {
                 SLOT_KIND_PASSPHRASE if params.is_empty() => {}
                 SLOT_KIND_PASSPHRASE => return Err(invalid("key slot", "passphrase slot with parameters")),
                 SLOT_KIND_FACTORS => {
-                    super::factors::decode_factors(&params)?;
+                    for f in super::factors::decode_factors(&params)? {
+                        if let super::Factor::Recovery { split_id } = f {
+                            recovery_factors.push(split_id);
+                        }
+                    }
                 }
                 _ => return Err(invalid("key slot", format!("unknown kind {kind}"))),
             }
@@ -191,6 +242,24 @@ impl Header {
             if !slots.iter().any(|s| s.level == level) {
                 return Err(invalid("key slots", format!("no slot for level {level}")));
             }
+        }
+        let recovery = if features & FEATURE_RECOVERY != 0 {
+            let split_id = r.array()?;
+            let threshold = r.u8()?;
+            let shares = r.u8()?;
+            if threshold < 2 || threshold > shares {
+                return Err(invalid(
+                    "recovery section",
+                    format!("threshold {threshold} of {shares} shares (2 <= threshold <= shares)"),
+                ));
+            }
+            Some(RecoverySlot { split_id, threshold, shares, wrapped: r.array()? })
+        } else {
+            None
+        };
+        let current = recovery.as_ref().map(|r| r.split_id);
+        if recovery_factors.iter().any(|id| Some(*id) != current) {
+            return Err(invalid("key slot", "recovery factor of a split the header does not hold"));
         }
         let mac = r.array()?;
         r.finish()?;
@@ -205,6 +274,7 @@ impl Header {
             audit_public,
             wrapped_audit_seed,
             slots,
+            recovery,
             mac,
         })
     }
@@ -233,8 +303,21 @@ mod tests {
                     wrapped: [level; 72],
                 })
                 .collect(),
+            recovery: None,
             mac: [9; 32],
         }
+    }
+
+    fn with_recovery() -> Header {
+        let mut h = sample();
+        h.set_recovery(Some(RecoverySlot { split_id: [6; 16], threshold: 3, shares: 5, wrapped: [8; 72] }));
+        h.slots.push(KeySlot {
+            level: 4,
+            kind: SLOT_KIND_FACTORS,
+            params: crate::format::encode_factors(&[crate::format::Factor::Recovery { split_id: [6; 16] }]),
+            wrapped: [5; 72],
+        });
+        h
     }
 
     #[test]
@@ -244,11 +327,50 @@ mod tests {
     }
 
     #[test]
+    fn round_trip_with_recovery() {
+        let h = with_recovery();
+        let bytes = h.encode();
+        // 90 bytes of recovery section, and the slot: 4 + (count, type, length, split id) + 72.
+        assert_eq!(bytes.len(), sample().encode().len() + 90 + 4 + (1 + 1 + 2 + 16) + 72);
+        assert_eq!(u64::from_be_bytes(bytes[10..18].try_into().unwrap()), FEATURE_RECOVERY);
+        assert_eq!(Header::decode(&bytes).unwrap(), h);
+    }
+
+    #[test]
     fn every_truncation_is_an_error() {
-        let bytes = sample().encode();
-        for n in 0..bytes.len() {
-            assert!(Header::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
+        for h in [sample(), with_recovery()] {
+            let bytes = h.encode();
+            for n in 0..bytes.len() {
+                assert!(Header::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
+            }
         }
+    }
+
+    #[test]
+    fn recovery_section_is_checked() {
+        // The flag without the section (and the section without the flag) misparses.
+        let mut h = with_recovery();
+        h.features = 0;
+        assert!(Header::decode(&h.encode()).is_err());
+        let mut h = sample();
+        h.features = FEATURE_RECOVERY;
+        assert!(Header::decode(&h.encode()).is_err());
+        for (t, n) in [(1, 5), (0, 0), (4, 3)] {
+            let mut h = with_recovery();
+            let r = h.recovery.as_mut().unwrap();
+            (r.threshold, r.shares) = (t, n);
+            assert!(
+                matches!(Header::decode(&h.encode()), Err(Error::Invalid { field: "recovery section", .. })),
+                "{t} of {n} accepted"
+            );
+        }
+        // A recovery factor must name the header's split.
+        let mut h = with_recovery();
+        h.recovery.as_mut().unwrap().split_id = [7; 16];
+        assert!(Header::decode(&h.encode()).is_err());
+        let mut h = with_recovery();
+        h.set_recovery(None);
+        assert!(Header::decode(&h.encode()).is_err());
     }
 
     #[test]

@@ -8,17 +8,22 @@ mod factors;
 mod header;
 pub mod keys;
 mod records;
+mod share;
 
 pub use codec::{Reader, Writer, hex};
-pub use factors::{FACTOR_FIDO2, FACTOR_TPM, Factor, Fido2Factor, decode_factors, encode_factors};
+pub use factors::{
+    FACTOR_FIDO2, FACTOR_RECOVERY, FACTOR_TPM, Factor, Fido2Factor, decode_factors, encode_factors,
+};
 pub use header::{
-    FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header, KDF_LIMITS, KdfLimits, KeySlot, MAX_SLOTS,
-    PASSPHRASE_LEVELS, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN, validate_block_size,
+    FEATURE_RECOVERY, FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header, KDF_LIMITS, KdfLimits, KeySlot,
+    MAX_SLOTS, PASSPHRASE_LEVELS, RecoverySlot, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN,
+    validate_block_size,
 };
 pub use records::{
     DirentRecord, FileKind, InodeRecord, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_VALUE_LEN, RawKey,
     Timestamp, TombstoneRecord, XattrRecord,
 };
+pub use share::{EscrowShare, SHARE_PREFIX};
 
 /// A decode error: what was being decoded and why it is unacceptable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -62,6 +67,8 @@ pub mod aad {
     pub const BLOCK: &[u8] = b"vaultfs/v1/aad/block";
     pub const AUDIT_LEAF: &[u8] = b"vaultfs/v1/aad/audit-leaf";
     pub const TOMBSTONE: &[u8] = b"vaultfs/v1/aad/tombstone";
+    /// The master key wrapped under the escrow recovery key.
+    pub const RECOVERY: &[u8] = b"vaultfs/v1/aad/recovery";
 
     /// `label ‖ u16 version ‖ parts...` with every part fixed-length or
     /// length-prefixed by the caller, so the encoding is injective.
@@ -96,6 +103,10 @@ pub mod labels {
     pub const AUDIT_LEAF: &[u8] = b"vaultfs/v1/audit-leaf";
     pub const LEVEL_META: &[u8] = b"vaultfs/v1/level-meta";
     pub const LEVEL_NAMES: &[u8] = b"vaultfs/v1/level-names";
+    /// Recovery key -> the key that wraps the master key in the recovery section.
+    pub const RECOVERY: &[u8] = b"vaultfs/v1/recovery";
+    /// Recovery key -> the secret of a recovery factor (levels escrowed with it).
+    pub const RECOVERY_FACTOR: &[u8] = b"vaultfs/v1/recovery-factor";
 
     /// `vaultfs/v1/level-factors/N`: a factor slot's wrapping key for level N.
     pub fn level_factors(n: u8) -> Vec<u8> {

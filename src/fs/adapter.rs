@@ -19,6 +19,7 @@ use super::audit::{AUDIT_INO, AUDIT_NAME, At, AuditFiles, Range};
 use super::backup::{ArchiveMaker, BACKUP_DIR_INO, BACKUP_NAME, BackupFiles, is_virtual};
 use super::errno::errno;
 use super::handles::InodeTable;
+use super::perm::{self, AttrChange, MAY_EXEC, MAY_READ, MAY_WRITE, Mode, Refusal, Who};
 use crate::vault::{
     Attr, AuditOp, Caller, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet,
     Unlocked, Vault, XattrFlags, level_of_dir,
@@ -44,6 +45,9 @@ pub struct VaultFs {
     pub(super) vault: Vault<Unlocked>,
     pub(super) inodes: InodeTable,
     owner: OwnerMap,
+    /// Other uids are admitted (`allow_other`): cached names must not let
+    /// one uid skip a search-permission check that another passed.
+    shared: bool,
     next_fh: AtomicU64,
     pub(super) audit_files: AuditFiles,
     pub(super) backup_files: BackupFiles,
@@ -53,6 +57,17 @@ pub(super) type Res<T> = std::result::Result<T, Errno>;
 
 fn caller(req: &Request) -> Caller {
     Caller { uid: req.uid(), gid: req.gid(), pid: req.pid() }
+}
+
+fn who(req: &Request) -> Who {
+    Who::new(req.uid(), req.gid(), req.pid())
+}
+
+fn refusal(r: Refusal) -> Errno {
+    match r {
+        Refusal::Access => Errno::EACCES,
+        Refusal::NotOwner => Errno::EPERM,
+    }
 }
 
 pub(super) fn e(err: crate::vault::Error) -> Errno {
@@ -67,12 +82,14 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 }
 
 impl VaultFs {
-    /// `backup` makes the archives of `.backup/` (None: the directory is empty).
-    pub fn new(vault: Vault<Unlocked>, owner: OwnerMap, backup: Option<ArchiveMaker>) -> Self {
+    /// `backup` makes the archives of `.backup/` (None: the directory is empty);
+    /// `shared`: other uids are admitted (`allow_other`).
+    pub fn new(vault: Vault<Unlocked>, owner: OwnerMap, backup: Option<ArchiveMaker>, shared: bool) -> Self {
         VaultFs {
             vault,
             inodes: InodeTable::default(),
             owner,
+            shared,
             next_fh: AtomicU64::new(1),
             audit_files: AuditFiles::default(),
             backup_files: BackupFiles::new(backup),
@@ -111,6 +128,59 @@ impl VaultFs {
         self.check_inside(req, ino)
     }
 
+    fn mode_of(&self, a: &Attr) -> Mode {
+        Mode::of(a, self.owner.uid.unwrap_or(a.uid), self.owner.gid.unwrap_or(a.gid))
+    }
+
+    /// Mode bits: may the caller access inode `ino` for `want`
+    /// (MAY_READ | MAY_WRITE | MAY_EXEC)? `.audit` and `.backup` have their own rules.
+    fn permit(&self, req: &Request, ino: u64, want: u16) -> Res<()> {
+        if ino == AUDIT_INO || super::backup::is_virtual(ino) {
+            return Ok(());
+        }
+        let a = self.vault.getattr(ino).map_err(e)?;
+        perm::check(&who(req), self.mode_of(&a), want).map_err(refusal)
+    }
+
+    /// Adding a name to `dir` needs write and search on it.
+    fn permit_change_in(&self, req: &Request, dir: u64) -> Res<()> {
+        self.permit(req, dir, MAY_WRITE | MAY_EXEC)
+    }
+
+    /// Removing (or replacing) `name` in `dir`: write and search on it, and
+    /// in a sticky directory only the owner of the entry or of the
+    /// directory (or root) may.
+    fn permit_remove(&self, req: &Request, dir: u64, name: &[u8]) -> Res<()> {
+        self.permit_change_in(req, dir)?;
+        let d = self.vault.getattr(dir).map_err(e)?;
+        if d.perm & 0o1000 == 0 || req.uid() == 0 || self.mode_of(&d).uid == req.uid() {
+            return Ok(());
+        }
+        match self.vault.lookup(dir, name) {
+            Ok(v) if self.mode_of(&v).uid != req.uid() => Err(Errno::EPERM),
+            _ => Ok(()),
+        }
+    }
+
+    /// How long the kernel may keep names of `dir`. With other uids
+    /// admitted, a cached name skips the next walker's search-permission
+    /// check, so names in a directory not searchable by all are not cached.
+    fn entry_ttl(&self, dir: u64) -> Duration {
+        if !self.shared {
+            return TTL;
+        }
+        match self.vault.getattr(dir) {
+            Ok(a) if a.perm & 0o111 == 0o111 => TTL,
+            _ => NO_CACHE,
+        }
+    }
+
+    /// user.* attributes follow the file's read/write bits; the kernel
+    /// itself guards trusted.* and security.*.
+    fn permit_xattr(&self, req: &Request, ino: u64, name: &OsStr, want: u16) -> Res<()> {
+        if name.as_bytes().starts_with(b"user.") { self.permit(req, ino, want) } else { Ok(()) }
+    }
+
     fn fh(&self) -> FileHandle {
         FileHandle(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
@@ -120,7 +190,8 @@ impl VaultFs {
             Ok(a) => {
                 self.inodes.remember(a.ino, a.level);
                 self.inodes.name(a.ino, parent, name);
-                reply.entry(&TTL, &file_attr(&a, self.owner), Generation(a.generation));
+                let entry_ttl = self.entry_ttl(parent);
+                reply.entry_with_ttls(&TTL, &entry_ttl, &file_attr(&a, self.owner), Generation(a.generation));
             }
             Err(err) => reply.error(err),
         }
@@ -142,6 +213,7 @@ impl VaultFs {
         };
         self.logged(req, op, At::Entry(parent, name.as_bytes()), Range::default(), || {
             self.check_inside(req, parent)?;
+            self.permit_change_in(req, parent)?;
             if parent == ROOT_INO && (name.as_bytes() == AUDIT_NAME || name.as_bytes() == BACKUP_NAME) {
                 return Err(Errno::EEXIST);
             }
@@ -154,13 +226,24 @@ impl VaultFs {
         })
     }
 
-    fn do_setattr(&self, req: &Request, ino: u64, set: SetAttr) -> Res<Attr> {
+    fn do_setattr(&self, req: &Request, ino: u64, mut set: SetAttr, by_handle: bool) -> Res<Attr> {
         let range = Range { offset: set.size.unwrap_or(0), len: 0 };
         self.logged(req, AuditOp::Setattr, At::Node(ino), range, || {
             if is_virtual(ino) {
                 return Err(Errno::EPERM);
             }
             self.check_node(req, ino)?;
+            let times = [set.atime, set.mtime];
+            let change = AttrChange {
+                mode: set.perm,
+                uid: set.uid,
+                gid: set.gid,
+                size_by_path: set.size.is_some() && !by_handle,
+                times_explicit: times.iter().any(|t| matches!(t, Some(TimeSet::At(_)))),
+                times_now: times.iter().any(|t| matches!(t, Some(TimeSet::Now))),
+            };
+            let a = self.vault.getattr(ino).map_err(e)?;
+            set.perm = perm::check_setattr(&who(req), self.mode_of(&a), &change).map_err(refusal)?;
             self.vault.setattr(ino, &set).map_err(e)
         })
     }
@@ -306,6 +389,7 @@ impl Filesystem for VaultFs {
         let at = At::Entry(parent.0, name.as_bytes());
         let r = self
             .check_inside(req, parent.0)
+            .and_then(|_| self.permit(req, parent.0, MAY_EXEC))
             .and_then(|_| self.vault.lookup(parent.0, name.as_bytes()).map_err(e));
         let r = self.note_denial(req, at, r);
         self.reply_entry(reply, r, parent.0, name.as_bytes());
@@ -354,7 +438,7 @@ impl Filesystem for VaultFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -369,7 +453,7 @@ impl Filesystem for VaultFs {
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
         };
-        let r = self.do_setattr(req, ino.0, set);
+        let r = self.do_setattr(req, ino.0, set, fh.is_some());
         reply_with!(reply, r, |a| reply.attr(&TTL, &file_attr(&a, self.owner)));
     }
 
@@ -412,6 +496,7 @@ impl Filesystem for VaultFs {
             self.logged(req, AuditOp::Unlink, At::Entry(parent.0, name.as_bytes()), Range::default(), || {
                 self.check_inside(req, parent.0)?;
                 refuse_audit_name(parent.0, name)?;
+                self.permit_remove(req, parent.0, name.as_bytes())?;
                 let who = self.remover(req, parent.0, name.as_bytes());
                 self.vault.unlink_by(parent.0, name.as_bytes(), &who).map_err(e)
             });
@@ -423,6 +508,7 @@ impl Filesystem for VaultFs {
             self.logged(req, AuditOp::Rmdir, At::Entry(parent.0, name.as_bytes()), Range::default(), || {
                 self.check_inside(req, parent.0)?;
                 refuse_audit_name(parent.0, name)?;
+                self.permit_remove(req, parent.0, name.as_bytes())?;
                 self.vault.rmdir(parent.0, name.as_bytes()).map_err(e)
             });
         reply_with!(reply, r, |_v| reply.ok());
@@ -433,6 +519,7 @@ impl Filesystem for VaultFs {
         let r = self.logged(req, AuditOp::Symlink, at, Range::default(), || {
             self.check_inside(req, parent.0)?;
             refuse_audit_name(parent.0, link_name)?;
+            self.permit_change_in(req, parent.0)?;
             self.vault
                 .symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes(), req.uid(), req.gid())
                 .map_err(e)
@@ -459,6 +546,21 @@ impl Filesystem for VaultFs {
                 self.check_inside(req, newparent.0)?;
                 refuse_audit_name(parent.0, name)?;
                 refuse_audit_name(newparent.0, newname)?;
+                self.permit_remove(req, parent.0, name.as_bytes())?;
+                self.permit_remove(req, newparent.0, newname.as_bytes())?;
+                if parent.0 != newparent.0 {
+                    // A directory that changes parent has its ".." rewritten.
+                    let moved = [(parent.0, name.as_bytes()), (newparent.0, newname.as_bytes())];
+                    let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+                    for (i, (dir, n)) in moved.into_iter().enumerate() {
+                        if (i == 0 || exchange)
+                            && let Ok(a) = self.vault.lookup(dir, n)
+                            && a.kind == FileKind::Dir
+                        {
+                            self.permit(req, a.ino, MAY_WRITE)?;
+                        }
+                    }
+                }
                 let f = VRename {
                     no_replace: flags.contains(RenameFlags::RENAME_NOREPLACE),
                     exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
@@ -487,6 +589,7 @@ impl Filesystem for VaultFs {
                 self.check_node(req, ino.0)?;
                 self.check_inside(req, newparent.0)?;
                 refuse_audit_name(newparent.0, newname)?;
+                self.permit_change_in(req, newparent.0)?;
                 self.vault.link(ino.0, newparent.0, newname.as_bytes()).map_err(e)
             },
         );
@@ -524,6 +627,7 @@ impl Filesystem for VaultFs {
         // open, so every open is seen here, and recorded.
         let r = self.logged(req, AuditOp::Open, At::Node(ino.0), Range::default(), || {
             self.check_node(req, ino.0)?;
+            self.permit(req, ino.0, perm::open_mask(flags.0))?;
             self.vault.admit_open(req.uid()).map_err(e)?;
             self.approval(req, ino.0)
         });
@@ -619,7 +723,7 @@ impl Filesystem for VaultFs {
         reply_with!(reply, r, |_v| reply.ok());
     }
 
-    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if ino.0 == BACKUP_DIR_INO {
             // A listing shows one snapshot, made (or reused) now.
             let r = self.check_backup_reader(req).and_then(|_| self.backup_files.fresh(&self.vault));
@@ -630,7 +734,7 @@ impl Filesystem for VaultFs {
                 reply.opened(fh, FopenFlags::empty())
             });
         }
-        let r = self.check_inside(req, ino.0);
+        let r = self.check_inside(req, ino.0).and_then(|_| self.permit(req, ino.0, perm::open_mask(flags.0)));
         let r = self.note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
     }
@@ -666,6 +770,7 @@ impl Filesystem for VaultFs {
             });
             return reply_with!(reply, r, |_v| reply.ok());
         }
+        let dir_ttl = self.entry_ttl(ino.0);
         let r = self.check_inside(req, ino.0).and_then(|_| {
             self.walk_dir(ino.0, offset, |i, cookie, _kind, name| {
                 let a = if i == AUDIT_INO {
@@ -675,7 +780,7 @@ impl Filesystem for VaultFs {
                 } else {
                     self.vault.getattr(i).map_err(e)?
                 };
-                let ttl = if i == AUDIT_INO { NO_CACHE } else { TTL };
+                let ttl = if i == AUDIT_INO { NO_CACHE } else { dir_ttl };
                 let full = reply.add(
                     INodeNo(i),
                     cookie,
@@ -736,6 +841,7 @@ impl Filesystem for VaultFs {
                 return Err(Errno::EINVAL);
             }
             self.check_node(req, ino.0)?;
+            self.permit_xattr(req, ino.0, name, MAY_WRITE)?;
             let f = XattrFlags {
                 create: flags & libc::XATTR_CREATE != 0,
                 replace: flags & libc::XATTR_REPLACE != 0,
@@ -756,8 +862,10 @@ impl Filesystem for VaultFs {
         if is_virtual(ino.0) {
             return reply.error(Errno::ENODATA);
         }
-        let r =
-            self.check_node(req, ino.0).and_then(|_| self.vault.getxattr(ino.0, name.as_bytes()).map_err(e));
+        let r = self
+            .check_node(req, ino.0)
+            .and_then(|_| self.permit_xattr(req, ino.0, name, MAY_READ))
+            .and_then(|_| self.vault.getxattr(ino.0, name.as_bytes()).map_err(e));
         let r = self.note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |v| Self::xattr_reply(reply, &v, size));
     }
@@ -784,27 +892,26 @@ impl Filesystem for VaultFs {
                 return Err(Errno::EPERM);
             }
             self.check_node(req, ino.0)?;
+            self.permit_xattr(req, ino.0, name, MAY_WRITE)?;
             self.vault.removexattr(ino.0, name.as_bytes()).map_err(e)
         });
         reply_with!(reply, r, |_v| reply.ok());
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        // Only reached without default_permissions (we always set it); kept correct anyway.
-        let r = self.check_node(req, ino.0).and_then(|_| {
-            let a = self.vault.getattr(ino.0).map_err(e)?;
-            let want = mask.bits() as u16 & 0o7;
-            let granted = if req.uid() == 0 {
-                if want & 0o1 != 0 && a.perm & 0o111 == 0 && a.kind != FileKind::Dir { 0o6 } else { 0o7 }
-            } else if req.uid() == self.owner.uid.unwrap_or(a.uid) {
-                (a.perm >> 6) & 0o7
-            } else if req.gid() == self.owner.gid.unwrap_or(a.gid) {
-                (a.perm >> 3) & 0o7
-            } else {
-                a.perm & 0o7
-            };
-            if want & !granted == 0 { Ok(()) } else { Err(Errno::EACCES) }
-        });
+        // access(2), faccessat(2) and chdir(2) (search permission).
+        let want = (mask.bits() & 0o7) as u16;
+        let r = if ino.0 == AUDIT_INO {
+            let readable = if want & !MAY_READ == 0 { Ok(()) } else { Err(Errno::EACCES) };
+            self.check_audit_reader(req).and(readable)
+        } else if super::backup::is_virtual(ino.0) {
+            // `.backup/` and its archives: read (and search), never write.
+            let allowed = if want & MAY_WRITE == 0 { Ok(()) } else { Err(Errno::EACCES) };
+            self.check_backup_reader(req).and(allowed)
+        } else {
+            self.check_node(req, ino.0).and_then(|_| self.permit(req, ino.0, want))
+        };
+        let r = self.note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -823,7 +930,7 @@ impl Filesystem for VaultFs {
             self.inodes.remember(a.ino, a.level);
             self.inodes.name(a.ino, parent.0, name.as_bytes());
             reply.created(
-                &TTL,
+                &self.entry_ttl(parent.0),
                 &file_attr(&a, self.owner),
                 Generation(a.generation),
                 self.fh(),

@@ -8,6 +8,7 @@ mod audit;
 mod backup;
 mod errno;
 mod handles;
+mod perm;
 mod session;
 
 pub use backup::ArchiveMaker;

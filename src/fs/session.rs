@@ -42,8 +42,8 @@ pub fn mount(
         // As a kernel option, so that the direct mount(2) path (root) also
         // shows the type as fuse.vaultfs; fuser's Subtype only reaches fusermount.
         MountOption::CUSTOM("subtype=vaultfs".into()),
-        // The vault does not check mode bits itself; the kernel must.
-        MountOption::DefaultPermissions,
+        // No DefaultPermissions: the daemon checks mode bits itself
+        // (fs/perm.rs), so that every refusal reaches it and is recorded.
         MountOption::NoDev,
         MountOption::NoSuid,
         if opts.read_only { MountOption::RO } else { MountOption::RW },
@@ -53,7 +53,7 @@ pub fn mount(
     }
     cfg.n_threads = Some(opts.threads.max(1));
     let flusher = vault.clone();
-    let fs = VaultFs::new(vault, OwnerMap { uid: opts.uid, gid: opts.gid }, backup);
+    let fs = VaultFs::new(vault, OwnerMap { uid: opts.uid, gid: opts.gid }, backup, opts.allow_other);
     let mut session = Session::new(fs, mountpoint, &cfg)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();

@@ -44,7 +44,7 @@ impl Vault<Locked> {
                                 if c.presence { "required" } else { "not required" },
                                 if c.pin { "required" } else { "not required" }
                             )),
-                            Factor::Tpm(_) => None,
+                            Factor::Tpm(_) | Factor::Recovery { .. } => None,
                         })
                         .collect();
                     (names.join("+"), details.join("; "))
@@ -55,17 +55,23 @@ impl Vault<Locked> {
         Ok(out)
     }
 
-    /// The factor kinds of `level`'s first factor slot ("the level-4 factor").
+    /// The factor kinds of `level`'s first hardware factor slot ("the level-4 factor").
     pub fn level_factor_kinds(&self, level: u8) -> Result<Vec<FactorKind>> {
-        let Some(slot) = self.0.header.slots.iter().find(|s| s.level == level && s.kind == SLOT_KIND_FACTORS)
+        let Some(slot) = self
+            .0
+            .header
+            .slots
+            .iter()
+            .find(|s| s.level == level && s.kind == SLOT_KIND_FACTORS && !keyring::is_recovery_slot(s))
         else {
             return Ok(Vec::new());
         };
         Ok(format::decode_factors(&slot.params)?
             .iter()
-            .map(|f| match f {
-                Factor::Tpm(_) => FactorKind::Tpm,
-                Factor::Fido2(c) => FactorKind::Fido2 { presence: c.presence },
+            .filter_map(|f| match f {
+                Factor::Tpm(_) => Some(FactorKind::Tpm),
+                Factor::Fido2(c) => Some(FactorKind::Fido2 { presence: c.presence }),
+                Factor::Recovery { .. } => None,
             })
             .collect())
     }
@@ -104,7 +110,10 @@ impl Vault<Locked> {
         self.write_header(header)
     }
 
-    fn write_header(&mut self, header: format::Header) -> Result<()> {
+    /// Replaces the header: one single-key sled write, flushed before this
+    /// returns. A crash leaves the old header or the new one, never a mix
+    /// (tests/passwd_crash.rs kills `passwd` at random points to check it).
+    pub(super) fn write_header(&mut self, header: format::Header) -> Result<()> {
         self.0.store.put(keys::HEADER, header.encode())?;
         self.0.store.flush()?;
         self.0.header = header;

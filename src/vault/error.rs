@@ -142,7 +142,11 @@ impl From<crate::audit::log::LogError> for Error {
 
 impl From<crypto::Error> for Error {
     fn from(e: crypto::Error) -> Self {
-        Error::new(ErrorKind::Io, e.to_string())
+        let kind = match e {
+            crypto::Error::Sharing(_) => ErrorKind::InvalidArgument,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, e.to_string())
     }
 }
 

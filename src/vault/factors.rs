@@ -20,6 +20,8 @@ pub struct FactorAccess {
     pub tpm: TpmConfig,
     pub fido2_pin: Option<String>,
     fido2: OnceLock<std::result::Result<Vec<Box<dyn Authenticator>>, String>>,
+    /// The split id and recovery factor secret, when escrow shares were given.
+    recovery: Option<([u8; 16], Key32)>,
 }
 
 /// The authenticators to use: the software devices listed (`:`-separated)
@@ -36,7 +38,13 @@ fn open_authenticators() -> std::result::Result<Vec<Box<dyn Authenticator>>, Str
 
 impl FactorAccess {
     pub fn new(tpm: TpmConfig, fido2_pin: Option<String>) -> Self {
-        FactorAccess { tpm, fido2_pin, fido2: OnceLock::new() }
+        FactorAccess { tpm, fido2_pin, fido2: OnceLock::new(), recovery: None }
+    }
+
+    /// Lets escrow slots of split `split_id` answer with `secret` (set by
+    /// `Vault::<Locked>::accept_escrow` once the shares check out).
+    pub(super) fn set_recovery(&mut self, split_id: [u8; 16], secret: Key32) {
+        self.recovery = Some((split_id, secret));
     }
 
     fn authenticators(&self) -> std::result::Result<&[Box<dyn Authenticator>], String> {
@@ -56,6 +64,10 @@ impl FactorAccess {
                     tpm::unseal(&self.tpm, &blob).map_err(|e| format!("tpm: {e}"))
                 }
                 Factor::Fido2(c) => self.fido2_secret(c).map_err(|e| format!("fido2: {e}")),
+                Factor::Recovery { split_id } => match &self.recovery {
+                    Some((id, secret)) if id == split_id => Ok(secret.clone()),
+                    _ => Err("recovery: needs the escrow shares (--share-file)".to_string()),
+                },
             })
             .collect()
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::crypto::{self, KdfParams, Key32, KeyedHash, Passphrase, SigningKey};
 use crate::format::{
-    self, FORMAT_VERSION, Factor, Header, KeySlot, PASSPHRASE_LEVELS, SLOT_KIND_FACTORS,
+    self, FORMAT_VERSION, Factor, Header, KeySlot, PASSPHRASE_LEVELS, RecoverySlot, SLOT_KIND_FACTORS,
     SLOT_KIND_PASSPHRASE, aad, labels,
 };
 use crate::meta::{MetaKeys, VAULT_LEVEL};
@@ -102,6 +102,7 @@ pub fn new_header(pass: &Passphrase, kdf: KdfParams, block_size: u32) -> Result<
         audit_public: audit.verifying_key().0,
         wrapped_audit_seed: [0; format::WRAPPED_KEY_LEN],
         slots: Vec::new(),
+        recovery: None,
         mac: [0; 32],
     };
     h.wrapped_master = wrap(&kek(pass, &h)?, &master_aad(&h), &master)?;
@@ -124,6 +125,11 @@ fn master_key(pass: &Passphrase, h: &Header) -> Result<Key32> {
         return Err(err(ErrorKind::Corrupt, "vault header failed authentication (MAC mismatch)"));
     }
     Ok(master)
+}
+
+/// Ok if `pass` unwraps the master key and the header authenticates.
+pub fn check_passphrase(pass: &Passphrase, h: &Header) -> Result<()> {
+    master_key(pass, h).map(drop)
 }
 
 /// The level keys the passphrase alone reaches (passphrase slots).
@@ -281,7 +287,10 @@ pub fn unenroll(pass: &Passphrase, h: &Header, index: usize) -> Result<Header> {
     let Some(slot) = h.slots.get(index).filter(|s| s.kind == SLOT_KIND_FACTORS) else {
         return Err(err(ErrorKind::InvalidArgument, format!("there is no factor slot {index}")));
     };
-    if h.slots.iter().filter(|s| s.level == slot.level).count() == 1 {
+    // A level always keeps a slot that opens without the escrow shares.
+    if !is_recovery_slot(slot)
+        && h.slots.iter().filter(|s| s.level == slot.level && !is_recovery_slot(s)).count() == 1
+    {
         return Err(err(
             ErrorKind::InvalidArgument,
             format!("slot {index} is level {}'s last key slot; enroll another factor first", slot.level),
@@ -296,10 +305,171 @@ pub fn unenroll(pass: &Passphrase, h: &Header, index: usize) -> Result<Header> {
 /// Re-wraps the master key under a new passphrase (`vaultfs passwd`); the
 /// level keys and all data stay as they are.
 pub fn change_passphrase(old: &Passphrase, new: &Passphrase, h: &Header) -> Result<Header> {
-    let master = master_key(old, h)?;
+    rewrap_master(&master_key(old, h)?, new, h)
+}
+
+/// The one way a passphrase is (re)set on an existing vault: new salt, new
+/// KEK, the same master key re-wrapped, a new MAC. `passwd` and `escrow
+/// recover` differ only in how they got the master key.
+fn rewrap_master(master: &Key32, new: &Passphrase, h: &Header) -> Result<Header> {
+    if new.is_empty() {
+        return Err(err(ErrorKind::InvalidArgument, "empty passphrase"));
+    }
     let mut n = h.clone();
     n.kdf_salt = crypto::random_array()?;
-    n.wrapped_master = wrap(&kek(new, &n)?, &master_aad(&n), &master)?;
-    n.mac = header_mac(&master, &n);
+    n.wrapped_master = wrap(&kek(new, &n)?, &master_aad(&n), master)?;
+    n.mac = header_mac(master, &n);
     Ok(n)
+}
+
+// ---- Escrow: a recovery key split into Shamir shares (docs/CRYPTO.md, "Escrow").
+
+/// `AAD_recovery = "vaultfs/v1/aad/recovery" ‖ u16 1 ‖ vault id ‖ split id ‖ threshold ‖ shares`.
+fn recovery_aad(vault_id: &[u8; 16], r: &RecoverySlot) -> Vec<u8> {
+    aad::build(aad::RECOVERY, &[vault_id, &r.params()])
+}
+
+/// HKDF(recovery key, salt = vault id, info = `vaultfs/v1/recovery`): wraps the master key.
+fn recovery_wrap_key(recovery: &Key32, vault_id: &[u8; 16]) -> Key32 {
+    crypto::hkdf(recovery.as_bytes(), vault_id, labels::RECOVERY)
+}
+
+/// HKDF(recovery key, salt = vault id, info = `vaultfs/v1/recovery-factor`):
+/// the factor secret of the slots that escrow levels with factors.
+pub fn recovery_factor_secret(recovery: &Key32, vault_id: &[u8; 16]) -> Key32 {
+    crypto::hkdf(recovery.as_bytes(), vault_id, labels::RECOVERY_FACTOR)
+}
+
+/// Whether `s` is a factor slot opened by the recovery key (an escrowed level).
+pub fn is_recovery_slot(s: &KeySlot) -> bool {
+    s.kind == SLOT_KIND_FACTORS
+        && format::decode_factors(&s.params).is_ok_and(|f| matches!(f[..], [Factor::Recovery { .. }]))
+}
+
+/// What `escrow_split` made: the new header and the recovery key to share out.
+pub struct Split {
+    pub header: Header,
+    pub recovery: Key32,
+}
+
+/// A new recovery key (`vaultfs escrow split`): the recovery section wraps
+/// the master key under it, replacing any earlier one, whose escrow slots
+/// die with it. Each level of `escrow_levels` (levels with hardware factor
+/// slots) gets a factor slot the recovery key opens; its level key is
+/// opened with the level's factors (`existing`) first.
+pub fn escrow_split(
+    pass: &Passphrase,
+    h: &Header,
+    threshold: u8,
+    shares: u8,
+    escrow_levels: &[u8],
+    existing: &mut FactorSecrets,
+) -> Result<Split> {
+    if threshold < 2 || threshold > shares {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("threshold {threshold} of {shares} shares: need 2 <= threshold <= shares <= 255"),
+        ));
+    }
+    let master = master_key(pass, h)?;
+    let vid = &h.vault_id;
+    let mut levels = escrow_levels.to_vec();
+    levels.sort_unstable();
+    levels.dedup();
+    let mut escrowed = Vec::new();
+    for level in levels {
+        if h.slots.iter().any(|s| s.level == level && s.kind == SLOT_KIND_PASSPHRASE) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("level {level} opens with the passphrase: the recovery key restores it already"),
+            ));
+        }
+        if !h.slots.iter().any(|s| s.level == level && !is_recovery_slot(s)) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("level {level} has no key yet: enroll its hardware factor first"),
+            ));
+        }
+        let wrapping = level_wrapping_key(&master, vid, level);
+        let key = open_factor_slots(&wrapping, h, level, existing)?;
+        escrowed.push((level, wrapping, key));
+    }
+    let recovery = Key32::random()?;
+    let mut slot = RecoverySlot {
+        split_id: crypto::random_array()?,
+        threshold,
+        shares,
+        wrapped: [0; format::WRAPPED_KEY_LEN],
+    };
+    slot.wrapped = wrap(&recovery_wrap_key(&recovery, vid), &recovery_aad(vid, &slot), &master)?;
+    let mut n = h.clone();
+    n.slots.retain(|s| !is_recovery_slot(s));
+    for level in 1..=5u8 {
+        if h.slots.iter().any(|s| s.level == level) && !n.slots.iter().any(|s| s.level == level) {
+            // unenroll never leaves a level with escrow slots only; refuse rather than lose its key.
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "level {level} opens only with the current recovery key; enroll a factor for it first"
+                ),
+            ));
+        }
+    }
+    let secret = recovery_factor_secret(&recovery, vid);
+    let params = format::encode_factors(&[Factor::Recovery { split_id: slot.split_id }]);
+    for (level, wrapping, key) in escrowed {
+        let wrap_key = factor_wrap_key(&wrapping, vid, level, std::slice::from_ref(&secret));
+        let wrapped = wrap(&wrap_key, &factor_slot_aad(vid, level, &params), &key)?;
+        n.slots.push(KeySlot { level, kind: SLOT_KIND_FACTORS, params: params.clone(), wrapped });
+    }
+    if n.slots.len() > format::MAX_SLOTS {
+        return Err(err(ErrorKind::InvalidArgument, format!("at most {} key slots", format::MAX_SLOTS)));
+    }
+    n.set_recovery(Some(slot));
+    n.mac = header_mac(&master, &n);
+    Ok(Split { header: n, recovery })
+}
+
+/// The master key, if `recovery` is this vault's recovery key and the header authenticates.
+fn recovery_master(recovery: &Key32, h: &Header) -> Result<Key32> {
+    let Some(r) = &h.recovery else {
+        return Err(err(
+            ErrorKind::NotEnrolled,
+            "this vault has no recovery key (`vaultfs escrow split` makes one)",
+        ));
+    };
+    let master = unwrap(&recovery_wrap_key(recovery, &h.vault_id), &recovery_aad(&h.vault_id, r), &r.wrapped)
+        .map_err(|_| {
+            err(
+                ErrorKind::WrongPassphrase,
+                "the shares do not rebuild this vault's recovery key (too few of them, or one is wrong)",
+            )
+        })?;
+    if header_mac(&master, h) != h.mac {
+        return Err(err(ErrorKind::Corrupt, "vault header failed authentication (MAC mismatch)"));
+    }
+    Ok(master)
+}
+
+/// The levels whose escrow slot `recovery` opens; an error if it is not
+/// this vault's recovery key or an escrow slot fails authentication.
+pub fn escrowed_levels(recovery: &Key32, h: &Header) -> Result<Vec<u8>> {
+    let master = recovery_master(recovery, h)?;
+    let secret = recovery_factor_secret(recovery, &h.vault_id);
+    let mut out = Vec::new();
+    for slot in h.slots.iter().filter(|s| is_recovery_slot(s)) {
+        let wrapping = level_wrapping_key(&master, &h.vault_id, slot.level);
+        let wrap_key = factor_wrap_key(&wrapping, &h.vault_id, slot.level, std::slice::from_ref(&secret));
+        unwrap(&wrap_key, &factor_slot_aad(&h.vault_id, slot.level, &slot.params), &slot.wrapped).map_err(
+            |_| err(ErrorKind::Corrupt, format!("level {}'s escrow slot failed authentication", slot.level)),
+        )?;
+        out.push(slot.level);
+    }
+    Ok(out)
+}
+
+/// Sets a new passphrase with the recovery key instead of the old
+/// passphrase (`vaultfs escrow recover`): the same re-wrap as `passwd`.
+pub fn recover_passphrase(recovery: &Key32, new: &Passphrase, h: &Header) -> Result<Header> {
+    rewrap_master(&recovery_master(recovery, h)?, new, h)
 }

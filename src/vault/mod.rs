@@ -8,7 +8,9 @@ mod content;
 mod enforce;
 mod enroll;
 mod error;
+mod escrow;
 mod factors;
+mod fsck;
 mod keyring;
 mod levels;
 mod locks;
@@ -26,7 +28,12 @@ pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use enforce::Upkeep;
 pub use enroll::{FactorKind, SlotInfo};
 pub use error::{Error, ErrorKind, Result};
+pub use escrow::EscrowSplit;
 pub use factors::{FIDO2_RP_ID, FactorAccess};
+pub use fsck::{
+    AuditReport, Counts, FsckOptions, FsckReport, FsckStatus, LevelAccess, LevelReport, Problem, ProblemKind,
+    RepairState, Tally,
+};
 pub use keyring::FactorSecrets;
 pub use levels::{LOCKABLE_FROM, LevelState};
 pub use namespace::{Remover, SHRED_FROM_LEVEL};
@@ -207,15 +214,16 @@ impl Vault<Locked> {
         Ok(vault)
     }
 
+    /// Whether `pass` opens this vault (and its header authenticates), without
+    /// unlocking anything or writing to the store.
+    pub fn check_passphrase(&self, pass: &Passphrase) -> Result<()> {
+        keyring::check_passphrase(pass, &self.0.header)
+    }
+
     /// Re-wraps the master key under `new`; the old passphrase stops working.
-    pub fn change_passphrase(&self, old: &Passphrase, new: &Passphrase) -> Result<()> {
-        if new.is_empty() {
-            return Err(err(ErrorKind::InvalidArgument, "empty passphrase"));
-        }
+    pub fn change_passphrase(&mut self, old: &Passphrase, new: &Passphrase) -> Result<()> {
         let h = keyring::change_passphrase(old, new, &self.0.header)?;
-        self.0.store.put(keys::HEADER, h.encode())?;
-        self.0.store.flush()?;
-        Ok(())
+        self.write_header(h)
     }
 }
 

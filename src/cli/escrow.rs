@@ -1,0 +1,205 @@
+//! `vaultfs escrow split STORE --shares N --threshold T` and `vaultfs escrow
+//! recover STORE`, on an unmounted vault (docs/ADMIN.md, "Escrow").
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use super::args::{EscrowArgs, EscrowCommand, EscrowRecoverArgs, EscrowSplitArgs, ShareArgs};
+use super::exit::{self, Exit};
+use super::passphrase::{self, Confirm};
+use crate::format::{EscrowShare, hex};
+use crate::gate::tpm::TpmConfig;
+use crate::vault::{FactorAccess, Locked, Vault};
+
+pub fn run(a: EscrowArgs) -> exit::Result {
+    match a.command {
+        EscrowCommand::Split(a) => split(a),
+        EscrowCommand::Recover(a) => recover(a),
+    }
+}
+
+fn split(a: EscrowSplitArgs) -> exit::Result {
+    if a.threshold < 2 || a.threshold > a.shares {
+        return Err(Exit::usage(format!(
+            "--threshold {} of --shares {}: need 2 <= threshold <= shares <= 255",
+            a.threshold, a.shares
+        )));
+    }
+    if let Some(l) = a.escrow_levels.iter().find(|l| !(3..=5).contains(*l)) {
+        return Err(Exit::usage(format!(
+            "--escrow-levels: level {l} is not a hardware factor level (3 to 5); levels 1 to 3 with the \
+             passphrase are always restored"
+        )));
+    }
+    let mut v = Vault::open(&a.store)?;
+    if let Some(r) = v.escrow().filter(|_| !a.replace) {
+        return Err(Exit::usage(format!(
+            "this vault already has a recovery key ({} of {} shares, split {}); --replace makes a new one \
+             and the old shares stop working",
+            r.threshold,
+            r.shares,
+            hex(&r.split_id[..4])
+        )));
+    }
+    let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
+    let pin = super::control::pin(&a.pin)?;
+    let access = FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new()), pin);
+    if !a.escrow_levels.is_empty() {
+        eprintln!(
+            "opening levels {} with their factors (touch your security key if it blinks)",
+            list(&a.escrow_levels)
+        );
+    }
+    let done = v.escrow_split(&pass, a.threshold, a.shares, &a.escrow_levels, &access)?;
+    let mut out = std::io::stdout().lock();
+    for s in &done.shares {
+        writeln!(out, "{}", *s.to_text()).map_err(|e| Exit::failure(format!("writing the shares: {e}")))?;
+    }
+    out.flush().map_err(|e| Exit::failure(format!("writing the shares: {e}")))?;
+    let escrowed = v.escrow_levels();
+    eprintln!(
+        "{} shares of a new recovery key: any {} of them set a new passphrase (levels up to 3{}).",
+        a.shares,
+        a.threshold,
+        if escrowed.is_empty() { String::new() } else { format!(", and levels {} too", list(&escrowed)) }
+    );
+    eprintln!("Give each share to a different keeper, on paper or offline; none is kept here.");
+    if done.replaced {
+        eprintln!("The previous split is replaced: its shares no longer work.");
+    }
+    for l in done.dropped_levels {
+        eprintln!(
+            "Level {l} is no longer escrowed (it was by the previous split): add --escrow-levels {l} to keep it."
+        );
+    }
+    Ok(())
+}
+
+fn recover(a: EscrowRecoverArgs) -> exit::Result {
+    let mut v = Vault::open(&a.store)?;
+    let Some(r) = v.escrow() else {
+        return Err(Exit {
+            code: exit::Code::Locked,
+            message: "this vault has no recovery key (`vaultfs escrow split` makes one)".into(),
+        });
+    };
+    let needed = r.threshold as usize;
+    let shares =
+        if a.shares.share_files.is_empty() { shares_from_stdin(needed)? } else { read_shares(&a.shares)? };
+    let key = v.recovery_key(&shares)?;
+    eprintln!("the shares rebuild the recovery key");
+    let new = passphrase::obtain_new(a.new_passphrase_file)?;
+    let escrowed = v.escrow_recover(&key, &new)?;
+    println!("passphrase set");
+    report(&v, &escrowed)?;
+    eprintln!(
+        "These shares have now been seen: make a new split (`vaultfs escrow split --replace`) and \
+         destroy the old shares."
+    );
+    Ok(())
+}
+
+/// What the new passphrase opens, and what still needs a hardware factor.
+fn report(v: &Vault<Locked>, escrowed: &[u8]) -> exit::Result {
+    let slots = v.slots()?;
+    let by_pass: Vec<u8> = slots.iter().filter(|s| s.opens_with == "passphrase").map(|s| s.level).collect();
+    println!("levels {} open with the new passphrase", list(&by_pass));
+    let mut gated: Vec<u8> = slots.iter().filter(|s| !by_pass.contains(&s.level)).map(|s| s.level).collect();
+    gated.dedup();
+    for l in gated {
+        if escrowed.contains(&l) {
+            println!(
+                "level {l} still unlocks with its hardware factor; it is escrowed: if the factor is lost, \
+                 `vaultfs enroll tpm|fido2 STORE --level {l} --share-file FILE…` enrolls a new one with these shares"
+            );
+        } else {
+            println!("level {l} still needs its hardware factor (it is not escrowed)");
+        }
+    }
+    Ok(())
+}
+
+fn list(levels: &[u8]) -> String {
+    levels.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Share lines of the files in `a`: blank lines and `#` comments are skipped.
+pub fn read_shares(a: &ShareArgs) -> Result<Vec<EscrowShare>, Exit> {
+    let mut out = Vec::new();
+    for path in &a.share_files {
+        let text = read_file(path)?;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            out.push(EscrowShare::parse(line).map_err(|e| {
+                Exit::usage(format!("{} line {}: {}", path.display(), n + 1, share_error(&e.to_string())))
+            })?);
+        }
+    }
+    if out.is_empty() {
+        return Err(Exit::usage("no shares in the --share-file files"));
+    }
+    Ok(out)
+}
+
+fn read_file(path: &Path) -> Result<Zeroizing<String>, Exit> {
+    std::fs::read(path)
+        .map_err(|e| Exit::usage(format!("cannot read shares from {}: {e}", path.display())))
+        .and_then(|b| {
+            String::from_utf8(b)
+                .map(Zeroizing::new)
+                .map_err(|_| Exit::usage(format!("{} is not text", path.display())))
+        })
+}
+
+/// "share: X" reads better as "X" after a file and line.
+fn share_error(msg: &str) -> &str {
+    msg.strip_prefix("share: ").unwrap_or(msg)
+}
+
+/// Shares from standard input: on a terminal, asked one by one until
+/// `needed` different ones were typed (a mistyped one is asked again);
+/// otherwise every line until the end.
+fn shares_from_stdin(needed: usize) -> Result<Vec<EscrowShare>, Exit> {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let mut out: Vec<EscrowShare> = Vec::new();
+    let mut lines = stdin.lock().lines();
+    let mut n = 0;
+    loop {
+        let distinct = {
+            let mut idx: Vec<u8> = out.iter().map(|s| s.index).collect();
+            idx.sort_unstable();
+            idx.dedup();
+            idx.len()
+        };
+        if interactive {
+            if distinct >= needed {
+                break;
+            }
+            eprint!("share {} of {needed}: ", distinct + 1);
+        }
+        let Some(line) = lines.next() else { break };
+        let line = Zeroizing::new(line.map_err(|e| Exit::failure(format!("reading shares: {e}")))?);
+        n += 1;
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match EscrowShare::parse(&line) {
+            Ok(s) => out.push(s),
+            Err(e) if interactive => eprintln!("{}; type it again", share_error(&e.to_string())),
+            Err(e) => {
+                return Err(Exit::usage(format!("standard input line {n}: {}", share_error(&e.to_string()))));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Exit::usage(
+            "no shares given (use --share-file FILE, or one share per line on standard input)",
+        ));
+    }
+    Ok(out)
+}

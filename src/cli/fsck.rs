@@ -1,0 +1,141 @@
+//! `vaultfs fsck STORE [--json] [--repair] [--level N]...`: the vault's
+//! check (docs/ADMIN.md, "fsck"), its report as text or one JSON object, a
+//! progress bar on a terminal, and the exit code the verdict calls for.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use super::args::FsckArgs;
+use super::exit::{self, Code, Exit};
+use super::mountinfo::PID_FILE;
+use super::passphrase::{self, Confirm};
+use crate::gate::tpm::TpmConfig;
+use crate::vault::{
+    ErrorKind, FactorAccess, FactorKind, FsckOptions, FsckReport, FsckStatus, LevelAccess, Locked,
+    RepairState, Tally, Vault,
+};
+
+pub fn run(a: FsckArgs) -> exit::Result {
+    let factor_levels = a.levels.iter().map(|l| super::control::level(l)).collect::<Result<Vec<u8>, _>>()?;
+    if let Some(l) = factor_levels.iter().find(|l| !(3..=5).contains(*l)) {
+        return Err(Exit::usage(format!("--level {l}: only levels 3 to 5 open with hardware factors")));
+    }
+    let vault = open(&a.store)?;
+    let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
+    let pin = super::control::pin(&a.pin)?;
+    let access = FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new()), pin);
+    let touch = factor_levels.iter().filter_map(|l| vault.level_factor_kinds(*l).ok()).flatten();
+    if touch.into_iter().any(|k| matches!(k, FactorKind::Fido2 { .. })) {
+        eprintln!("touch your security key when it blinks");
+    }
+    let opts = FsckOptions { repair: a.repair, factor_levels };
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "fsck {bar:40.cyan/blue} {pos}/{len} store entries ({percent}%, {eta} left)",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let report = vault.fsck(&pass, &opts, &mut |f| access.secrets(f), &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    if a.json {
+        let json = serde_json::to_string(&report).map_err(|e| Exit::failure(e.to_string()))?;
+        println!("{json}");
+    } else {
+        print_report(&a.store, &report);
+    }
+    verdict(&report)
+}
+
+/// Opens the store; a store held by a mount daemon gets a clear message.
+fn open(store: &Path) -> Result<Vault<Locked>, Exit> {
+    Vault::open(store).map_err(|e| {
+        let pid = std::fs::read_to_string(store.join(PID_FILE)).ok();
+        match pid {
+            Some(pid) if e.kind() == ErrorKind::Io => Exit::failure(format!(
+                "{} is mounted (daemon pid {}): unmount it first ({e})",
+                store.display(),
+                pid.trim()
+            )),
+            _ => e.into(),
+        }
+    })
+}
+
+fn verdict(r: &FsckReport) -> exit::Result {
+    let open = r.problems.iter().filter(|p| p.repair != RepairState::Done).count();
+    let repairable = r.problems.iter().filter(|p| p.repair == RepairState::Available).count();
+    match r.status {
+        FsckStatus::Clean => Ok(()),
+        FsckStatus::Damaged => Err(Exit {
+            code: Code::Corrupt,
+            message: if repairable > 0 {
+                format!("{open} problem(s) found, {repairable} repairable with --repair")
+            } else {
+                format!("{open} problem(s) found")
+            },
+        }),
+        FsckStatus::Incomplete => Err(Exit {
+            code: Code::Locked,
+            message: "nothing damaged found, but locked levels were not authenticated".into(),
+        }),
+        FsckStatus::Repaired => {
+            Err(Exit { code: Code::Repaired, message: format!("{} problem(s) repaired", r.problems.len()) })
+        }
+    }
+}
+
+fn print_report(store: &Path, r: &FsckReport) {
+    println!("fsck {} (vault {}, block size {})", store.display(), r.vault_id, r.block_size);
+    println!("{:<15} {}", "header", if r.header_authenticated { "authenticated" } else { "FAILED" });
+    for l in &r.levels {
+        let mut line = match l.access {
+            LevelAccess::Checked => "checked".to_string(),
+            a => format!("not checked ({}): {}", a.name().replace('_', " "), l.note),
+        };
+        if l.not_checked > 0 {
+            line.push_str(&format!("; {} record(s) not authenticated", l.not_checked));
+        }
+        println!("{:<15} {line}", format!("level {}", l.level));
+    }
+    let tally = |name: &str, t: &Tally| {
+        let mut line = format!("{} stored, {} authenticated", t.stored, t.authenticated);
+        if t.not_checked > 0 {
+            line.push_str(&format!(", {} not checked", t.not_checked));
+        }
+        println!("{name:<15} {line}");
+    };
+    if r.header_authenticated {
+        tally("inodes", &r.counts.inodes);
+        tally("entries", &r.counts.entries);
+        tally("blocks", &r.counts.blocks);
+        tally("xattrs", &r.counts.xattrs);
+        tally("tombstones", &r.counts.tombstones);
+        println!("{:<15} {}", "orphan markers", r.counts.orphan_markers);
+        let a = &r.audit;
+        let root = a.root.as_deref().map_or(String::new(), |h| format!(", root {h}"));
+        let state = if a.verified { "verified" } else { "DOES NOT VERIFY" };
+        println!("{:<15} {} leaves, {} checkpoints{root}: {state}", "audit log", a.leaves, a.checkpoints);
+    }
+    if !r.problems.is_empty() {
+        println!("{} problem(s):", r.problems.len());
+        for p in &r.problems {
+            let repair = match p.repair {
+                RepairState::None => "",
+                RepairState::Available => " [repairable: --repair]",
+                RepairState::Done => " [repaired]",
+                RepairState::Refused => " [not repaired: the audit log does not verify]",
+            };
+            println!("  {:<23} {}  {}{repair}", p.kind.name(), p.key, p.message);
+        }
+    }
+    println!("status: {}", r.status.name());
+}

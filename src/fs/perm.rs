@@ -1,0 +1,253 @@
+//! POSIX permission checks, done by the daemon rather than the kernel: the
+//! mount runs without `default_permissions` so that every refusal reaches
+//! the daemon and is recorded (docs/AUDIT.md). The kernel still enforces
+//! what it checks outside `inode_permission` (sticky directories, protected
+//! links, trusted.* xattrs); this module does the mode-bit part, and the
+//! owner rules of chmod, chown and utimes, as Linux's `generic_permission`
+//! and `setattr_prepare` do.
+
+use std::cell::OnceCell;
+
+use crate::vault::{Attr, FileKind};
+
+pub const MAY_READ: u16 = 4;
+pub const MAY_WRITE: u16 = 2;
+pub const MAY_EXEC: u16 = 1;
+
+/// Why a check failed, as the kernel would say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Mode bits do not grant the access (EACCES).
+    Access,
+    /// Only the owner (or root) may do this (EPERM).
+    NotOwner,
+}
+
+/// The caller of one request. Supplementary groups are read from /proc
+/// only when a check needs them (rarely: the owner and the primary group
+/// decide most checks).
+pub struct Who {
+    pub uid: u32,
+    pub gid: u32,
+    pid: u32,
+    groups: OnceCell<Vec<u32>>,
+}
+
+impl Who {
+    pub fn new(uid: u32, gid: u32, pid: u32) -> Who {
+        Who { uid, gid, pid, groups: OnceCell::new() }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Whether the caller is in group `gid` (primary or supplementary).
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid
+            || self.groups.get_or_init(|| crate::sys::supplementary_groups(self.pid)).contains(&gid)
+    }
+}
+
+/// The owner and mode a check sees (the attributes as presented, after
+/// any `-o uid=,gid=` mapping).
+#[derive(Clone, Copy, Debug)]
+pub struct Mode {
+    pub uid: u32,
+    pub gid: u32,
+    pub perm: u16,
+    pub kind: FileKind,
+}
+
+impl Mode {
+    pub fn of(a: &Attr, uid: u32, gid: u32) -> Mode {
+        Mode { uid, gid, perm: a.perm, kind: a.kind }
+    }
+}
+
+/// `generic_permission`: may `who` access a file of mode `m` for `want`
+/// (a mask of MAY_READ, MAY_WRITE, MAY_EXEC)?
+pub fn check(who: &Who, m: Mode, want: u16) -> Result<(), Refusal> {
+    let want = want & 0o7;
+    if who.is_root() {
+        // Root reads and writes anything; it executes a non-directory only
+        // if someone may.
+        let exec_ok = m.kind == FileKind::Dir || m.perm & 0o111 != 0;
+        return if want & MAY_EXEC == 0 || exec_ok { Ok(()) } else { Err(Refusal::Access) };
+    }
+    let (group, other) = ((m.perm >> 3) & 0o7, m.perm & 0o7);
+    let granted = if who.uid == m.uid {
+        (m.perm >> 6) & 0o7
+    } else if (group ^ other) & want == 0 {
+        // Group and other agree on what is asked: membership cannot matter.
+        other
+    } else if who.in_group(m.gid) {
+        group
+    } else {
+        other
+    };
+    if want & !granted == 0 { Ok(()) } else { Err(Refusal::Access) }
+}
+
+/// The access an open with `flags` needs.
+pub fn open_mask(flags: i32) -> u16 {
+    // The kernel marks execve's open with __FMODE_EXEC: it needs x, not r.
+    const FMODE_EXEC: i32 = 0x20;
+    if flags & FMODE_EXEC != 0 {
+        return MAY_EXEC;
+    }
+    let mut want = match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => MAY_READ,
+        libc::O_WRONLY => MAY_WRITE,
+        _ => MAY_READ | MAY_WRITE,
+    };
+    if flags & libc::O_TRUNC != 0 {
+        want |= MAY_WRITE;
+    }
+    want
+}
+
+/// What a setattr asks for, as the checks see it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttrChange {
+    pub mode: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// A size change without an open file handle (truncate(2), not ftruncate).
+    pub size_by_path: bool,
+    /// Times set to explicit values.
+    pub times_explicit: bool,
+    /// Times set to "now" only.
+    pub times_now: bool,
+}
+
+/// `setattr_prepare`: may `who` make `change` to a file of mode `m`? Returns
+/// the mode to store when a chmod must drop the set-group-ID bit (a caller
+/// outside the file's group), as Linux does silently.
+pub fn check_setattr(who: &Who, m: Mode, change: &AttrChange) -> Result<Option<u16>, Refusal> {
+    let owner = who.is_root() || who.uid == m.uid;
+    if change.uid.is_some_and(|u| u != m.uid) && !who.is_root() {
+        return Err(Refusal::NotOwner);
+    }
+    if let Some(g) = change.gid
+        && g != m.gid
+        && !(who.is_root() || (who.uid == m.uid && who.in_group(g)))
+    {
+        return Err(Refusal::NotOwner);
+    }
+    if change.uid.is_some() || change.gid.is_some() {
+        // chown to the same ids: the owner may.
+        if !owner {
+            return Err(Refusal::NotOwner);
+        }
+    }
+    let mut mode = change.mode;
+    if let Some(p) = change.mode {
+        // After a write by someone else, the kernel clears the set-ID bits
+        // with a setattr in the writer's name: a writer may do just that.
+        let clears_set_id_only = p != m.perm && p == m.perm & !0o6000;
+        if !owner && clears_set_id_only {
+            check(who, m, MAY_WRITE)?;
+        } else if !owner {
+            return Err(Refusal::NotOwner);
+        }
+        let group = change.gid.unwrap_or(m.gid);
+        if p & 0o2000 != 0 && !who.is_root() && !who.in_group(group) {
+            mode = Some(p & !0o2000);
+        }
+    }
+    if change.times_explicit && !owner {
+        return Err(Refusal::NotOwner);
+    }
+    if change.times_now && !owner {
+        check(who, m, MAY_WRITE)?;
+    }
+    if change.size_by_path {
+        check(who, m, MAY_WRITE)?;
+    }
+    Ok(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(uid: u32, gid: u32, perm: u16) -> Mode {
+        Mode { uid, gid, perm, kind: FileKind::File }
+    }
+
+    fn who(uid: u32, gid: u32) -> Who {
+        let w = Who::new(uid, gid, 0);
+        // No /proc lookups in unit tests: no supplementary groups.
+        w.groups.set(vec![]).unwrap();
+        w
+    }
+
+    #[test]
+    fn owner_class_decides_even_when_others_have_more() {
+        assert_eq!(check(&who(1, 1), m(1, 1, 0o077), MAY_READ), Err(Refusal::Access));
+        assert_eq!(check(&who(2, 1), m(1, 1, 0o070), MAY_READ), Ok(()));
+        assert_eq!(check(&who(2, 1), m(1, 1, 0o707), MAY_READ), Err(Refusal::Access));
+        assert_eq!(check(&who(3, 3), m(1, 1, 0o004), MAY_READ), Ok(()));
+        assert_eq!(check(&who(3, 3), m(1, 1, 0o644), MAY_WRITE), Err(Refusal::Access));
+    }
+
+    #[test]
+    fn supplementary_groups_count() {
+        let w = Who::new(5, 5, 0);
+        w.groups.set(vec![7]).unwrap();
+        assert_eq!(check(&w, m(1, 7, 0o060), MAY_READ | MAY_WRITE), Ok(()));
+        assert_eq!(check(&w, m(1, 8, 0o060), MAY_READ), Err(Refusal::Access));
+    }
+
+    #[test]
+    fn root_needs_an_x_bit_to_execute_a_file() {
+        assert_eq!(check(&who(0, 0), m(1, 1, 0o000), MAY_READ | MAY_WRITE), Ok(()));
+        assert_eq!(check(&who(0, 0), m(1, 1, 0o600), MAY_EXEC), Err(Refusal::Access));
+        assert_eq!(check(&who(0, 0), m(1, 1, 0o001), MAY_EXEC), Ok(()));
+        let dir = Mode { kind: FileKind::Dir, ..m(1, 1, 0) };
+        assert_eq!(check(&who(0, 0), dir, MAY_EXEC), Ok(()));
+    }
+
+    #[test]
+    fn open_masks() {
+        assert_eq!(open_mask(libc::O_RDONLY), MAY_READ);
+        assert_eq!(open_mask(libc::O_WRONLY | libc::O_TRUNC), MAY_WRITE);
+        assert_eq!(open_mask(libc::O_RDWR), MAY_READ | MAY_WRITE);
+        assert_eq!(open_mask(libc::O_RDONLY | libc::O_TRUNC), MAY_READ | MAY_WRITE);
+        assert_eq!(open_mask(0x20), MAY_EXEC);
+    }
+
+    #[test]
+    fn setattr_owner_rules() {
+        let file = m(1, 1, 0o666);
+        let chmod = AttrChange { mode: Some(0o600), ..Default::default() };
+        assert_eq!(check_setattr(&who(2, 2), file, &chmod), Err(Refusal::NotOwner));
+        let kill_suid = AttrChange { mode: Some(0o757), ..Default::default() };
+        assert_eq!(check_setattr(&who(2, 2), m(1, 1, 0o4757), &kill_suid), Ok(Some(0o757)), "a writer");
+        assert_eq!(
+            check_setattr(
+                &who(2, 2),
+                m(1, 1, 0o4755),
+                &AttrChange { mode: Some(0o755), ..Default::default() }
+            ),
+            Err(Refusal::Access)
+        );
+        assert_eq!(check_setattr(&who(1, 1), file, &chmod), Ok(Some(0o600)));
+        let chown = AttrChange { uid: Some(2), ..Default::default() };
+        assert_eq!(check_setattr(&who(1, 1), file, &chown), Err(Refusal::NotOwner));
+        assert_eq!(check_setattr(&who(0, 0), file, &chown), Ok(None));
+        let chgrp = AttrChange { gid: Some(9), ..Default::default() };
+        assert_eq!(check_setattr(&who(1, 1), file, &chgrp), Err(Refusal::NotOwner));
+        let sgid = AttrChange { mode: Some(0o2755), ..Default::default() };
+        assert_eq!(check_setattr(&who(1, 5), file, &sgid), Ok(Some(0o755)), "not in the group");
+        assert_eq!(check_setattr(&who(1, 1), file, &sgid), Ok(Some(0o2755)));
+        let touch = AttrChange { times_now: true, ..Default::default() };
+        assert_eq!(check_setattr(&who(2, 2), file, &touch), Ok(()).map(|()| None), "writable: may touch");
+        assert_eq!(check_setattr(&who(2, 2), m(1, 1, 0o644), &touch), Err(Refusal::Access));
+        let utimes = AttrChange { times_explicit: true, ..Default::default() };
+        assert_eq!(check_setattr(&who(2, 2), file, &utimes), Err(Refusal::NotOwner));
+        let truncate = AttrChange { size_by_path: true, ..Default::default() };
+        assert_eq!(check_setattr(&who(2, 2), m(1, 1, 0o644), &truncate), Err(Refusal::Access));
+    }
+}

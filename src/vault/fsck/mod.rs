@@ -1,0 +1,381 @@
+//! `vaultfs fsck`: authenticates every record of a closed vault, finds what
+//! is damaged, orphaned, dangling or miscounted, and with `repair` removes
+//! only what is provably orphaned, recording each repair as an audit leaf.
+//! docs/ADMIN.md ("fsck") describes the checks and the report; this module
+//! keeps to it.
+//!
+//! It works on `Vault<Locked>` and never runs the unlock path (which purges
+//! level-0 content and orphans, and appends an `unlock` record): a check
+//! without `repair` writes nothing. `check` reads and judges, `repair`
+//! applies the fixes `check` planned; the report is plain data.
+
+mod check;
+mod repair;
+#[cfg(test)]
+mod tests;
+
+use serde::{Serialize, Serializer};
+
+use super::error::{ErrorKind, Result};
+use super::keyring::{self, FactorSecrets};
+use super::{Locked, Vault};
+use crate::crypto::Passphrase;
+use crate::format::{hex, keys};
+
+/// What `fsck` is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct FsckOptions {
+    /// Apply the planned repairs (the vault must not be mounted: the store's
+    /// lock guarantees it, since fsck holds the store open).
+    pub repair: bool,
+    /// Levels with hardware-factor slots to open (their factors are asked
+    /// through the `secrets` callback); others with only factor slots stay
+    /// "not checked: locked".
+    pub factor_levels: Vec<u8>,
+}
+
+/// The verdict, from worst to best. Exit codes are the CLI's business.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsckStatus {
+    /// At least one problem is left (not repairable, or repair not asked).
+    Damaged,
+    /// Nothing damaged was found, but records of a locked level (or of a
+    /// level without a key) could not be authenticated.
+    Incomplete,
+    /// Problems were found and every one was repaired.
+    Repaired,
+    /// Everything authenticated; nothing to report.
+    Clean,
+}
+
+impl FsckStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            FsckStatus::Damaged => "damaged",
+            FsckStatus::Incomplete => "incomplete",
+            FsckStatus::Repaired => "repaired",
+            FsckStatus::Clean => "clean",
+        }
+    }
+}
+
+/// Whether a level's records could be authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LevelAccess {
+    /// Its key was derived: its records were authenticated.
+    Checked,
+    /// It opens only with hardware factors that were not asked for, or failed.
+    Locked,
+    /// It has no key slot (levels 4 and 5 before `vaultfs enroll`).
+    NoKey,
+    /// Level 0: its key lived only while the vault was mounted; leftovers
+    /// are unreadable by design and purged at the next unlock.
+    Ephemeral,
+}
+
+impl LevelAccess {
+    pub fn name(self) -> &'static str {
+        match self {
+            LevelAccess::Checked => "checked",
+            LevelAccess::Locked => "locked",
+            LevelAccess::NoKey => "no_key",
+            LevelAccess::Ephemeral => "ephemeral",
+        }
+    }
+}
+
+/// One classification level.
+#[derive(Clone, Debug, Serialize)]
+pub struct LevelReport {
+    pub level: u8,
+    pub access: LevelAccess,
+    /// Why the level was not checked (empty when checked).
+    pub note: String,
+    /// Its inodes, entries, blocks and xattrs that could not be authenticated.
+    pub not_checked: u64,
+}
+
+/// Records of one kind.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Tally {
+    /// Keys of this kind in the store.
+    pub stored: u64,
+    /// Values that authenticated (and parsed) under their key.
+    pub authenticated: u64,
+    /// Values not authenticated for want of a key (locked level, level 0,
+    /// or an inode that itself failed authentication).
+    pub not_checked: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Counts {
+    pub inodes: Tally,
+    pub entries: Tally,
+    pub blocks: Tally,
+    pub xattrs: Tally,
+    pub tombstones: Tally,
+    /// Orphan markers (`O` keys): present only for open-unlinked inodes.
+    pub orphan_markers: u64,
+    /// Inodes unlinked while open (no links, no entry, an orphan marker):
+    /// not damage; the next unlock deletes them, as after any crash.
+    pub pending_deletion: u64,
+    /// Audit keys (leaves, nodes, frontier, checkpoints), checked as a whole.
+    pub audit_keys: u64,
+    /// Header, inode counter, lockdown marker, and keys vaultfs never writes.
+    pub other_keys: u64,
+}
+
+/// The audit log as `vaultfs audit verify STORE` sees it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuditReport {
+    /// Whether the whole log verified (leaves, nodes, frontier, checkpoints).
+    pub verified: bool,
+    pub leaves: u64,
+    pub checkpoints: u64,
+    /// Root of the whole tree (hex), when verified.
+    pub root: Option<String>,
+}
+
+/// What was found wrong. The names are stable (JSON, audit leaves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// The header's MAC does not verify (or a key it wraps does not open).
+    Header,
+    /// A key of a known type with the wrong length or shape, or a value of the wrong size.
+    Malformed,
+    /// A key whose type byte vaultfs never writes.
+    UnknownKey,
+    /// The root or a level directory is missing.
+    MissingInode,
+    /// An inode record fails authentication or does not parse.
+    InodeDamaged,
+    /// A directory entry fails authentication, or its name does not hash to its key.
+    EntryDamaged,
+    /// A directory entry names an inode that does not exist.
+    DanglingEntry,
+    /// An authenticated entry whose directory does not exist.
+    EntryWithoutDirectory,
+    /// Entry and inode disagree (kind, level, parent, directory with several names).
+    EntryMismatch,
+    /// An inode's link count differs from the entries naming it.
+    LinkCount,
+    /// An inode with links that no entry names.
+    UnreachableInode,
+    /// An inode with no links and no entry (unlinked while open, never evicted).
+    OrphanInode,
+    /// An inode's stored-block count differs from the blocks stored for it.
+    BlockCount,
+    /// A content block fails authentication or has the wrong length.
+    BlockDamaged,
+    /// A block of an inode that does not exist, is not a regular file, or lies beyond its end.
+    OrphanBlock,
+    /// An extended attribute fails authentication, or its name does not hash to its key.
+    XattrDamaged,
+    /// An extended attribute of an inode that does not exist.
+    OrphanXattr,
+    /// An orphan marker for an inode that does not exist or still has links.
+    OrphanMarker,
+    /// A tombstone fails authentication.
+    TombstoneDamaged,
+    /// The inode counter is missing, malformed, or below a stored inode.
+    Counter,
+    /// The audit log does not verify (first bad leaf, node, frontier or checkpoint).
+    Audit,
+}
+
+impl ProblemKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProblemKind::Header => "header",
+            ProblemKind::Malformed => "malformed",
+            ProblemKind::UnknownKey => "unknown_key",
+            ProblemKind::MissingInode => "missing_inode",
+            ProblemKind::InodeDamaged => "inode_damaged",
+            ProblemKind::EntryDamaged => "entry_damaged",
+            ProblemKind::DanglingEntry => "dangling_entry",
+            ProblemKind::EntryWithoutDirectory => "entry_without_directory",
+            ProblemKind::EntryMismatch => "entry_mismatch",
+            ProblemKind::LinkCount => "link_count",
+            ProblemKind::UnreachableInode => "unreachable_inode",
+            ProblemKind::OrphanInode => "orphan_inode",
+            ProblemKind::BlockCount => "block_count",
+            ProblemKind::BlockDamaged => "block_damaged",
+            ProblemKind::OrphanBlock => "orphan_block",
+            ProblemKind::XattrDamaged => "xattr_damaged",
+            ProblemKind::OrphanXattr => "orphan_xattr",
+            ProblemKind::OrphanMarker => "orphan_marker",
+            ProblemKind::TombstoneDamaged => "tombstone_damaged",
+            ProblemKind::Counter => "counter",
+            ProblemKind::Audit => "audit",
+        }
+    }
+}
+
+/// What happens about a problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepairState {
+    /// Reported only: repairing it would mean guessing.
+    None,
+    /// `repair` would fix it (not asked).
+    Available,
+    /// Fixed, and recorded in the audit log.
+    Done,
+    /// Repairable, but repair was refused (the audit log does not verify,
+    /// so a repair could not be recorded).
+    Refused,
+}
+
+impl RepairState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RepairState::None => "none",
+            RepairState::Available => "available",
+            RepairState::Done => "done",
+            RepairState::Refused => "refused",
+        }
+    }
+}
+
+/// How a repairable problem is fixed (planned by `check`, applied by `repair`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Fix {
+    /// Delete these keys.
+    Delete(Vec<Vec<u8>>),
+    /// Delete an inode with its blocks, xattrs and orphan marker.
+    DeleteInode(u64),
+    /// Re-seal an authenticated inode record with these fields changed.
+    Rewrite { ino: u64, nlink: Option<u32>, blocks: Option<u64> },
+    /// Store this inode counter.
+    SetCounter(u64),
+}
+
+/// One problem: its kind, where (the store key in hex), and a sentence.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    /// The store key in hex (for a group of blocks, the `B ‖ ino` prefix they share).
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<u64>,
+    /// The classification level of the record concerned, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<u8>,
+    /// Store keys the problem covers (more than 1 for a group of orphan blocks).
+    pub count: u64,
+    pub message: String,
+    pub repair: RepairState,
+    #[serde(skip)]
+    pub(crate) fix: Option<Fix>,
+}
+
+/// Everything fsck found.
+#[derive(Clone, Debug, Serialize)]
+pub struct FsckReport {
+    pub status: FsckStatus,
+    /// Vault id (hex).
+    pub vault_id: String,
+    pub block_size: u32,
+    /// Whether the header's MAC verified (if not, nothing else was checked).
+    pub header_authenticated: bool,
+    /// Whether repairs were asked for.
+    pub repair: bool,
+    pub levels: Vec<LevelReport>,
+    pub counts: Counts,
+    pub audit: AuditReport,
+    pub problems: Vec<Problem>,
+}
+
+impl FsckReport {
+    fn new(vault_id: &[u8; 16], block_size: u32, repair: bool) -> Self {
+        FsckReport {
+            status: FsckStatus::Clean,
+            vault_id: hex(vault_id),
+            block_size,
+            header_authenticated: true,
+            repair,
+            levels: Vec::new(),
+            counts: Counts::default(),
+            audit: AuditReport::default(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// The status the problems and levels call for.
+    fn verdict(&self) -> FsckStatus {
+        let locked = |l: &LevelReport| matches!(l.access, LevelAccess::Locked | LevelAccess::NoKey);
+        if self.problems.iter().any(|p| p.repair != RepairState::Done) {
+            FsckStatus::Damaged
+        } else if self.levels.iter().any(|l| locked(l) && l.not_checked > 0) {
+            FsckStatus::Incomplete
+        } else if !self.problems.is_empty() {
+            FsckStatus::Repaired
+        } else {
+            FsckStatus::Clean
+        }
+    }
+
+    /// Problems a `repair` run would fix (or has fixed).
+    pub fn repairable(&self) -> usize {
+        self.problems.iter().filter(|p| p.repair != RepairState::None).count()
+    }
+}
+
+macro_rules! serialize_by_name {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+    )*};
+}
+serialize_by_name!(FsckStatus, LevelAccess, ProblemKind, RepairState);
+
+impl Vault<Locked> {
+    /// Checks the whole vault (docs/ADMIN.md, "fsck"). `secrets` is asked for
+    /// the factors of `opts.factor_levels` only; `progress(done, total)` is
+    /// called as store entries are checked. A wrong passphrase is an error;
+    /// damage of any kind is in the report, never a panic or an early error.
+    pub fn fsck(
+        &self,
+        pass: &Passphrase,
+        opts: &FsckOptions,
+        secrets: &mut FactorSecrets,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<FsckReport> {
+        let Locked { store, header, .. } = &self.0;
+        let mut report = FsckReport::new(&header.vault_id, header.block_size, opts.repair);
+        let ring = match keyring::unlock(pass, header) {
+            Ok(r) => r,
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                report.header_authenticated = false;
+                report.problems.push(Problem {
+                    kind: ProblemKind::Header,
+                    key: hex(keys::HEADER),
+                    ino: None,
+                    block: None,
+                    level: None,
+                    count: 1,
+                    message: format!("{}; nothing else can be trusted, so nothing else was checked", e),
+                    repair: RepairState::None,
+                    fix: None,
+                });
+                report.status = report.verdict();
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        };
+        let access = check::level_keys(header, &ring, opts, secrets);
+        let mut checker = check::Checker::new(store, header, &ring, &access, report, progress);
+        checker.run()?;
+        let mut report = checker.finish();
+        if opts.repair {
+            repair::apply(store, header, &ring, &access, &mut report)?;
+        }
+        report.status = report.verdict();
+        Ok(report)
+    }
+}
