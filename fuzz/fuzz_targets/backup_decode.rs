@@ -66,6 +66,7 @@ fn valid_archive(u: &mut Unstructured) -> Result<Vec<u8>> {
                 Ok(KeySlot { level, kind: SLOT_KIND_PASSPHRASE, params: Vec::new(), wrapped: u.arbitrary()? })
             })
             .collect::<Result<_>>()?,
+        recovery: None,
         mac: u.arbitrary()?,
     }
     .encode();
