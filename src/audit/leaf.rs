@@ -69,11 +69,14 @@ pub enum Op {
     /// A backup archive was opened for reading (`.backup/`, once per open) or
     /// written by `vaultfs backup`.
     BackupRead = 29,
+    /// `vaultfs rotate` gave a level a new key and re-encrypted its records
+    /// (one leaf per level, in the batch that switches the header).
+    Rotate = 30,
 }
 
 impl Op {
     /// Every op, in byte order.
-    pub const ALL: [Op; 29] = [
+    pub const ALL: [Op; 30] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -103,6 +106,7 @@ impl Op {
         Op::Policy,
         Op::Repair,
         Op::BackupRead,
+        Op::Rotate,
     ];
 
     /// The lowercase name used in `.audit` and in docs/AUDIT.md.
@@ -137,6 +141,7 @@ impl Op {
             Op::Policy => "policy",
             Op::Repair => "repair",
             Op::BackupRead => "backup_read",
+            Op::Rotate => "rotate",
         }
     }
 

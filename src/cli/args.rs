@@ -55,6 +55,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Authenticate every record of an unmounted vault; --repair removes what is provably orphaned.
     Fsck(FsckArgs),
+    /// New keys for a level (default: every level with a key) of an unmounted vault;
+    /// re-encrypts its files. Resumable: rerun it after an interruption.
+    Rotate(RotateArgs),
 }
 
 /// Which TPM to use.
@@ -328,6 +331,23 @@ pub struct FsckArgs {
     pub tpm: TpmArgs,
     #[command(flatten)]
     pub pin: PinArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    pub store: PathBuf,
+    /// Rotate only this level (1-5 or its directory name). Repeatable.
+    #[arg(long = "level", value_name = "N")]
+    pub levels: Vec<String>,
+    #[command(flatten)]
+    pub tpm: TpmArgs,
+    #[command(flatten)]
+    pub pin: PinArgs,
+    /// Escrow shares: needed when a rotated level has an escrow slot (it is re-wrapped too).
+    #[command(flatten)]
+    pub shares: ShareArgs,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
 }

@@ -7,12 +7,11 @@ use std::path::Path;
 
 use super::args::FsckArgs;
 use super::exit::{self, Code, Exit};
-use super::mountinfo::PID_FILE;
+use super::mountinfo::open_unmounted;
 use super::passphrase::{self, Confirm};
 use crate::gate::tpm::TpmConfig;
 use crate::vault::{
-    ErrorKind, FactorAccess, FactorKind, FsckOptions, FsckReport, FsckStatus, LevelAccess, Locked,
-    RepairState, Tally, Vault,
+    FactorAccess, FactorKind, FsckOptions, FsckReport, FsckStatus, LevelAccess, RepairState, Tally,
 };
 
 pub fn run(a: FsckArgs) -> exit::Result {
@@ -20,7 +19,7 @@ pub fn run(a: FsckArgs) -> exit::Result {
     if let Some(l) = factor_levels.iter().find(|l| !(3..=5).contains(*l)) {
         return Err(Exit::usage(format!("--level {l}: only levels 3 to 5 open with hardware factors")));
     }
-    let vault = open(&a.store)?;
+    let vault = open_unmounted(&a.store)?;
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     let pin = super::control::pin(&a.pin)?;
     let access = FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new()), pin);
@@ -53,21 +52,6 @@ pub fn run(a: FsckArgs) -> exit::Result {
         print_report(&a.store, &report);
     }
     verdict(&report)
-}
-
-/// Opens the store; a store held by a mount daemon gets a clear message.
-fn open(store: &Path) -> Result<Vault<Locked>, Exit> {
-    Vault::open(store).map_err(|e| {
-        let pid = std::fs::read_to_string(store.join(PID_FILE)).ok();
-        match pid {
-            Some(pid) if e.kind() == ErrorKind::Io => Exit::failure(format!(
-                "{} is mounted (daemon pid {}): unmount it first ({e})",
-                store.display(),
-                pid.trim()
-            )),
-            _ => e.into(),
-        }
-    })
 }
 
 fn verdict(r: &FsckReport) -> exit::Result {

@@ -38,5 +38,10 @@ pub fn run(a: InfoArgs) -> exit::Result {
         ),
         None => println!("escrow:           none (`vaultfs escrow split`)"),
     }
+    for level in v.rotations_pending()? {
+        println!(
+            "rotation:         level {level} interrupted: `vaultfs rotate` finishes it (no mount until then)"
+        );
+    }
     Ok(())
 }

@@ -16,6 +16,7 @@ mod mount;
 mod mountinfo;
 mod passphrase;
 mod passwd;
+mod rotate;
 mod umount;
 
 use std::process::ExitCode;
@@ -48,6 +49,7 @@ pub fn main() -> ExitCode {
         args::Command::Lockdown(a) => control::lockdown(a),
         args::Command::Status(a) => control::status(a),
         args::Command::Fsck(a) => fsck::run(a),
+        args::Command::Rotate(a) => rotate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::exit::Exit;
+use crate::vault::{ErrorKind, Locked, Vault};
+
 /// File in the store directory holding the serving daemon's pid.
 pub const PID_FILE: &str = "mount.pid";
 
@@ -35,6 +38,21 @@ fn unescape(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens the store; a store held by a mount daemon gets a clear message.
+pub fn open_unmounted(store: &Path) -> Result<Vault<Locked>, Exit> {
+    Vault::open(store).map_err(|e| {
+        let pid = std::fs::read_to_string(store.join(PID_FILE)).ok();
+        match pid {
+            Some(pid) if e.kind() == ErrorKind::Io => Exit::failure(format!(
+                "{} is mounted (daemon pid {}): unmount it first ({e})",
+                store.display(),
+                pid.trim()
+            )),
+            _ => e.into(),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ pub mod aad {
     pub const TOMBSTONE: &[u8] = b"vaultfs/v1/aad/tombstone";
     /// The master key wrapped under the escrow recovery key.
     pub const RECOVERY: &[u8] = b"vaultfs/v1/aad/recovery";
+    pub const ROTATION: &[u8] = b"vaultfs/v1/aad/rotation";
 
     /// `label ‖ u16 version ‖ parts...` with every part fixed-length or
     /// length-prefixed by the caller, so the encoding is injective.
@@ -107,6 +108,17 @@ pub mod labels {
     pub const RECOVERY: &[u8] = b"vaultfs/v1/recovery";
     /// Recovery key -> the secret of a recovery factor (levels escrowed with it).
     pub const RECOVERY_FACTOR: &[u8] = b"vaultfs/v1/recovery-factor";
+    /// Old level key -> the key that seals a pending rotation record (`R`).
+    pub const ROTATION: &[u8] = b"vaultfs/v1/rotation";
+
+    /// `vaultfs/v1/rotated-file-key/` ‖ ino u64 ‖ generation u64: the new
+    /// file key of an inode, from its level's rotation seed.
+    pub fn rotated_file_key(ino: u64, generation: u64) -> Vec<u8> {
+        let mut l = b"vaultfs/v1/rotated-file-key/".to_vec();
+        l.extend_from_slice(&ino.to_be_bytes());
+        l.extend_from_slice(&generation.to_be_bytes());
+        l
+    }
 
     /// `vaultfs/v1/level-factors/N`: a factor slot's wrapping key for level N.
     pub fn level_factors(n: u8) -> Vec<u8> {

@@ -23,6 +23,8 @@ pub fn errno(e: &Error) -> Errno {
         ErrorKind::NoData => Errno::ENODATA,
         ErrorKind::TooLarge => Errno::E2BIG,
         ErrorKind::Unsupported => Errno::EOPNOTSUPP,
-        ErrorKind::WrongPassphrase | ErrorKind::Corrupt | ErrorKind::Io => Errno::EIO,
+        ErrorKind::WrongPassphrase | ErrorKind::Corrupt | ErrorKind::RotationPending | ErrorKind::Io => {
+            Errno::EIO
+        }
     }
 }

@@ -55,6 +55,8 @@ pub enum ErrorKind {
     Unsupported,
     /// A vault already exists where one was to be created.
     VaultExists,
+    /// A key rotation was interrupted: `vaultfs rotate` must finish it first.
+    RotationPending,
     /// Storage or operating-system I/O failed.
     Io,
 }

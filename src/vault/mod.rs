@@ -16,6 +16,7 @@ mod levels;
 mod locks;
 mod namespace;
 mod node;
+mod rotate;
 mod snapshot;
 mod types;
 
@@ -37,6 +38,7 @@ pub use fsck::{
 pub use keyring::FactorSecrets;
 pub use levels::{LOCKABLE_FROM, LevelState};
 pub use namespace::{Remover, SHRED_FROM_LEVEL};
+pub use rotate::RotateReport;
 pub use snapshot::Snapshot;
 pub use types::*;
 
@@ -163,6 +165,17 @@ impl Vault<Locked> {
     /// Derives the keys from `pass`. Wrong passphrase: `ErrorKind::WrongPassphrase`, nothing changed.
     pub fn unlock(self, pass: &Passphrase) -> Result<Vault<Unlocked>> {
         let Locked { dir, store, header } = self.0;
+        // Records of a level in rotation are under two keys: finish first.
+        if let Some(level) = rotate::pending_rotations(&store)?.first() {
+            return Err(err(
+                ErrorKind::RotationPending,
+                format!(
+                    "the key rotation of level {level} was interrupted; finish it with \
+                     `vaultfs rotate {} --level {level}` before mounting",
+                    dir.display()
+                ),
+            ));
+        }
         let keys = keyring::unlock(pass, &header)?;
         let counter = match store.get(keys::INODE_COUNTER)? {
             Some(v) => u64::from_be_bytes(

@@ -33,6 +33,7 @@ pub(super) fn level_keys(
     header: &Header,
     ring: &Keyring,
     opts: &FsckOptions,
+    rotating: &[u8],
     secrets: &mut FactorSecrets,
 ) -> [Access; 6] {
     let levels = ring.levels.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -42,6 +43,13 @@ pub(super) fn level_keys(
             return Access::Closed(
                 LevelAccess::Ephemeral,
                 "its key lived only while mounted; leftovers are purged at the next unlock".into(),
+            );
+        }
+        if rotating.contains(&level) {
+            return Access::Closed(
+                LevelAccess::Rotating,
+                "its key rotation was interrupted: its records are under two keys until `vaultfs rotate` finishes it"
+                    .into(),
             );
         }
         if let Some(mk) = &levels[l] {
@@ -226,6 +234,10 @@ impl<'a> Checker<'a> {
             match k.first() {
                 Some(&keys::INODE | &keys::DIRENT | &keys::BLOCK | &keys::XATTR | &keys::ORPHAN)
                 | Some(&keys::TOMBSTONE) => {}
+                Some(&keys::ROTATION) if k.len() == 2 => {
+                    self.report.counts.other_keys += 1;
+                    self.done += 1;
+                }
                 Some(&keys::AUDIT_LEAF | &keys::AUDIT_NODE | &keys::AUDIT_CHECKPOINT) => {
                     self.report.counts.audit_keys += 1
                 }

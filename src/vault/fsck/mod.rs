@@ -71,6 +71,8 @@ pub enum LevelAccess {
     /// Level 0: its key lived only while the vault was mounted; leftovers
     /// are unreadable by design and purged at the next unlock.
     Ephemeral,
+    /// An interrupted `vaultfs rotate` left its records under two keys.
+    Rotating,
 }
 
 impl LevelAccess {
@@ -80,6 +82,7 @@ impl LevelAccess {
             LevelAccess::Locked => "locked",
             LevelAccess::NoKey => "no_key",
             LevelAccess::Ephemeral => "ephemeral",
+            LevelAccess::Rotating => "rotating",
         }
     }
 }
@@ -121,7 +124,7 @@ pub struct Counts {
     pub pending_deletion: u64,
     /// Audit keys (leaves, nodes, frontier, checkpoints), checked as a whole.
     pub audit_keys: u64,
-    /// Header, inode counter, lockdown marker, and keys vaultfs never writes.
+    /// Header, inode counter, lockdown marker, rotation records, and keys vaultfs never writes.
     pub other_keys: u64,
 }
 
@@ -305,7 +308,9 @@ impl FsckReport {
 
     /// The status the problems and levels call for.
     fn verdict(&self) -> FsckStatus {
-        let locked = |l: &LevelReport| matches!(l.access, LevelAccess::Locked | LevelAccess::NoKey);
+        let locked = |l: &LevelReport| {
+            matches!(l.access, LevelAccess::Locked | LevelAccess::NoKey | LevelAccess::Rotating)
+        };
         if self.problems.iter().any(|p| p.repair != RepairState::Done) {
             FsckStatus::Damaged
         } else if self.levels.iter().any(|l| locked(l) && l.not_checked > 0) {
@@ -368,7 +373,8 @@ impl Vault<Locked> {
             }
             Err(e) => return Err(e),
         };
-        let access = check::level_keys(header, &ring, opts, secrets);
+        let rotating = crate::vault::rotate::pending_rotations(store)?;
+        let access = check::level_keys(header, &ring, opts, &rotating, secrets);
         let mut checker = check::Checker::new(store, header, &ring, &access, report, progress);
         checker.run()?;
         let mut report = checker.finish();

@@ -13,6 +13,9 @@ use crate::meta::{MetaKeys, VAULT_LEVEL};
 
 use super::error::{ErrorKind, Result, err};
 
+mod rotation;
+pub use rotation::Rotation;
+
 /// Keys held while the vault is unlocked. Dropping it zeroizes them all.
 pub struct Keyring {
     pub vault_meta: Arc<MetaKeys>,
@@ -118,7 +121,7 @@ pub fn new_header(pass: &Passphrase, kdf: KdfParams, block_size: u32) -> Result<
 }
 
 /// The master key, if `pass` is right and the header authenticates.
-fn master_key(pass: &Passphrase, h: &Header) -> Result<Key32> {
+pub fn master_key(pass: &Passphrase, h: &Header) -> Result<Key32> {
     let master = unwrap(&kek(pass, h)?, &master_aad(h), &h.wrapped_master)
         .map_err(|_| err(ErrorKind::WrongPassphrase, "wrong passphrase (or a damaged key header)"))?;
     if header_mac(&master, h) != h.mac {
@@ -151,7 +154,11 @@ fn passphrase_levels(master: &Key32, h: &Header) -> Result<Vec<(u8, Key32)>> {
 /// Unwraps everything the passphrase alone can reach; levels with only
 /// factor slots stay locked until `unlock_factor_level`.
 pub fn unlock(pass: &Passphrase, h: &Header) -> Result<Keyring> {
-    let master = master_key(pass, h)?;
+    unlock_with_master(&master_key(pass, h)?, h)
+}
+
+/// `unlock` from the master key (a caller that needs both derives it once).
+pub fn unlock_with_master(master: &Key32, h: &Header) -> Result<Keyring> {
     let vault_meta_root = crypto::hkdf(master.as_bytes(), &h.vault_id, labels::VAULT_META);
     let audit_wrap = crypto::hkdf(master.as_bytes(), &h.vault_id, labels::AUDIT_WRAP);
     let seed = unwrap(&audit_wrap, &audit_aad(&h.vault_id, &h.audit_public), &h.wrapped_audit_seed)
@@ -162,12 +169,12 @@ pub fn unlock(pass: &Passphrase, h: &Header) -> Result<Keyring> {
     }
     let mut levels: [Option<Arc<MetaKeys>>; 6] = Default::default();
     levels[0] = Some(Arc::new(MetaKeys::derive(0, &Key32::random()?, &h.vault_id)));
-    for (level, key) in passphrase_levels(&master, h)? {
+    for (level, key) in passphrase_levels(master, h)? {
         levels[level as usize] = Some(Arc::new(MetaKeys::derive(level, &key, &h.vault_id)));
     }
     let mut factor_wrapping: [Option<Key32>; 6] = Default::default();
     for slot in h.slots.iter().filter(|s| s.kind == SLOT_KIND_FACTORS) {
-        factor_wrapping[slot.level as usize] = Some(level_wrapping_key(&master, &h.vault_id, slot.level));
+        factor_wrapping[slot.level as usize] = Some(level_wrapping_key(master, &h.vault_id, slot.level));
     }
     let audit_leaf = crypto::hkdf(master.as_bytes(), &h.vault_id, labels::AUDIT_LEAF);
     Ok(Keyring {

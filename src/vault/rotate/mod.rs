@@ -1,0 +1,335 @@
+//! Key rotation on a closed vault (`vaultfs rotate`, docs/ADMIN.md
+//! "rotate"): a level gets a new key, each of its files a new file key, and
+//! every record of the level is re-sealed: content blocks under the new file
+//! keys, inodes, entries and xattrs under the new level's metadata keys.
+//!
+//! Resumable: the new keys wait in the rotation record (`R` ‖ level) until
+//! the end, and every record opens under exactly one of the two key sets,
+//! so a rerun skips what an interrupted run finished. A file's blocks move
+//! first, then its xattrs and inode in one batch: an inode under the new key
+//! means its file is done. The last batch re-wraps the level's key slots,
+//! deletes the record and appends the audit leaf, together. The vault does
+//! not mount while a rotation is pending.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::error::Result;
+use super::keyring::{self, Rotation};
+use super::{FIRST_USER_INO, FactorSecrets, FileKind, LEVEL_NAMES, Locked, Vault, level_dir};
+use crate::audit::leaf::{Leaf, Op};
+use crate::audit::log::Log;
+use crate::block::FileBlocks;
+use crate::crypto::{Key32, Passphrase, SigningKey};
+use crate::format::{Header, InodeRecord, RawKey, keys};
+use crate::meta::{self, MetaKeys};
+use crate::store::{Batch, Store};
+
+/// Content bytes re-encrypted per store batch: bounded, so one huge file
+/// never becomes one huge batch.
+const BATCH_BYTES: u64 = 4 << 20;
+/// Directory entries re-keyed per store batch.
+const ENTRY_BATCH: usize = 512;
+/// The `comm` of rotation leaves.
+const COMM: &[u8] = b"vaultfs-rotate";
+
+/// What one level's rotation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RotateReport {
+    pub level: u8,
+    /// It finished a rotation an earlier run left interrupted.
+    pub resumed: bool,
+    /// Records re-sealed by this run (an interrupted run's share is not counted).
+    pub inodes: u64,
+    pub blocks: u64,
+    pub entries: u64,
+    pub xattrs: u64,
+    /// Records that authenticate under neither key, left exactly as they
+    /// were (they were unreadable before the rotation too): `vaultfs fsck`
+    /// reports them.
+    pub damaged: Vec<String>,
+}
+
+impl Vault<Locked> {
+    /// Levels whose rotation was interrupted (`vaultfs rotate` finishes it).
+    pub fn rotations_pending(&self) -> Result<Vec<u8>> {
+        pending_rotations(&self.0.store)
+    }
+
+    /// The levels `vaultfs rotate` without `--level` rotates: every level
+    /// with a key (1 to 3 always, 4 and 5 once a factor is enrolled).
+    pub fn levels_with_keys(&self) -> Vec<u8> {
+        (1..=5u8).filter(|l| self.0.header.slots.iter().any(|s| s.level == *l)).collect()
+    }
+
+    /// Gives `level` a new key and re-encrypts everything stored under it.
+    /// Every key slot of the level must answer (`secrets`), since each is
+    /// re-wrapped; nothing is written before they have. `progress` gets
+    /// (records done, records to do).
+    pub fn rotate(
+        &mut self,
+        pass: &Passphrase,
+        level: u8,
+        secrets: &mut FactorSecrets,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<RotateReport> {
+        let pending = self.0.store.get(&keys::rotation(level))?;
+        let rot = Rotation::begin(pass, &self.0.header, level, pending.as_deref(), secrets)?;
+        let ring = keyring::unlock_with_master(rot.master(), &self.0.header)?;
+        // Open the log before anything is written: a rotation that could
+        // not be recorded is not started.
+        let log = Log::open(
+            &self.0.store,
+            self.0.header.vault_id,
+            Key32::from_bytes(*ring.audit_leaf.as_bytes()),
+            SigningKey::from_seed(Key32::from_bytes(*ring.audit.seed().as_bytes())),
+        )?;
+        if !rot.resumed {
+            self.0.store.put(&keys::rotation(level), rot.record(&self.0.header.vault_id)?)?;
+            self.0.store.flush()?;
+        }
+        let report = Rekey::new(&self.0.store, &self.0.header, &rot)?.run(progress)?;
+        let header = rot.finish(&self.0.header)?;
+        let mut batch = Batch::default();
+        batch.put(keys::HEADER, header.encode());
+        batch.delete(&keys::rotation(level)[..]);
+        let changed = report.inodes + report.blocks + report.entries + report.xattrs;
+        log.append_with(&self.0.store, leaf(level, changed, rot.resumed), batch)?;
+        self.0.store.flush()?;
+        self.0.header = header;
+        log.checkpoint(&self.0.store, false)?;
+        Ok(report)
+    }
+}
+
+/// Levels with a rotation record in `store`.
+pub(super) fn pending_rotations(store: &Store) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for entry in store.scan_prefix(&[keys::ROTATION]) {
+        let (k, _) = entry?;
+        if let [keys::ROTATION, level] = k[..] {
+            out.push(level);
+        }
+    }
+    Ok(out)
+}
+
+fn leaf(level: u8, changed: u64, resumed: bool) -> Leaf {
+    Leaf {
+        seq: 0,
+        time_ns: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+        uid: crate::sys::effective_uid(),
+        gid: crate::sys::effective_gid(),
+        pid: std::process::id(),
+        comm: COMM.to_vec(),
+        op: Op::Rotate,
+        level: Some(level),
+        ino: level_dir(level),
+        path: format!("/{}{}", LEVEL_NAMES[level as usize], if resumed { " (resumed)" } else { "" })
+            .into_bytes(),
+        offset: 0,
+        len: changed,
+        result: 0,
+    }
+}
+
+/// Where one inode of the level stands.
+struct Pending {
+    ino: u64,
+    /// The record under the old key, None if it is under the new one (done).
+    rec: Option<InodeRecord>,
+}
+
+/// One level's re-encryption: the work between the rotation record and the
+/// header switch.
+struct Rekey<'a> {
+    store: &'a Store,
+    vid: [u8; 16],
+    block_size: u32,
+    rot: &'a Rotation,
+    old: MetaKeys,
+    new: MetaKeys,
+    inodes: Vec<Pending>,
+    /// Directory tags of the level's directories, under either key, to their inode.
+    dirs: HashMap<[u8; 16], u64>,
+    report: RotateReport,
+    done: u64,
+    total: u64,
+}
+
+impl<'a> Rekey<'a> {
+    /// Finds the level's inodes and which key each is under.
+    fn new(store: &'a Store, h: &Header, rot: &'a Rotation) -> Result<Self> {
+        let level = rot.level;
+        let old = MetaKeys::derive(level, &rot.old, &h.vault_id);
+        let new = MetaKeys::derive(level, &rot.new, &h.vault_id);
+        let mut inodes = Vec::new();
+        let mut dirs = HashMap::new();
+        let ld = level_dir(level);
+        dirs.insert(old.dir_tag(ld), ld);
+        dirs.insert(new.dir_tag(ld), ld);
+        let mut total = 0;
+        let mut damaged = Vec::new();
+        for entry in store.scan_prefix(&[keys::INODE]) {
+            let (k, v) = entry?;
+            let Some(ino) = keys::ino_of(&k).filter(|i| *i >= FIRST_USER_INO) else { continue };
+            if meta::inode_level(&v) != Some(level) {
+                continue;
+            }
+            let (rec, done) = match old.open_inode(&h.vault_id, ino, &v) {
+                Ok(rec) => (rec, false),
+                Err(_) => match new.open_inode(&h.vault_id, ino, &v) {
+                    Ok(rec) => (rec, true),
+                    Err(_) => {
+                        damaged.push(format!("inode {ino}"));
+                        continue;
+                    }
+                },
+            };
+            if rec.kind == FileKind::Dir {
+                dirs.insert(old.dir_tag(ino), ino);
+                dirs.insert(new.dir_tag(ino), ino);
+            }
+            if !done {
+                total += 1 + rec.blocks;
+            }
+            inodes.push(Pending { ino, rec: (!done).then_some(rec) });
+        }
+        total += store.scan_prefix(&[keys::DIRENT, level]).count() as u64;
+        Ok(Rekey {
+            store,
+            vid: h.vault_id,
+            block_size: h.block_size,
+            rot,
+            old,
+            new,
+            inodes,
+            dirs,
+            report: RotateReport { level, resumed: rot.resumed, damaged, ..Default::default() },
+            done: 0,
+            total,
+        })
+    }
+
+    fn run(mut self, progress: &mut dyn FnMut(u64, u64)) -> Result<RotateReport> {
+        progress(0, self.total);
+        for p in std::mem::take(&mut self.inodes) {
+            if let Some(rec) = p.rec {
+                self.file(p.ino, rec, progress)?;
+            }
+        }
+        self.entries(progress)?;
+        progress(self.total, self.total);
+        Ok(self.report)
+    }
+
+    fn tick(&mut self, n: u64, progress: &mut dyn FnMut(u64, u64)) {
+        self.done += n;
+        progress(self.done.min(self.total), self.total);
+    }
+
+    /// One inode: its blocks in bounded batches, then its xattrs and the
+    /// inode itself (new file key, new metadata key) in one batch.
+    fn file(&mut self, ino: u64, mut rec: InodeRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let old_key = Key32::from_bytes(rec.file_key.0);
+        let new_key = self.rot.file_key(&self.vid, ino, rec.generation);
+        let (store, vid) = (self.store, self.vid);
+        let blocks = |key| FileBlocks {
+            store,
+            key,
+            vault_id: &vid,
+            ino,
+            generation: rec.generation,
+            block_size: self.block_size,
+        };
+        let (old_blocks, new_blocks) = (blocks(&old_key), blocks(&new_key));
+        let per_batch = (BATCH_BYTES / self.block_size as u64).max(1) as usize;
+        let mut plain = zeroize::Zeroizing::new(vec![0u8; self.block_size as usize]);
+        let mut batch = Batch::default();
+        let mut moved = 0;
+        for entry in self.store.scan_prefix(&keys::block_prefix(ino)) {
+            let (k, v) = entry?;
+            let Some(n) = keys::block_number(&k) else {
+                self.report.damaged.push(format!("malformed block key {}", crate::format::hex(&k)));
+                continue;
+            };
+            // Moved by an interrupted run: it opens under the new key.
+            if new_blocks.open_block(n, &v, &mut plain).is_ok() {
+                continue;
+            }
+            if old_blocks.open_block(n, &v, &mut plain).is_err() {
+                self.report.damaged.push(format!("block {n} of inode {ino}"));
+                continue;
+            }
+            batch.put(k, new_blocks.seal_block(n, &plain)?);
+            moved += 1;
+            if batch.len() >= per_batch {
+                self.store.apply(std::mem::take(&mut batch))?;
+                self.report.blocks += moved;
+                self.tick(moved, progress);
+                moved = 0;
+            }
+        }
+        self.report.blocks += moved;
+        self.tick(moved, progress);
+        for entry in self.store.scan_prefix(&keys::xattr_prefix(ino)) {
+            let (k, v) = entry?;
+            let Ok(x) = self.old.open_xattr(&self.vid, &k, &v) else {
+                self.report.damaged.push(format!("an extended attribute of inode {ino}"));
+                continue;
+            };
+            let new_k = keys::xattr(ino, &self.new.xattr_tag(ino, &x.name));
+            batch.delete(k);
+            batch.put(&new_k[..], self.new.seal_xattr(&self.vid, &new_k, &x)?);
+            self.report.xattrs += 1;
+        }
+        rec.file_key = RawKey(*new_key.as_bytes());
+        batch.put(&keys::inode(ino)[..], self.new.seal_inode(&self.vid, ino, &rec)?);
+        self.store.apply(batch)?;
+        self.report.inodes += 1;
+        self.tick(1, progress);
+        Ok(())
+    }
+
+    /// Every directory entry of the level, re-keyed under the new names key.
+    fn entries(&mut self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let level = self.rot.level;
+        let mut batch = Batch::default();
+        let mut seen = 0;
+        for entry in self.store.scan_prefix(&[keys::DIRENT, level]) {
+            let (k, v) = entry?;
+            seen += 1;
+            if self.new.open_dirent(&self.vid, &k, &v).is_ok() {
+                continue;
+            }
+            let Ok(rec) = self.old.open_dirent(&self.vid, &k, &v) else {
+                self.report.damaged.push(format!("directory entry {}", crate::format::hex(&k)));
+                continue;
+            };
+            let dir = k.get(2..18).and_then(|t| <[u8; 16]>::try_from(t).ok()).and_then(|t| self.dirs.get(&t));
+            let Some(&dir) = dir else {
+                // Its directory is gone (or damaged): nothing names the
+                // entry's directory under the new key, so it stays as it is.
+                self.report
+                    .damaged
+                    .push(format!("directory entry {} (its directory is gone)", crate::format::hex(&k)));
+                continue;
+            };
+            let new_k = self.new.dirent_key(dir, &rec.name);
+            batch.delete(k);
+            batch.put(&new_k[..], self.new.seal_dirent(&self.vid, &new_k, &rec)?);
+            self.report.entries += 1;
+            if batch.len() >= 2 * ENTRY_BATCH {
+                self.store.apply(std::mem::take(&mut batch))?;
+                self.tick(seen, progress);
+                seen = 0;
+            }
+        }
+        self.store.apply(batch)?;
+        self.tick(seen, progress);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
