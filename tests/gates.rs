@@ -233,3 +233,64 @@ fn pcr_bound_enrollment_stops_opening_once_the_pcr_changes() {
     assert_eq!(level_state(&m, 4), "locked");
     assert_eq!(errno(fs::read_dir(m.path("4-vaulted"))), libc::EACCES);
 }
+
+#[test]
+fn rotation_rewraps_every_factor_slot_and_needs_each_to_answer() {
+    let tpm = Swtpm::start();
+    let (mut m, fido) = gated(&tpm);
+    let (st, pf) = (store(&m).to_string(), pass(&m).to_string());
+    ok(&vaultfs(&m, &["enroll", "tpm", &st, "--level", "4", "--passphrase-file", &pf]));
+    let enroll5 = ["enroll", "fido2", st.as_str(), "--level", "5", "--passphrase-file", pf.as_str()];
+    ok(&vaultfs(&m, &enroll5));
+    let backup = m.dir.path().join("backup.state");
+    soft_device(&backup, PresenceMode::Always);
+    let both = format!("{}:{}", backup.display(), fido.display());
+    m.env[1].1 = both.clone();
+    ok(&vaultfs(&m, &enroll5));
+    m.env[1].1 = fido.to_string_lossy().into_owned();
+    m.mount();
+    ok(&vaultfs(&m, &["unlock", mnt(&m), "4"]));
+    ok(&vaultfs(&m, &["unlock", mnt(&m), "5"]));
+    fs::write(m.path("4-vaulted/a.md"), "four").unwrap();
+    fs::write(m.path("5-black/b.md"), "five").unwrap();
+    m.unmount();
+
+    // Level 5's backup key is not plugged in: its slot could not be
+    // re-wrapped, so nothing is changed.
+    let header = || {
+        let s = vaultfs::store::Store::open(&m.store, false).unwrap();
+        s.get(vaultfs::format::keys::HEADER).unwrap().unwrap().to_vec()
+    };
+    let before = header();
+    let rot5 = ["rotate", st.as_str(), "--level", "5", "--passphrase-file", pf.as_str()];
+    let msg = refused(&vaultfs(&m, &rot5), 7);
+    assert!(msg.contains("key slot") && msg.contains("did not answer"), "{msg}");
+    assert_eq!(header(), before);
+
+    m.env[1].1 = both;
+    let out = ok(&vaultfs(&m, &["rotate", &st, "--level", "4", "--level", "5", "--passphrase-file", &pf]));
+    for l in ["level 4 (4-vaulted): new key;", "level 5 (5-black): new key;"] {
+        assert!(out.contains(l), "{out}");
+    }
+    assert_ne!(header(), before);
+
+    // Each security key alone (with the TPM) opens the new level-5 key.
+    for (i, dev) in [backup, fido].into_iter().enumerate() {
+        m.env[1].1 = dev.to_string_lossy().into_owned();
+        m.mount();
+        ok(&vaultfs(&m, &["unlock", mnt(&m), "4"]));
+        ok(&vaultfs(&m, &["unlock", mnt(&m), "5"]));
+        let names: Vec<_> =
+            fs::read_dir(m.path("5-black")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["b.md"]);
+        if i == 0 {
+            for (path, want) in [("4-vaulted/a.md", "four"), ("5-black/b.md", "five")] {
+                let reader = open_in_thread(m.path(path));
+                wait_pending(&m);
+                ok(&vaultfs(&m, &["approve", mnt(&m)]));
+                assert_eq!(reader.join().unwrap().unwrap(), want);
+            }
+        }
+        m.unmount();
+    }
+}
