@@ -33,7 +33,24 @@ pub struct Record {
 }
 
 impl Record {
-    fn leaf(self, result: i32) -> Leaf {
+    /// This process's own work on a closed vault (`fsck --repair`, `rotate`).
+    pub(super) fn offline(
+        op: AuditOp,
+        comm: &[u8],
+        level: Option<u8>,
+        ino: u64,
+        path: Vec<u8>,
+        len: u64,
+    ) -> Self {
+        let who = Caller {
+            uid: crate::sys::effective_uid(),
+            gid: crate::sys::effective_gid(),
+            pid: std::process::id(),
+        };
+        Record { who, comm: comm.to_vec(), op, level, ino, path, offset: 0, len }
+    }
+
+    pub(super) fn leaf(self, result: i32) -> Leaf {
         let time_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         Leaf {
             seq: 0,

@@ -42,7 +42,7 @@ pub use rotate::RotateReport;
 pub use snapshot::Snapshot;
 pub use types::*;
 
-use crate::crypto::{Key32, Passphrase, SigningKey};
+use crate::crypto::{Passphrase, SigningKey};
 use crate::format::{Header, InodeRecord, keys};
 use crate::meta::{self, MetaKeys, VAULT_LEVEL};
 use crate::store::{Batch, Store};
@@ -187,12 +187,7 @@ impl Vault<Locked> {
         // counter was rolled back: start past the highest stored inode.
         let highest = store.last_key_with_prefix(&[keys::INODE])?.and_then(|k| keys::ino_of(&k)).unwrap_or(0);
         let counter = counter.max(highest + 1);
-        let audit = crate::audit::log::Log::open(
-            &store,
-            header.vault_id,
-            Key32::from_bytes(*keys.audit_leaf.as_bytes()),
-            SigningKey::from_seed(Key32::from_bytes(*keys.audit.seed().as_bytes())),
-        )?;
+        let audit = keys.open_log(&store, header.vault_id)?;
         let core = Core {
             dir,
             store,

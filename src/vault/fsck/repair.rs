@@ -3,18 +3,14 @@
 //! record land together or not at all. When the audit log does not verify,
 //! nothing is repaired: a repair that cannot be recorded is not made.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::check::Access;
 use super::{Fix, FsckReport, RepairState};
-use crate::audit::leaf::{Leaf, Op};
-use crate::audit::log::Log;
-use crate::crypto::{Key32, SigningKey};
 use crate::format::{Header, keys};
 use crate::meta::{MetaKeys, VAULT_LEVEL};
 use crate::store::{Batch, Store};
 use crate::vault::error::{ErrorKind, Result, err};
 use crate::vault::keyring::Keyring;
+use crate::vault::{AuditOp, Record};
 
 /// The `comm` of repair leaves.
 const COMM: &[u8] = b"vaultfs-fsck";
@@ -35,12 +31,7 @@ pub(super) fn apply(
         }
         return Ok(());
     }
-    let log = Log::open(
-        store,
-        header.vault_id,
-        Key32::from_bytes(*ring.audit_leaf.as_bytes()),
-        SigningKey::from_seed(Key32::from_bytes(*ring.audit.seed().as_bytes())),
-    )?;
+    let log = ring.open_log(store, header.vault_id)?;
     let meta_keys = |level: u8| -> Result<&MetaKeys> {
         if level == VAULT_LEVEL {
             return Ok(&ring.vault_meta);
@@ -104,22 +95,9 @@ pub(super) fn apply(
             }
         };
         if changed > 0 {
-            let leaf = Leaf {
-                seq: 0,
-                time_ns: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
-                uid: crate::sys::effective_uid(),
-                gid: crate::sys::effective_gid(),
-                pid: std::process::id(),
-                comm: COMM.to_vec(),
-                op: Op::Repair,
-                level: p.level,
-                ino: p.ino.unwrap_or(0),
-                path: format!("fsck:{action}:{}:{}", p.kind.name(), p.key).into_bytes(),
-                offset: 0,
-                len: changed,
-                result: 0,
-            };
-            log.append_with(store, leaf, batch)?;
+            let path = format!("fsck:{action}:{}:{}", p.kind.name(), p.key).into_bytes();
+            let record = Record::offline(AuditOp::Repair, COMM, p.level, p.ino.unwrap_or(0), path, changed);
+            log.append_with(store, record.leaf(0), batch)?;
         }
         p.repair = RepairState::Done;
     }

@@ -239,6 +239,17 @@ impl Keyring {
         Ok(MetaKeys::derive(level, &key, &h.vault_id))
     }
 
+    /// The vault's audit log, appending with this keyring's leaf and signing keys.
+    pub fn open_log(
+        &self,
+        store: &crate::store::Store,
+        vault_id: [u8; 16],
+    ) -> Result<crate::audit::log::Log> {
+        let leaf_key = Key32::from_bytes(*self.audit_leaf.as_bytes());
+        let signer = SigningKey::from_seed(Key32::from_bytes(*self.audit.seed().as_bytes()));
+        Ok(crate::audit::log::Log::open(store, vault_id, leaf_key, signer)?)
+    }
+
     /// Whether `level` opens with hardware factors.
     pub fn has_factor_slots(&self, level: u8) -> bool {
         self.factor_wrapping.get(level as usize).is_some_and(Option::is_some)

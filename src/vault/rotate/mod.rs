@@ -12,15 +12,14 @@
 //! not mount while a rotation is pending.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::Result;
 use super::keyring::{self, Rotation};
-use super::{FIRST_USER_INO, FactorSecrets, FileKind, LEVEL_NAMES, Locked, Vault, level_dir};
-use crate::audit::leaf::{Leaf, Op};
-use crate::audit::log::Log;
+use super::{
+    AuditOp, FIRST_USER_INO, FactorSecrets, FileKind, LEVEL_NAMES, Locked, Record, Vault, level_dir,
+};
 use crate::block::FileBlocks;
-use crate::crypto::{Key32, Passphrase, SigningKey};
+use crate::crypto::{Key32, Passphrase};
 use crate::format::{Header, InodeRecord, RawKey, keys};
 use crate::meta::{self, MetaKeys};
 use crate::store::{Batch, Store};
@@ -78,12 +77,7 @@ impl Vault<Locked> {
         let ring = keyring::unlock_with_master(rot.master(), &self.0.header)?;
         // Open the log before anything is written: a rotation that could
         // not be recorded is not started.
-        let log = Log::open(
-            &self.0.store,
-            self.0.header.vault_id,
-            Key32::from_bytes(*ring.audit_leaf.as_bytes()),
-            SigningKey::from_seed(Key32::from_bytes(*ring.audit.seed().as_bytes())),
-        )?;
+        let log = ring.open_log(&self.0.store, self.0.header.vault_id)?;
         if !rot.resumed {
             self.0.store.put(&keys::rotation(level), rot.record(&self.0.header.vault_id)?)?;
             self.0.store.flush()?;
@@ -94,7 +88,10 @@ impl Vault<Locked> {
         batch.put(keys::HEADER, header.encode());
         batch.delete(&keys::rotation(level)[..]);
         let changed = report.inodes + report.blocks + report.entries + report.xattrs;
-        log.append_with(&self.0.store, leaf(level, changed, rot.resumed), batch)?;
+        let path = format!("/{}{}", LEVEL_NAMES[level as usize], if rot.resumed { " (resumed)" } else { "" });
+        let record =
+            Record::offline(AuditOp::Rotate, COMM, Some(level), level_dir(level), path.into_bytes(), changed);
+        log.append_with(&self.0.store, record.leaf(0), batch)?;
         self.0.store.flush()?;
         self.0.header = header;
         log.checkpoint(&self.0.store, false)?;
@@ -112,25 +109,6 @@ pub(super) fn pending_rotations(store: &Store) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
-}
-
-fn leaf(level: u8, changed: u64, resumed: bool) -> Leaf {
-    Leaf {
-        seq: 0,
-        time_ns: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
-        uid: crate::sys::effective_uid(),
-        gid: crate::sys::effective_gid(),
-        pid: std::process::id(),
-        comm: COMM.to_vec(),
-        op: Op::Rotate,
-        level: Some(level),
-        ino: level_dir(level),
-        path: format!("/{}{}", LEVEL_NAMES[level as usize], if resumed { " (resumed)" } else { "" })
-            .into_bytes(),
-        offset: 0,
-        len: changed,
-        result: 0,
-    }
 }
 
 /// Where one inode of the level stands.
