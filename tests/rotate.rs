@@ -63,10 +63,11 @@ fn rotate_killed_mid_level_resumes_and_retires_the_old_keys() {
     m.unmount();
     let old_header = Store::open(&m.store, false).unwrap().get(keys::HEADER).unwrap().unwrap().to_vec();
 
-    // SIGKILL once the level is under way; retry later points if a run
-    // got through before the kill landed (a fast machine).
+    // SIGKILL once the level is under way: after the key derivation (the
+    // rotation record exists), before the 48 MiB are re-encrypted. Other
+    // delays are tried if a kill landed before or after that window.
     let mut interrupted = false;
-    for delay_ms in [30, 10, 0] {
+    for delay_ms in [40, 20, 80, 10, 150, 5] {
         let mut child =
             rotate(&m, &["--level", "2"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
