@@ -66,7 +66,7 @@ pub fn run(a: RotateArgs) -> exit::Result {
         bar.finish_and_clear();
         let r = report?;
         println!(
-            "level {level} ({name}): new key{}; re-encrypted {} files, {} blocks, {} entries, {} xattrs",
+            "level {level} ({name}): new key{}; re-encrypted {} inodes, {} blocks, {} entries, {} xattrs",
             if r.resumed { " (interrupted rotation finished)" } else { "" },
             r.inodes,
             r.blocks,
