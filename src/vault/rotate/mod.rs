@@ -111,13 +111,6 @@ pub(super) fn pending_rotations(store: &Store) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Where one inode of the level stands.
-struct Pending {
-    ino: u64,
-    /// The record under the old key, None if it is under the new one (done).
-    rec: Option<InodeRecord>,
-}
-
 /// One level's re-encryption: the work between the rotation record and the
 /// header switch.
 struct Rekey<'a> {
@@ -127,7 +120,8 @@ struct Rekey<'a> {
     rot: &'a Rotation,
     old: MetaKeys,
     new: MetaKeys,
-    inodes: Vec<Pending>,
+    /// Inodes still under the old key (numbers only: records are re-read one at a time).
+    pending: Vec<u64>,
     /// Directory tags of the level's directories, under either key, to their inode.
     dirs: HashMap<[u8; 16], u64>,
     report: RotateReport,
@@ -141,7 +135,7 @@ impl<'a> Rekey<'a> {
         let level = rot.level;
         let old = MetaKeys::derive(level, &rot.old, &h.vault_id);
         let new = MetaKeys::derive(level, &rot.new, &h.vault_id);
-        let mut inodes = Vec::new();
+        let mut pending = Vec::new();
         let mut dirs = HashMap::new();
         let ld = level_dir(level);
         dirs.insert(old.dir_tag(ld), ld);
@@ -170,8 +164,8 @@ impl<'a> Rekey<'a> {
             }
             if !done {
                 total += 1 + rec.blocks;
+                pending.push(ino);
             }
-            inodes.push(Pending { ino, rec: (!done).then_some(rec) });
         }
         total += store.scan_prefix(&[keys::DIRENT, level]).count() as u64;
         Ok(Rekey {
@@ -181,7 +175,7 @@ impl<'a> Rekey<'a> {
             rot,
             old,
             new,
-            inodes,
+            pending,
             dirs,
             report: RotateReport { level, resumed: rot.resumed, damaged, ..Default::default() },
             done: 0,
@@ -191,9 +185,11 @@ impl<'a> Rekey<'a> {
 
     fn run(mut self, progress: &mut dyn FnMut(u64, u64)) -> Result<RotateReport> {
         progress(0, self.total);
-        for p in std::mem::take(&mut self.inodes) {
-            if let Some(rec) = p.rec {
-                self.file(p.ino, rec, progress)?;
+        for ino in std::mem::take(&mut self.pending) {
+            let value = self.store.get(&keys::inode(ino))?;
+            match value.map(|v| self.old.open_inode(&self.vid, ino, &v)) {
+                Some(Ok(rec)) => self.file(ino, rec, progress)?,
+                _ => self.report.damaged.push(format!("inode {ino} (changed while rotating)")),
             }
         }
         self.entries(progress)?;
