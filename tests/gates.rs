@@ -284,6 +284,20 @@ fn rotation_rewraps_every_factor_slot_and_needs_each_to_answer() {
             fs::read_dir(m.path("5-black")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["b.md"]);
         if i == 0 {
+            // Each offline key change left its record, in order.
+            let changes: Vec<(String, String)> = audit_ops(&m)
+                .into_iter()
+                .filter(|(op, ..)| op == "header" || op == "rotate")
+                .map(|(op, _, _, path)| (op, path))
+                .collect();
+            let want = [
+                ("header", "enroll tpm level 4"),
+                ("header", "enroll fido2+tpm level 5"),
+                ("header", "enroll fido2+tpm level 5"),
+                ("rotate", "/4-vaulted"),
+                ("rotate", "/5-black"),
+            ];
+            assert_eq!(changes, want.map(|(o, p)| (o.to_string(), p.to_string())));
             for (path, want) in [("4-vaulted/a.md", "four"), ("5-black/b.md", "five")] {
                 let reader = open_in_thread(m.path(path));
                 wait_pending(&m);

@@ -165,4 +165,12 @@ fn passwd_killed_anywhere_leaves_the_old_or_the_new_passphrase() {
     let v = Vault::open(&store).unwrap().unlock(&Passphrase::new(current.clone().into_bytes())).unwrap();
     let n = v.lookup(level_dir(3), b"note").unwrap();
     assert_eq!(v.read(n.ino, 0, 100).unwrap(), b"sealed note");
+    // Every change that took effect left its audit record, and no other did
+    // (the record shares the header's store write): 5 warm-up runs + the rest.
+    let records = v.audit_lines(0, v.audit_size()).unwrap();
+    let passwd_records = records
+        .iter()
+        .filter(|l| l.contains("\"op\":\"header\"") && l.contains("\"path\":\"passwd\""))
+        .count();
+    assert_eq!(passwd_records, 5 + killed_new + finished);
 }

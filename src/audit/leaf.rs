@@ -72,11 +72,14 @@ pub enum Op {
     /// `vaultfs rotate` gave a level a new key and re-encrypted its records
     /// (one leaf per level, in the batch that switches the header).
     Rotate = 30,
+    /// The key header of a closed vault was rewritten: `passwd`, `enroll`,
+    /// `unenroll`, `escrow split` or `escrow recover` (the path says which).
+    Header = 31,
 }
 
 impl Op {
     /// Every op, in byte order.
-    pub const ALL: [Op; 30] = [
+    pub const ALL: [Op; 31] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -107,6 +110,7 @@ impl Op {
         Op::Repair,
         Op::BackupRead,
         Op::Rotate,
+        Op::Header,
     ];
 
     /// The lowercase name used in `.audit` and in docs/AUDIT.md.
@@ -142,6 +146,7 @@ impl Op {
             Op::Repair => "repair",
             Op::BackupRead => "backup_read",
             Op::Rotate => "rotate",
+            Op::Header => "header",
         }
     }
 

@@ -5,9 +5,10 @@
 use super::error::{ErrorKind, Result, err};
 use super::factors::FactorAccess;
 use super::keyring;
-use super::{Locked, Vault};
+use super::{AuditOp, Locked, ROOT_INO, Record, Vault};
 use crate::crypto::{Key32, Passphrase};
 use crate::format::{self, Factor, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, keys};
+use crate::store::Batch;
 
 /// Which factor to enroll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,24 +100,31 @@ impl Vault<Locked> {
                 FactorKind::Fido2 { presence } => access.new_fido2_factor(*presence)?,
             });
         }
-        let header =
-            keyring::enroll(pass, &self.0.header, level, &made, &mut |f: &[Factor]| access.secrets(f))?;
-        self.write_header(header)
+        let new = keyring::enroll(pass, &self.0.header, level, &made, &mut |f: &[Factor]| access.secrets(f))?;
+        let names: Vec<&str> = made.iter().map(|(f, _)| f.name()).collect();
+        self.write_header(new, format!("enroll {} level {level}", names.join("+")))
     }
 
     /// Removes key slot `index` (never a level's last one).
     pub fn unenroll(&mut self, pass: &Passphrase, index: usize) -> Result<()> {
-        let header = keyring::unenroll(pass, &self.0.header, index)?;
-        self.write_header(header)
+        let level = self.0.header.slots.get(index).map_or(0, |s| s.level);
+        let new = keyring::unenroll(pass, &self.0.header, index)?;
+        self.write_header(new, format!("unenroll slot {index} level {level}"))
     }
 
-    /// Replaces the header: one single-key sled write, flushed before this
+    /// Replaces the header and records why (`what`): one store batch holding
+    /// the new header and an audit leaf (op `header`), flushed before this
     /// returns. A crash leaves the old header or the new one, never a mix
     /// (tests/passwd_crash.rs kills `passwd` at random points to check it).
-    pub(super) fn write_header(&mut self, header: format::Header) -> Result<()> {
-        self.0.store.put(keys::HEADER, header.encode())?;
+    pub(super) fn write_header(&mut self, new: keyring::Rewrap, what: String) -> Result<()> {
+        let ring = keyring::unlock_with_master(&new.master, &new.header)?;
+        let log = ring.open_log(&self.0.store, new.header.vault_id)?;
+        let mut batch = Batch::default();
+        batch.put(keys::HEADER, new.header.encode());
+        let record = Record::offline(AuditOp::Header, b"vaultfs", None, ROOT_INO, what.into_bytes(), 0);
+        log.append_with(&self.0.store, record.leaf(0), batch)?;
         self.0.store.flush()?;
-        self.0.header = header;
+        self.0.header = new.header;
         Ok(())
     }
 }

@@ -56,12 +56,12 @@ impl Vault<Locked> {
             escrow_levels,
             &mut |f: &[Factor]| access.secrets(f),
         )?;
-        let r = split.header.recovery.clone().expect("escrow_split sets a recovery section");
+        let r = split.rewrap.header.recovery.clone().expect("escrow_split sets a recovery section");
         let points = shamir::split(&split.recovery, threshold, shares)?;
         let out = points
             .into_iter()
             .map(|p| EscrowShare {
-                vault: prefix(&split.header.vault_id),
+                vault: prefix(&split.rewrap.header.vault_id),
                 split: prefix(&r.split_id),
                 threshold,
                 shares,
@@ -69,7 +69,11 @@ impl Vault<Locked> {
                 value: p.value,
             })
             .collect();
-        self.write_header(split.header)?;
+        let levels: Vec<String> = escrow_levels.iter().map(u8::to_string).collect();
+        self.write_header(
+            split.rewrap,
+            format!("escrow split {threshold}of{shares} levels {}", levels.join(",")),
+        )?;
         let after = self.escrow_levels();
         Ok(EscrowSplit {
             shares: out,
@@ -158,8 +162,8 @@ impl Vault<Locked> {
     /// re-wrapped exactly as `passwd` does. Returns the escrowed levels.
     pub fn escrow_recover(&mut self, recovery: &Key32, new: &Passphrase) -> Result<Vec<u8>> {
         let levels = keyring::escrowed_levels(recovery, &self.0.header)?;
-        let h = keyring::recover_passphrase(recovery, new, &self.0.header)?;
-        self.write_header(h)?;
+        let new = keyring::recover_passphrase(recovery, new, &self.0.header)?;
+        self.write_header(new, "escrow recover".into())?;
         Ok(levels)
     }
 }
@@ -307,7 +311,7 @@ mod tests {
     }
 
     /// Level 4 gated by a fake hardware factor (keyring level: no device).
-    fn with_level4_factor(h: &Header, hw: &Key32) -> Header {
+    fn with_level4_factor(h: &Header, hw: &Key32) -> keyring::Rewrap {
         let factor = (Factor::Tpm(vec![1, 2, 3]), hw.clone());
         keyring::enroll(&pass("pw"), h, 4, &[factor], &mut |_: &[Factor]| Err("none".into())).unwrap()
     }
@@ -317,8 +321,9 @@ mod tests {
         let dir = vault_with_files();
         let mut v = Vault::open(dir.path()).unwrap();
         let hw = Key32::random().unwrap();
-        let h = with_level4_factor(v.header(), &hw);
-        v.write_header(h.clone()).unwrap();
+        let new = with_level4_factor(v.header(), &hw);
+        let h = new.header.clone();
+        v.write_header(new, "test".into()).unwrap();
         let hw_answer = |f: &[Factor]| match f {
             [Factor::Tpm(_)] => Ok(vec![hw.clone()]),
             _ => Err("no such factor here".to_string()),
@@ -331,7 +336,7 @@ mod tests {
             assert_eq!(e.err().unwrap().kind(), ErrorKind::InvalidArgument, "level {bad}");
         }
         let split = keyring::escrow_split(&pass("pw"), &h, 2, 3, &[4], &mut hw_answer.clone()).unwrap();
-        let h2 = Header::decode(&split.header.encode()).unwrap();
+        let h2 = Header::decode(&split.rewrap.header.encode()).unwrap();
         assert_eq!(keyring::escrowed_levels(&split.recovery, &h2).unwrap(), vec![4]);
 
         // The passphrase alone does not open level 4; the recovery key does,
@@ -369,7 +374,8 @@ mod tests {
                 _ => Err("the TPM is gone".into()),
             },
         )
-        .unwrap();
+        .unwrap()
+        .header;
         let ring = keyring::unlock(&pass("pw"), &h3).unwrap();
         let by_new = ring
             .unlock_factor_level(&h3, 4, &mut |f: &[Factor]| match f {
@@ -381,7 +387,7 @@ mod tests {
 
         // The escrow slot never counts as the level's last slot...
         let hw_slot = h3.slots.iter().position(|s| s.level == 4 && !keyring::is_recovery_slot(s)).unwrap();
-        let h4 = keyring::unenroll(&pass("pw"), &h3, hw_slot).unwrap();
+        let h4 = keyring::unenroll(&pass("pw"), &h3, hw_slot).unwrap().header;
         let last = h4.slots.iter().position(|s| s.level == 4 && !keyring::is_recovery_slot(s)).unwrap();
         assert_eq!(
             keyring::unenroll(&pass("pw"), &h4, last).err().unwrap().kind(),
@@ -389,10 +395,11 @@ mod tests {
         );
         // ...and a new split without level 4 drops the old escrow slot.
         let resplit = keyring::escrow_split(&pass("pw"), &h4, 2, 3, &[], &mut hw_answer.clone()).unwrap();
-        assert!(!resplit.header.slots.iter().any(keyring::is_recovery_slot));
-        assert_eq!(keyring::escrowed_levels(&resplit.recovery, &resplit.header).unwrap(), Vec::<u8>::new());
+        let resplit_h = &resplit.rewrap.header;
+        assert!(!resplit_h.slots.iter().any(keyring::is_recovery_slot));
+        assert_eq!(keyring::escrowed_levels(&resplit.recovery, resplit_h).unwrap(), Vec::<u8>::new());
         assert_eq!(
-            keyring::escrowed_levels(&split.recovery, &resplit.header).err().unwrap().kind(),
+            keyring::escrowed_levels(&split.recovery, resplit_h).err().unwrap().kind(),
             ErrorKind::WrongPassphrase
         );
     }

@@ -230,8 +230,8 @@ impl Vault<Locked> {
 
     /// Re-wraps the master key under `new`; the old passphrase stops working.
     pub fn change_passphrase(&mut self, old: &Passphrase, new: &Passphrase) -> Result<()> {
-        let h = keyring::change_passphrase(old, new, &self.0.header)?;
-        self.write_header(h)
+        let new = keyring::change_passphrase(old, new, &self.0.header)?;
+        self.write_header(new, "passwd".into())
     }
 }
 

@@ -129,7 +129,7 @@ fn factor_levels_are_not_checked_without_their_factor() {
     {
         let locked = Vault::open(dir.path()).unwrap();
         let factor = (Factor::Tpm(vec![1, 2, 3]), Key32::from_bytes(secret));
-        let h = keyring::enroll(&pass(), locked.header(), 4, &[factor], &mut no_factors).unwrap();
+        let h = keyring::enroll(&pass(), locked.header(), 4, &[factor], &mut no_factors).unwrap().header;
         locked.0.store.put(keys::HEADER, h.encode()).unwrap();
     }
     let mut answer = |_: &[Factor]| Ok(vec![Key32::from_bytes(secret)]);

@@ -31,6 +31,13 @@ pub struct Keyring {
     factor_wrapping: [Option<Key32>; 6],
 }
 
+/// A rewritten header and the master key it authenticates under (the
+/// caller records the change in the audit log, whose keys come from it).
+pub struct Rewrap {
+    pub header: Header,
+    pub master: Key32,
+}
+
 /// Secrets of a factor slot's factors, in the slot's order; an error says
 /// why this slot cannot be opened (no device, wrong PIN, PCRs changed...).
 pub type FactorSecrets<'a> = dyn FnMut(&[Factor]) -> std::result::Result<Vec<Key32>, String> + 'a;
@@ -266,7 +273,7 @@ pub fn enroll(
     level: u8,
     factors: &[(Factor, Key32)],
     existing: &mut FactorSecrets,
-) -> Result<Header> {
+) -> Result<Rewrap> {
     if !(3..=5).contains(&level) {
         return Err(err(
             ErrorKind::InvalidArgument,
@@ -294,13 +301,13 @@ pub fn enroll(
         return Err(err(ErrorKind::InvalidArgument, format!("at most {} key slots", format::MAX_SLOTS)));
     }
     n.mac = header_mac(&master, &n);
-    Ok(n)
+    Ok(Rewrap { header: n, master })
 }
 
 /// Removes factor slot `index` (its position in the header). The last slot
 /// of a level is never removed: its key, and every file of the level, would
 /// be lost with it.
-pub fn unenroll(pass: &Passphrase, h: &Header, index: usize) -> Result<Header> {
+pub fn unenroll(pass: &Passphrase, h: &Header, index: usize) -> Result<Rewrap> {
     let master = master_key(pass, h)?;
     let Some(slot) = h.slots.get(index).filter(|s| s.kind == SLOT_KIND_FACTORS) else {
         return Err(err(ErrorKind::InvalidArgument, format!("there is no factor slot {index}")));
@@ -317,27 +324,27 @@ pub fn unenroll(pass: &Passphrase, h: &Header, index: usize) -> Result<Header> {
     let mut n = h.clone();
     n.slots.remove(index);
     n.mac = header_mac(&master, &n);
-    Ok(n)
+    Ok(Rewrap { header: n, master })
 }
 
 /// Re-wraps the master key under a new passphrase (`vaultfs passwd`); the
 /// level keys and all data stay as they are.
-pub fn change_passphrase(old: &Passphrase, new: &Passphrase, h: &Header) -> Result<Header> {
-    rewrap_master(&master_key(old, h)?, new, h)
+pub fn change_passphrase(old: &Passphrase, new: &Passphrase, h: &Header) -> Result<Rewrap> {
+    rewrap_master(master_key(old, h)?, new, h)
 }
 
 /// The one way a passphrase is (re)set on an existing vault: new salt, new
 /// KEK, the same master key re-wrapped, a new MAC. `passwd` and `escrow
 /// recover` differ only in how they got the master key.
-fn rewrap_master(master: &Key32, new: &Passphrase, h: &Header) -> Result<Header> {
+fn rewrap_master(master: Key32, new: &Passphrase, h: &Header) -> Result<Rewrap> {
     if new.is_empty() {
         return Err(err(ErrorKind::InvalidArgument, "empty passphrase"));
     }
     let mut n = h.clone();
     n.kdf_salt = crypto::random_array()?;
-    n.wrapped_master = wrap(&kek(new, &n)?, &master_aad(&n), master)?;
-    n.mac = header_mac(master, &n);
-    Ok(n)
+    n.wrapped_master = wrap(&kek(new, &n)?, &master_aad(&n), &master)?;
+    n.mac = header_mac(&master, &n);
+    Ok(Rewrap { header: n, master })
 }
 
 // ---- Escrow: a recovery key split into Shamir shares (docs/CRYPTO.md, "Escrow").
@@ -366,7 +373,7 @@ pub fn is_recovery_slot(s: &KeySlot) -> bool {
 
 /// What `escrow_split` made: the new header and the recovery key to share out.
 pub struct Split {
-    pub header: Header,
+    pub rewrap: Rewrap,
     pub recovery: Key32,
 }
 
@@ -445,7 +452,7 @@ pub fn escrow_split(
     }
     n.set_recovery(Some(slot));
     n.mac = header_mac(&master, &n);
-    Ok(Split { header: n, recovery })
+    Ok(Split { rewrap: Rewrap { header: n, master }, recovery })
 }
 
 /// The master key, if `recovery` is this vault's recovery key and the header authenticates.
@@ -488,6 +495,6 @@ pub fn escrowed_levels(recovery: &Key32, h: &Header) -> Result<Vec<u8>> {
 
 /// Sets a new passphrase with the recovery key instead of the old
 /// passphrase (`vaultfs escrow recover`): the same re-wrap as `passwd`.
-pub fn recover_passphrase(recovery: &Key32, new: &Passphrase, h: &Header) -> Result<Header> {
-    rewrap_master(&recovery_master(recovery, h)?, new, h)
+pub fn recover_passphrase(recovery: &Key32, new: &Passphrase, h: &Header) -> Result<Rewrap> {
+    rewrap_master(recovery_master(recovery, h)?, new, h)
 }
