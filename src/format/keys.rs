@@ -16,7 +16,7 @@
 //! | audit checkpoint | `K` ‖ tree size u64 |
 //! | lockdown marker | `L` (value: ms since the epoch when it began) |
 //! | tombstone | `T` ‖ seq u64 |
-//! | rotation in progress | `R` ‖ level u8 |
+//! | rotation in progress | `P` ‖ level u8 |
 
 pub const HEADER: &[u8] = b"H";
 pub const INODE_COUNTER: &[u8] = b"C";
@@ -31,8 +31,8 @@ pub const AUDIT_FRONTIER: &[u8] = b"F";
 pub const AUDIT_CHECKPOINT: u8 = b'K';
 pub const LOCKDOWN: &[u8] = b"L";
 pub const TOMBSTONE: u8 = b'T';
-/// A key rotation in progress (`vaultfs rotate`): `R` ‖ level.
-pub const ROTATION: u8 = b'R';
+/// A key rotation in progress (`vaultfs rotate`): `P` ‖ level ("pending").
+pub const ROTATION: u8 = b'P';
 
 pub fn rotation(level: u8) -> [u8; 2] {
     [ROTATION, level]

@@ -108,7 +108,7 @@ pub mod labels {
     pub const RECOVERY: &[u8] = b"vaultfs/v1/recovery";
     /// Recovery key -> the secret of a recovery factor (levels escrowed with it).
     pub const RECOVERY_FACTOR: &[u8] = b"vaultfs/v1/recovery-factor";
-    /// Old level key -> the key that seals a pending rotation record (`R`).
+    /// Old level key -> the key that seals a pending rotation record (`P`).
     pub const ROTATION: &[u8] = b"vaultfs/v1/rotation";
 
     /// `vaultfs/v1/rotated-file-key/` ‖ ino u64 ‖ generation u64: the new

@@ -3,7 +3,7 @@
 //! every record of the level is re-sealed: content blocks under the new file
 //! keys, inodes, entries and xattrs under the new level's metadata keys.
 //!
-//! Resumable: the new keys wait in the rotation record (`R` ‖ level) until
+//! Resumable: the new keys wait in the rotation record (`P` ‖ level) until
 //! the end, and every record opens under exactly one of the two key sets,
 //! so a rerun skips what an interrupted run finished. A file's blocks move
 //! first, then its xattrs and inode in one batch: an inode under the new key
