@@ -1,7 +1,10 @@
 //! The audit log in the store (docs/AUDIT.md, "Storage in the vault").
 //!
 //! Leaves are sealed under the audit leaf key (paths and names are secrets),
-//! tree nodes, the frontier and the signed checkpoints are stored as they are
+//! several to a store key: each store write of the log seals the leaves it
+//! carries as chunks of up to `CHUNK_BYTES` (one sled key per record made
+//! sled's per-key write path most of what the log cost). Tree nodes, the
+//! frontier and the signed checkpoints are stored as they are
 //! (hashes of sealed-away leaves that carry nanosecond times, and notes meant
 //! to be published). The in-memory frontier is the truth while the vault is
 //! open; every store write of the log carries the leaves appended since the
@@ -76,8 +79,37 @@ struct State {
     checkpointed_at: Instant,
 }
 
+/// AAD of a leaf stored alone (`A` keys, written before chunks).
 fn leaf_aad(vault_id: &[u8; 16], seq: u64) -> Vec<u8> {
     aad::build(aad::AUDIT_LEAF, &[vault_id, &seq.to_be_bytes()])
+}
+
+/// AAD of a chunk: binds where it starts and how many leaves it holds, so a
+/// chunk moved to another key, cut or extended fails to open.
+fn chunk_aad(vault_id: &[u8; 16], first: u64, count: u32) -> Vec<u8> {
+    aad::build(aad::AUDIT_LEAVES, &[vault_id, &first.to_be_bytes(), &count.to_be_bytes()])
+}
+
+/// A chunk is closed once its plaintext reaches this many bytes: some 250
+/// typical records, and far below the size at which sled moves a value out
+/// of its log into a file of its own (a quarter of its 512 KiB segment).
+pub const CHUNK_BYTES: usize = 32 * 1024;
+
+/// Chunk plaintext: each leaf as u16 length ‖ leaf bytes.
+fn decode_chunk(first: u64, count: u32, plain: &[u8]) -> Result<Vec<(u64, Vec<u8>)>> {
+    let bad = || corrupt(format!("leaves {first}..{} are malformed", first + u64::from(count)));
+    let mut out = Vec::with_capacity(count as usize);
+    let mut rest = plain;
+    while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+        let len = u16::from_be_bytes(*len) as usize;
+        let leaf = tail.get(..len).ok_or_else(bad)?;
+        out.push((first + out.len() as u64, leaf.to_vec()));
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() || out.len() != count as usize {
+        return Err(bad());
+    }
+    Ok(out)
 }
 
 fn encode_frontier(f: &Frontier) -> Vec<u8> {
@@ -145,8 +177,7 @@ impl Log {
         };
         // A frontier behind the stored leaves (rolled back on its own) would
         // make the next append overwrite a leaf: refuse rather than rewrite.
-        if let Some(k) = store.last_key_with_prefix(&[keys::AUDIT_LEAF])? {
-            let last = keys::audit_number(&k).ok_or_else(|| corrupt("bad leaf key"))?;
+        if let Some(last) = Self::last_stored(store)? {
             if last.checked_add(1) != Some(frontier.size) {
                 return Err(corrupt(format!(
                     "frontier covers {} leaves but leaf {last} is stored (run `vaultfs audit verify`)",
@@ -173,6 +204,20 @@ impl Log {
                 checkpointed_at: Instant::now(),
             }),
         })
+    }
+
+    /// Seq of the newest stored leaf: chunks follow any single leaves.
+    fn last_stored(store: &Store) -> Result<Option<u64>> {
+        if let Some(k) = store.last_key_with_prefix(&[keys::AUDIT_LEAVES])? {
+            let (first, count) = keys::audit_leaves_range(&k).ok_or_else(|| corrupt("bad leaf chunk key"))?;
+            let last =
+                (first + u64::from(count)).checked_sub(1).ok_or_else(|| corrupt("empty leaf chunk"))?;
+            return Ok(Some(last));
+        }
+        match store.last_key_with_prefix(&[keys::AUDIT_LEAF])? {
+            Some(k) => Ok(Some(keys::audit_number(&k).ok_or_else(|| corrupt("bad leaf key"))?)),
+            None => Ok(None),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -231,10 +276,21 @@ impl Log {
         if st.pending.is_empty() && batch.is_empty() {
             return Ok(());
         }
-        for (seq, bytes) in &st.pending {
-            let sealed = crypto::seal(&self.leaf_key, &leaf_aad(&self.vault_id, *seq), bytes)
-                .map_err(|e| corrupt(format!("sealing leaf {seq}: {e}")))?;
-            batch.put(keys::audit_leaf(*seq), sealed);
+        // Pending seqs are consecutive: chunk them in order.
+        let mut plain = Vec::new();
+        let mut chunk: Option<(u64, u32)> = None;
+        for (i, (seq, bytes)) in st.pending.iter().enumerate() {
+            let (_, count) = chunk.get_or_insert((*seq, 0));
+            *count += 1;
+            plain.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            plain.extend_from_slice(bytes);
+            if plain.len() >= CHUNK_BYTES || i + 1 == st.pending.len() {
+                let (first, count) = chunk.take().expect("set above");
+                let sealed = crypto::seal(&self.leaf_key, &chunk_aad(&self.vault_id, first, count), &plain)
+                    .map_err(|e| corrupt(format!("sealing leaves from {first}: {e}")))?;
+                batch.put(keys::audit_leaves(first, count), sealed);
+                plain.clear();
+            }
         }
         for (id, h) in st.pending_nodes.iter().filter(|(id, _)| id.level >= STORED_NODE_LEVEL) {
             batch.put(keys::audit_node(id.level, id.index), h.to_vec());
@@ -326,26 +382,60 @@ impl Log {
         Ok(Some(ExportTail { size, lines, checkpoint_line: export::checkpoint_line(&note) }))
     }
 
-    /// Stored leaves `from..to`, opened: (seq, leaf bytes). A leaf that fails
-    /// to open, or a gap, is an error naming its index.
+    /// Stored leaves `from..to`, opened: (seq, leaf bytes). A leaf or chunk
+    /// that fails to open, or a gap, is an error naming its index.
     pub fn leaves<'a>(
         &'a self,
         store: &'a Store,
         from: u64,
         to: u64,
     ) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + 'a {
-        let mut expect = from;
-        store.range(&keys::audit_leaf(from), &keys::audit_leaf(to)).map(move |r| {
+        // Leaves stored alone (older vaults) come first, then chunks; the
+        // first chunk read is the one holding `from`, if one does.
+        let singles = store.range(&keys::audit_leaf(from), &keys::audit_leaf(to)).map(move |r| {
             let (k, v) = r?;
             let seq = keys::audit_number(&k).ok_or_else(|| corrupt("bad leaf key"))?;
-            if seq != expect {
-                return Err(corrupt(format!("leaf {expect} is missing")));
-            }
-            expect += 1;
             let bytes = crypto::open(&self.leaf_key, &leaf_aad(&self.vault_id, seq), &v)
                 .map_err(|_| corrupt(format!("leaf {seq} fails authentication")))?;
-            Ok((seq, bytes.to_vec()))
-        })
+            Ok(vec![(seq, bytes.to_vec())])
+        });
+        let start = store
+            .last_key_in(&keys::audit_leaves_from(0), &keys::audit_leaves_from(from.saturating_add(1)))
+            .map(|k| k.unwrap_or_else(|| keys::audit_leaves_from(from).to_vec()));
+        let chunks = match start {
+            Ok(start) => Box::new(store.range(&start, &keys::audit_leaves_from(to)).map(move |r| {
+                let (k, v) = r?;
+                let (first, count) =
+                    keys::audit_leaves_range(&k).ok_or_else(|| corrupt("bad leaf chunk key"))?;
+                let plain = crypto::open(&self.leaf_key, &chunk_aad(&self.vault_id, first, count), &v)
+                    .map_err(|_| match count {
+                        1 => corrupt(format!("leaf {first} fails authentication")),
+                        _ => corrupt(format!(
+                            "leaves {first}..{} fail authentication",
+                            first + u64::from(count)
+                        )),
+                    })?;
+                let mut leaves = decode_chunk(first, count, &plain)?;
+                leaves.retain(|(seq, _)| (from..to).contains(seq));
+                Ok(leaves)
+            })) as Box<dyn Iterator<Item = Result<Vec<(u64, Vec<u8>)>>> + 'a>,
+            Err(e) => Box::new(std::iter::once(Err(e.into()))),
+        };
+        let mut expect = from;
+        singles
+            .chain(chunks)
+            .flat_map(|r| match r {
+                Ok(leaves) => leaves.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+            .map(move |r| {
+                let (seq, bytes) = r?;
+                if seq != expect {
+                    return Err(corrupt(format!("leaf {expect} is missing")));
+                }
+                expect += 1;
+                Ok((seq, bytes))
+            })
     }
 
     /// Every stored checkpoint note, oldest first.
@@ -566,25 +656,91 @@ mod tests {
         assert_eq!(log.verify_store(&store).unwrap().leaves, 8);
         let err = |store: &Store| open(store).verify_store(store).unwrap_err().to_string();
 
-        // One byte of a sealed leaf.
-        let good = store.get(&keys::audit_leaf(3)).unwrap().unwrap().to_vec();
+        // One byte of a sealed chunk (each checkpoint above stored one leaf).
+        let good = store.get(&keys::audit_leaves(3, 1)).unwrap().unwrap().to_vec();
         let mut bad = good.clone();
         bad[30] ^= 1;
-        store.put(&keys::audit_leaf(3), bad).unwrap();
+        store.put(&keys::audit_leaves(3, 1), bad).unwrap();
         assert!(err(&store).contains("leaf 3 fails authentication"), "{}", err(&store));
-        // Two leaves swapped.
-        let five = store.get(&keys::audit_leaf(5)).unwrap().unwrap().to_vec();
-        store.put(&keys::audit_leaf(3), five).unwrap();
-        store.put(&keys::audit_leaf(5), good.clone()).unwrap();
+        // Two chunks swapped.
+        let five = store.get(&keys::audit_leaves(5, 1)).unwrap().unwrap().to_vec();
+        store.put(&keys::audit_leaves(3, 1), five).unwrap();
+        store.put(&keys::audit_leaves(5, 1), good.clone()).unwrap();
         assert!(err(&store).contains("leaf 3"), "{}", err(&store));
-        store.put(&keys::audit_leaf(5), store.get(&keys::audit_leaf(3)).unwrap().unwrap().to_vec()).unwrap();
-        store.put(&keys::audit_leaf(3), good).unwrap();
+        let three = store.get(&keys::audit_leaves(3, 1)).unwrap().unwrap().to_vec();
+        store.put(&keys::audit_leaves(5, 1), three).unwrap();
+        store.put(&keys::audit_leaves(3, 1), good.clone()).unwrap();
         assert_eq!(open(&store).verify_store(&store).unwrap().leaves, 8);
-        // A leaf deleted.
+        // A chunk moved to a key claiming more leaves.
         let mut b = Batch::default();
-        b.delete(keys::audit_leaf(4).to_vec());
+        b.delete(keys::audit_leaves(3, 1).to_vec());
+        b.put(keys::audit_leaves(3, 2).to_vec(), good);
         store.apply(b).unwrap();
-        assert!(err(&store).contains("leaf 4 is missing"), "{}", err(&store));
+        assert!(err(&store).contains("leaves 3..5 fail authentication"), "{}", err(&store));
+        // A chunk deleted.
+        let mut b = Batch::default();
+        b.delete(keys::audit_leaves(3, 2).to_vec());
+        store.apply(b).unwrap();
+        assert!(err(&store).contains("leaf 3 is missing"), "{}", err(&store));
+    }
+
+    #[test]
+    fn chunks_hold_many_leaves_and_follow_leaves_stored_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), true).unwrap();
+        // A log written before chunks: one `A` key per leaf, and its frontier.
+        let leaf_key = Key32::from_bytes([1; 32]);
+        let mut f = Frontier::default();
+        let mut b = Batch::default();
+        for seq in 0..20u64 {
+            let bytes = Leaf { seq, ..leaf(Op::Read, &format!("/old{seq}")) }.encode();
+            b.put(
+                keys::audit_leaf(seq).to_vec(),
+                crypto::seal(&leaf_key, &leaf_aad(&[9; 16], seq), &bytes).unwrap(),
+            );
+            for (id, h) in f.append(merkle::leaf_hash(&bytes)) {
+                if id.level >= STORED_NODE_LEVEL {
+                    b.put(keys::audit_node(id.level, id.index).to_vec(), h.to_vec());
+                }
+            }
+        }
+        b.put(keys::AUDIT_FRONTIER, encode_frontier(&f));
+        store.apply(b).unwrap();
+        let log = open(&store);
+        assert_eq!(log.size(), 20);
+        // One commit of many records: a few chunks of at most CHUNK_BYTES and one leaf.
+        let long = "p".repeat(200);
+        for i in 0..1000 {
+            log.append(leaf(Op::Read, &format!("/{long}/{i}")));
+        }
+        log.commit(&store).unwrap();
+        let chunks: Vec<_> = store
+            .scan_prefix(&[keys::AUDIT_LEAVES])
+            .map(|r| keys::audit_leaves_range(&r.unwrap().0).unwrap())
+            .collect();
+        assert!(chunks.len() > 1 && chunks.len() < 20, "{chunks:?}");
+        assert_eq!(chunks[0].0, 20);
+        assert_eq!(chunks.iter().map(|c| u64::from(c.1)).sum::<u64>(), 1000);
+        let key = log.public_key();
+        drop(log);
+        let log = open(&store);
+        assert_eq!(log.size(), 1020);
+        assert_eq!(log.verify_store(&store).unwrap().leaves, 1020);
+        let text = log.export(&store).unwrap();
+        assert_eq!(verify::verify_export(&text, &key).unwrap().leaves, 1020);
+        // Ranges across the old leaves, chunk boundaries and inside a chunk.
+        let mid = chunks[1].0;
+        for (from, to) in [(0, 1020), (5, 25), (19, 21), (mid - 1, mid + 1), (mid + 3, mid + 4), (1019, 1020)]
+        {
+            let got: Vec<u64> = log.leaves(&store, from, to).map(|r| r.unwrap().0).collect();
+            assert_eq!(got, (from..to).collect::<Vec<_>>(), "{from}..{to}");
+        }
+        let root = log.root(&store, 1020).unwrap();
+        for i in [3, 20, mid, 1019] {
+            let proof = log.inclusion_proof(&store, i, 1020).unwrap();
+            let (_, bytes) = log.leaves(&store, i, i + 1).next().unwrap().unwrap();
+            assert!(merkle::verify_inclusion(&merkle::leaf_hash(&bytes), i, 1020, &proof, &root));
+        }
     }
 
     #[test]
@@ -597,9 +753,9 @@ mod tests {
         }
         log.checkpoint(&store, false).unwrap();
         drop(log);
-        // Truncation: the last leaf and the frontier rolled back together.
+        // Truncation: the stored leaves gone, the frontier left.
         let mut b = Batch::default();
-        b.delete(keys::audit_leaf(5).to_vec());
+        b.delete(keys::audit_leaves(0, 6).to_vec());
         store.apply(b).unwrap();
         let opened = Log::open(
             &store,

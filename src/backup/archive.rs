@@ -74,6 +74,7 @@ pub fn key_len(t: u8) -> Option<usize> {
         b'H' | b'C' | b'F' | b'L' => 1,
         keys::INODE | keys::ORPHAN | keys::AUDIT_LEAF | keys::AUDIT_CHECKPOINT | keys::TOMBSTONE => 9,
         keys::AUDIT_NODE => 10,
+        keys::AUDIT_LEAVES => 13,
         keys::BLOCK => 17,
         keys::XATTR => 25,
         keys::DIRENT => 34,
