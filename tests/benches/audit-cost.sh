@@ -1,37 +1,41 @@
 #!/usr/bin/env bash
 # What the audit log costs (docs/PERFORMANCE.md, "Audit cost"): the same
-# workloads on two vaultfs builds mounted side by side, run in pairs, so that
-# the shared machine's drift (other jobs, other builds) hits both alike.
+# workloads on vaultfs builds mounted side by side, run in turns, so that
+# the shared machine's drift (other jobs, other builds) hits all alike.
 # Run as root:
 #
-#   tests/benches/audit-cost.sh AUDIT_BIN NO_AUDIT_BIN [REPS]
+#   REPS=5 tests/benches/audit-cost.sh NO_AUDIT_BIN AUDIT_BIN [AUDIT_BIN...]
 #
-# where NO_AUDIT_BIN is built with `--features bench-no-audit`. Each phase is
-# run REPS times on each mount, alternating A B, B A, ...: the small-file
+# where NO_AUDIT_BIN is built with `--features bench-no-audit` and each
+# AUDIT_BIN is a normal build (say main's and a branch's), labelled by its
+# file name. Each phase is run REPS times on each mount, the order rotated
+# every repetition: the small-file
 # phases of ../shared/bench/fsbench.sh with the same helper (5,000 files of
 # 1-8 KiB in 50 dirs, a fresh set per repetition: create, read back, delete)
 # and a 128 MiB fsync'd sequential write, read back after dropping the page
-# cache. Prints one CSV line per sample, then per metric the medians and the
-# median of the per-pair ratios audit / no-audit (for *_cpu_ms, the daemon's
-# CPU time during the phase: lower is better).
+# cache. Prints one CSV line per sample, then per metric and build the
+# median and the median of the per-repetition ratios build / no-audit (for
+# *_cpu_ms, the daemon's CPU time during the phase: lower is better).
 set -euo pipefail
-A=${1:?usage: audit-cost.sh AUDIT_BIN NO_AUDIT_BIN [REPS]}
-B=${2:?usage: audit-cost.sh AUDIT_BIN NO_AUDIT_BIN [REPS]}
-REPS=${3:-5}
+[ $# -ge 2 ] || { echo "usage: audit-cost.sh NO_AUDIT_BIN AUDIT_BIN [AUDIT_BIN...]" >&2; exit 2; }
+REPS=${REPS:-5}
+declare -A BIN=([noaudit]=$1) PID=()
+VARIANTS=(noaudit)
+shift
+for b in "$@"; do VARIANTS+=("$(basename "$b")"); BIN[$(basename "$b")]=$b; done
 HELPER=${HELPER:-$(cd "$(dirname "$0")/../../.." && pwd)/shared/bench/fsbench_smallfiles.py}
 W=${W:-/tmp/audit-cost}
 NFILES=${NFILES:-5000}
 SEQ_MB=${SEQ_MB:-128}
 CSV=${CSV:-$W/results.csv}
 [ "$(id -u)" = 0 ] || { echo "audit-cost: needs root (drop_caches, mount)" >&2; exit 2; }
-rm -rf "${W:?}"/audit "${W:?}"/noaudit
+for v in "${VARIANTS[@]}"; do rm -rf "${W:?}/$v"; done
 mkdir -p "$W"
 : > "$CSV"
 printf 'benchpw-not-secret\n' > "$W/pw"
 dd if=/dev/urandom of="$W/src" bs=1M count="$SEQ_MB" status=none
 
-declare -A BIN=([audit]=$A [noaudit]=$B) PID=()
-for v in audit noaudit; do
+for v in "${VARIANTS[@]}"; do
   mkdir -p "$W/$v/store" "$W/$v/mnt"
   "${BIN[$v]}" init "$W/$v/store" --passphrase-file "$W/pw" --kdf-memory 8 --kdf-passes 1 >/dev/null
   "${BIN[$v]}" mount -f --passphrase-file "$W/pw" "$W/$v/store" "$W/$v/mnt" >>"$W/daemon-$v.log" 2>&1 &
@@ -40,7 +44,7 @@ for v in audit noaudit; do
   mountpoint -q "$W/$v/mnt" || { echo "audit-cost: mount failed ($v)" >&2; exit 1; }
 done
 cleanup() {
-  for v in audit noaudit; do mountpoint -q "$W/$v/mnt" && "${BIN[$v]}" umount "$W/$v/mnt"; done
+  for v in "${VARIANTS[@]}"; do mountpoint -q "$W/$v/mnt" && "${BIN[$v]}" umount "$W/$v/mnt"; done
   wait
 }
 trap cleanup EXIT
@@ -74,9 +78,9 @@ sample() {
 
 for phase in create read delete seq_write seq_read; do
   echo "# $phase, load $(cut -d' ' -f1 /proc/loadavg)" >&2
+  n=${#VARIANTS[@]}
   for rep in $(seq 1 "$REPS"); do
-    if [ $((rep % 2)) = 1 ]; then sample $phase "$rep" audit; sample $phase "$rep" noaudit
-    else sample $phase "$rep" noaudit; sample $phase "$rep" audit; fi
+    for i in $(seq 0 $((n - 1))); do sample $phase "$rep" "${VARIANTS[$(( (i + rep) % n ))]}"; done
   done
 done
 
@@ -85,11 +89,15 @@ import csv, statistics, sys
 by = {}
 for rep, v, metric, value in csv.reader(open(sys.argv[1])):
     by.setdefault(metric, {}).setdefault(v, {})[int(rep)] = float(value)
-print("| metric | audit: median (min-max) | no audit: median (min-max) | median of pair ratios audit / no audit | pair ratios |")
+span = lambda x: f"{statistics.median(x.values()):.0f} ({min(x.values()):.0f}-{max(x.values()):.0f})"
+print("| metric | build | median (min-max) | median of ratios to no-audit | ratio per repetition |")
 print("|---|---|---|---|---|")
 for m, d in by.items():
-    a, b = d["audit"], d["noaudit"]
-    per = [a[r] / b[r] for r in sorted(a) if r in b and b[r]]
-    span = lambda x: f"{statistics.median(x.values()):.0f} ({min(x.values()):.0f}-{max(x.values()):.0f})"
-    print(f"| {m} | {span(a)} | {span(b)} | **{statistics.median(per):.2f}** | {' '.join(f'{x:.2f}' for x in per)} |")
+    base = d["noaudit"]
+    print(f"| {m} | no audit | {span(base)} | | |")
+    for v, a in d.items():
+        if v == "noaudit":
+            continue
+        per = [a[r] / base[r] for r in sorted(a) if r in base and base[r]]
+        print(f"| | {v} | {span(a)} | **{statistics.median(per):.2f}** | {' '.join(f'{x:.2f}' for x in per)} |")
 EOF
