@@ -14,6 +14,10 @@
 //! it records (the record and the change land together or not at all);
 //! `append` queues it (reads, opens, denials) until the next write or
 //! `commit`, which callers run for records that must be durable at once.
+//!
+//! The stored frontier may lag the stored leaves: operations' batches leave
+//! it out (one key fewer per write), commits and checkpoints bring it up to
+//! date, and `open` hashes the leaves stored after it onto it.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -74,6 +78,8 @@ struct State {
     /// Appended, not yet in the store: (seq, leaf bytes) and completed nodes.
     pending: Vec<(u64, Vec<u8>)>,
     pending_nodes: Vec<(NodeId, Hash)>,
+    /// Size of the stored frontier (it lags behind after operations' batches).
+    frontier_stored: u64,
     /// Size and time of the newest stored checkpoint.
     checkpointed: u64,
     checkpointed_at: Instant,
@@ -175,23 +181,21 @@ impl Log {
             Some(v) => decode_frontier(&v)?,
             None => Frontier::default(),
         };
-        // A frontier behind the stored leaves (rolled back on its own) would
-        // make the next append overwrite a leaf: refuse rather than rewrite.
-        if let Some(last) = Self::last_stored(store)? {
-            if last.checked_add(1) != Some(frontier.size) {
-                return Err(corrupt(format!(
-                    "frontier covers {} leaves but leaf {last} is stored (run `vaultfs audit verify`)",
-                    frontier.size
-                )));
-            }
-        } else if frontier.size != 0 {
-            return Err(corrupt(format!("frontier covers {} leaves but none are stored", frontier.size)));
+        let stored = Self::last_stored(store)?.map_or(0, |last| last + 1);
+        // A frontier ahead of the stored leaves (leaves rolled back on their
+        // own) would make the next append leave a gap: refuse.
+        if frontier.size > stored {
+            return Err(corrupt(format!(
+                "frontier covers {} leaves but {stored} are stored (run `vaultfs audit verify`)",
+                frontier.size
+            )));
         }
         let checkpointed = match store.last_key_with_prefix(&[keys::AUDIT_CHECKPOINT])? {
             Some(k) => keys::audit_number(&k).ok_or_else(|| corrupt("bad checkpoint key"))?,
             None => 0,
         };
-        Ok(Log {
+        let frontier_stored = frontier.size;
+        let log = Log {
             origin: vault_origin(&vault_id),
             vault_id,
             leaf_key,
@@ -200,10 +204,19 @@ impl Log {
                 frontier,
                 pending: Vec::new(),
                 pending_nodes: Vec::new(),
+                frontier_stored,
                 checkpointed,
                 checkpointed_at: Instant::now(),
             }),
-        })
+        };
+        // Leaves stored by operations since the frontier was: their nodes
+        // were stored with them, only the frontier needs them.
+        let mut f = log.state().frontier.clone();
+        for entry in log.leaves(store, frontier_stored, stored) {
+            f.append(merkle::leaf_hash(&entry?.1));
+        }
+        log.state().frontier = f;
+        Ok(log)
     }
 
     /// Seq of the newest stored leaf: chunks follow any single leaves.
@@ -257,7 +270,7 @@ impl Log {
         let mut st = self.state();
         let before = (st.frontier.clone(), st.pending.len(), st.pending_nodes.len());
         let seq = Self::push(&mut st, leaf);
-        if let Err(e) = self.write_pending(store, &mut st, batch) {
+        if let Err(e) = self.write_pending(store, &mut st, batch, false) {
             st.frontier = before.0;
             st.pending.truncate(before.1);
             st.pending_nodes.truncate(before.2);
@@ -269,11 +282,14 @@ impl Log {
     /// Stores every pending record (durably: the store flushes each batch).
     pub fn commit(&self, store: &Store) -> Result<()> {
         let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default())
+        self.write_pending(store, &mut st, Batch::default(), true)
     }
 
-    fn write_pending(&self, store: &Store, st: &mut State, mut batch: Batch) -> Result<()> {
-        if st.pending.is_empty() && batch.is_empty() {
+    /// Applies `batch` with the pending records, and the frontier if
+    /// `frontier` and it is behind.
+    fn write_pending(&self, store: &Store, st: &mut State, mut batch: Batch, frontier: bool) -> Result<()> {
+        let frontier = frontier && st.frontier_stored != st.frontier.size;
+        if st.pending.is_empty() && batch.is_empty() && !frontier {
             return Ok(());
         }
         // Pending seqs are consecutive: chunk them in order.
@@ -295,12 +311,15 @@ impl Log {
         for (id, h) in st.pending_nodes.iter().filter(|(id, _)| id.level >= STORED_NODE_LEVEL) {
             batch.put(keys::audit_node(id.level, id.index), h.to_vec());
         }
-        if !st.pending.is_empty() {
+        if frontier {
             batch.put(keys::AUDIT_FRONTIER, encode_frontier(&st.frontier));
         }
         store.apply(batch)?;
         st.pending.clear();
         st.pending_nodes.clear();
+        if frontier {
+            st.frontier_stored = st.frontier.size;
+        }
         Ok(())
     }
 
@@ -309,7 +328,7 @@ impl Log {
     /// checkpoint note, if any exists.
     pub fn checkpoint(&self, store: &Store, only_if_due: bool) -> Result<Option<String>> {
         let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default())?;
+        self.write_pending(store, &mut st, Batch::default(), true)?;
         self.checkpoint_locked(store, &mut st, only_if_due)
     }
 
@@ -321,7 +340,7 @@ impl Log {
     /// wait at the store's gate until the view is dropped.
     pub fn checkpoint_and_freeze<'s>(&self, store: &'s Store) -> Result<(String, u64, store::Frozen<'s>)> {
         let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default())?;
+        self.write_pending(store, &mut st, Batch::default(), true)?;
         let note =
             self.checkpoint_locked(store, &mut st, false)?.ok_or_else(|| corrupt("the log is empty"))?;
         let size = st.frontier.size;
@@ -371,7 +390,7 @@ impl Log {
     /// taken together (no append can slip between them). None for an empty log.
     pub fn export_since(&self, store: &Store, from: u64) -> Result<Option<ExportTail>> {
         let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default())?;
+        self.write_pending(store, &mut st, Batch::default(), true)?;
         let Some(note) = self.checkpoint_locked(store, &mut st, false)? else { return Ok(None) };
         let size = st.frontier.size;
         let mut lines = Vec::new();
@@ -465,8 +484,13 @@ impl Log {
             }
             checkpoints.push(cp);
         }
+        let stored = match store.get(keys::AUDIT_FRONTIER)? {
+            Some(v) => decode_frontier(&v)?,
+            None => Frontier::default(),
+        };
         let mut chain = verify::ChainVerifier::new(&checkpoints)?;
         let mut frontier = Frontier::default();
+        let mut frontier_ok = stored == frontier;
         let mut n = 0u64;
         for entry in self.leaves(store, 0, u64::MAX) {
             let (seq, bytes) = entry?;
@@ -488,15 +512,13 @@ impl Log {
             }
             chain.push(h)?;
             n += 1;
+            frontier_ok |= n == stored.size && stored == frontier;
         }
-        let stored = match store.get(keys::AUDIT_FRONTIER)? {
-            Some(v) => decode_frontier(&v)?,
-            None => Frontier::default(),
-        };
-        if stored != frontier {
+        // The stored frontier may lag, but must be the tree of its size.
+        if !frontier_ok {
             return Err(corrupt(format!(
-                "stored frontier (size {}) does not match the {n} stored leaves",
-                stored.size
+                "stored frontier (size {}) is not the tree of the first {} of the {n} stored leaves",
+                stored.size, stored.size
             )));
         }
         Ok(chain.finish()?)
@@ -529,7 +551,7 @@ impl Log {
     /// Stores what is pending and checks the log has `size` leaves.
     fn settle(&self, store: &Store, size: u64) -> Result<()> {
         let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default())?;
+        self.write_pending(store, &mut st, Batch::default(), true)?;
         if size > st.frontier.size {
             return Err(LogError::Range(format!("the log has {} leaves, not {size}", st.frontier.size)));
         }
@@ -578,14 +600,21 @@ mod tests {
         for i in 0..10 {
             log.append(leaf(Op::Read, &format!("/1-working/f{i}")));
         }
+        log.commit(&store).unwrap();
         let mut b = Batch::default();
         b.put(&b"Zdata"[..], b"x".to_vec());
         assert_eq!(log.append_with(&store, leaf(Op::Write, "/1-working/f"), b).unwrap(), 10);
         assert!(store.get(b"Zdata").unwrap().is_some());
+        // The operation's batch left the frontier behind; reopening catches up.
+        let lagging = decode_frontier(&store.get(keys::AUDIT_FRONTIER).unwrap().unwrap()).unwrap();
+        assert_eq!(lagging.size, 10);
+        assert_eq!(log.verify_store(&store).unwrap().leaves, 11);
         let key = log.public_key();
         drop(log);
         let log = open(&store);
         assert_eq!(log.size(), 11);
+        log.commit(&store).unwrap();
+        assert_eq!(decode_frontier(&store.get(keys::AUDIT_FRONTIER).unwrap().unwrap()).unwrap().size, 11);
         log.append(leaf(Op::Open, "/x"));
         let text = log.export(&store).unwrap();
         let report = verify::verify_export(&text, &key).unwrap();
