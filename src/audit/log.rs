@@ -140,9 +140,14 @@ fn decode_frontier(bytes: &[u8]) -> Result<Frontier> {
 }
 
 /// Subtrees of `2^STORED_NODE_LEVEL` leaves and larger are stored; smaller
-/// ones are recomputed from their (at most 16) leaves when a proof needs
-/// them. Storing every node would cost two extra store keys per record.
-pub const STORED_NODE_LEVEL: u8 = 4;
+/// ones are recomputed from their (at most 256, one or two chunks of)
+/// leaves when a proof needs them. Each stored node is a store key: from
+/// level 4 they were 1/8 key per record, far more than the chunks.
+pub const STORED_NODE_LEVEL: u8 = 8;
+
+/// Vaults written before chunks also hold nodes from this level up; they
+/// are never read, but checked where present.
+const LEGACY_NODE_LEVEL: u8 = 4;
 
 /// Node lookups for proofs: stored ones from the store, small ones rebuilt.
 struct StoredNodes<'a> {
@@ -499,9 +504,10 @@ impl Log {
                 return Err(corrupt(format!("leaf {seq}: stored under {seq} but says seq {}", leaf.seq)));
             }
             let h = merkle::leaf_hash(&bytes);
-            for (id, want) in frontier.append(h).into_iter().filter(|(id, _)| id.level >= STORED_NODE_LEVEL) {
+            for (id, want) in frontier.append(h).into_iter().filter(|(id, _)| id.level >= LEGACY_NODE_LEVEL) {
                 match store.get(&keys::audit_node(id.level, id.index))? {
                     Some(v) if v[..] == want[..] => {}
+                    None if id.level < STORED_NODE_LEVEL => {}
                     _ => {
                         return Err(corrupt(format!(
                             "leaf {seq}: tree node {}/{} is wrong or missing",
@@ -638,17 +644,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), true).unwrap();
         let log = open(&store);
-        let n = 70u64;
+        let n = 700u64;
         for i in 0..n {
             log.append(leaf(Op::Read, &format!("/f{i}")));
-            if i % 9 == 0 {
+            if i % 97 == 0 {
                 log.commit(&store).unwrap();
             }
         }
         log.commit(&store).unwrap();
         assert_eq!(log.verify_store(&store).unwrap().leaves, n);
         let hashes: Vec<Hash> = log.leaves(&store, 0, n).map(|r| merkle::leaf_hash(&r.unwrap().1)).collect();
-        for size in [1, 16, 17, 33, 64, 70] {
+        for size in [1, 16, 17, 255, 256, 257, 513, 700] {
             let root = log.root(&store, size).unwrap();
             let mut f = Frontier::default();
             hashes[..size as usize].iter().for_each(|h| drop(f.append(*h)));
@@ -669,7 +675,7 @@ mod tests {
                 assert!(merkle::verify_consistency(old, size, &old_root, &root, &proof), "{old} to {size}");
             }
         }
-        // Only subtrees of 16 leaves and up are stored.
+        // Only subtrees of 256 leaves and up are stored.
         assert!(store.scan_prefix(&[keys::AUDIT_NODE]).all(|r| r.unwrap().0[1] >= STORED_NODE_LEVEL));
     }
 
@@ -717,7 +723,8 @@ mod tests {
     fn chunks_hold_many_leaves_and_follow_leaves_stored_alone() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), true).unwrap();
-        // A log written before chunks: one `A` key per leaf, and its frontier.
+        // A log written before chunks: one `A` key per leaf, nodes from
+        // level 4, and its frontier.
         let leaf_key = Key32::from_bytes([1; 32]);
         let mut f = Frontier::default();
         let mut b = Batch::default();
@@ -728,7 +735,7 @@ mod tests {
                 crypto::seal(&leaf_key, &leaf_aad(&[9; 16], seq), &bytes).unwrap(),
             );
             for (id, h) in f.append(merkle::leaf_hash(&bytes)) {
-                if id.level >= STORED_NODE_LEVEL {
+                if id.level >= LEGACY_NODE_LEVEL {
                     b.put(keys::audit_node(id.level, id.index).to_vec(), h.to_vec());
                 }
             }
@@ -770,6 +777,10 @@ mod tests {
             let (_, bytes) = log.leaves(&store, i, i + 1).next().unwrap().unwrap();
             assert!(merkle::verify_inclusion(&merkle::leaf_hash(&bytes), i, 1020, &proof, &root));
         }
+        // Such an old node is still checked.
+        store.put(&keys::audit_node(4, 0), vec![0; 32]).unwrap();
+        let e = log.verify_store(&store).unwrap_err().to_string();
+        assert!(e.contains("tree node 4/0 is wrong"), "{e}");
     }
 
     #[test]
