@@ -8,7 +8,7 @@
 //! (hashes of sealed-away leaves that carry nanosecond times, and notes meant
 //! to be published). The in-memory frontier is the truth while the vault is
 //! open; every store write of the log carries the leaves appended since the
-//! last one, their completed tree nodes and the new frontier, in one batch.
+//! last one and their completed tree nodes in one batch.
 //!
 //! Two ways in: `append_with` puts the leaf into the batch of the operation
 //! it records (the record and the change land together or not at all);
