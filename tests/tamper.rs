@@ -144,7 +144,13 @@ fn copy_dir(from: &Path, to: &Path) {
 /// the log has its own tamper tests in tests/audit.rs and src/audit/log.rs).
 fn snapshot(dir: &Path) -> Kv {
     let s = Store::open(dir, false).unwrap();
-    let audit = [keys::AUDIT_LEAF, keys::AUDIT_NODE, keys::AUDIT_FRONTIER[0], keys::AUDIT_CHECKPOINT];
+    let audit = [
+        keys::AUDIT_LEAF,
+        keys::AUDIT_LEAVES,
+        keys::AUDIT_NODE,
+        keys::AUDIT_FRONTIER[0],
+        keys::AUDIT_CHECKPOINT,
+    ];
     let kv = s
         .iter()
         .map(|r| r.map(|(k, v)| (k, v.to_vec())).unwrap())

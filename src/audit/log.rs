@@ -1,16 +1,23 @@
 //! The audit log in the store (docs/AUDIT.md, "Storage in the vault").
 //!
 //! Leaves are sealed under the audit leaf key (paths and names are secrets),
-//! tree nodes, the frontier and the signed checkpoints are stored as they are
+//! several to a store key: each store write of the log seals the leaves it
+//! carries as chunks of up to `CHUNK_BYTES` (one sled key per record made
+//! sled's per-key write path most of what the log cost). Tree nodes, the
+//! frontier and the signed checkpoints are stored as they are
 //! (hashes of sealed-away leaves that carry nanosecond times, and notes meant
 //! to be published). The in-memory frontier is the truth while the vault is
 //! open; every store write of the log carries the leaves appended since the
-//! last one, their completed tree nodes and the new frontier, in one batch.
+//! last one and their completed tree nodes in one batch.
 //!
 //! Two ways in: `append_with` puts the leaf into the batch of the operation
 //! it records (the record and the change land together or not at all);
 //! `append` queues it (reads, opens, denials) until the next write or
 //! `commit`, which callers run for records that must be durable at once.
+//!
+//! The stored frontier may lag the stored leaves: operations' batches leave
+//! it out (one key fewer per write), commits and checkpoints bring it up to
+//! date, and `open` hashes the leaves stored after it onto it.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -71,13 +78,44 @@ struct State {
     /// Appended, not yet in the store: (seq, leaf bytes) and completed nodes.
     pending: Vec<(u64, Vec<u8>)>,
     pending_nodes: Vec<(NodeId, Hash)>,
+    /// Size of the stored frontier (it lags behind after operations' batches).
+    frontier_stored: u64,
     /// Size and time of the newest stored checkpoint.
     checkpointed: u64,
     checkpointed_at: Instant,
 }
 
+/// AAD of a leaf stored alone (`A` keys, written before chunks).
 fn leaf_aad(vault_id: &[u8; 16], seq: u64) -> Vec<u8> {
     aad::build(aad::AUDIT_LEAF, &[vault_id, &seq.to_be_bytes()])
+}
+
+/// AAD of a chunk: binds where it starts and how many leaves it holds, so a
+/// chunk moved to another key, cut or extended fails to open.
+fn chunk_aad(vault_id: &[u8; 16], first: u64, count: u32) -> Vec<u8> {
+    aad::build(aad::AUDIT_LEAVES, &[vault_id, &first.to_be_bytes(), &count.to_be_bytes()])
+}
+
+/// A chunk is closed once its plaintext reaches this many bytes: some 250
+/// typical records, and far below the size at which sled moves a value out
+/// of its log into a file of its own (a quarter of its 512 KiB segment).
+pub const CHUNK_BYTES: usize = 32 * 1024;
+
+/// Chunk plaintext: each leaf as u16 length ‖ leaf bytes.
+fn decode_chunk(first: u64, count: u32, plain: &[u8]) -> Result<Vec<(u64, Vec<u8>)>> {
+    let bad = || corrupt(format!("leaves {first}..{} are malformed", first + u64::from(count)));
+    let mut out = Vec::with_capacity(count as usize);
+    let mut rest = plain;
+    while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+        let len = u16::from_be_bytes(*len) as usize;
+        let leaf = tail.get(..len).ok_or_else(bad)?;
+        out.push((first + out.len() as u64, leaf.to_vec()));
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() || out.len() != count as usize {
+        return Err(bad());
+    }
+    Ok(out)
 }
 
 fn encode_frontier(f: &Frontier) -> Vec<u8> {
@@ -102,9 +140,14 @@ fn decode_frontier(bytes: &[u8]) -> Result<Frontier> {
 }
 
 /// Subtrees of `2^STORED_NODE_LEVEL` leaves and larger are stored; smaller
-/// ones are recomputed from their (at most 16) leaves when a proof needs
-/// them. Storing every node would cost two extra store keys per record.
-pub const STORED_NODE_LEVEL: u8 = 4;
+/// ones are recomputed from their (at most 256, one or two chunks of)
+/// leaves when a proof needs them. Each stored node is a store key: from
+/// level 4 they were 1/8 key per record, far more than the chunks.
+pub const STORED_NODE_LEVEL: u8 = 8;
+
+/// Vaults written before chunks also hold nodes from this level up; they
+/// are never read, but checked where present.
+const LEGACY_NODE_LEVEL: u8 = 4;
 
 /// Node lookups for proofs: stored ones from the store, small ones rebuilt.
 struct StoredNodes<'a> {
@@ -143,24 +186,21 @@ impl Log {
             Some(v) => decode_frontier(&v)?,
             None => Frontier::default(),
         };
-        // A frontier behind the stored leaves (rolled back on its own) would
-        // make the next append overwrite a leaf: refuse rather than rewrite.
-        if let Some(k) = store.last_key_with_prefix(&[keys::AUDIT_LEAF])? {
-            let last = keys::audit_number(&k).ok_or_else(|| corrupt("bad leaf key"))?;
-            if last.checked_add(1) != Some(frontier.size) {
-                return Err(corrupt(format!(
-                    "frontier covers {} leaves but leaf {last} is stored (run `vaultfs audit verify`)",
-                    frontier.size
-                )));
-            }
-        } else if frontier.size != 0 {
-            return Err(corrupt(format!("frontier covers {} leaves but none are stored", frontier.size)));
+        let stored = Self::last_stored(store)?.map_or(0, |last| last + 1);
+        // A frontier ahead of the stored leaves (leaves rolled back on their
+        // own) would make the next append leave a gap: refuse.
+        if frontier.size > stored {
+            return Err(corrupt(format!(
+                "frontier covers {} leaves but {stored} are stored (run `vaultfs audit verify`)",
+                frontier.size
+            )));
         }
         let checkpointed = match store.last_key_with_prefix(&[keys::AUDIT_CHECKPOINT])? {
             Some(k) => keys::audit_number(&k).ok_or_else(|| corrupt("bad checkpoint key"))?,
             None => 0,
         };
-        Ok(Log {
+        let frontier_stored = frontier.size;
+        let log = Log {
             origin: vault_origin(&vault_id),
             vault_id,
             leaf_key,
@@ -169,10 +209,33 @@ impl Log {
                 frontier,
                 pending: Vec::new(),
                 pending_nodes: Vec::new(),
+                frontier_stored,
                 checkpointed,
                 checkpointed_at: Instant::now(),
             }),
-        })
+        };
+        // Leaves stored by operations since the frontier was: their nodes
+        // were stored with them, only the frontier needs them.
+        let mut f = log.state().frontier.clone();
+        for entry in log.leaves(store, frontier_stored, stored) {
+            f.append(merkle::leaf_hash(&entry?.1));
+        }
+        log.state().frontier = f;
+        Ok(log)
+    }
+
+    /// Seq of the newest stored leaf: chunks follow any single leaves.
+    fn last_stored(store: &Store) -> Result<Option<u64>> {
+        if let Some(k) = store.last_key_with_prefix(&[keys::AUDIT_LEAVES])? {
+            let (first, count) = keys::audit_leaves_range(&k).ok_or_else(|| corrupt("bad leaf chunk key"))?;
+            let last =
+                (first + u64::from(count)).checked_sub(1).ok_or_else(|| corrupt("empty leaf chunk"))?;
+            return Ok(Some(last));
+        }
+        match store.last_key_with_prefix(&[keys::AUDIT_LEAF])? {
+            Some(k) => Ok(Some(keys::audit_number(&k).ok_or_else(|| corrupt("bad leaf key"))?)),
+            None => Ok(None),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -212,7 +275,7 @@ impl Log {
         let mut st = self.state();
         let before = (st.frontier.clone(), st.pending.len(), st.pending_nodes.len());
         let seq = Self::push(&mut st, leaf);
-        if let Err(e) = self.write_pending(store, &mut st, batch) {
+        if let Err(e) = self.write_pending(store, &mut st, batch, false) {
             st.frontier = before.0;
             st.pending.truncate(before.1);
             st.pending_nodes.truncate(before.2);
@@ -224,27 +287,44 @@ impl Log {
     /// Stores every pending record (durably: the store flushes each batch).
     pub fn commit(&self, store: &Store) -> Result<()> {
         let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default())
+        self.write_pending(store, &mut st, Batch::default(), true)
     }
 
-    fn write_pending(&self, store: &Store, st: &mut State, mut batch: Batch) -> Result<()> {
-        if st.pending.is_empty() && batch.is_empty() {
+    /// Applies `batch` with the pending records, and the frontier if
+    /// `frontier` and it is behind.
+    fn write_pending(&self, store: &Store, st: &mut State, mut batch: Batch, frontier: bool) -> Result<()> {
+        let frontier = frontier && st.frontier_stored != st.frontier.size;
+        if st.pending.is_empty() && batch.is_empty() && !frontier {
             return Ok(());
         }
-        for (seq, bytes) in &st.pending {
-            let sealed = crypto::seal(&self.leaf_key, &leaf_aad(&self.vault_id, *seq), bytes)
-                .map_err(|e| corrupt(format!("sealing leaf {seq}: {e}")))?;
-            batch.put(keys::audit_leaf(*seq), sealed);
+        // Pending seqs are consecutive: chunk them in order.
+        let mut plain = Vec::new();
+        let mut chunk: Option<(u64, u32)> = None;
+        for (i, (seq, bytes)) in st.pending.iter().enumerate() {
+            let (_, count) = chunk.get_or_insert((*seq, 0));
+            *count += 1;
+            plain.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            plain.extend_from_slice(bytes);
+            if plain.len() >= CHUNK_BYTES || i + 1 == st.pending.len() {
+                let (first, count) = chunk.take().expect("set above");
+                let sealed = crypto::seal(&self.leaf_key, &chunk_aad(&self.vault_id, first, count), &plain)
+                    .map_err(|e| corrupt(format!("sealing leaves from {first}: {e}")))?;
+                batch.put(keys::audit_leaves(first, count), sealed);
+                plain.clear();
+            }
         }
         for (id, h) in st.pending_nodes.iter().filter(|(id, _)| id.level >= STORED_NODE_LEVEL) {
             batch.put(keys::audit_node(id.level, id.index), h.to_vec());
         }
-        if !st.pending.is_empty() {
+        if frontier {
             batch.put(keys::AUDIT_FRONTIER, encode_frontier(&st.frontier));
         }
         store.apply(batch)?;
         st.pending.clear();
         st.pending_nodes.clear();
+        if frontier {
+            st.frontier_stored = st.frontier.size;
+        }
         Ok(())
     }
 
@@ -253,7 +333,7 @@ impl Log {
     /// checkpoint note, if any exists.
     pub fn checkpoint(&self, store: &Store, only_if_due: bool) -> Result<Option<String>> {
         let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default())?;
+        self.write_pending(store, &mut st, Batch::default(), true)?;
         self.checkpoint_locked(store, &mut st, only_if_due)
     }
 
@@ -265,7 +345,7 @@ impl Log {
     /// wait at the store's gate until the view is dropped.
     pub fn checkpoint_and_freeze<'s>(&self, store: &'s Store) -> Result<(String, u64, store::Frozen<'s>)> {
         let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default())?;
+        self.write_pending(store, &mut st, Batch::default(), true)?;
         let note =
             self.checkpoint_locked(store, &mut st, false)?.ok_or_else(|| corrupt("the log is empty"))?;
         let size = st.frontier.size;
@@ -315,7 +395,7 @@ impl Log {
     /// taken together (no append can slip between them). None for an empty log.
     pub fn export_since(&self, store: &Store, from: u64) -> Result<Option<ExportTail>> {
         let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default())?;
+        self.write_pending(store, &mut st, Batch::default(), true)?;
         let Some(note) = self.checkpoint_locked(store, &mut st, false)? else { return Ok(None) };
         let size = st.frontier.size;
         let mut lines = Vec::new();
@@ -326,26 +406,60 @@ impl Log {
         Ok(Some(ExportTail { size, lines, checkpoint_line: export::checkpoint_line(&note) }))
     }
 
-    /// Stored leaves `from..to`, opened: (seq, leaf bytes). A leaf that fails
-    /// to open, or a gap, is an error naming its index.
+    /// Stored leaves `from..to`, opened: (seq, leaf bytes). A leaf or chunk
+    /// that fails to open, or a gap, is an error naming its index.
     pub fn leaves<'a>(
         &'a self,
         store: &'a Store,
         from: u64,
         to: u64,
     ) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + 'a {
-        let mut expect = from;
-        store.range(&keys::audit_leaf(from), &keys::audit_leaf(to)).map(move |r| {
+        // Leaves stored alone (older vaults) come first, then chunks; the
+        // first chunk read is the one holding `from`, if one does.
+        let singles = store.range(&keys::audit_leaf(from), &keys::audit_leaf(to)).map(move |r| {
             let (k, v) = r?;
             let seq = keys::audit_number(&k).ok_or_else(|| corrupt("bad leaf key"))?;
-            if seq != expect {
-                return Err(corrupt(format!("leaf {expect} is missing")));
-            }
-            expect += 1;
             let bytes = crypto::open(&self.leaf_key, &leaf_aad(&self.vault_id, seq), &v)
                 .map_err(|_| corrupt(format!("leaf {seq} fails authentication")))?;
-            Ok((seq, bytes.to_vec()))
-        })
+            Ok(vec![(seq, bytes.to_vec())])
+        });
+        let start = store
+            .last_key_in(&keys::audit_leaves_from(0), &keys::audit_leaves_from(from.saturating_add(1)))
+            .map(|k| k.unwrap_or_else(|| keys::audit_leaves_from(from).to_vec()));
+        let chunks = match start {
+            Ok(start) => Box::new(store.range(&start, &keys::audit_leaves_from(to)).map(move |r| {
+                let (k, v) = r?;
+                let (first, count) =
+                    keys::audit_leaves_range(&k).ok_or_else(|| corrupt("bad leaf chunk key"))?;
+                let plain = crypto::open(&self.leaf_key, &chunk_aad(&self.vault_id, first, count), &v)
+                    .map_err(|_| match count {
+                        1 => corrupt(format!("leaf {first} fails authentication")),
+                        _ => corrupt(format!(
+                            "leaves {first}..{} fail authentication",
+                            first + u64::from(count)
+                        )),
+                    })?;
+                let mut leaves = decode_chunk(first, count, &plain)?;
+                leaves.retain(|(seq, _)| (from..to).contains(seq));
+                Ok(leaves)
+            })) as Box<dyn Iterator<Item = Result<Vec<(u64, Vec<u8>)>>> + 'a>,
+            Err(e) => Box::new(std::iter::once(Err(e.into()))),
+        };
+        let mut expect = from;
+        singles
+            .chain(chunks)
+            .flat_map(|r| match r {
+                Ok(leaves) => leaves.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+            .map(move |r| {
+                let (seq, bytes) = r?;
+                if seq != expect {
+                    return Err(corrupt(format!("leaf {expect} is missing")));
+                }
+                expect += 1;
+                Ok((seq, bytes))
+            })
     }
 
     /// Every stored checkpoint note, oldest first.
@@ -375,8 +489,13 @@ impl Log {
             }
             checkpoints.push(cp);
         }
+        let stored = match store.get(keys::AUDIT_FRONTIER)? {
+            Some(v) => decode_frontier(&v)?,
+            None => Frontier::default(),
+        };
         let mut chain = verify::ChainVerifier::new(&checkpoints)?;
         let mut frontier = Frontier::default();
+        let mut frontier_ok = stored == frontier;
         let mut n = 0u64;
         for entry in self.leaves(store, 0, u64::MAX) {
             let (seq, bytes) = entry?;
@@ -385,9 +504,10 @@ impl Log {
                 return Err(corrupt(format!("leaf {seq}: stored under {seq} but says seq {}", leaf.seq)));
             }
             let h = merkle::leaf_hash(&bytes);
-            for (id, want) in frontier.append(h).into_iter().filter(|(id, _)| id.level >= STORED_NODE_LEVEL) {
+            for (id, want) in frontier.append(h).into_iter().filter(|(id, _)| id.level >= LEGACY_NODE_LEVEL) {
                 match store.get(&keys::audit_node(id.level, id.index))? {
                     Some(v) if v[..] == want[..] => {}
+                    None if id.level < STORED_NODE_LEVEL => {}
                     _ => {
                         return Err(corrupt(format!(
                             "leaf {seq}: tree node {}/{} is wrong or missing",
@@ -398,15 +518,13 @@ impl Log {
             }
             chain.push(h)?;
             n += 1;
+            frontier_ok |= n == stored.size && stored == frontier;
         }
-        let stored = match store.get(keys::AUDIT_FRONTIER)? {
-            Some(v) => decode_frontier(&v)?,
-            None => Frontier::default(),
-        };
-        if stored != frontier {
+        // The stored frontier may lag, but must be the tree of its size.
+        if !frontier_ok {
             return Err(corrupt(format!(
-                "stored frontier (size {}) does not match the {n} stored leaves",
-                stored.size
+                "stored frontier (size {}) is not the tree of the first {} of the {n} stored leaves",
+                stored.size, stored.size
             )));
         }
         Ok(chain.finish()?)
@@ -439,7 +557,7 @@ impl Log {
     /// Stores what is pending and checks the log has `size` leaves.
     fn settle(&self, store: &Store, size: u64) -> Result<()> {
         let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default())?;
+        self.write_pending(store, &mut st, Batch::default(), true)?;
         if size > st.frontier.size {
             return Err(LogError::Range(format!("the log has {} leaves, not {size}", st.frontier.size)));
         }
@@ -488,14 +606,21 @@ mod tests {
         for i in 0..10 {
             log.append(leaf(Op::Read, &format!("/1-working/f{i}")));
         }
+        log.commit(&store).unwrap();
         let mut b = Batch::default();
         b.put(&b"Zdata"[..], b"x".to_vec());
         assert_eq!(log.append_with(&store, leaf(Op::Write, "/1-working/f"), b).unwrap(), 10);
         assert!(store.get(b"Zdata").unwrap().is_some());
+        // The operation's batch left the frontier behind; reopening catches up.
+        let lagging = decode_frontier(&store.get(keys::AUDIT_FRONTIER).unwrap().unwrap()).unwrap();
+        assert_eq!(lagging.size, 10);
+        assert_eq!(log.verify_store(&store).unwrap().leaves, 11);
         let key = log.public_key();
         drop(log);
         let log = open(&store);
         assert_eq!(log.size(), 11);
+        log.commit(&store).unwrap();
+        assert_eq!(decode_frontier(&store.get(keys::AUDIT_FRONTIER).unwrap().unwrap()).unwrap().size, 11);
         log.append(leaf(Op::Open, "/x"));
         let text = log.export(&store).unwrap();
         let report = verify::verify_export(&text, &key).unwrap();
@@ -519,17 +644,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), true).unwrap();
         let log = open(&store);
-        let n = 70u64;
+        let n = 700u64;
         for i in 0..n {
             log.append(leaf(Op::Read, &format!("/f{i}")));
-            if i % 9 == 0 {
+            if i % 97 == 0 {
                 log.commit(&store).unwrap();
             }
         }
         log.commit(&store).unwrap();
         assert_eq!(log.verify_store(&store).unwrap().leaves, n);
         let hashes: Vec<Hash> = log.leaves(&store, 0, n).map(|r| merkle::leaf_hash(&r.unwrap().1)).collect();
-        for size in [1, 16, 17, 33, 64, 70] {
+        for size in [1, 16, 17, 255, 256, 257, 513, 700] {
             let root = log.root(&store, size).unwrap();
             let mut f = Frontier::default();
             hashes[..size as usize].iter().for_each(|h| drop(f.append(*h)));
@@ -550,7 +675,7 @@ mod tests {
                 assert!(merkle::verify_consistency(old, size, &old_root, &root, &proof), "{old} to {size}");
             }
         }
-        // Only subtrees of 16 leaves and up are stored.
+        // Only subtrees of 256 leaves and up are stored.
         assert!(store.scan_prefix(&[keys::AUDIT_NODE]).all(|r| r.unwrap().0[1] >= STORED_NODE_LEVEL));
     }
 
@@ -566,25 +691,96 @@ mod tests {
         assert_eq!(log.verify_store(&store).unwrap().leaves, 8);
         let err = |store: &Store| open(store).verify_store(store).unwrap_err().to_string();
 
-        // One byte of a sealed leaf.
-        let good = store.get(&keys::audit_leaf(3)).unwrap().unwrap().to_vec();
+        // One byte of a sealed chunk (each checkpoint above stored one leaf).
+        let good = store.get(&keys::audit_leaves(3, 1)).unwrap().unwrap().to_vec();
         let mut bad = good.clone();
         bad[30] ^= 1;
-        store.put(&keys::audit_leaf(3), bad).unwrap();
+        store.put(&keys::audit_leaves(3, 1), bad).unwrap();
         assert!(err(&store).contains("leaf 3 fails authentication"), "{}", err(&store));
-        // Two leaves swapped.
-        let five = store.get(&keys::audit_leaf(5)).unwrap().unwrap().to_vec();
-        store.put(&keys::audit_leaf(3), five).unwrap();
-        store.put(&keys::audit_leaf(5), good.clone()).unwrap();
+        // Two chunks swapped.
+        let five = store.get(&keys::audit_leaves(5, 1)).unwrap().unwrap().to_vec();
+        store.put(&keys::audit_leaves(3, 1), five).unwrap();
+        store.put(&keys::audit_leaves(5, 1), good.clone()).unwrap();
         assert!(err(&store).contains("leaf 3"), "{}", err(&store));
-        store.put(&keys::audit_leaf(5), store.get(&keys::audit_leaf(3)).unwrap().unwrap().to_vec()).unwrap();
-        store.put(&keys::audit_leaf(3), good).unwrap();
+        let three = store.get(&keys::audit_leaves(3, 1)).unwrap().unwrap().to_vec();
+        store.put(&keys::audit_leaves(5, 1), three).unwrap();
+        store.put(&keys::audit_leaves(3, 1), good.clone()).unwrap();
         assert_eq!(open(&store).verify_store(&store).unwrap().leaves, 8);
-        // A leaf deleted.
+        // A chunk moved to a key claiming more leaves.
         let mut b = Batch::default();
-        b.delete(keys::audit_leaf(4).to_vec());
+        b.delete(keys::audit_leaves(3, 1).to_vec());
+        b.put(keys::audit_leaves(3, 2).to_vec(), good);
         store.apply(b).unwrap();
-        assert!(err(&store).contains("leaf 4 is missing"), "{}", err(&store));
+        assert!(err(&store).contains("leaves 3..5 fail authentication"), "{}", err(&store));
+        // A chunk deleted.
+        let mut b = Batch::default();
+        b.delete(keys::audit_leaves(3, 2).to_vec());
+        store.apply(b).unwrap();
+        assert!(err(&store).contains("leaf 3 is missing"), "{}", err(&store));
+    }
+
+    #[test]
+    fn chunks_hold_many_leaves_and_follow_leaves_stored_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), true).unwrap();
+        // A log written before chunks: one `A` key per leaf, nodes from
+        // level 4, and its frontier.
+        let leaf_key = Key32::from_bytes([1; 32]);
+        let mut f = Frontier::default();
+        let mut b = Batch::default();
+        for seq in 0..20u64 {
+            let bytes = Leaf { seq, ..leaf(Op::Read, &format!("/old{seq}")) }.encode();
+            b.put(
+                keys::audit_leaf(seq).to_vec(),
+                crypto::seal(&leaf_key, &leaf_aad(&[9; 16], seq), &bytes).unwrap(),
+            );
+            for (id, h) in f.append(merkle::leaf_hash(&bytes)) {
+                if id.level >= LEGACY_NODE_LEVEL {
+                    b.put(keys::audit_node(id.level, id.index).to_vec(), h.to_vec());
+                }
+            }
+        }
+        b.put(keys::AUDIT_FRONTIER, encode_frontier(&f));
+        store.apply(b).unwrap();
+        let log = open(&store);
+        assert_eq!(log.size(), 20);
+        // One commit of many records: a few chunks of at most CHUNK_BYTES and one leaf.
+        let long = "p".repeat(200);
+        for i in 0..1000 {
+            log.append(leaf(Op::Read, &format!("/{long}/{i}")));
+        }
+        log.commit(&store).unwrap();
+        let chunks: Vec<_> = store
+            .scan_prefix(&[keys::AUDIT_LEAVES])
+            .map(|r| keys::audit_leaves_range(&r.unwrap().0).unwrap())
+            .collect();
+        assert!(chunks.len() > 1 && chunks.len() < 20, "{chunks:?}");
+        assert_eq!(chunks[0].0, 20);
+        assert_eq!(chunks.iter().map(|c| u64::from(c.1)).sum::<u64>(), 1000);
+        let key = log.public_key();
+        drop(log);
+        let log = open(&store);
+        assert_eq!(log.size(), 1020);
+        assert_eq!(log.verify_store(&store).unwrap().leaves, 1020);
+        let text = log.export(&store).unwrap();
+        assert_eq!(verify::verify_export(&text, &key).unwrap().leaves, 1020);
+        // Ranges across the old leaves, chunk boundaries and inside a chunk.
+        let mid = chunks[1].0;
+        for (from, to) in [(0, 1020), (5, 25), (19, 21), (mid - 1, mid + 1), (mid + 3, mid + 4), (1019, 1020)]
+        {
+            let got: Vec<u64> = log.leaves(&store, from, to).map(|r| r.unwrap().0).collect();
+            assert_eq!(got, (from..to).collect::<Vec<_>>(), "{from}..{to}");
+        }
+        let root = log.root(&store, 1020).unwrap();
+        for i in [3, 20, mid, 1019] {
+            let proof = log.inclusion_proof(&store, i, 1020).unwrap();
+            let (_, bytes) = log.leaves(&store, i, i + 1).next().unwrap().unwrap();
+            assert!(merkle::verify_inclusion(&merkle::leaf_hash(&bytes), i, 1020, &proof, &root));
+        }
+        // Such an old node is still checked.
+        store.put(&keys::audit_node(4, 0), vec![0; 32]).unwrap();
+        let e = log.verify_store(&store).unwrap_err().to_string();
+        assert!(e.contains("tree node 4/0 is wrong"), "{e}");
     }
 
     #[test]
@@ -597,9 +793,9 @@ mod tests {
         }
         log.checkpoint(&store, false).unwrap();
         drop(log);
-        // Truncation: the last leaf and the frontier rolled back together.
+        // Truncation: the stored leaves gone, the frontier left.
         let mut b = Batch::default();
-        b.delete(keys::audit_leaf(5).to_vec());
+        b.delete(keys::audit_leaves(0, 6).to_vec());
         store.apply(b).unwrap();
         let opened = Log::open(
             &store,

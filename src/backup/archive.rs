@@ -75,6 +75,7 @@ pub fn key_len(t: u8) -> Option<usize> {
         keys::ROTATION => 2,
         keys::INODE | keys::ORPHAN | keys::AUDIT_LEAF | keys::AUDIT_CHECKPOINT | keys::TOMBSTONE => 9,
         keys::AUDIT_NODE => 10,
+        keys::AUDIT_LEAVES => 13,
         keys::BLOCK => 17,
         keys::XATTR => 25,
         keys::DIRENT => 34,

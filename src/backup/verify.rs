@@ -200,6 +200,14 @@ impl<'a> RecordChecks<'a> {
                 }
                 self.next_leaf = seq.saturating_add(1);
             }
+            keys::AUDIT_LEAVES => {
+                let (first, count) = keys::audit_leaves_range(k).expect("the framing checked the key length");
+                if first != self.next_leaf || count == 0 {
+                    let n = self.next_leaf;
+                    self.inconsistent(format!("audit record {n} is missing"));
+                }
+                self.next_leaf = first.saturating_add(u64::from(count));
+            }
             keys::AUDIT_NODE if v.len() != 32 => {
                 self.inconsistent("an audit tree node is not 32 bytes".into());
             }

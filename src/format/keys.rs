@@ -10,7 +10,8 @@
 //! | block | `B` ‖ ino u64 ‖ block u64 |
 //! | xattr | `X` ‖ ino u64 ‖ name tag(16) |
 //! | orphan | `O` ‖ ino u64 |
-//! | audit leaf | `A` ‖ seq u64 |
+//! | audit leaf (vaults written before chunks; read, never written) | `A` ‖ seq u64 |
+//! | audit leaf chunk | `R` ‖ first seq u64 ‖ count u32 |
 //! | audit tree node | `N` ‖ level u8 ‖ index u64 |
 //! | audit frontier | `F` |
 //! | audit checkpoint | `K` ‖ tree size u64 |
@@ -26,6 +27,7 @@ pub const BLOCK: u8 = b'B';
 pub const XATTR: u8 = b'X';
 pub const ORPHAN: u8 = b'O';
 pub const AUDIT_LEAF: u8 = b'A';
+pub const AUDIT_LEAVES: u8 = b'R';
 pub const AUDIT_NODE: u8 = b'N';
 pub const AUDIT_FRONTIER: &[u8] = b"F";
 pub const AUDIT_CHECKPOINT: u8 = b'K';
@@ -44,6 +46,28 @@ pub fn tombstone(seq: u64) -> [u8; 9] {
 
 pub fn audit_leaf(seq: u64) -> [u8; 9] {
     prefixed_u64(AUDIT_LEAF, seq)
+}
+
+/// Key of the chunk holding leaves `first .. first + count`.
+pub fn audit_leaves(first: u64, count: u32) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..9].copy_from_slice(&prefixed_u64(AUDIT_LEAVES, first));
+    k[9..].copy_from_slice(&count.to_be_bytes());
+    k
+}
+
+/// Where chunks starting at `first` sort (a bound for range scans).
+pub fn audit_leaves_from(first: u64) -> [u8; 9] {
+    prefixed_u64(AUDIT_LEAVES, first)
+}
+
+/// (first seq, count) of a chunk key.
+pub fn audit_leaves_range(key: &[u8]) -> Option<(u64, u32)> {
+    if key.len() == 13 && key[0] == AUDIT_LEAVES {
+        Some((u64::from_be_bytes(key[1..9].try_into().ok()?), u32::from_be_bytes(key[9..].try_into().ok()?)))
+    } else {
+        None
+    }
 }
 
 pub fn audit_node(level: u8, index: u64) -> [u8; 10] {

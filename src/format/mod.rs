@@ -66,6 +66,7 @@ pub mod aad {
     pub const XATTR: &[u8] = b"vaultfs/v1/aad/xattr";
     pub const BLOCK: &[u8] = b"vaultfs/v1/aad/block";
     pub const AUDIT_LEAF: &[u8] = b"vaultfs/v1/aad/audit-leaf";
+    pub const AUDIT_LEAVES: &[u8] = b"vaultfs/v1/aad/audit-leaves";
     pub const TOMBSTONE: &[u8] = b"vaultfs/v1/aad/tombstone";
     /// The master key wrapped under the escrow recovery key.
     pub const RECOVERY: &[u8] = b"vaultfs/v1/aad/recovery";

@@ -188,6 +188,11 @@ impl Store {
             .map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
     }
 
+    /// The greatest key with `from <= key < to`, if any.
+    pub fn last_key_in(&self, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.range(from.to_vec()..to.to_vec()).next_back().transpose()?.map(|(k, _)| k.to_vec()))
+    }
+
     /// Keys only, `from <= key < to` (no value copies).
     pub fn range_keys(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
         self.range(from, to).map(|r| r.map(|(k, _)| k))

@@ -238,9 +238,9 @@ impl<'a> Checker<'a> {
                     self.report.counts.other_keys += 1;
                     self.done += 1;
                 }
-                Some(&keys::AUDIT_LEAF | &keys::AUDIT_NODE | &keys::AUDIT_CHECKPOINT) => {
-                    self.report.counts.audit_keys += 1
-                }
+                Some(
+                    &keys::AUDIT_LEAF | &keys::AUDIT_LEAVES | &keys::AUDIT_NODE | &keys::AUDIT_CHECKPOINT,
+                ) => self.report.counts.audit_keys += 1,
                 Some(_) if k == keys::AUDIT_FRONTIER => self.report.counts.audit_keys += 1,
                 Some(_) if k == keys::HEADER || k == keys::INODE_COUNTER || k == keys::LOCKDOWN => {
                     self.report.counts.other_keys += 1;
@@ -800,7 +800,12 @@ impl<'a> Checker<'a> {
                 }
             }
             Err(e) => {
-                let leaves = self.store.scan_prefix(&[keys::AUDIT_LEAF]).count() as u64;
+                let chunked = self.store.scan_prefix(&[keys::AUDIT_LEAVES]).filter_map(|r| r.ok());
+                let leaves = self.store.scan_prefix(&[keys::AUDIT_LEAF]).count() as u64
+                    + chunked
+                        .filter_map(|(k, _)| keys::audit_leaves_range(&k))
+                        .map(|(_, n)| u64::from(n))
+                        .sum::<u64>();
                 self.report.audit = AuditReport { verified: false, leaves, checkpoints: 0, root: None };
                 let msg = format!("the audit log does not verify: {e}");
                 self.problem(ProblemKind::Audit, &[keys::AUDIT_LEAF], (None, None), msg);

@@ -189,7 +189,7 @@ fn repair_is_refused_while_the_audit_log_does_not_verify() {
     v.sync().unwrap();
     drop(v);
     raw(dir.path(), |s| {
-        let (k, v) = s.scan_prefix(&[keys::AUDIT_LEAF]).next().unwrap().unwrap();
+        let (k, v) = s.scan_prefix(&[keys::AUDIT_LEAVES]).next().unwrap().unwrap();
         let mut v = v.to_vec();
         v[26] ^= 1;
         let mut b = Batch::default();
