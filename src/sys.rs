@@ -99,14 +99,43 @@ pub fn peer_credentials(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<(u32
     Ok((cred.pid as u32, cred.uid, cred.gid))
 }
 
+/// How many `/proc/TID/comm` files `process_name` keeps open.
+const KEPT_COMM_FILES: usize = 256;
+
+/// Open `/proc/TID/comm` files by thread id. Naming the caller of every
+/// audited request by path (walk, open, read, close) was a sixth of the
+/// daemon's CPU on small-file reads; a kept file costs one `pread`, which
+/// shows the name as it is now (after `exec` or `prctl`). A kept file stays
+/// bound to the task it was opened for: once that task is reaped its reads
+/// fail with ESRCH, even if the number is reused, and it is opened anew.
+static COMM_FILES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<u32, std::sync::Arc<std::fs::File>>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// A process's name (`/proc/PID/comm`, at most 16 bytes; empty if it is gone).
 pub fn process_name(pid: u32) -> Vec<u8> {
-    let mut c = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if c.last() == Some(&b'\n') {
-        c.pop();
+    use std::os::unix::fs::FileExt;
+    let kept = COMM_FILES.lock().unwrap_or_else(|p| p.into_inner()).get(&pid).cloned();
+    let mut buf = [0u8; 64];
+    if let Some(file) = kept {
+        if let Ok(n) = file.read_at(&mut buf, 0) {
+            return comm_from(&buf[..n]);
+        }
+        COMM_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
     }
-    c.truncate(16);
-    c
+    let Ok(file) = std::fs::File::open(format!("/proc/{pid}/comm")) else { return Vec::new() };
+    let Ok(n) = file.read_at(&mut buf, 0) else { return Vec::new() };
+    let mut files = COMM_FILES.lock().unwrap_or_else(|p| p.into_inner());
+    if files.len() >= KEPT_COMM_FILES {
+        // Mostly tasks long gone: start over rather than track ages.
+        files.clear();
+    }
+    files.insert(pid, std::sync::Arc::new(file));
+    comm_from(&buf[..n])
+}
+
+fn comm_from(bytes: &[u8]) -> Vec<u8> {
+    let name = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    name[..name.len().min(16)].to_vec()
 }
 
 /// The supplementary groups of process `pid` (the `Groups:` line of
@@ -118,4 +147,35 @@ pub fn supplementary_groups(pid: u32) -> Vec<u32> {
         .find_map(|l| l.strip_prefix("Groups:"))
         .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_name;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// The kept file shows the name as it is now: after `exec`, and empty
+    /// once the process is reaped (never the name of an old task).
+    #[test]
+    fn process_name_follows_exec_and_exit() {
+        let mut child = Command::new("sh")
+            .args(["-c", "read line; exec sleep 30"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let pid = child.id();
+        assert_eq!(process_name(pid), b"sh");
+        child.stdin.take().expect("stdin").write_all(b"go\n").expect("write");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_name(pid) != b"sleep" {
+            assert!(Instant::now() < deadline, "still {:?}", String::from_utf8_lossy(&process_name(pid)));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert_eq!(process_name(pid), b"");
+        assert!(!process_name(std::process::id()).is_empty());
+    }
 }

@@ -227,6 +227,12 @@ impl Leaf {
         out
     }
 
+    /// Writes `seq` into an encoding made by `encode` (its bytes 1..9), so a
+    /// leaf can be encoded before its place in the log is known.
+    pub fn set_encoded_seq(bytes: &mut [u8], seq: u64) {
+        bytes[1..9].copy_from_slice(&seq.to_be_bytes());
+    }
+
     /// Decodes a canonical encoding; anything else is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Leaf, Error> {
         let mut r = Reader(bytes);

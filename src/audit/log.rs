@@ -75,7 +75,8 @@ pub struct Log {
 
 struct State {
     frontier: Frontier,
-    /// Appended, not yet in the store: (seq, leaf bytes) and completed nodes.
+    /// Appended, not yet in the store: (seq, leaf bytes), and the completed
+    /// nodes that are stored (`STORED_NODE_LEVEL` and up).
     pending: Vec<(u64, Vec<u8>)>,
     pending_nodes: Vec<(NodeId, Hash)>,
     /// Size of the stored frontier (it lags behind after operations' batches).
@@ -255,26 +256,30 @@ impl Log {
     /// Appends `leaf` (its seq is assigned here) to the in-memory log; it is
     /// stored with the next write. Returns its seq.
     pub fn append(&self, leaf: Leaf) -> u64 {
+        let bytes = leaf.encode();
         let mut st = self.state();
-        Self::push(&mut st, leaf)
+        Self::push(&mut st, bytes)
     }
 
-    fn push(st: &mut State, mut leaf: Leaf) -> u64 {
-        leaf.seq = st.frontier.size;
-        let bytes = leaf.encode();
+    /// Gives the encoded leaf `bytes` the next seq and adds it to the tree;
+    /// encoding happens before the lock is taken, every request pays it.
+    fn push(st: &mut State, mut bytes: Vec<u8>) -> u64 {
+        let seq = st.frontier.size;
+        Leaf::set_encoded_seq(&mut bytes, seq);
         let nodes = st.frontier.append(merkle::leaf_hash(&bytes));
-        st.pending.push((leaf.seq, bytes));
-        st.pending_nodes.extend(nodes);
-        leaf.seq
+        st.pending.push((seq, bytes));
+        st.pending_nodes.extend(nodes.into_iter().filter(|(id, _)| id.level >= STORED_NODE_LEVEL));
+        seq
     }
 
     /// Appends `leaf` and applies `batch` with every pending record in it:
     /// the change and its record land together or not at all. On failure the
     /// log is as it was before the call.
     pub fn append_with(&self, store: &Store, leaf: Leaf, batch: Batch) -> Result<u64> {
+        let bytes = leaf.encode();
         let mut st = self.state();
         let before = (st.frontier.clone(), st.pending.len(), st.pending_nodes.len());
-        let seq = Self::push(&mut st, leaf);
+        let seq = Self::push(&mut st, bytes);
         if let Err(e) = self.write_pending(store, &mut st, batch, false) {
             st.frontier = before.0;
             st.pending.truncate(before.1);
@@ -313,7 +318,7 @@ impl Log {
                 plain.clear();
             }
         }
-        for (id, h) in st.pending_nodes.iter().filter(|(id, _)| id.level >= STORED_NODE_LEVEL) {
+        for (id, h) in &st.pending_nodes {
             batch.put(keys::audit_node(id.level, id.index), h.to_vec());
         }
         if frontier {

@@ -38,7 +38,10 @@ impl InodeTable {
     /// unknown stretch shows as `<ino N>`.
     pub fn path(&self, ino: u64, root: u64) -> Vec<u8> {
         let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let mut parts: Vec<Vec<u8>> = Vec::new();
+        // Borrowed from the table while it is locked: every audited request
+        // names its path, so no copy per component.
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let unknown;
         let mut at = ino;
         // Bounded: names can be stale, and stale names can form a loop.
         for _ in 0..256 {
@@ -47,16 +50,17 @@ impl InodeTable {
             }
             match m.get(&at).and_then(|k| k.name.as_ref()) {
                 Some((parent, name)) => {
-                    parts.push(name.clone());
+                    parts.push(name);
                     at = *parent;
                 }
                 None => {
-                    parts.push(format!("<ino {at}>").into_bytes());
+                    unknown = format!("<ino {at}>");
+                    parts.push(unknown.as_bytes());
                     break;
                 }
             }
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
         for p in parts.iter().rev() {
             out.push(b'/');
             out.extend_from_slice(p);
