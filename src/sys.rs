@@ -1,6 +1,10 @@
 //! The one module allowed to use `unsafe`: thin wrappers over libc calls that
 //! the standard library does not expose.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, LazyLock, Mutex};
+
 /// Best-effort `mlock` of a memory region holding key material, so it is not
 /// written to swap. Failure (e.g. RLIMIT_MEMLOCK) is ignored on purpose: the
 /// key is still zeroized on drop, and refusing to run would be worse.
@@ -108,8 +112,7 @@ const KEPT_COMM_FILES: usize = 256;
 /// shows the name as it is now (after `exec` or `prctl`). A kept file stays
 /// bound to the task it was opened for: once that task is reaped its reads
 /// fail with ESRCH, even if the number is reused, and it is opened anew.
-static COMM_FILES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<u32, std::sync::Arc<std::fs::File>>>> =
-    std::sync::LazyLock::new(Default::default);
+static COMM_FILES: LazyLock<Mutex<HashMap<u32, Arc<File>>>> = LazyLock::new(Default::default);
 
 /// A process's name (`/proc/PID/comm`, at most 16 bytes; empty if it is gone).
 pub fn process_name(pid: u32) -> Vec<u8> {
@@ -122,14 +125,14 @@ pub fn process_name(pid: u32) -> Vec<u8> {
         }
         COMM_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
     }
-    let Ok(file) = std::fs::File::open(format!("/proc/{pid}/comm")) else { return Vec::new() };
+    let Ok(file) = File::open(format!("/proc/{pid}/comm")) else { return Vec::new() };
     let Ok(n) = file.read_at(&mut buf, 0) else { return Vec::new() };
     let mut files = COMM_FILES.lock().unwrap_or_else(|p| p.into_inner());
     if files.len() >= KEPT_COMM_FILES {
         // Mostly tasks long gone: start over rather than track ages.
         files.clear();
     }
-    files.insert(pid, std::sync::Arc::new(file));
+    files.insert(pid, Arc::new(file));
     comm_from(&buf[..n])
 }
 

@@ -121,6 +121,33 @@ fn every_access_is_recorded_and_a_copy_verifies() {
     assert!(last.ends_with("\"}\n"), "{last}");
 }
 
+/// Each record names the process as it was at that access: a shell opens
+/// the file for a redirection, then becomes `cat` (same pid) and reads it.
+#[test]
+fn records_name_the_process_at_each_access() {
+    let m = Mount::new();
+    let w = m.path("1-working");
+    fs::write(w.join("pid.md"), b"same pid, two names").unwrap();
+    let out = sh(&format!("sh -c 'echo $$; exec cat < {}'", w.join("pid.md").display()), m.dir.path());
+    let (pid, content) = out.split_once('\n').unwrap();
+    let pid: u64 = pid.parse().unwrap();
+    assert_eq!(content, "same pid, two names");
+    let text = fs::read_to_string(m.path(".audit")).unwrap();
+    let json: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["op"].is_string())
+        .collect();
+    let by_pid = |op: &str| -> Vec<&str> {
+        json.iter()
+            .filter(|v| v["op"] == op && v["path"] == "/1-working/pid.md" && v["pid"] == pid)
+            .map(|v| v["comm"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(by_pid("open"), ["sh"], "{text}");
+    assert_eq!(by_pid("read"), ["cat"], "{text}");
+}
+
 #[test]
 fn audit_file_is_read_only() {
     let m = Mount::new();
