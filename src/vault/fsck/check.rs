@@ -808,7 +808,9 @@ impl<'a> Checker<'a> {
                         .sum::<u64>();
                 self.report.audit = AuditReport { verified: false, leaves, checkpoints: 0, root: None };
                 let msg = format!("the audit log does not verify: {e}");
-                self.problem(ProblemKind::Audit, &[keys::AUDIT_LEAF], (None, None), msg);
+                // Keyed by the chunk prefix, where the log is written (older single
+                // leaves come first in the same check).
+                self.problem(ProblemKind::Audit, &[keys::AUDIT_LEAVES], (None, None), msg);
             }
         }
     }
