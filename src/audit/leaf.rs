@@ -200,13 +200,19 @@ impl Leaf {
     /// a level above 5 is recorded as none. For any leaf within limits,
     /// `decode(encode(l)) == l`.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED_LEN + self.comm.len() + 2 + self.path.len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding to `out` (the log builds its chunks in place).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         let comm = &self.comm[..self.comm.len().min(MAX_COMM)];
         let path = &self.path[..self.path.len().min(MAX_PATH)];
         let level = match self.level {
             Some(l) if l <= MAX_LEVEL => l,
             _ => NO_LEVEL,
         };
-        let mut out = Vec::with_capacity(FIXED_LEN + comm.len() + 2 + path.len());
         out.push(LEAF_VERSION);
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.time_ns.to_be_bytes());
@@ -224,13 +230,6 @@ impl Leaf {
         out.extend_from_slice(comm);
         out.extend_from_slice(&(path.len() as u16).to_be_bytes());
         out.extend_from_slice(path);
-        out
-    }
-
-    /// Writes `seq` into an encoding made by `encode` (its bytes 1..9), so a
-    /// leaf can be encoded before its place in the log is known.
-    pub fn set_encoded_seq(bytes: &mut [u8], seq: u64) {
-        bytes[1..9].copy_from_slice(&seq.to_be_bytes());
     }
 
     /// Decodes a canonical encoding; anything else is an error, never a panic.

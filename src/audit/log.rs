@@ -75,15 +75,34 @@ pub struct Log {
 
 struct State {
     frontier: Frontier,
-    /// Appended, not yet in the store: (seq, leaf bytes), and the completed
-    /// nodes that are stored (`STORED_NODE_LEVEL` and up).
-    pending: Vec<(u64, Vec<u8>)>,
+    /// Appended, not yet in the store: the leaves as the chunks they will be
+    /// stored as, and the completed nodes that are stored
+    /// (`STORED_NODE_LEVEL` and up).
+    pending: Vec<PendingChunk>,
     pending_nodes: Vec<(NodeId, Hash)>,
     /// Size of the stored frontier (it lags behind after operations' batches).
     frontier_stored: u64,
     /// Size and time of the newest stored checkpoint.
     checkpointed: u64,
     checkpointed_at: Instant,
+}
+
+/// Leaves `first..first + count`, already in chunk plaintext form, built in
+/// place as records arrive: one buffer per chunk rather than one per record
+/// (a record allocated on a FUSE thread and freed by the committer was a
+/// cost of its own).
+struct PendingChunk {
+    first: u64,
+    count: u32,
+    plain: Vec<u8>,
+}
+
+/// Where the pending leaves ended, to undo an append whose batch failed.
+struct Mark {
+    frontier: Frontier,
+    chunks: usize,
+    last: Option<(u32, usize)>,
+    nodes: usize,
 }
 
 /// AAD of a leaf stored alone (`A` keys, written before chunks).
@@ -256,34 +275,62 @@ impl Log {
     /// Appends `leaf` (its seq is assigned here) to the in-memory log; it is
     /// stored with the next write. Returns its seq.
     pub fn append(&self, leaf: Leaf) -> u64 {
-        let bytes = leaf.encode();
         let mut st = self.state();
-        Self::push(&mut st, bytes)
+        Self::push(&mut st, leaf)
     }
 
-    /// Gives the encoded leaf `bytes` the next seq and adds it to the tree;
-    /// encoding happens before the lock is taken, every request pays it.
-    fn push(st: &mut State, mut bytes: Vec<u8>) -> u64 {
-        let seq = st.frontier.size;
-        Leaf::set_encoded_seq(&mut bytes, seq);
-        let nodes = st.frontier.append(merkle::leaf_hash(&bytes));
-        st.pending.push((seq, bytes));
+    /// Gives `leaf` the next seq, encodes it into the open pending chunk and
+    /// adds it to the tree.
+    fn push(st: &mut State, mut leaf: Leaf) -> u64 {
+        leaf.seq = st.frontier.size;
+        let open = match st.pending.last_mut() {
+            Some(c) if c.plain.len() < CHUNK_BYTES => c,
+            _ => {
+                let plain = Vec::with_capacity(CHUNK_BYTES + 512);
+                st.pending.push(PendingChunk { first: leaf.seq, count: 0, plain });
+                st.pending.last_mut().expect("just pushed")
+            }
+        };
+        let start = open.plain.len();
+        open.plain.extend_from_slice(&[0, 0]);
+        leaf.encode_into(&mut open.plain);
+        // A leaf is at most FIXED_LEN + 16 + 2 + MAX_PATH bytes: fits u16.
+        let len = (open.plain.len() - start - 2) as u16;
+        open.plain[start..start + 2].copy_from_slice(&len.to_be_bytes());
+        open.count += 1;
+        let nodes = st.frontier.append(merkle::leaf_hash(&open.plain[start + 2..]));
         st.pending_nodes.extend(nodes.into_iter().filter(|(id, _)| id.level >= STORED_NODE_LEVEL));
-        seq
+        leaf.seq
+    }
+
+    fn mark(st: &State) -> Mark {
+        Mark {
+            frontier: st.frontier.clone(),
+            chunks: st.pending.len(),
+            last: st.pending.last().map(|c| (c.count, c.plain.len())),
+            nodes: st.pending_nodes.len(),
+        }
+    }
+
+    fn rollback(st: &mut State, mark: Mark) {
+        st.frontier = mark.frontier;
+        st.pending.truncate(mark.chunks);
+        if let (Some(c), Some((count, len))) = (st.pending.last_mut(), mark.last) {
+            c.count = count;
+            c.plain.truncate(len);
+        }
+        st.pending_nodes.truncate(mark.nodes);
     }
 
     /// Appends `leaf` and applies `batch` with every pending record in it:
     /// the change and its record land together or not at all. On failure the
     /// log is as it was before the call.
     pub fn append_with(&self, store: &Store, leaf: Leaf, batch: Batch) -> Result<u64> {
-        let bytes = leaf.encode();
         let mut st = self.state();
-        let before = (st.frontier.clone(), st.pending.len(), st.pending_nodes.len());
-        let seq = Self::push(&mut st, bytes);
+        let mark = Self::mark(&st);
+        let seq = Self::push(&mut st, leaf);
         if let Err(e) = self.write_pending(store, &mut st, batch, false) {
-            st.frontier = before.0;
-            st.pending.truncate(before.1);
-            st.pending_nodes.truncate(before.2);
+            Self::rollback(&mut st, mark);
             return Err(e);
         }
         Ok(seq)
@@ -302,21 +349,10 @@ impl Log {
         if st.pending.is_empty() && batch.is_empty() && !frontier {
             return Ok(());
         }
-        // Pending seqs are consecutive: chunk them in order.
-        let mut plain = Vec::new();
-        let mut chunk: Option<(u64, u32)> = None;
-        for (i, (seq, bytes)) in st.pending.iter().enumerate() {
-            let (_, count) = chunk.get_or_insert((*seq, 0));
-            *count += 1;
-            plain.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-            plain.extend_from_slice(bytes);
-            if plain.len() >= CHUNK_BYTES || i + 1 == st.pending.len() {
-                let (first, count) = chunk.take().expect("set above");
-                let sealed = crypto::seal(&self.leaf_key, &chunk_aad(&self.vault_id, first, count), &plain)
-                    .map_err(|e| corrupt(format!("sealing leaves from {first}: {e}")))?;
-                batch.put(keys::audit_leaves(first, count), sealed);
-                plain.clear();
-            }
+        for c in &st.pending {
+            let sealed = crypto::seal(&self.leaf_key, &chunk_aad(&self.vault_id, c.first, c.count), &c.plain)
+                .map_err(|e| corrupt(format!("sealing leaves from {}: {e}", c.first)))?;
+            batch.put(keys::audit_leaves(c.first, c.count), sealed);
         }
         for (id, h) in &st.pending_nodes {
             batch.put(keys::audit_node(id.level, id.index), h.to_vec());
@@ -786,6 +822,46 @@ mod tests {
         store.put(&keys::audit_node(4, 0), vec![0; 32]).unwrap();
         let e = log.verify_store(&store).unwrap_err().to_string();
         assert!(e.contains("tree node 4/0 is wrong"), "{e}");
+    }
+
+    /// An append whose batch fails is undone exactly, also when it opened a
+    /// new pending chunk: the next record takes its seq, and the log verifies.
+    #[test]
+    fn failed_append_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), true).unwrap();
+        let log = open(&store);
+        let long = "q".repeat(3000);
+        // Fill the open chunk close to CHUNK_BYTES.
+        while log.state().pending.last().is_none_or(|c| c.plain.len() + 3100 < CHUNK_BYTES) {
+            log.append(leaf(Op::Read, &format!("/{long}")));
+        }
+        let size = log.size();
+        let before = {
+            let st = log.state();
+            (st.pending.len(), st.pending.last().map(|c| (c.count, c.plain.clone())), st.frontier.clone())
+        };
+        // One push fills the open chunk, the next ones open another.
+        for spill in [1, 2, 5] {
+            let mut st = log.state();
+            let mark = Log::mark(&st);
+            for _ in 0..spill {
+                Log::push(&mut st, leaf(Op::Write, &format!("/{long}")));
+            }
+            assert_eq!(st.pending.len() > before.0, spill > 1);
+            Log::rollback(&mut st, mark);
+            let after = (
+                st.pending.len(),
+                st.pending.last().map(|c| (c.count, c.plain.clone())),
+                st.frontier.clone(),
+            );
+            assert!(after == before, "rollback of {spill} left a trace");
+        }
+        assert_eq!(log.append(leaf(Op::Open, "/next")), size);
+        log.commit(&store).unwrap();
+        assert_eq!(log.verify_store(&store).unwrap().leaves, size + 1);
+        let key = log.public_key();
+        assert_eq!(verify::verify_export(&log.export(&store).unwrap(), &key).unwrap().leaves, size + 1);
     }
 
     #[test]
