@@ -193,12 +193,12 @@ fn fsx(m: &Mount, config: &str, name: &str, ops: u64) {
 #[test]
 fn fsx_with_mmap_on_4k_blocks() {
     let m = Mount::new();
-    fsx(&m, "fsx.toml", "fsx-mmap", 20_000);
+    fsx(&m, "fsx.toml", "fsx-mmap", 40_000);
 }
 
 #[test]
 fn fsx_large_writes_on_64k_blocks() {
     let m = Mount::with_init(&["--block-size", "65536"], &[]);
     // Each operation moves up to 1 MiB: fewer of them.
-    fsx(&m, "fsx-large.toml", "fsx-large", 5_000);
+    fsx(&m, "fsx-large.toml", "fsx-large", 10_000);
 }
