@@ -791,6 +791,14 @@ fn mount_helper_with_mount8_umount8_and_fstab() {
     let file = mnt.join("1-working/hello.txt");
     fs::write(&file, "written through mount(8)\n").unwrap();
     assert_eq!(fs::read_to_string(&file).unwrap(), "written through mount(8)\n");
+    // `mount -o remount,ro|rw` reaches the helper too, which leaves the
+    // daemon alone and has the kernel change the running mount's flags.
+    run(Command::new("mount").args(["-o", "remount,ro"]).arg(&mnt));
+    let refused = fs::write(mnt.join("1-working/ro.txt"), "x").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(30), "EROFS after remount,ro: {refused}");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "written through mount(8)\n");
+    run(Command::new("mount").args(["-o", "remount,rw"]).arg(&mnt));
+    fs::write(mnt.join("1-working/rw.txt"), "x").unwrap();
     umount8();
 
     // A wrong passphrase fails, through the helper's exit code (3), and mounts nothing.

@@ -34,13 +34,18 @@ pub struct Mount {
 impl Mount {
     /// Creates a vault (cheap KDF) and mounts it with `options` (-o list).
     pub fn with_options(options: &[&str]) -> Mount {
+        Mount::with_init(&[], options)
+    }
+
+    /// As `with_options`, with more `vaultfs init` arguments (`--block-size N`).
+    pub fn with_init(init_args: &[&str], options: &[&str]) -> Mount {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = dir.path().join("store");
         let mnt = dir.path().join("mnt");
         let passfile = dir.path().join("pass");
         std::fs::create_dir(&mnt).unwrap();
         std::fs::write(&passfile, format!("{PASSPHRASE}\n")).unwrap();
-        let out = vaultfs(&[
+        let mut args = vec![
             "init",
             store.to_str().unwrap(),
             "--passphrase-file",
@@ -49,7 +54,9 @@ impl Mount {
             "8",
             "--kdf-passes",
             "1",
-        ]);
+        ];
+        args.extend_from_slice(init_args);
+        let out = vaultfs(&args);
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let mut m = Mount {
             dir,

@@ -1,0 +1,204 @@
+//! The standard conformance tools against real mounts (docs/SEMANTICS.md,
+//! "Conformance"):
+//!
+//! - pjdfstest 0.2.2, the POSIX file system test suite, run as root in
+//!   `1-working` of a mount with `-o allow_other`: it switches to the users
+//!   nobody and tests, and the daemon checks permissions itself
+//!   (src/fs/perm.rs), so its permission tests reach our code.
+//! - fsx 0.3.2, which applies random reads, writes, mmap, truncates, holes,
+//!   fallocate and copy_file_range to one file and checks every byte it
+//!   reads back against its own copy.
+//!
+//! tests/conformance/install-tools.sh installs both (.ci/test runs it before
+//! `cargo test`; the first test here runs it too, so a fresh checkout works).
+//! `VAULTFS_FSX_OPS=N` and `VAULTFS_FSX_SEEDS=1,2,...` lengthen the fsx runs.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use common::Mount;
+
+/// pjdfstest cases skipped in the main run besides the EROFS ones (which get
+/// a run of their own), each with pjdfstest's reason.
+const EXPECTED_SKIPS: &[(&str, &str)] =
+    &[("link::link_count_max", "LINK_MAX is unknown: pathconf(_PC_LINK_MAX) has no value for FUSE")];
+
+/// The fsx seeds, unless the environment says otherwise.
+const FSX_SEEDS: &[u64] = &[1];
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance").join(name)
+}
+
+/// The tools' bin directory, under the target directory, installed once per run.
+fn tools() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("conformance-tools");
+        let out = Command::new("bash").arg(data("install-tools.sh")).arg(&root).output().unwrap();
+        assert!(out.status.success(), "install-tools.sh failed:\n{}", text(&out));
+        root.join("bin")
+    })
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Runs `cmd` for at most `secs` seconds (then kills it).
+fn bounded(secs: u32, cmd: &mut Command) -> Output {
+    let mut t = Command::new("timeout");
+    t.args(["--kill-after=10", &secs.to_string()]).arg(cmd.get_program()).args(cmd.get_args());
+    t.env("NO_COLOR", "1").output().unwrap()
+}
+
+/// One pjdfstest run's cases by outcome ("ok", "skipped", "FAILED", ...).
+struct Outcome {
+    status: bool,
+    output: String,
+    cases: Vec<(String, String)>,
+}
+
+impl Outcome {
+    fn names(&self, status: &str) -> BTreeSet<&str> {
+        self.cases.iter().filter(|(_, s)| s == status).map(|(n, _)| n.as_str()).collect()
+    }
+
+    fn summary(&self) -> &str {
+        self.output.lines().find(|l| l.starts_with("Summary:")).unwrap_or("(no summary line)")
+    }
+
+    fn problems(&self) -> String {
+        // Failing cases with the lines pjdfstest printed under them.
+        let mut out = String::new();
+        let mut in_failure = false;
+        for l in self.output.lines() {
+            if !l.starts_with([' ', '\t']) {
+                in_failure = l.ends_with("FAILED") || l.ends_with("PASSED UNEXPECTEDLY");
+            }
+            if in_failure && !l.trim_start().starts_with(|c: char| c.is_ascii_digit()) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+fn pjdfstest(m: &Mount, config: &Path, patterns: &[&str]) -> Outcome {
+    let start = Instant::now();
+    let mut cmd = Command::new(tools().join("pjdfstest"));
+    // The EXDEV cases need a "secondary file system": another level, where
+    // renames and links from 1-working are EXDEV too.
+    cmd.arg("-c").arg(config).arg("-p").arg(m.path("1-working")).arg("-s").arg(m.path("2-private"));
+    cmd.args(patterns);
+    let out = bounded(600, &mut cmd);
+    let output = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let cases = output
+        .lines()
+        .filter(|l| !l.starts_with([' ', '\t']) && l.contains("::"))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(' ')?;
+            Some((name.to_string(), rest.trim().to_string()))
+        })
+        .collect();
+    let o = Outcome { status: out.status.success(), output, cases };
+    println!("pjdfstest {patterns:?}: {} ({:.1}s)", o.summary(), start.elapsed().as_secs_f64());
+    o
+}
+
+/// pjdfstest's EROFS cases remount with mount(8), which runs
+/// /sbin/mount.fuse.vaultfs when one is installed: install this build's
+/// helper, as tests/tools.rs does, so an older one cannot be in the way.
+fn install_mount_helper() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-helpers/install.sh");
+    let out = Command::new("bash").arg(script).env("VAULTFS_BIN", common::bin()).output().unwrap();
+    assert!(out.status.success(), "mount-helpers/install.sh failed:\n{}", text(&out));
+}
+
+#[test]
+fn pjdfstest_passes() {
+    tools();
+    install_mount_helper();
+    let m = Mount::with_options(&["allow_other"]);
+    let config = data("pjdfstest.toml");
+
+    let all = pjdfstest(&m, &config, &[]);
+    assert!(all.names("FAILED").is_empty() && all.status, "pjdfstest failed:\n{}", all.problems());
+    assert!(all.names("ok").len() > 300, "pjdfstest ran too few cases:\n{}", all.output);
+    let skipped = all.names("skipped");
+    let erofs: BTreeSet<&str> = skipped.iter().copied().filter(|n| n.contains("erofs")).collect();
+    let others: BTreeSet<&str> = skipped.difference(&erofs).copied().collect();
+    let expected: BTreeSet<&str> = EXPECTED_SKIPS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(others, expected, "unexpected skips:\n{}", all.output);
+
+    // The EROFS cases alone, with remounts allowed (pjdfstest.toml says why apart).
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("\nallow_remount = false\n"));
+    let erofs_config = m.dir.path().join("pjdfstest-erofs.toml");
+    std::fs::write(&erofs_config, text.replace("\nallow_remount = false\n", "\nallow_remount = true\n"))
+        .unwrap();
+    let ro = pjdfstest(&m, &erofs_config, &["erofs"]);
+    assert!(ro.status, "pjdfstest's EROFS cases failed:\n{}", ro.problems());
+    let passed = ro.names("ok");
+    assert_eq!(passed, erofs, "EROFS cases:\n{}", ro.output);
+}
+
+fn fsx_ops(default: u64) -> u64 {
+    std::env::var("VAULTFS_FSX_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn fsx_seeds() -> Vec<u64> {
+    match std::env::var("VAULTFS_FSX_SEEDS") {
+        Ok(v) => v.split(',').map(|s| s.trim().parse().expect("VAULTFS_FSX_SEEDS: numbers")).collect(),
+        Err(_) => FSX_SEEDS.to_vec(),
+    }
+}
+
+/// Runs fsx with `config` on a new file in `1-working` for each seed,
+/// `ops` operations each (unless VAULTFS_FSX_OPS says otherwise).
+fn fsx(m: &Mount, config: &str, name: &str, ops: u64) {
+    let artifacts = m.dir.path().join("fsx-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let ops = fsx_ops(ops);
+    for seed in fsx_seeds() {
+        let start = Instant::now();
+        let file = m.path(&format!("1-working/{name}.{seed}"));
+        let out = bounded(
+            3600,
+            Command::new(tools().join("fsx"))
+                .arg("-f")
+                .arg(data(config))
+                .args(["-N", &ops.to_string(), "-S", &seed.to_string(), "-P"])
+                .arg(&artifacts)
+                .arg(&file),
+        );
+        let log = text(&out);
+        let tail: Vec<&str> = log.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect();
+        assert!(
+            out.status.success() && log.contains("All operations completed A-OK!"),
+            "fsx -f {config} -N {ops} -S {seed} failed ({}); reproduce with that seed. Last lines:\n{}",
+            out.status,
+            tail.join("\n")
+        );
+        println!("fsx {config} seed {seed}: {ops} operations A-OK ({:.1}s)", start.elapsed().as_secs_f64());
+    }
+}
+
+#[test]
+fn fsx_with_mmap_on_4k_blocks() {
+    let m = Mount::new();
+    fsx(&m, "fsx.toml", "fsx-mmap", 40_000);
+}
+
+#[test]
+fn fsx_large_writes_on_64k_blocks() {
+    let m = Mount::with_init(&["--block-size", "65536"], &[]);
+    // Each operation moves up to 1 MiB: fewer of them.
+    fsx(&m, "fsx-large.toml", "fsx-large", 10_000);
+}
