@@ -73,6 +73,7 @@ pub fn key_len(t: u8) -> Option<usize> {
     Some(match t {
         b'H' | b'C' | b'F' | b'L' => 1,
         keys::ROTATION => 2,
+        keys::AUDIT_SLOT => 3,
         keys::INODE | keys::ORPHAN | keys::AUDIT_LEAF | keys::AUDIT_CHECKPOINT | keys::TOMBSTONE => 9,
         keys::AUDIT_NODE => 10,
         keys::AUDIT_LEAVES => 13,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 use crate::crypto::{KdfParams, Passphrase, VerifyingKey};
-use crate::vault::{FileKind, InitOptions, NewNode, Unlocked, Vault, level_dir};
+use crate::vault::{AuditOp, Caller, FileKind, InitOptions, NewNode, Record, Unlocked, Vault, level_dir};
 
 const FAST_KDF: KdfParams = KdfParams { memory_kib: 8 * 1024, passes: 1, lanes: 1 };
 
@@ -44,7 +44,28 @@ fn archive_restores_to_an_equal_vault() {
     let b = v.create(level_dir(2), b"b.bin", file()).unwrap();
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     v.write(b.ino, 0, &big).unwrap();
+    // Recorded changes: their records wait in audit slots until the
+    // snapshot's commit packs them (the archive carries the stale slots).
+    for i in 0..3u64 {
+        let rec = Record {
+            who: Caller { uid: 0, gid: 0, pid: 1 },
+            comm: b"test".to_vec(),
+            op: AuditOp::Write,
+            level: Some(1),
+            ino: a.ino,
+            path: b"/1-working/a.md".to_vec(),
+            offset: i,
+            len: 1,
+        };
+        v.audited(rec, false, |_: &crate::vault::Error| 5, || v.write(a.ino, 5 + i, b"!")).unwrap().unwrap();
+    }
     let (bytes, made) = archive_of(&v);
+    let (mut reader, _) = archive::Reader::open(&bytes[..]).unwrap();
+    let mut slots = 0;
+    while let Some((k, _)) = reader.next_record().unwrap() {
+        slots += usize::from(k[0] == crate::format::keys::AUDIT_SLOT);
+    }
+    assert_eq!(slots, 3);
     let checked = verify_bytes(&bytes, &pinned(&v)).unwrap();
     assert_eq!(checked.checkpoint.size, made.tree_size);
     assert_eq!(checked.trailer.count, made.records);
@@ -57,7 +78,7 @@ fn archive_restores_to_an_equal_vault() {
     assert_eq!(r.records, made.records);
     let w = Vault::open(&target).unwrap().unlock(&pass()).unwrap();
     let a2 = w.lookup(level_dir(1), b"a.md").unwrap();
-    assert_eq!(w.read(a2.ino, 0, 100).unwrap(), b"alpha");
+    assert_eq!(w.read(a2.ino, 0, 100).unwrap(), b"alpha!!!");
     let b2 = w.lookup(level_dir(2), b"b.bin").unwrap();
     assert_eq!(w.read(b2.ino, 0, big.len() + 1).unwrap(), big);
     // The restored log is the archived one plus the restored vault's unlock.

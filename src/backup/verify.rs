@@ -208,6 +208,12 @@ impl<'a> RecordChecks<'a> {
                 }
                 self.next_leaf = first.saturating_add(u64::from(count));
             }
+            // Slots sort after the chunks; the snapshot was taken right after
+            // a commit packed them all, so each must be stale.
+            keys::AUDIT_SLOT => match crate::audit::log::slot_range(v) {
+                Some((first, count)) if first.saturating_add(u64::from(count)) <= self.next_leaf => {}
+                _ => self.inconsistent("an audit slot holds records the archived chunks do not".into()),
+            },
             keys::AUDIT_NODE if v.len() != 32 => {
                 self.inconsistent("an audit tree node is not 32 bytes".into());
             }

@@ -12,6 +12,7 @@
 //! | orphan | `O` ‖ ino u64 |
 //! | audit leaf (vaults written before chunks; read, never written) | `A` ‖ seq u64 |
 //! | audit leaf chunk | `R` ‖ first seq u64 ‖ count u32 |
+//! | audit slot (the newest changes' records, not yet packed) | `S` ‖ slot u16 |
 //! | audit tree node | `N` ‖ level u8 ‖ index u64 |
 //! | audit frontier | `F` |
 //! | audit checkpoint | `K` ‖ tree size u64 |
@@ -28,6 +29,7 @@ pub const XATTR: u8 = b'X';
 pub const ORPHAN: u8 = b'O';
 pub const AUDIT_LEAF: u8 = b'A';
 pub const AUDIT_LEAVES: u8 = b'R';
+pub const AUDIT_SLOT: u8 = b'S';
 pub const AUDIT_NODE: u8 = b'N';
 pub const AUDIT_FRONTIER: &[u8] = b"F";
 pub const AUDIT_CHECKPOINT: u8 = b'K';
@@ -68,6 +70,13 @@ pub fn audit_leaves_range(key: &[u8]) -> Option<(u64, u32)> {
     } else {
         None
     }
+}
+
+/// Key of audit slot `slot` (a ring of fixed keys; the value says which
+/// leaves it holds).
+pub fn audit_slot(slot: u16) -> [u8; 3] {
+    let s = slot.to_be_bytes();
+    [AUDIT_SLOT, s[0], s[1]]
 }
 
 pub fn audit_node(level: u8, index: u64) -> [u8; 10] {

@@ -239,7 +239,11 @@ impl<'a> Checker<'a> {
                     self.done += 1;
                 }
                 Some(
-                    &keys::AUDIT_LEAF | &keys::AUDIT_LEAVES | &keys::AUDIT_NODE | &keys::AUDIT_CHECKPOINT,
+                    &keys::AUDIT_LEAF
+                    | &keys::AUDIT_LEAVES
+                    | &keys::AUDIT_SLOT
+                    | &keys::AUDIT_NODE
+                    | &keys::AUDIT_CHECKPOINT,
                 ) => self.report.counts.audit_keys += 1,
                 Some(_) if k == keys::AUDIT_FRONTIER => self.report.counts.audit_keys += 1,
                 Some(_) if k == keys::HEADER || k == keys::INODE_COUNTER || k == keys::LOCKDOWN => {
