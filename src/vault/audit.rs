@@ -160,7 +160,7 @@ impl Vault<Unlocked> {
             core.audit.append(leaf);
         }
         if durable {
-            core.audit.commit(&core.store)?;
+            core.audit.make_durable(&core.store)?;
         }
         Ok(out)
     }
@@ -173,7 +173,7 @@ impl Vault<Unlocked> {
         let core = self.core();
         core.audit.append(rec.leaf(result));
         if durable {
-            core.audit.commit(&core.store)?;
+            core.audit.make_durable(&core.store)?;
         }
         Ok(())
     }

@@ -277,7 +277,7 @@ impl Vault<Unlocked> {
 
     /// Makes every operation applied so far durable (fsync), audit records included.
     pub fn sync(&self) -> Result<()> {
-        self.core().audit.commit(&self.core().store)?;
+        self.core().audit.make_durable(&self.core().store)?;
         Ok(self.core().store.flush()?)
     }
 
