@@ -193,7 +193,8 @@ fn encode_frontier(f: &Frontier) -> Vec<u8> {
     out
 }
 
-fn decode_frontier(bytes: &[u8]) -> Result<Frontier> {
+/// The stored frontier: tree size u64 ‖ one 32-byte hash per set bit of it.
+pub fn decode_frontier(bytes: &[u8]) -> Result<Frontier> {
     if bytes.len() < 8 || (bytes.len() - 8) % 32 != 0 {
         return Err(corrupt("frontier has a bad length"));
     }

@@ -12,7 +12,7 @@ use std::io::Read;
 use super::Error;
 use super::archive::{Preamble, Reader, Trailer, signed_message};
 use crate::audit::checkpoint::{Checkpoint, vault_origin};
-use crate::audit::merkle::Frontier;
+use crate::audit::log::{decode_frontier, slot_range};
 use crate::crypto::{VerifyingKey, verify};
 use crate::format::{Header, hex, keys};
 
@@ -182,7 +182,7 @@ impl<'a> RecordChecks<'a> {
             }
             b'F' => {
                 self.seen_frontier = true;
-                match decode_frontier(v) {
+                match decode_frontier(v).ok() {
                     Some(f) if f.size == self.cp.size && f.root() == self.cp.root => {}
                     Some(f) => self.inconsistent(format!(
                         "the stored audit frontier (tree size {}) is not the tree the checkpoint signs",
@@ -210,7 +210,7 @@ impl<'a> RecordChecks<'a> {
             }
             // Slots sort after the chunks; the snapshot was taken right after
             // a commit packed them all, so each must be stale.
-            keys::AUDIT_SLOT => match crate::audit::log::slot_range(v) {
+            keys::AUDIT_SLOT => match slot_range(v) {
                 Some((first, count)) if first.saturating_add(u64::from(count)) <= self.next_leaf => {}
                 _ => self.inconsistent("an audit slot holds records the archived chunks do not".into()),
             },
@@ -286,15 +286,4 @@ impl<'a> RecordChecks<'a> {
         }
         self
     }
-}
-
-/// The stored frontier: tree size u64 ‖ one 32-byte hash per set bit of it.
-fn decode_frontier(v: &[u8]) -> Option<Frontier> {
-    if v.len() < 8 || (v.len() - 8) % 32 != 0 {
-        return None;
-    }
-    let size = u64::from_be_bytes(v[..8].try_into().ok()?);
-    let hashes = v[8..].chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect();
-    let f = Frontier { size, hashes };
-    f.is_well_formed().then_some(f)
 }
