@@ -169,13 +169,17 @@ mod tests {
             .spawn()
             .expect("spawn sh");
         let pid = child.id();
-        assert_eq!(process_name(pid), b"sh");
+        // Until the child's exec, it carries the forking thread's name.
+        let wait_for = |name: &[u8]| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process_name(pid) != name {
+                assert!(Instant::now() < deadline, "still {:?}", String::from_utf8_lossy(&process_name(pid)));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_for(b"sh");
         child.stdin.take().expect("stdin").write_all(b"go\n").expect("write");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_name(pid) != b"sleep" {
-            assert!(Instant::now() < deadline, "still {:?}", String::from_utf8_lossy(&process_name(pid)));
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for(b"sleep");
         child.kill().expect("kill");
         child.wait().expect("wait");
         assert_eq!(process_name(pid), b"");

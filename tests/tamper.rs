@@ -147,6 +147,7 @@ fn snapshot(dir: &Path) -> Kv {
     let audit = [
         keys::AUDIT_LEAF,
         keys::AUDIT_LEAVES,
+        keys::AUDIT_SLOT,
         keys::AUDIT_NODE,
         keys::AUDIT_FRONTIER[0],
         keys::AUDIT_CHECKPOINT,

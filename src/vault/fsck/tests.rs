@@ -186,7 +186,7 @@ fn a_header_that_fails_its_mac_stops_the_check() {
 #[test]
 fn repair_is_refused_while_the_audit_log_does_not_verify() {
     let (dir, v) = new_vault();
-    v.sync().unwrap();
+    v.audit_checkpoint().unwrap();
     drop(v);
     raw(dir.path(), |s| {
         let (k, v) = s.scan_prefix(&[keys::AUDIT_LEAVES]).next().unwrap().unwrap();
