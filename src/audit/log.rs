@@ -808,14 +808,17 @@ mod tests {
         }
     }
 
-    fn open(store: &Store) -> Log {
+    fn try_open(store: &Store) -> Result<Log> {
         Log::open(
             store,
             [9; 16],
             Key32::from_bytes([1; 32]),
             SigningKey::from_seed(Key32::from_bytes([2; 32])),
         )
-        .unwrap()
+    }
+
+    fn open(store: &Store) -> Log {
+        try_open(store).unwrap()
     }
 
     #[test]
@@ -1156,12 +1159,7 @@ mod tests {
         }
         drop(log);
         assert_eq!(live(&store), vec![(4, 1), (5, 1), (6, 1)]);
-        let err = |store: &Store| match Log::open(
-            store,
-            [9; 16],
-            Key32::from_bytes([1; 32]),
-            SigningKey::from_seed(Key32::from_bytes([2; 32])),
-        ) {
+        let err = |store: &Store| match try_open(store) {
             Ok(log) => log.verify_store(store).unwrap_err().to_string(),
             Err(e) => e.to_string(),
         };
@@ -1198,13 +1196,7 @@ mod tests {
         let mut b = Batch::default();
         b.delete(keys::audit_leaves(0, 6).to_vec());
         store.apply(b).unwrap();
-        let opened = Log::open(
-            &store,
-            [9; 16],
-            Key32::from_bytes([1; 32]),
-            SigningKey::from_seed(Key32::from_bytes([2; 32])),
-        );
-        assert!(opened.is_err());
+        assert!(try_open(&store).is_err());
         // A checkpoint signed by another key.
         let dir2 = tempfile::tempdir().unwrap();
         let store2 = Store::open(dir2.path(), true).unwrap();
