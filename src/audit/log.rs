@@ -255,9 +255,8 @@ impl Log {
             None => Frontier::default(),
         };
         let chunks_end = Self::chunks_end(store)?;
-        let slot_ends = Self::live_slot_ranges(store, chunks_end)?;
-        let stored =
-            slot_ends.iter().map(|&(first, count)| first + u64::from(count)).fold(chunks_end, u64::max);
+        let slots = Self::live_slot_values(store, chunks_end)?;
+        let stored = slots.iter().map(|s| s.0 + u64::from(s.1)).fold(chunks_end, u64::max);
         // A frontier ahead of the stored leaves (leaves rolled back on their
         // own) would make the next append leave a gap: refuse.
         if frontier.size > stored {
@@ -298,10 +297,10 @@ impl Log {
         // Live slots (the process stopped before a commit packed them): the
         // next write packs them; which slot is oldest is not known, so none
         // is overwritten before.
-        if !slot_ends.is_empty() {
+        if !slots.is_empty() {
             let mut plain = Vec::new();
-            for slot in log.live_slots(store, chunks_end)? {
-                plain.extend_from_slice(&slot.2);
+            for (first, count, v) in &slots {
+                plain.extend_from_slice(&log.open_chunk(*first, *count, &v[12..])?);
             }
             log.state().packing = Some(Packing { first: chunks_end, plain, tail: None, slots: SLOTS });
         }
@@ -324,9 +323,9 @@ impl Log {
         }
     }
 
-    /// (first, count) of the slots holding leaves from `chunks_end` on, in
-    /// seq order, unopened. Slots starting before are stale (packed).
-    fn live_slot_ranges(store: &Store, chunks_end: u64) -> Result<Vec<(u64, u32)>> {
+    /// The slots holding leaves from `chunks_end` on, unopened: (first,
+    /// count, value), in seq order. Slots starting before are stale (packed).
+    fn live_slot_values(store: &Store, chunks_end: u64) -> Result<Vec<(u64, u32, Vec<u8>)>> {
         let mut out = Vec::new();
         for r in store.scan_prefix(&[keys::AUDIT_SLOT]) {
             let (_, v) = r?;
@@ -335,25 +334,19 @@ impl Log {
                 if count == 0 || first.checked_add(u64::from(count)).is_none() {
                     return Err(corrupt(format!("the audit slot of leaves from {first} is malformed")));
                 }
-                out.push((first, count));
+                out.push((first, count, v.to_vec()));
             }
         }
-        out.sort_unstable();
+        out.sort_unstable_by_key(|s| s.0);
         Ok(out)
     }
 
     /// The live slots, opened: (first, count, chunk plaintext), in seq order.
     fn live_slots(&self, store: &Store, chunks_end: u64) -> Result<Vec<(u64, u32, Vec<u8>)>> {
-        let mut out = Vec::new();
-        for r in store.scan_prefix(&[keys::AUDIT_SLOT]) {
-            let (_, v) = r?;
-            let (first, count) = slot_range(&v).ok_or_else(|| corrupt("an audit slot is too short"))?;
-            if first >= chunks_end {
-                out.push((first, count, self.open_chunk(first, count, &v[12..])?));
-            }
-        }
-        out.sort_unstable_by_key(|s| s.0);
-        Ok(out)
+        Self::live_slot_values(store, chunks_end)?
+            .into_iter()
+            .map(|(first, count, v)| Ok((first, count, self.open_chunk(first, count, &v[12..])?)))
+            .collect()
     }
 
     fn seal_chunk(&self, first: u64, count: u32, plain: &[u8]) -> Result<Vec<u8>> {
@@ -1051,7 +1044,8 @@ mod tests {
     }
 
     fn live(store: &Store) -> Vec<(u64, u32)> {
-        Log::live_slot_ranges(store, Log::chunks_end(store).unwrap()).unwrap()
+        let live = Log::live_slot_values(store, Log::chunks_end(store).unwrap()).unwrap();
+        live.into_iter().map(|(first, count, _)| (first, count)).collect()
     }
 
     /// Operations' batches store their records in the slot ring, not in new
