@@ -80,6 +80,20 @@ pub fn terminate_process(pid: i32) -> std::io::Result<bool> {
     if err.raw_os_error() == Some(libc::ESRCH) { Ok(false) } else { Err(err) }
 }
 
+/// Shuts a socket down both ways. On a listening socket this wakes a
+/// thread blocked in `accept` (which then fails), whatever became of the
+/// socket's path.
+pub fn shutdown_socket(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown has no memory-safety preconditions; `fd` is a live
+    // socket borrowed for the call.
+    let rc = unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Who is on the other end of a Unix socket: (pid, uid, gid) as the kernel
 /// recorded them at connect (SO_PEERCRED).
 pub fn peer_credentials(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<(u32, u32, u32)> {

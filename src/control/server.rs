@@ -23,6 +23,8 @@ const MAX_REQUEST: u64 = 64 * 1024;
 /// removes the socket file.
 pub struct ControlServer {
     path: PathBuf,
+    /// The listening socket, shut down to wake the accept loop.
+    listener: UnixListener,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -38,6 +40,7 @@ impl ControlServer {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let handler = Arc::new(Handler { vault, tpm });
+        let kept = listener.try_clone()?;
         let thread = std::thread::Builder::new().name("control".into()).spawn(move || {
             for conn in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
@@ -50,15 +53,21 @@ impl ControlServer {
                 let _ = std::thread::Builder::new().name("control-conn".into()).spawn(move || h.serve(conn));
             }
         })?;
-        Ok(ControlServer { path: path.to_path_buf(), stop, thread: Some(thread) })
+        Ok(ControlServer { path: path.to_path_buf(), listener: kept, stop, thread: Some(thread) })
     }
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accept loop so it sees the flag. Not by connecting to the
+        // path: if the socket file was removed (the store directory deleted
+        // under a running mount), that fails and the join below waited
+        // forever, keeping the daemon alive after its unmount.
+        if let Err(e) = crate::sys::shutdown_socket(self.listener.as_fd()) {
+            tracing::warn!("control socket shutdown: {e}");
+            return;
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -185,4 +194,34 @@ fn error_response(e: &crate::vault::Error) -> Response {
         _ => "failure",
     };
     Response::error(kind, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::KdfParams;
+    use crate::vault::InitOptions;
+
+    /// Stopping the server must not depend on its socket file: a mount whose
+    /// store directory was deleted still exits after its unmount.
+    #[test]
+    fn stops_even_when_its_socket_file_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass = Passphrase::new(b"pw".to_vec());
+        let kdf = KdfParams { memory_kib: 8 * 1024, passes: 1, lanes: 1 };
+        Vault::init(dir.path(), &pass, InitOptions { kdf, block_size: 4096 }).unwrap();
+        let vault = Vault::open(dir.path()).unwrap().unlock(&pass).unwrap();
+        let path = dir.path().join("control.sock");
+        let server = ControlServer::start(&path, vault, TpmConfig::resolve(None, Vec::new())).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(server);
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok(),
+            "the accept thread never stopped"
+        );
+    }
 }
