@@ -349,8 +349,9 @@ impl Log {
             .collect()
     }
 
-    fn seal_chunk(&self, first: u64, count: u32, plain: &[u8]) -> Result<Vec<u8>> {
-        crypto::seal(&self.leaf_key, &chunk_aad(&self.vault_id, first, count), plain)
+    /// Appends leaves `first..first + count` (chunk plaintext), sealed as a chunk, to `out`.
+    fn seal_chunk_into(&self, first: u64, count: u32, plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        crypto::seal_into(&self.leaf_key, &chunk_aad(&self.vault_id, first, count), plain, out)
             .map_err(|e| corrupt(format!("sealing leaves from {first}: {e}")))
     }
 
@@ -470,7 +471,9 @@ impl Log {
             let mut tail = None;
             for (first, count, range) in split_chunks(first, &plain) {
                 let key = keys::audit_leaves(first, count).to_vec();
-                batch.put(key.clone(), self.seal_chunk(first, count, &plain[range.clone()])?);
+                let mut sealed = Vec::new();
+                self.seal_chunk_into(first, count, &plain[range.clone()], &mut sealed)?;
+                batch.put(key.clone(), sealed);
                 // Only the last chunk can be short: it is the next tail.
                 tail = (range.len() < CHUNK_BYTES).then_some((first, key, range));
             }
@@ -485,13 +488,7 @@ impl Log {
             let mut value = Vec::with_capacity(12 + st.pending.len() + crypto::SEALED_OVERHEAD);
             value.extend_from_slice(&first.to_be_bytes());
             value.extend_from_slice(&count.to_be_bytes());
-            crypto::seal_into(
-                &self.leaf_key,
-                &chunk_aad(&self.vault_id, first, count),
-                &st.pending,
-                &mut value,
-            )
-            .map_err(|e| corrupt(format!("sealing leaves from {first}: {e}")))?;
+            self.seal_chunk_into(first, count, &st.pending, &mut value)?;
             batch.put(keys::audit_slot(st.next_slot).to_vec(), value);
         }
         for (id, h) in &st.pending_nodes {
