@@ -98,18 +98,19 @@ fn perform_work(is_immortal: bool) {
         debug_delay();
         let task_res = QUEUE.recv_timeout(wait_limit);
 
+        // vaultfs patch: `recv_timeout` already counts this thread out of
+        // WAITING_THREAD_COUNT when it stops waiting; counting it out again
+        // while the task runs made the counter wrap below zero once more
+        // than a few threads were busy, and a wrapped counter reads as
+        // "plenty waiting", so the pool never grew when it had to.
         if let Some(task) = task_res {
-            WAITING_THREAD_COUNT.fetch_sub(1, SeqCst);
             (task)();
-            WAITING_THREAD_COUNT.fetch_add(1, SeqCst);
             performed += 1;
         }
 
         while let Some(task) = QUEUE.try_recv() {
             debug_delay();
-            WAITING_THREAD_COUNT.fetch_sub(1, SeqCst);
             (task)();
-            WAITING_THREAD_COUNT.fetch_add(1, SeqCst);
             performed += 1;
         }
 

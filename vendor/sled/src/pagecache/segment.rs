@@ -1095,15 +1095,26 @@ impl SegmentAccountant {
         let config = self.config.clone();
 
         io_fail!(&config, "file truncation");
-        threadpool::spawn(move || {
-            debug!("truncating file to length {}", at);
-            let res = config
-                .file
-                .set_len(at)
-                .and_then(|_| config.file.sync_all())
-                .map_err(|e| e.into());
-            completer.fill(res);
-        })?;
+        // vaultfs patch: the truncation runs on a thread of its own, never on
+        // the shared threadpool. The caller holds the segment accountant's
+        // lock and later waits for this promise; the pool's threads may all
+        // be busy with log writes that end by taking that same lock, so a
+        // truncation queued behind them never ran (upstream PR #1269 fixed
+        // it the same way after 0.34.7).
+        let spawned = std::thread::Builder::new()
+            .name("sled-truncate".into())
+            .spawn(move || {
+                debug!("truncating file to length {}", at);
+                let res = config
+                    .file
+                    .set_len(at)
+                    .and_then(|_| config.file.sync_all())
+                    .map_err(|e| e.into());
+                completer.fill(res);
+            });
+        if let Err(e) = spawned {
+            return Err(e.into());
+        }
 
         if self.async_truncations.insert(at, promise).is_some() {
             panic!(
