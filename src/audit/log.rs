@@ -429,19 +429,24 @@ impl Log {
         Ok(seq)
     }
 
-    /// Stores every pending record and packs the slots (durably: the store
-    /// flushes each batch).
+    /// Stores every pending record and packs the slots (durable with the
+    /// store's next commit, like any batch).
     pub fn commit(&self, store: &Store) -> Result<()> {
         let mut st = self.state();
         self.write_pending(store, &mut st, Batch::default(), true)
     }
 
     /// Stores every pending record durably, the cheap way: in a slot, as an
-    /// operation's batch does (records that must be on disk before an
-    /// access is answered, and fsync).
+    /// operation's batch does, then flushes the store (records that must be
+    /// on disk before an access is answered, and fsync). The flush runs even
+    /// when nothing was pending: another thread may have stored this
+    /// thread's record in a batch that is not on disk yet.
     pub fn make_durable(&self, store: &Store) -> Result<()> {
-        let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default(), false)
+        {
+            let mut st = self.state();
+            self.write_pending(store, &mut st, Batch::default(), false)?;
+        }
+        Ok(store.flush()?)
     }
 
     /// Applies `batch` with the pending records: into the next slot, or, for

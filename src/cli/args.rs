@@ -291,8 +291,10 @@ pub struct MountArgs {
     #[arg(short, long)]
     pub foreground: bool,
     /// Mount options, comma-separated: ro, rw, allow_other, default_permissions (ignored:
-    /// the daemon checks permissions itself),
-    /// uid=N, gid=N, threads=N, passphrase_file=PATH (plus fstab's auto/noauto/nofail/...).
+    /// the daemon checks permissions itself), sync (every change on disk before its
+    /// reply), commit=MS (changes reach the disk within MS ms, default 1000; fsync
+    /// and unmount always), uid=N, gid=N, threads=N, passphrase_file=PATH (plus
+    /// fstab's auto/noauto/nofail/...).
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
     /// FUSE worker threads (default: twice the CPU count, at least 2).

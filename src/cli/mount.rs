@@ -13,13 +13,20 @@ use super::mountinfo::PID_FILE;
 use super::passphrase::{self, Confirm};
 use crate::fs::MountOptions;
 use crate::policy::PolicyWatcher;
-use crate::vault::{Unlocked, Vault};
+use crate::vault::{Durability, Unlocked, Vault};
 
 /// What `-o` decided.
 struct Decided {
     opts: MountOptions,
     passphrase_file: Option<PathBuf>,
+    durability: Durability,
 }
+
+/// How long a change may wait for its group commit by default (`-o commit=MS`).
+const DEFAULT_COMMIT_MS: u32 = 1000;
+/// The longest commit interval accepted: a minute, as the most a user could
+/// mean; beyond it a crash could silently lose more than anyone expects.
+const MAX_COMMIT_MS: u32 = 60_000;
 
 fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     let default_threads = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(2).max(2);
@@ -34,6 +41,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         fsname: store.to_string_lossy().into_owned(),
     };
     let mut passphrase_file = None;
+    let (mut sync, mut commit_ms) = (false, DEFAULT_COMMIT_MS);
     let number =
         |k: &str, v: &str| v.parse::<u32>().map_err(|_| Exit::usage(format!("-o {k}={v}: not a number")));
     for opt in a.options.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
@@ -46,6 +54,9 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "gid" => opts.gid = Some(number(k, v)?),
             "threads" => opts.threads = number(k, v)? as usize,
             "passphrase_file" => passphrase_file = Some(PathBuf::from(v)),
+            "sync" => sync = true,
+            "async" => sync = false,
+            "commit" => commit_ms = number(k, v)?,
             // Accepted for fstab compatibility and ignored: the daemon checks
             // permissions itself, so that refusals are recorded.
             "default_permissions" => {}
@@ -59,7 +70,14 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     if opts.threads == 0 || opts.threads > 256 {
         return Err(Exit::usage("threads must be between 1 and 256"));
     }
-    Ok(Decided { opts, passphrase_file })
+    if commit_ms == 0 || commit_ms > MAX_COMMIT_MS {
+        return Err(Exit::usage(format!("commit must be between 1 and {MAX_COMMIT_MS} ms")));
+    }
+    let durability = match sync {
+        true => Durability::EachBatch,
+        false => Durability::Grouped(std::time::Duration::from_millis(commit_ms.into())),
+    };
+    Ok(Decided { opts, passphrase_file, durability })
 }
 
 pub fn run(a: MountArgs) -> exit::Result {
@@ -75,14 +93,14 @@ pub fn run(a: MountArgs) -> exit::Result {
         },
     };
     if a.foreground || a.daemon_child {
-        return serve(&a, d.opts, &source);
+        return serve(&a, d.opts, d.durability, &source);
     }
     let pass = passphrase::obtain(&source, "Vault passphrase: ", Confirm::Once)?;
     spawn_daemon(&a, &pass)
 }
 
 /// Runs the mount in this process until it is unmounted.
-fn serve(a: &MountArgs, opts: MountOptions, source: &PassphraseArgs) -> exit::Result {
+fn serve(a: &MountArgs, opts: MountOptions, durability: Durability, source: &PassphraseArgs) -> exit::Result {
     let report = |e: Exit| -> Exit {
         if a.daemon_child {
             println!("error {} {}", e.code as u8, e.message);
@@ -90,7 +108,10 @@ fn serve(a: &MountArgs, opts: MountOptions, source: &PassphraseArgs) -> exit::Re
         e
     };
     let pass = passphrase::obtain(source, "Vault passphrase: ", Confirm::Once).map_err(report)?;
-    let vault = Vault::open(&a.store).and_then(|v| v.unlock(&pass)).map_err(|e| report(e.into()))?;
+    let vault = Vault::open(&a.store)
+        .and_then(|v| v.unlock(&pass))
+        .and_then(|v| v.set_durability(durability).map(|()| v))
+        .map_err(|e| report(e.into()))?;
     super::audit::write_pubkey_file(&a.store, &vault.header().audit_public);
     drop(pass);
     let socket = a.store.join(crate::control::SOCKET_NAME);

@@ -1,9 +1,15 @@
 //! The only sled user. Sees opaque keys and values, never keys-as-in-crypto or
 //! plaintext. Every vault operation lands as one atomic `Batch`; `flush` makes
-//! everything applied before it durable.
+//! everything applied before it durable, and `Durability` says whether each
+//! batch is flushed on its own or in groups by a committer thread. sled is
+//! the patched 0.34.7 of vendor/sled (its truncation deadlock fixed), so
+//! writers need no lock of ours.
 
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
+use std::time::Duration;
 
 /// A storage error, with sled's message; the vault maps it to EIO.
 #[derive(Debug, thiserror::Error)]
@@ -77,31 +83,137 @@ impl Batch {
     }
 }
 
+/// When an applied batch becomes durable (docs/SEMANTICS.md, "Durability").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every batch is on disk before `apply` returns: `-o sync`, and every
+    /// command that opens a store without mounting it.
+    EachBatch,
+    /// Batches are written to disk in groups, the oldest at most this long
+    /// after it was applied; `flush` makes everything applied durable at once.
+    Grouped(Duration),
+}
+
 /// The store: one sled database, its default tree.
 pub struct Store {
     db: sled::Db,
+    /// What a commit makes durable besides sled's own log writes.
+    disk: Arc<Disk>,
+    /// Writers hold it shared, a `Frozen` view exclusively: a snapshot waits
+    /// for the batches in flight and holds back new ones, while writers never
+    /// wait for each other here (sled orders batches itself).
+    gate: RwLock<()>,
+    /// Set while a `Frozen` view holds the gate (see `Store::is_frozen`).
+    frozen: AtomicBool,
+    /// 0: `Durability::EachBatch`; otherwise the commit interval in ms.
+    commit_ms: AtomicU64,
+    /// The thread that flushes grouped batches, while `Grouped`.
+    committer: Mutex<Option<Committer>>,
 }
 
-/// The write gate. sled 0.34.7 can deadlock under concurrent writes: its
-/// segment accountant waits, holding its lock, for a log-file truncation
-/// queued in sled's process-wide thread pool behind log writes that each end
-/// by taking that lock; the pool (seven threads) does not grow while they are
-/// busy. Fixed upstream after 0.34 (sled PR #1269), never released. A write
-/// load on a small churning data set (overwrites and deletes) hangs it within
-/// seconds. The cure: every sled write in this process passes this one gate
-/// and is flushed before the gate opens again, and sled's own flusher is off.
-/// So when a write starts no log write is in flight, and one batch seals far
-/// fewer I/O buffers than the pool has threads: the truncation always finds
-/// one. Process-wide because sled's pool is. A side effect users can count on:
-/// every acknowledged change is on disk. docs/PERFORMANCE.md has the numbers.
-static WRITE_GATE: Mutex<()> = Mutex::new(());
+/// sled's files, for commits. sled 0.34's `flush` only waits until its log
+/// buffers went through `sync_file_range`: that pushes the data to the
+/// device but neither the file's size nor the device's cache, and its blob
+/// files (oversized tree nodes) are never synced at all. A commit adds what
+/// power loss needs: `fdatasync` of the log file and of each new blob file,
+/// then of the blob directory.
+struct Disk {
+    db: sled::Db,
+    log: std::fs::File,
+    blobs: PathBuf,
+    /// Blob files already synced (sled writes each once, then deletes it).
+    synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
+    /// Commits done by the committer thread (for tests and status).
+    commits: AtomicU64,
+}
 
-/// Set while a `Frozen` view holds the gate (see `Store::is_frozen`).
-static FROZEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+impl Disk {
+    fn open(db: sled::Db, dir: &Path) -> Result<Disk> {
+        let log = std::fs::File::open(dir.join("db"))
+            .map_err(|e| Error::Io(format!("cannot open {} for syncing: {e}", dir.join("db").display())))?;
+        let blobs = dir.join("blobs");
+        Ok(Disk { db, log, blobs, synced_blobs: Mutex::default(), commits: AtomicU64::new(0) })
+    }
 
-fn gate() -> MutexGuard<'static, ()> {
-    // The gate guards no data: a panic while it was held changes nothing.
-    WRITE_GATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Makes everything applied so far durable, against power loss too.
+    fn commit(&self) -> Result<()> {
+        self.db.flush()?;
+        let io = |what: &Path, e: std::io::Error| Error::Io(format!("syncing {}: {e}", what.display()));
+        self.log.sync_data().map_err(|e| io(Path::new("the store's log file"), e))?;
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = HashSet::new();
+        let mut new = false;
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(&self.blobs, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io(&self.blobs, e))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                let path = entry.path();
+                match std::fs::File::open(&path) {
+                    Ok(f) => f.sync_data().map_err(|e| io(&path, e))?,
+                    // Collected by sled meanwhile: nothing to keep.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(&path, e)),
+                }
+                new = true;
+            }
+            seen.insert(name);
+        }
+        if new {
+            std::fs::File::open(&self.blobs).and_then(|d| d.sync_all()).map_err(|e| io(&self.blobs, e))?;
+        }
+        *synced = seen;
+        Ok(())
+    }
+}
+
+/// Commits every interval until told to stop.
+struct Committer {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Committer {
+    fn start(disk: Arc<Disk>, every: Duration) -> Result<Committer> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("store-commit".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    match disk.commit() {
+                        Ok(()) => {
+                            disk.commits.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // The next flush (an fsync, the next tick) reports it
+                        // to whoever waits for it; here there is no one.
+                        Err(e) => tracing::error!("store commit failed: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| Error::Io(format!("cannot start the store's committer: {e}")))?;
+        Ok(Committer { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(c) = self.committer.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            c.stop();
+        }
+        // Whatever the mode, a store closed in order loses nothing.
+        if let Err(e) = self.disk.commit() {
+            tracing::error!("store flush at close failed: {e}");
+        }
+    }
 }
 
 /// Subdirectory of the vault directory holding sled's files.
@@ -117,7 +229,7 @@ impl Store {
         let config = sled::Config::new()
             .path(&path)
             .cache_capacity(256 * 1024 * 1024)
-            // Every write is flushed under the gate (WRITE_GATE).
+            // Flushes are ours: per batch, or by the committer (Durability).
             .flush_every_ms(None)
             .segment_size(existing_segment_size(&path).unwrap_or(SEGMENT_SIZE));
         // A process that just closed the store (or exited) may hold sled's
@@ -129,7 +241,18 @@ impl Store {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                r => return r.map(|db| Store { db }),
+                Err(e) => return Err(e),
+                Ok(db) => {
+                    let disk = Arc::new(Disk::open(db.clone(), &path)?);
+                    return Ok(Store {
+                        db,
+                        disk,
+                        gate: RwLock::new(()),
+                        frozen: AtomicBool::new(false),
+                        commit_ms: AtomicU64::new(0),
+                        committer: Mutex::new(None),
+                    });
+                }
             }
         }
     }
@@ -150,13 +273,60 @@ impl Store {
     /// Writes one key outside a batch (used only for the inode counter and the
     /// header, whose single-key writes are atomic on their own).
     pub fn put(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
-        let _gate = gate();
+        let _gate = self.writing();
         self.db.insert(key, value)?;
-        self.db.flush()?;
+        self.after_write()
+    }
+
+    /// Chooses when applied batches become durable. Switching to `Grouped`
+    /// starts the committer thread; switching back flushes first.
+    pub fn set_durability(&self, d: Durability) -> Result<()> {
+        let mut committer = self.committer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = committer.take() {
+            c.stop();
+        }
+        match d {
+            Durability::EachBatch => {
+                self.commit_ms.store(0, Ordering::SeqCst);
+                self.flush()?;
+            }
+            Durability::Grouped(every) => {
+                let ms = every.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+                *committer = Some(Committer::start(self.disk.clone(), Duration::from_millis(ms))?);
+                self.commit_ms.store(ms, Ordering::SeqCst);
+            }
+        }
         Ok(())
     }
 
-    /// Applies all operations of `batch` atomically and durably.
+    pub fn durability(&self) -> Durability {
+        match self.commit_ms.load(Ordering::SeqCst) {
+            0 => Durability::EachBatch,
+            ms => Durability::Grouped(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Shared hold on the gate for one write.
+    fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        // The gate guards no data: a panic while it was held changes nothing.
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a write durable now if every batch must be.
+    fn after_write(&self) -> Result<()> {
+        if self.commit_ms.load(Ordering::Relaxed) == 0 {
+            self.disk.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the committer thread has made so far.
+    pub fn group_commits(&self) -> u64 {
+        self.disk.commits.load(Ordering::Relaxed)
+    }
+
+    /// Applies all operations of `batch` atomically; durable at once under
+    /// `Durability::EachBatch`, else by the next commit or `flush`.
     pub fn apply(&self, batch: Batch) -> Result<()> {
         let mut b = sled::Batch::default();
         for (k, v) in batch.ops {
@@ -165,10 +335,9 @@ impl Store {
                 None => b.remove(k),
             }
         }
-        let _gate = gate();
+        let _gate = self.writing();
         self.db.apply_batch(b)?;
-        self.db.flush()?;
-        Ok(())
+        self.after_write()
     }
 
     /// All entries whose key starts with `prefix`, in key order.
@@ -212,8 +381,8 @@ impl Store {
     /// nor wait for anything that writes; it should copy what it needs and
     /// drop the view.
     pub fn freeze(&self) -> Frozen<'_> {
-        let gate = gate();
-        FROZEN.store(true, std::sync::atomic::Ordering::SeqCst);
+        let gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        self.frozen.store(true, Ordering::SeqCst);
         Frozen { store: self, _gate: gate }
     }
 
@@ -221,14 +390,13 @@ impl Store {
     /// writer that can wait (the audit committer) skips its turn rather
     /// than queue behind the snapshot holding its own locks.
     pub fn is_frozen(&self) -> bool {
-        FROZEN.load(std::sync::atomic::Ordering::SeqCst)
+        self.frozen.load(Ordering::SeqCst)
     }
 
-    /// Makes everything applied so far durable.
+    /// Makes everything applied so far durable (fsync, unmount). Needs no
+    /// gate: it changes nothing a frozen view could see.
     pub fn flush(&self) -> Result<()> {
-        let _gate = gate();
-        self.db.flush()?;
-        Ok(())
+        self.disk.commit()
     }
 
     /// Bytes the store occupies on disk.
@@ -240,13 +408,13 @@ impl Store {
 /// See [`Store::freeze`]: the store as it was when frozen, until dropped.
 pub struct Frozen<'a> {
     store: &'a Store,
-    _gate: MutexGuard<'static, ()>,
+    _gate: RwLockWriteGuard<'a, ()>,
 }
 
 impl Drop for Frozen<'_> {
     fn drop(&mut self) {
         // Before the gate opens (fields drop after this).
-        FROZEN.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.store.frozen.store(false, Ordering::SeqCst);
     }
 }
 
@@ -299,9 +467,10 @@ mod tests {
         s.flush().unwrap();
     }
 
-    /// The load that hangs bare sled 0.34.7 within seconds (WRITE_GATE):
-    /// six writers rewriting a small set of "files" of 4 KiB blocks, each
-    /// rewrite one batch that also deletes the blocks past the new end.
+    /// The load that hung unpatched sled 0.34.7 within seconds (vendor/README.md;
+    /// tests/sled_deadlock.rs runs it on bare sled): six writers rewriting a
+    /// small set of "files" of 4 KiB blocks, each rewrite one batch that also
+    /// deletes the blocks past the new end, grouped commits as a mount runs.
     #[test]
     fn churning_writers_never_stall() {
         use std::sync::Arc;
@@ -311,6 +480,7 @@ mod tests {
         const BATCHES: u64 = 5000;
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), true).unwrap());
+        store.set_durability(Durability::Grouped(Duration::from_millis(20))).unwrap();
         let done = Arc::new(AtomicU64::new(0));
         for t in 0..WRITERS {
             let (store, done) = (store.clone(), done.clone());
@@ -377,6 +547,29 @@ mod tests {
         assert!(!store.is_frozen());
         let seen: Vec<_> = store.iter().map(|r| r.unwrap().0).collect();
         assert_eq!(seen, vec![b"b".to_vec()]);
+    }
+
+    /// Grouped: batches return without a flush, and the committer commits
+    /// every interval while the store is open.
+    #[test]
+    fn grouped_commits_run_every_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), true).unwrap();
+        assert_eq!(s.durability(), Durability::EachBatch);
+        s.set_durability(Durability::Grouped(Duration::from_millis(20))).unwrap();
+        assert_eq!(s.durability(), Durability::Grouped(Duration::from_millis(20)));
+        let mut b = Batch::default();
+        b.put(&b"k"[..], vec![7; 100]);
+        s.apply(b).unwrap();
+        let start = std::time::Instant::now();
+        while s.group_commits() < 3 {
+            assert!(start.elapsed() < Duration::from_secs(10), "no group commit in 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        s.set_durability(Durability::EachBatch).unwrap();
+        let after = s.group_commits();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(s.group_commits(), after, "the committer outlived its mode");
     }
 
     #[test]

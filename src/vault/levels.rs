@@ -226,7 +226,10 @@ impl Vault<Unlocked> {
         }
         core.approvals.revoke_all();
         let stamp = now_ms().to_be_bytes().to_vec();
-        let r: Result<()> = core.store.put(keys::LOCKDOWN, stamp).map_err(Into::into);
+        // On disk before the reply, whatever the commit interval: a crash
+        // right after must not reopen the levels.
+        let r: Result<()> =
+            core.store.put(keys::LOCKDOWN, stamp).and_then(|()| core.store.flush()).map_err(Into::into);
         self.record_level(who, comm, AuditOp::Lockdown, None, &r)?;
         r
     }

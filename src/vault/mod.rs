@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use crate::format::TombstoneRecord;
+pub use crate::store::Durability;
 pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use enforce::Upkeep;
@@ -277,8 +278,13 @@ impl Vault<Unlocked> {
 
     /// Makes every operation applied so far durable (fsync), audit records included.
     pub fn sync(&self) -> Result<()> {
-        self.core().audit.make_durable(&self.core().store)?;
-        Ok(self.core().store.flush()?)
+        Ok(self.core().audit.make_durable(&self.core().store)?)
+    }
+
+    /// When changes become durable: each before its reply (`-o sync`), or
+    /// in groups within the commit interval (the mount's default).
+    pub fn set_durability(&self, d: Durability) -> Result<()> {
+        Ok(self.core().store.set_durability(d)?)
     }
 
     pub fn statfs(&self) -> Result<StatFs> {
