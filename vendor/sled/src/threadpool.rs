@@ -68,7 +68,11 @@ impl Queue {
         // with the notify below.
         drop(queue);
 
-        self.cv.notify_all();
+        // vaultfs patch: one task needs one thread. `notify_all` woke every
+        // idle pool thread for each task (two per write batch), and all but
+        // one went back to sleep: on two cores most of a write's time was
+        // these wake-ups (docs/PERFORMANCE.md).
+        self.cv.notify_one();
 
         len
     }
