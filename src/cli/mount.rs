@@ -20,7 +20,11 @@ struct Decided {
     opts: MountOptions,
     passphrase_file: Option<PathBuf>,
     durability: Durability,
+    cache_mib: u32,
 }
+
+/// The store's page cache by default, MiB (`-o cache=MIB`).
+const DEFAULT_CACHE_MIB: u32 = 64;
 
 /// How long a change may wait for its group commit by default (`-o commit=MS`).
 const DEFAULT_COMMIT_MS: u32 = 1000;
@@ -41,7 +45,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         fsname: store.to_string_lossy().into_owned(),
     };
     let mut passphrase_file = None;
-    let (mut sync, mut commit_ms) = (false, DEFAULT_COMMIT_MS);
+    let (mut sync, mut commit_ms, mut cache_mib) = (false, DEFAULT_COMMIT_MS, DEFAULT_CACHE_MIB);
     let number =
         |k: &str, v: &str| v.parse::<u32>().map_err(|_| Exit::usage(format!("-o {k}={v}: not a number")));
     for opt in a.options.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
@@ -57,6 +61,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "sync" => sync = true,
             "async" => sync = false,
             "commit" => commit_ms = number(k, v)?,
+            "cache" => cache_mib = number(k, v)?,
             // Accepted for fstab compatibility and ignored: the daemon checks
             // permissions itself, so that refusals are recorded.
             "default_permissions" => {}
@@ -73,11 +78,14 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     if commit_ms == 0 || commit_ms > MAX_COMMIT_MS {
         return Err(Exit::usage(format!("commit must be between 1 and {MAX_COMMIT_MS} ms")));
     }
+    if !(8..=65_536).contains(&cache_mib) {
+        return Err(Exit::usage("cache must be between 8 and 65536 MiB"));
+    }
     let durability = match sync {
         true => Durability::EachBatch,
         false => Durability::Grouped(std::time::Duration::from_millis(commit_ms.into())),
     };
-    Ok(Decided { opts, passphrase_file, durability })
+    Ok(Decided { opts, passphrase_file, durability, cache_mib })
 }
 
 pub fn run(a: MountArgs) -> exit::Result {
@@ -93,14 +101,14 @@ pub fn run(a: MountArgs) -> exit::Result {
         },
     };
     if a.foreground || a.daemon_child {
-        return serve(&a, d.opts, d.durability, &source);
+        return serve(&a, &d, &source);
     }
     let pass = passphrase::obtain(&source, "Vault passphrase: ", Confirm::Once)?;
     spawn_daemon(&a, &pass)
 }
 
 /// Runs the mount in this process until it is unmounted.
-fn serve(a: &MountArgs, opts: MountOptions, durability: Durability, source: &PassphraseArgs) -> exit::Result {
+fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
     let report = |e: Exit| -> Exit {
         if a.daemon_child {
             println!("error {} {}", e.code as u8, e.message);
@@ -108,9 +116,9 @@ fn serve(a: &MountArgs, opts: MountOptions, durability: Durability, source: &Pas
         e
     };
     let pass = passphrase::obtain(source, "Vault passphrase: ", Confirm::Once).map_err(report)?;
-    let vault = Vault::open(&a.store)
+    let vault = Vault::open_with_cache(&a.store, u64::from(d.cache_mib) << 20)
         .and_then(|v| v.unlock(&pass))
-        .and_then(|v| v.set_durability(durability).map(|()| v))
+        .and_then(|v| v.set_durability(d.durability).map(|()| v))
         .map_err(|e| report(e.into()))?;
     super::audit::write_pubkey_file(&a.store, &vault.header().audit_public);
     drop(pass);
@@ -122,7 +130,7 @@ fn serve(a: &MountArgs, opts: MountOptions, durability: Durability, source: &Pas
     let _upkeep = vault.start_upkeep().map_err(|e| report(e.into()))?;
     let pid_file = a.store.join(PID_FILE);
     let maker = Some(super::backup::archive_maker());
-    let result = crate::fs::mount(vault, &a.mountpoint, &opts, maker, || {
+    let result = crate::fs::mount(vault, &a.mountpoint, &d.opts, maker, || {
         let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
         tracing::info!("mounted {} on {}", a.store.display(), a.mountpoint.display());
         if a.daemon_child {
@@ -221,4 +229,37 @@ fn parse_error(line: &str, status: Option<i32>) -> Exit {
         msg.to_string()
     };
     Exit { code, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn decided(opts: &str) -> Result<Decided, Exit> {
+        let cli =
+            super::super::args::Cli::try_parse_from(["vaultfs", "mount", "/s", "/m", "-o", opts]).unwrap();
+        match cli.command {
+            super::super::args::Command::Mount(a) => decide(&a),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn durability_and_cache_options() {
+        let d = decided("rw").unwrap();
+        assert_eq!(d.durability, Durability::Grouped(std::time::Duration::from_millis(1000)));
+        assert_eq!(d.cache_mib, DEFAULT_CACHE_MIB);
+        assert_eq!(decided("sync").unwrap().durability, Durability::EachBatch);
+        assert_eq!(
+            decided("sync,async").unwrap().durability,
+            Durability::Grouped(std::time::Duration::from_secs(1))
+        );
+        let d = decided("commit=250,cache=128").unwrap();
+        assert_eq!(d.durability, Durability::Grouped(std::time::Duration::from_millis(250)));
+        assert_eq!(d.cache_mib, 128);
+        for bad in ["commit=0", "commit=60001", "commit=x", "cache=4", "cache=70000"] {
+            assert!(decided(bad).is_err(), "{bad} was accepted");
+        }
+    }
 }

@@ -149,10 +149,15 @@ impl Vault<Locked> {
 
     /// Opens the vault in `dir` and checks its header's format (not its keys).
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_cache(dir, crate::store::DEFAULT_CACHE_BYTES)
+    }
+
+    /// As `open`, with the store's cache capped at `cache_bytes` (the mount's `-o cache=MIB`).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self> {
         if !Store::exists(dir) {
             return Err(err(ErrorKind::NotFound, format!("{} holds no vault", dir.display())));
         }
-        let store = Store::open(dir, false)?;
+        let store = Store::open_with_cache(dir, false, cache_bytes)?;
         let raw =
             store.get(keys::HEADER)?.ok_or_else(|| err(ErrorKind::Corrupt, "vault header is missing"))?;
         let header = Header::decode(&raw)?;
