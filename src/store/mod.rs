@@ -6,10 +6,14 @@
 //! writers need no lock of ours.
 
 use std::collections::HashSet;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+mod overlay;
+use overlay::{Merged, Overlay};
 
 /// A storage error, with sled's message; the vault maps it to EIO.
 #[derive(Debug, thiserror::Error)]
@@ -96,9 +100,7 @@ pub enum Durability {
 
 /// The store: one sled database, its default tree.
 pub struct Store {
-    db: sled::Db,
-    /// What a commit makes durable besides sled's own log writes.
-    disk: Arc<Disk>,
+    shared: Arc<Shared>,
     /// Writers hold it shared, a `Frozen` view exclusively: a snapshot waits
     /// for the batches in flight and holds back new ones, while writers never
     /// wait for each other here (sled orders batches itself).
@@ -107,8 +109,49 @@ pub struct Store {
     frozen: AtomicBool,
     /// 0: `Durability::EachBatch`; otherwise the commit interval in ms.
     commit_ms: AtomicU64,
-    /// The thread that flushes grouped batches, while `Grouped`.
+    /// The thread that hands grouped batches to sled and commits, while `Grouped`.
     committer: Mutex<Option<Committer>>,
+}
+
+/// What the store and its committer thread share.
+struct Shared {
+    db: sled::Db,
+    /// Grouped batches not yet handed to sled (overlay.rs).
+    overlay: Overlay,
+    /// One hand-over at a time, so that they reach sled in order.
+    handing_over: Mutex<()>,
+    disk: Disk,
+    /// Commits done by the committer thread (for tests and status).
+    commits: AtomicU64,
+}
+
+impl Shared {
+    /// Hands everything in the overlay to sled, as one atomic batch per set.
+    fn drain(&self) -> Result<()> {
+        let _one = self.handing_over.lock().unwrap_or_else(|p| p.into_inner());
+        // At most two sets: one a failed hand-over left, then the pending one.
+        for _ in 0..2 {
+            let Some(set) = self.overlay.begin_drain() else { return Ok(()) };
+            let mut b = sled::Batch::default();
+            for (k, v) in set.iter() {
+                match v {
+                    Some(v) => b.insert(&k[..], v.clone()),
+                    None => b.remove(&k[..]),
+                }
+            }
+            // On failure the set stays visible and is tried again first.
+            self.db.apply_batch(b)?;
+            self.overlay.end_drain();
+        }
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable, against power loss too.
+    fn commit(&self) -> Result<()> {
+        self.drain()?;
+        self.db.flush()?;
+        self.disk.sync()
+    }
 }
 
 /// sled's files, for commits. sled 0.34's `flush` only waits until its log
@@ -118,26 +161,20 @@ pub struct Store {
 /// power loss needs: `fdatasync` of the log file and of each new blob file,
 /// then of the blob directory.
 struct Disk {
-    db: sled::Db,
     log: std::fs::File,
     blobs: PathBuf,
     /// Blob files already synced (sled writes each once, then deletes it).
     synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
-    /// Commits done by the committer thread (for tests and status).
-    commits: AtomicU64,
 }
 
 impl Disk {
-    fn open(db: sled::Db, dir: &Path) -> Result<Disk> {
+    fn open(dir: &Path) -> Result<Disk> {
         let log = std::fs::File::open(dir.join("db"))
             .map_err(|e| Error::Io(format!("cannot open {} for syncing: {e}", dir.join("db").display())))?;
-        let blobs = dir.join("blobs");
-        Ok(Disk { db, log, blobs, synced_blobs: Mutex::default(), commits: AtomicU64::new(0) })
+        Ok(Disk { log, blobs: dir.join("blobs"), synced_blobs: Mutex::default() })
     }
 
-    /// Makes everything applied so far durable, against power loss too.
-    fn commit(&self) -> Result<()> {
-        self.db.flush()?;
+    fn sync(&self) -> Result<()> {
         let io = |what: &Path, e: std::io::Error| Error::Io(format!("syncing {}: {e}", what.display()));
         self.log.sync_data().map_err(|e| io(Path::new("the store's log file"), e))?;
         let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,26 +208,43 @@ impl Disk {
     }
 }
 
-/// Commits every interval until told to stop.
+/// How often the committer hands the overlay to sled: often enough that a
+/// hand-over stays small and a `kill -9` loses little, rarely enough that
+/// one sled batch carries many operations.
+const HAND_OVER_EVERY: Duration = Duration::from_millis(10);
+
+/// Past this many bytes in the overlay a writer hands it over itself
+/// before adding more (back-pressure: the overlay's memory stays bounded).
+const HAND_OVER_AT_BYTES: usize = 16 << 20;
+
+/// Hands the overlay to sled every HAND_OVER_EVERY and commits every
+/// interval, until told to stop.
 struct Committer {
     stop: mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Committer {
-    fn start(disk: Arc<Disk>, every: Duration) -> Result<Committer> {
+    fn start(shared: Arc<Shared>, every: Duration) -> Result<Committer> {
         let (stop, stopped) = mpsc::channel::<()>();
+        let tick = every.min(HAND_OVER_EVERY);
         let thread = std::thread::Builder::new()
             .name("store-commit".into())
             .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    match disk.commit() {
-                        Ok(()) => {
-                            disk.commits.fetch_add(1, Ordering::Relaxed);
+                let mut last_commit = Instant::now();
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    // The next hand-over, commit or fsync reports a failure to
+                    // whoever waits for it; here there is no one.
+                    if last_commit.elapsed() >= every {
+                        last_commit = Instant::now();
+                        match shared.commit() {
+                            Ok(()) => {
+                                shared.commits.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => tracing::error!("store commit failed: {e}"),
                         }
-                        // The next flush (an fsync, the next tick) reports it
-                        // to whoever waits for it; here there is no one.
-                        Err(e) => tracing::error!("store commit failed: {e}"),
+                    } else if let Err(e) = shared.drain() {
+                        tracing::error!("store hand-over failed: {e}");
                     }
                 }
             })
@@ -210,8 +264,8 @@ impl Drop for Store {
             c.stop();
         }
         // Whatever the mode, a store closed in order loses nothing.
-        if let Err(e) = self.disk.commit() {
-            tracing::error!("store flush at close failed: {e}");
+        if let Err(e) = self.shared.commit() {
+            tracing::error!("store commit at close failed: {e}");
         }
     }
 }
@@ -223,6 +277,8 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 /// Subdirectory of the vault directory holding sled's files.
 const DB_DIR: &str = "db";
 
+type SledPair = sled::Result<(sled::IVec, sled::IVec)>;
+
 impl Store {
     /// Opens the store under `dir` (created if absent when `create`).
     pub fn open(dir: &Path, create: bool) -> Result<Store> {
@@ -230,8 +286,7 @@ impl Store {
     }
 
     /// As `open`, with sled's page cache capped at `cache_bytes` (the
-    /// daemon's memory is this plus a bounded rest: docs/PERFORMANCE.md,
-    /// "Memory").
+    /// daemon's memory is this plus a bounded rest: docs/PERFORMANCE.md).
     pub fn open_with_cache(dir: &Path, create: bool, cache_bytes: u64) -> Result<Store> {
         let path = dir.join(DB_DIR);
         if !create && !path.is_dir() {
@@ -254,10 +309,15 @@ impl Store {
                 }
                 Err(e) => return Err(e),
                 Ok(db) => {
-                    let disk = Arc::new(Disk::open(db.clone(), &path)?);
-                    return Ok(Store {
+                    let shared = Shared {
                         db,
-                        disk,
+                        overlay: Overlay::default(),
+                        handing_over: Mutex::new(()),
+                        disk: Disk::open(&path)?,
+                        commits: AtomicU64::new(0),
+                    };
+                    return Ok(Store {
+                        shared: Arc::new(shared),
                         gate: RwLock::new(()),
                         frozen: AtomicBool::new(false),
                         commit_ms: AtomicU64::new(0),
@@ -273,24 +333,34 @@ impl Store {
         dir.join(DB_DIR).exists()
     }
 
+    fn db(&self) -> &sled::Db {
+        &self.shared.db
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        Ok(self.db.get(key)?.map(Value))
+        match self.shared.overlay.lookup(key) {
+            Some(entry) => Ok(entry.map(Value)),
+            None => Ok(self.db().get(key)?.map(Value)),
+        }
     }
 
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.db.contains_key(key)?)
+        match self.shared.overlay.lookup(key) {
+            Some(entry) => Ok(entry.is_some()),
+            None => Ok(self.db().contains_key(key)?),
+        }
     }
 
     /// Writes one key outside a batch (used only for the inode counter and the
     /// header, whose single-key writes are atomic on their own).
     pub fn put(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
-        let _gate = self.writing();
-        self.db.insert(key, value)?;
-        self.after_write()
+        let mut b = Batch::default();
+        b.put(key, value);
+        self.apply(b)
     }
 
     /// Chooses when applied batches become durable. Switching to `Grouped`
-    /// starts the committer thread; switching back flushes first.
+    /// starts the committer thread; switching back commits first.
     pub fn set_durability(&self, d: Durability) -> Result<()> {
         let mut committer = self.committer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = committer.take() {
@@ -303,7 +373,7 @@ impl Store {
             }
             Durability::Grouped(every) => {
                 let ms = every.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
-                *committer = Some(Committer::start(self.disk.clone(), Duration::from_millis(ms))?);
+                *committer = Some(Committer::start(self.shared.clone(), Duration::from_millis(ms))?);
                 self.commit_ms.store(ms, Ordering::SeqCst);
             }
         }
@@ -317,28 +387,30 @@ impl Store {
         }
     }
 
+    /// Commits the committer thread has made so far.
+    pub fn group_commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
+    }
+
     /// Shared hold on the gate for one write.
     fn writing(&self) -> RwLockReadGuard<'_, ()> {
         // The gate guards no data: a panic while it was held changes nothing.
         self.gate.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes a write durable now if every batch must be.
-    fn after_write(&self) -> Result<()> {
-        if self.commit_ms.load(Ordering::Relaxed) == 0 {
-            self.disk.commit()?;
-        }
-        Ok(())
-    }
-
-    /// Commits the committer thread has made so far.
-    pub fn group_commits(&self) -> u64 {
-        self.disk.commits.load(Ordering::Relaxed)
-    }
-
-    /// Applies all operations of `batch` atomically; durable at once under
-    /// `Durability::EachBatch`, else by the next commit or `flush`.
+    /// Applies all operations of `batch` atomically, in order. Under
+    /// `Durability::EachBatch` it is durable when this returns; under
+    /// `Grouped` every read sees it at once, sled gets it with the next
+    /// hand-over, and the disk with the next commit or `flush`.
     pub fn apply(&self, batch: Batch) -> Result<()> {
+        let _gate = self.writing();
+        if self.commit_ms.load(Ordering::Relaxed) != 0 {
+            if self.shared.overlay.pending_bytes() >= HAND_OVER_AT_BYTES {
+                self.shared.drain()?;
+            }
+            self.shared.overlay.insert(batch.ops);
+            return Ok(());
+        }
         let mut b = sled::Batch::default();
         for (k, v) in batch.ops {
             match v {
@@ -346,46 +418,80 @@ impl Store {
                 None => b.remove(k),
             }
         }
-        let _gate = self.writing();
-        self.db.apply_batch(b)?;
-        self.after_write()
+        self.db().apply_batch(b)?;
+        self.shared.commit()
+    }
+
+    /// `(lo, hi)` of sled's and the overlay's entries, merged.
+    fn merged<I: Iterator<Item = SledPair>>(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        sled: I,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<I> {
+        Merged::new(self.shared.overlay.range(lo, hi), sled)
+            .map(|r| r.map(|(k, v)| (k, Value(v))).map_err(Error::from))
     }
 
     /// All entries whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
-        self.db.scan_prefix(prefix).map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
+        let end = prefix_end(prefix);
+        let hi = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.merged(Bound::Included(prefix), hi, self.db().scan_prefix(prefix))
     }
 
     /// The greatest key starting with `prefix`, if any.
     pub fn last_key_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.scan_prefix(prefix).next_back().transpose()?.map(|(k, _)| k.to_vec()))
+        let end = prefix_end(prefix);
+        let hi = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.last_key(Bound::Included(prefix), hi, self.db().scan_prefix(prefix))
     }
 
     /// Entries with `from <= key < to`, in key order.
     pub fn range(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<'_> {
-        self.db
-            .range(from.to_vec()..to.to_vec())
-            .map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
+        self.merged(Bound::Included(from), Bound::Excluded(to), self.db().range(from.to_vec()..to.to_vec()))
     }
 
     /// The greatest key with `from <= key < to`, if any.
     pub fn last_key_in(&self, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.range(from.to_vec()..to.to_vec()).next_back().transpose()?.map(|(k, _)| k.to_vec()))
+        self.last_key(Bound::Included(from), Bound::Excluded(to), self.db().range(from.to_vec()..to.to_vec()))
     }
 
-    /// Keys only, `from <= key < to` (no value copies).
+    /// The greatest live key in `(lo, hi)`: the overlay's greatest live key
+    /// or sled's greatest key the overlay does not delete, whichever is greater.
+    fn last_key(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        sled: impl DoubleEndedIterator<Item = SledPair>,
+    ) -> Result<Option<Vec<u8>>> {
+        let over = self.shared.overlay.range(lo, hi);
+        let deleted: HashSet<&[u8]> = over.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| &k[..]).collect();
+        let from_overlay = over.iter().rev().find(|(_, v)| v.is_some()).map(|(k, _)| k.clone());
+        let mut from_sled = None;
+        for entry in sled.rev() {
+            let (k, _) = entry?;
+            if !deleted.contains(&k[..]) {
+                from_sled = Some(k.to_vec());
+                break;
+            }
+        }
+        Ok(from_overlay.max(from_sled))
+    }
+
+    /// Keys only, `from <= key < to`.
     pub fn range_keys(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
         self.range(from, to).map(|r| r.map(|(k, _)| k))
     }
 
     /// Every entry, in key order (fsck, backup, tests).
     pub fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
-        self.db.iter().map(|r| r.map(|(k, v)| (k.to_vec(), Value(v))).map_err(Error::from))
+        self.merged(Bound::Unbounded, Bound::Unbounded, self.db().iter())
     }
 
     /// A point-in-time view of the whole store: while the returned value
-    /// lives, every write of this process (`put`, `apply`, `flush`) waits at
-    /// the write gate, so iterating it sees exactly the state at the call.
+    /// lives, every write of this process (`put`, `apply`) waits at the
+    /// store's gate, so iterating it sees exactly the state at the call.
     /// sled 0.34 has no snapshot of its own and its iterators are not
     /// point-in-time; this is the snapshot (docs/ADMIN.md measures the pause).
     /// The holder must not write to the store (it would wait for itself)
@@ -394,6 +500,11 @@ impl Store {
     pub fn freeze(&self) -> Frozen<'_> {
         let gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
         self.frozen.store(true, Ordering::SeqCst);
+        // Best effort: a failed hand-over leaves the overlay in place, and
+        // the view's reads merge it anyway.
+        if let Err(e) = self.shared.drain() {
+            tracing::error!("store hand-over before a snapshot failed: {e}");
+        }
         Frozen { store: self, _gate: gate }
     }
 
@@ -407,13 +518,25 @@ impl Store {
     /// Makes everything applied so far durable (fsync, unmount). Needs no
     /// gate: it changes nothing a frozen view could see.
     pub fn flush(&self) -> Result<()> {
-        self.disk.commit()
+        self.shared.commit()
     }
 
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db().size_on_disk()?)
     }
+}
+
+/// The least key greater than every key starting with `prefix` (None: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// See [`Store::freeze`]: the store as it was when frozen, until dropped.
@@ -581,6 +704,102 @@ mod tests {
         let after = s.group_commits();
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(s.group_commits(), after, "the committer outlived its mode");
+    }
+
+    /// Under grouped durability every read merges the overlay with sled:
+    /// random batches, hand-overs and reads agree with a plain map.
+    mod overlay_model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Batch(Vec<(u8, Option<u8>)>),
+            HandOver,
+            Read(u8, u8),
+        }
+
+        fn key(k: u8) -> Vec<u8> {
+            // Two-byte keys under two prefixes, so prefix scans have work.
+            vec![k >> 4, k & 0x0f]
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => proptest::collection::vec((0u8..64, proptest::option::of(any::<u8>())), 1..6).prop_map(Op::Batch),
+                1 => Just(Op::HandOver),
+                3 => (0u8..64, 0u8..64).prop_map(|(a, b)| Op::Read(a.min(b), a.max(b))),
+            ]
+        }
+
+        fn check(s: &Store, model: &BTreeMap<Vec<u8>, Vec<u8>>, a: u8, b: u8) {
+            let (from, to) = (key(a), key(b));
+            for k in [a, b] {
+                let want = model.get(&key(k));
+                assert_eq!(s.get(&key(k)).unwrap().map(|v| v.to_vec()).as_ref(), want);
+                assert_eq!(s.contains(&key(k)).unwrap(), want.is_some());
+            }
+            let got: Vec<_> = s.range(&from, &to).map(|r| r.map(|(k, v)| (k, v.to_vec())).unwrap()).collect();
+            let want: Vec<_> =
+                model.range(from.clone()..to.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert_eq!(got, want, "range");
+            assert_eq!(
+                s.last_key_in(&from, &to).unwrap(),
+                want.last().map(|(k, _)| k.clone()),
+                "last_key_in"
+            );
+            let prefix = [a >> 4];
+            let got: Vec<_> = s.scan_prefix(&prefix).map(|r| r.unwrap().0).collect();
+            let want: Vec<_> = model.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+            assert_eq!(got, want, "scan_prefix");
+            assert_eq!(
+                s.last_key_with_prefix(&prefix).unwrap(),
+                want.last().cloned(),
+                "last_key_with_prefix"
+            );
+            let all: Vec<_> = s.iter().map(|r| r.unwrap().0).collect();
+            assert_eq!(all, model.keys().cloned().collect::<Vec<_>>(), "iter");
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn reads_see_every_applied_batch(ops in proptest::collection::vec(op(), 1..60)) {
+                let dir = tempfile::tempdir().unwrap();
+                let s = Store::open(dir.path(), true).unwrap();
+                // Long interval: hand-overs happen when the test says (and every 10 ms).
+                s.set_durability(Durability::Grouped(Duration::from_secs(60))).unwrap();
+                let mut model = BTreeMap::new();
+                for op in ops {
+                    match op {
+                        Op::Batch(ops) => {
+                            let mut b = Batch::default();
+                            for (k, v) in ops {
+                                match v {
+                                    Some(v) => {
+                                        b.put(key(k), vec![v; 1 + v as usize % 40]);
+                                        model.insert(key(k), vec![v; 1 + v as usize % 40]);
+                                    }
+                                    None => {
+                                        b.delete(key(k));
+                                        model.remove(&key(k));
+                                    }
+                                }
+                            }
+                            s.apply(b).unwrap();
+                        }
+                        Op::HandOver => s.flush().unwrap(),
+                        Op::Read(a, b) => check(&s, &model, a, b),
+                    }
+                }
+                check(&s, &model, 0, 63);
+                // Everything reaches sled and survives a reopen.
+                drop(s);
+                let s = Store::open(dir.path(), false).unwrap();
+                check(&s, &model, 0, 63);
+            }
+        }
     }
 
     #[test]

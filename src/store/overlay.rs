@@ -1,0 +1,153 @@
+//! Changes applied but not yet handed to sled (`Durability::Grouped`).
+//!
+//! sled 0.34 pays per batch: every `apply_batch` seals two log buffers,
+//! each written with `pwrite` + `sync_file_range` (docs/PERFORMANCE.md).
+//! So under grouped durability a batch first lands here, in memory, where
+//! every read of the store sees it at once; the store's committer hands
+//! what has gathered to sled as *one* batch every few milliseconds. Each
+//! hand-over is atomic and they happen in order, so after a crash sled
+//! holds a prefix of the applied batches, each whole: the durability
+//! contract's promise, with the loss bounded by the commit interval.
+//!
+//! Two sets: `pending` takes new writes; `draining` is the set being
+//! written to sled, still visible to readers until sled has it.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// A key's newest value here; `None`: deleted here.
+pub(super) type Entry = Option<sled::IVec>;
+pub(super) type Set = BTreeMap<Vec<u8>, Entry>;
+
+#[derive(Default)]
+pub(super) struct Overlay {
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: Set,
+    /// Bytes of keys and values put into `pending` (overwrites count again).
+    pending_bytes: usize,
+    draining: Option<Arc<Set>>,
+}
+
+impl Overlay {
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `ops` in order, all visible at once.
+    pub(super) fn insert(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        // Values become sled's own buffers here, outside the lock.
+        let ops: Vec<(Vec<u8>, Entry)> = ops.into_iter().map(|(k, v)| (k, v.map(sled::IVec::from))).collect();
+        let mut st = self.write();
+        for (k, v) in ops {
+            st.pending_bytes += k.len() + v.as_ref().map_or(0, |v| v.len());
+            st.pending.insert(k, v);
+        }
+    }
+
+    /// Bytes waiting in `pending`.
+    pub(super) fn pending_bytes(&self) -> usize {
+        self.read().pending_bytes
+    }
+
+    /// What the overlay says of `key`: None if it does not know it,
+    /// Some(None) if deleted, Some(Some(v)) if set.
+    pub(super) fn lookup(&self, key: &[u8]) -> Option<Entry> {
+        let st = self.read();
+        if let Some(e) = st.pending.get(key) {
+            return Some(e.clone());
+        }
+        st.draining.as_ref().and_then(|d| d.get(key).cloned())
+    }
+
+    /// Every entry with a key in `(lo, hi)`, in key order, pending over draining.
+    pub(super) fn range(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Vec<(Vec<u8>, Entry)> {
+        let st = self.read();
+        let pending = st.pending.range::<[u8], _>((lo, hi));
+        let Some(draining) = &st.draining else {
+            return pending.map(|(k, v)| (k.clone(), v.clone())).collect();
+        };
+        let mut merged: Set =
+            draining.range::<[u8], _>((lo, hi)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        merged.extend(pending.map(|(k, v)| (k.clone(), v.clone())));
+        merged.into_iter().collect()
+    }
+
+    /// Starts handing a set to sled: the one a failed hand-over left, else
+    /// everything pending (which becomes `draining`). None: nothing to do.
+    pub(super) fn begin_drain(&self) -> Option<Arc<Set>> {
+        let mut st = self.write();
+        if let Some(d) = &st.draining {
+            return Some(d.clone());
+        }
+        if st.pending.is_empty() {
+            return None;
+        }
+        let set = Arc::new(std::mem::take(&mut st.pending));
+        st.pending_bytes = 0;
+        st.draining = Some(set.clone());
+        Some(set)
+    }
+
+    /// sled holds the draining set now: readers find it there.
+    pub(super) fn end_drain(&self) {
+        self.write().draining = None;
+    }
+}
+
+/// Merges overlay entries (sorted, newer) with a sled iterator over the same
+/// range (sorted): overlay values win, overlay deletions hide sled's.
+pub(super) struct Merged<I: Iterator> {
+    overlay: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Entry)>>,
+    sled: std::iter::Peekable<I>,
+}
+
+impl<I> Merged<I>
+where
+    I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+{
+    pub(super) fn new(overlay: Vec<(Vec<u8>, Entry)>, sled: I) -> Self {
+        Merged { overlay: overlay.into_iter().peekable(), sled: sled.peekable() }
+    }
+}
+
+impl<I> Iterator for Merged<I>
+where
+    I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+{
+    type Item = sled::Result<(Vec<u8>, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            use std::cmp::Ordering::{Equal, Greater, Less};
+            let order = match (self.overlay.peek(), self.sled.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => Less,
+                (None, Some(_)) => Greater,
+                // An error from sled comes out in its turn.
+                (Some(_), Some(Err(_))) => Greater,
+                (Some((ok, _)), Some(Ok((sk, _)))) => ok.as_slice().cmp(&sk[..]),
+            };
+            if order == Equal {
+                // The overlay's entry replaces sled's.
+                self.sled.next();
+            }
+            if order != Greater {
+                let (k, v) = self.overlay.next()?;
+                match v {
+                    Some(v) => return Some(Ok((k, v))),
+                    None => continue,
+                }
+            }
+            return Some(self.sled.next()?.map(|(k, v)| (k.to_vec(), v)));
+        }
+    }
+}
