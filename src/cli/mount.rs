@@ -24,7 +24,10 @@ struct Decided {
 }
 
 /// The store's page cache by default, MiB (`-o cache=MIB`).
-const DEFAULT_CACHE_MIB: u32 = 64;
+const DEFAULT_CACHE_MIB: u32 = 128;
+
+/// glibc malloc arenas for the daemon (`sys::limit_malloc_arenas`).
+const MALLOC_ARENAS: i32 = 2;
 
 /// How long a change may wait for its group commit by default (`-o commit=MS`).
 const DEFAULT_COMMIT_MS: u32 = 1000;
@@ -116,6 +119,7 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
         e
     };
     let pass = passphrase::obtain(source, "Vault passphrase: ", Confirm::Once).map_err(report)?;
+    crate::sys::limit_malloc_arenas(MALLOC_ARENAS);
     let vault = Vault::open_with_cache(&a.store, u64::from(d.cache_mib) << 20)
         .and_then(|v| v.unlock(&pass))
         .and_then(|v| v.set_durability(d.durability).map(|()| v))

@@ -270,9 +270,10 @@ impl Drop for Store {
     }
 }
 
-/// sled's page cache by default: 64 MiB. At 256 MiB a mount's memory grew
-/// past 300 MB on 50,000 small files and served them no faster (scale.sh).
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+/// sled's page cache by default: 128 MiB. At 256 MiB a mount's memory grew
+/// past 300 MB on 50,000 small files; at 64 MiB random 4 KiB I/O on a
+/// 128 MiB file lost a quarter of its rate (docs/PERFORMANCE.md, "Memory").
+pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 
 /// Subdirectory of the vault directory holding sled's files.
 const DB_DIR: &str = "db";
