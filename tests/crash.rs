@@ -159,8 +159,9 @@ fn kill_dash_nine_keeps_the_durability_contract() {
 }
 
 /// Changes written without fsync are on disk once a commit interval has
-/// passed: small files (no sled buffer fills up and goes out on its own),
-/// no fsync anywhere, then the kill.
+/// passed: a few small files, no fsync anywhere, then the kill. They sit
+/// in the store's overlay until the committer hands them to sled; a
+/// committer that never did would lose them here.
 #[test]
 fn changes_older_than_the_commit_interval_survive() {
     let commit = format!("commit={COMMIT_MS}");
