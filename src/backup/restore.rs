@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::Error;
 use super::verify::{Expect, Verified, verify_stream};
+use crate::format::keys;
 use crate::store::{Batch, Store};
 use crate::vault::Vault;
 
@@ -85,8 +86,14 @@ fn write_store(
     let mut batch = Batch::default();
     let (mut bytes, mut records) = (0usize, 0u64);
     let second = verify_stream(reading(archive, len, Phase::Write, progress)?, expect, |k, v| {
-        batch.put(k.to_vec(), v.to_vec());
+        let v = if k.first() == Some(&keys::BLOCK) {
+            crate::block::import_value(&store, first.header.block_size, k, v)
+                .map_err(|e| Error::Inconsistent(e.to_string()))?
+        } else {
+            v.to_vec()
+        };
         bytes += k.len() + v.len();
+        batch.put(k.to_vec(), v);
         records += 1;
         if bytes >= BATCH_BYTES {
             store.apply(std::mem::take(&mut batch))?;

@@ -7,24 +7,19 @@ struct Fixture {
     store: Store,
     key: Key32,
     vault_id: [u8; 16],
+    space: Space,
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), true).unwrap();
-    Fixture { _dir: dir, store, key: Key32::random().unwrap(), vault_id: [1; 16] }
+    let space = Space::load(&store).unwrap();
+    Fixture { _dir: dir, store, key: Key32::random().unwrap(), vault_id: [1; 16], space }
 }
 
 impl Fixture {
     fn file(&self, ino: u64, generation: u64) -> FileBlocks<'_> {
-        FileBlocks {
-            store: &self.store,
-            key: &self.key,
-            vault_id: &self.vault_id,
-            ino,
-            generation,
-            block_size: 4096,
-        }
+        FileBlocks::new(&self.store, &self.key, &self.vault_id, (ino, generation), 4096, Some(&self.space))
     }
 }
 
@@ -80,19 +75,66 @@ fn block_bound_to_file_position_and_generation() {
     let mut model = Vec::new();
     let mut blocks = 0;
     apply_write(&f, &mut model, &mut blocks, 0, &[0xAA; 8192]);
-    // Move block 1 into position 0: must fail authentication, not return data.
+    // Move block 1's index entry to position 0: its tag names block 1.
     let b1 = fx.store.get(&keys::block(12, 1)).unwrap().unwrap();
     fx.store.put(&keys::block(12, 0), b1.to_vec()).unwrap();
-    assert!(matches!(f.read(0, 10, 8192), Err(Error::Auth { ino: 12, block: 0 })));
-    // Same bytes under another generation (a recreated inode) or inode: fail.
+    assert!(matches!(f.read(0, 10, 8192), Err(Error::Index { ino: 12, block: 0, .. })));
+    // Same entry under another generation (a recreated inode) or inode: fail.
     let other_gen = fx.file(12, 8);
-    assert!(matches!(other_gen.read(4096, 10, 8192), Err(Error::Auth { .. })));
-    let b1 = fx.store.get(&keys::block(12, 1)).unwrap().unwrap();
+    assert!(matches!(other_gen.read(4096, 10, 8192), Err(Error::Index { .. })));
     fx.store.put(&keys::block(13, 1), b1.to_vec()).unwrap();
-    assert!(matches!(fx.file(13, 7).read(4096, 10, 8192), Err(Error::Auth { .. })));
+    assert!(matches!(fx.file(13, 7).read(4096, 10, 8192), Err(Error::Index { .. })));
     // Truncated value: a length error.
-    fx.store.put(&keys::block(12, 1), b1[..100].to_vec()).unwrap();
-    assert!(matches!(f.read(4096, 10, 8192), Err(Error::Length { len: 100, .. })));
+    fx.store.put(&keys::block(12, 1), b1[..30].to_vec()).unwrap();
+    assert!(matches!(f.read(4096, 10, 8192), Err(Error::Length { len: 30, .. })));
+}
+
+#[test]
+fn records_are_bound_to_their_version_and_place() {
+    let fx = fixture();
+    let f = fx.file(20, 1);
+    let (mut model, mut blocks) = (Vec::new(), 0);
+    apply_write(&f, &mut model, &mut blocks, 0, &[1; 8192]);
+    let first = IndexEntry::decode(&fx.store.get(&keys::block(20, 0)).unwrap().unwrap()).unwrap();
+    apply_write(&f, &mut model, &mut blocks, 0, &[2; 4096]);
+    let now = IndexEntry::decode(&fx.store.get(&keys::block(20, 0)).unwrap().unwrap()).unwrap();
+    assert!(now.version > first.version);
+    let seg = fx._dir.path().join("seg").join(format!("{:016x}", now.segment));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let rec = record_len(4096);
+    // The older genuine record put back where the current one is: refused.
+    let (old_at, new_at) = (first.offset as usize, now.offset as usize);
+    let old_record = bytes[old_at..old_at + rec].to_vec();
+    bytes[new_at..new_at + rec].copy_from_slice(&old_record);
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(f.read(0, 10, 8192), Err(Error::Index { ino: 20, block: 0, .. })));
+    // Its header rewritten to claim the current version: the AEAD refuses it.
+    bytes[new_at + 16..new_at + 24].copy_from_slice(&now.version.to_be_bytes());
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(f.read(0, 10, 8192), Err(Error::Auth { ino: 20, block: 0 })));
+    // The index entry's version changed to the old record's: its tag refuses it.
+    let forged = IndexEntry { version: first.version, offset: first.offset, ..now };
+    fx.store.put(&keys::block(20, 0), forged.encode()).unwrap();
+    assert!(matches!(f.read(0, 10, 8192), Err(Error::Index { .. })));
+    // Block 1 is untouched and still reads.
+    assert_eq!(f.read(4096, 4096, 8192).unwrap(), vec![1; 4096]);
+}
+
+#[test]
+fn version_one_values_still_read_and_are_replaced_on_write() {
+    let fx = fixture();
+    let f = fx.file(30, 3);
+    let v1 = f.seal_block(0, &[5; 4096]).unwrap();
+    fx.store.put(&keys::block(30, 0), v1).unwrap();
+    assert_eq!(f.read(0, 4096, 4096).unwrap(), vec![5; 4096]);
+    let mut b = Batch::default();
+    assert_eq!(f.write(10, b"new", &mut b).unwrap(), 0);
+    fx.store.apply(b).unwrap();
+    let v = fx.store.get(&keys::block(30, 0)).unwrap().unwrap();
+    assert_eq!(v.len(), INDEX_ENTRY_LEN, "a written block moves to a segment");
+    let mut want = vec![5; 4096];
+    want[10..13].copy_from_slice(b"new");
+    assert_eq!(f.read(0, 4096, 4096).unwrap(), want);
 }
 
 #[derive(Debug, Clone)]

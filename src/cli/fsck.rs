@@ -104,6 +104,16 @@ fn print_report(store: &Path, r: &FsckReport) {
         tally("xattrs", &r.counts.xattrs);
         tally("tombstones", &r.counts.tombstones);
         println!("{:<15} {}", "orphan markers", r.counts.orphan_markers);
+        let sg = &r.counts.segments;
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        println!(
+            "{:<15} {} files, {:.1} MiB: {:.1} MiB live, {:.1} MiB garbage (a mount collects it)",
+            "segments",
+            sg.files,
+            mib(sg.bytes),
+            mib(sg.live_bytes),
+            mib(sg.garbage_bytes)
+        );
         let a = &r.audit;
         let root = a.root.as_deref().map_or(String::new(), |h| format!(", root {h}"));
         let state = if a.verified { "verified" } else { "DOES NOT VERIFY" };

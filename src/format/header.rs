@@ -17,9 +17,12 @@ pub const FORMAT_VERSION: u16 = 1;
 /// split`) after the key slots. Older readers refuse the vault rather than
 /// misread it.
 pub const FEATURE_RECOVERY: u64 = 1;
+/// Feature bit 1: file blocks may live in segment files (docs/FORMAT.md
+/// section 6); a build without them would read index entries as damaged blocks.
+pub const FEATURE_SEGMENTS: u64 = 2;
 /// Feature flags this build understands; any other set bit means a newer
 /// writer relied on something we would mishandle, so we refuse.
-pub const FEATURES_KNOWN: u64 = FEATURE_RECOVERY;
+pub const FEATURES_KNOWN: u64 = FEATURE_RECOVERY | FEATURE_SEGMENTS;
 /// A 32-byte key sealed with XChaCha20-Poly1305: nonce(24) ‖ ct(32) ‖ tag(16).
 pub const WRAPPED_KEY_LEN: usize = 72;
 /// Key slot kind 1: level key wrapped by the level wrapping key alone

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | header | `H` |
 //! | inode counter | `C` |
+//! | block version counter | `V` |
 //! | inode | `I` ‖ ino u64 |
 //! | dirent | `D` ‖ level u8 ‖ dir tag(16) ‖ name tag(16) |
 //! | block | `B` ‖ ino u64 ‖ block u64 |
@@ -22,6 +23,8 @@
 
 pub const HEADER: &[u8] = b"H";
 pub const INODE_COUNTER: &[u8] = b"C";
+/// Block version counter: u64, every version below it may be in use.
+pub const VERSION_COUNTER: &[u8] = b"V";
 pub const INODE: u8 = b'I';
 pub const DIRENT: u8 = b'D';
 pub const BLOCK: u8 = b'B';

@@ -8,6 +8,7 @@ mod factors;
 mod header;
 pub mod keys;
 mod records;
+pub mod segment;
 mod share;
 
 pub use codec::{Reader, Writer, hex};
@@ -15,9 +16,9 @@ pub use factors::{
     FACTOR_FIDO2, FACTOR_RECOVERY, FACTOR_TPM, Factor, Fido2Factor, decode_factors, encode_factors,
 };
 pub use header::{
-    FEATURE_RECOVERY, FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header, KDF_LIMITS, KdfLimits, KeySlot,
-    MAX_SLOTS, PASSPHRASE_LEVELS, RecoverySlot, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN,
-    validate_block_size,
+    FEATURE_RECOVERY, FEATURE_SEGMENTS, FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header, KDF_LIMITS,
+    KdfLimits, KeySlot, MAX_SLOTS, PASSPHRASE_LEVELS, RecoverySlot, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE,
+    WRAPPED_KEY_LEN, validate_block_size,
 };
 pub use records::{
     DirentRecord, FileKind, InodeRecord, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_VALUE_LEN, RawKey,
@@ -65,6 +66,8 @@ pub mod aad {
     pub const DIRENT: &[u8] = b"vaultfs/v1/aad/dirent";
     pub const XATTR: &[u8] = b"vaultfs/v1/aad/xattr";
     pub const BLOCK: &[u8] = b"vaultfs/v1/aad/block";
+    /// Blocks in segment files (feature `FEATURE_SEGMENTS`).
+    pub const BLOCK_V2: &[u8] = b"vaultfs/v2/aad/block";
     pub const AUDIT_LEAF: &[u8] = b"vaultfs/v1/aad/audit-leaf";
     pub const AUDIT_LEAVES: &[u8] = b"vaultfs/v1/aad/audit-leaves";
     pub const TOMBSTONE: &[u8] = b"vaultfs/v1/aad/tombstone";
@@ -95,6 +98,20 @@ pub mod aad {
         out[54..62].copy_from_slice(&block.to_be_bytes());
         out
     }
+
+    /// Segment block AAD: `BLOCK_V2 ‖ u16 2 ‖ vault id (16) ‖ ino (8) ‖
+    /// generation (8) ‖ block number (8) ‖ version (8)`.
+    pub fn block_v2(vault_id: &[u8; 16], ino: u64, generation: u64, block: u64, version: u64) -> [u8; 70] {
+        let mut out = [0u8; 70];
+        out[..20].copy_from_slice(BLOCK_V2);
+        out[20..22].copy_from_slice(&2u16.to_be_bytes());
+        out[22..38].copy_from_slice(vault_id);
+        out[38..46].copy_from_slice(&ino.to_be_bytes());
+        out[46..54].copy_from_slice(&generation.to_be_bytes());
+        out[54..62].copy_from_slice(&block.to_be_bytes());
+        out[62..70].copy_from_slice(&version.to_be_bytes());
+        out
+    }
 }
 
 /// HKDF labels of the key tree (docs/CRYPTO.md).
@@ -111,6 +128,9 @@ pub mod labels {
     pub const RECOVERY_FACTOR: &[u8] = b"vaultfs/v1/recovery-factor";
     /// Old level key -> the key that seals a pending rotation record (`P`).
     pub const ROTATION: &[u8] = b"vaultfs/v1/rotation";
+    /// File key -> the key of its block index tags (BLAKE3-keyed, not HKDF:
+    /// derived once per file operation, on the hot path).
+    pub const BLOCK_INDEX: &[u8] = b"vaultfs/v2/block-index";
 
     /// `vaultfs/v1/rotated-file-key/` ‖ ino u64 ‖ generation u64: the new
     /// file key of an inode, from its level's rotation seed.

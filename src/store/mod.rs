@@ -13,7 +13,11 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::{Duration, Instant};
 
 mod overlay;
+mod segments;
 use overlay::{Merged, Overlay};
+pub use segments::{
+    Location, SEGMENT_BYTES, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Segments, file_name as segment_name,
+};
 
 /// A storage error, with sled's message; the vault maps it to EIO.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,12 @@ impl std::ops::Deref for Value {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value(v.into())
     }
 }
 
@@ -121,6 +131,8 @@ struct Shared {
     /// One hand-over at a time, so that they reach sled in order.
     handing_over: Mutex<()>,
     disk: Disk,
+    /// Bulk values beside sled; synced before sled may learn of them.
+    segments: Segments,
     /// Commits done by the committer thread (for tests and status).
     commits: AtomicU64,
 }
@@ -139,7 +151,9 @@ impl Shared {
                     None => b.remove(&k[..]),
                 }
             }
-            // On failure the set stays visible and is tried again first.
+            // Records before the index that points at them; on failure the
+            // set stays visible and is tried again first.
+            self.segments.sync()?;
             self.db.apply_batch(b)?;
             self.overlay.end_drain();
         }
@@ -149,6 +163,7 @@ impl Shared {
     /// Makes everything applied so far durable, against power loss too.
     fn commit(&self) -> Result<()> {
         self.drain()?;
+        self.segments.sync()?;
         self.db.flush()?;
         self.disk.sync()
     }
@@ -277,6 +292,8 @@ pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 
 /// Subdirectory of the vault directory holding sled's files.
 const DB_DIR: &str = "db";
+/// Subdirectory holding the segment files (segments.rs).
+pub const SEGMENTS_DIR: &str = "seg";
 
 type SledPair = sled::Result<(sled::IVec, sled::IVec)>;
 
@@ -315,6 +332,7 @@ impl Store {
                         overlay: Overlay::default(),
                         handing_over: Mutex::new(()),
                         disk: Disk::open(&path)?,
+                        segments: Segments::open(&dir.join(SEGMENTS_DIR))?,
                         commits: AtomicU64::new(0),
                     };
                     return Ok(Store {
@@ -419,8 +437,37 @@ impl Store {
                 None => b.remove(k),
             }
         }
+        self.shared.segments.sync()?;
         self.db().apply_batch(b)?;
         self.shared.commit()
+    }
+
+    /// Appends `bytes` to the segment files as one write (the block layer's
+    /// records); durable before any batch applied after this returns.
+    pub fn append_record(&self, bytes: &[u8]) -> Result<Location> {
+        self.shared.segments.append(bytes)
+    }
+
+    /// Reads `buf.len()` bytes of segment data at `at`.
+    pub fn read_record(&self, at: Location, buf: &mut [u8]) -> Result<()> {
+        self.shared.segments.read(at, buf)
+    }
+
+    /// The first SEGMENT_HEADER_LEN bytes of segment `id` (fsck).
+    pub fn segment_header(&self, id: u64) -> Result<[u8; SEGMENT_HEADER_LEN as usize]> {
+        self.shared.segments.header(id)
+    }
+
+    /// Every segment file as (number, bytes), and the one appends go to.
+    pub fn segments(&self) -> Result<(Vec<(u64, u64)>, u64)> {
+        Ok((self.shared.segments.list()?, self.shared.segments.active()))
+    }
+
+    /// Deletes a collected segment. Waits while a frozen view may read it;
+    /// the caller has made the batches that moved its records durable.
+    pub fn remove_segment(&self, id: u64) -> Result<()> {
+        let _gate = self.writing();
+        self.shared.segments.remove(id)
     }
 
     /// `(lo, hi)` of sled's and the overlay's entries, merged.
@@ -524,7 +571,7 @@ impl Store {
 
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db().size_on_disk()?)
+        Ok(self.db().size_on_disk()? + self.shared.segments.bytes()?)
     }
 }
 
@@ -553,7 +600,13 @@ impl Drop for Frozen<'_> {
     }
 }
 
-impl Frozen<'_> {
+impl<'a> Frozen<'a> {
+    /// The store itself, for reads beside the view (segment records, which
+    /// no write can remove while the view holds the gate).
+    pub fn store(&self) -> &'a Store {
+        self.store
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         self.store.get(key)
     }

@@ -11,6 +11,7 @@ mod error;
 mod escrow;
 mod factors;
 mod fsck;
+mod gc;
 mod keyring;
 mod levels;
 mod locks;
@@ -79,6 +80,8 @@ struct Core {
     gates: levels::LevelGates,
     approvals: approval::Approvals,
     enforce: enforce::Enforcement,
+    /// Block versions and segment garbage hints (block::Space).
+    space: crate::block::Space,
 }
 
 /// Inode numbers are never reused: the persisted counter is reserved ahead in
@@ -182,7 +185,8 @@ impl Vault<Locked> {
                 ),
             ));
         }
-        let keys = keyring::unlock(pass, &header)?;
+        let master = keyring::master_key(pass, &header)?;
+        let keys = keyring::unlock_with_master(&master, &header)?;
         let counter = match store.get(keys::INODE_COUNTER)? {
             Some(v) => u64::from_be_bytes(
                 v[..].try_into().map_err(|_| err(ErrorKind::Corrupt, "inode counter has a bad length"))?,
@@ -194,6 +198,9 @@ impl Vault<Locked> {
         let highest = store.last_key_with_prefix(&[keys::INODE])?.and_then(|k| keys::ino_of(&k)).unwrap_or(0);
         let counter = counter.max(highest + 1);
         let audit = keys.open_log(&store, header.vault_id)?;
+        let header = mark_segments(&store, &audit, &master, header)?;
+        drop(master);
+        let space = crate::block::Space::load(&store)?;
         let core = Core {
             dir,
             store,
@@ -207,11 +214,13 @@ impl Vault<Locked> {
             gates: Default::default(),
             approvals: Default::default(),
             enforce: Default::default(),
+            space,
         };
         core.purge_unreachable()?;
         core.load_lockdown()?;
         let core = Arc::new(core);
         audit::spawn_committer(Arc::downgrade(&core));
+        gc::spawn_collector(Arc::downgrade(&core));
         let vault = Vault(Unlocked(core));
         let me = Caller { uid: vault.owner_uid(), gid: 0, pid: std::process::id() };
         let unlock = Record {
@@ -239,6 +248,29 @@ impl Vault<Locked> {
         let new = keyring::change_passphrase(old, new, &self.0.header)?;
         self.write_header(new, "passwd".into())
     }
+}
+
+/// Sets the segment-files feature on a vault written before it, so that a
+/// build without segment files refuses the vault instead of reading its
+/// new block index entries as damaged blocks. Recorded in the audit log.
+fn mark_segments(
+    store: &Store,
+    audit: &crate::audit::log::Log,
+    master: &crate::crypto::Key32,
+    header: Header,
+) -> Result<Header> {
+    use crate::format::FEATURE_SEGMENTS;
+    if header.features & FEATURE_SEGMENTS != 0 {
+        return Ok(header);
+    }
+    let header = keyring::with_features(master, &header, FEATURE_SEGMENTS);
+    let mut batch = Batch::default();
+    batch.put(keys::HEADER, header.encode());
+    let what = b"format: file blocks in segment files from now on".to_vec();
+    let record = Record::offline(AuditOp::Header, b"vaultfs", None, ROOT_INO, what, 0);
+    audit.append_with(store, record.leaf(0), batch)?;
+    store.flush()?;
+    Ok(header)
 }
 
 impl Vault<Unlocked> {

@@ -74,14 +74,14 @@ impl Core {
     /// into a zeroizing key for the duration.
     pub(super) fn with_blocks<T>(&self, node: &Node, f: impl FnOnce(&FileBlocks) -> T) -> T {
         let key = Key32::from_bytes(node.rec.file_key.0);
-        let blocks = FileBlocks {
-            store: &self.store,
-            key: &key,
-            vault_id: self.vault_id(),
-            ino: node.ino,
-            generation: node.rec.generation,
-            block_size: self.header.block_size,
-        };
+        let blocks = FileBlocks::new(
+            &self.store,
+            &key,
+            self.vault_id(),
+            (node.ino, node.rec.generation),
+            self.header.block_size,
+            Some(&self.space),
+        );
         f(&blocks)
     }
 

@@ -15,6 +15,7 @@ pub struct Snapshot<'a> {
     header: Vec<u8>,
     checkpoint: String,
     tree_size: u64,
+    block_size: u32,
 }
 
 impl Snapshot<'_> {
@@ -33,9 +34,19 @@ impl Snapshot<'_> {
         self.tree_size
     }
 
-    /// Every store entry, in key order, as stored.
+    /// Every store entry, in key order, as stored; except that a block's
+    /// index entry comes with the record it points at (`block::export_value`):
+    /// an archive of the view holds the blocks, not pointers into segments.
     pub fn entries(&self) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
-        self.frozen.iter().map(|r| r.map_err(Error::from))
+        self.frozen.iter().map(|r| {
+            let (k, v) = r.map_err(Error::from)?;
+            if k.first() == Some(&keys::BLOCK) {
+                if let Some(carried) = crate::block::export_value(self.frozen.store(), self.block_size, &v)? {
+                    return Ok((k, Value::from(carried)));
+                }
+            }
+            Ok((k, v))
+        })
     }
 }
 
@@ -56,6 +67,6 @@ impl Vault<Unlocked> {
             .map_err(Error::from)?
             .ok_or_else(|| Error::new(ErrorKind::Corrupt, "vault header is missing"))?
             .to_vec();
-        f(&Snapshot { frozen, header, checkpoint, tree_size })
+        f(&Snapshot { frozen, header, checkpoint, tree_size, block_size: core.header.block_size })
     }
 }

@@ -31,14 +31,7 @@ fn block(c: &mut Criterion) {
     let vault_id = [3u8; 16];
     let mut seal = c.benchmark_group("block_seal");
     for bs in SIZES {
-        let f = FileBlocks {
-            store: &store,
-            key: &key,
-            vault_id: &vault_id,
-            ino: 16,
-            generation: 1,
-            block_size: bs,
-        };
+        let f = FileBlocks::new(&store, &key, &vault_id, (16, 1), bs, None);
         let plain = vec![0x5au8; bs as usize];
         seal.throughput(Throughput::Bytes(bs as u64));
         seal.bench_with_input(BenchmarkId::from_parameter(bs), &bs, |b, _| {
@@ -48,14 +41,7 @@ fn block(c: &mut Criterion) {
     seal.finish();
     let mut open = c.benchmark_group("block_open");
     for bs in SIZES {
-        let f = FileBlocks {
-            store: &store,
-            key: &key,
-            vault_id: &vault_id,
-            ino: 16,
-            generation: 1,
-            block_size: bs,
-        };
+        let f = FileBlocks::new(&store, &key, &vault_id, (16, 1), bs, None);
         let sealed = f.seal_block(3, &vec![0x5au8; bs as usize]).unwrap();
         assert_eq!(sealed.len(), bs as usize + SEALED_OVERHEAD);
         let mut out = vec![0u8; bs as usize];

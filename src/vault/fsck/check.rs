@@ -148,6 +148,7 @@ impl<'a> Checker<'a> {
         self.markers()?;
         self.tombstones()?;
         self.single_keys()?;
+        self.segments()?;
         self.links();
         self.audit();
         (self.progress)(self.total, self.total);
@@ -246,7 +247,12 @@ impl<'a> Checker<'a> {
                     | &keys::AUDIT_CHECKPOINT,
                 ) => self.report.counts.audit_keys += 1,
                 Some(_) if k == keys::AUDIT_FRONTIER => self.report.counts.audit_keys += 1,
-                Some(_) if k == keys::HEADER || k == keys::INODE_COUNTER || k == keys::LOCKDOWN => {
+                Some(_)
+                    if k == keys::HEADER
+                        || k == keys::INODE_COUNTER
+                        || k == keys::LOCKDOWN
+                        || k == keys::VERSION_COUNTER =>
+                {
                     self.report.counts.other_keys += 1;
                     self.done += 1;
                 }
@@ -259,7 +265,13 @@ impl<'a> Checker<'a> {
         (self.progress)(0, self.total);
         for k in unknown {
             self.done += 1;
-            let known_single = [keys::HEADER, keys::INODE_COUNTER, keys::AUDIT_FRONTIER, keys::LOCKDOWN];
+            let known_single = [
+                keys::HEADER,
+                keys::INODE_COUNTER,
+                keys::AUDIT_FRONTIER,
+                keys::LOCKDOWN,
+                keys::VERSION_COUNTER,
+            ];
             let (kind, why) = if known_single.iter().any(|s| k.first() == s.first()) {
                 (ProblemKind::Malformed, "a one-byte key type with trailing bytes")
             } else {
@@ -512,15 +524,8 @@ impl<'a> Checker<'a> {
             }
             info.blocks += 1;
             let (_, key) = current.as_ref().expect("set above");
-            let file = FileBlocks {
-                store: self.store,
-                key,
-                vault_id: &vault_id,
-                ino,
-                generation,
-                block_size: bs as u32,
-            };
-            match file.open_block(n, &v, &mut scratch) {
+            let file = FileBlocks::new(self.store, key, &vault_id, (ino, generation), bs as u32, None);
+            match file.open_stored(n, &v, &mut scratch) {
                 Ok(()) => self.report.counts.blocks.authenticated += 1,
                 Err(e) => self.problem(ProblemKind::BlockDamaged, &k, at, e.to_string()),
             }
@@ -663,6 +668,47 @@ impl<'a> Checker<'a> {
         {
             let msg = format!("the lockdown marker holds {} bytes, not 8 (lockdown stays on)", v.len());
             self.problem(ProblemKind::Malformed, keys::LOCKDOWN, (None, None), msg);
+        }
+        if let Some(v) = self.store.get(keys::VERSION_COUNTER)?
+            && v.len() != 8
+        {
+            let msg =
+                format!("the block version counter holds {} bytes, not 8 (no write can be made)", v.len());
+            self.problem(ProblemKind::Malformed, keys::VERSION_COUNTER, (None, None), msg);
+        }
+        Ok(())
+    }
+
+    /// Segment files: each header names its own file; live and garbage
+    /// bytes (the records themselves were authenticated with their blocks).
+    fn segments(&mut self) -> Result<()> {
+        let live = crate::block::gc::live_bytes(self.store, self.header.block_size)?;
+        let (segments, _) = self.store.segments()?;
+        let c = &mut self.report.counts.segments;
+        for &(id, len) in &segments {
+            c.files += 1;
+            c.bytes += len;
+            let used = len.saturating_sub(crate::store::SEGMENT_HEADER_LEN);
+            c.live_bytes += live.get(&id).copied().unwrap_or(0);
+            c.garbage_bytes += used.saturating_sub(live.get(&id).copied().unwrap_or(0));
+        }
+        for (id, len) in segments {
+            let name = crate::store::segment_name(id);
+            let why = match self.store.segment_header(id) {
+                Ok(h) if &h[..8] != crate::store::SEGMENT_MAGIC => {
+                    Some("does not start with VAULTSEG".to_string())
+                }
+                Ok(h) if h[8..] != id.to_be_bytes() => Some(format!(
+                    "is headed as segment {:016x}: moved or swapped",
+                    u64::from_be_bytes(h[8..].try_into().expect("8 bytes"))
+                )),
+                Ok(_) => None,
+                Err(e) => Some(format!("({len} bytes) cannot be read: {e}")),
+            };
+            if let Some(why) = why {
+                let msg = format!("segment file seg/{name} {why}");
+                self.problem(ProblemKind::Segment, name.as_bytes(), (None, None), msg);
+            }
         }
         Ok(())
     }

@@ -126,6 +126,19 @@ pub struct Counts {
     pub audit_keys: u64,
     /// Header, inode counter, lockdown marker, rotation records, and keys vaultfs never writes.
     pub other_keys: u64,
+    pub segments: SegmentCounts,
+}
+
+/// The segment files (docs/FORMAT.md section 6).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SegmentCounts {
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes of records some block's index entry points at.
+    pub live_bytes: u64,
+    /// Bytes of records nothing points at: overwritten or deleted blocks,
+    /// and appends a crash cut off. Not damage: a mount collects them.
+    pub garbage_bytes: u64,
 }
 
 /// The audit log as `vaultfs audit verify STORE` sees it.
@@ -185,6 +198,8 @@ pub enum ProblemKind {
     Counter,
     /// The audit log does not verify (first bad leaf, node, frontier or checkpoint).
     Audit,
+    /// A segment file whose header is not its own (renamed, swapped or damaged).
+    Segment,
 }
 
 impl ProblemKind {
@@ -211,6 +226,7 @@ impl ProblemKind {
             ProblemKind::TombstoneDamaged => "tombstone_damaged",
             ProblemKind::Counter => "counter",
             ProblemKind::Audit => "audit",
+            ProblemKind::Segment => "segment",
         }
     }
 }

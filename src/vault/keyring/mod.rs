@@ -103,7 +103,7 @@ pub fn new_header(pass: &Passphrase, kdf: KdfParams, block_size: u32) -> Result<
     let audit = SigningKey::from_seed(Key32::random()?);
     let mut h = Header {
         version: FORMAT_VERSION,
-        features: 0,
+        features: format::FEATURE_SEGMENTS,
         vault_id: crypto::random_array()?,
         block_size,
         kdf,
@@ -325,6 +325,15 @@ pub fn unenroll(pass: &Passphrase, h: &Header, index: usize) -> Result<Rewrap> {
     n.slots.remove(index);
     n.mac = header_mac(&master, &n);
     Ok(Rewrap { header: n, master })
+}
+
+/// `h` with feature `bits` set, re-authenticated under the master key
+/// (the first unlock of a vault written before segment files).
+pub fn with_features(master: &Key32, h: &Header, bits: u64) -> Header {
+    let mut n = h.clone();
+    n.features |= bits;
+    n.mac = header_mac(master, &n);
+    n
 }
 
 /// Re-wraps the master key under a new passphrase (`vaultfs passwd`); the

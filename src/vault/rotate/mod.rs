@@ -18,7 +18,7 @@ use super::keyring::{self, Rotation};
 use super::{
     AuditOp, FIRST_USER_INO, FactorSecrets, FileKind, LEVEL_NAMES, Locked, Record, Vault, level_dir,
 };
-use crate::block::FileBlocks;
+use crate::block::{FileBlocks, Space};
 use crate::crypto::{Key32, Passphrase};
 use crate::format::{Header, InodeRecord, RawKey, keys};
 use crate::meta::{self, MetaKeys};
@@ -82,8 +82,12 @@ impl Vault<Locked> {
             self.0.store.put(&keys::rotation(level), rot.record(&self.0.header.vault_id)?)?;
             self.0.store.flush()?;
         }
-        let report = Rekey::new(&self.0.store, &self.0.header, &rot)?.run(progress)?;
-        let header = rot.finish(&self.0.header)?;
+        let space = Space::load(&self.0.store)?;
+        let report = Rekey::new(&self.0.store, &self.0.header, &rot, &space)?.run(progress)?;
+        // The re-sealed blocks are in segment files: older builds must refuse the vault.
+        let mut marked = self.0.header.clone();
+        marked.features |= crate::format::FEATURE_SEGMENTS;
+        let header = rot.finish(&marked)?;
         let mut batch = Batch::default();
         batch.put(keys::HEADER, header.encode());
         batch.delete(&keys::rotation(level)[..]);
@@ -122,6 +126,8 @@ struct Rekey<'a> {
     store: &'a Store,
     vid: [u8; 16],
     block_size: u32,
+    /// Versions for the re-sealed blocks' records.
+    space: &'a Space,
     rot: &'a Rotation,
     old: MetaKeys,
     new: MetaKeys,
@@ -136,7 +142,7 @@ struct Rekey<'a> {
 
 impl<'a> Rekey<'a> {
     /// Finds the level's inodes and which key each is under.
-    fn new(store: &'a Store, h: &Header, rot: &'a Rotation) -> Result<Self> {
+    fn new(store: &'a Store, h: &Header, rot: &'a Rotation, space: &'a Space) -> Result<Self> {
         let level = rot.level;
         let old = MetaKeys::derive(level, &rot.old, &h.vault_id);
         let new = MetaKeys::derive(level, &rot.new, &h.vault_id);
@@ -177,6 +183,7 @@ impl<'a> Rekey<'a> {
             store,
             vid: h.vault_id,
             block_size: h.block_size,
+            space,
             rot,
             old,
             new,
@@ -213,14 +220,9 @@ impl<'a> Rekey<'a> {
         let old_key = Key32::from_bytes(rec.file_key.0);
         let new_key = self.rot.file_key(&self.vid, ino, rec.generation);
         let (store, vid) = (self.store, self.vid);
-        let blocks = |key| FileBlocks {
-            store,
-            key,
-            vault_id: &vid,
-            ino,
-            generation: rec.generation,
-            block_size: self.block_size,
-        };
+        let space = self.space;
+        let blocks =
+            |key| FileBlocks::new(store, key, &vid, (ino, rec.generation), self.block_size, Some(space));
         let (old_blocks, new_blocks) = (blocks(&old_key), blocks(&new_key));
         let per_batch = (BATCH_BYTES / self.block_size as u64).max(1) as usize;
         let mut plain = zeroize::Zeroizing::new(vec![0u8; self.block_size as usize]);
@@ -233,14 +235,14 @@ impl<'a> Rekey<'a> {
                 continue;
             };
             // Moved by an interrupted run: it opens under the new key.
-            if new_blocks.open_block(n, &v, &mut plain).is_ok() {
+            if new_blocks.open_stored(n, &v, &mut plain).is_ok() {
                 continue;
             }
-            if old_blocks.open_block(n, &v, &mut plain).is_err() {
+            if old_blocks.open_stored(n, &v, &mut plain).is_err() {
                 self.report.damaged.push(format!("block {n} of inode {ino}"));
                 continue;
             }
-            batch.put(k, new_blocks.seal_block(n, &plain)?);
+            new_blocks.replace_block(n, &plain, &v, &mut batch)?;
             moved += 1;
             if batch.len() >= per_batch {
                 self.store.apply(std::mem::take(&mut batch))?;

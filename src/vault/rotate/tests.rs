@@ -140,19 +140,12 @@ fn an_interrupted_rotation_resumes_and_no_old_key_opens_anything() {
     for (ino, generation, old_key) in &old_files {
         let (_, _, new_key) = new_files.iter().find(|(i, ..)| i == ino).unwrap();
         assert_ne!(new_key.as_bytes(), old_key.as_bytes(), "inode {ino} kept its file key");
-        let old_blocks = FileBlocks {
-            store: &core.store,
-            key: old_key,
-            vault_id: &vid,
-            ino: *ino,
-            generation: *generation,
-            block_size: BS as u32,
-        };
+        let old_blocks = FileBlocks::new(&core.store, old_key, &vid, (*ino, *generation), BS as u32, None);
         for entry in core.store.scan_prefix(&keys::block_prefix(*ino)) {
             let (k, val) = entry.unwrap();
             let n = keys::block_number(&k).unwrap();
             assert!(
-                old_blocks.open_block(n, &val, &mut plain).is_err(),
+                old_blocks.open_stored(n, &val, &mut plain).is_err(),
                 "block {n} of {ino} opens under its old key"
             );
             blocks += 1;

@@ -1,0 +1,143 @@
+//! Garbage collection of segment files: overwritten and deleted blocks leave
+//! dead records behind; a segment mostly dead has its live records copied
+//! (still sealed: no key is needed, and a locked level's blocks move too)
+//! to the active segment and is then deleted. Liveness is decided by the
+//! index alone: a record is live iff its block's index entry points at it
+//! with its version. The dead-byte counts in `Space` only choose victims.
+
+use std::collections::HashMap;
+
+use crate::format::keys;
+use crate::format::segment::{IndexEntry, RecordHeader, record_len};
+use crate::store::{Batch, Location, SEGMENT_HEADER_LEN, Store};
+
+use super::{Result, Space};
+
+/// Collect once the dead bytes pass this share of all segment bytes, so
+/// the segment files stay within 1.5x the live records (dead < 1/3 of
+/// the total) with room for the active segment's own garbage.
+const COLLECT_ABOVE: (u64, u64) = (1, 4);
+/// A victim must be at least this dead (copying more than it frees is waste).
+const VICTIM_AT_LEAST: (u64, u64) = (1, 4);
+/// Records read per `pread` while collecting.
+const CHUNK_RECORDS: usize = 64;
+
+/// What one collection did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    pub segment: u64,
+    pub moved: u64,
+    pub freed_bytes: u64,
+}
+
+/// Live record bytes per segment, from a scan of the whole block index.
+pub fn live_bytes(store: &Store, block_size: u32) -> Result<HashMap<u64, u64>> {
+    let rec = record_len(block_size) as u64;
+    let mut live: HashMap<u64, u64> = HashMap::new();
+    for entry in store.scan_prefix(&[keys::BLOCK]) {
+        let (_, v) = entry?;
+        if let Ok(e) = IndexEntry::decode(&v) {
+            *live.entry(e.segment).or_default() += rec;
+        }
+    }
+    Ok(live)
+}
+
+/// Sets `space`'s dead-byte counts from a scan (at the first pass of a mount).
+pub fn count_dead(store: &Store, space: &Space, block_size: u32) -> Result<()> {
+    let live = live_bytes(store, block_size)?;
+    let (segments, _) = store.segments()?;
+    for (id, len) in segments {
+        let used = len.saturating_sub(SEGMENT_HEADER_LEN);
+        space.set_dead(id, Some(used.saturating_sub(live.get(&id).copied().unwrap_or(0))));
+    }
+    Ok(())
+}
+
+/// The segment worth collecting now, if the dead share calls for one.
+pub fn pick(store: &Store, space: &Space) -> Result<Option<u64>> {
+    let (segments, active) = store.segments()?;
+    let dead = space.dead();
+    let total: u64 = segments.iter().map(|s| s.1).sum();
+    let dead_of = |id: u64, len: u64| dead.get(&id).copied().unwrap_or(0).min(len);
+    let dead_total: u64 = segments.iter().map(|&(id, len)| dead_of(id, len)).sum();
+    if dead_total * COLLECT_ABOVE.1 <= total * COLLECT_ABOVE.0 {
+        return Ok(None);
+    }
+    Ok(segments
+        .iter()
+        .filter(|&&(id, len)| id != active && dead_of(id, len) * VICTIM_AT_LEAST.1 >= len * VICTIM_AT_LEAST.0)
+        .max_by_key(|&&(id, len)| dead_of(id, len))
+        .map(|&(id, _)| id))
+}
+
+/// Moves `segment`'s live records to the active segment and deletes it.
+/// `lock(ino)` must hold off every writer of that inode while its records
+/// move (the vault's per-inode write lock).
+pub fn collect<G>(
+    store: &Store,
+    space: &Space,
+    block_size: u32,
+    segment: u64,
+    lock: impl Fn(u64) -> G,
+) -> Result<Collected> {
+    let _one = space.collecting.lock().unwrap_or_else(|p| p.into_inner());
+    let rec = record_len(block_size);
+    // Listed after taking the turn: another collector may have removed it.
+    let (segments, _) = store.segments()?;
+    let Some(&(_, len)) = segments.iter().find(|s| s.0 == segment) else {
+        space.set_dead(segment, None);
+        return Ok(Collected { segment, ..Collected::default() });
+    };
+    let count = (len.saturating_sub(SEGMENT_HEADER_LEN) / rec as u64) as usize;
+    let mut moved = 0u64;
+    let mut chunk = vec![0u8; rec * CHUNK_RECORDS];
+    let mut i = 0;
+    while i < count {
+        let n = CHUNK_RECORDS.min(count - i);
+        let start = SEGMENT_HEADER_LEN + (i * rec) as u64;
+        store.read_record(Location { segment, offset: start }, &mut chunk[..n * rec])?;
+        // Runs of records of one inode move under one hold of its lock.
+        let mut j = 0;
+        while j < n {
+            let Ok(first) = RecordHeader::decode(&chunk[j * rec..]) else { break };
+            let mut end = j + 1;
+            while end < n && RecordHeader::decode(&chunk[end * rec..]).is_ok_and(|h| h.ino == first.ino) {
+                end += 1;
+            }
+            let _held = lock(first.ino);
+            let mut copies = Vec::new();
+            let mut entries = Vec::new();
+            for k in j..end {
+                let record = &chunk[k * rec..(k + 1) * rec];
+                let h = RecordHeader::decode(record).expect("checked above");
+                let key = keys::block(h.ino, h.block);
+                let Some(v) = store.get(&key)? else { continue };
+                let Ok(e) = IndexEntry::decode(&v) else { continue };
+                let here = start + (k * rec) as u64;
+                if (e.segment, e.offset, e.version) == (segment, here, h.version) {
+                    copies.extend_from_slice(record);
+                    entries.push((key, e));
+                }
+            }
+            if !entries.is_empty() {
+                let at = store.append_record(&copies)?;
+                let mut batch = Batch::default();
+                for (n, (key, e)) in entries.iter().enumerate() {
+                    let moved_to =
+                        IndexEntry { segment: at.segment, offset: at.offset + (n * rec) as u64, ..*e };
+                    batch.put(&key[..], moved_to.encode());
+                }
+                store.apply(batch)?;
+                moved += entries.len() as u64;
+            }
+            j = end;
+        }
+        i += n;
+    }
+    // Nothing may point into the segment once it is gone, after a crash too.
+    store.flush()?;
+    store.remove_segment(segment)?;
+    space.set_dead(segment, None);
+    Ok(Collected { segment, moved, freed_bytes: len.saturating_sub(moved * rec as u64) })
+}
