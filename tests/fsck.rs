@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use std::os::unix::fs::FileExt;
 use tempfile::TempDir;
 use vaultfs::crypto::{KdfParams, Passphrase};
 use vaultfs::format::{hex, keys};
-use vaultfs::store::{Batch, Store};
+
+use vaultfs::format::segment::IndexEntry;
+use vaultfs::store::{Batch, Store, segment_name};
 use vaultfs::vault::{FileKind, InitOptions, NewNode, RenameFlags, SetAttr, XattrFlags, level_dir};
 use vaultfs::{Unlocked, Vault};
 
@@ -239,13 +242,15 @@ fn flipped_block_byte_is_found_and_never_repaired() {
     let fx = fixture();
     let notes = fx.ino("notes.md");
     let key = keys::block(notes, 1);
-    fx.damage(|s| {
-        let mut v = s.get(&key).unwrap().unwrap().to_vec();
-        v[100] ^= 0x01;
-        let mut b = Batch::default();
-        b.put(&key[..], v);
-        s.apply(b).unwrap();
-    });
+    // One byte of the block's record, in its segment file.
+    let mut entry = None;
+    fx.damage(|s| entry = Some(IndexEntry::decode(&s.get(&key).unwrap().unwrap()).unwrap()));
+    let e = entry.unwrap();
+    let seg = fx.store().join("seg").join(segment_name(e.segment));
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, e.offset + 100).unwrap();
+    f.write_all_at(&[byte[0] ^ 1], e.offset + 100).unwrap();
     let (code, r) = fx.fsck(&[]);
     assert_eq!(code, 5, "{r:#}");
     assert_eq!(r["status"], "damaged");
@@ -262,6 +267,56 @@ fn flipped_block_byte_is_found_and_never_repaired() {
     assert_eq!(problems(&r)[0]["repair"], "none");
     assert!(repair_leaves(fx.store()).is_empty());
     fx.check_files(&[notes]);
+}
+
+/// The replay THREAT_MODEL.md §2 used to list: an older genuine record of a
+/// block put back where the current one is. Its version is not the one the
+/// authenticated index entry names, so it is damage, not the old content.
+#[test]
+fn an_older_record_put_back_is_found() {
+    let fx = fixture();
+    let notes = fx.ino("notes.md");
+    let key = keys::block(notes, 0);
+    let entry = |fx: &Fixture| {
+        let mut e = None;
+        fx.damage(|s| e = Some(IndexEntry::decode(&s.get(&key).unwrap().unwrap()).unwrap()));
+        e.unwrap()
+    };
+    let old = entry(&fx);
+    let v = unlock(fx.store());
+    v.write(notes, 0, b"a newer first line").unwrap();
+    drop(v);
+    let new = entry(&fx);
+    assert!(new.version > old.version);
+    let record_len = vaultfs::format::segment::record_len(BS as u32);
+    let read = |segment: u64, offset: u64| {
+        let f = std::fs::File::open(fx.store().join("seg").join(segment_name(segment))).unwrap();
+        let mut buf = vec![0u8; record_len];
+        f.read_exact_at(&mut buf, offset).unwrap();
+        buf
+    };
+    let old_record = read(old.segment, old.offset);
+    let seg = fx.store().join("seg").join(segment_name(new.segment));
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&old_record, new.offset).unwrap();
+    let (code, r) = fx.fsck(&[]);
+    assert_eq!(code, 5, "{r:#}");
+    assert_eq!(kinds(&r), ["block_damaged"]);
+    let msg = problems(&r)[0]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains(&format!("not version {}", new.version)), "{msg}");
+}
+
+#[test]
+fn a_moved_segment_file_is_found() {
+    let fx = fixture();
+    let seg = fx.store().join("seg").join(segment_name(1));
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&7u64.to_be_bytes(), 8).unwrap();
+    let (code, r) = fx.fsck(&[]);
+    assert_eq!(code, 5, "{r:#}");
+    assert_eq!(kinds(&r), ["segment"]);
+    assert!(problems(&r)[0]["message"].as_str().unwrap().contains("moved or swapped"));
+    assert!(r["counts"]["segments"]["live_bytes"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -15,7 +15,8 @@ use tempfile::TempDir;
 use vaultfs::block::MAX_FILE_SIZE;
 use vaultfs::crypto::{KdfParams, Passphrase};
 use vaultfs::format::keys;
-use vaultfs::store::{Batch, Store};
+use vaultfs::format::segment::IndexEntry;
+use vaultfs::store::{Batch, Store, segment_name};
 use vaultfs::vault::{
     FallocMode, FileKind, InitOptions, NewNode, ROOT_INO, RenameFlags, SetAttr, XattrFlags, level_dir,
 };
@@ -446,6 +447,67 @@ fn flipped_block_bytes_are_corrupt() {
     }
 }
 
+/// Bytes of the segment files themselves (docs/FORMAT.md 6.1): a flipped
+/// byte anywhere in a record (header, nonce, ciphertext, tag) is an error on
+/// read, never other bytes; a record swapped with another block's record, a
+/// segment file cut short, or one gone are errors naming what is wrong.
+#[test]
+fn flipped_segment_bytes_are_corrupt() {
+    let fx = fixture();
+    let notes = fx.ino("notes.md");
+    let rec = vaultfs::format::segment::record_len(BS as u32);
+    let entry = |b: u64| IndexEntry::decode(&fx.kv[&keys::block(notes, b)[..]]).unwrap();
+    let seg_path = |dir: &Path, e: &IndexEntry| dir.join("seg").join(segment_name(e.segment));
+    let edit = |e: &IndexEntry, f: &dyn Fn(&mut Vec<u8>)| {
+        let t = fx.variant(|_| {});
+        let path = seg_path(t.path(), e);
+        let mut bytes = std::fs::read(&path).unwrap();
+        f(&mut bytes);
+        std::fs::write(&path, bytes).unwrap();
+        t
+    };
+    let e1 = entry(1);
+    for at in positions(rec) {
+        let ctx = format!("record of block 1, byte {at}");
+        let t = edit(&e1, &|b| b[e1.offset as usize + at] ^= 0x01);
+        let v = unlock(t.path()).unwrap();
+        assert_eq!(kind(v.read(notes, BS as u64, 10)).err(), Some(ErrorKind::Corrupt), "{ctx}");
+        assert_eq!(
+            v.read(notes, 0, BS).unwrap(),
+            fx.item_by_ino(notes).unwrap().data.as_ref().unwrap()[..BS]
+        );
+        check_rest(&fx, &v, &[notes], &ctx);
+    }
+    // Blocks 0 and 1 swapped inside the segment.
+    let e0 = entry(0);
+    let t = edit(&e0, &|b| {
+        let (x, y) = (e0.offset as usize, e1.offset as usize);
+        let r0 = b[x..x + rec].to_vec();
+        let r1 = b[y..y + rec].to_vec();
+        b[x..x + rec].copy_from_slice(&r1);
+        b[y..y + rec].copy_from_slice(&r0);
+    });
+    let v = unlock(t.path()).unwrap();
+    for b in [0, 1] {
+        let e = kind(v.read(notes, b * BS as u64, 10)).err();
+        assert_eq!(e, Some(ErrorKind::Corrupt), "swapped record {b}");
+    }
+    drop(v);
+    // Cut short, and gone.
+    let t = edit(&e1, &|b| b.truncate(e1.offset as usize + rec - 1));
+    let v = unlock(t.path()).unwrap();
+    let e = v.read(notes, BS as u64, 10).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("ends before"), "{e}");
+    drop(v);
+    let t = fx.variant(|_| {});
+    std::fs::remove_file(seg_path(t.path(), &e1)).unwrap();
+    let v = unlock(t.path()).unwrap();
+    let e = v.read(notes, BS as u64, 10).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("missing"), "{e}");
+}
+
 #[test]
 fn flipped_xattr_bytes_are_corrupt() {
     let fx = fixture();
@@ -758,8 +820,9 @@ fn unknown_version_and_features_are_unsupported() {
         assert_eq!(e.kind(), ErrorKind::Unsupported, "version {version}: {e}");
         assert!(e.to_string().contains(&format!("version {version}")), "message names the version: {e}");
     }
-    // Bit 0 is known (a recovery section follows, docs/FORMAT.md); the rest are not.
-    for bit in [1u32, 2, 40, 63] {
+    // Bits 0 (a recovery section follows) and 1 (segment files) are known
+    // (docs/FORMAT.md); the rest are not.
+    for bit in [2u32, 3, 40, 63] {
         let t = with_header(&fx, |h| {
             h[FEATURES_AT..FEATURES_AT + 8].copy_from_slice(&(1u64 << bit).to_be_bytes())
         });

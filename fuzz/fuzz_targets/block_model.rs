@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use vaultfs::block::FileBlocks;
+use vaultfs::block::{FileBlocks, Space, gc};
 use vaultfs::crypto::Key32;
 use vaultfs::format::keys;
 use vaultfs::store::{Batch, Store};
@@ -32,6 +32,7 @@ struct Env {
     _dir: tempfile::TempDir,
     store: Store,
     key: Key32,
+    space: Space,
     next_ino: AtomicU64,
 }
 
@@ -42,7 +43,8 @@ fn env() -> &'static Env {
     ENV.get_or_init(|| {
         let dir = tempfile::Builder::new().prefix("vaultfs-fuzz-").tempdir().expect("tempdir");
         let store = Store::open(dir.path(), true).expect("open store");
-        Env { _dir: dir, store, key: Key32::from_bytes([7; 32]), next_ino: AtomicU64::new(1) }
+        let space = Space::load(&store).expect("versions");
+        Env { _dir: dir, store, key: Key32::from_bytes([7; 32]), space, next_ino: AtomicU64::new(1) }
     })
 }
 
@@ -71,9 +73,9 @@ enum Op {
     },
 }
 
-fn stored_blocks(f: &FileBlocks) -> i64 {
+fn stored_blocks(ino: u64) -> i64 {
     let mut n = 0;
-    for entry in f.store.scan_prefix(&keys::block_prefix(f.ino)) {
+    for entry in env().store.scan_prefix(&keys::block_prefix(ino)) {
         entry.expect("scan");
         n += 1;
     }
@@ -83,7 +85,7 @@ fn stored_blocks(f: &FileBlocks) -> i64 {
 fn write(f: &FileBlocks, model: &mut Vec<u8>, blocks: &mut i64, offset: u64, data: &[u8]) {
     let mut b = Batch::default();
     *blocks += f.write(offset, data, &mut b).expect("write");
-    f.store.apply(b).expect("apply");
+    env().store.apply(b).expect("apply");
     if data.is_empty() {
         return;
     }
@@ -94,14 +96,14 @@ fn write(f: &FileBlocks, model: &mut Vec<u8>, blocks: &mut i64, offset: u64, dat
     model[offset as usize..end].copy_from_slice(data);
 }
 
-fn check(f: &FileBlocks, model: &[u8], blocks: i64) {
+fn check(f: &FileBlocks, ino: u64, model: &[u8], blocks: i64) {
     let size = model.len() as u64;
     let got = f.read(0, model.len() + 100, size).expect("read");
     if got != model {
         let at = got.iter().zip(model).position(|(a, b)| a != b).unwrap_or(got.len().min(model.len()));
         panic!("file differs from model at byte {at} (read {} bytes, model {})", got.len(), model.len());
     }
-    assert_eq!(stored_blocks(f), blocks, "stored block count differs from the sum of returned deltas");
+    assert_eq!(stored_blocks(ino), blocks, "stored block count differs from the sum of returned deltas");
     // Walk data and holes: holes read as zeros, data ranges are non-empty and below size.
     let mut at = 0u64;
     while let Some(d) = f.next_data(at, size).expect("next_data") {
@@ -116,14 +118,8 @@ fn check(f: &FileBlocks, model: &[u8], blocks: i64) {
 
 fuzz_target!(|ops: Vec<Op>| {
     let env = env();
-    let f = FileBlocks {
-        store: &env.store,
-        key: &env.key,
-        vault_id: &VAULT_ID,
-        ino: env.next_ino.fetch_add(1, Ordering::Relaxed),
-        generation: 1,
-        block_size: BLOCK_SIZE,
-    };
+    let ino = env.next_ino.fetch_add(1, Ordering::Relaxed);
+    let f = FileBlocks::new(&env.store, &env.key, &VAULT_ID, (ino, 1), BLOCK_SIZE, Some(&env.space));
     let mut model: Vec<u8> = Vec::new();
     let mut blocks = 0i64;
     for op in ops.into_iter().take(MAX_OPS) {
@@ -141,14 +137,14 @@ fuzz_target!(|ops: Vec<Op>| {
                 let new = size as u64 % MAX_EXTENT;
                 let mut b = Batch::default();
                 blocks += f.truncate(model.len() as u64, new, &mut b).expect("truncate");
-                f.store.apply(b).expect("apply");
+                env.store.apply(b).expect("apply");
                 model.resize(new as usize, 0);
             }
             Op::PunchHole { offset, len } => {
                 let (o, l) = (offset as u64 % MAX_EXTENT, len as u64 % MAX_EXTENT);
                 let mut b = Batch::default();
                 blocks += f.punch_hole(o, l, model.len() as u64, &mut b).expect("punch_hole");
-                f.store.apply(b).expect("apply");
+                env.store.apply(b).expect("apply");
                 let end = ((o + l) as usize).min(model.len());
                 if (o as usize) < end {
                     model[o as usize..end].fill(0);
@@ -161,12 +157,21 @@ fuzz_target!(|ops: Vec<Op>| {
                 assert!(got == want, "read({o}, {l}) of a {}-byte file differs from the model", model.len());
             }
         }
-        check(&f, &model, blocks);
+        check(&f, ino, &model, blocks);
     }
     // Leave the shared store as we found it.
     let mut b = Batch::default();
     let deleted = f.delete_blocks(0, u64::MAX, &mut b).expect("delete_blocks");
-    f.store.apply(b).expect("apply");
+    env.store.apply(b).expect("apply");
     assert_eq!(deleted, blocks);
-    assert_eq!(stored_blocks(&f), 0);
+    assert_eq!(stored_blocks(ino), 0);
+    // Keep the shared segment files small: collect what the inputs left dead
+    // (and so fuzz the collector too: the next inputs read what it moved).
+    let (segments, _) = env.store.segments().expect("segments");
+    if segments.iter().map(|s| s.1).sum::<u64>() > 64 << 20 {
+        gc::count_dead(&env.store, &env.space, BLOCK_SIZE).expect("count");
+        while let Some(victim) = gc::pick(&env.store, &env.space).expect("pick") {
+            gc::collect(&env.store, &env.space, BLOCK_SIZE, victim, |_| ()).expect("collect");
+        }
+    }
 });

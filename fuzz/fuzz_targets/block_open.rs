@@ -1,4 +1,5 @@
-//! `FileBlocks::open_block` against forged and tampered values.
+//! `FileBlocks::open_block` (blocks stored before segment files, FORMAT.md
+//! 6.2) against forged and tampered values; `segment_open` covers records.
 //!
 //! 1. Fuzzer bytes as a stored block value (optionally stretched to the exact
 //!    sealed length so the AEAD check itself is reached) must never open:
@@ -55,11 +56,11 @@ fn fits(data: &[u8], len: usize) -> Vec<u8> {
     if data.is_empty() { vec![0; len] } else { data.iter().copied().cycle().take(len).collect() }
 }
 
-fn assert_auth_fails(f: &FileBlocks, block: u64, value: &[u8], what: &str) {
-    let mut out = vec![0xA5u8; f.block_size as usize];
+fn assert_auth_fails(f: &FileBlocks, file: (u64, u32), block: u64, value: &[u8], what: &str) {
+    let mut out = vec![0xA5u8; file.1 as usize];
     match f.open_block(block, value, &mut out) {
         Err(Error::Auth { ino, block: b }) => {
-            assert_eq!((ino, b), (f.ino, block));
+            assert_eq!((ino, b), (file.0, block));
             assert!(out.iter().all(|&b| b == 0), "{what}: failed open leaked bytes into the output");
         }
         other => panic!("{what}: expected an authentication failure, got {other:?}"),
@@ -70,19 +71,14 @@ fuzz_target!(|input: Input| {
     let env = env();
     let block_size = 4096u32 << (input.block_size_log % 5);
     let sealed_len = block_size as usize + SEALED_OVERHEAD;
-    let f = FileBlocks {
-        store: &env.store,
-        key: &env.key,
-        vault_id: &VAULT_ID,
-        ino: input.ino,
-        generation: input.generation,
-        block_size,
-    };
+    let blocks = |ino, generation| FileBlocks::new(&env.store, &env.key, &VAULT_ID, (ino, generation), block_size, None);
+    let f = blocks(input.ino, input.generation);
+    let file = (input.ino, block_size);
 
     // 1. A value we did not seal never opens.
     let forged = if input.exact_len { fits(input.value, sealed_len) } else { input.value.to_vec() };
     if forged.len() == sealed_len {
-        assert_auth_fails(&f, input.block, &forged, "forged value");
+        assert_auth_fails(&f, file, input.block, &forged, "forged value");
     } else {
         let mut out = vec![0u8; block_size as usize];
         match f.open_block(input.block, &forged, &mut out) {
@@ -102,15 +98,15 @@ fuzz_target!(|input: Input| {
     let mut flipped = sealed.clone();
     let at = input.flip_at as usize % flipped.len();
     flipped[at] ^= if input.flip_mask == 0 { 1 } else { input.flip_mask };
-    assert_auth_fails(&f, input.block, &flipped, "one flipped byte");
+    assert_auth_fails(&f, file, input.block, &flipped, "one flipped byte");
 
     if input.other_block != input.block {
-        assert_auth_fails(&f, input.other_block, &sealed, "another block number");
+        assert_auth_fails(&f, file, input.other_block, &sealed, "another block number");
     }
-    let other_gen = FileBlocks { generation: input.generation.wrapping_add(1), ..f };
-    assert_auth_fails(&other_gen, input.block, &sealed, "another generation");
-    let other_ino = FileBlocks { ino: input.ino ^ 1, ..f };
-    assert_auth_fails(&other_ino, input.block, &sealed, "another inode");
+    let other_gen = blocks(input.ino, input.generation.wrapping_add(1));
+    assert_auth_fails(&other_gen, file, input.block, &sealed, "another generation");
+    let other_ino = blocks(input.ino ^ 1, input.generation);
+    assert_auth_fails(&other_ino, (input.ino ^ 1, block_size), input.block, &sealed, "another inode");
 
     let cut = &sealed[..at];
     match f.open_block(input.block, cut, &mut out) {

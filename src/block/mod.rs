@@ -216,23 +216,57 @@ impl FileBlocks<'_> {
         let bs = self.bs();
         let (first, last) = (offset / bs, (end - 1) / bs);
         let mut scratch: Option<Zeroizing<Vec<u8>>> = None;
-        let from = keys::block(self.ino, first);
-        let to = keys::block(self.ino, last + 1);
-        for entry in self.store.range(&from, &to) {
-            let (k, v) = entry?;
-            let Some(b) = keys::block_number(&k) else { continue };
+        // Opens one block with `open` into its place in `out`: straight into
+        // the reply when it is wanted whole, else through scratch.
+        let mut place = |b: u64, open: &dyn Fn(&mut [u8]) -> Result<()>| -> Result<()> {
             let block_start = b * bs;
-            let lo = offset.max(block_start);
-            let hi = end.min(block_start + bs);
+            let (lo, hi) = (offset.max(block_start), end.min(block_start + bs));
             let dst = &mut out[(lo - offset) as usize..(hi - offset) as usize];
             if dst.len() as u64 == bs {
-                // Whole block wanted: decrypt straight into the reply buffer.
-                self.open_stored(b, &v, dst)?;
+                open(dst)
             } else {
                 let s = scratch.get_or_insert_with(|| Zeroizing::new(vec![0u8; bs as usize]));
-                self.open_stored(b, &v, s)?;
+                open(s)?;
                 dst.copy_from_slice(&s[(lo - block_start) as usize..(hi - block_start) as usize]);
+                Ok(())
             }
+        };
+        let mut entries = Vec::with_capacity((last - first + 1) as usize);
+        for entry in self.store.range(&keys::block(self.ino, first), &keys::block(self.ino, last + 1)) {
+            let (k, v) = entry?;
+            entries.extend(keys::block_number(&k).map(|b| (b, v)));
+        }
+        let rec = record_len(self.block_size);
+        let mut records = Vec::new();
+        let mut i = 0;
+        while i < entries.len() {
+            let (b, v) = &entries[i];
+            if v.len() != INDEX_ENTRY_LEN {
+                place(*b, &|dst| self.open_block(*b, v, dst))?;
+                i += 1;
+                continue;
+            }
+            // A run of records that lie back to back (one write request's,
+            // usually) is read with one pread.
+            let mut run = vec![self.index_entry(*b, v)?];
+            while let Some((nb, nv)) =
+                entries.get(i + run.len()).filter(|(_, nv)| nv.len() == INDEX_ENTRY_LEN)
+            {
+                let e = self.index_entry(*nb, nv)?;
+                if e.segment != run[0].segment || e.offset != run[0].offset + (run.len() * rec) as u64 {
+                    break;
+                }
+                run.push(e);
+            }
+            records.resize(run.len() * rec, 0);
+            self.store
+                .read_record(Location { segment: run[0].segment, offset: run[0].offset }, &mut records)?;
+            for (n, e) in run.iter().enumerate() {
+                let b = entries[i + n].0;
+                let record = &records[n * rec..(n + 1) * rec];
+                place(b, &|dst| self.open_record(b, e, record, dst))?;
+            }
+            i += run.len();
         }
         Ok(out)
     }

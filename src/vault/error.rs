@@ -102,7 +102,7 @@ impl From<block::Error> for Error {
         match e {
             block::Error::Store(s) => s.into(),
             block::Error::TooLarge(_) => Error::new(ErrorKind::FileTooLarge, e.to_string()),
-            block::Error::Random => Error::new(ErrorKind::Io, e.to_string()),
+            block::Error::Random | block::Error::ReadOnly => Error::new(ErrorKind::Io, e.to_string()),
             _ => Error::new(ErrorKind::Corrupt, e.to_string()),
         }
     }
