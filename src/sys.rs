@@ -20,6 +20,28 @@ pub fn lock_memory(ptr: *const u8, len: usize) {
     }
 }
 
+/// Children forked since this process image began, counted in each child
+/// (0 in the original process). A per-thread pool of random bytes checks it
+/// instead of `getpid` on every use (a syscall per sealed block): a forked
+/// child sees a new value at once and must not hand out its parent's bytes.
+pub fn fork_generation() -> u64 {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only increments an atomic, which
+        // is async-signal-safe and so allowed in a child right after fork.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(count_fork));
+        }
+    });
+    FORKS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn count_fork() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The effective uid of this process.
 /// Caps glibc's malloc arenas at `n`. By default glibc gives each busy
 /// thread an arena of its own (up to eight per core) and keeps what they
@@ -184,7 +206,7 @@ pub fn supplementary_groups(pid: u32) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::process_name;
+    use super::{fork_generation, process_name};
     use std::io::Write;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
@@ -214,5 +236,27 @@ mod tests {
         child.wait().expect("wait");
         assert_eq!(process_name(pid), b"");
         assert!(!process_name(std::process::id()).is_empty());
+    }
+
+    #[test]
+    fn a_forked_child_sees_a_new_fork_generation() {
+        let parent = fork_generation();
+        // SAFETY: the child only reads an atomic and calls _exit, both
+        // async-signal-safe, so forking this multi-threaded test is sound.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = if fork_generation() != parent { 0 } else { 1 };
+            // SAFETY: ends the child at once, running no destructors or atexit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waits for the child just forked; `status` is a valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child saw the parent's generation"
+        );
+        assert_eq!(fork_generation(), parent, "the parent's generation moved");
     }
 }

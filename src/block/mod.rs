@@ -9,7 +9,7 @@
 //! the last one is zero), so stored lengths reveal only block counts. Absent
 //! blocks are holes and read as zeros.
 
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use zeroize::Zeroizing;
 
@@ -64,7 +64,7 @@ pub struct FileBlocks<'a> {
     /// Versions and dead-space hints for writes; None for read-only views (fsck).
     space: Option<&'a Space>,
     /// The key of this file's index tags, derived at first use.
-    index_key: OnceCell<Key32>,
+    index_key: OnceLock<Key32>,
 }
 
 impl<'a> FileBlocks<'a> {
@@ -76,7 +76,7 @@ impl<'a> FileBlocks<'a> {
         block_size: u32,
         space: Option<&'a Space>,
     ) -> Self {
-        FileBlocks { store, key, vault_id, ino, generation, block_size, space, index_key: OnceCell::new() }
+        FileBlocks { store, key, vault_id, ino, generation, block_size, space, index_key: OnceLock::new() }
     }
 }
 
@@ -177,13 +177,14 @@ impl FileBlocks<'_> {
         let space = self.space.ok_or(Error::ReadOnly)?;
         let first = space.take_versions(self.store, blocks.len() as u64)?;
         let rec_len = record_len(self.block_size);
-        let mut records = Vec::with_capacity(rec_len * blocks.len());
-        for (i, (b, plain)) in blocks.iter().enumerate() {
+        let mut records = vec![0u8; rec_len * blocks.len()];
+        for (i, ((b, plain), record)) in blocks.iter().zip(records.chunks_exact_mut(rec_len)).enumerate() {
             debug_assert_eq!(plain.len(), self.block_size as usize);
             let version = first + i as u64;
-            records.extend_from_slice(&RecordHeader { ino: self.ino, block: *b, version }.encode());
+            let (header, sealed) = record.split_at_mut(RECORD_HEADER_LEN);
+            header.copy_from_slice(&RecordHeader { ino: self.ino, block: *b, version }.encode());
             let aad = aad::block_v2(self.vault_id, self.ino, self.generation, *b, version);
-            crypto::seal_into(self.key, &aad, plain, &mut records).map_err(|_| Error::Random)?;
+            crypto::seal_to(self.key, &aad, plain, sealed).map_err(|_| Error::Random)?;
         }
         let at = self.store.append_record(&records)?;
         for (i, (b, _)) in blocks.iter().enumerate() {
@@ -218,7 +219,11 @@ impl FileBlocks<'_> {
         let mut scratch: Option<Zeroizing<Vec<u8>>> = None;
         // Opens one block with `open` into its place in `out`: straight into
         // the reply when it is wanted whole, else through scratch.
-        let mut place = |b: u64, open: &dyn Fn(&mut [u8]) -> Result<()>| -> Result<()> {
+        let place = |out: &mut [u8],
+                     scratch: &mut Option<Zeroizing<Vec<u8>>>,
+                     b: u64,
+                     open: &dyn Fn(&mut [u8]) -> Result<()>|
+         -> Result<()> {
             let block_start = b * bs;
             let (lo, hi) = (offset.max(block_start), end.min(block_start + bs));
             let dst = &mut out[(lo - offset) as usize..(hi - offset) as usize];
@@ -242,7 +247,7 @@ impl FileBlocks<'_> {
         while i < entries.len() {
             let (b, v) = &entries[i];
             if v.len() != INDEX_ENTRY_LEN {
-                place(*b, &|dst| self.open_block(*b, v, dst))?;
+                place(&mut out, &mut scratch, *b, &|dst| self.open_block(*b, v, dst))?;
                 i += 1;
                 continue;
             }
@@ -264,7 +269,7 @@ impl FileBlocks<'_> {
             for (n, e) in run.iter().enumerate() {
                 let b = entries[i + n].0;
                 let record = &records[n * rec..(n + 1) * rec];
-                place(b, &|dst| self.open_record(b, e, record, dst))?;
+                place(&mut out, &mut scratch, b, &|dst| self.open_record(b, e, record, dst))?;
             }
             i += run.len();
         }

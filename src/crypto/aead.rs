@@ -16,26 +16,27 @@ pub const SEALED_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// Nonces are public, so they may be drawn from the OS CSPRNG in bulk: each
 /// thread fetches 4 KiB at a time (one `getrandom` call per 170 nonces instead
 /// of one per seal) and hands every byte out once. A forked child never reuses
-/// its parent's bytes: the pool is refilled when the process id changes.
+/// its parent's bytes: the pool is refilled when `sys::fork_generation`
+/// changes (an atomic load, where `getpid` was a syscall per seal).
 struct NoncePool {
     buf: [u8; 4096],
     pos: usize,
-    pid: u32,
+    forks: u64,
 }
 
 thread_local! {
     static NONCES: std::cell::RefCell<NoncePool> =
-        const { std::cell::RefCell::new(NoncePool { buf: [0; 4096], pos: 4096, pid: 0 }) };
+        const { std::cell::RefCell::new(NoncePool { buf: [0; 4096], pos: 4096, forks: 0 }) };
 }
 
 fn fill_nonce(out: &mut [u8]) -> Result<(), Error> {
     NONCES.with(|pool| {
         let mut p = pool.borrow_mut();
-        let pid = std::process::id();
-        if p.pid != pid || p.pos + out.len() > p.buf.len() {
+        let forks = crate::sys::fork_generation();
+        if p.forks != forks || p.pos + out.len() > p.buf.len() {
             random_bytes(&mut p.buf)?;
             p.pos = 0;
-            p.pid = pid;
+            p.forks = forks;
         }
         let at = p.pos;
         out.copy_from_slice(&p.buf[at..at + out.len()]);
@@ -62,6 +63,24 @@ pub fn seal_into(key: &Key32, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -
         .encrypt_inout_detached(&nonce, aad, body.into())
         .map_err(|_| Error::Length(plaintext.len()))?;
     out.extend_from_slice(&tag);
+    Ok(())
+}
+
+/// Writes `nonce ‖ ciphertext ‖ tag` of `plaintext` into `out`, which must be
+/// exactly `plaintext.len() + SEALED_OVERHEAD` bytes (encrypts straight from
+/// the plaintext into place: no copy).
+pub fn seal_to(key: &Key32, aad: &[u8], plaintext: &[u8], out: &mut [u8]) -> Result<(), Error> {
+    if out.len() != plaintext.len() + SEALED_OVERHEAD {
+        return Err(Error::Length(out.len()));
+    }
+    let (nonce_bytes, rest) = out.split_at_mut(NONCE_LEN);
+    fill_nonce(nonce_bytes)?;
+    let nonce = XNonce::try_from(&*nonce_bytes).expect("nonce slice is NONCE_LEN bytes");
+    let (body, tag_out) = rest.split_at_mut(plaintext.len());
+    let buf = InOutBuf::new(plaintext, body).expect("lengths checked above");
+    let tag =
+        cipher(key).encrypt_inout_detached(&nonce, aad, buf).map_err(|_| Error::Length(plaintext.len()))?;
+    tag_out.copy_from_slice(&tag);
     Ok(())
 }
 
@@ -101,6 +120,15 @@ pub fn open(key: &Key32, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seal_to_matches_seal_into() {
+        let key = Key32::random().unwrap();
+        let mut out = vec![0u8; 7 + SEALED_OVERHEAD];
+        seal_to(&key, b"aad", b"payload", &mut out).unwrap();
+        assert_eq!(&open(&key, b"aad", &out).unwrap()[..], b"payload");
+        assert!(seal_to(&key, b"aad", b"payload", &mut out[1..]).is_err());
+    }
 
     #[test]
     fn round_trip_and_tamper() {

@@ -12,7 +12,7 @@ mod secret;
 pub mod shamir;
 mod sign;
 
-pub use aead::{NONCE_LEN, SEALED_OVERHEAD, TAG_LEN, open, open_in_place, seal, seal_into};
+pub use aead::{NONCE_LEN, SEALED_OVERHEAD, TAG_LEN, open, open_in_place, seal, seal_into, seal_to};
 pub use digest::{Blake3, hmac_sha256, sha256, tags_equal};
 pub use kdf::{KdfParams, KeyedHash, argon2id, hkdf};
 pub use secret::{Key32, Passphrase, random_array, random_bytes};
