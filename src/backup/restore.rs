@@ -87,8 +87,11 @@ fn write_store(
     let (mut bytes, mut records) = (0usize, 0u64);
     let second = verify_stream(reading(archive, len, Phase::Write, progress)?, expect, |k, v| {
         let v = if k.first() == Some(&keys::BLOCK) {
-            crate::block::import_value(&store, first.header.block_size, k, v)
-                .map_err(|e| Error::Inconsistent(e.to_string()))?
+            crate::block::import_value(&store, first.header.block_size, k, v).map_err(|e| match e {
+                // Writing the new store failed: not the archive's fault.
+                crate::block::Error::Store(e) => Error::Store(e),
+                e => Error::Inconsistent(e.to_string()),
+            })?
         } else {
             v.to_vec()
         };

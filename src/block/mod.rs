@@ -456,8 +456,8 @@ pub fn import_value(store: &Store, block_size: u32, key: &[u8], value: &[u8]) ->
         return Ok(value.to_vec());
     }
     let (record, tag) = value.split_at(rec);
-    let h = RecordHeader::decode(record).map_err(|e| store::Error::Corrupt(e.to_string()))?;
     let (ino, block) = (keys::ino_of(key).unwrap_or(0), keys::block_number(key).unwrap_or(0));
+    let h = RecordHeader::decode(record).map_err(|e| Error::Index { ino, block, why: e.to_string() })?;
     if (h.ino, h.block) != (ino, block) {
         return Err(Error::Index {
             ino,
