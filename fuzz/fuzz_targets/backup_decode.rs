@@ -18,7 +18,7 @@ use vaultfs::audit::checkpoint::{Checkpoint, vault_origin};
 use vaultfs::audit::merkle::Frontier;
 use vaultfs::backup::archive::{Preamble, Reader, encode_end, encode_record, signed_message};
 use vaultfs::backup::{Expect, verify_bytes};
-use vaultfs::crypto::{Blake3, Key32, KdfParams, SigningKey, VerifyingKey};
+use vaultfs::crypto::{Blake3, KdfParams, Key32, SigningKey, VerifyingKey};
 use vaultfs::format::{FORMAT_VERSION, Header, KeySlot, SLOT_KIND_PASSPHRASE, keys};
 
 /// Framing only: whatever decodes re-encodes byte for byte.
@@ -72,10 +72,8 @@ fn valid_archive(u: &mut Unstructured) -> Result<Vec<u8>> {
     .encode();
     let origin = vault_origin(&vault_id);
     let n = u.int_in_range(1..=40u64)?;
-    let mut records: Vec<(Vec<u8>, Vec<u8>)> = vec![
-        (b"H".to_vec(), header.clone()),
-        (b"C".to_vec(), u.arbitrary::<[u8; 8]>()?.to_vec()),
-    ];
+    let mut records: Vec<(Vec<u8>, Vec<u8>)> =
+        vec![(b"H".to_vec(), header.clone()), (b"C".to_vec(), u.arbitrary::<[u8; 8]>()?.to_vec())];
     let mut frontier = Frontier::default();
     let mut note = String::new();
     for seq in 0..n {

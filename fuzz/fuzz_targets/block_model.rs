@@ -9,15 +9,15 @@
 //! every hole reported reads as zeros.
 #![no_main]
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "common/store_env.rs"]
+mod store_env;
+use store_env::env;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use vaultfs::block::{FileBlocks, Space, gc};
-use vaultfs::crypto::Key32;
+use vaultfs::block::FileBlocks;
 use vaultfs::format::keys;
-use vaultfs::store::{Batch, Store};
+use vaultfs::store::Batch;
 
 const BLOCK_SIZE: u32 = 4096;
 /// Writes start below 256 KiB and carry at most 20 KiB.
@@ -27,26 +27,6 @@ const MAX_DATA: usize = 20 * 1024;
 const MAX_EXTENT: u64 = MAX_OFFSET + MAX_DATA as u64 + 2 * BLOCK_SIZE as u64;
 const MAX_OPS: usize = 64;
 const VAULT_ID: [u8; 16] = [0x5a; 16];
-
-struct Env {
-    _dir: tempfile::TempDir,
-    store: Store,
-    key: Key32,
-    space: Space,
-    next_ino: AtomicU64,
-}
-
-/// One store per process (sled is far too slow to open per input); each input
-/// gets an inode number of its own and deletes its blocks when done.
-fn env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("vaultfs-fuzz-").tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), true).expect("open store");
-        let space = Space::load(&store).expect("versions");
-        Env { _dir: dir, store, key: Key32::from_bytes([7; 32]), space, next_ino: AtomicU64::new(1) }
-    })
-}
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -118,7 +98,7 @@ fn check(f: &FileBlocks, ino: u64, model: &[u8], blocks: i64) {
 
 fuzz_target!(|ops: Vec<Op>| {
     let env = env();
-    let ino = env.next_ino.fetch_add(1, Ordering::Relaxed);
+    let ino = env.next_ino();
     let f = FileBlocks::new(&env.store, &env.key, &VAULT_ID, (ino, 1), BLOCK_SIZE, Some(&env.space));
     let mut model: Vec<u8> = Vec::new();
     let mut blocks = 0i64;
@@ -165,13 +145,5 @@ fuzz_target!(|ops: Vec<Op>| {
     env.store.apply(b).expect("apply");
     assert_eq!(deleted, blocks);
     assert_eq!(stored_blocks(ino), 0);
-    // Keep the shared segment files small: collect what the inputs left dead
-    // (and so fuzz the collector too: the next inputs read what it moved).
-    let (segments, _) = env.store.segments().expect("segments");
-    if segments.iter().map(|s| s.1).sum::<u64>() > 64 << 20 {
-        gc::count_dead(&env.store, &env.space, BLOCK_SIZE).expect("count");
-        while let Some(victim) = gc::pick(&env.store, &env.space).expect("pick") {
-            gc::collect(&env.store, &env.space, BLOCK_SIZE, victim, |_| ()).expect("collect");
-        }
-    }
+    env.collect_if_large(BLOCK_SIZE);
 });

@@ -71,7 +71,9 @@ fuzz_target!(|input: Input| {
     let env = env();
     let block_size = 4096u32 << (input.block_size_log % 5);
     let sealed_len = block_size as usize + SEALED_OVERHEAD;
-    let blocks = |ino, generation| FileBlocks::new(&env.store, &env.key, &VAULT_ID, (ino, generation), block_size, None);
+    let blocks = |ino, generation| {
+        FileBlocks::new(&env.store, &env.key, &VAULT_ID, (ino, generation), block_size, None)
+    };
     let f = blocks(input.ino, input.generation);
     let file = (input.ino, block_size);
 

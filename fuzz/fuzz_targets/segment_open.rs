@@ -12,39 +12,21 @@
 //!    version put back in place of the current one fails too.
 #![no_main]
 
+#[path = "common/store_env.rs"]
+mod store_env;
+use store_env::env;
+
 use std::os::unix::fs::FileExt;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use vaultfs::block::{FileBlocks, Space, gc};
-use vaultfs::crypto::Key32;
+use vaultfs::block::FileBlocks;
 use vaultfs::format::keys;
 use vaultfs::format::segment::{IndexEntry, RecordHeader, record_len};
-use vaultfs::store::{Batch, Location, Store, segment_name};
+use vaultfs::store::{Batch, Location, segment_name};
 
 const VAULT_ID: [u8; 16] = [0x5a; 16];
 const BS: u32 = 4096;
-
-struct Env {
-    dir: tempfile::TempDir,
-    store: Store,
-    key: Key32,
-    space: Space,
-    next_ino: AtomicU64,
-}
-
-/// One store per process: sled is far too slow to open per input.
-fn env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("vaultfs-fuzz-").tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), true).expect("open store");
-        let space = Space::load(&store).expect("versions");
-        Env { dir, store, key: Key32::from_bytes([7; 32]), space, next_ino: AtomicU64::new(16) }
-    })
-}
 
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {
@@ -80,7 +62,7 @@ fuzz_target!(|input: Input| {
     }
     let _ = RecordHeader::decode(input.value);
 
-    let ino = env.next_ino.fetch_add(1, Ordering::Relaxed);
+    let ino = env.next_ino();
     let f = FileBlocks::new(&env.store, &env.key, &VAULT_ID, (ino, input.generation), BS, Some(&env.space));
     let block = u64::from(input.block);
     let off = block * BS as u64;
@@ -101,7 +83,10 @@ fuzz_target!(|input: Input| {
         entries.push(IndexEntry::decode(&v).expect("our own entry decodes"));
     }
     // The forged value was not an index entry of ours: nothing was retired for it.
-    assert!(f.read(off, BS as usize, off + BS as u64).expect("read") == plain, "written block reads differently");
+    assert!(
+        f.read(off, BS as usize, off + BS as u64).expect("read") == plain,
+        "written block reads differently"
+    );
     let stored = env.store.get(&key).expect("get").expect("entry");
     let entry = IndexEntry::decode(&stored).expect("our own entry decodes");
     let at = Location { segment: entry.segment, offset: entry.offset };
@@ -130,16 +115,13 @@ fuzz_target!(|input: Input| {
     poke(at, &old_record);
     assert_fails(&f, off, "older record put back");
     poke(at, &record);
-    assert!(f.read(off, BS as usize, off + BS as u64).expect("read") == plain, "restored block reads differently");
+    assert!(
+        f.read(off, BS as usize, off + BS as u64).expect("read") == plain,
+        "restored block reads differently"
+    );
 
     let mut b = Batch::default();
     f.delete_blocks(0, u64::MAX, &mut b).expect("delete");
     env.store.apply(b).expect("apply");
-    let (segments, _) = env.store.segments().expect("segments");
-    if segments.iter().map(|s| s.1).sum::<u64>() > 64 << 20 {
-        gc::count_dead(&env.store, &env.space, BS).expect("count");
-        while let Some(victim) = gc::pick(&env.store, &env.space).expect("pick") {
-            gc::collect(&env.store, &env.space, BS, victim, |_| ()).expect("collect");
-        }
-    }
+    env.collect_if_large(BS);
 });
