@@ -178,9 +178,11 @@ impl Segments {
             }
             Err(e) => return Err(io(path.display(), e)),
         };
+        // Read before taking `files`: `append` holds `active` while it takes
+        // `files`, so the opposite order could deadlock.
+        let active = self.active();
         let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
         if files.len() >= OPEN_FILES {
-            let active = self.active();
             files.retain(|&k, _| k == active);
         }
         files.insert(id, file.clone());
