@@ -190,6 +190,49 @@ fn level_two_answers_only_the_mounting_uid() {
     assert!(String::from_utf8_lossy(&ls.stdout).contains("2-private"));
 }
 
+/// The mount drops set-id bits itself (FUSE_HANDLE_KILLPRIV_V2): a write,
+/// truncate or fallocate by an unprivileged caller clears set-user-ID, and
+/// set-group-ID when group execute is set; root's writes keep both, as on ext4.
+#[test]
+fn set_id_bits_drop_when_an_unprivileged_caller_changes_the_file() {
+    let m = Mount::with_options(&["allow_other"]);
+    let f = m.path("1-working/tool");
+    fs::write(&f, b"#!/bin/sh\n").unwrap();
+    let mode = || fs::metadata(&f).unwrap().permissions().mode() & 0o7777;
+    let set = |bits: u32| fs::set_permissions(&f, fs::Permissions::from_mode(bits)).unwrap();
+    let as_nobody = |cmd: &str| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", cmd])
+            .current_dir("/")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let path = f.display();
+    for (what, cmd) in [
+        ("write", format!("printf x >> {path}")),
+        (
+            "O_DIRECT write",
+            format!("dd if=/dev/zero of={path} bs=4096 count=1 oflag=direct conv=notrunc status=none"),
+        ),
+        ("truncate", format!("truncate -s 100 {path}")),
+        ("fallocate", format!("fallocate -l 65536 {path}")),
+    ] {
+        set(0o6777);
+        as_nobody(&cmd);
+        assert_eq!(mode(), 0o0777, "{what} by uid 65534");
+    }
+    // Without group execute, set-group-ID is not an executable's bit: it stays.
+    set(0o6766);
+    as_nobody(&format!("printf y >> {path}"));
+    assert_eq!(mode(), 0o2766);
+    // Root holds CAP_FSETID: its writes and truncations keep both bits.
+    set(0o6777);
+    OpenOptions::new().append(true).open(&f).unwrap().write_all(b"z").unwrap();
+    OpenOptions::new().write(true).open(&f).unwrap().set_len(10).unwrap();
+    assert_eq!(mode(), 0o6777);
+}
+
 #[test]
 fn mmap_locks_seek_holes_copy_range_fallocate() {
     let m = Mount::new();

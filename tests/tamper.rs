@@ -954,7 +954,7 @@ fn hostile_names_and_offsets_change_nothing() {
             Some(ErrorKind::FileTooLarge),
             "fallocate at {off}"
         );
-        let punch = FallocMode { keep_size: true, punch_hole: true, zero_range: false };
+        let punch = FallocMode { keep_size: true, punch_hole: true, ..Default::default() };
         assert_eq!(
             kind(v.fallocate(notes, off, len as u64, punch)).err(),
             Some(ErrorKind::FileTooLarge),

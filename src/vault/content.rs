@@ -24,6 +24,18 @@ fn regular(node: &Node) -> Result<()> {
     }
 }
 
+/// What a write by an unprivileged caller (or a chown) does to a regular
+/// file's mode, as local filesystems do: set-user-ID goes, and set-group-ID
+/// too when group execute is set (without it the bit means mandatory locking).
+fn drop_setid(node: &mut Node) {
+    if node.rec.kind != FileKind::Dir {
+        node.rec.perm &= !S_ISUID;
+        if node.rec.perm & S_IXGRP != 0 {
+            node.rec.perm &= !S_ISGID;
+        }
+    }
+}
+
 fn resolve(t: TimeSet, now: Timestamp) -> Timestamp {
     match t {
         TimeSet::Now => now,
@@ -54,6 +66,12 @@ impl Vault<Unlocked> {
 
     /// Writes `data` at `offset`; returns the byte count written (all of it).
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        self.write_as(ino, offset, data, false)
+    }
+
+    /// [`Self::write`]; `kill_setid`: the writer is unprivileged, so the
+    /// file's set-id bits go in the same transaction (`drop_setid`).
+    pub fn write_as(&self, ino: u64, offset: u64, data: &[u8], kill_setid: bool) -> Result<usize> {
         let core = self.core();
         let end = block::check_range(offset, data.len() as u64)?;
         let _g = core.locks.write(ino);
@@ -70,6 +88,9 @@ impl Vault<Unlocked> {
         node.rec.size = node.rec.size.max(end);
         node.rec.mtime = now;
         node.rec.ctime = now;
+        if kill_setid {
+            drop_setid(node);
+        }
         txn.batch = batch;
         txn.touch(ino);
         txn.commit()?;
@@ -108,12 +129,7 @@ impl Vault<Unlocked> {
             node.rec.uid = set.uid.unwrap_or(node.rec.uid);
             node.rec.gid = set.gid.unwrap_or(node.rec.gid);
             // As on local filesystems: chown drops set-id bits of non-directories.
-            if node.rec.kind != FileKind::Dir {
-                node.rec.perm &= !S_ISUID;
-                if node.rec.perm & S_IXGRP != 0 {
-                    node.rec.perm &= !S_ISGID;
-                }
-            }
+            drop_setid(node);
         }
         if let Some(size) = set.size {
             regular(node)?;
@@ -126,6 +142,9 @@ impl Vault<Unlocked> {
             node.rec.mtime = now;
         }
         let node = txn.get(ino)?;
+        if set.kill_setid {
+            drop_setid(node);
+        }
         if let Some(t) = set.atime {
             node.rec.atime = resolve(t, now);
         }
@@ -168,6 +187,10 @@ impl Vault<Unlocked> {
         }
         if !mode.keep_size && end > node.rec.size {
             node.rec.size = end;
+            node.rec.ctime = now;
+        }
+        if mode.kill_setid {
+            drop_setid(node);
             node.rec.ctime = now;
         }
         txn.batch = batch;

@@ -84,6 +84,9 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<TimeSet>,
     pub mtime: Option<TimeSet>,
+    /// Drop set-user-ID (and set-group-ID with group execute) as a write
+    /// by an unprivileged caller does: the mount handles it, not the kernel.
+    pub kill_setid: bool,
 }
 
 /// What to create.
@@ -123,6 +126,8 @@ pub struct FallocMode {
     pub keep_size: bool,
     pub punch_hole: bool,
     pub zero_range: bool,
+    /// As in [`SetAttr::kill_setid`].
+    pub kill_setid: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
