@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use common::control::{mnt, ok, wait_pending};
 use common::{Mount, sh, vaultfs};
 
 /// The `op` and `path` fields of every leaf line, in order.
@@ -283,4 +284,53 @@ fn store_verification_catches_rollback() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+/// Every open is recorded. At levels 3-5 the kernel drops a file's page
+/// cache at each open, so every open's reads reach the daemon and are
+/// recorded; below, a second open of an unchanged file is served from the
+/// page cache: its open is recorded, its reads are not (AUDIT.md).
+#[test]
+fn reads_are_recorded_per_open_from_level_three() {
+    let m = Mount::new();
+    // One process: drop the file's cached pages, then open and read it twice.
+    let reader = |f: &str| {
+        let path = m.path(f);
+        fs::write(&path, vec![7u8; 64 * 1024]).unwrap();
+        let code = format!(
+            "import os; p = \"{}\"; print(os.getpid(), flush=True)\n\
+             fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)\n\
+             for _ in range(2):\n    open(p, \"rb\").read()",
+            path.display()
+        );
+        let child =
+            Command::new("python3").args(["-c", &code]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        std::thread::spawn(move || child.wait_with_output().unwrap())
+    };
+    let working = reader("1-working/w.bin").join().unwrap();
+    // Level 3 asks for an approval; one covers the process's later opens.
+    let sealed = reader("3-sealed/s.bin");
+    wait_pending(&m);
+    let pending = ok(&m.run(&["pending", mnt(&m)]));
+    ok(&m.run(&["approve", mnt(&m), pending.split_whitespace().next().unwrap()]));
+    let sealed = sealed.join().unwrap();
+    let text = fs::read_to_string(m.path(".audit")).unwrap();
+    let json: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The ops of `pid` on `f`, from its last open on.
+    let after_last_open = |f: &str, out: &std::process::Output| -> Vec<String> {
+        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+        let pid: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let ops: Vec<String> = json
+            .iter()
+            .filter(|v| v["path"] == format!("/{f}") && v["pid"] == pid)
+            .map(|v| v["op"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ops.iter().filter(|o| *o == "open").count(), 3, "{f}: {text}");
+        assert!(ops.iter().any(|o| o == "read"), "{f}: {text}");
+        ops[ops.iter().rposition(|o| o == "open").unwrap()..].to_vec()
+    };
+    let last = after_last_open("3-sealed/s.bin", &sealed);
+    assert!(last.iter().any(|o| o == "read"), "level 3: every open's reads are recorded: {text}");
+    let last = after_last_open("1-working/w.bin", &working);
+    assert_eq!(last, ["open"], "level 1: the second open is served from the page cache: {text}");
 }

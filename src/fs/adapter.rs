@@ -15,7 +15,7 @@ use fuser::{
 };
 
 use super::attr::{OwnerMap, file_attr, file_type, kind_from_mode, timestamp};
-use super::audit::{AUDIT_INO, AUDIT_NAME, At, AuditFiles, Range};
+use super::audit::{AUDIT_INO, AUDIT_NAME, At, AuditFiles, READS_RECORDED_FROM_LEVEL, Range};
 use super::backup::{ArchiveMaker, BACKUP_DIR_INO, BACKUP_NAME, BackupFiles, is_virtual};
 use super::errno::errno;
 use super::handles::InodeTable;
@@ -26,8 +26,7 @@ use crate::vault::{
 };
 
 /// How long the kernel may cache attributes and entries. Short, because other
-/// processes' changes come through this same mount anyway and the page cache
-/// is dropped at every open (no keep_cache), so each open reaches us.
+/// processes' changes come through this same mount anyway.
 const TTL: Duration = Duration::from_secs(1);
 /// Entries fetched from the vault per readdir round.
 const READDIR_CHUNK: usize = 128;
@@ -662,15 +661,22 @@ impl Filesystem for VaultFs {
                 reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO)
             });
         }
-        // No FOPEN_KEEP_CACHE: the kernel drops this file's page cache at every
-        // open, so every open is seen here, and recorded.
+        // Every open reaches the daemon and is recorded. Below
+        // READS_RECORDED_FROM_LEVEL the kernel may keep the file's page
+        // cache from an earlier open (every change goes through this mount,
+        // so the cache is never stale); above it the cache is dropped, so
+        // every read of the new open comes here and is recorded.
         let r = self.logged(req, AuditOp::Open, At::Node(ino.0), Range::default(), || {
             self.check_node(req, ino.0)?;
             self.permit(req, ino.0, perm::open_mask(flags.0))?;
             self.vault.admit_open(req.uid()).map_err(e)?;
-            self.approval(req, ino.0)
+            self.approval(req, ino.0)?;
+            self.level_of(ino.0)
         });
-        reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
+        reply_with!(reply, r, |level| {
+            let keep = level.is_some_and(|l| l < READS_RECORDED_FROM_LEVEL);
+            reply.opened(self.fh(), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
+        });
     }
 
     fn release(

@@ -18,6 +18,11 @@ pub const AUDIT_NAME: &[u8] = b".audit";
 
 /// Levels whose opens are recorded durably before the open succeeds.
 const DURABLE_FROM_LEVEL: u8 = 3;
+/// Levels whose page cache the kernel drops at every open, so that every
+/// open's reads reach the daemon and are recorded. Below it the kernel keeps
+/// a file's cached pages across opens (the open itself is still recorded):
+/// re-reading a working file costs no decryption and no request.
+pub const READS_RECORDED_FROM_LEVEL: u8 = 3;
 
 /// Snapshots of `.audit` per open file handle: a reader sees one consistent
 /// log, ending in a checkpoint signed over exactly its leaves.
