@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 use crate::crypto::{self, Key32, KeyedHash, SEALED_OVERHEAD};
 use crate::format::segment::{INDEX_ENTRY_LEN, IndexEntry, RECORD_HEADER_LEN, RecordHeader, record_len};
 use crate::format::{aad, keys, labels};
-use crate::store::{self, Batch, Location, Store};
+use crate::store::{self, Batch, Location, Store, Value};
 
 pub mod gc;
 mod space;
@@ -115,6 +115,25 @@ impl FileBlocks<'_> {
             .update(&block.to_be_bytes())
             .update(&version.to_be_bytes());
         h.finalize16()
+    }
+
+    /// The stored values of blocks `first..=last` that exist, in order.
+    fn stored(&self, first: u64, last: u64) -> Result<Vec<(u64, Value)>> {
+        if first == last {
+            // One block (random I/O): a point lookup costs less than a range scan.
+            return Ok(self
+                .store
+                .get(&keys::block(self.ino, first))?
+                .map(|v| (first, v))
+                .into_iter()
+                .collect());
+        }
+        let mut found = Vec::new();
+        for entry in self.store.range(&keys::block(self.ino, first), &keys::block(self.ino, last + 1)) {
+            let (k, v) = entry?;
+            found.extend(keys::block_number(&k).map(|b| (b, v)));
+        }
+        Ok(found)
     }
 
     fn index_error(&self, block: u64, why: impl Into<String>) -> Error {
@@ -236,11 +255,7 @@ impl FileBlocks<'_> {
                 Ok(())
             }
         };
-        let mut entries = Vec::with_capacity((last - first + 1) as usize);
-        for entry in self.store.range(&keys::block(self.ino, first), &keys::block(self.ino, last + 1)) {
-            let (k, v) = entry?;
-            entries.extend(keys::block_number(&k).map(|b| (b, v)));
-        }
+        let entries = self.stored(first, last)?;
         let rec = record_len(self.block_size);
         let mut records = Vec::new();
         let mut i = 0;
@@ -286,11 +301,8 @@ impl FileBlocks<'_> {
         let (first, last) = (offset / bs, (end - 1) / bs);
         // One range scan finds the touched blocks that exist (for the block
         // count, read-modify-write and the records they retire).
-        let mut existing = std::collections::BTreeMap::new();
-        for entry in self.store.range(&keys::block(self.ino, first), &keys::block(self.ino, last + 1)) {
-            let (k, v) = entry?;
-            existing.extend(keys::block_number(&k).map(|b| (b, v)));
-        }
+        let existing: std::collections::BTreeMap<u64, Value> =
+            self.stored(first, last)?.into_iter().collect();
         let delta = (last - first + 1) as i64 - existing.len() as i64;
         // At most two partial blocks (the first and the last) need their old content.
         let mut partial: Vec<(u64, Zeroizing<Vec<u8>>)> = Vec::new();

@@ -8,23 +8,40 @@ use super::Error;
 
 /// A 32-byte symmetric key. Heap-boxed so its address is stable for `mlock`
 /// and moves do not leave copies behind.
-pub struct Key32(Box<[u8; 32]>);
+pub struct Key32(Option<Box<[u8; 32]>>);
+
+/// Boxes already `mlock`ed and zeroized, kept per thread for the next key:
+/// every FUSE request makes short-lived keys (a file key, its index key), and
+/// an `mlock` syscall for each cost as much as decrypting the inode.
+const SPARE_BOXES: usize = 8;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Box<[u8; 32]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A locked, zeroed box: a spare one, or a new one locked now.
+fn locked_box() -> Box<[u8; 32]> {
+    SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten().unwrap_or_else(|| {
+        let b = Box::new([0u8; 32]);
+        crate::sys::lock_memory(b.as_ptr(), 32);
+        b
+    })
+}
 
 impl Key32 {
     /// Takes ownership of key bytes; the caller's copy should be zeroized.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         let mut bytes = bytes;
-        let boxed = Box::new(bytes);
+        let mut boxed = locked_box();
+        boxed.copy_from_slice(&bytes);
         bytes.zeroize();
-        crate::sys::lock_memory(boxed.as_ptr(), 32);
-        Key32(boxed)
+        Key32(Some(boxed))
     }
 
     /// A fresh key from the operating system's random source.
     pub fn random() -> Result<Self, Error> {
-        let mut k = Key32(Box::new([0u8; 32]));
-        crate::sys::lock_memory(k.0.as_ptr(), 32);
-        getrandom::fill(&mut k.0[..]).map_err(|_| Error::Random)?;
+        let mut k = Key32(Some(locked_box()));
+        getrandom::fill(&mut k.bytes_mut()[..]).map_err(|_| Error::Random)?;
         Ok(k)
     }
 
@@ -35,19 +52,32 @@ impl Key32 {
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        self.0.as_ref().expect("a key's box is taken only by drop")
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8; 32] {
+        self.0.as_mut().expect("a key's box is taken only by drop")
     }
 }
 
 impl Clone for Key32 {
     fn clone(&self) -> Self {
-        Key32::from_bytes(*self.0)
+        Key32::from_bytes(*self.as_bytes())
     }
 }
 
 impl Drop for Key32 {
     fn drop(&mut self) {
-        self.0.zeroize();
+        if let Some(mut b) = self.0.take() {
+            b.zeroize();
+            // Back to this thread's spares (still locked); freed when full.
+            let _ = SPARE.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < SPARE_BOXES {
+                    s.push(b);
+                }
+            });
+        }
     }
 }
 
