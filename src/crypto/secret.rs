@@ -16,6 +16,8 @@ pub struct Key32(Option<Box<[u8; 32]>>);
 const SPARE_BOXES: usize = 8;
 
 thread_local! {
+    // Boxes, not values in the Vec: each box's page is the one that was locked.
+    #[allow(clippy::vec_box)]
     static SPARE: std::cell::RefCell<Vec<Box<[u8; 32]>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
