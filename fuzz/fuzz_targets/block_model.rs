@@ -64,7 +64,7 @@ fn stored_blocks(ino: u64) -> i64 {
 
 fn write(f: &FileBlocks, model: &mut Vec<u8>, blocks: &mut i64, offset: u64, data: &[u8]) {
     let mut b = Batch::default();
-    *blocks += f.write(offset, data, &mut b).expect("write");
+    *blocks += f.write(offset, data, model.len() as u64, &mut b).expect("write");
     env().store.apply(b).expect("apply");
     if data.is_empty() {
         return;

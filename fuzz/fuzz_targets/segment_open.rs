@@ -77,7 +77,7 @@ fuzz_target!(|input: Input| {
     let mut entries = Vec::new();
     for data in [&old_plain, &plain] {
         let mut b = Batch::default();
-        f.write(off, data, &mut b).expect("write");
+        f.write(off, data, off + BS as u64, &mut b).expect("write");
         env.store.apply(b).expect("apply");
         let v = env.store.get(&key).expect("get").expect("entry");
         entries.push(IndexEntry::decode(&v).expect("our own entry decodes"));

@@ -292,17 +292,25 @@ impl FileBlocks<'_> {
     }
 
     /// Writes `data` at `offset` into `batch`; returns the change in stored block count.
-    pub fn write(&self, offset: u64, data: &[u8], batch: &mut Batch) -> Result<i64> {
+    /// `size` is the file's size before the write.
+    pub fn write(&self, offset: u64, data: &[u8], size: u64, batch: &mut Batch) -> Result<i64> {
         let end = check_range(offset, data.len() as u64)?;
         if data.is_empty() {
             return Ok(0);
         }
         let bs = self.bs();
         let (first, last) = (offset / bs, (end - 1) / bs);
-        // One range scan finds the touched blocks that exist (for the block
-        // count, read-modify-write and the records they retire).
-        let existing: std::collections::BTreeMap<u64, Value> =
-            self.stored(first, last)?.into_iter().collect();
+        // One lookup finds the touched blocks that exist (for the block
+        // count, read-modify-write and the records they retire). None lies
+        // at or past the end of the file (truncation drops them in the same
+        // batch as the size), so an append looks nothing up: a lookup that
+        // reaches sled waits while the committer hands a batch over.
+        let stored_end = size.div_ceil(bs);
+        let existing: std::collections::BTreeMap<u64, Value> = if first < stored_end {
+            self.stored(first, last.min(stored_end - 1))?.into_iter().collect()
+        } else {
+            Default::default()
+        };
         let delta = (last - first + 1) as i64 - existing.len() as i64;
         // At most two partial blocks (the first and the last) need their old content.
         let mut partial: Vec<(u64, Zeroizing<Vec<u8>>)> = Vec::new();

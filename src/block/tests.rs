@@ -25,7 +25,7 @@ impl Fixture {
 
 fn apply_write(f: &FileBlocks, model: &mut Vec<u8>, blocks: &mut i64, off: u64, data: &[u8]) {
     let mut b = Batch::default();
-    *blocks += f.write(off, data, &mut b).unwrap();
+    *blocks += f.write(off, data, model.len() as u64, &mut b).unwrap();
     f.store.apply(b).unwrap();
     let end = off as usize + data.len();
     if model.len() < end {
@@ -60,12 +60,12 @@ fn one_tib_sparse_offset_works_and_past_max_is_too_large() {
     let f = fx.file(11, 1);
     let mut b = Batch::default();
     let tib = 1u64 << 40;
-    f.write(tib, b"x", &mut b).unwrap();
+    f.write(tib, b"x", 0, &mut b).unwrap();
     fx.store.apply(b).unwrap();
     assert_eq!(f.read(tib, 10, tib + 1).unwrap(), b"x");
     let mut b = Batch::default();
-    assert!(matches!(f.write(MAX_FILE_SIZE, b"x", &mut b), Err(Error::TooLarge(_))));
-    assert!(matches!(f.write(u64::MAX - 1, b"xy", &mut b), Err(Error::TooLarge(_))));
+    assert!(matches!(f.write(MAX_FILE_SIZE, b"x", 0, &mut b), Err(Error::TooLarge(_))));
+    assert!(matches!(f.write(u64::MAX - 1, b"xy", 0, &mut b), Err(Error::TooLarge(_))));
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn version_one_values_still_read_and_are_replaced_on_write() {
     fx.store.put(&keys::block(30, 0), v1).unwrap();
     assert_eq!(f.read(0, 4096, 4096).unwrap(), vec![5; 4096]);
     let mut b = Batch::default();
-    assert_eq!(f.write(10, b"new", &mut b).unwrap(), 0);
+    assert_eq!(f.write(10, b"new", 4096, &mut b).unwrap(), 0);
     fx.store.apply(b).unwrap();
     let v = fx.store.get(&keys::block(30, 0)).unwrap().unwrap();
     assert_eq!(v.len(), INDEX_ENTRY_LEN, "a written block moves to a segment");

@@ -82,7 +82,8 @@ impl Vault<Unlocked> {
             return Ok(0);
         }
         let mut batch = Batch::default();
-        let delta = core.with_blocks(node, |b| b.write(offset, data, &mut batch))?;
+        let size = node.rec.size;
+        let delta = core.with_blocks(node, |b| b.write(offset, data, size, &mut batch))?;
         let now = Timestamp::now();
         node.rec.blocks = node.rec.blocks.saturating_add_signed(delta);
         node.rec.size = node.rec.size.max(end);
