@@ -334,3 +334,21 @@ fn reads_are_recorded_per_open_from_level_three() {
     let last = after_last_open("1-working/w.bin", &working);
     assert_eq!(last, ["open"], "level 1: the second open is served from the page cache: {text}");
 }
+
+/// `truncate -s 3` is a `setattr` record with the new size in `len` and
+/// `offset` 0, as AUDIT.md's encoding and its test vector say.
+#[test]
+fn a_truncate_records_its_new_size_in_len() {
+    let m = Mount::new();
+    let f = m.path("1-working/t.txt");
+    fs::write(&f, b"0123456789").unwrap();
+    let out = Command::new("truncate").args(["-s", "3"]).arg(&f).output().unwrap();
+    assert!(out.status.success());
+    let text = fs::read_to_string(m.path(".audit")).unwrap();
+    let rec: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["op"] == "setattr" && v["comm"] == "truncate")
+        .unwrap_or_else(|| panic!("no setattr by truncate: {text}"));
+    assert_eq!((rec["offset"].as_u64(), rec["len"].as_u64()), (Some(0), Some(3)), "{rec}");
+}

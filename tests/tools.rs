@@ -851,3 +851,39 @@ fn mount_helper_with_mount8_umount8_and_fstab() {
     assert_eq!(fs::read_to_string(&file).unwrap(), "written through mount(8)\n");
     umount8();
 }
+
+/// `vaultfs init` never mixes a vault into a directory that holds other
+/// files (exit 4, nothing written), unless asked; over a vault it refuses.
+#[test]
+fn init_refuses_a_non_empty_directory_unless_asked() {
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    let pass = dir.path().join("pass");
+    fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    fs::create_dir(&store).unwrap();
+    fs::write(store.join("notes.txt"), b"someone's file").unwrap();
+    let init = |extra: &[&str]| {
+        let mut args = vec![
+            "init",
+            store.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+            "--kdf-memory",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        common::vaultfs(&args)
+    };
+    let out = init(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("is not empty and holds no vault") && err.contains("--allow-non-empty"), "{err}");
+    let names: Vec<_> = fs::read_dir(&store).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["notes.txt"], "nothing written");
+    let out = init(&["--allow-non-empty"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fs::read(store.join("notes.txt")).unwrap(), b"someone's file");
+    let out = init(&["--allow-non-empty"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a vault"));
+}

@@ -278,6 +278,23 @@ mod tests {
         }
     }
 
+    /// Control characters are those below U+0020 other than newline, as in
+    /// the signed-note format: DEL and the C1 range are ordinary characters.
+    #[test]
+    fn only_c0_characters_are_control_characters() {
+        let c = cp();
+        let ours = c.sign(&key(1));
+        let theirs = Checkpoint { origin: "witness/w1".into(), ..c.clone() }.sign(&key(3));
+        let their_line = theirs.rsplit_once("\n\n").unwrap().1;
+        let named = |name: &str| format!("{ours}{}", their_line.replace("witness/w1", name));
+        for name in ["witness\u{7f}/w1", "witness\u{80}/w1", "witness\u{9f}/w1"] {
+            assert_eq!(check(&named(name)), Ok(c.clone()), "{name:?}");
+        }
+        for bad in ["witness\u{1}/w1", "witness\u{1b}/w1", "witness\t/w1", "witness\r/w1"] {
+            assert_eq!(check(&named(bad)), Err(Error::NoteMalformed("control character")), "{bad:?}");
+        }
+    }
+
     #[test]
     fn malformed_notes() {
         let note = cp().sign(&key(1));

@@ -81,6 +81,25 @@ fn render() -> String {
     line!("leaf hash = BLAKE3(0x00 ‖ bytes) = `{}`", hex(&open.hash()));
     line!();
 
+    // `truncate -s 3`: the new size is in `len`, `offset` is 0.
+    let truncate =
+        Leaf { seq: 2, op: Op::Setattr, comm: b"truncate".to_vec(), offset: 0, len: 3, ..open.clone() };
+    let bytes = truncate.encode();
+    line!("### A truncate");
+    line!();
+    line!("`truncate -s 3 /1-working/prefs.md` is recorded as the leaf {{seq 2, the same time, ids,");
+    line!("level, ino and path as above, comm \"truncate\", op setattr, offset 0, len 3, result 0}}:");
+    line!("the new size is in `len`. It encodes to {} bytes:", bytes.len());
+    line!();
+    line!("```");
+    for chunk in bytes.chunks(32) {
+        line!("{}", hex(chunk));
+    }
+    line!("```");
+    line!();
+    line!("leaf hash = `{}`", hex(&truncate.hash()));
+    line!();
+
     line!("### Trees");
     line!();
     line!("Here leaf *i* is the single byte *i* (not a leaf encoding), for i = 0, 1, 2, ….");

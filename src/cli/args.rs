@@ -265,6 +265,10 @@ pub struct InitArgs {
     /// Plaintext block size in bytes (4096, 8192, 16384, 32768 or 65536).
     #[arg(long, value_name = "BYTES")]
     pub block_size: Option<u32>,
+    /// Create the vault in a directory that already holds other files
+    /// (say a fresh file system's root with its lost+found).
+    #[arg(long)]
+    pub allow_non_empty: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,7 +1,7 @@
 //! `vaultfs init STORE`
 
 use super::args::InitArgs;
-use super::exit::{self, Exit};
+use super::exit::{self, Code, Exit};
 use super::passphrase::{self, Confirm};
 use crate::crypto::KdfParams;
 use crate::format::hex;
@@ -23,6 +23,16 @@ pub fn run(a: InitArgs) -> exit::Result {
             format!("{} already holds a vault; refusing to overwrite it", a.store.display()),
         )));
     }
+    if !a.allow_non_empty && holds_files(&a.store)? {
+        return Err(Exit {
+            code: Code::VaultPresence,
+            message: format!(
+                "{} is not empty and holds no vault: a vault's files would be mixed into it \
+                 (--allow-non-empty to create it there anyway)",
+                a.store.display()
+            ),
+        });
+    }
     let pass = passphrase::obtain(&a.passphrase, "New vault passphrase: ", Confirm::Twice)?;
     Vault::<Locked>::init(&a.store, &pass, opts)?;
     let v = Vault::open(&a.store)?;
@@ -30,4 +40,15 @@ pub fn run(a: InitArgs) -> exit::Result {
     println!("audit public key: {}", hex(&v.header().audit_public));
     super::audit::write_pubkey_file(&a.store, &v.header().audit_public);
     Ok(())
+}
+
+/// Whether `dir` exists and holds anything (a file where the directory
+/// should be counts too: init would fail on it anyway, and say so).
+fn holds_files(dir: &std::path::Path) -> Result<bool, Exit> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(true),
+        Err(e) => Err(Exit::failure(format!("cannot read {}: {e}", dir.display()))),
+    }
 }

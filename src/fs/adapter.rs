@@ -247,7 +247,8 @@ impl VaultFs {
     }
 
     fn do_setattr(&self, req: &Request, ino: u64, mut set: SetAttr, by_handle: bool) -> Res<Attr> {
-        let range = Range { offset: set.size.unwrap_or(0), len: 0 };
+        // A truncate records its new size in `len` (docs/AUDIT.md).
+        let range = Range { offset: 0, len: set.size.unwrap_or(0) };
         self.logged(req, AuditOp::Setattr, At::Node(ino), range, || {
             if is_virtual(ino) {
                 return Err(Errno::EPERM);
