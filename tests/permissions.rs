@@ -168,3 +168,62 @@ fn mode_bits_match_the_kernel_and_every_refusal_is_recorded() {
     assert!(has("create", "/1-working/t/d_rx/new", libc::EACCES), "create in a 0755 directory");
     assert!(has("setattr", "/1-working/t/f_ro", libc::EPERM), "chmod of another's file");
 }
+
+/// A `chmod` that takes away search permission refuses other users at once,
+/// at any depth above the file, even right after they walked the path (their
+/// names were cached by the kernel before): ext4's behaviour, pjdfstest
+/// chmod/05, open/05, truncate/05, link/06.
+#[test]
+fn revoked_search_permission_refuses_other_users_at_once() {
+    let m = Mount::with_options(&["allow_other"]);
+    let w = m.path("1-working");
+    fs::create_dir_all(w.join("d1/d2/d3")).unwrap();
+    for d in ["d1", "d1/d2", "d1/d2/d3"] {
+        open_dir(&w.join(d));
+    }
+    let f = w.join("d1/d2/d3/f");
+    fs::write(&f, b"shared").unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+    // Each attempt is a fresh process of uid 65534; `ok` says whether it
+    // may open, truncate and link the file.
+    let attempt = |ok: bool| {
+        let code = r#"
+import os, sys
+p = sys.argv[1]
+errs = []
+for what, op in [("open", lambda: os.close(os.open(p, os.O_RDONLY))),
+                 ("truncate", lambda: os.truncate(p, 6)),
+                 ("stat", lambda: os.stat(p))]:
+    try:
+        op()
+        errs.append((what, 0))
+    except OSError as e:
+        errs.append((what, e.errno))
+print(errs)
+"#;
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code])
+            .arg(&f)
+            .current_dir("/")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let want = if ok {
+            "[('open', 0), ('truncate', 0), ('stat', 0)]"
+        } else {
+            "[('open', 13), ('truncate', 13), ('stat', 13)]"
+        };
+        assert_eq!(text.trim(), want, "ok = {ok}");
+    };
+    for revoked in ["d1", "d1/d2/d3"] {
+        attempt(true);
+        fs::set_permissions(w.join(revoked), fs::Permissions::from_mode(0o700)).unwrap();
+        attempt(false);
+        open_dir(&w.join(revoked));
+        attempt(true);
+        fs::set_permissions(w.join(revoked), fs::Permissions::from_mode(0o644)).unwrap();
+        attempt(false);
+        open_dir(&w.join(revoked));
+    }
+}

@@ -182,17 +182,13 @@ impl VaultFs {
         }
     }
 
-    /// How long the kernel may keep names of `dir`. With other uids
-    /// admitted, a cached name skips the next walker's search-permission
-    /// check, so names in a directory not searchable by all are not cached.
-    fn entry_ttl(&self, dir: u64) -> Duration {
-        if !self.shared {
-            return TTL;
-        }
-        match self.vault.getattr(dir) {
-            Ok(a) if a.perm & 0o111 == 0o111 => TTL,
-            _ => NO_CACHE,
-        }
+    /// How long the kernel may keep names. With other uids
+    /// admitted, a cached name would skip the next walker's search-permission
+    /// check, and a `chmod` or `chown` of a directory above it would reach
+    /// walkers only when the name expires: so no name is cached, and every
+    /// walker's lookup of every component is checked here, as ext4 checks it.
+    fn entry_ttl(&self) -> Duration {
+        if self.shared { NO_CACHE } else { TTL }
     }
 
     /// user.* attributes follow the file's read/write bits; the kernel
@@ -210,7 +206,7 @@ impl VaultFs {
             Ok(a) => {
                 self.inodes.remember(a.ino, a.level);
                 self.inodes.name(a.ino, parent, name);
-                let entry_ttl = self.entry_ttl(parent);
+                let entry_ttl = self.entry_ttl();
                 reply.entry_with_ttls(&TTL, &entry_ttl, &file_attr(&a, self.owner), Generation(a.generation));
             }
             Err(err) => reply.error(err),
@@ -818,7 +814,7 @@ impl Filesystem for VaultFs {
             });
             return reply_with!(reply, r, |_v| reply.ok());
         }
-        let dir_ttl = self.entry_ttl(ino.0);
+        let dir_ttl = self.entry_ttl();
         let r = self.check_inside(req, ino.0).and_then(|_| {
             self.walk_dir(ino.0, offset, |i, cookie, _kind, name| {
                 let a = if i == AUDIT_INO {
@@ -978,7 +974,7 @@ impl Filesystem for VaultFs {
             self.inodes.remember(a.ino, a.level);
             self.inodes.name(a.ino, parent.0, name.as_bytes());
             reply.created(
-                &self.entry_ttl(parent.0),
+                &self.entry_ttl(),
                 &file_attr(&a, self.owner),
                 Generation(a.generation),
                 self.fh(),
