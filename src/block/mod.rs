@@ -45,7 +45,7 @@ pub enum Error {
     TooLarge(u64),
     #[error("random source failed")]
     Random,
-    #[error("the block version counter is damaged or exhausted")]
+    #[error("the block version counter is damaged or exhausted (`vaultfs fsck --repair` resets it)")]
     Counter,
     #[error("this view of the vault is read-only")]
     ReadOnly,

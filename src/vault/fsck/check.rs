@@ -13,6 +13,7 @@ use super::{RepairState, Tally};
 use crate::audit::log::Log;
 use crate::block::FileBlocks;
 use crate::crypto::{Key32, SigningKey};
+use crate::format::segment::IndexEntry;
 use crate::format::{FileKind, Header, SLOT_KIND_FACTORS, hex, keys};
 use crate::meta::{self, MetaKeys, VAULT_LEVEL};
 use crate::store::Store;
@@ -107,6 +108,9 @@ pub(super) struct Checker<'a> {
     /// Records of each level that could not be authenticated.
     not_checked: [u64; 6],
     report: FsckReport,
+    /// The highest block version in any index entry (every level: versions
+    /// are not sealed), which the version counter must not be below.
+    max_version: u64,
     progress: &'a mut dyn FnMut(u64, u64),
     done: u64,
     total: u64,
@@ -130,6 +134,7 @@ impl<'a> Checker<'a> {
             ring,
             access,
             inodes: BTreeMap::new(),
+            max_version: 0,
             uncertain: [false; 6],
             not_checked: [0; 6],
             report,
@@ -486,6 +491,9 @@ impl<'a> Checker<'a> {
             let (k, v) = entry?;
             self.tick();
             self.report.counts.blocks.stored += 1;
+            if let Ok(e) = IndexEntry::decode(&v) {
+                self.max_version = self.max_version.max(e.version);
+            }
             let (Some(ino), Some(n)) = (keys::ino_of(&k), keys::block_number(&k)) else {
                 self.problem(
                     ProblemKind::Malformed,
@@ -660,7 +668,7 @@ impl<'a> Checker<'a> {
                 keys::INODE_COUNTER,
                 (None, None),
                 msg,
-                Some(Fix::SetCounter(want)),
+                Some(Fix::SetCounter { key: keys::INODE_COUNTER, value: want }),
             );
         }
         if let Some(v) = self.store.get(keys::LOCKDOWN)?
@@ -669,12 +677,31 @@ impl<'a> Checker<'a> {
             let msg = format!("the lockdown marker holds {} bytes, not 8 (lockdown stays on)", v.len());
             self.problem(ProblemKind::Malformed, keys::LOCKDOWN, (None, None), msg);
         }
-        if let Some(v) = self.store.get(keys::VERSION_COUNTER)?
-            && v.len() != 8
-        {
-            let msg =
-                format!("the block version counter holds {} bytes, not 8 (no write can be made)", v.len());
-            self.problem(ProblemKind::Malformed, keys::VERSION_COUNTER, (None, None), msg);
+        // The version counter: a value no write can pass is one the mount
+        // cannot start from; repair sets it past every stored version (and
+        // past the clock, where the mount would start anyway).
+        let want = (self.max_version + 1).max(now_ns());
+        let why = match self.store.get(keys::VERSION_COUNTER)?.as_deref().map(<[u8; 8]>::try_from) {
+            None => None,
+            Some(Err(_)) => {
+                Some("the block version counter has a bad length (the vault cannot be mounted)".into())
+            }
+            Some(Ok(c)) if u64::from_be_bytes(c) <= self.max_version => Some(format!(
+                "the block version counter {} is not above stored version {}",
+                u64::from_be_bytes(c),
+                self.max_version
+            )),
+            Some(Ok(_)) => None,
+        };
+        if let Some(why) = why {
+            let msg = format!("{why}; repair sets it to {want}");
+            self.push(
+                ProblemKind::Counter,
+                keys::VERSION_COUNTER,
+                (None, None),
+                msg,
+                Some(Fix::SetCounter { key: keys::VERSION_COUNTER, value: want }),
+            );
         }
         Ok(())
     }
@@ -878,4 +905,9 @@ fn level_name(level_byte: u8) -> String {
 
 fn with_note(msg: String, add: bool, note: &str) -> String {
     if add { format!("{msg}; {note}") } else { msg }
+}
+
+/// Nanoseconds since 1970 (the clock the block version counter starts from).
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }

@@ -265,8 +265,8 @@ pub(crate) enum Fix {
     DeleteInode(u64),
     /// Re-seal an authenticated inode record with these fields changed.
     Rewrite { ino: u64, nlink: Option<u32>, blocks: Option<u64> },
-    /// Store this inode counter.
-    SetCounter(u64),
+    /// Store this counter (the inode or the block version counter) at `key`.
+    SetCounter { key: &'static [u8], value: u64 },
 }
 
 /// One problem: its kind, where (the store key in hex), and a sentence.

@@ -89,8 +89,8 @@ pub(super) fn apply(
                 batch.put(&key[..], mk.seal_inode(&header.vault_id, *ino, &rec)?);
                 ("rewrite", 1)
             }
-            Fix::SetCounter(c) => {
-                batch.put(keys::INODE_COUNTER, c.to_be_bytes().to_vec());
+            Fix::SetCounter { key, value } => {
+                batch.put(*key, value.to_be_bytes().to_vec());
                 ("set", 1)
             }
         };
