@@ -492,3 +492,53 @@ fn a_vault_used_through_the_mount_checks_clean() {
     assert_eq!(out.status.code(), Some(0), "{r:#}");
     assert!(r["audit"]["checkpoints"].as_u64().unwrap() > 0);
 }
+
+/// One damaged inode record costs that file, not its directory: through the
+/// mount the listing still shows every name, the damaged file's `stat` and
+/// `open` fail with EIO, its neighbours read as before, and fsck names it.
+#[test]
+fn a_damaged_inode_costs_that_file_not_the_listing() {
+    use std::os::unix::fs::MetadataExt;
+    let mut m = common::Mount::new();
+    let w = m.path("1-working");
+    for name in ["a.md", "b.md", "c.md"] {
+        std::fs::write(w.join(name), name.as_bytes()).unwrap();
+    }
+    let ino = std::fs::metadata(w.join("b.md")).unwrap().ino();
+    m.unmount();
+    {
+        let s = Store::open(&m.store, false).unwrap();
+        let mut v = s.get(&keys::inode(ino)).unwrap().unwrap().to_vec();
+        let last = v.len() - 1;
+        v[last] ^= 0x40;
+        let mut b = Batch::default();
+        b.put(&keys::inode(ino)[..], v);
+        s.apply(b).unwrap();
+        s.flush().unwrap();
+    }
+    m.mount();
+    let w = m.path("1-working");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&w).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["a.md", "b.md", "c.md"]);
+    for name in ["a.md", "c.md"] {
+        assert_eq!(std::fs::read(w.join(name)).unwrap(), name.as_bytes());
+    }
+    let eio = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+    assert_eq!(eio(std::fs::metadata(w.join("b.md")).map(|_| ())), Some(libc::EIO));
+    assert_eq!(eio(std::fs::read(w.join("b.md")).map(|_| ())), Some(libc::EIO));
+    let ls = Command::new("ls").arg("-l").arg(&w).output().unwrap();
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(text.contains("a.md") && text.contains("c.md"), "{text}");
+    m.unmount();
+    let store = m.store.to_str().unwrap().to_string();
+    let passfile = m.passfile.to_str().unwrap().to_string();
+    let out = common::vaultfs(&["fsck", &store, "--json", "--passphrase-file", &passfile]);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = r["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["kind"] == "inode_damaged" && p["ino"] == ino),
+        "fsck names the damaged inode: {r:#}"
+    );
+}

@@ -21,8 +21,8 @@ use super::errno::errno;
 use super::handles::InodeTable;
 use super::perm::{self, AttrChange, MAY_EXEC, MAY_READ, MAY_WRITE, Mode, Refusal, Who};
 use crate::vault::{
-    Attr, AuditOp, Caller, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet,
-    Unlocked, Vault, XattrFlags, level_of_dir,
+    Attr, AuditOp, Caller, ErrorKind, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename,
+    SetAttr, TimeSet, Unlocked, Vault, XattrFlags, level_of_dir,
 };
 
 /// How long the kernel may cache attributes and entries. Short, because other
@@ -68,6 +68,31 @@ fn who(req: &Request) -> Who {
 /// stands for it, as it does for every other permission check here.
 fn unprivileged(req: &Request) -> bool {
     req.uid() != 0
+}
+
+/// What a listing shows for an entry whose inode record fails
+/// authentication: its kind, no permissions, no size. The kernel keeps it
+/// for no time, so every access asks again and gets EIO.
+fn damaged_attr(ino: u64, kind: FileKind, level: Option<u8>) -> Attr {
+    Attr {
+        ino,
+        generation: 0,
+        level,
+        parent: 0,
+        kind,
+        perm: 0,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        size: 0,
+        blocks: 0,
+        blksize: 4096,
+        atime: Default::default(),
+        mtime: Default::default(),
+        ctime: Default::default(),
+        crtime: Default::default(),
+    }
 }
 
 fn refusal(r: Refusal) -> Errno {
@@ -816,15 +841,26 @@ impl Filesystem for VaultFs {
         }
         let dir_ttl = self.entry_ttl();
         let r = self.check_inside(req, ino.0).and_then(|_| {
-            self.walk_dir(ino.0, offset, |i, cookie, _kind, name| {
+            self.walk_dir(ino.0, offset, |i, cookie, kind, name| {
+                let mut ttl = if i == AUDIT_INO { NO_CACHE } else { dir_ttl };
                 let a = if i == AUDIT_INO {
                     self.audit_text().map(|t| self.audit_attr(t.len() as u64))?
                 } else if i == BACKUP_DIR_INO {
                     self.backup_dir_attr()
                 } else {
-                    self.vault.getattr(i).map_err(e)?
+                    match self.vault.getattr(i) {
+                        Ok(a) => a,
+                        // A damaged inode costs that file, not the listing:
+                        // its name lists, and every access to it (with
+                        // nothing cached) fails with EIO, as on ext4.
+                        Err(err) if err.kind() == ErrorKind::Corrupt => {
+                            tracing::error!("inode {i} ({name:?} in directory {}): {err}", ino.0);
+                            ttl = NO_CACHE;
+                            damaged_attr(i, kind, self.level_of(ino.0).ok().flatten())
+                        }
+                        Err(err) => return Err(e(err)),
+                    }
                 };
-                let ttl = if i == AUDIT_INO { NO_CACHE } else { dir_ttl };
                 let full = reply.add(
                     INodeNo(i),
                     cookie,

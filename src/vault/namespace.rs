@@ -541,10 +541,18 @@ impl Vault<Unlocked> {
             if out.len() >= limit {
                 break;
             }
-            let d = mk.open_dirent(core.vault_id(), &k, &v)?;
-            if k != mk.dirent_key(ino, &d.name) {
-                return Err(err(ErrorKind::Corrupt, "directory entry failed authentication (key mismatch)"));
-            }
+            // A damaged entry costs that entry, not the listing: it is left
+            // out and logged (fsck names it), and its neighbours still list.
+            let d = match mk.open_dirent(core.vault_id(), &k, &v) {
+                Ok(d) if k == mk.dirent_key(ino, &d.name) => d,
+                Ok(_) | Err(_) => {
+                    tracing::error!(
+                        "directory {ino}: entry {} failed authentication; left out of the listing",
+                        crate::format::hex(&k)
+                    );
+                    continue;
+                }
+            };
             out.push(DirEntry { ino: d.ino, kind: d.kind, name: d.name, cookie: cookie_of(&k) });
         }
         Ok(out)
