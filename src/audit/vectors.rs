@@ -52,6 +52,18 @@ fn proof_list(out: &mut String, hashes: &[Hash]) {
     }
 }
 
+/// `bytes` as a fenced block of hex, 32 bytes a line, between blank lines.
+fn hex_block(out: &mut String, bytes: &[u8]) {
+    let w = |out: &mut String, l: &str| writeln!(out, "{l}").expect("writing to a String cannot fail");
+    w(out, "");
+    w(out, "```");
+    for chunk in bytes.chunks(32) {
+        w(out, &hex(chunk));
+    }
+    w(out, "```");
+    w(out, "");
+}
+
 /// The "Test vectors" section of docs/AUDIT.md, from its heading to its last line.
 fn render() -> String {
     let mut s = String::new();
@@ -71,13 +83,7 @@ fn render() -> String {
     line!("The leaf {{seq 0, time_ns 1735689600000000000, uid 1000, gid 1000, pid 4242, comm \"cat\",");
     line!("op open, level 1, ino 42, path \"/1-working/prefs.md\", offset 0, len 0, result 0}}");
     line!("encodes to {} bytes:", bytes.len());
-    line!();
-    line!("```");
-    for chunk in bytes.chunks(32) {
-        line!("{}", hex(chunk));
-    }
-    line!("```");
-    line!();
+    hex_block(w, &bytes);
     line!("leaf hash = BLAKE3(0x00 ‖ bytes) = `{}`", hex(&open.hash()));
     line!();
 
@@ -90,13 +96,7 @@ fn render() -> String {
     line!("`truncate -s 3 /1-working/prefs.md` is recorded as the leaf {{seq 2, the same time, ids,");
     line!("level, ino and path as above, comm \"truncate\", op setattr, offset 0, len 3, result 0}}:");
     line!("the new size is in `len`. It encodes to {} bytes:", bytes.len());
-    line!();
-    line!("```");
-    for chunk in bytes.chunks(32) {
-        line!("{}", hex(chunk));
-    }
-    line!("```");
-    line!();
+    hex_block(w, &bytes);
     line!("leaf hash = `{}`", hex(&truncate.hash()));
     line!();
 

@@ -661,16 +661,7 @@ impl<'a> Checker<'a> {
             }
             Some(Ok(_)) => None,
         };
-        if let Some(why) = why {
-            let msg = format!("{why}; repair sets it to {want}");
-            self.push(
-                ProblemKind::Counter,
-                keys::INODE_COUNTER,
-                (None, None),
-                msg,
-                Some(Fix::SetCounter { key: keys::INODE_COUNTER, value: want }),
-            );
-        }
+        self.counter_problem(keys::INODE_COUNTER, why, want);
         if let Some(v) = self.store.get(keys::LOCKDOWN)?
             && v.len() != 8
         {
@@ -693,17 +684,23 @@ impl<'a> Checker<'a> {
             )),
             Some(Ok(_)) => None,
         };
+        self.counter_problem(keys::VERSION_COUNTER, why, want);
+        Ok(())
+    }
+
+    /// A counter at `key` that is wrong for reason `why` (if any): repair
+    /// stores `want`.
+    fn counter_problem(&mut self, key: &'static [u8], why: Option<String>, want: u64) {
         if let Some(why) = why {
             let msg = format!("{why}; repair sets it to {want}");
             self.push(
                 ProblemKind::Counter,
-                keys::VERSION_COUNTER,
+                key,
                 (None, None),
                 msg,
-                Some(Fix::SetCounter { key: keys::VERSION_COUNTER, value: want }),
+                Some(Fix::SetCounter { key, value: want }),
             );
         }
-        Ok(())
     }
 
     /// Segment files: each header names its own file; live and garbage
