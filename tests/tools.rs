@@ -887,3 +887,64 @@ fn init_refuses_a_non_empty_directory_unless_asked() {
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a vault"));
 }
+
+/// `vaultfs mount` never stacks or hides (exit 9): not on a live vault
+/// mount, not on a directory with files (unless `-o nonempty`), and after a
+/// daemon was killed it names the dead mount, which `vaultfs umount` then
+/// clears so that the vault mounts again.
+#[test]
+fn mount_refuses_a_live_mount_a_non_empty_directory_and_names_a_dead_one() {
+    let mut m = Mount::new();
+    let mut other = Mount::new();
+    other.unmount();
+    let mount_on = |mnt: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "mount",
+            other.store.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+            "--passphrase-file",
+            other.passfile.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        common::vaultfs(&args)
+    };
+    let refused = |out: Output, what: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(9), "{what}: {err}");
+        err
+    };
+    // A second vault on top of a live one: refused, the first still serves.
+    fs::write(m.path("1-working/mine"), b"first vault").unwrap();
+    let err = refused(mount_on(&m.mnt, &[]), "over a live mount");
+    assert!(err.contains("is already the mount of vault"), "{err}");
+    assert_eq!(fs::read(m.path("1-working/mine")).unwrap(), b"first vault");
+    // A directory with files in it: refused unless asked.
+    let dir = tempdir();
+    fs::write(dir.path().join("keep.txt"), b"hidden while mounted").unwrap();
+    let err = refused(mount_on(dir.path(), &[]), "non-empty");
+    assert!(err.contains("is not empty") && err.contains("-o nonempty"), "{err}");
+    let out = mount_on(dir.path(), &["-o", "nonempty"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("1-working").is_dir());
+    assert!(common::vaultfs(&["umount", dir.path().to_str().unwrap()]).status.success());
+    assert_eq!(fs::read(dir.path().join("keep.txt")).unwrap(), b"hidden while mounted");
+    drop(other);
+    // The daemon killed: the mount point is dead; mount says so, umount clears it.
+    let pid = m.daemon_pid().unwrap();
+    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    assert!(wait_for(Duration::from_secs(10), || fs::metadata(&m.mnt).is_err()), "mount went dead");
+    let out = common::vaultfs(&[
+        "mount",
+        m.store.to_str().unwrap(),
+        m.mnt.to_str().unwrap(),
+        "--passphrase-file",
+        m.passfile.to_str().unwrap(),
+    ]);
+    let err = refused(out, "dead mount");
+    assert!(err.contains("daemon is gone") && err.contains("vaultfs umount"), "{err}");
+    let out = common::vaultfs(&["umount", m.mnt.to_str().unwrap()]);
+    assert!(out.status.success(), "umount of a dead mount: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!is_mounted(&m.mnt) && m.mnt.is_dir(), "mount point free again");
+    m.mount();
+    assert_eq!(fs::read(m.path("1-working/mine")).unwrap(), b"first vault");
+}

@@ -23,6 +23,9 @@ pub enum Code {
     Locked = 7,
     /// fsck --repair found problems and repaired every one (a new fsck is clean).
     Repaired = 8,
+    /// The mount point cannot be used: not a directory, already a vault's
+    /// mount, not empty (without `-o nonempty`), or a dead FUSE mount.
+    MountPoint = 9,
 }
 
 /// A command's failure: what to print and how to exit.

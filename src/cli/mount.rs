@@ -18,6 +18,8 @@ use crate::vault::{Durability, Unlocked, Vault};
 /// What `-o` decided.
 struct Decided {
     opts: MountOptions,
+    /// `-o nonempty`: mount over a directory that holds files (hiding them).
+    nonempty: bool,
     passphrase_file: Option<PathBuf>,
     durability: Durability,
     cache_mib: u32,
@@ -48,6 +50,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         fsname: store.to_string_lossy().into_owned(),
     };
     let mut passphrase_file = None;
+    let mut nonempty = false;
     let (mut sync, mut commit_ms, mut cache_mib) = (false, DEFAULT_COMMIT_MS, DEFAULT_CACHE_MIB);
     let number =
         |k: &str, v: &str| v.parse::<u32>().map_err(|_| Exit::usage(format!("-o {k}={v}: not a number")));
@@ -65,6 +68,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "async" => sync = false,
             "commit" => commit_ms = number(k, v)?,
             "cache" => cache_mib = number(k, v)?,
+            "nonempty" => nonempty = true,
             // Accepted for fstab compatibility and ignored: the daemon checks
             // permissions itself, so that refusals are recorded.
             "default_permissions" => {}
@@ -88,14 +92,12 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         true => Durability::EachBatch,
         false => Durability::Grouped(std::time::Duration::from_millis(commit_ms.into())),
     };
-    Ok(Decided { opts, passphrase_file, durability, cache_mib })
+    Ok(Decided { opts, nonempty, passphrase_file, durability, cache_mib })
 }
 
 pub fn run(a: MountArgs) -> exit::Result {
     let d = decide(&a)?;
-    if !a.mountpoint.is_dir() {
-        return Err(Exit::usage(format!("mount point {} is not a directory", a.mountpoint.display())));
-    }
+    check_mountpoint(&a.mountpoint, d.nonempty)?;
     let source = match &d.passphrase_file {
         Some(f) => PassphraseArgs { passphrase_file: Some(f.clone()), passphrase_fd: None },
         None => PassphraseArgs {
@@ -108,6 +110,43 @@ pub fn run(a: MountArgs) -> exit::Result {
     }
     let pass = passphrase::obtain(&source, "Vault passphrase: ", Confirm::Once)?;
     spawn_daemon(&a, &pass)
+}
+
+/// Refuses a mount point that would hide or stack: not a directory, a live
+/// vault mount (a second vault on top would take the agents' writes), a
+/// directory with files in it (hidden while mounted) unless `nonempty`, or
+/// a FUSE mount whose daemon is gone.
+fn check_mountpoint(mnt: &std::path::Path, nonempty: bool) -> exit::Result {
+    let refuse = |message: String| Err(Exit { code: Code::MountPoint, message });
+    let shown = mnt.display();
+    match std::fs::metadata(mnt) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
+            return refuse(format!(
+                "{shown} is a FUSE mount whose daemon is gone (\"transport endpoint is not connected\"): \
+                 clean it up with `vaultfs umount {shown}` (or `fusermount3 -u {shown}`), then mount again"
+            ));
+        }
+        Err(e) => return refuse(format!("mount point {shown}: {e}")),
+        Ok(m) if !m.is_dir() => return refuse(format!("mount point {shown} is not a directory")),
+        Ok(_) => {}
+    }
+    if let Some(store) = super::mountinfo::store_of(mnt) {
+        return refuse(format!(
+            "{shown} is already the mount of vault {}: unmount it first (`vaultfs umount {shown}`)",
+            store.display()
+        ));
+    }
+    let has_files = std::fs::read_dir(mnt)
+        .map_err(|e| Exit { code: Code::MountPoint, message: format!("mount point {shown}: {e}") })?
+        .next()
+        .is_some();
+    if has_files && !nonempty {
+        return refuse(format!(
+            "mount point {shown} is not empty: its files would be hidden while the vault is mounted \
+             (-o nonempty to mount over them anyway)"
+        ));
+    }
+    Ok(())
 }
 
 /// Runs the mount in this process until it is unmounted.

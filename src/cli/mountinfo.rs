@@ -10,7 +10,9 @@ pub const PID_FILE: &str = "mount.pid";
 
 /// The source (store path) of the vaultfs mount at `mountpoint`, if any.
 pub fn store_of(mountpoint: &Path) -> Option<PathBuf> {
-    let target = mountpoint.canonicalize().ok()?;
+    // A FUSE mount whose daemon died cannot be resolved (ENOTCONN): match it
+    // by the path as given, made absolute.
+    let target = mountpoint.canonicalize().or_else(|_| std::path::absolute(mountpoint)).ok()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().rev().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;

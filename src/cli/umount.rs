@@ -15,13 +15,27 @@ pub fn run(a: UmountArgs) -> exit::Result {
     let store = store_of(&a.mountpoint)
         .ok_or_else(|| Exit::usage(format!("{} is not a mounted vault", a.mountpoint.display())))?;
     match daemon_pid(&store) {
-        Some(pid) => stop(pid, &a.mountpoint),
-        None => fallback_unmount(&a.mountpoint),
+        Some(pid) => stop(pid, &a.mountpoint)?,
+        None => fallback_unmount(&a.mountpoint)?,
+    }
+    // A daemon killed with SIGKILL exits without unmounting: the mount stays,
+    // dead, until it is taken down here. Success means the mount point is free.
+    if store_of(&a.mountpoint).is_some() {
+        fallback_unmount(&a.mountpoint)?;
+    }
+    match store_of(&a.mountpoint) {
+        None => Ok(()),
+        Some(_) => Err(Exit::failure(format!("{} is still mounted", a.mountpoint.display()))),
     }
 }
 
+/// The serving daemon's pid from the store's pid file, if that process runs
+/// this same program (a pid file left by a killed daemon may name a pid
+/// since reused by something else, which must not get our SIGTERM).
 fn daemon_pid(store: &Path) -> Option<i32> {
-    std::fs::read_to_string(store.join(PID_FILE)).ok()?.trim().parse().ok()
+    let pid: u32 = std::fs::read_to_string(store.join(PID_FILE)).ok()?.trim().parse().ok()?;
+    let ours = crate::sys::process_name(std::process::id());
+    (!ours.is_empty() && crate::sys::process_name(pid) == ours).then_some(pid as i32)
 }
 
 fn stop(pid: i32, mountpoint: &Path) -> exit::Result {
