@@ -352,3 +352,36 @@ fn a_truncate_records_its_new_size_in_len() {
         .unwrap_or_else(|| panic!("no setattr by truncate: {text}"));
     assert_eq!((rec["offset"].as_u64(), rec["len"].as_u64()), (Some(0), Some(3)), "{rec}");
 }
+
+/// `audit tail -n N --follow` starts with exactly the N newest records (its
+/// own reads of `.audit` are not echoed), then prints new ones as they come.
+#[test]
+fn tail_follow_starts_with_exactly_n_records() {
+    let m = Mount::new();
+    for i in 0..5 {
+        fs::write(m.path(&format!("1-working/f{i}")), b"x").unwrap();
+    }
+    let mut child = Command::new(common::bin())
+        .args(["audit", "tail", m.mnt.to_str().unwrap(), "-n", "3", "--json", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    fs::write(m.path("1-working/late"), b"y").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let got: Vec<(String, String)> = ops(&text);
+    assert_eq!(
+        got,
+        [
+            ("write".to_string(), "/1-working/f3".to_string()),
+            ("create".to_string(), "/1-working/f4".to_string()),
+            ("write".to_string(), "/1-working/f4".to_string()),
+            ("create".to_string(), "/1-working/late".to_string()),
+            ("write".to_string(), "/1-working/late".to_string()),
+        ],
+        "{text}"
+    );
+}

@@ -184,13 +184,28 @@ fn tail(t: AuditTailArgs) -> exit::Result {
         };
         let leaves: Vec<&String> = lines.iter().filter(|l| !l.starts_with("{\"checkpoint\"")).collect();
         let total = leaves.len() as u64;
-        let from = if shown == 0 { total.saturating_sub(t.lines) } else { shown };
-        for line in leaves.iter().skip(from as usize) {
-            // Each poll opens `.audit`, which is recorded; do not echo our own polls.
-            let own_poll = t.follow
+        // Each poll opens `.audit`, which is recorded; do not echo our own polls.
+        let own_poll = |line: &str| {
+            t.follow
                 && leaf_of_line(line)
-                    .is_some_and(|l| l.pid == std::process::id() && l.op.name() == "audit_read");
-            if own_poll {
+                    .is_some_and(|l| l.pid == std::process::id() && l.op.name() == "audit_read")
+        };
+        let from = if shown == 0 {
+            // The first time: the last N records that are not our own polls.
+            let mut from = total;
+            let mut counted = 0;
+            while from > 0 && counted < t.lines {
+                from -= 1;
+                if !own_poll(leaves[from as usize]) {
+                    counted += 1;
+                }
+            }
+            from
+        } else {
+            shown
+        };
+        for line in leaves.iter().skip(from as usize) {
+            if own_poll(line) {
                 continue;
             }
             if t.json {
