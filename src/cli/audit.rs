@@ -222,16 +222,16 @@ fn tail(t: AuditTailArgs) -> exit::Result {
     }
 }
 
-/// One leaf line as `seq time uid pid comm op level path [offset+len] -> result`.
+/// One leaf line as `seq time uid pid comm op level path [offset+len] -> result`,
+/// the time in RFC 3339 (UTC, to the nanosecond).
 fn human(line: &str) -> String {
     let Some(l) = leaf_of_line(line) else { return line.to_string() };
     let level = l.level.map_or("-".to_string(), |n| n.to_string());
     let range = if l.len > 0 || l.offset > 0 { format!(" [{}+{}]", l.offset, l.len) } else { String::new() };
     format!(
-        "{} {}.{:09} uid={} pid={} {} {} L{} {}{} -> {}",
+        "{} {} uid={} pid={} {} {} L{} {}{} -> {}",
         l.seq,
-        l.time_ns / 1_000_000_000,
-        l.time_ns % 1_000_000_000,
+        super::utc::utc_ns(l.time_ns),
         l.uid,
         l.pid,
         String::from_utf8_lossy(&l.comm),

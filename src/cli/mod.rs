@@ -18,6 +18,7 @@ mod passphrase;
 mod passwd;
 mod rotate;
 mod umount;
+mod utc;
 
 use std::process::ExitCode;
 
