@@ -207,3 +207,20 @@ fn a_bad_policy_refuses_the_mount_with_its_reason() {
     assert!(msg.contains("line 1"), "{msg}");
     assert!(!common::is_mounted(&m.mnt));
 }
+
+/// `status` names the policy file only while there is one.
+#[test]
+fn status_shows_the_policy_file_only_when_it_exists() {
+    let m = Mount::new();
+    assert!(status(&m)["policy_file"].is_null(), "{}", status(&m));
+    let text = String::from_utf8_lossy(&m.run(&["status", mnt(&m)]).stdout).to_string();
+    assert!(text.contains("policy: none"), "{text}");
+    edit_policy(&m, "[levels.3]\napproval_timeout = \"30s\"\n");
+    assert!(
+        wait_for(Duration::from_secs(10), || status(&m)["policy_file"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("policy.toml"))),
+        "{}",
+        status(&m)
+    );
+}

@@ -168,8 +168,9 @@ pub fn status(a: StatusArgs) -> exit::Result {
         return Ok(());
     }
     println!("lockdown: {}", if st.lockdown { "ON" } else { "off" });
-    if let Some(p) = &st.policy_file {
-        println!("policy: {p}");
+    match &st.policy_file {
+        Some(p) => println!("policy: {p}"),
+        None => println!("policy: none (the defaults of docs/POLICY.md apply)"),
     }
     for l in &st.levels {
         let relock = l.relock_after_seconds.map_or_else(|| "never".to_string(), |s| format!("{s} s"));

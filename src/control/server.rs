@@ -156,7 +156,8 @@ impl Handler {
                 comm: String::from_utf8_lossy(&t.comm).into_owned(),
             })
             .collect();
-        let policy_file = v.policy_file().map(|p| p.display().to_string());
+        // The watched path when a file is there; none means the defaults apply.
+        let policy_file = v.policy_file().filter(|p| p.is_file()).map(|p| p.display().to_string());
         Status {
             lockdown: v.lockdown_active(),
             policy_file,
