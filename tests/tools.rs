@@ -928,6 +928,9 @@ fn mount_refuses_a_live_mount_a_non_empty_directory_and_names_a_dead_one() {
     assert!(dir.path().join("1-working").is_dir());
     assert!(common::vaultfs(&["umount", dir.path().to_str().unwrap()]).status.success());
     assert_eq!(fs::read(dir.path().join("keep.txt")).unwrap(), b"hidden while mounted");
+    // Not a mounted vault: exit 4, as status, lock and pending say it.
+    let out = common::vaultfs(&["umount", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
     drop(other);
     // The daemon killed: the mount point is dead; mount says so, umount clears it.
     let pid = m.daemon_pid().unwrap();

@@ -6,14 +6,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::args::UmountArgs;
-use super::exit::{self, Exit};
+use super::exit::{self, Code, Exit};
 use super::mountinfo::{PID_FILE, store_of};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 pub fn run(a: UmountArgs) -> exit::Result {
-    let store = store_of(&a.mountpoint)
-        .ok_or_else(|| Exit::usage(format!("{} is not a mounted vault", a.mountpoint.display())))?;
+    // Exit 4, as `status`, `lock` and `pending` say it: no vault where one was expected.
+    let store = store_of(&a.mountpoint).ok_or_else(|| Exit {
+        code: Code::VaultPresence,
+        message: format!("{} is not a mounted vault", a.mountpoint.display()),
+    })?;
     match daemon_pid(&store) {
         Some(pid) => stop(pid, &a.mountpoint)?,
         None => fallback_unmount(&a.mountpoint)?,
