@@ -752,7 +752,8 @@ fn swapped_dirents_are_corrupt() {
     let t = fx.variant(|s| s.put(k1, v2.clone()).unwrap());
     let v = unlock(t.path()).unwrap();
     assert_eq!(kind(v.lookup(level_dir(3), b"sealed.txt")).err(), Some(ErrorKind::Corrupt), "moved entry");
-    assert_eq!(kind(v.readdir(level_dir(3), 0, 10)).err(), Some(ErrorKind::Corrupt), "moved entry listed");
+    // A listing leaves the moved entry out (logged) rather than fail whole.
+    assert!(v.readdir(level_dir(3), 0, 10).unwrap().is_empty(), "moved entry left out of the listing");
 }
 
 #[test]
