@@ -531,6 +531,10 @@ fn a_damaged_inode_costs_that_file_not_the_listing() {
     let ls = Command::new("ls").arg("-l").arg(&w).output().unwrap();
     let text = String::from_utf8_lossy(&ls.stdout);
     assert!(text.contains("a.md") && text.contains("c.md"), "{text}");
+    // The daemon names it in its log, which is plain text (no colour codes).
+    let log = m.log();
+    assert!(log.contains(&format!("inode {ino}")) && log.contains("b.md"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in the log file: {log:?}");
     m.unmount();
     let store = m.store.to_str().unwrap().to_string();
     let passfile = m.passfile.to_str().unwrap().to_string();

@@ -35,6 +35,24 @@ pub struct Exit {
     pub message: String,
 }
 
+impl Code {
+    /// The code with this number (a daemon reports its exit as a number).
+    pub fn from_u8(n: u8) -> Option<Code> {
+        const ALL: [Code; 9] = [
+            Code::Failure,
+            Code::Usage,
+            Code::WrongPassphrase,
+            Code::VaultPresence,
+            Code::Corrupt,
+            Code::Unsupported,
+            Code::Locked,
+            Code::Repaired,
+            Code::MountPoint,
+        ];
+        ALL.into_iter().find(|c| *c as u8 == n)
+    }
+}
+
 impl Exit {
     pub fn usage(message: impl Into<String>) -> Self {
         Exit { code: Code::Usage, message: message.into() }
@@ -64,3 +82,17 @@ impl From<Error> for Exit {
 }
 
 pub type Result = std::result::Result<(), Exit>;
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    #[test]
+    fn every_code_round_trips_through_its_number() {
+        for n in 1..=9u8 {
+            assert_eq!(Code::from_u8(n).map(|c| c as u8), Some(n));
+        }
+        assert_eq!(Code::from_u8(0), None);
+        assert_eq!(Code::from_u8(10), None);
+    }
+}

@@ -34,7 +34,7 @@ pub fn main() -> ExitCode {
         args::Command::Init(a) => init::run(a),
         args::Command::Info(a) => info::run(a),
         args::Command::Passwd(a) => passwd::run(a),
-        args::Command::Mount(a) => mount::run(a),
+        args::Command::Mount(a) => mount::run(a, args.verbose),
         args::Command::Umount(a) => umount::run(a),
         args::Command::Audit(a) => audit::run(a),
         args::Command::Backup(a) => backup::run_backup(a),
@@ -70,5 +70,11 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VAULTFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only on a terminal: a daemon's stderr is its log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
 }

@@ -95,7 +95,8 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     Ok(Decided { opts, nonempty, passphrase_file, durability, cache_mib })
 }
 
-pub fn run(a: MountArgs) -> exit::Result {
+/// `verbose`: the `-v` count, passed on to the daemon.
+pub fn run(a: MountArgs, verbose: u8) -> exit::Result {
     let d = decide(&a)?;
     check_mountpoint(&a.mountpoint, d.nonempty)?;
     let source = match &d.passphrase_file {
@@ -109,7 +110,7 @@ pub fn run(a: MountArgs) -> exit::Result {
         return serve(&a, &d, &source);
     }
     let pass = passphrase::obtain(&source, "Vault passphrase: ", Confirm::Once)?;
-    spawn_daemon(&a, &pass)
+    spawn_daemon(&a, &pass, verbose)
 }
 
 /// Refuses a mount point that would hide or stack: not a directory, a live
@@ -206,7 +207,7 @@ fn follow_policy(a: &MountArgs, vault: &Vault<Unlocked>) -> Result<PolicyWatcher
 
 /// Starts `vaultfs mount --daemon-child ...` detached, passes the passphrase
 /// on its stdin, and waits for "ready" or an error line on its stdout.
-fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase) -> exit::Result {
+fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase, verbose: u8) -> exit::Result {
     let exe =
         std::env::current_exe().map_err(|e| Exit::failure(format!("cannot find own executable: {e}")))?;
     let mut cmd = Command::new(exe);
@@ -232,7 +233,8 @@ fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase) -> exit::Result
         None => Stdio::null(),
     };
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
-    if a.log.is_some() {
+    // The user's -v reaches the daemon; a log file gets at least -v (info).
+    for _ in 0..verbose.max(u8::from(a.log.is_some())) {
         cmd.arg("-v");
     }
     let mut child = cmd.spawn().map_err(|e| Exit::failure(format!("cannot start the mount daemon: {e}")))?;
@@ -258,14 +260,8 @@ fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase) -> exit::Result
 fn parse_error(line: &str, status: Option<i32>) -> Exit {
     let rest = line.strip_prefix("error ").unwrap_or("");
     let (code, msg) = rest.split_once(' ').unwrap_or(("1", rest));
-    let code = match code.parse::<u8>().ok().or(status.map(|s| s as u8)) {
-        Some(3) => Code::WrongPassphrase,
-        Some(4) => Code::VaultPresence,
-        Some(5) => Code::Corrupt,
-        Some(6) => Code::Unsupported,
-        Some(2) => Code::Usage,
-        _ => Code::Failure,
-    };
+    let code =
+        code.parse::<u8>().ok().or(status.map(|s| s as u8)).and_then(Code::from_u8).unwrap_or(Code::Failure);
     let message = if msg.is_empty() {
         format!("the mount daemon failed ({line:?}, status {status:?})")
     } else {
