@@ -108,7 +108,11 @@ fn fixture() -> Fixture {
     let mut files = Vec::new();
     let mut add = |parent: u64, name: &'static str, data: Vec<u8>| -> u64 {
         let ino = v.create(parent, name.as_bytes(), file.clone()).unwrap().ino;
-        v.write(ino, 0, &data).unwrap();
+        // One write per block: one-block index entries the tests address
+        // one by one (`a_damaged_run_is_named_by_its_blocks` has a run).
+        for (i, chunk) in data.chunks(BS).enumerate() {
+            v.write(ino, (i * BS) as u64, chunk).unwrap();
+        }
         files.push((name, ino, data));
         ino
     };
@@ -304,6 +308,40 @@ fn an_older_record_put_back_is_found() {
     assert_eq!(kinds(&r), ["block_damaged"]);
     let msg = problems(&r)[0]["message"].as_str().unwrap().to_string();
     assert!(msg.contains(&format!("not version {}", new.version)), "{msg}");
+}
+
+/// A write of several blocks is one index entry (a run): damage to one of
+/// its records names the run's blocks, and the other files stay clean.
+#[test]
+fn a_damaged_run_is_named_by_its_blocks() {
+    let fx = fixture();
+    let v = unlock(fx.store());
+    let spec = NewNode { kind: FileKind::File, perm: 0o644, uid: 0, gid: 0, rdev: 0 };
+    let big = v.create(level_dir(1), b"big.bin", spec).unwrap().ino;
+    v.write(big, 0, &vec![5u8; 6 * BS]).unwrap();
+    drop(v);
+    let key = keys::block(big, 5);
+    let mut entry = None;
+    fx.damage(|s| entry = Some(IndexEntry::decode(&s.get(&key).unwrap().unwrap()).unwrap()));
+    let e = entry.unwrap();
+    assert_eq!(e.count, 6, "one write, one entry");
+    let (code, r) = fx.fsck(&[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["counts"]["blocks"]["authenticated"].as_u64().unwrap() % 6, 0);
+    let seg = fx.store().join("seg").join(segment_name(e.segment));
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+    let at = e.offset + 3 * vaultfs::format::segment::record_len(BS as u32) as u64 + 200;
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[byte[0] ^ 1], at).unwrap();
+    let (code, r) = fx.fsck(&[]);
+    assert_eq!(code, 5, "{r:#}");
+    assert_eq!(kinds(&r), ["block_damaged"]);
+    let p = problems(&r)[0];
+    assert_eq!((p["ino"].as_u64(), p["block"].as_u64()), (Some(big), Some(0)));
+    assert_eq!(p["key"], hex(&key));
+    assert!(p["message"].as_str().unwrap().contains(&format!("block 3 of inode {big}")), "{p}");
+    fx.check_files(&[]);
 }
 
 #[test]

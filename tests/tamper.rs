@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use vaultfs::block::MAX_FILE_SIZE;
 use vaultfs::crypto::{KdfParams, Passphrase};
 use vaultfs::format::keys;
-use vaultfs::format::segment::IndexEntry;
+use vaultfs::format::segment::{IndexEntry, RUN_ENTRY_LEN};
 use vaultfs::store::{Batch, Store, segment_name};
 use vaultfs::vault::{
     FallocMode, FileKind, InitOptions, NewNode, ROOT_INO, RenameFlags, SetAttr, XattrFlags, level_dir,
@@ -89,7 +89,8 @@ impl Fixture {
 /// Builds the fixture vault:
 /// 1-working/notes.md (10000 bytes, xattr user.tag), 1-working/other.txt
 /// (9000 bytes), 1-working/sparse (blocks 0 and 3 stored, 1-2 holes),
-/// 1-working/sub/{x,y}, 3-sealed/sealed.txt (5000 bytes).
+/// 1-working/sub/{x,y}, 3-sealed/sealed.txt (5000 bytes), 1-working/run.bin
+/// (five blocks written at once: one run entry).
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     Vault::init(dir.path(), &pass(), InitOptions { kdf: FAST_KDF, block_size: BS as u32 }).unwrap();
@@ -100,8 +101,10 @@ fn fixture() -> Fixture {
     let mut add = |parent: u64, name: &'static str, data: Option<Vec<u8>>| -> u64 {
         let spec = if data.is_some() { file.clone() } else { dspec.clone() };
         let ino = v.create(parent, name.as_bytes(), spec).unwrap().ino;
-        if let Some(d) = &data {
-            v.write(ino, 0, d).unwrap();
+        // One write per block: one-block index entries, which the tests
+        // below move one by one (runs are tampered with in their own test).
+        for (i, chunk) in data.iter().flat_map(|d| d.chunks(BS)).enumerate() {
+            v.write(ino, (i * BS) as u64, chunk).unwrap();
         }
         items.push(Item { parent, name, ino, data });
         ino
@@ -120,6 +123,11 @@ fn fixture() -> Fixture {
     sp.resize(3 * BS + 10, 0);
     sp.extend(content(7, 100));
     items.iter_mut().find(|i| i.ino == sparse).unwrap().data = Some(sp);
+    // One write of five blocks: one index entry for all of them (a run).
+    let run = v.create(w, b"run.bin", file.clone()).unwrap().ino;
+    let run_data = content(8, 5 * BS);
+    v.write(run, 0, &run_data).unwrap();
+    items.push(Item { parent: w, name: "run.bin", ino: run, data: Some(run_data) });
     v.setxattr(notes, b"user.tag", b"tampered?", XattrFlags::default()).unwrap();
     v.sync().unwrap();
     drop(v);
@@ -414,7 +422,9 @@ fn flipped_dirent_bytes_are_corrupt() {
 #[test]
 fn flipped_block_bytes_are_corrupt() {
     let fx = fixture();
-    for (k, val) in fx.keys_with(keys::BLOCK) {
+    // One-block entries here; run entries in `tampered_run_entries_are_corrupt`.
+    let singles = fx.keys_with(keys::BLOCK).into_iter().filter(|(_, v)| v.len() != RUN_ENTRY_LEN);
+    for (k, val) in singles {
         let ino = keys::ino_of(&k).unwrap();
         let b = keys::block_number(&k).unwrap();
         for at in positions(val.len()) {
@@ -642,6 +652,63 @@ fn moved_blocks_are_corrupt() {
     }
 }
 
+/// A run's index entry (docs/FORMAT.md 6.1): any flipped bit, the entry
+/// moved to end at another block, or put under another file, makes every
+/// block it covered an error, never other bytes.
+#[test]
+fn tampered_run_entries_are_corrupt() {
+    let fx = fixture();
+    let run = fx.ino("run.bin");
+    let key = keys::block(run, 4);
+    let val = fx.kv[&key[..]].clone();
+    assert_eq!(val.len(), RUN_ENTRY_LEN, "one entry for five blocks");
+    let every_block_corrupt = |v: &Vault<Unlocked>, ctx: &str| {
+        for b in 0..5u64 {
+            assert_eq!(
+                kind(v.read(run, b * BS as u64, 10)).err(),
+                Some(ErrorKind::Corrupt),
+                "{ctx}: block {b}"
+            );
+        }
+    };
+    for at in 0..val.len() {
+        for mask in [0x01, 0x80] {
+            let ctx = format!("run entry byte {at} ^ {mask:#x}");
+            let t = fx.variant(|s| s.put(&key, flip(&val, at, mask)).unwrap());
+            let v = unlock(t.path()).unwrap();
+            every_block_corrupt(&v, &ctx);
+            check_rest(&fx, &v, &[run], &ctx);
+        }
+    }
+    let moved = |to: u64| {
+        fx.variant(|s| {
+            let mut b = Batch::default();
+            b.delete(&key[..]);
+            b.put(&keys::block(run, to)[..], val.clone());
+            s.apply(b).unwrap();
+        })
+    };
+    // Ending one block later: all five (and the one after) are errors.
+    let t = moved(5);
+    let v = unlock(t.path()).unwrap();
+    every_block_corrupt(&v, "moved to end at block 5");
+    // Ending one block earlier: blocks 0-3 are errors; block 4 has no
+    // entry and reads as a hole, as any deleted entry does (THREAT_MODEL.md).
+    let t = moved(3);
+    let v = unlock(t.path()).unwrap();
+    for b in 0..4u64 {
+        assert_eq!(kind(v.read(run, b * BS as u64, 10)).err(), Some(ErrorKind::Corrupt), "moved to 3: {b}");
+    }
+    assert!(kind(v.read(run, 0, 5 * BS)).is_err(), "a whole-file read is an error");
+    // Under another file, in place of its last block's entry.
+    let other = fx.ino("other.txt");
+    let t = fx.variant(|s| s.put(&keys::block(other, 2), val.clone()).unwrap());
+    let v = unlock(t.path()).unwrap();
+    assert_eq!(kind(v.read(other, 2 * BS as u64, 10)).err(), Some(ErrorKind::Corrupt), "under other.txt");
+    assert_eq!(kind(v.read(other, 0, 9000)).err(), Some(ErrorKind::Corrupt), "under other.txt, whole");
+    check_rest(&fx, &v, &[other], "under other.txt");
+}
+
 #[test]
 fn truncated_or_padded_values_are_corrupt() {
     let fx = fixture();
@@ -721,7 +788,7 @@ fn swapped_dirents_are_corrupt() {
     }
     let mut sizes: Vec<usize> = groups.values().map(Vec::len).collect();
     sizes.sort();
-    assert_eq!(sizes, vec![1, 2, 4], "3-sealed: 1 entry, sub: 2, 1-working: 4");
+    assert_eq!(sizes, vec![1, 2, 5], "3-sealed: 1 entry, sub: 2, 1-working: 5");
     let mut swapped_any = false;
     for group in groups.values().filter(|g| g.len() >= 2) {
         let ((ka, va), (kb, vb)) = (&group[0], &group[1]);
@@ -790,7 +857,7 @@ fn swapped_inodes_are_corrupt() {
             }
         }
         for it in &fx.items {
-            if let Ok(got) = v.read(it.ino, 0, 20_000) {
+            if let Ok(got) = v.read(it.ino, 0, 100_000) {
                 assert!(Some(&got) == it.data.as_ref(), "swap {a}<->{b}: {} reads other data", it.name);
             }
         }
@@ -831,9 +898,9 @@ fn unknown_version_and_features_are_unsupported() {
         assert_eq!(e.kind(), ErrorKind::Unsupported, "version {version}: {e}");
         assert!(e.to_string().contains(&format!("version {version}")), "message names the version: {e}");
     }
-    // Bits 0 (a recovery section follows) and 1 (segment files) are known
-    // (docs/FORMAT.md); the rest are not.
-    for bit in [2u32, 3, 40, 63] {
+    // Bits 0 (a recovery section follows), 1 (segment files) and 2 (runs
+    // of blocks per index entry) are known (docs/FORMAT.md); the rest are not.
+    for bit in [3u32, 4, 40, 63] {
         let t = with_header(&fx, |h| {
             h[FEATURES_AT..FEATURES_AT + 8].copy_from_slice(&(1u64 << bit).to_be_bytes())
         });

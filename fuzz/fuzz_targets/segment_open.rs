@@ -10,6 +10,8 @@
 //!    its record (in the segment file) or in its index entry makes the read
 //!    fail, never return other bytes; and the record of the block's previous
 //!    version put back in place of the current one fails too.
+//! 4. A run of three blocks written at once is one index entry; one flipped
+//!    byte of it makes every block of the run fail.
 #![no_main]
 
 #[path = "common/store_env.rs"]
@@ -71,6 +73,9 @@ fuzz_target!(|input: Input| {
     // 2. A value we did not write never opens.
     env.store.put(&key, input.value.to_vec()).expect("put");
     assert_fails(&f, off, "forged B value");
+    let mut b = Batch::default();
+    b.delete(&key[..]);
+    env.store.apply(b).expect("apply");
 
     // 3. Two versions written by us; only the current one reads.
     let (old_plain, plain) = (cycled(input.value, BS as usize, 0), cycled(input.value, BS as usize, 0xff));
@@ -119,6 +124,25 @@ fuzz_target!(|input: Input| {
         f.read(off, BS as usize, off + BS as u64).expect("read") == plain,
         "restored block reads differently"
     );
+
+    // 4. A run: three blocks in one write, one index entry. One flipped
+    // byte of that entry makes each of its blocks an error.
+    let run_off = off + BS as u64;
+    let mut b = Batch::default();
+    let three = cycled(input.value, 3 * BS as usize, 0x5a);
+    f.write(run_off, &three, run_off, &mut b).expect("write a run");
+    env.store.apply(b).expect("apply");
+    let run_key = keys::block(ino, block + 3);
+    let run = env.store.get(&run_key).expect("get").expect("run entry");
+    assert_eq!(IndexEntry::decode(&run).expect("our own entry decodes").count, 3);
+    assert!(f.read(run_off, 3 * BS as usize, run_off + 3 * BS as u64).expect("read run") == three);
+    let j = input.flip_at as usize % run.len();
+    let mut flipped = run.to_vec();
+    flipped[j] ^= mask;
+    env.store.put(&run_key, flipped).expect("put");
+    for n in 0..3 {
+        assert_fails(&f, run_off + n * BS as u64, "one flipped run entry byte");
+    }
 
     let mut b = Batch::default();
     f.delete_blocks(0, u64::MAX, &mut b).expect("delete");

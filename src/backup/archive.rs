@@ -22,9 +22,10 @@ pub const FLAGS_KNOWN: u64 = 0;
 pub const MAX_HEADER: u32 = 256 * 1024;
 /// Largest checkpoint note accepted (as the audit layer's own bound).
 pub const MAX_NOTE: u32 = 64 * 1024;
-/// Largest store value accepted: far above the largest the format writes
-/// (a header, ~134 KiB at most; a 64 KiB block or xattr plus 40 bytes).
-pub const MAX_VALUE: u32 = 1024 * 1024;
+/// Largest store value accepted: above the largest the format writes (a
+/// carried run of blocks: 1 MiB of plaintext as records, 1 MiB + 1/64 at
+/// most; a header, ~134 KiB at most).
+pub const MAX_VALUE: u32 = 2 * 1024 * 1024;
 pub const TAG_RECORD: u8 = 0x01;
 pub const TAG_END: u8 = 0x00;
 pub const SIGNATURE_LEN: usize = 64;

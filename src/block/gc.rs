@@ -36,11 +36,25 @@ pub fn live_bytes(store: &Store, block_size: u32) -> Result<HashMap<u64, u64>> {
     let mut live: HashMap<u64, u64> = HashMap::new();
     for entry in store.scan_prefix(&[keys::BLOCK]) {
         let (_, v) = entry?;
-        if let Ok(e) = IndexEntry::decode(&v) {
-            *live.entry(e.segment).or_default() += rec;
+        if let Ok(e) = IndexEntry::decode_for(&v, block_size) {
+            *live.entry(e.segment).or_default() += e.count * rec;
         }
     }
     Ok(live)
+}
+
+/// The index entry holding block `block` of inode `ino`, if any, with the
+/// block its key names (its last). Not authenticated: liveness needs only
+/// the location and versions, and a forged entry moves nothing but bytes.
+fn covering(store: &Store, block_size: u32, ino: u64, block: u64) -> Result<Option<(u64, IndexEntry)>> {
+    let Some(entry) = store.range(&keys::block(ino, block), &keys::block_prefix(ino + 1)).next() else {
+        return Ok(None);
+    };
+    let (k, v) = entry?;
+    let (Some(last), Ok(e)) = (keys::block_number(&k), IndexEntry::decode_for(&v, block_size)) else {
+        return Ok(None);
+    };
+    Ok(e.first_block(last).filter(|f| *f <= block).map(|_| (last, e)))
 }
 
 /// Sets `space`'s dead-byte counts from a scan (at the first pass of a mount).
@@ -107,29 +121,38 @@ pub fn collect<G>(
             }
             let _held = lock(first.ino);
             let mut copies = Vec::new();
-            let mut entries = Vec::new();
+            let mut entries: Vec<(u64, IndexEntry)> = Vec::new();
             for k in j..end {
-                let record = &chunk[k * rec..(k + 1) * rec];
-                let h = RecordHeader::decode(record).expect("checked above");
-                let key = keys::block(h.ino, h.block);
-                let Some(v) = store.get(&key)? else { continue };
-                let Ok(e) = IndexEntry::decode(&v) else { continue };
+                let h = RecordHeader::decode(&chunk[k * rec..]).expect("checked above");
                 let here = start + (k * rec) as u64;
-                if (e.segment, e.offset, e.version) == (segment, here, h.version) {
-                    copies.extend_from_slice(record);
-                    entries.push((key, e));
+                let Some((last, e)) = covering(store, block_size, h.ino, h.block)? else { continue };
+                if entries.iter().any(|(l, _)| *l == last) {
+                    continue;
+                }
+                // Live: the entry holding this block points here, at this version.
+                let i = h.block - e.first_block(last).expect("covering checked it");
+                let live = e.segment == segment
+                    && e.offset.checked_add(i * rec as u64) == Some(here)
+                    && e.version.checked_add(i) == Some(h.version);
+                if live {
+                    // The whole run moves (its records lie back to back here).
+                    let at = copies.len();
+                    copies.resize(at + e.count as usize * rec, 0);
+                    store.read_record(Location { segment, offset: e.offset }, &mut copies[at..])?;
+                    entries.push((last, e));
                 }
             }
             if !entries.is_empty() {
                 let at = store.append_record(&copies)?;
                 let mut batch = Batch::default();
-                for (n, (key, e)) in entries.iter().enumerate() {
-                    let moved_to =
-                        IndexEntry { segment: at.segment, offset: at.offset + (n * rec) as u64, ..*e };
-                    batch.put(&key[..], moved_to.encode());
+                let mut offset = at.offset;
+                for (last, e) in &entries {
+                    let moved_to = IndexEntry { segment: at.segment, offset, ..*e };
+                    batch.put(&keys::block(first.ino, *last)[..], moved_to.encode());
+                    offset += e.count * rec as u64;
+                    moved += e.count;
                 }
                 store.apply(batch)?;
-                moved += entries.len() as u64;
             }
             j = end;
         }

@@ -14,7 +14,9 @@ use std::sync::OnceLock;
 use zeroize::Zeroizing;
 
 use crate::crypto::{self, Key32, KeyedHash, SEALED_OVERHEAD};
-use crate::format::segment::{INDEX_ENTRY_LEN, IndexEntry, RECORD_HEADER_LEN, RecordHeader, record_len};
+use crate::format::segment::{
+    IndexEntry, RECORD_HEADER_LEN, RUN_ENTRY_LEN, RecordHeader, max_run, record_len,
+};
 use crate::format::{aad, keys, labels};
 use crate::store::{self, Batch, Location, Store, Value};
 
@@ -104,91 +106,234 @@ impl FileBlocks<'_> {
         crypto::open_in_place(self.key, &aad, value, out).map_err(|_| Error::Auth { ino: self.ino, block })
     }
 
-    /// The tag that authenticates `version` as block `block`'s current one.
-    fn index_tag(&self, block: u64, version: u64) -> [u8; 16] {
+    /// The tag that authenticates an index entry: its first block, its
+    /// first version and (for a run) how many blocks it covers.
+    fn index_tag(&self, first: u64, version: u64, count: u64) -> [u8; 16] {
         let ik = self.index_key.get_or_init(|| {
             Key32::from_bytes(KeyedHash::new(self.key).update(labels::BLOCK_INDEX).finalize32())
         });
         let mut h = KeyedHash::new(ik);
         h.update(&self.ino.to_be_bytes())
             .update(&self.generation.to_be_bytes())
-            .update(&block.to_be_bytes())
+            .update(&first.to_be_bytes())
             .update(&version.to_be_bytes());
+        if count > 1 {
+            h.update(&count.to_be_bytes());
+        }
         h.finalize16()
-    }
-
-    /// The stored values of blocks `first..=last` that exist, in order.
-    fn stored(&self, first: u64, last: u64) -> Result<Vec<(u64, Value)>> {
-        if first == last {
-            // One block (random I/O): a point lookup costs less than a range scan.
-            return Ok(self
-                .store
-                .get(&keys::block(self.ino, first))?
-                .map(|v| (first, v))
-                .into_iter()
-                .collect());
-        }
-        let mut found = Vec::new();
-        for entry in self.store.range(&keys::block(self.ino, first), &keys::block(self.ino, last + 1)) {
-            let (k, v) = entry?;
-            found.extend(keys::block_number(&k).map(|b| (b, v)));
-        }
-        Ok(found)
     }
 
     fn index_error(&self, block: u64, why: impl Into<String>) -> Error {
         Error::Index { ino: self.ino, block, why: why.into() }
     }
 
-    /// Decodes block `block`'s index entry and checks its tag.
-    pub fn index_entry(&self, block: u64, value: &[u8]) -> Result<IndexEntry> {
-        let e = IndexEntry::decode(value).map_err(|e| self.index_error(block, e.to_string()))?;
-        if !crypto::tags_equal(&e.tag, &self.index_tag(block, e.version)) {
-            return Err(self.index_error(block, "index entry failed authentication"));
+    /// What the `B` value stored under block `last` covers. An index entry
+    /// whose tag fails, or any other damage, becomes `Bad`; a damaged run
+    /// entry is taken to cover every block it could (its count is not to
+    /// be trusted), so that reading any of them is an error, never a hole.
+    fn decode(&self, last: u64, value: Value) -> Stored {
+        if !IndexEntry::is_entry_len(value.len()) {
+            let kind = if value.len() == self.block_size as usize + SEALED_OVERHEAD {
+                Kind::Sealed(value)
+            } else {
+                Kind::Bad(value)
+            };
+            return Stored { first: last, last, kind };
         }
-        Ok(e)
+        if let Ok(e) = IndexEntry::decode_for(&value, self.block_size)
+            && let Some(first) = e.first_block(last)
+            && crypto::tags_equal(&e.tag, &self.index_tag(first, e.version, e.count))
+        {
+            return Stored { first, last, kind: Kind::Run(e) };
+        }
+        let first = match value.len() {
+            RUN_ENTRY_LEN => last.saturating_sub(max_run(self.block_size) - 1),
+            _ => last,
+        };
+        Stored { first, last, kind: Kind::Bad(value) }
     }
 
-    /// Authenticates and decrypts block `block` from its `B` value, either
-    /// layout: a version-1 sealed block, or an index entry whose record is
-    /// read from its segment file.
-    pub fn open_stored(&self, block: u64, value: &[u8], out: &mut [u8]) -> Result<()> {
-        if value.len() != INDEX_ENTRY_LEN {
-            return self.open_block(block, value, out);
+    /// Why the value of a `Bad` entry ending at block `last` does not open.
+    fn bad_entry(&self, last: u64, value: &[u8]) -> Error {
+        if !IndexEntry::is_entry_len(value.len()) {
+            return Error::Length { ino: self.ino, block: last, len: value.len() };
         }
-        let e = self.index_entry(block, value)?;
-        let mut record = Zeroizing::new(vec![0u8; record_len(self.block_size)]);
-        self.store.read_record(Location { segment: e.segment, offset: e.offset }, &mut record)?;
-        self.open_record(block, &e, &record, out)
+        match IndexEntry::decode_for(value, self.block_size) {
+            Err(e) => self.index_error(last, e.to_string()),
+            Ok(e) if e.first_block(last).is_none() => {
+                self.index_error(last, format!("a run of {} blocks cannot end at block {last}", e.count))
+            }
+            Ok(_) => self.index_error(last, "index entry failed authentication"),
+        }
     }
 
-    /// Checks a record read from where `e` points and decrypts it into `out`.
-    pub fn open_record(&self, block: u64, e: &IndexEntry, record: &[u8], out: &mut [u8]) -> Result<()> {
+    /// The stored entries that cover any of blocks `first..=last`, in
+    /// order; entries that overlap each other are damage.
+    fn stored(&self, first: u64, last: u64) -> Result<Vec<Stored>> {
+        if first == last {
+            // One block (random I/O): a point lookup costs less than a
+            // range scan, and finds every entry that ends here.
+            if let Some(v) = self.store.get(&keys::block(self.ino, first))? {
+                return Ok(vec![self.decode(first, v)]);
+            }
+        }
+        let mut found: Vec<Stored> = Vec::new();
+        for entry in self.store.range(&keys::block(self.ino, first), &keys::block_prefix(self.ino + 1)) {
+            let (k, v) = entry?;
+            let Some(end) = keys::block_number(&k) else { continue };
+            let s = self.decode(end, v);
+            if s.first > last {
+                break;
+            }
+            // (A damaged entry may reach back over good ones: it makes the
+            // blocks both claim unreadable, and is no reason to refuse more.)
+            if let Some(prev) = found.last().filter(|p| s.first <= p.last && p.is_good() && s.is_good()) {
+                let why = format!("its index entry overlaps the one ending at block {}", prev.last);
+                return Err(self.index_error(s.first.max(first), why));
+            }
+            found.push(s);
+            if end >= last {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Authenticates and decrypts block `b` of `s` into `out`; `record` is
+    /// the block's record when the caller has read it already.
+    fn open_in(&self, s: &Stored, b: u64, record: Option<&[u8]>, out: &mut [u8]) -> Result<()> {
+        debug_assert!(s.first <= b && b <= s.last);
+        match &s.kind {
+            Kind::Sealed(v) => self.open_block(b, v, out),
+            Kind::Bad(v) => Err(self.bad_entry(s.last, v)),
+            Kind::Run(e) => {
+                let i = b - s.first;
+                let at = Location {
+                    segment: e.segment,
+                    offset: e.offset.saturating_add(i * record_len(self.block_size) as u64),
+                };
+                let read;
+                let record = match record {
+                    Some(r) => r,
+                    None => {
+                        let mut buf = Zeroizing::new(vec![0u8; record_len(self.block_size)]);
+                        self.store.read_record(at, &mut buf)?;
+                        read = buf;
+                        &read[..]
+                    }
+                };
+                self.open_record(b, at, e.version.wrapping_add(i), record, out)
+            }
+        }
+    }
+
+    /// Checks that `record` (read from `at`) is block `block` at `version`
+    /// and decrypts it into `out`.
+    fn open_record(
+        &self,
+        block: u64,
+        at: Location,
+        version: u64,
+        record: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
         let h = RecordHeader::decode(record).map_err(|err| self.index_error(block, err.to_string()))?;
-        if (h.ino, h.block, h.version) != (self.ino, block, e.version) {
+        if (h.ino, h.block, h.version) != (self.ino, block, version) {
             return Err(self.index_error(
                 block,
                 format!(
-                    "segment {:016x} offset {} holds inode {} block {} version {}, not version {}",
-                    e.segment, e.offset, h.ino, h.block, h.version, e.version
+                    "segment {:016x} offset {} holds inode {} block {} version {}, not version {version}",
+                    at.segment, at.offset, h.ino, h.block, h.version
                 ),
             ));
         }
-        let aad = aad::block_v2(self.vault_id, self.ino, self.generation, block, e.version);
+        let aad = aad::block_v2(self.vault_id, self.ino, self.generation, block, version);
         crypto::open_in_place(self.key, &aad, &record[RECORD_HEADER_LEN..], out)
             .map_err(|_| Error::Auth { ino: self.ino, block })
     }
 
-    /// Notes that `old` (a `B` value being replaced or deleted) is garbage now.
-    fn retire(&self, old: &[u8]) {
-        if let (Some(space), Ok(e)) = (self.space, IndexEntry::decode(old)) {
-            space.note_dead(e.segment, record_len(self.block_size) as u64);
+    /// Authenticates and decrypts every block of the `B` value stored under
+    /// block `last`: its first block and the plaintext of all its blocks
+    /// (fsck, rotation).
+    pub fn read_entry(&self, last: u64, value: &[u8]) -> Result<(u64, Zeroizing<Vec<u8>>)> {
+        let s = self.decode(last, Value::from(value.to_vec()));
+        let bs = self.block_size as usize;
+        let mut plain = Zeroizing::new(vec![0u8; s.count() as usize * bs]);
+        let records = self.run_records(&s, s.first, s.last)?;
+        let rec = record_len(self.block_size);
+        for (i, out) in plain.chunks_exact_mut(bs).enumerate() {
+            let record = records.as_ref().map(|r| &r[i * rec..(i + 1) * rec]);
+            self.open_in(&s, s.first + i as u64, record, out)?;
         }
+        Ok((s.first, plain))
+    }
+
+    /// The records of blocks `lo..=hi` of a run, read with one `pread`
+    /// (None for a value that holds no records).
+    fn run_records(&self, s: &Stored, lo: u64, hi: u64) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let Kind::Run(e) = &s.kind else { return Ok(None) };
+        let rec = record_len(self.block_size);
+        let mut buf = Zeroizing::new(vec![0u8; (hi - lo + 1) as usize * rec]);
+        let offset = e.offset.saturating_add((lo - s.first) * rec as u64);
+        self.store.read_record(Location { segment: e.segment, offset }, &mut buf)?;
+        Ok(Some(buf))
+    }
+
+    /// Takes blocks `from..=to` out of the index: entries inside the range
+    /// are deleted, entries reaching past it keep their outer parts (same
+    /// records, re-tagged), and the records taken out are noted as dead.
+    /// Returns how many stored blocks were taken out.
+    fn cut(&self, stored: &[Stored], from: u64, to: u64, batch: &mut Batch) -> Result<u64> {
+        let rec = record_len(self.block_size) as u64;
+        let mut removed = 0;
+        for s in stored {
+            let (lo, hi) = (s.first.max(from), s.last.min(to));
+            if lo > hi {
+                continue;
+            }
+            let Kind::Run(e) = &s.kind else {
+                removed += 1;
+                if (lo, hi) != (s.first, s.last) {
+                    let why = format!(
+                        "a damaged index entry claims blocks {}..={}: only a write or truncation of all of them replaces it",
+                        s.first, s.last
+                    );
+                    return Err(self.index_error(lo, why));
+                }
+                batch.delete(&keys::block(self.ino, s.last)[..]);
+                continue;
+            };
+            removed += hi - lo + 1;
+            self.space.ok_or(Error::ReadOnly)?.note_dead(e.segment, (hi - lo + 1) * rec);
+            // The part of the run before the cut, and the part after it.
+            let piece = |first: u64, count: u64| {
+                let skip = first - s.first;
+                let version = e.version.wrapping_add(skip);
+                IndexEntry {
+                    segment: e.segment,
+                    offset: e.offset.wrapping_add(skip * rec),
+                    version,
+                    count,
+                    tag: self.index_tag(first, version, count),
+                }
+                .encode()
+            };
+            if s.first < lo {
+                batch.put(&keys::block(self.ino, lo - 1)[..], piece(s.first, lo - s.first));
+            }
+            if s.last > hi {
+                batch.put(&keys::block(self.ino, s.last)[..], piece(hi + 1, s.last - hi));
+            } else {
+                batch.delete(&keys::block(self.ino, s.last)[..]);
+            }
+        }
+        Ok(removed)
     }
 
     /// Seals `blocks` (numbers ascending, each a full plaintext block) into
     /// records, appends them to the segment files as one write, and puts
-    /// their index entries into `batch`.
+    /// into `batch` one index entry per run of consecutive blocks (at most
+    /// `max_run` each).
     fn put_blocks(&self, blocks: &[(u64, &[u8])], batch: &mut Batch) -> Result<()> {
         if blocks.is_empty() {
             return Ok(());
@@ -206,24 +351,40 @@ impl FileBlocks<'_> {
             crypto::seal_to(self.key, &aad, plain, sealed).map_err(|_| Error::Random)?;
         }
         let at = self.store.append_record(&records)?;
-        for (i, (b, _)) in blocks.iter().enumerate() {
-            let version = first + i as u64;
+        let max = max_run(self.block_size) as usize;
+        let mut i = 0;
+        while i < blocks.len() {
+            let mut j = i + 1;
+            while j < blocks.len() && j - i < max && blocks[j].0 == blocks[j - 1].0 + 1 {
+                j += 1;
+            }
+            let (count, version) = ((j - i) as u64, first + i as u64);
             let entry = IndexEntry {
                 segment: at.segment,
                 offset: at.offset + (i * rec_len) as u64,
                 version,
-                tag: self.index_tag(*b, version),
+                count,
+                tag: self.index_tag(blocks[i].0, version, count),
             };
-            batch.put(&keys::block(self.ino, *b)[..], entry.encode());
+            batch.put(&keys::block(self.ino, blocks[j - 1].0)[..], entry.encode());
+            i = j;
         }
         Ok(())
     }
 
-    /// Stores block `block` anew from `plain`, retiring its `old` value (rotation).
-    pub fn replace_block(&self, block: u64, plain: &[u8], old: &[u8], batch: &mut Batch) -> Result<()> {
-        self.put_blocks(&[(block, plain)], batch)?;
-        self.retire(old);
-        Ok(())
+    /// Stores blocks `first..` anew from `plain` (rotation: the blocks of
+    /// the `B` value `old`, as `read_entry` of another file key gave them),
+    /// retiring `old`'s records.
+    pub fn replace_entry(&self, first: u64, old: &[u8], plain: &[u8], batch: &mut Batch) -> Result<()> {
+        let blocks: Vec<(u64, &[u8])> = plain
+            .chunks_exact(self.block_size as usize)
+            .enumerate()
+            .map(|(i, p)| (first + i as u64, p))
+            .collect();
+        if let (Ok(e), Some(space)) = (IndexEntry::decode_for(old, self.block_size), self.space) {
+            space.note_dead(e.segment, e.count * record_len(self.block_size) as u64);
+        }
+        self.put_blocks(&blocks, batch)
     }
 
     /// Reads up to `len` bytes at `offset` of a file of `size` bytes.
@@ -234,59 +395,28 @@ impl FileBlocks<'_> {
         let end = size.min(offset.saturating_add(len as u64));
         let mut out = vec![0u8; (end - offset) as usize];
         let bs = self.bs();
+        let rec = record_len(self.block_size);
         let (first, last) = (offset / bs, (end - 1) / bs);
         let mut scratch: Option<Zeroizing<Vec<u8>>> = None;
-        // Opens one block with `open` into its place in `out`: straight into
-        // the reply when it is wanted whole, else through scratch.
-        let place = |out: &mut [u8],
-                     scratch: &mut Option<Zeroizing<Vec<u8>>>,
-                     b: u64,
-                     open: &dyn Fn(&mut [u8]) -> Result<()>|
-         -> Result<()> {
-            let block_start = b * bs;
-            let (lo, hi) = (offset.max(block_start), end.min(block_start + bs));
-            let dst = &mut out[(lo - offset) as usize..(hi - offset) as usize];
-            if dst.len() as u64 == bs {
-                open(dst)
-            } else {
-                let s = scratch.get_or_insert_with(|| Zeroizing::new(vec![0u8; bs as usize]));
-                open(s)?;
-                dst.copy_from_slice(&s[(lo - block_start) as usize..(hi - block_start) as usize]);
-                Ok(())
-            }
-        };
-        let entries = self.stored(first, last)?;
-        let rec = record_len(self.block_size);
-        let mut records = Vec::new();
-        let mut i = 0;
-        while i < entries.len() {
-            let (b, v) = &entries[i];
-            if v.len() != INDEX_ENTRY_LEN {
-                place(&mut out, &mut scratch, *b, &|dst| self.open_block(*b, v, dst))?;
-                i += 1;
-                continue;
-            }
-            // A run of records that lie back to back (one write request's,
-            // usually) is read with one pread.
-            let mut run = vec![self.index_entry(*b, v)?];
-            while let Some((nb, nv)) =
-                entries.get(i + run.len()).filter(|(_, nv)| nv.len() == INDEX_ENTRY_LEN)
-            {
-                let e = self.index_entry(*nb, nv)?;
-                if e.segment != run[0].segment || e.offset != run[0].offset + (run.len() * rec) as u64 {
-                    break;
+        for s in self.stored(first, last)? {
+            let (lo, hi) = (s.first.max(first), s.last.min(last));
+            // A run's wanted records are read with one pread.
+            let records = self.run_records(&s, lo, hi)?;
+            for b in lo..=hi {
+                let record =
+                    records.as_ref().map(|r| &r[(b - lo) as usize * rec..(b - lo + 1) as usize * rec]);
+                let block_start = b * bs;
+                let (from, to) = (offset.max(block_start), end.min(block_start + bs));
+                let dst = &mut out[(from - offset) as usize..(to - offset) as usize];
+                if dst.len() as u64 == bs {
+                    // Wanted whole: straight into the reply.
+                    self.open_in(&s, b, record, dst)?;
+                } else {
+                    let sc = scratch.get_or_insert_with(|| Zeroizing::new(vec![0u8; bs as usize]));
+                    self.open_in(&s, b, record, sc)?;
+                    dst.copy_from_slice(&sc[(from - block_start) as usize..(to - block_start) as usize]);
                 }
-                run.push(e);
             }
-            records.resize(run.len() * rec, 0);
-            self.store
-                .read_record(Location { segment: run[0].segment, offset: run[0].offset }, &mut records)?;
-            for (n, e) in run.iter().enumerate() {
-                let b = entries[i + n].0;
-                let record = &records[n * rec..(n + 1) * rec];
-                place(&mut out, &mut scratch, b, &|dst| self.open_record(b, e, record, dst))?;
-            }
-            i += run.len();
         }
         Ok(out)
     }
@@ -300,18 +430,14 @@ impl FileBlocks<'_> {
         }
         let bs = self.bs();
         let (first, last) = (offset / bs, (end - 1) / bs);
-        // One lookup finds the touched blocks that exist (for the block
+        // One lookup finds the entries of the touched blocks (for the block
         // count, read-modify-write and the records they retire). None lies
         // at or past the end of the file (truncation drops them in the same
         // batch as the size), so an append looks nothing up: a lookup that
         // reaches sled waits while the committer hands a batch over.
         let stored_end = size.div_ceil(bs);
-        let existing: std::collections::BTreeMap<u64, Value> = if first < stored_end {
-            self.stored(first, last.min(stored_end - 1))?.into_iter().collect()
-        } else {
-            Default::default()
-        };
-        let delta = (last - first + 1) as i64 - existing.len() as i64;
+        let existing =
+            if first < stored_end { self.stored(first, last.min(stored_end - 1))? } else { Vec::new() };
         // At most two partial blocks (the first and the last) need their old content.
         let mut partial: Vec<(u64, Zeroizing<Vec<u8>>)> = Vec::new();
         for b in [first, last] {
@@ -321,8 +447,8 @@ impl FileBlocks<'_> {
                 continue;
             }
             let mut s = Zeroizing::new(vec![0u8; bs as usize]);
-            if let Some(old) = existing.get(&b) {
-                self.open_stored(b, old, &mut s)?;
+            if let Some(old) = existing.iter().find(|e| e.first <= b && b <= e.last) {
+                self.open_in(old, b, None, &mut s)?;
             }
             s[(lo - block_start) as usize..(hi - block_start) as usize]
                 .copy_from_slice(&data[(lo - offset) as usize..(hi - offset) as usize]);
@@ -339,11 +465,11 @@ impl FileBlocks<'_> {
                 }
             }
         }
+        // Cut before the new entries go in: an entry the write ends inside
+        // keeps its key, which the new entry may take over.
+        let replaced = self.cut(&existing, first, last, batch)?;
         self.put_blocks(&blocks, batch)?;
-        for old in existing.values() {
-            self.retire(old);
-        }
-        Ok(delta)
+        Ok((last - first + 1) as i64 - replaced as i64)
     }
 
     /// Changes the size from `old` to `new`: drops blocks past the end and zeroes
@@ -353,14 +479,8 @@ impl FileBlocks<'_> {
         if new >= old {
             return Ok(0);
         }
-        let bs = self.bs();
-        let mut delta = 0;
-        let keep = new.div_ceil(bs);
-        if new % bs != 0 {
-            delta += self.zero_within_block(new / bs, (new % bs) as usize, bs as usize, batch)?;
-        }
-        delta -= self.delete_blocks(keep, u64::MAX, batch)?;
-        Ok(delta)
+        // Up to the largest size: a stray block past the old end goes too.
+        self.zero_range(new, MAX_FILE_SIZE, batch)
     }
 
     /// Zeroes `[offset, offset+len)` (fallocate PUNCH_HOLE / ZERO_RANGE): whole
@@ -370,53 +490,59 @@ impl FileBlocks<'_> {
         if offset >= end {
             return Ok(0);
         }
-        let bs = self.bs();
-        let (first_full, end_full) = (offset.div_ceil(bs), end / bs);
-        let mut delta = 0;
-        if first_full > end_full {
-            // Start and end inside one block.
-            let b = offset / bs;
-            return self.zero_within_block(b, (offset - b * bs) as usize, (end - b * bs) as usize, batch);
-        }
-        if offset % bs != 0 {
-            delta += self.zero_within_block(offset / bs, (offset % bs) as usize, bs as usize, batch)?;
-        }
-        if end % bs != 0 && end_full * bs < size {
-            delta += self.zero_within_block(end_full, 0, (end % bs) as usize, batch)?;
-        }
-        delta -= self.delete_blocks(first_full, end_full, batch)?;
-        Ok(delta)
+        self.zero_range(offset, end, batch)
     }
 
-    /// Zeroes bytes `[lo, hi)` of block `b` if it is stored. Returns 0 (a hole stays a hole).
-    fn zero_within_block(&self, b: u64, lo: usize, hi: usize, batch: &mut Batch) -> Result<i64> {
-        let key = keys::block(self.ino, b);
-        if let Some(old) = self.store.get(&key)? {
-            let mut s = Zeroizing::new(vec![0u8; self.block_size as usize]);
-            self.open_stored(b, &old, &mut s)?;
-            s[lo..hi].fill(0);
-            self.put_blocks(&[(b, &s[..])], batch)?;
-            self.retire(&old);
+    /// Zeroes bytes `[offset, end)`: the blocks wholly inside become holes,
+    /// a stored block the range ends inside (at most the first and the
+    /// last) is rewritten with its part zeroed. One lookup, one cut: every
+    /// change of one batch must be computed from the same stored state.
+    /// Returns the change in stored block count.
+    fn zero_range(&self, offset: u64, end: u64, batch: &mut Batch) -> Result<i64> {
+        let bs = self.bs();
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let existing = self.stored(first, last)?;
+        let mut kept: Vec<(u64, Zeroizing<Vec<u8>>)> = Vec::new();
+        for b in [first, last] {
+            let block_start = b * bs;
+            let (lo, hi) = (offset.max(block_start), end.min(block_start + bs));
+            if hi - lo == bs || kept.iter().any(|(k, _)| *k == b) {
+                continue;
+            }
+            if let Some(old) = existing.iter().find(|e| e.first <= b && b <= e.last) {
+                let mut plain = Zeroizing::new(vec![0u8; bs as usize]);
+                self.open_in(old, b, None, &mut plain)?;
+                plain[(lo - block_start) as usize..(hi - block_start) as usize].fill(0);
+                kept.push((b, plain));
+            }
         }
-        Ok(0)
+        let removed = self.cut(&existing, first, last, batch)?;
+        let blocks: Vec<(u64, &[u8])> = kept.iter().map(|(b, p)| (*b, &p[..])).collect();
+        self.put_blocks(&blocks, batch)?;
+        Ok(kept.len() as i64 - removed as i64)
     }
 
     /// Deletes stored blocks with numbers in `[from, to)`; returns how many.
     pub fn delete_blocks(&self, from: u64, to: u64, batch: &mut Batch) -> Result<i64> {
-        let lo = keys::block(self.ino, from);
-        let hi = if to == u64::MAX {
-            keys::block_prefix(self.ino + 1).to_vec()
-        } else {
-            keys::block(self.ino, to).to_vec()
-        };
-        let mut n = 0;
-        for entry in self.store.range(&lo, &hi) {
-            let (k, old) = entry?;
-            self.retire(&old);
-            batch.delete(k);
-            n += 1;
+        if from >= to {
+            return Ok(0);
         }
-        Ok(n)
+        let existing = self.stored(from, to - 1)?;
+        Ok(self.cut(&existing, from, to - 1, batch)? as i64)
+    }
+
+    /// The entries from the one holding block `b` (or the next stored
+    /// block) on, as spans; for SEEK_DATA and SEEK_HOLE.
+    fn spans_from(&self, b: u64) -> impl Iterator<Item = Result<(u64, u64)>> + '_ {
+        self.store.range(&keys::block(self.ino, b), &keys::block_prefix(self.ino + 1)).filter_map(|entry| {
+            let (k, v) = match entry {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let end = keys::block_number(&k)?;
+            let s = self.decode(end, v);
+            Some(Ok((s.first, s.last)))
+        })
     }
 
     /// SEEK_DATA: the first offset >= `offset` inside a stored block, if below `size`.
@@ -425,13 +551,9 @@ impl FileBlocks<'_> {
             return Ok(None);
         }
         let bs = self.bs();
-        let lo = keys::block(self.ino, offset / bs);
-        let hi = keys::block_prefix(self.ino + 1);
-        for k in self.store.range_keys(&lo, &hi) {
-            if let Some(b) = keys::block_number(&k?) {
-                let at = offset.max(b * bs);
-                return Ok((at < size).then_some(at));
-            }
+        if let Some(span) = self.spans_from(offset / bs).next() {
+            let at = offset.max(span?.0 * bs);
+            return Ok((at < size).then_some(at));
         }
         Ok(None)
     }
@@ -443,51 +565,108 @@ impl FileBlocks<'_> {
         }
         let bs = self.bs();
         let mut expect = offset / bs;
-        let lo = keys::block(self.ino, expect);
-        let hi = keys::block_prefix(self.ino + 1);
-        for k in self.store.range_keys(&lo, &hi) {
-            match keys::block_number(&k?) {
-                Some(b) if b == expect => expect += 1,
-                _ => break,
+        for span in self.spans_from(expect) {
+            let (first, last) = span?;
+            if first > expect || expect * bs >= size {
+                break;
             }
+            expect = expect.max(last + 1);
         }
         Ok(size.min(offset.max(expect * bs)))
     }
 }
 
-/// A `B` value as an archive carries it (docs/FORMAT.md 6.4): an index
-/// entry becomes its record followed by its tag, so the archive holds the
-/// blocks themselves; a version-1 value is carried as it is.
+/// One `B` value, decoded: the blocks `first..=last` it covers.
+struct Stored {
+    first: u64,
+    last: u64,
+    kind: Kind,
+}
+
+enum Kind {
+    /// Records in a segment file, the tag checked.
+    Run(IndexEntry),
+    /// A version-1 value: the sealed block itself.
+    Sealed(Value),
+    /// Damage: a value of neither layout, or an entry whose tag fails.
+    Bad(Value),
+}
+
+impl Stored {
+    fn count(&self) -> u64 {
+        self.last - self.first + 1
+    }
+
+    fn is_good(&self) -> bool {
+        !matches!(self.kind, Kind::Bad(_))
+    }
+}
+
+/// The blocks `(first, last)` the `B` value stored under block `last`
+/// claims to cover (not authenticated: for counting and liveness; a
+/// count that does not fit is taken as one block).
+pub fn entry_span(block_size: u32, last: u64, value: &[u8]) -> (u64, u64) {
+    match IndexEntry::decode_for(value, block_size) {
+        Ok(e) => (e.first_block(last).unwrap_or(last), last),
+        Err(_) => (last, last),
+    }
+}
+
+/// A `B` value as an archive carries it (docs/FORMAT.md 11.3): an index
+/// entry becomes its records followed by its tag, so the archive holds the
+/// blocks themselves; a version-1 value is carried as it is (None).
 pub fn export_value(store: &Store, block_size: u32, value: &[u8]) -> Result<Option<Vec<u8>>> {
-    let Ok(e) = IndexEntry::decode(value) else { return Ok(None) };
-    let mut out = vec![0u8; record_len(block_size) + e.tag.len()];
-    let (record, tag) = out.split_at_mut(record_len(block_size));
+    let Ok(e) = IndexEntry::decode_for(value, block_size) else { return Ok(None) };
+    let records = e.count as usize * record_len(block_size);
+    let mut out = vec![0u8; records + e.tag.len()];
+    let (record, tag) = out.split_at_mut(records);
     store.read_record(Location { segment: e.segment, offset: e.offset }, record)?;
     tag.copy_from_slice(&e.tag);
     Ok(Some(out))
 }
 
-/// The `B` value to store for an archived one: a carried record is appended
-/// to the segment files and indexed again; a version-1 value stays as it
-/// is. An archived record of another block is refused.
+/// How many blocks an archived `B` value of `len` bytes carries.
+pub fn carried_blocks(block_size: u32, len: usize) -> u64 {
+    let rec = record_len(block_size);
+    match len.checked_sub(16) {
+        Some(records) if records % rec == 0 && records > 0 => (records / rec) as u64,
+        _ => 1,
+    }
+}
+
+/// The `B` value to store for an archived one: carried records are
+/// appended to the segment files and indexed again; a version-1 value
+/// stays as it is. Records that are not the blocks ending at the key's
+/// block, with consecutive versions, are refused.
 pub fn import_value(store: &Store, block_size: u32, key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
     let rec = record_len(block_size);
-    if value.len() != rec + 16 {
+    let count = carried_blocks(block_size, value.len());
+    if value.len() != count as usize * rec + 16 || count > max_run(block_size) {
         return Ok(value.to_vec());
     }
-    let (record, tag) = value.split_at(rec);
-    let (ino, block) = (keys::ino_of(key).unwrap_or(0), keys::block_number(key).unwrap_or(0));
-    let h = RecordHeader::decode(record).map_err(|e| Error::Index { ino, block, why: e.to_string() })?;
-    if (h.ino, h.block) != (ino, block) {
-        return Err(Error::Index {
-            ino,
-            block,
-            why: format!("the archive carries block {} of inode {} here", h.block, h.ino),
-        });
+    let (records, tag) = value.split_at(value.len() - 16);
+    let (ino, last) = (keys::ino_of(key).unwrap_or(0), keys::block_number(key).unwrap_or(0));
+    let refuse = |why: String| Error::Index { ino, block: last, why };
+    let first = (last + 1)
+        .checked_sub(count)
+        .ok_or_else(|| refuse(format!("the archive carries {count} blocks ending at block {last}")))?;
+    let mut version = None;
+    for (i, record) in records.chunks_exact(rec).enumerate() {
+        let h = RecordHeader::decode(record).map_err(|e| refuse(e.to_string()))?;
+        let want = (ino, first + i as u64, version.map_or(h.version, |v: u64| v.wrapping_add(i as u64)));
+        if (h.ino, h.block, h.version) != want {
+            let why = format!(
+                "the archive carries block {} of inode {} version {} here",
+                h.block, h.ino, h.version
+            );
+            return Err(refuse(why));
+        }
+        version.get_or_insert(h.version);
     }
-    let at = store.append_record(record)?;
+    let at = store.append_record(records)?;
     let tag = tag.try_into().expect("16 bytes");
-    Ok(IndexEntry { segment: at.segment, offset: at.offset, version: h.version, tag }.encode())
+    let version = version.expect("at least one record");
+    Ok(IndexEntry { segment: at.segment, offset: at.offset, version, count, tag }.encode())
 }
 
 /// `offset + len`, or TooLarge if it passes MAX_FILE_SIZE.

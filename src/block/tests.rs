@@ -34,8 +34,24 @@ fn apply_write(f: &FileBlocks, model: &mut Vec<u8>, blocks: &mut i64, off: u64, 
     model[off as usize..end].copy_from_slice(data);
 }
 
+/// The spans `(first, last)` of the file's index entries, in key order.
+fn spans(f: &FileBlocks) -> Vec<(u64, u64)> {
+    f.store
+        .scan_prefix(&keys::block_prefix(f.ino))
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            entry_span(4096, keys::block_number(&k).unwrap(), &v)
+        })
+        .collect()
+}
+
+/// Stored blocks, counted from the index; its entries must not overlap.
 fn stored_blocks(f: &FileBlocks) -> i64 {
-    f.store.scan_prefix(&keys::block_prefix(f.ino)).count() as i64
+    let spans = spans(f);
+    for w in spans.windows(2) {
+        assert!(w[0].1 < w[1].0, "index entries overlap: {spans:?}");
+    }
+    spans.iter().map(|(a, b)| (b - a + 1) as i64).sum()
 }
 
 #[test]
@@ -74,7 +90,9 @@ fn block_bound_to_file_position_and_generation() {
     let f = fx.file(12, 7);
     let mut model = Vec::new();
     let mut blocks = 0;
-    apply_write(&f, &mut model, &mut blocks, 0, &[0xAA; 8192]);
+    // Two writes of one block each: two one-block index entries.
+    apply_write(&f, &mut model, &mut blocks, 0, &[0xAA; 4096]);
+    apply_write(&f, &mut model, &mut blocks, 4096, &[0xAA; 4096]);
     // Move block 1's index entry to position 0: its tag names block 1.
     let b1 = fx.store.get(&keys::block(12, 1)).unwrap().unwrap();
     fx.store.put(&keys::block(12, 0), b1.to_vec()).unwrap();
@@ -94,7 +112,8 @@ fn records_are_bound_to_their_version_and_place() {
     let fx = fixture();
     let f = fx.file(20, 1);
     let (mut model, mut blocks) = (Vec::new(), 0);
-    apply_write(&f, &mut model, &mut blocks, 0, &[1; 8192]);
+    apply_write(&f, &mut model, &mut blocks, 0, &[1; 4096]);
+    apply_write(&f, &mut model, &mut blocks, 4096, &[1; 4096]);
     let first = IndexEntry::decode(&fx.store.get(&keys::block(20, 0)).unwrap().unwrap()).unwrap();
     apply_write(&f, &mut model, &mut blocks, 0, &[2; 4096]);
     let now = IndexEntry::decode(&fx.store.get(&keys::block(20, 0)).unwrap().unwrap()).unwrap();
@@ -131,10 +150,143 @@ fn version_one_values_still_read_and_are_replaced_on_write() {
     assert_eq!(f.write(10, b"new", 4096, &mut b).unwrap(), 0);
     fx.store.apply(b).unwrap();
     let v = fx.store.get(&keys::block(30, 0)).unwrap().unwrap();
-    assert_eq!(v.len(), INDEX_ENTRY_LEN, "a written block moves to a segment");
+    assert_eq!(v.len(), crate::format::segment::INDEX_ENTRY_LEN, "a written block moves to a segment");
     let mut want = vec![5; 4096];
     want[10..13].copy_from_slice(b"new");
     assert_eq!(f.read(0, 4096, 4096).unwrap(), want);
+}
+
+#[test]
+fn a_write_is_one_entry_and_overwrites_split_it() {
+    let fx = fixture();
+    let f = fx.file(40, 1);
+    let (mut model, mut blocks) = (Vec::new(), 0);
+    let data: Vec<u8> = (0..16 * 4096).map(|i| (i % 251) as u8).collect();
+    apply_write(&f, &mut model, &mut blocks, 0, &data);
+    assert_eq!(spans(&f), [(0, 15)]);
+    let v = fx.store.get(&keys::block(40, 15)).unwrap().unwrap();
+    assert_eq!(v.len(), crate::format::segment::RUN_ENTRY_LEN);
+    // A whole block in the middle: the run keeps both sides.
+    apply_write(&f, &mut model, &mut blocks, 5 * 4096, &[7; 4096]);
+    assert_eq!(spans(&f), [(0, 4), (5, 5), (6, 15)]);
+    // A few bytes inside block 9: read-modify-write, split again.
+    apply_write(&f, &mut model, &mut blocks, 9 * 4096 + 100, b"inside");
+    assert_eq!(spans(&f), [(0, 4), (5, 5), (6, 8), (9, 9), (10, 15)]);
+    assert_eq!(f.read(0, model.len(), model.len() as u64).unwrap(), model);
+    // Truncate into a run, punch across entries.
+    let mut b = Batch::default();
+    blocks += f.truncate(model.len() as u64, 12 * 4096 + 1, &mut b).unwrap();
+    fx.store.apply(b).unwrap();
+    model.truncate(12 * 4096 + 1);
+    let mut b = Batch::default();
+    blocks += f.punch_hole(3 * 4096, 4 * 4096, model.len() as u64, &mut b).unwrap();
+    fx.store.apply(b).unwrap();
+    model[3 * 4096..7 * 4096].fill(0);
+    assert_eq!(spans(&f), [(0, 2), (7, 8), (9, 9), (10, 11), (12, 12)]);
+    assert_eq!(blocks, stored_blocks(&f));
+    assert_eq!(f.read(0, model.len(), model.len() as u64).unwrap(), model);
+    assert_eq!(f.next_data(3 * 4096, model.len() as u64).unwrap(), Some(7 * 4096));
+    assert_eq!(f.next_hole(7 * 4096, model.len() as u64).unwrap(), model.len() as u64);
+    // A write larger than a run's limit (1 MiB of blocks) takes two entries.
+    let g = fx.file(41, 1);
+    let (mut m2, mut b2) = (Vec::new(), 0);
+    apply_write(&g, &mut m2, &mut b2, 0, &vec![3u8; 300 * 4096]);
+    assert_eq!(spans(&g), [(0, 255), (256, 299)]);
+    assert_eq!(g.read(0, m2.len(), m2.len() as u64).unwrap(), m2);
+}
+
+/// Index entries of runs are bound like one-block entries: to their
+/// place (the key names the last block), their first block, versions and
+/// count; entries that overlap are damage.
+#[test]
+fn run_entries_are_bound_to_their_place_and_count() {
+    let fx = fixture();
+    let f = fx.file(50, 1);
+    let (mut model, mut blocks) = (Vec::new(), 0);
+    apply_write(&f, &mut model, &mut blocks, 0, &[1; 4 * 4096]);
+    apply_write(&f, &mut model, &mut blocks, 4 * 4096, &[2; 4 * 4096]);
+    let size = model.len() as u64;
+    let key = |b| keys::block(50, b);
+    let run = |b| fx.store.get(&key(b)).unwrap().unwrap().to_vec();
+    let (r1, r2) = (run(3), run(7));
+    let restore = || {
+        let mut b = Batch::default();
+        for k in 0..8 {
+            b.delete(&key(k)[..]);
+        }
+        b.put(&key(3)[..], r1.clone());
+        b.put(&key(7)[..], r2.clone());
+        fx.store.apply(b).unwrap();
+        assert_eq!(f.read(0, model.len(), size).unwrap(), model);
+    };
+    let corrupt =
+        |at: u64| matches!(f.read(at * 4096, 10, size), Err(Error::Index { .. } | Error::Auth { .. }));
+    // Moved to end one block later (covering 1..=4), or swapped.
+    fx.store
+        .apply({
+            let mut b = Batch::default();
+            b.delete(&key(3)[..]);
+            b.put(&key(4)[..], r1.clone());
+            b
+        })
+        .unwrap();
+    // Its tag fails, and a damaged run entry makes every block it could
+    // cover an error (block 0 too: never a hole).
+    assert!(corrupt(0) && corrupt(1) && corrupt(4));
+    restore();
+    fx.store.put(&key(3), r2.clone()).unwrap();
+    fx.store.put(&key(7), r1.clone()).unwrap();
+    assert!(corrupt(0) && corrupt(3) && corrupt(4) && corrupt(7));
+    restore();
+    // The count edited (shorter, longer): the tag refuses it. (Blocks a
+    // shorter count leaves out read as holes, as a deleted entry's do:
+    // THREAT_MODEL.md.) A longer one overlaps the run before it.
+    for count in [2u64, 3, 5] {
+        let mut v = r2.clone();
+        v[24..32].copy_from_slice(&count.to_be_bytes());
+        fx.store.put(&key(7), v).unwrap();
+        assert!(corrupt(7) && corrupt(8 - count.min(4)), "count {count}");
+        assert!(f.read(0, model.len(), size).is_err(), "count {count}");
+        restore();
+    }
+    // A run reaching below block 0, and a count past the limit.
+    fx.store.put(&key(1), r1.clone()).unwrap();
+    fx.store
+        .apply({
+            let mut b = Batch::default();
+            b.delete(&key(3)[..]);
+            b
+        })
+        .unwrap();
+    assert!(corrupt(1));
+    restore();
+    let mut v = r2.clone();
+    v[24..32].copy_from_slice(&100_000u64.to_be_bytes());
+    fx.store.put(&key(7), v).unwrap();
+    assert!(corrupt(7));
+    restore();
+    // Overlapping entries: a one-block entry of block 2 left beside the run.
+    let mut b = Batch::default();
+    f.write(2 * 4096, &[9; 4096], size, &mut b).unwrap();
+    fx.store.apply(b).unwrap();
+    let single = run(2);
+    restore();
+    fx.store.put(&key(2), single).unwrap();
+    assert!(matches!(f.read(0, model.len(), size), Err(Error::Index { .. })));
+    restore();
+    // A record inside the run swapped with its neighbour in the segment.
+    let e = IndexEntry::decode(&r1).unwrap();
+    let seg = fx._dir.path().join("seg").join(format!("{:016x}", e.segment));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let rec = record_len(4096);
+    let (x, y) = (e.offset as usize + rec, e.offset as usize + 2 * rec);
+    let one = bytes[x..x + rec].to_vec();
+    bytes.copy_within(y..y + rec, x);
+    bytes[y..y + rec].copy_from_slice(&one);
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(corrupt(1) && corrupt(2));
+    assert_eq!(f.read(0, 4096, size).unwrap(), vec![1; 4096]);
+    assert_eq!(f.read(3 * 4096, 4096, size).unwrap(), vec![1; 4096]);
 }
 
 #[derive(Debug, Clone)]

@@ -20,9 +20,12 @@ pub const FEATURE_RECOVERY: u64 = 1;
 /// Feature bit 1: file blocks may live in segment files (docs/FORMAT.md
 /// section 6); a build without them would read index entries as damaged blocks.
 pub const FEATURE_SEGMENTS: u64 = 2;
+/// Feature bit 2: one block index entry may cover a run of blocks
+/// (docs/FORMAT.md 6.1); a build without runs would read them as damage.
+pub const FEATURE_RUNS: u64 = 4;
 /// Feature flags this build understands; any other set bit means a newer
 /// writer relied on something we would mishandle, so we refuse.
-pub const FEATURES_KNOWN: u64 = FEATURE_RECOVERY | FEATURE_SEGMENTS;
+pub const FEATURES_KNOWN: u64 = FEATURE_RECOVERY | FEATURE_SEGMENTS | FEATURE_RUNS;
 /// A 32-byte key sealed with XChaCha20-Poly1305: nonce(24) ‖ ct(32) ‖ tag(16).
 pub const WRAPPED_KEY_LEN: usize = 72;
 /// Key slot kind 1: level key wrapped by the level wrapping key alone

@@ -16,9 +16,9 @@ pub use factors::{
     FACTOR_FIDO2, FACTOR_RECOVERY, FACTOR_TPM, Factor, Fido2Factor, decode_factors, encode_factors,
 };
 pub use header::{
-    FEATURE_RECOVERY, FEATURE_SEGMENTS, FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header, KDF_LIMITS,
-    KdfLimits, KeySlot, MAX_SLOTS, PASSPHRASE_LEVELS, RecoverySlot, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE,
-    WRAPPED_KEY_LEN, validate_block_size,
+    FEATURE_RECOVERY, FEATURE_RUNS, FEATURE_SEGMENTS, FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header,
+    KDF_LIMITS, KdfLimits, KeySlot, MAX_SLOTS, PASSPHRASE_LEVELS, RecoverySlot, SLOT_KIND_FACTORS,
+    SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN, validate_block_size,
 };
 pub use records::{
     DirentRecord, FileKind, InodeRecord, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_VALUE_LEN, RawKey,

@@ -199,7 +199,15 @@ impl Segments {
             )));
         }
         let file = self.file(at.segment)?;
-        file.read_exact_at(buf, at.offset).map_err(|e| match e.kind() {
+        // An offset no file can reach (pread refuses it with EINVAL) is as
+        // much the index's damage as one past the end.
+        let beyond = at.offset.checked_add(buf.len() as u64).is_none_or(|end| end > i64::MAX as u64);
+        let read = if beyond {
+            Err(std::io::ErrorKind::UnexpectedEof.into())
+        } else {
+            file.read_exact_at(buf, at.offset)
+        };
+        read.map_err(|e: std::io::Error| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => Error::Corrupt(format!(
                 "segment {} ends before offset {} + {} that its index names",
                 file_name(at.segment),

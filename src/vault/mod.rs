@@ -198,7 +198,7 @@ impl Vault<Locked> {
         let highest = store.last_key_with_prefix(&[keys::INODE])?.and_then(|k| keys::ino_of(&k)).unwrap_or(0);
         let counter = counter.max(highest + 1);
         let audit = keys.open_log(&store, header.vault_id)?;
-        let header = mark_segments(&store, &audit, &master, header)?;
+        let header = mark_features(&store, &audit, &master, header)?;
         drop(master);
         let space = crate::block::Space::load(&store)?;
         let core = Core {
@@ -250,24 +250,25 @@ impl Vault<Locked> {
     }
 }
 
-/// Sets the segment-files feature on a vault written before it, so that a
-/// build without segment files refuses the vault instead of reading its
-/// new block index entries as damaged blocks. Recorded in the audit log.
-fn mark_segments(
+/// Sets the segment-files and runs features on a vault written before
+/// them, so that a build without them refuses the vault instead of reading
+/// its block index entries as damaged blocks. Recorded in the audit log.
+fn mark_features(
     store: &Store,
     audit: &crate::audit::log::Log,
     master: &crate::crypto::Key32,
     header: Header,
 ) -> Result<Header> {
-    use crate::format::FEATURE_SEGMENTS;
-    if header.features & FEATURE_SEGMENTS != 0 {
-        return Ok(header);
-    }
-    let header = keyring::with_features(master, &header, FEATURE_SEGMENTS);
+    use crate::format::{FEATURE_RUNS, FEATURE_SEGMENTS};
+    let what: &[u8] = match (header.features & FEATURE_SEGMENTS != 0, header.features & FEATURE_RUNS != 0) {
+        (true, true) => return Ok(header),
+        (false, _) => b"format: file blocks in segment files, runs of blocks per index entry, from now on",
+        (true, false) => b"format: runs of blocks per index entry from now on",
+    };
+    let header = keyring::with_features(master, &header, FEATURE_SEGMENTS | FEATURE_RUNS);
     let mut batch = Batch::default();
     batch.put(keys::HEADER, header.encode());
-    let what = b"format: file blocks in segment files from now on".to_vec();
-    let record = Record::offline(AuditOp::Header, b"vaultfs", None, ROOT_INO, what, 0);
+    let record = Record::offline(AuditOp::Header, b"vaultfs", None, ROOT_INO, what.to_vec(), 0);
     audit.append_with(store, record.leaf(0), batch)?;
     store.flush()?;
     Ok(header)

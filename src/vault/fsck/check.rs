@@ -6,12 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use zeroize::Zeroizing;
-
 use super::{AuditReport, Fix, FsckOptions, FsckReport, LevelAccess, LevelReport, Problem, ProblemKind};
 use super::{RepairState, Tally};
 use crate::audit::log::Log;
-use crate::block::FileBlocks;
+use crate::block::{FileBlocks, entry_span};
 use crate::crypto::{Key32, SigningKey};
 use crate::format::segment::IndexEntry;
 use crate::format::{FileKind, Header, SLOT_KIND_FACTORS, hex, keys};
@@ -483,18 +481,15 @@ impl<'a> Checker<'a> {
     fn blocks(&mut self) -> Result<()> {
         let bs = self.header.block_size as u64;
         let vault_id = self.header.vault_id;
-        let mut scratch = Zeroizing::new(vec![0u8; bs as usize]);
-        let mut missing: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
+        // Keys and block counts of entries whose inode does not exist.
+        let mut missing: BTreeMap<u64, (Vec<Vec<u8>>, u64)> = BTreeMap::new();
         // Blocks come grouped by inode: keep the current file's key at hand.
         let mut current: Option<(u64, Key32)> = None;
         for entry in self.store.scan_prefix(&[keys::BLOCK]) {
             let (k, v) = entry?;
             self.tick();
-            self.report.counts.blocks.stored += 1;
-            if let Ok(e) = IndexEntry::decode(&v) {
-                self.max_version = self.max_version.max(e.version);
-            }
             let (Some(ino), Some(n)) = (keys::ino_of(&k), keys::block_number(&k)) else {
+                self.report.counts.blocks.stored += 1;
                 self.problem(
                     ProblemKind::Malformed,
                     &k,
@@ -503,43 +498,59 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             };
-            let at = (Some(ino), Some(n));
+            // An entry covers the blocks first..=n (a run, or one block).
+            let (first, _) = entry_span(bs as u32, n, &v);
+            let count = n - first + 1;
+            self.report.counts.blocks.stored += count;
+            if let Ok(e) = IndexEntry::decode(&v) {
+                self.max_version = self.max_version.max(e.version.saturating_add(e.count - 1));
+            }
+            let at = (Some(ino), Some(first));
             let Some(info) = self.inodes.get_mut(&ino) else {
-                missing.entry(ino).or_default().push(k);
+                let m = missing.entry(ino).or_default();
+                m.0.push(k);
+                m.1 += count;
                 continue;
             };
             let Some(node) = &info.node else {
                 let level = info.level();
-                self.skipped(|r| &mut r.counts.blocks, level);
+                for _ in 0..count {
+                    self.skipped(|r| &mut r.counts.blocks, level);
+                }
                 continue;
             };
+            let blocks = if count == 1 { format!("block {n}") } else { format!("blocks {first}..={n}") };
             if node.rec.kind != FileKind::File {
                 let msg = format!(
-                    "block {n} of inode {ino}, which is a {:?}: only files have blocks",
+                    "{blocks} of inode {ino}, which is a {:?}: only files have blocks",
                     node.rec.kind
                 );
                 self.push(ProblemKind::OrphanBlock, &k, at, msg, Some(Fix::Delete(vec![k.clone()])));
                 continue;
             }
             let (size, generation) = (node.rec.size, node.rec.generation);
-            if n >= size.div_ceil(bs) {
-                let msg = format!("block {n} of inode {ino} lies beyond its end of file ({size} bytes)");
+            if first >= size.div_ceil(bs) {
+                let msg = format!("{blocks} of inode {ino} lie beyond its end of file ({size} bytes)");
                 self.push(ProblemKind::OrphanBlock, &k, at, msg, Some(Fix::Delete(vec![k.clone()])));
                 continue;
             }
             if current.as_ref().is_none_or(|(i, _)| *i != ino) {
                 current = Some((ino, Key32::from_bytes(node.rec.file_key.0)));
             }
-            info.blocks += 1;
+            info.blocks += count;
             let (_, key) = current.as_ref().expect("set above");
             let file = FileBlocks::new(self.store, key, &vault_id, (ino, generation), bs as u32, None);
-            match file.open_stored(n, &v, &mut scratch) {
-                Ok(()) => self.report.counts.blocks.authenticated += 1,
+            match file.read_entry(n, &v) {
+                Ok(_) if n >= size.div_ceil(bs) => {
+                    let msg = format!("{blocks} of inode {ino} reach past its end of file ({size} bytes)");
+                    self.problem(ProblemKind::BlockDamaged, &k, at, msg)
+                }
+                Ok(_) => self.report.counts.blocks.authenticated += count,
                 Err(e) => self.problem(ProblemKind::BlockDamaged, &k, at, e.to_string()),
             }
         }
-        for (ino, keys) in missing {
-            let msg = format!("{} block(s) of inode {ino}, which does not exist", keys.len());
+        for (ino, (keys, blocks)) in missing {
+            let msg = format!("{blocks} block(s) of inode {ino}, which does not exist");
             self.push(
                 ProblemKind::OrphanBlock,
                 &keys::block_prefix(ino),

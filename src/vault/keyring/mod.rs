@@ -103,7 +103,7 @@ pub fn new_header(pass: &Passphrase, kdf: KdfParams, block_size: u32) -> Result<
     let audit = SigningKey::from_seed(Key32::random()?);
     let mut h = Header {
         version: FORMAT_VERSION,
-        features: format::FEATURE_SEGMENTS,
+        features: format::FEATURE_SEGMENTS | format::FEATURE_RUNS,
         vault_id: crypto::random_array()?,
         block_size,
         kdf,

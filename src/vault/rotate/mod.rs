@@ -86,7 +86,7 @@ impl Vault<Locked> {
         let report = Rekey::new(&self.0.store, &self.0.header, &rot, &space)?.run(progress)?;
         // The re-sealed blocks are in segment files: older builds must refuse the vault.
         let mut marked = self.0.header.clone();
-        marked.features |= crate::format::FEATURE_SEGMENTS;
+        marked.features |= crate::format::FEATURE_SEGMENTS | crate::format::FEATURE_RUNS;
         let header = rot.finish(&marked)?;
         let mut batch = Batch::default();
         batch.put(keys::HEADER, header.encode());
@@ -224,8 +224,7 @@ impl<'a> Rekey<'a> {
         let blocks =
             |key| FileBlocks::new(store, key, &vid, (ino, rec.generation), self.block_size, Some(space));
         let (old_blocks, new_blocks) = (blocks(&old_key), blocks(&new_key));
-        let per_batch = (BATCH_BYTES / self.block_size as u64).max(1) as usize;
-        let mut plain = zeroize::Zeroizing::new(vec![0u8; self.block_size as usize]);
+        let per_batch = (BATCH_BYTES / self.block_size as u64).max(1);
         let mut batch = Batch::default();
         let mut moved = 0;
         for entry in self.store.scan_prefix(&keys::block_prefix(ino)) {
@@ -235,16 +234,20 @@ impl<'a> Rekey<'a> {
                 continue;
             };
             // Moved by an interrupted run: it opens under the new key.
-            if new_blocks.open_stored(n, &v, &mut plain).is_ok() {
+            if new_blocks.read_entry(n, &v).is_ok() {
                 continue;
             }
-            if old_blocks.open_stored(n, &v, &mut plain).is_err() {
-                self.report.damaged.push(format!("block {n} of inode {ino}"));
+            let Ok((first, plain)) = old_blocks.read_entry(n, &v) else {
+                let blocks = match crate::block::entry_span(self.block_size, n, &v) {
+                    (first, last) if first < last => format!("blocks {first}..={last}"),
+                    _ => format!("block {n}"),
+                };
+                self.report.damaged.push(format!("{blocks} of inode {ino}"));
                 continue;
-            }
-            new_blocks.replace_block(n, &plain, &v, &mut batch)?;
-            moved += 1;
-            if batch.len() >= per_batch {
+            };
+            new_blocks.replace_entry(first, &v, &plain, &mut batch)?;
+            moved += n - first + 1;
+            if moved >= per_batch {
                 self.store.apply(std::mem::take(&mut batch))?;
                 self.report.blocks += moved;
                 self.tick(moved, progress);
