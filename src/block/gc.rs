@@ -47,10 +47,9 @@ pub fn live_bytes(store: &Store, block_size: u32) -> Result<HashMap<u64, u64>> {
 /// block its key names (its last). Not authenticated: liveness needs only
 /// the location and versions, and a forged entry moves nothing but bytes.
 fn covering(store: &Store, block_size: u32, ino: u64, block: u64) -> Result<Option<(u64, IndexEntry)>> {
-    let Some(entry) = store.range(&keys::block(ino, block), &keys::block_prefix(ino + 1)).next() else {
+    let Some((k, v)) = store.first_in(&keys::block(ino, block), &keys::block_prefix(ino + 1))? else {
         return Ok(None);
     };
-    let (k, v) = entry?;
     let (Some(last), Ok(e)) = (keys::block_number(&k), IndexEntry::decode_for(&v, block_size)) else {
         return Ok(None);
     };

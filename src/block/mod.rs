@@ -170,21 +170,8 @@ impl FileBlocks<'_> {
     /// The stored entries that cover any of blocks `first..=last`, in
     /// order; entries that overlap each other are damage.
     fn stored(&self, first: u64, last: u64) -> Result<Vec<Stored>> {
-        if first == last {
-            // One block (random I/O): a point lookup costs less than a
-            // range scan, and finds every entry that ends here.
-            if let Some(v) = self.store.get(&keys::block(self.ino, first))? {
-                return Ok(vec![self.decode(first, v)]);
-            }
-        }
         let mut found: Vec<Stored> = Vec::new();
-        for entry in self.store.range(&keys::block(self.ino, first), &keys::block_prefix(self.ino + 1)) {
-            let (k, v) = entry?;
-            let Some(end) = keys::block_number(&k) else { continue };
-            let s = self.decode(end, v);
-            if s.first > last {
-                break;
-            }
+        let push = |found: &mut Vec<Stored>, s: Stored| -> Result<()> {
             // (A damaged entry may reach back over good ones: it makes the
             // blocks both claim unreadable, and is no reason to refuse more.)
             if let Some(prev) = found.last().filter(|p| s.first <= p.last && p.is_good() && s.is_good()) {
@@ -192,8 +179,35 @@ impl FileBlocks<'_> {
                 return Err(self.index_error(s.first.max(first), why));
             }
             found.push(s);
-            if end >= last {
-                break;
+            Ok(())
+        };
+        if first == last {
+            // One block (random I/O): a point lookup finds an entry that
+            // ends here, the common case once a file has been overwritten.
+            if let Some(v) = self.store.get(&keys::block(self.ino, first))? {
+                return Ok(vec![self.decode(first, v)]);
+            }
+        } else {
+            // The entries that end inside the range.
+            for entry in self.store.range(&keys::block(self.ino, first), &keys::block(self.ino, last + 1)) {
+                let (k, v) = entry?;
+                let Some(end) = keys::block_number(&k) else { continue };
+                push(&mut found, self.decode(end, v))?;
+            }
+        }
+        // The one entry that ends past the range may reach back into it
+        // (looked up alone: a file being written has many entries in the
+        // store's overlay past any point, and a range would copy them all).
+        if found.last().is_none_or(|s| s.last < last) {
+            let after =
+                self.store.first_in(&keys::block(self.ino, last + 1), &keys::block_prefix(self.ino + 1))?;
+            if let Some((k, v)) = after
+                && let Some(end) = keys::block_number(&k)
+            {
+                let s = self.decode(end, v);
+                if s.first <= last {
+                    push(&mut found, s)?;
+                }
             }
         }
         Ok(found)

@@ -500,6 +500,35 @@ impl Store {
         self.merged(Bound::Included(from), Bound::Excluded(to), self.db().range(from.to_vec()..to.to_vec()))
     }
 
+    /// The entry with the smallest key `from <= key < to`, if any: a range
+    /// scan's first item, without gathering the overlay's whole range (a
+    /// file being written has many entries there).
+    pub fn first_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Value)>> {
+        let mut lo = from.to_vec();
+        loop {
+            let over = self.shared.overlay.first(Bound::Included(&lo), Bound::Excluded(to));
+            let sled = match self.db().range(lo.clone()..to.to_vec()).next() {
+                Some(r) => Some(r?),
+                None => None,
+            };
+            let (key, entry) = match (over, sled) {
+                (None, None) => return Ok(None),
+                (Some(o), None) => o,
+                (None, Some((k, v))) => return Ok(Some((k.to_vec(), Value(v)))),
+                (Some(o), Some((k, v))) if k[..] < o.0[..] => return Ok(Some((k.to_vec(), Value(v)))),
+                (Some(o), Some(_)) => o,
+            };
+            match entry {
+                Some(v) => return Ok(Some((key, Value(v)))),
+                // Deleted in the overlay: look past it.
+                None => {
+                    lo = key;
+                    lo.push(0);
+                }
+            }
+        }
+    }
+
     /// The greatest key with `from <= key < to`, if any.
     pub fn last_key_in(&self, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>> {
         self.last_key(Bound::Included(from), Bound::Excluded(to), self.db().range(from.to_vec()..to.to_vec()))

@@ -81,6 +81,20 @@ impl Overlay {
         merged.into_iter().collect()
     }
 
+    /// The first entry with a key in `(lo, hi)`, pending over draining:
+    /// `range`'s first item without copying the rest.
+    pub(super) fn first(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Option<(Vec<u8>, Entry)> {
+        let st = self.read();
+        let pending = st.pending.range::<[u8], _>((lo, hi)).next();
+        let draining = st.draining.as_ref().and_then(|d| d.range::<[u8], _>((lo, hi)).next());
+        let (k, v) = match (pending, draining) {
+            (Some(p), Some(d)) if d.0 < p.0 => d,
+            (Some(p), _) => p,
+            (None, d) => d?,
+        };
+        Some((k.clone(), v.clone()))
+    }
+
     /// Starts handing a set to sled: the one a failed hand-over left, else
     /// everything pending (which becomes `draining`). None: nothing to do.
     pub(super) fn begin_drain(&self) -> Option<Arc<Set>> {
