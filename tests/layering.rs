@@ -9,6 +9,8 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("sled", &["store"]),
     ("fuser", &["fs"]),
     ("clap", &["cli"]),
+    ("clap_complete", &["cli"]),
+    ("clap_mangen", &["cli"]),
     ("rpassword", &["cli"]),
     ("tracing_subscriber", &["cli"]),
     ("indicatif", &["cli"]),

@@ -951,3 +951,63 @@ fn mount_refuses_a_live_mount_a_non_empty_directory_and_names_a_dead_one() {
     m.mount();
     assert_eq!(fs::read(m.path("1-working/mine")).unwrap(), b"first vault");
 }
+
+/// `vaultfs manpages` and `vaultfs completions` (what install.sh installs):
+/// a page for every command that man(1) renders without a warning, an EXIT
+/// STATUS section listing every code, and completion scripts that name
+/// every command (bash's parses).
+#[test]
+fn manual_pages_and_completions_cover_every_command() {
+    let help = run(Command::new(common::bin()).arg("--help"));
+    let commands: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() > 20, "commands parsed from --help: {commands:?}");
+    let dir = tempdir();
+    run(Command::new(common::bin()).arg("manpages").arg(dir.path()));
+    let mut pages: Vec<String> = vec!["vaultfs.1".into(), "mount.vaultfs.8".into()];
+    pages.extend(commands.iter().map(|c| format!("vaultfs-{c}.1")));
+    for page in &pages {
+        let path = dir.path().join(page);
+        assert!(path.exists(), "{page} written");
+        let out =
+            Command::new("man").args(["--warnings", "-l"]).arg(&path).env("MANWIDTH", "80").output().unwrap();
+        assert!(out.status.success(), "man -l {page} failed");
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(warnings.trim().is_empty(), "man warns about {page}:\n{warnings}");
+        assert!(!out.stdout.is_empty(), "{page} renders to nothing");
+    }
+    let main = String::from_utf8_lossy(
+        &Command::new("man")
+            .arg("-l")
+            .arg(dir.path().join("vaultfs.1"))
+            .env("MANWIDTH", "200")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    let exit_status = main.split("EXIT STATUS").nth(1).expect("an EXIT STATUS section");
+    for code in 0..=9 {
+        assert!(
+            exit_status.lines().any(|l| l.trim_start().starts_with(&format!("{code} "))),
+            "exit code {code} is described:\n{exit_status}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(Command::new(common::bin()).args(["completions", shell]));
+        for c in &commands {
+            assert!(script.contains(c.as_str()), "{shell} completion names {c}");
+        }
+        if shell == "bash" {
+            let path = dir.path().join("vaultfs.bash");
+            fs::write(&path, &script).unwrap();
+            run(Command::new("bash").arg("-n").arg(&path));
+        }
+    }
+}

@@ -58,6 +58,23 @@ pub enum Command {
     /// New keys for a level (default: every level with a key) of an unmounted vault;
     /// re-encrypts its files. Resumable: rerun it after an interruption.
     Rotate(RotateArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (vaultfs(1), vaultfs-COMMAND(1) for each command, mount.vaultfs(8)) into DIR.
+    Manpages(ManpagesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManpagesArgs {
+    /// The directory to write the pages into (created if missing).
+    pub dir: PathBuf,
 }
 
 /// Which TPM to use.
@@ -90,6 +107,7 @@ pub enum FactorName {
 pub struct EnrollArgs {
     /// The factor to enroll.
     pub factor: FactorName,
+    /// The vault's store directory.
     pub store: PathBuf,
     /// The level it gates (3 to 5).
     #[arg(long, value_name = "N")]
@@ -140,6 +158,7 @@ pub enum EscrowCommand {
 
 #[derive(Args, Debug)]
 pub struct EscrowSplitArgs {
+    /// The vault's store directory.
     pub store: PathBuf,
     /// How many shares to make (2 to 255).
     #[arg(long, value_name = "N")]
@@ -164,6 +183,7 @@ pub struct EscrowSplitArgs {
 
 #[derive(Args, Debug)]
 pub struct EscrowRecoverArgs {
+    /// The vault's store directory.
     pub store: PathBuf,
     /// Shares to read (default: standard input, one per line).
     #[command(flatten)]
@@ -175,6 +195,7 @@ pub struct EscrowRecoverArgs {
 
 #[derive(Args, Debug)]
 pub struct UnenrollArgs {
+    /// The vault's store directory.
     pub store: PathBuf,
     /// The key slot to remove (as `vaultfs info` numbers them).
     #[arg(long, value_name = "K")]
@@ -185,11 +206,13 @@ pub struct UnenrollArgs {
 
 #[derive(Args, Debug)]
 pub struct MountpointArgs {
+    /// The mount point of the vault.
     pub mountpoint: PathBuf,
 }
 
 #[derive(Args, Debug)]
 pub struct UnlockArgs {
+    /// The mount point of the vault.
     pub mountpoint: PathBuf,
     /// The level: a number (0-5) or its directory name (5-black).
     pub level: String,
@@ -201,6 +224,7 @@ pub struct UnlockArgs {
 
 #[derive(Args, Debug)]
 pub struct LockArgs {
+    /// The mount point of the vault.
     pub mountpoint: PathBuf,
     /// The level (default: every level from 2 up).
     pub level: Option<String>,
@@ -208,6 +232,7 @@ pub struct LockArgs {
 
 #[derive(Args, Debug)]
 pub struct ApproveArgs {
+    /// The mount point of the vault.
     pub mountpoint: PathBuf,
     /// The pending open's id (from `vaultfs pending`); default the oldest.
     pub id: Option<u64>,
@@ -215,12 +240,14 @@ pub struct ApproveArgs {
 
 #[derive(Args, Debug)]
 pub struct DenyArgs {
+    /// The mount point of the vault.
     pub mountpoint: PathBuf,
     pub id: u64,
 }
 
 #[derive(Args, Debug)]
 pub struct LockdownArgs {
+    /// The mount point of the vault.
     pub mountpoint: PathBuf,
     /// Leave lockdown (needs the passphrase and an enrolled hardware factor).
     #[arg(long)]
@@ -233,6 +260,7 @@ pub struct LockdownArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// The mount point of the vault.
     pub mountpoint: PathBuf,
     /// Print the status as JSON.
     #[arg(long)]
@@ -273,11 +301,13 @@ pub struct InitArgs {
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
+    /// The vault's store directory.
     pub store: PathBuf,
 }
 
 #[derive(Args, Debug)]
 pub struct PasswdArgs {
+    /// The vault's store directory.
     pub store: PathBuf,
     /// Current passphrase source.
     #[command(flatten)]
@@ -289,7 +319,9 @@ pub struct PasswdArgs {
 
 #[derive(Args, Debug)]
 pub struct MountArgs {
+    /// The vault's store directory.
     pub store: PathBuf,
+    /// The empty directory to mount the vault on.
     pub mountpoint: PathBuf,
     /// Stay in the foreground, logging to stderr.
     #[arg(short, long)]
@@ -322,6 +354,7 @@ pub struct MountArgs {
 
 #[derive(Args, Debug)]
 pub struct FsckArgs {
+    /// The vault's store directory.
     pub store: PathBuf,
     /// Print the report as one JSON object.
     #[arg(long)]
@@ -344,6 +377,7 @@ pub struct FsckArgs {
 
 #[derive(Args, Debug)]
 pub struct RotateArgs {
+    /// The vault's store directory.
     pub store: PathBuf,
     /// Rotate only this level (1-5 or its directory name). Repeatable.
     #[arg(long = "level", value_name = "N")]
@@ -361,6 +395,7 @@ pub struct RotateArgs {
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
+    /// The vault's store directory.
     pub store: PathBuf,
     /// The archive file to write ("-": standard output); an existing file is never overwritten.
     pub out: PathBuf,
@@ -387,6 +422,7 @@ pub struct RestoreArgs {
 
 #[derive(Args, Debug)]
 pub struct UmountArgs {
+    /// The mount point of the vault.
     pub mountpoint: PathBuf,
 }
 
@@ -399,17 +435,22 @@ pub struct AuditArgs {
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Print the Ed25519 public key checkpoints verify under (hex).
-    Pubkey { store: PathBuf },
+    Pubkey {
+        /// The vault's store directory.
+        store: PathBuf,
+    },
     /// Verify a store's whole log, or a copy of `.audit` with the public key alone.
     Verify(AuditVerifyArgs),
     /// Sign a checkpoint over every record now, and print it.
     Checkpoint {
+        /// The vault's store directory.
         store: PathBuf,
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
     /// Print an inclusion or consistency proof (JSON, hex hashes).
     Proof {
+        /// The vault's store directory.
         store: PathBuf,
         #[command(flatten)]
         passphrase: PassphraseArgs,

@@ -36,20 +36,47 @@ pub struct Exit {
 }
 
 impl Code {
+    pub const ALL: [Code; 9] = [
+        Code::Failure,
+        Code::Usage,
+        Code::WrongPassphrase,
+        Code::VaultPresence,
+        Code::Corrupt,
+        Code::Unsupported,
+        Code::Locked,
+        Code::Repaired,
+        Code::MountPoint,
+    ];
+
     /// The code with this number (a daemon reports its exit as a number).
     pub fn from_u8(n: u8) -> Option<Code> {
-        const ALL: [Code; 9] = [
-            Code::Failure,
-            Code::Usage,
-            Code::WrongPassphrase,
-            Code::VaultPresence,
-            Code::Corrupt,
-            Code::Unsupported,
-            Code::Locked,
-            Code::Repaired,
-            Code::MountPoint,
-        ];
-        ALL.into_iter().find(|c| *c as u8 == n)
+        Self::ALL.into_iter().find(|c| *c as u8 == n)
+    }
+
+    /// What the code means, for vaultfs(1)'s EXIT STATUS.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Code::Failure => "anything not listed below",
+            Code::Usage => "bad command line, or a bad mount option",
+            Code::WrongPassphrase => "the passphrase does not unlock the vault",
+            Code::VaultPresence => {
+                "a vault exists where init was asked to create one, or none where one was expected \
+                 (also: not a mounted vault)"
+            }
+            Code::Corrupt => {
+                "stored data failed authentication or does not parse: damage or tampering (fsck: problems are left)"
+            }
+            Code::Unsupported => "the vault was written by a newer vaultfs (version or feature flags)",
+            Code::Locked => {
+                "a level stays locked: no factor enrolled, the factor failed, or lockdown (fsck: nothing \
+                 damaged found, but a locked level's records were not authenticated)"
+            }
+            Code::Repaired => "fsck --repair found problems and repaired every one (a new fsck is clean)",
+            Code::MountPoint => {
+                "the mount point cannot be used: not a directory, already a vault's mount, not empty \
+                 (without -o nonempty), or a dead FUSE mount"
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod args;
 mod audit;
 mod backup;
 mod control;
+mod docs;
 mod enroll;
 mod escrow;
 mod exit;
@@ -51,6 +52,8 @@ pub fn main() -> ExitCode {
         args::Command::Status(a) => control::status(a),
         args::Command::Fsck(a) => fsck::run(a),
         args::Command::Rotate(a) => rotate::run(a),
+        args::Command::Completions(a) => docs::completions(a),
+        args::Command::Manpages(a) => docs::manpages(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
