@@ -1011,3 +1011,30 @@ fn manual_pages_and_completions_cover_every_command() {
         }
     }
 }
+
+/// `vaultfs umount` of a busy mount says who holds it (as `fuser -m`
+/// would), then finishes once they let go: a process with a file open on
+/// the mount and one whose working directory is in it.
+#[test]
+fn umount_of_a_busy_mount_names_what_holds_it() {
+    let mut m = Mount::new();
+    fs::write(m.path("1-working/held.txt"), b"open while unmounting").unwrap();
+    let file_holder = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3<'{}'; sleep 3", m.path("1-working/held.txt").display()))
+        .spawn()
+        .unwrap();
+    let cwd_holder = Command::new("sleep").arg("3").current_dir(m.path("1-working")).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = common::vaultfs(&["umount", m.mnt.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "umount once they let go: {err}");
+    assert!(err.contains("is busy"), "{err}");
+    assert!(err.contains(&format!("pid {} (sh: open files)", file_holder.id())), "{err}");
+    assert!(err.contains(&format!("pid {} (sleep: working directory)", cwd_holder.id())), "{err}");
+    m.mounted = false;
+    assert!(!is_mounted(&m.mnt));
+    for mut child in [file_holder, cwd_holder] {
+        child.wait().unwrap();
+    }
+}

@@ -10,19 +10,66 @@ pub const PID_FILE: &str = "mount.pid";
 
 /// The source (store path) of the vaultfs mount at `mountpoint`, if any.
 pub fn store_of(mountpoint: &Path) -> Option<PathBuf> {
+    our_mount(mountpoint).map(|(_, source)| source)
+}
+
+/// The mount id and source of the vaultfs mount at `mountpoint`, if any.
+fn our_mount(mountpoint: &Path) -> Option<(u64, PathBuf)> {
     // A FUSE mount whose daemon died cannot be resolved (ENOTCONN): match it
     // by the path as given, made absolute.
     let target = mountpoint.canonicalize().or_else(|_| std::path::absolute(mountpoint)).ok()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().rev().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
+        let id: u64 = left.split(' ').next()?.parse().ok()?;
         let point = unescape(left.split(' ').nth(4)?);
         let mut r = right.split(' ');
         let (fstype, source) = (r.next()?, r.next()?);
         let source = PathBuf::from(unescape(source));
         let ours = matches!(fstype, "fuse" | "fuse.vaultfs") && crate::store::Store::exists(&source);
-        (ours && Path::new(&point) == target).then_some(source)
+        (ours && Path::new(&point) == target).then_some((id, source))
     })
+}
+
+/// A process that keeps a mount busy, and how.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub comm: String,
+    /// "open files" or "working directory".
+    pub what: &'static str,
+}
+
+/// The processes with a file open on the vault mounted at `mountpoint`, or
+/// their working directory in it (as `fuser -m` finds them), from /proc
+/// alone: the fds' `mnt_id` in fdinfo, so nothing is asked of the mount
+/// itself. Our own process is left out.
+pub fn holders(mountpoint: &Path) -> Vec<Holder> {
+    let Some((id, _)) = our_mount(mountpoint) else { return Vec::new() };
+    let target = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
+    let on_mount = |pid: &str, fd: &str| {
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        info.lines().any(|l| l.strip_prefix("mnt_id:").and_then(|v| v.trim().parse::<u64>().ok()) == Some(id))
+    };
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return found };
+    for p in procs.flatten() {
+        let name = p.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<u32>() else { continue };
+        if pid == me {
+            continue;
+        }
+        let open = std::fs::read_dir(p.path().join("fd"))
+            .map(|fds| fds.flatten().any(|fd| on_mount(&name, &fd.file_name().to_string_lossy())))
+            .unwrap_or(false);
+        let cwd = std::fs::read_link(p.path().join("cwd")).is_ok_and(|c| c.starts_with(&target));
+        if open || cwd {
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default().trim().to_string();
+            found.push(Holder { pid, comm, what: if open { "open files" } else { "working directory" } });
+        }
+    }
+    found
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, ...).

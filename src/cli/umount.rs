@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::args::UmountArgs;
 use super::exit::{self, Code, Exit};
-use super::mountinfo::{PID_FILE, store_of};
+use super::mountinfo::{Holder, PID_FILE, holders, store_of};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -42,21 +42,44 @@ fn daemon_pid(store: &Path) -> Option<i32> {
 }
 
 fn stop(pid: i32, mountpoint: &Path) -> exit::Result {
+    // Who holds the mount, found while it is still attached: once the
+    // daemon detaches it, its files are reachable only through their fds.
+    let held: Vec<Holder> = holders(mountpoint).into_iter().filter(|h| h.pid != pid as u32).collect();
     let alive = crate::sys::terminate_process(pid)
         .map_err(|e| Exit::failure(format!("cannot signal daemon {pid}: {e}")))?;
     if !alive {
         return fallback_unmount(mountpoint);
     }
     let start = Instant::now();
+    let mut told = false;
     while start.elapsed() < WAIT {
         if !running(pid) {
             return Ok(());
         }
+        if !told && !held.is_empty() && start.elapsed() > BUSY_AFTER {
+            eprintln!(
+                "vaultfs: {} is busy: {}; the daemon finishes when they let go (waiting up to {} s)",
+                mountpoint.display(),
+                describe(&held),
+                WAIT.as_secs()
+            );
+            told = true;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let who = if held.is_empty() { String::new() } else { format!(" ({})", describe(&held)) };
     Err(Exit::failure(format!(
-        "daemon {pid} has detached the mount but still serves open files; it exits when they are closed"
+        "daemon {pid} has detached the mount but still serves open files{who}; it exits when they are closed"
     )))
+}
+
+/// How long a busy unmount waits before saying who holds it.
+const BUSY_AFTER: Duration = Duration::from_secs(1);
+
+/// "pid 123 (python3: open files), pid 456 (bash: working directory)".
+fn describe(held: &[Holder]) -> String {
+    let each: Vec<String> = held.iter().map(|h| format!("pid {} ({}: {})", h.pid, h.comm, h.what)).collect();
+    each.join(", ")
 }
 
 /// Whether `pid` is a live process. An exited daemon may linger as a zombie
