@@ -3,10 +3,9 @@
 //! live in `crate::backup`; this file adds the passphrase, the progress bar
 //! on a terminal, the report and the exit codes.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::args::{BackupArgs, RestoreArgs};
 use super::exit::{self, Code, Exit};
@@ -28,18 +27,6 @@ pub fn archive_maker() -> crate::fs::ArchiveMaker {
         );
         Ok(made.tree_size)
     })
-}
-
-fn bar(len: u64, template: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
 }
 
 fn refusal(e: backup::Error) -> Exit {
@@ -90,7 +77,7 @@ pub fn run_backup(a: BackupArgs) -> exit::Result {
     };
     vault.record(rec, 0, true)?;
 
-    let progress = bar(0, "{spinner} {bytes} written, {msg} ({binary_bytes_per_sec})");
+    let progress = super::progress::bar("{spinner} {bytes} written, {msg} ({binary_bytes_per_sec})");
     let mut report = |bytes: u64, records: u64| {
         progress.set_position(bytes);
         progress.set_message(format!("{records} records"));
@@ -150,7 +137,7 @@ pub fn run_restore(a: RestoreArgs) -> exit::Result {
         pubkey: a.pubkey.as_deref().map(super::audit::parse_pubkey).transpose()?,
         not_older_than: a.not_older_than.as_deref().map(witness).transpose()?,
     };
-    let progress = bar(0, "{msg:9} [{bar:30}] {bytes}/{total_bytes} ({binary_bytes_per_sec})");
+    let progress = super::progress::bar("{msg:9} [{bar:30}] {bytes}/{total_bytes} ({binary_bytes_per_sec})");
     let mut report = |phase: Phase, done: u64, len: u64| {
         progress.set_length(len);
         progress.set_message(match phase {

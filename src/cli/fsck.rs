@@ -2,7 +2,6 @@
 //! check (docs/ADMIN.md, "fsck"), its report as text or one JSON object, a
 //! progress bar on a terminal, and the exit code the verdict calls for.
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use super::args::FsckArgs;
@@ -28,17 +27,8 @@ pub fn run(a: FsckArgs) -> exit::Result {
         eprintln!("touch your security key when it blinks");
     }
     let opts = FsckOptions { repair: a.repair, factor_levels };
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(0);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "fsck {bar:40.cyan/blue} {pos}/{len} store entries ({percent}%, {eta} left)",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar =
+        super::progress::bar("fsck {bar:40.cyan/blue} {pos}/{len} store entries ({percent}%, {eta_left})");
     let report = vault.fsck(&pass, &opts, &mut |f| access.secrets(f), &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);

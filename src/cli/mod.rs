@@ -17,6 +17,7 @@ mod mount;
 mod mountinfo;
 mod passphrase;
 mod passwd;
+mod progress;
 mod rotate;
 mod umount;
 mod utc;

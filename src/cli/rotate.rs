@@ -43,22 +43,16 @@ pub fn run(a: RotateArgs) -> exit::Result {
     let mut damaged = Vec::new();
     for level in order {
         let name = LEVEL_NAMES[level as usize];
-        let bar = if terminal {
-            let bar = indicatif::ProgressBar::new(0);
-            let template =
-                format!("rotate {name} {{bar:40.cyan/blue}} {{pos}}/{{len}} records ({{eta}} left)");
-            if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
-                bar.set_style(style);
-            }
-            bar
-        } else {
+        if !terminal {
             if pending.contains(&level) {
                 eprintln!("rotate: finishing the interrupted rotation of level {level} ({name})");
             } else {
                 eprintln!("rotate: level {level} ({name})");
             }
-            indicatif::ProgressBar::hidden()
-        };
+        }
+        let bar = super::progress::bar(&format!(
+            "rotate {name} {{bar:40.cyan/blue}} {{pos}}/{{len}} records ({{eta_left}})"
+        ));
         let report = vault.rotate(&pass, level, &mut |f| access.secrets(f), &mut |done, total| {
             bar.set_length(total);
             bar.set_position(done);
