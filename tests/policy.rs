@@ -83,6 +83,44 @@ fn approval_times_out_and_cooldown_refuses_at_once() {
     assert!(audit_ops(&m).iter().any(|(op, l, r, _)| op == "approve" && *l == Some(3) && *r == 0));
 }
 
+/// From the approver's side: `pending --json` lists what waits, and
+/// `approve` without an id is refused while two opens wait (it could
+/// release the wrong one), names them, and works once one is left.
+#[test]
+fn approve_without_an_id_needs_exactly_one_waiting_open() {
+    let m =
+        mounted_with("[levels.3]\napproval_timeout = \"30s\"\napproval_window = \"0s\"\ncooldown = \"0s\"\n");
+    fs::write(m.path("3-sealed/a.md"), "first").unwrap();
+    fs::write(m.path("3-sealed/b.md"), "second").unwrap();
+    let none = vaultfs(&m, &["approve", mnt(&m)]);
+    assert_eq!(none.status.code(), Some(1), "nothing waits");
+    let a = open_in_thread(m.path("3-sealed/a.md"));
+    let b = open_in_thread(m.path("3-sealed/b.md"));
+    let mut list = serde_json::Value::Null;
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            list = serde_json::from_str(&ok(&vaultfs(&m, &["pending", mnt(&m), "--json"]))).unwrap();
+            list.as_array().is_some_and(|l| l.len() == 2)
+        }),
+        "two opens wait: {list}"
+    );
+    let entry = |path: &str| list.as_array().unwrap().iter().find(|p| p["path"] == path).unwrap().clone();
+    let (ea, eb) = (entry("/3-sealed/a.md"), entry("/3-sealed/b.md"));
+    for e in [&ea, &eb] {
+        assert_eq!(e["level"], 3);
+        assert!(e["pid"].as_u64().is_some() && e["comm"].is_string() && e["waited_ms"].is_u64(), "{e}");
+    }
+    let two = vaultfs(&m, &["approve", mnt(&m)]);
+    let err = String::from_utf8_lossy(&two.stderr).to_string();
+    assert_eq!(two.status.code(), Some(2), "{err}");
+    assert!(err.contains("2 opens are waiting") && err.contains("/3-sealed/b.md"), "{err}");
+    let id_b = eb["id"].as_u64().unwrap().to_string();
+    ok(&vaultfs(&m, &["approve", mnt(&m), &id_b]));
+    assert_eq!(b.join().unwrap().unwrap(), "second");
+    ok(&vaultfs(&m, &["approve", mnt(&m)]));
+    assert_eq!(a.join().unwrap().unwrap(), "first");
+}
+
 #[test]
 fn idle_level_relocks_and_its_key_is_gone() {
     let m = mounted_with("[levels.3]\nrelock_after = \"2s\"\n[levels.2]\nrelock_after = \"1h\"\n");

@@ -43,12 +43,12 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Close a level (or every level from 2 up); its key is zeroized.
     Lock(LockArgs),
-    /// Approve a pending open at a gated level (default: the oldest).
+    /// Approve a pending open at a gated level (without an id: the only one waiting).
     Approve(ApproveArgs),
     /// Deny a pending open.
     Deny(DenyArgs),
     /// List the opens waiting for approval.
-    Pending(MountpointArgs),
+    Pending(PendingArgs),
     /// Close every level above 1 until `lockdown --exit` (passphrase + factor).
     Lockdown(LockdownArgs),
     /// Levels, lockdown, pending approvals and tombstones of a mounted vault.
@@ -205,12 +205,6 @@ pub struct UnenrollArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct MountpointArgs {
-    /// The mount point of the vault.
-    pub mountpoint: PathBuf,
-}
-
-#[derive(Args, Debug)]
 pub struct UnlockArgs {
     /// The mount point of the vault.
     pub mountpoint: PathBuf,
@@ -234,14 +228,25 @@ pub struct LockArgs {
 pub struct ApproveArgs {
     /// The mount point of the vault.
     pub mountpoint: PathBuf,
-    /// The pending open's id (from `vaultfs pending`); default the oldest.
+    /// The pending open's id (from `vaultfs pending`); may be left out
+    /// only while exactly one open is waiting.
     pub id: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct PendingArgs {
+    /// The mount point of the vault.
+    pub mountpoint: PathBuf,
+    /// Print the list as a JSON array of {id, level, pid, uid, comm, path, waited_ms}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct DenyArgs {
     /// The mount point of the vault.
     pub mountpoint: PathBuf,
+    /// The pending open's id (from `vaultfs pending`).
     pub id: u64,
 }
 

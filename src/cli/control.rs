@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::args::{
-    ApproveArgs, DenyArgs, LockArgs, LockdownArgs, MountpointArgs, PassphraseArgs, PinArgs, StatusArgs,
+    ApproveArgs, DenyArgs, LockArgs, LockdownArgs, PassphraseArgs, PendingArgs, PinArgs, StatusArgs,
     UnlockArgs,
 };
 use super::exit::{self, Code, Exit};
@@ -118,8 +118,28 @@ pub fn lock(a: LockArgs) -> exit::Result {
 }
 
 pub fn approve(a: ApproveArgs) -> exit::Result {
-    call(&a.mountpoint, &Request::Approve { id: a.id })?;
-    println!("approved");
+    let id = match a.id {
+        Some(id) => id,
+        // Without an id only when there is no doubt which open is meant.
+        None => {
+            let list = call(&a.mountpoint, &Request::Pending)?.pending.unwrap_or_default();
+            match &list[..] {
+                [] => return Err(Exit::failure("no open is waiting for approval")),
+                [one] => one.id,
+                many => {
+                    let ids: Vec<String> = many.iter().map(|p| format!("{} ({})", p.id, p.path)).collect();
+                    return Err(Exit::usage(format!(
+                        "{} opens are waiting; name the one to approve: {} (`vaultfs pending {}`)",
+                        many.len(),
+                        ids.join(", "),
+                        a.mountpoint.display()
+                    )));
+                }
+            }
+        }
+    };
+    call(&a.mountpoint, &Request::Approve { id: Some(id) })?;
+    println!("approved open {id}");
     Ok(())
 }
 
@@ -129,8 +149,13 @@ pub fn deny(a: DenyArgs) -> exit::Result {
     Ok(())
 }
 
-pub fn pending(a: MountpointArgs) -> exit::Result {
+pub fn pending(a: PendingArgs) -> exit::Result {
     let list = call(&a.mountpoint, &Request::Pending)?.pending.unwrap_or_default();
+    if a.json {
+        let text = serde_json::to_string_pretty(&list).map_err(|e| Exit::failure(e.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
     if list.is_empty() {
         println!("no open is waiting for approval");
     }
