@@ -1038,3 +1038,21 @@ fn umount_of_a_busy_mount_names_what_holds_it() {
         child.wait().unwrap();
     }
 }
+
+/// The systemd unit passes `systemd-analyze verify` without a warning, and
+/// its device policy lets the daemon reach what it may need: /dev/fuse, the
+/// TPM and FIDO2 security keys (hidraw).
+#[test]
+fn systemd_unit_verifies_and_allows_the_factor_devices() {
+    let unit = fs::read_to_string(helpers_dir().join("vaultfs@.service")).unwrap();
+    for device in ["/dev/fuse rw", "/dev/tpmrm0 rw", "char-hidraw rw"] {
+        assert!(unit.lines().any(|l| l == format!("DeviceAllow={device}")), "DeviceAllow={device}");
+    }
+    // verify checks that ExecStart= binaries exist: point them at this build.
+    let dir = tempdir();
+    let path = dir.path().join("vaultfs@srv-agent\\x2dmemory.service");
+    fs::write(&path, unit.replace("/usr/local/bin/vaultfs", common::bin())).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
+}
