@@ -201,6 +201,17 @@ fn reload_tightens_refuses_looser_and_garbage_keeping_the_last_good() {
     assert_eq!(recs[3].0, i64::from(libc::EINVAL), "{recs:?}");
     assert!(recs[3].1.contains("line 2"), "{}", recs[3].1);
     assert_eq!(relock_after(&m, 3), Some(1200));
+    // `vaultfs status` says the last edit was refused, and why.
+    let st = status(&m);
+    assert!(st["policy_refused"]["reason"].as_str().unwrap().contains("line 2"), "{st}");
+    assert!(st["policy_refused"]["time_ns"].as_u64().unwrap() > 0);
+    let text = ok(&vaultfs(&m, &["status", mnt(&m)]));
+    assert!(text.contains("REFUSED") && text.contains("line 2"), "{text}");
+    // An acceptable edit clears it.
+    edit_policy(&m, "[levels.3]\nrelock_after = \"15m\"\n");
+    let recs = wait_policy_records(&m, 5);
+    assert_eq!(recs[4].0, 0, "{recs:?}");
+    assert!(status(&m).get("policy_refused").is_none(), "cleared by an accepted edit");
 
     // The daemon log says the same.
     let log = m.log();

@@ -197,6 +197,13 @@ pub fn status(a: StatusArgs) -> exit::Result {
         Some(p) => println!("policy: {p}"),
         None => println!("policy: none (the defaults of docs/POLICY.md apply)"),
     }
+    if let Some(r) = &st.policy_refused {
+        println!(
+            "policy: an edit at {} was REFUSED: {} (the policy in force stays until an acceptable edit)",
+            super::utc::utc_ns(r.time_ns),
+            r.reason
+        );
+    }
     for l in &st.levels {
         let relock = l.relock_after_seconds.map_or_else(|| "never".to_string(), |s| format!("{s} s"));
         println!(

@@ -69,9 +69,19 @@ pub struct Status {
     /// The policy file the daemon follows.
     #[serde(default)]
     pub policy_file: Option<String>,
+    /// The last edit of the policy file the daemon refused (the policy in
+    /// force stayed), while no later edit has been accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_refused: Option<PolicyRefusal>,
     pub levels: Vec<LevelStatus>,
     pub pending: usize,
     pub tombstones: Vec<Tombstone>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyRefusal {
+    pub time_ns: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

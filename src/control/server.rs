@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use super::protocol::{LevelStatus, Pending, Request, Response, Status, Tombstone};
+use super::protocol::{LevelStatus, Pending, PolicyRefusal, Request, Response, Status, Tombstone};
 use crate::crypto::Passphrase;
 use crate::gate::tpm::TpmConfig;
 use crate::vault::{Caller, ErrorKind, FactorAccess, LEVEL_NAMES, Unlocked, Vault};
@@ -158,9 +158,11 @@ impl Handler {
             .collect();
         // The watched path when a file is there; none means the defaults apply.
         let policy_file = v.policy_file().filter(|p| p.is_file()).map(|p| p.display().to_string());
+        let policy_refused = v.policy_refusal().map(|(time_ns, reason)| PolicyRefusal { time_ns, reason });
         Status {
             lockdown: v.lockdown_active(),
             policy_file,
+            policy_refused,
             levels,
             pending: v.pending_opens().len(),
             tombstones,

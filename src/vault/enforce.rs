@@ -32,6 +32,9 @@ pub(super) struct Enforcement {
     policy: RwLock<Arc<Policy>>,
     /// The policy file the daemon follows (set at mount).
     file: Mutex<Option<PathBuf>>,
+    /// The last edit of the file that was refused, while the file still
+    /// holds it: when (ns since the epoch) and why.
+    refused: Mutex<Option<(u64, String)>>,
     /// Open budget per uid: a token bucket of `opens_per_minute` tokens,
     /// refilled evenly over a minute.
     buckets: Mutex<HashMap<u32, Bucket>>,
@@ -42,6 +45,7 @@ impl Default for Enforcement {
         Enforcement {
             policy: RwLock::new(Arc::new(Policy::floor())),
             file: Mutex::new(None),
+            refused: Mutex::new(None),
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -91,6 +95,20 @@ impl Vault<Unlocked> {
     /// The policy file the daemon follows, if any.
     pub fn policy_file(&self) -> Option<PathBuf> {
         self.core().enforce.file.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The last refused edit of the policy file (time in ns since the
+    /// epoch, reason), if the file has not been accepted since.
+    pub fn policy_refusal(&self) -> Option<(u64, String)> {
+        self.core().enforce.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_refusal(&self, reason: Option<&str>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        *self.core().enforce.refused.lock().unwrap_or_else(|p| p.into_inner()) =
+            reason.map(|r| (now, r.to_string()));
     }
 
     fn daemon(&self) -> Caller {
@@ -170,6 +188,7 @@ impl Vault<Unlocked> {
             Ok(text) => match Policy::accept(&self.policy(), &text) {
                 Ok(p) => {
                     tracing::info!("policy {} applied", file.display());
+                    self.set_refusal(None);
                     let recorded = self.record_policy(&file, None, 0);
                     return match recorded.and_then(|()| self.put_policy(p)) {
                         Ok(()) => None,
@@ -183,6 +202,7 @@ impl Vault<Unlocked> {
             },
         };
         tracing::warn!("policy {} refused: {reason}", file.display());
+        self.set_refusal(Some(&reason));
         if let Err(e) = self.record_policy(&file, Some(&reason), code) {
             tracing::error!("recording the policy refusal failed: {e}");
         }
