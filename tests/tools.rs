@@ -1056,3 +1056,38 @@ fn systemd_unit_verifies_and_allows_the_factor_devices() {
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
 }
+
+/// A daemonized mount without `--log` logs to the system log: one datagram
+/// per event, `<PRI>vaultfs[PID]: message`, facility daemon, at the `-v`
+/// level of the `vaultfs mount` that started it.
+#[test]
+fn a_daemonized_mount_without_a_log_file_logs_to_syslog() {
+    let mut m = Mount::new();
+    m.unmount();
+    let sock_path = m.dir.path().join("log.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let out = Command::new(common::bin())
+        .args(["-v", "mount"])
+        .arg(&m.store)
+        .arg(&m.mnt)
+        .arg("--passphrase-file")
+        .arg(&m.passfile)
+        .env("VAULTFS_SYSLOG_SOCKET", &sock_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    m.mounted = true;
+    let pid = m.daemon_pid().unwrap();
+    let mut buf = [0u8; 4096];
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("mounted")) {
+        let n = sock.recv(&mut buf).expect("a syslog datagram within 10 s");
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let mounted = lines.iter().find(|l| l.contains("mounted")).unwrap();
+    // daemon (3) * 8 + info (6) = 30.
+    assert!(mounted.starts_with(&format!("<30>vaultfs[{pid}]: ")), "{mounted}");
+    assert!(!mounted.contains('\x1b'), "no terminal colours: {mounted:?}");
+    m.unmount();
+}

@@ -54,6 +54,8 @@ fn main_page(cli: &clap::Command) -> Result<Vec<u8>, Exit> {
         ".TP\nSTORE/audit.pub\nthe audit log's Ed25519 public key, for verifiers\n",
         ".SH ENVIRONMENT\n.TP\nVAULTFS_LOG\n",
         "log filter (tracing's env-filter syntax, e.g. info or vaultfs=debug); overrides -v\n",
+        ".TP\nVAULTFS_SYSLOG_SOCKET\n",
+        "the system log socket a daemonized mount without --log writes to (default /dev/log)\n",
         ".SH \"SEE ALSO\"\nmount.vaultfs(8), vaultfs-mount(1), vaultfs-fsck(1), fusermount3(1)\n",
     ));
     out.extend_from_slice(extra.as_bytes());

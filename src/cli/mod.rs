@@ -19,6 +19,7 @@ mod passphrase;
 mod passwd;
 mod progress;
 mod rotate;
+mod syslog;
 mod umount;
 mod utc;
 
@@ -31,7 +32,9 @@ pub use exit::Exit;
 /// Entry point of the `vaultfs` binary.
 pub fn main() -> ExitCode {
     let args = args::Cli::parse();
-    init_logging(args.verbose);
+    // A daemonized mount without --log logs to the system log.
+    let to_syslog = matches!(&args.command, args::Command::Mount(m) if m.daemon_child && m.log.is_none());
+    init_logging(args.verbose, to_syslog);
     let result = match args.command {
         args::Command::Init(a) => init::run(a),
         args::Command::Info(a) => info::run(a),
@@ -65,7 +68,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, to_syslog: bool) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -74,6 +77,16 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VAULTFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if to_syslog {
+        // The system log stamps time, host and pid itself.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(syslog::Syslog::connect())
+            .with_ansi(false)
+            .without_time()
+            .try_init();
+        return;
+    }
     // Colours only on a terminal: a daemon's stderr is its log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
