@@ -59,6 +59,17 @@ pub fn limit_malloc_arenas(n: i32) {
     let _ = n;
 }
 
+/// Sets an environment variable of this process unless it is set already.
+/// Only for the very start of `main`, before any thread exists: the C
+/// libraries that read the environment (the TPM stack) must see it.
+pub fn default_env_at_start(name: &str, value: &str) {
+    if std::env::var_os(name).is_none() {
+        // SAFETY: called first thing in main, while the process has one
+        // thread, so no other thread can read the environment meanwhile.
+        unsafe { std::env::set_var(name, value) }
+    }
+}
+
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }

@@ -1091,3 +1091,27 @@ fn a_daemonized_mount_without_a_log_file_logs_to_syslog() {
     assert!(!mounted.contains('\x1b'), "no terminal colours: {mounted:?}");
     m.unmount();
 }
+
+/// An unreachable TPM is one clear line on stderr (exit 7), not the TPM
+/// stack's raw chatter ("ERROR:tcti:src/tss2-tcti/...") around it.
+#[test]
+fn an_unreachable_tpm_is_one_clear_error_line() {
+    let mut m = Mount::new();
+    m.unmount();
+    let out = common::vaultfs(&[
+        "enroll",
+        "tpm",
+        m.store.to_str().unwrap(),
+        "--level",
+        "4",
+        "--passphrase-file",
+        m.passfile.to_str().unwrap(),
+        "--tpm-tcti",
+        "device:/dev/no-such-tpm",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{err}");
+    assert!(lines[0].starts_with("vaultfs: ") && lines[0].contains("/dev/no-such-tpm"), "{err}");
+}

@@ -31,6 +31,9 @@ pub use exit::Exit;
 
 /// Entry point of the `vaultfs` binary.
 pub fn main() -> ExitCode {
+    // The TPM stack's C library prints its own errors to stderr, raw; ours
+    // say the same with what to do (TSS2_LOG set by the user still wins).
+    crate::sys::default_env_at_start("TSS2_LOG", "all+NONE");
     let args = args::Cli::parse();
     // A daemonized mount without --log logs to the system log.
     let to_syslog = matches!(&args.command, args::Command::Mount(m) if m.daemon_child && m.log.is_none());
@@ -75,8 +78,9 @@ fn init_logging(verbose: u8, to_syslog: bool) {
         2 => "debug",
         _ => "trace",
     };
+    // tss_esapi logs the errors it also returns, which we report in full.
     let filter = tracing_subscriber::EnvFilter::try_from_env("VAULTFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},tss_esapi=off")));
     if to_syslog {
         // The system log stamps time, host and pid itself.
         let _ = tracing_subscriber::fmt()
