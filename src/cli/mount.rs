@@ -232,6 +232,11 @@ fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase, verbose: u8) ->
         ),
         None => Stdio::null(),
     };
+    // The child's stderr is the log file already; naming it tells the child
+    // not to log to the system log instead.
+    if let Some(path) = &a.log {
+        cmd.arg("--log").arg(path);
+    }
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
     // The user's -v reaches the daemon; a log file gets at least -v (info).
     for _ in 0..verbose.max(u8::from(a.log.is_some())) {
