@@ -213,6 +213,15 @@ impl FileBlocks<'_> {
         Ok(found)
     }
 
+    /// The plaintext of block `b` from the entries `existing` (a `stored`
+    /// result), or None for a hole: the old content of a partly changed block.
+    fn old_block(&self, existing: &[Stored], b: u64) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let Some(old) = existing.iter().find(|e| e.first <= b && b <= e.last) else { return Ok(None) };
+        let mut plain = Zeroizing::new(vec![0u8; self.block_size as usize]);
+        self.open_in(old, b, None, &mut plain)?;
+        Ok(Some(plain))
+    }
+
     /// Authenticates and decrypts block `b` of `s` into `out`; `record` is
     /// the block's record when the caller has read it already.
     fn open_in(&self, s: &Stored, b: u64, record: Option<&[u8]>, out: &mut [u8]) -> Result<()> {
@@ -460,10 +469,9 @@ impl FileBlocks<'_> {
             if hi - lo == bs || partial.iter().any(|(p, _)| *p == b) {
                 continue;
             }
-            let mut s = Zeroizing::new(vec![0u8; bs as usize]);
-            if let Some(old) = existing.iter().find(|e| e.first <= b && b <= e.last) {
-                self.open_in(old, b, None, &mut s)?;
-            }
+            // A hole's old content is zeros.
+            let mut s =
+                self.old_block(&existing, b)?.unwrap_or_else(|| Zeroizing::new(vec![0u8; bs as usize]));
             s[(lo - block_start) as usize..(hi - block_start) as usize]
                 .copy_from_slice(&data[(lo - offset) as usize..(hi - offset) as usize]);
             partial.push((b, s));
@@ -523,9 +531,7 @@ impl FileBlocks<'_> {
             if hi - lo == bs || kept.iter().any(|(k, _)| *k == b) {
                 continue;
             }
-            if let Some(old) = existing.iter().find(|e| e.first <= b && b <= e.last) {
-                let mut plain = Zeroizing::new(vec![0u8; bs as usize]);
-                self.open_in(old, b, None, &mut plain)?;
+            if let Some(mut plain) = self.old_block(&existing, b)? {
                 plain[(lo - block_start) as usize..(hi - block_start) as usize].fill(0);
                 kept.push((b, plain));
             }
