@@ -373,3 +373,60 @@ fn statfs_reports_space_and_name_limit() {
     assert_eq!(v[0], 255);
     assert!(v[1] >= 4096 && v[2] > 0, "{out}");
 }
+
+/// With a tiny inode limit (`-o inodes=16`) the daemon keeps asking the
+/// kernel to forget the files it knows (fs/handles.rs): contents, a hard
+/// link, a rename, an unlinked file still open and the audit log's paths
+/// must not notice, and the unlinked file is gone once closed.
+#[test]
+fn files_the_kernel_is_asked_to_forget_stay_whole() {
+    let mut m = Mount::with_options(&["inodes=16"]);
+    m.unmount();
+    m.env.push(("VAULTFS_LOG".into(), "vaultfs=debug".into()));
+    m.mount();
+    let dir = m.path("1-working/many");
+    fs::create_dir(&dir).unwrap();
+    let content = |i: usize| -> Vec<u8> { (0..3000).map(|j| ((i * 7 + j * 31) % 251) as u8).collect() };
+    let mut held =
+        OpenOptions::new().create(true).truncate(true).read(true).write(true).open(dir.join("held")).unwrap();
+    held.write_all(b"still here").unwrap();
+    fs::remove_file(dir.join("held")).unwrap();
+    for i in 0..300 {
+        fs::write(dir.join(format!("f{i}")), content(i)).unwrap();
+    }
+    fs::hard_link(dir.join("f0"), dir.join("link0")).unwrap();
+    fs::rename(dir.join("f1"), dir.join("renamed1")).unwrap();
+    // Several sweeps pass (one every 100 ms) before anything is read back.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    for i in 2..300 {
+        assert_eq!(fs::read(dir.join(format!("f{i}"))).unwrap(), content(i), "f{i}");
+    }
+    assert_eq!(fs::read(dir.join("link0")).unwrap(), content(0));
+    assert_eq!(fs::read(dir.join("renamed1")).unwrap(), content(1));
+    assert_eq!(fs::metadata(dir.join("f0")).unwrap().nlink(), 2);
+    let mut back = String::new();
+    held.seek(SeekFrom::Start(0)).unwrap();
+    held.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "still here");
+    assert!(m.log().contains("asked the kernel to forget"), "no trim logged: {}", m.log());
+
+    // A file the kernel forgot and looked up again is recorded by its path.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    fs::write(dir.join("f7"), b"rewritten").unwrap();
+    let out = m.run(&["audit", "tail", m.mnt.to_str().unwrap(), "-n", "4", "--json"]);
+    let tail = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tail.contains("\"op\":\"write\",\"level\":1,\"ino\"")
+            && tail.contains("\"path\":\"/1-working/many/f7\""),
+        "{tail}"
+    );
+
+    drop(held);
+    m.unmount();
+    let store = m.store.to_str().unwrap().to_string();
+    let out = m.run(&["fsck", &store, "--passphrase-file", m.passfile.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "fsck: {report} {}", String::from_utf8_lossy(&out.stderr));
+    m.mount();
+    assert!(fs::read_dir(&dir).unwrap().all(|e| e.unwrap().file_name() != "held"));
+}

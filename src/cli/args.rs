@@ -334,7 +334,8 @@ pub struct MountArgs {
     /// Mount options, comma-separated: ro, rw, allow_other, default_permissions (ignored:
     /// the daemon checks permissions itself), sync (every change on disk before its
     /// reply), commit=MS (changes reach the disk within MS ms, default 1000; fsync
-    /// and unmount always), cache=MIB (the store's page cache, default 128), uid=N,
+    /// and unmount always), cache=MIB (the store's page cache, default 128), inodes=N
+    /// (files the kernel may keep looked up, default 100000), uid=N,
     /// gid=N, threads=N, passphrase_file=PATH (plus
     /// fstab's auto/noauto/nofail/...).
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]

@@ -103,6 +103,9 @@ changes reach the disk within \fIMS\fR milliseconds (default 1000); fsync, syncf
 \fBcache=\fR\fIMIB\fR
 the store's page cache (default 128)
 .TP
+\fBinodes=\fR\fIN\fR
+inodes the kernel may keep looked up before the daemon asks it to forget the files unused longest (default 100000; about 100 bytes of memory each)
+.TP
 \fBnonempty\fR
 mount over a directory that has files in it (they are hidden while mounted)
 .TP

@@ -28,6 +28,13 @@ struct Decided {
 /// The store's page cache by default, MiB (`-o cache=MIB`).
 const DEFAULT_CACHE_MIB: u32 = 128;
 
+/// Inodes the kernel may keep looked up (`-o inodes=N`): about 100 bytes of
+/// the daemon's memory each, whatever the vault's size (docs/PERFORMANCE.md).
+const DEFAULT_KNOWN_INODES: usize = 100_000;
+/// A handful: below it the kernel would be asked to forget the files in use.
+const MIN_KNOWN_INODES: usize = 16;
+const MAX_KNOWN_INODES: usize = 10_000_000;
+
 /// glibc malloc arenas for the daemon (`sys::limit_malloc_arenas`).
 const MALLOC_ARENAS: i32 = 2;
 
@@ -48,6 +55,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         gid: None,
         threads: a.threads.unwrap_or(default_threads),
         fsname: store.to_string_lossy().into_owned(),
+        known_inodes: DEFAULT_KNOWN_INODES,
     };
     let mut passphrase_file = None;
     let mut nonempty = false;
@@ -68,6 +76,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "async" => sync = false,
             "commit" => commit_ms = number(k, v)?,
             "cache" => cache_mib = number(k, v)?,
+            "inodes" => opts.known_inodes = number(k, v)? as usize,
             "nonempty" => nonempty = true,
             // Accepted for fstab compatibility and ignored: the daemon checks
             // permissions itself, so that refusals are recorded.
@@ -84,6 +93,9 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     }
     if commit_ms == 0 || commit_ms > MAX_COMMIT_MS {
         return Err(Exit::usage(format!("commit must be between 1 and {MAX_COMMIT_MS} ms")));
+    }
+    if !(MIN_KNOWN_INODES..=MAX_KNOWN_INODES).contains(&opts.known_inodes) {
+        return Err(Exit::usage(format!("inodes must be between {MIN_KNOWN_INODES} and {MAX_KNOWN_INODES}")));
     }
     if !(8..=65_536).contains(&cache_mib) {
         return Err(Exit::usage("cache must be between 8 and 65536 MiB"));
@@ -299,10 +311,13 @@ mod tests {
             decided("sync,async").unwrap().durability,
             Durability::Grouped(std::time::Duration::from_secs(1))
         );
-        let d = decided("commit=250,cache=128").unwrap();
+        let d = decided("commit=250,cache=128,inodes=5000").unwrap();
         assert_eq!(d.durability, Durability::Grouped(std::time::Duration::from_millis(250)));
         assert_eq!(d.cache_mib, 128);
-        for bad in ["commit=0", "commit=60001", "commit=x", "cache=4", "cache=70000"] {
+        assert_eq!(d.opts.known_inodes, 5000);
+        assert_eq!(decided("rw").unwrap().opts.known_inodes, DEFAULT_KNOWN_INODES);
+        for bad in ["commit=0", "commit=60001", "commit=x", "cache=4", "cache=70000", "inodes=15", "inodes=x"]
+        {
             assert!(decided(bad).is_err(), "{bad} was accepted");
         }
     }

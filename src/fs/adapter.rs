@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -42,7 +43,7 @@ const COPY_CHUNK: usize = 1 << 20;
 
 pub struct VaultFs {
     pub(super) vault: Vault<Unlocked>,
-    pub(super) inodes: InodeTable,
+    pub(super) inodes: Arc<InodeTable>,
     owner: OwnerMap,
     /// Other uids are admitted (`allow_other`): cached names must not let
     /// one uid skip a search-permission check that another passed.
@@ -115,17 +116,29 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 
 impl VaultFs {
     /// `backup` makes the archives of `.backup/` (None: the directory is empty);
-    /// `shared`: other uids are admitted (`allow_other`).
-    pub fn new(vault: Vault<Unlocked>, owner: OwnerMap, backup: Option<ArchiveMaker>, shared: bool) -> Self {
+    /// `shared`: other uids are admitted (`allow_other`); `known_inodes`:
+    /// how many inodes the kernel may keep before cold ones are dropped.
+    pub fn new(
+        vault: Vault<Unlocked>,
+        owner: OwnerMap,
+        backup: Option<ArchiveMaker>,
+        shared: bool,
+        known_inodes: usize,
+    ) -> Self {
         VaultFs {
             vault,
-            inodes: InodeTable::default(),
+            inodes: Arc::new(InodeTable::with_limit(known_inodes)),
             owner,
             shared,
             next_fh: AtomicU64::new(1),
             audit_files: AuditFiles::default(),
             backup_files: BackupFiles::new(backup),
         }
+    }
+
+    /// The table of inodes the kernel knows (the session trims it).
+    pub(super) fn inode_table(&self) -> Arc<InodeTable> {
+        Arc::clone(&self.inodes)
     }
 
     pub(super) fn level_of(&self, ino: u64) -> Res<Option<u8>> {
@@ -229,8 +242,7 @@ impl VaultFs {
     fn reply_entry(&self, reply: ReplyEntry, r: Res<Attr>, parent: u64, name: &[u8]) {
         match r {
             Ok(a) => {
-                self.inodes.remember(a.ino, a.level);
-                self.inodes.name(a.ino, parent, name);
+                self.inodes.remember(a.ino, a.level, a.kind == FileKind::Dir, parent, name);
                 let entry_ttl = self.entry_ttl();
                 reply.entry_with_ttls(&TTL, &entry_ttl, &file_attr(&a, self.owner), Generation(a.generation));
             }
@@ -871,8 +883,7 @@ impl Filesystem for VaultFs {
                 );
                 // Entries handed out count as lookups; "." and ".." do not.
                 if !full && cookie > 2 && !is_virtual(i) {
-                    self.inodes.remember(a.ino, a.level);
-                    self.inodes.name(a.ino, ino.0, name.as_bytes());
+                    self.inodes.remember(a.ino, a.level, a.kind == FileKind::Dir, ino.0, name.as_bytes());
                 }
                 Ok(full)
             })
@@ -1007,8 +1018,7 @@ impl Filesystem for VaultFs {
     ) {
         let r = self.make(req, parent.0, name, FileKind::File, mode, 0);
         reply_with!(reply, r, |a| {
-            self.inodes.remember(a.ino, a.level);
-            self.inodes.name(a.ino, parent.0, name.as_bytes());
+            self.inodes.remember(a.ino, a.level, a.kind == FileKind::Dir, parent.0, name.as_bytes());
             reply.created(
                 &self.entry_ttl(),
                 &file_attr(&a, self.owner),

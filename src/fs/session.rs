@@ -1,14 +1,21 @@
 //! Mounting and serving: builds the fuser session, reports readiness, and
 //! unmounts cleanly on SIGTERM/SIGINT/SIGHUP after flushing the store.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::adapter::VaultFs;
 use super::attr::OwnerMap;
+use super::handles::InodeTable;
 use crate::vault::{Unlocked, Vault};
 
 /// Mount options, as decided by the CLI.
@@ -24,6 +31,9 @@ pub struct MountOptions {
     pub threads: usize,
     /// Shown as the mount's source in /proc/mounts (the store path).
     pub fsname: String,
+    /// Inodes the kernel may keep looked up before cold ones are dropped
+    /// from its cache (`handles::InodeTable`).
+    pub known_inodes: usize,
 }
 
 /// Mounts `vault` at `mountpoint` and serves it until unmounted. Calls
@@ -53,9 +63,13 @@ pub fn mount(
     }
     cfg.n_threads = Some(opts.threads.max(1));
     let flusher = vault.clone();
-    let fs = VaultFs::new(vault, OwnerMap { uid: opts.uid, gid: opts.gid }, backup, opts.allow_other);
+    let owner = OwnerMap { uid: opts.uid, gid: opts.gid };
+    let fs = VaultFs::new(vault, owner, backup, opts.allow_other, opts.known_inodes);
+    let inodes = fs.inode_table();
     let mut session = Session::new(fs, mountpoint, &cfg)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    let serving = Arc::new(AtomicBool::new(true));
+    let trimmer = spawn_trimmer(inodes, session.notifier(), Arc::clone(&serving));
     let mut unmounter = session.unmount_callable();
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signal setup: {e}"))?;
     let handle = signals.handle();
@@ -78,6 +92,31 @@ pub fn mount(
     ready();
     let result = session.run().map_err(|e| format!("FUSE session ended with an error: {e}"));
     handle.close();
+    serving.store(false, Ordering::Relaxed);
     let _ = watcher.join();
+    let _ = trimmer.join();
     result
+}
+
+/// Keeps the table of known inodes within its limit: asks the kernel to drop
+/// the names of files not used lately, so that it forgets their inodes (a
+/// FORGET each, which removes them from the table). From a thread of its own:
+/// the kernel takes the directory's lock for an invalidation, which a request
+/// thread may be holding.
+fn spawn_trimmer(inodes: Arc<InodeTable>, notifier: Notifier, serving: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        while serving.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            let cold = inodes.cold_names();
+            if cold.is_empty() {
+                continue;
+            }
+            tracing::debug!("asked the kernel to forget {} files not used lately", cold.len());
+            for (parent, name) in cold {
+                // ENOENT (renamed or gone since) and a finished session are
+                // both fine: the kernel forgets, or there is nothing to trim.
+                let _ = notifier.inval_entry(INodeNo(parent), OsStr::from_bytes(&name));
+            }
+        }
+    })
 }

@@ -359,6 +359,14 @@ impl Vault<Unlocked> {
     pub fn evict(&self, ino: u64) -> Result<()> {
         let core = self.core();
         let _g = core.locks.write(ino);
+        // Only an unlinked inode has anything to evict, and the batch that
+        // dropped its last link marked it orphaned. A forgotten file that is
+        // still linked is the common case (the kernel forgets cold files
+        // all the time on a large vault): its record, likely out of the
+        // cache, is not read for nothing.
+        if !core.store.contains(&keys::orphan(ino))? {
+            return Ok(());
+        }
         let node = match core.load(ino) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
