@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::args::{AuditArgs, AuditCommand, AuditTailArgs, AuditVerifyArgs, PassphraseArgs};
 use super::exit::{self, Code, Exit};
+use super::mountinfo::open_unmounted;
 use super::passphrase::{self, Confirm};
 use crate::audit::checkpoint::{Checkpoint, vault_origin};
 use crate::audit::export::leaf_of_line;
@@ -83,7 +84,11 @@ pub fn write_pubkey_file(store: &Path, key: &[u8; 32]) {
 }
 
 fn unlock(store: &Path, source: &PassphraseArgs) -> Result<Vault<Unlocked>, Exit> {
-    let v = Vault::open(store)?;
+    let v = open_unmounted(
+        store,
+        "audit",
+        "while mounted, verify a copy of MOUNTPOINT/.audit with `vaultfs audit verify --file COPY --pubkey KEY`",
+    )?;
     let pass = passphrase::obtain(source, "Vault passphrase: ", Confirm::Once)?;
     Ok(v.unlock(&pass)?)
 }

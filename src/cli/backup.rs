@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::args::{BackupArgs, RestoreArgs};
 use super::exit::{self, Code, Exit};
+use super::mountinfo::open_unmounted;
 use super::passphrase::{self, Confirm};
 use crate::backup::{self, Expect, Phase};
 use crate::format::hex;
@@ -52,13 +53,7 @@ pub fn run_backup(a: BackupArgs) -> exit::Result {
             message: format!("{} exists; backup never overwrites", a.out.display()),
         });
     }
-    let v = Vault::open(&a.store).map_err(|e| {
-        let mut x = Exit::from(e);
-        if x.message.contains("in use") || x.message.contains("mounted") {
-            x.message = format!("{}; while mounted, copy MOUNT/.backup/*.vfsbak instead", x.message);
-        }
-        x
-    })?;
+    let v = open_unmounted(&a.store, "backup", "while mounted, copy MOUNTPOINT/.backup/*.vfsbak instead")?;
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     let vault = v.unlock(&pass)?;
     drop(pass);

@@ -4,15 +4,16 @@
 
 use super::args::{EnrollArgs, FactorName, UnenrollArgs};
 use super::exit::{self, Exit};
+use super::mountinfo::open_unmounted;
 use super::passphrase::{self, Confirm};
 use crate::gate::tpm::TpmConfig;
-use crate::vault::{FactorAccess, FactorKind, Vault};
+use crate::vault::{FactorAccess, FactorKind};
 
 pub fn run(a: EnrollArgs) -> exit::Result {
     if !(3..=5).contains(&a.level) {
         return Err(Exit::usage(format!("hardware factors gate levels 3 to 5, not {}", a.level)));
     }
-    let mut v = Vault::open(&a.store)?;
+    let mut v = open_unmounted(&a.store, "enroll", "")?;
     let mut kinds = vec![match a.factor {
         FactorName::Tpm => FactorKind::Tpm,
         FactorName::Fido2 => FactorKind::Fido2 { presence: !a.no_presence },
@@ -50,7 +51,7 @@ pub fn run(a: EnrollArgs) -> exit::Result {
 }
 
 pub fn run_unenroll(a: UnenrollArgs) -> exit::Result {
-    let mut v = Vault::open(&a.store)?;
+    let mut v = open_unmounted(&a.store, "unenroll", "")?;
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     v.unenroll(&pass, a.slot)?;
     println!("key slot {} removed", a.slot);

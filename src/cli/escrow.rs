@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 
 use super::args::{EscrowArgs, EscrowCommand, EscrowRecoverArgs, EscrowSplitArgs, ShareArgs};
 use super::exit::{self, Exit};
+use super::mountinfo::open_unmounted;
 use super::passphrase::{self, Confirm};
 use crate::format::{EscrowShare, hex};
 use crate::gate::tpm::TpmConfig;
@@ -33,7 +34,7 @@ fn split(a: EscrowSplitArgs) -> exit::Result {
              passphrase are always restored"
         )));
     }
-    let mut v = Vault::open(&a.store)?;
+    let mut v = open_unmounted(&a.store, "escrow split", "")?;
     if let Some(r) = v.escrow().filter(|_| !a.replace) {
         return Err(Exit::usage(format!(
             "this vault already has a recovery key ({} of {} shares, split {}); --replace makes a new one \
@@ -78,7 +79,7 @@ fn split(a: EscrowSplitArgs) -> exit::Result {
 }
 
 fn recover(a: EscrowRecoverArgs) -> exit::Result {
-    let mut v = Vault::open(&a.store)?;
+    let mut v = open_unmounted(&a.store, "escrow recover", "")?;
     let Some(r) = v.escrow() else {
         return Err(Exit {
             code: exit::Code::Locked,

@@ -26,6 +26,9 @@ pub enum Code {
     /// The mount point cannot be used: not a directory, already a vault's
     /// mount, not empty (without `-o nonempty`), or a dead FUSE mount.
     MountPoint = 9,
+    /// The store is served by a running mount, and the command needs it
+    /// unmounted.
+    Mounted = 10,
 }
 
 /// A command's failure: what to print and how to exit.
@@ -36,7 +39,7 @@ pub struct Exit {
 }
 
 impl Code {
-    pub const ALL: [Code; 9] = [
+    pub const ALL: [Code; 10] = [
         Code::Failure,
         Code::Usage,
         Code::WrongPassphrase,
@@ -46,6 +49,7 @@ impl Code {
         Code::Locked,
         Code::Repaired,
         Code::MountPoint,
+        Code::Mounted,
     ];
 
     /// The code with this number (a daemon reports its exit as a number).
@@ -76,6 +80,7 @@ impl Code {
                 "the mount point cannot be used: not a directory, already a vault's mount, not empty \
                  (without -o nonempty), or a dead FUSE mount"
             }
+            Code::Mounted => "the store is served by a running mount and the command needs it unmounted",
         }
     }
 }
@@ -116,10 +121,10 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_its_number() {
-        for n in 1..=9u8 {
+        for n in 1..=10u8 {
             assert_eq!(Code::from_u8(n).map(|c| c as u8), Some(n));
         }
         assert_eq!(Code::from_u8(0), None);
-        assert_eq!(Code::from_u8(10), None);
+        assert_eq!(Code::from_u8(11), None);
     }
 }

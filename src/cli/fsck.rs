@@ -18,7 +18,7 @@ pub fn run(a: FsckArgs) -> exit::Result {
     if let Some(l) = factor_levels.iter().find(|l| !(3..=5).contains(*l)) {
         return Err(Exit::usage(format!("--level {l}: only levels 3 to 5 open with hardware factors")));
     }
-    let vault = open_unmounted(&a.store)?;
+    let vault = open_unmounted(&a.store, "fsck", "")?;
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     let pin = super::control::pin(&a.pin)?;
     let access = FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new()), pin);

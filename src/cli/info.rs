@@ -2,11 +2,11 @@
 
 use super::args::InfoArgs;
 use super::exit;
+use super::mountinfo::open_unmounted;
 use crate::format::hex;
-use crate::vault::Vault;
 
 pub fn run(a: InfoArgs) -> exit::Result {
-    let v = Vault::open(&a.store)?;
+    let v = open_unmounted(&a.store, "info", "")?;
     let h = v.header();
     println!("vault id:         {}", hex(&h.vault_id));
     println!("format version:   {}", h.version);

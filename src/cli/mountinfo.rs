@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::exit::Exit;
+use super::exit::{Code, Exit};
 use crate::vault::{ErrorKind, Locked, Vault};
 
 /// File in the store directory holding the serving daemon's pid.
@@ -89,19 +89,72 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Opens the store; a store held by a mount daemon gets a clear message.
-pub fn open_unmounted(store: &Path) -> Result<Vault<Locked>, Exit> {
-    Vault::open(store).map_err(|e| {
-        let pid = std::fs::read_to_string(store.join(PID_FILE)).ok();
-        match pid {
-            Some(pid) if e.kind() == ErrorKind::Io => Exit::failure(format!(
-                "{} is mounted (daemon pid {}): unmount it first ({e})",
-                store.display(),
-                pid.trim()
-            )),
-            _ => e.into(),
-        }
+/// The running mount daemon serving `store`: its pid (from the pid file,
+/// checked against /proc so that a stale file of a killed daemon does not
+/// count) and where it is mounted, when /proc/self/mountinfo says.
+pub struct Serving {
+    pub pid: u32,
+    pub mountpoint: Option<PathBuf>,
+}
+
+pub fn serving(store: &Path) -> Option<Serving> {
+    let pid: u32 = std::fs::read_to_string(store.join(PID_FILE)).ok()?.trim().parse().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    if !comm.contains("vaultfs") {
+        return None;
+    }
+    let store = store.canonicalize().ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mountpoint = info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut r = right.split(' ');
+        let (fstype, source) = (r.next()?, r.next()?);
+        let ours = matches!(fstype, "fuse" | "fuse.vaultfs") && Path::new(&unescape(source)) == store;
+        let point = left.split(' ').nth(4)?;
+        ours.then(|| PathBuf::from(unescape(point)))
+    });
+    Some(Serving { pid, mountpoint })
+}
+
+/// Opens the store for `vaultfs COMMAND`, which needs it unmounted: a store
+/// a mount daemon serves is refused at once (exit 10) with the pid, the
+/// mount point and what to do, `meanwhile` (what works while mounted) added
+/// when there is such a thing. Without this, sled's lock would be retried
+/// for seconds and then reported as "in use or unusable".
+pub fn open_unmounted(store: &Path, command: &str, meanwhile: &str) -> Result<Vault<Locked>, Exit> {
+    if let Some(s) = serving(store) {
+        return Err(mounted(store, &s, command, meanwhile));
+    }
+    Vault::open(store).map_err(|e| match serving(store) {
+        // Mounted while we were opening it.
+        Some(s) if e.kind() == ErrorKind::Io => mounted(store, &s, command, meanwhile),
+        _ => e.into(),
     })
+}
+
+fn mounted(store: &Path, s: &Serving, command: &str, meanwhile: &str) -> Exit {
+    let at = match &s.mountpoint {
+        Some(m) => format!(" at {}", m.display()),
+        None => String::new(),
+    };
+    let umount = match &s.mountpoint {
+        Some(m) => format!("vaultfs umount {}", m.display()),
+        None => "vaultfs umount MOUNTPOINT".to_string(),
+    };
+    let meanwhile = match (&s.mountpoint, meanwhile) {
+        (_, "") => String::new(),
+        (Some(m), text) => format!("; {}", text.replace("MOUNTPOINT", &m.display().to_string())),
+        (None, text) => format!("; {text}"),
+    };
+    Exit {
+        code: Code::Mounted,
+        message: format!(
+            "{} is mounted{at} (daemon pid {}): `vaultfs {command}` needs it unmounted: run `{umount}` first, \
+             then this command again{meanwhile}",
+            store.display(),
+            s.pid
+        ),
+    }
 }
 
 #[cfg(test)]

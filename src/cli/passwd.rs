@@ -3,11 +3,11 @@
 
 use super::args::PasswdArgs;
 use super::exit;
+use super::mountinfo::open_unmounted;
 use super::passphrase::{self, Confirm};
-use crate::vault::Vault;
 
 pub fn run(a: PasswdArgs) -> exit::Result {
-    let mut v = Vault::open(&a.store)?;
+    let mut v = open_unmounted(&a.store, "passwd", "")?;
     let old = passphrase::obtain(&a.passphrase, "Current passphrase: ", Confirm::Once)?;
     let new = passphrase::obtain_new(a.new_passphrase_file)?;
     v.change_passphrase(&old, &new)?;

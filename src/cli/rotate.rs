@@ -17,7 +17,7 @@ pub fn run(a: RotateArgs) -> exit::Result {
     if asked.contains(&0) {
         return Err(Exit::usage("level 0 has no stored key: it gets a new one at every mount"));
     }
-    let mut vault = open_unmounted(&a.store)?;
+    let mut vault = open_unmounted(&a.store, "rotate", "")?;
     let pending = vault.rotations_pending()?;
     // An interrupted rotation is finished first, whatever was asked: the
     // vault does not mount until it is.
