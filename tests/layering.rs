@@ -25,6 +25,7 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("notify", &["policy"]),
     ("vsss_rs", &["crypto/shamir.rs"]),
     ("rand_core", &["crypto/shamir.rs"]),
+    ("zxcvbn", &["cli/passphrase.rs"]),
 ];
 
 /// Layer of each top-level module: a module may use `crate::m` only for m

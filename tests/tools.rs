@@ -888,6 +888,33 @@ fn init_refuses_a_non_empty_directory_unless_asked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a vault"));
 }
 
+/// A weak new passphrase (init, passwd) gets a warning on stderr and still
+/// works; a strong one gets none.
+#[test]
+fn weak_new_passphrases_are_warned_about() {
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    let (weak, strong) = (dir.path().join("weak"), dir.path().join("strong"));
+    fs::write(&weak, "password1\n").unwrap();
+    fs::write(&strong, format!("{PASSPHRASE}\n")).unwrap();
+    let s = store.to_str().unwrap();
+    let out = common::vaultfs(&["init", s, "--passphrase-file", weak.to_str().unwrap(), "--kdf-memory", "8"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: this passphrase is weak"), "{err}");
+    let out = common::vaultfs(&[
+        "passwd",
+        s,
+        "--passphrase-file",
+        weak.to_str().unwrap(),
+        "--new-passphrase-file",
+        strong.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("weak"), "{err}");
+}
+
 /// `vaultfs mount` never stacks or hides (exit 9): not on a live vault
 /// mount, not on a directory with files (unless `-o nonempty`), and after a
 /// daemon was killed it names the dead mount, which `vaultfs umount` then

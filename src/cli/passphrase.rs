@@ -29,7 +29,30 @@ pub fn obtain(args: &PassphraseArgs, prompt: &str, confirm: Confirm) -> Result<P
     if pass.is_empty() {
         return Err(Exit::usage("the passphrase is empty"));
     }
+    if confirm == Confirm::Twice
+        && let Some(warning) = weakness(&pass)
+    {
+        eprintln!("vaultfs: warning: {warning}");
+    }
     Ok(pass)
+}
+
+/// Why a new passphrase is weak, if it is (zxcvbn's estimate of the guesses
+/// an attacker needs: at most 10^8, its scores 0 to 2). A warning, not a
+/// refusal: the owner may have reasons (a test vault, a key from elsewhere).
+pub fn weakness(pass: &Passphrase) -> Option<String> {
+    let text = String::from_utf8_lossy(pass.as_bytes());
+    let estimate = zxcvbn::zxcvbn(&text, &["vaultfs", "vault"]);
+    if estimate.score() >= zxcvbn::Score::Three {
+        return None;
+    }
+    let why = estimate.feedback().and_then(|f| f.warning()).map(|w| format!(" ({w})")).unwrap_or_default();
+    Some(format!(
+        "this passphrase is weak: about 10^{:.0} guesses would find it{why}. Argon2id slows each guess, \
+         but a copy of the store can be attacked offline for as long as anyone likes; four or more random \
+         words are strong. `vaultfs passwd` changes it.",
+        estimate.guesses_log10()
+    ))
 }
 
 /// A new passphrase: from `--new-passphrase-file`, else asked twice.
@@ -71,4 +94,19 @@ fn from_terminal(prompt: &str, confirm: Confirm) -> Result<Passphrase, Exit> {
         }
     }
     Ok(Passphrase::new(first.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_and_short_passphrases_are_called_weak_and_random_words_are_not() {
+        for weak in ["password", "vaultfs123", "letmein!", "aaaaaaaaaaaa", "qwerty2024"] {
+            assert!(weakness(&Passphrase::new(weak.into())).is_some(), "{weak} passed");
+        }
+        for strong in ["correct horse battery staple", "tundra-mosaic-velvet-orbit-quill", "X9$kq!2vLr#8pZ"] {
+            assert_eq!(weakness(&Passphrase::new(strong.into())), None, "{strong} was called weak");
+        }
+    }
 }
