@@ -243,6 +243,38 @@ fn lockdown_from_the_policy_holds_until_the_file_and_the_admin_agree() {
     assert_eq!(fs::read_to_string(m.path("2-private/diary.md")).unwrap(), "dear diary");
 }
 
+/// `approval_notify` runs when an open starts waiting, with the request in
+/// its environment, so the approver can act on the id it was given; from a
+/// policy file other users could write, the command is refused.
+#[test]
+fn approval_notify_tells_of_a_waiting_open_and_needs_a_trusted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let heard = dir.path().join("heard");
+    let script = format!(
+        "echo \"$VAULTFS_REQUEST_ID $VAULTFS_LEVEL $VAULTFS_PATH $VAULTFS_UID\" > {}.tmp && mv {0}.tmp {0}",
+        heard.display()
+    );
+    let policy = format!(
+        "approval_notify = [\"/bin/sh\", \"-c\", {script:?}]\n[levels.3]\napproval_timeout = \"30s\"\n"
+    );
+    let mut m = mounted_with(&policy);
+    fs::write(m.path("3-sealed/n.md"), "noted").unwrap();
+    let opener = open_in_thread(m.path("3-sealed/n.md"));
+    assert!(wait_for(Duration::from_secs(10), || heard.exists()), "the command did not run");
+    let said = fs::read_to_string(&heard).unwrap();
+    let fields: Vec<&str> = said.split_whitespace().collect();
+    assert_eq!(&fields[1..], ["3", "/3-sealed/n.md", "0"], "{said}");
+    ok(&vaultfs(&m, &["approve", mnt(&m), fields[0]]));
+    assert_eq!(opener.join().unwrap().unwrap(), "noted");
+
+    // The same file, writable by everyone: the mount is refused, saying why.
+    m.unmount();
+    let file = m.store.join("policy.toml");
+    fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let msg = refused(&m.run(&["mount", store(&m), mnt(&m), "--passphrase-file", pass(&m)]), 2);
+    assert!(msg.contains("approval_notify refused") && msg.contains("writable by group or others"), "{msg}");
+}
+
 #[test]
 fn a_bad_policy_refuses_the_mount_with_its_reason() {
     let mut m = Mount::new();

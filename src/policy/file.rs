@@ -17,7 +17,11 @@ use super::{
     Policy, fmt_duration,
 };
 
-const TOP_KEYS: &[&str] = &["lockdown", "ephemeral_max_age", "levels", "rate_limit"];
+const TOP_KEYS: &[&str] = &["lockdown", "ephemeral_max_age", "approval_notify", "levels", "rate_limit"];
+
+/// Arguments of `approval_notify` at most (program included), and bytes each.
+const MAX_NOTIFY_ARGS: usize = 64;
+const MAX_NOTIFY_ARG_BYTES: usize = 4096;
 const LEVEL_KEYS: &[&str] =
     &["cooldown", "approval_timeout", "approval_window", "relock_after", "require_approval"];
 const RATE_KEYS: &[&str] = &["opens_per_minute", "uid"];
@@ -57,6 +61,7 @@ impl Policy {
                 "ephemeral_max_age" => {
                     policy.ephemeral_max_age = p.duration(key, v, SECOND, MAX_DURATION)?;
                 }
+                "approval_notify" => policy.approval_notify = Some(p.command(key, v)?),
                 "levels" => p.levels(&mut policy, v)?,
                 "rate_limit" => p.rate_limit(&mut policy, v)?,
                 _ => return Err(p.unknown(key, k, TOP_KEYS)),
@@ -169,6 +174,32 @@ impl Parser<'_> {
             ));
         }
         Ok(d)
+    }
+
+    /// A command: a non-empty array of strings whose first is an absolute
+    /// path (no search of PATH: the daemon's environment is not the user's).
+    fn command(&self, key: &str, v: &Spanned<DeValue<'_>>) -> Result<Vec<String>, Error> {
+        let expected = "an array of strings: an absolute program path, then its arguments";
+        let items = v.get_ref().as_array().ok_or_else(|| self.wrong_type(key, v, expected))?;
+        if items.is_empty() || items.len() > MAX_NOTIFY_ARGS {
+            return Err(self.error(key, v.span(), format!("1 to {MAX_NOTIFY_ARGS} strings are needed")));
+        }
+        let mut argv = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let s = item.get_ref().as_str().ok_or_else(|| self.wrong_type(key, item, expected))?;
+            if s.len() > MAX_NOTIFY_ARG_BYTES || s.contains('\0') {
+                return Err(self.error(
+                    key,
+                    item.span(),
+                    format!("an argument holds a NUL byte or is longer than {MAX_NOTIFY_ARG_BYTES} bytes"),
+                ));
+            }
+            argv.push(s.to_string());
+        }
+        if !argv[0].starts_with('/') {
+            return Err(self.error(key, items[0].span(), format!("{:?} is not an absolute path", argv[0])));
+        }
+        Ok(argv)
     }
 
     fn levels(&self, policy: &mut Policy, v: &Spanned<DeValue<'_>>) -> Result<(), Error> {

@@ -24,6 +24,8 @@
 //! relock_after = "30m"        # idle time before the level relocks ("never": levels 2-5 only)
 //! require_approval = true     # opens need a human approval
 //!
+//! approval_notify = ["/usr/local/bin/page-me", "--vault"]  # run when an open waits
+//!
 //! [rate_limit]
 //! opens_per_minute = 600      # every uid (absent: unlimited)
 //!
@@ -144,6 +146,10 @@ pub struct Policy {
     pub ephemeral_max_age: Duration,
     /// Every level above 1 is locked.
     pub lockdown: bool,
+    /// A command (program and arguments) run when an open starts waiting for
+    /// approval, so that someone hears of it. Neither stricter nor looser: the
+    /// daemon runs it only from a policy file no other user can write.
+    pub approval_notify: Option<Vec<String>>,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -170,6 +176,7 @@ impl Default for Policy {
             rate_limits: RateLimits::default(),
             ephemeral_max_age: Duration::from_secs(24 * 3600),
             lockdown: false,
+            approval_notify: None,
         }
     }
 }

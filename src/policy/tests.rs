@@ -633,6 +633,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             rate_limits: RateLimits { opens_per_minute, per_uid },
             ephemeral_max_age,
             lockdown,
+            approval_notify: None,
         })
 }
 
@@ -733,4 +734,25 @@ proptest! {
             Err(e) => prop_assert!(false, "{e}"),
         }
     }
+}
+
+#[test]
+fn approval_notify_is_an_absolute_program_and_its_arguments() {
+    let p = parse("approval_notify = [\"/usr/bin/logger\", \"-t\", \"vault\"]\n");
+    assert_eq!(p.approval_notify, Some(vec!["/usr/bin/logger".into(), "-t".into(), "vault".into()]));
+    assert_eq!(parse("").approval_notify, None);
+    for (text, says) in [
+        ("approval_notify = [\"logger\"]\n", "not an absolute path"),
+        ("approval_notify = []\n", "strings are needed"),
+        ("approval_notify = \"/bin/true\"\n", "expected an array"),
+        ("approval_notify = [\"/bin/echo\", 3]\n", "expected an array"),
+    ] {
+        let (key, _, message) = malformed(text);
+        assert_eq!(key.as_deref(), Some("approval_notify"), "{text}");
+        assert!(message.contains(says), "{text}: {message}");
+    }
+    // It neither tightens nor loosens: adding or dropping it is accepted.
+    let with = "approval_notify = [\"/bin/true\"]\n";
+    let p = Policy::accept(&Policy::default(), with).unwrap();
+    assert!(Policy::accept(&p, "").is_ok());
 }

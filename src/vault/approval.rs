@@ -67,6 +67,8 @@ struct State {
 pub struct Approvals {
     state: Mutex<State>,
     changed: Condvar,
+    /// The policy's `approval_notify` command, run as each open starts waiting.
+    notify: Mutex<Option<Vec<String>>>,
 }
 
 /// Who asks to open what.
@@ -117,8 +119,16 @@ impl Approvals {
             ino: req.ino,
             waited: Duration::ZERO,
         };
+        let announce = open.clone();
         st.pending.insert(id, Entry { open, since: now, decision: Decision::Waiting });
         self.changed.notify_all();
+        let notify = self.notify.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(argv) = notify {
+            // Not under the state lock: starting a process takes a while.
+            drop(st);
+            run_notify(&argv, &announce);
+            st = self.lock();
+        }
         let deadline = now + rules.timeout;
         loop {
             let decision = st.pending.get(&id).map_or(Decision::Denied, |e| e.decision);
@@ -149,6 +159,11 @@ impl Approvals {
     }
 
     /// The opens waiting now, oldest first.
+    /// Sets (or clears) the command run as each open starts waiting.
+    pub fn set_notify(&self, argv: Option<Vec<String>>) {
+        *self.notify.lock().unwrap_or_else(|p| p.into_inner()) = argv;
+    }
+
     pub fn pending(&self) -> Vec<PendingOpen> {
         let st = self.lock();
         st.pending
@@ -189,6 +204,67 @@ impl Approvals {
             e.decision = Decision::Denied;
         }
         self.changed.notify_all();
+    }
+}
+
+/// How long a notification command may run before it is killed.
+const NOTIFY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs the policy's `approval_notify` command for `open`, which waits: the
+/// request's facts in its environment (`VAULTFS_REQUEST_ID`, `_LEVEL`,
+/// `_PATH`, `_PID`, `_UID`, `_COMM`), no stdin, its output discarded. The
+/// open never waits for it; a thread reaps it (killed past `NOTIFY_LIMIT`).
+fn run_notify(argv: &[String], open: &PendingOpen) {
+    use std::process::{Command, Stdio};
+    let Some((program, args)) = argv.split_first() else { return };
+    let spawned = Command::new(program)
+        .args(args)
+        .env("VAULTFS_REQUEST_ID", open.id.to_string())
+        .env("VAULTFS_LEVEL", open.level.to_string())
+        .env("VAULTFS_PATH", &open.path)
+        .env("VAULTFS_PID", open.pid.to_string())
+        .env("VAULTFS_UID", open.uid.to_string())
+        .env("VAULTFS_COMM", &open.comm)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("approval_notify {program}: cannot start it: {e}");
+            return;
+        }
+    };
+    let id = open.id;
+    let reaper = std::thread::Builder::new().name("approval-notify".into()).spawn(move || {
+        let start = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if !status.success() => {
+                    tracing::warn!("approval_notify for open {id} exited with {status}");
+                    return;
+                }
+                Ok(Some(_)) => return,
+                Ok(None) if start.elapsed() > NOTIFY_LIMIT => {
+                    tracing::warn!(
+                        "approval_notify for open {id} ran past {} s: killed",
+                        NOTIFY_LIMIT.as_secs()
+                    );
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => {
+                    tracing::warn!("approval_notify for open {id}: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    if let Err(e) = reaper {
+        tracing::warn!("approval_notify: no thread to reap it: {e}");
     }
 }
 

@@ -73,6 +73,49 @@ impl Bucket {
 }
 
 /// Why a policy text was not applied, as a `policy` record's result.
+/// Why `file` may not name a command the daemon runs (`approval_notify`):
+/// it, or its directory, is owned by someone other than root and the
+/// daemon's user, or writable by group or others. Such a file may still
+/// tighten the policy (anyone may make things stricter), but a command in it
+/// would run as the daemon.
+fn untrusted_command(p: &Policy, file: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    p.approval_notify.as_ref()?;
+    let me = crate::sys::effective_uid();
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    for (what, path) in [("the policy file", file), ("its directory", dir)] {
+        let m = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("approval_notify refused: {what} {}: {e}", path.display())),
+        };
+        if m.uid() != 0 && m.uid() != me {
+            return Some(format!(
+                "approval_notify refused: {what} {} is owned by uid {}, not root or the daemon's uid {me}",
+                path.display(),
+                m.uid()
+            ));
+        }
+        if m.mode() & 0o022 != 0 {
+            return Some(format!(
+                "approval_notify refused: {what} {} is writable by group or others (mode {:o})",
+                path.display(),
+                m.mode() & 0o7777
+            ));
+        }
+    }
+    None
+}
+
+/// The policy in `text`, accepted over `base`, with its commands allowed by
+/// `file`'s ownership; else the reason and the errno to record.
+fn accept_from(base: &Policy, text: &str, file: &Path) -> std::result::Result<Policy, (String, i32)> {
+    let p = Policy::accept(base, text).map_err(|e| (e.to_string(), refusal_code(&e)))?;
+    match untrusted_command(&p, file) {
+        Some(why) => Err((why, EPERM)),
+        None => Ok(p),
+    }
+}
+
 fn refusal_code(e: &policy::Error) -> i32 {
     match e {
         policy::Error::Looser { .. } => EPERM,
@@ -140,6 +183,7 @@ impl Vault<Unlocked> {
     /// strict). A policy saying `lockdown = true` enters lockdown.
     fn put_policy(&self, policy: Policy) -> Result<()> {
         let lockdown = policy.lockdown;
+        self.core().approvals.set_notify(policy.approval_notify.clone());
         *self.core().enforce.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         if lockdown && !self.lockdown_active() {
             self.lockdown(self.daemon(), b"vaultfs")?;
@@ -162,14 +206,14 @@ impl Vault<Unlocked> {
                 return Err(err(ErrorKind::InvalidArgument, why));
             }
         };
-        match Policy::accept(&Policy::floor(), &text) {
+        match accept_from(&Policy::floor(), &text, file) {
             Ok(p) => {
                 self.record_policy(file, None, 0)?;
                 self.put_policy(p)
             }
-            Err(e) => {
-                self.record_policy(file, Some(&e.to_string()), refusal_code(&e))?;
-                Err(err(ErrorKind::InvalidArgument, format!("policy file {}: {e}", file.display())))
+            Err((why, code)) => {
+                self.record_policy(file, Some(&why), code)?;
+                Err(err(ErrorKind::InvalidArgument, format!("policy file {}: {why}", file.display())))
             }
         }
     }
@@ -185,7 +229,7 @@ impl Vault<Unlocked> {
                 let code = if e.kind() == std::io::ErrorKind::NotFound { ENOENT } else { EIO };
                 (format!("cannot read {}: {e}; the policy in force stays", file.display()), code)
             }
-            Ok(text) => match Policy::accept(&self.policy(), &text) {
+            Ok(text) => match accept_from(&self.policy(), &text, &file) {
                 Ok(p) => {
                     tracing::info!("policy {} applied", file.display());
                     self.set_refusal(None);
@@ -198,7 +242,7 @@ impl Vault<Unlocked> {
                         }
                     };
                 }
-                Err(e) => (format!("{e}; the policy in force stays"), refusal_code(&e)),
+                Err((why, code)) => (format!("{why}; the policy in force stays"), code),
             },
         };
         tracing::warn!("policy {} refused: {reason}", file.display());
