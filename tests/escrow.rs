@@ -314,3 +314,42 @@ fn an_escrowed_level_gets_a_new_factor_with_the_shares() {
     assert!(err.contains("Level 4 is no longer escrowed"), "{err}");
     assert!(!ok(&f.run(&["info", &st])).contains("opens with recovery"));
 }
+
+/// `init --recovery-key` prints one recovery key (a 1-of-1 share, feature
+/// bit 3): alone it sets a new passphrase that opens levels 1 to 3, as with
+/// systemd-cryptenroll's recovery key; a mistyped copy is refused.
+#[test]
+fn a_recovery_key_from_init_sets_a_new_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let pass = write(dir.path(), "pass", PASSPHRASE);
+    let f = Fixture { dir, store, pass, env: Vec::new() };
+    let out = ok(&f.run(&[
+        "init",
+        &f.store_str(),
+        "--passphrase-file",
+        &f.pass_str(),
+        "--kdf-memory",
+        "8",
+        "--kdf-passes",
+        "1",
+        "--recovery-key",
+    ]));
+    let key =
+        out.lines().find_map(|l| l.strip_prefix("recovery key: ")).expect("a recovery key line").to_string();
+    assert!(key.starts_with("vaultfs-share-1-") && key.contains("-1of1-1-"), "{key}");
+    let v = Vault::open(&f.store).unwrap().unlock(&Passphrase::new(PASSPHRASE.into())).unwrap();
+    let node = NewNode { kind: FileKind::File, perm: 0o600, uid: 0, gid: 0, rdev: 0 };
+    let n = v.create(level_dir(3), b"note", node).unwrap();
+    v.write(n.ino, 0, b"level 3").unwrap();
+    v.sync().unwrap();
+    drop(v);
+    assert!(ok(&f.run(&["info", &f.store_str()])).contains("1 of 1 shares recover"));
+
+    let typo = key.replacen("-1of1-1-", "-1of1-1-0", 1);
+    let err = refused(&f.recover(&[&typo], "never set"), 2);
+    assert!(err.contains("share"), "{err}");
+    ok(&f.recover(&[&key], "after recovery"));
+    assert_eq!(f.note("after recovery", 3).unwrap(), b"level 3");
+    assert_eq!(f.note(PASSPHRASE, 3).unwrap_err(), ErrorKind::WrongPassphrase);
+}

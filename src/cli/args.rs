@@ -302,6 +302,11 @@ pub struct InitArgs {
     /// (say a fresh file system's root with its lost+found).
     #[arg(long)]
     pub allow_non_empty: bool,
+    /// Also make a recovery key and print it (one line, to write down):
+    /// `vaultfs escrow recover` sets a new passphrase with it. The same as
+    /// `vaultfs escrow split --shares 1 --threshold 1` later.
+    #[arg(long)]
+    pub recovery_key: bool,
 }
 
 #[derive(Args, Debug)]

@@ -22,9 +22,9 @@ pub fn run(a: EscrowArgs) -> exit::Result {
 }
 
 fn split(a: EscrowSplitArgs) -> exit::Result {
-    if a.threshold < 2 || a.threshold > a.shares {
+    if a.threshold < 1 || a.threshold > a.shares || (a.threshold == 1 && a.shares != 1) {
         return Err(Exit::usage(format!(
-            "--threshold {} of --shares {}: need 2 <= threshold <= shares <= 255",
+            "--threshold {} of --shares {}: need 2 <= threshold <= shares <= 255, or 1 of 1 (a single recovery key)",
             a.threshold, a.shares
         )));
     }
@@ -60,13 +60,18 @@ fn split(a: EscrowSplitArgs) -> exit::Result {
     }
     out.flush().map_err(|e| Exit::failure(format!("writing the shares: {e}")))?;
     let escrowed = v.escrow_levels();
-    eprintln!(
-        "{} shares of a new recovery key: any {} of them set a new passphrase (levels up to 3{}).",
-        a.shares,
-        a.threshold,
-        if escrowed.is_empty() { String::new() } else { format!(", and levels {} too", list(&escrowed)) }
-    );
-    eprintln!("Give each share to a different keeper, on paper or offline; none is kept here.");
+    let also =
+        if escrowed.is_empty() { String::new() } else { format!(", and levels {} too", list(&escrowed)) };
+    if a.shares == 1 {
+        eprintln!("A new recovery key: it sets a new passphrase (levels up to 3{also}).");
+        eprintln!("Keep it on paper or offline, away from the store; it is not kept here.");
+    } else {
+        eprintln!(
+            "{} shares of a new recovery key: any {} of them set a new passphrase (levels up to 3{also}).",
+            a.shares, a.threshold,
+        );
+        eprintln!("Give each share to a different keeper, on paper or offline; none is kept here.");
+    }
     if done.replaced {
         eprintln!("The previous split is replaced: its shares no longer work.");
     }

@@ -5,7 +5,8 @@ use super::exit::{self, Code, Exit};
 use super::passphrase::{self, Confirm};
 use crate::crypto::KdfParams;
 use crate::format::hex;
-use crate::vault::{DEFAULT_BLOCK_SIZE, InitOptions, Locked, Vault};
+use crate::gate::tpm::TpmConfig;
+use crate::vault::{DEFAULT_BLOCK_SIZE, FactorAccess, InitOptions, Locked, Vault};
 
 pub fn run(a: InitArgs) -> exit::Result {
     let memory_kib =
@@ -39,6 +40,17 @@ pub fn run(a: InitArgs) -> exit::Result {
     println!("created vault {} in {}", hex(&v.header().vault_id), a.store.display());
     println!("audit public key: {}", hex(&v.header().audit_public));
     super::audit::write_pubkey_file(&a.store, &v.header().audit_public);
+    if a.recovery_key {
+        let mut v = v;
+        let access = FactorAccess::new(TpmConfig::resolve(None, Vec::new()), None);
+        let done = v.escrow_split(&pass, 1, 1, &[], &access)?;
+        println!("recovery key: {}", *done.shares[0].to_text());
+        eprintln!(
+            "The recovery key sets a new passphrase (`vaultfs escrow recover`) and opens levels up to 3. \
+             Write it down and keep it offline, away from the store: it is not kept here, and whoever \
+             holds it holds the vault."
+        );
+    }
     Ok(())
 }
 

@@ -62,12 +62,18 @@ fn sharing(e: vsss_rs::Error) -> Error {
 }
 
 /// Splits `key` into `count` shares, any `threshold` of which rebuild it
-/// (2 <= threshold <= count <= 255). Share indices are 1..=count.
+/// (1 <= threshold <= count <= 255). Share indices are 1..=count. With a
+/// threshold of 1 the polynomial has degree 0: every share is the key.
 pub fn split(key: &Key32, threshold: u8, count: u8) -> Result<Vec<SharePoint>, Error> {
-    if threshold < 2 || threshold > count {
+    if threshold < 1 || threshold > count {
         return Err(Error::Sharing(format!(
-            "threshold {threshold} of {count} shares (need 2 <= threshold <= shares)"
+            "threshold {threshold} of {count} shares (need 1 <= threshold <= shares)"
         )));
+    }
+    if threshold == 1 {
+        return (1..=count)
+            .map(|index| Ok(SharePoint { index, value: Key32::from_slice(key.as_bytes())? }))
+            .collect();
     }
     let mut raw = Gf256::split_bytes(threshold as usize, count as usize, key.as_bytes(), SeededRng::new()?)
         .map_err(sharing)?;
@@ -87,11 +93,14 @@ pub fn split(key: &Key32, threshold: u8, count: u8) -> Result<Vec<SharePoint>, E
 /// Rebuilds the key from shares with distinct indices. Given fewer than the
 /// threshold it returns a wrong key, not an error: only the caller can tell.
 pub fn combine(shares: &[SharePoint]) -> Result<Key32, Error> {
-    if shares.len() < 2 {
-        return Err(Error::Sharing(format!("{} share(s): at least 2 are needed", shares.len())));
-    }
     if shares.iter().any(|s| s.index == 0) {
         return Err(Error::Sharing("share index 0 is never made".into()));
+    }
+    match shares {
+        [] => return Err(Error::Sharing("no shares".into())),
+        // A degree-0 polynomial: the share is the key (threshold 1).
+        [one] => return Key32::from_slice(one.value.as_bytes()),
+        _ => {}
     }
     let mut raw: Vec<Vec<u8>> = shares
         .iter()
@@ -160,12 +169,18 @@ mod tests {
     #[test]
     fn bad_parameters_and_duplicates_are_errors() {
         let key = Key32::from_bytes([1; 32]);
-        assert!(split(&key, 1, 3).is_err());
+        // Threshold 1: a degree-0 polynomial, every share is the key.
+        let one = split(&key, 1, 1).unwrap();
+        assert_eq!((one[0].index, one[0].value.as_bytes()), (1, key.as_bytes()));
+        assert_eq!(combine(&one).unwrap().as_bytes(), key.as_bytes());
         assert!(split(&key, 4, 3).is_err());
         assert!(split(&key, 0, 0).is_err());
         assert_eq!(split(&key, 255, 255).unwrap().len(), 255);
         let s = split(&key, 2, 3).unwrap();
-        assert!(combine(&s[..1]).is_err());
+        // One share of a 2-of-3 split gives a wrong key (the caller's check
+        // of the result is what refuses it), never this one.
+        assert_ne!(combine(&s[..1]).unwrap().as_bytes(), key.as_bytes());
+        assert!(combine(&[]).is_err());
         assert!(combine(&[s[0].clone(), s[0].clone()]).is_err());
         let zero = SharePoint { index: 0, value: s[1].value.clone() };
         assert!(combine(&[s[0].clone(), zero]).is_err());

@@ -23,9 +23,13 @@ pub const FEATURE_SEGMENTS: u64 = 2;
 /// Feature bit 2: one block index entry may cover a run of blocks
 /// (docs/FORMAT.md 6.1); a build without runs would read them as damage.
 pub const FEATURE_RUNS: u64 = 4;
+/// Feature bit 3: the recovery section is a single recovery key (threshold 1
+/// of 1 share, `vaultfs init --recovery-key`); a build without it would call
+/// such a header damaged. Set exactly when the threshold is 1.
+pub const FEATURE_SINGLE_SHARE: u64 = 8;
 /// Feature flags this build understands; any other set bit means a newer
 /// writer relied on something we would mishandle, so we refuse.
-pub const FEATURES_KNOWN: u64 = FEATURE_RECOVERY | FEATURE_SEGMENTS | FEATURE_RUNS;
+pub const FEATURES_KNOWN: u64 = FEATURE_RECOVERY | FEATURE_SEGMENTS | FEATURE_RUNS | FEATURE_SINGLE_SHARE;
 /// A 32-byte key sealed with XChaCha20-Poly1305: nonce(24) ‖ ct(32) ‖ tag(16).
 pub const WRAPPED_KEY_LEN: usize = 72;
 /// Key slot kind 1: level key wrapped by the level wrapping key alone
@@ -153,6 +157,11 @@ impl Header {
         } else {
             self.features &= !FEATURE_RECOVERY;
         }
+        if recovery.as_ref().is_some_and(|r| r.threshold == 1) {
+            self.features |= FEATURE_SINGLE_SHARE;
+        } else {
+            self.features &= !FEATURE_SINGLE_SHARE;
+        }
         self.recovery = recovery;
     }
 
@@ -253,10 +262,16 @@ impl Header {
             let split_id = r.array()?;
             let threshold = r.u8()?;
             let shares = r.u8()?;
-            if threshold < 2 || threshold > shares {
+            // Threshold 1 only with its feature bit, and the bit only with it.
+            let lowest = if features & FEATURE_SINGLE_SHARE != 0 { 1 } else { 2 };
+            if threshold < lowest || threshold > shares || (lowest == 1 && (threshold, shares) != (1, 1)) {
                 return Err(invalid(
                     "recovery section",
-                    format!("threshold {threshold} of {shares} shares (2 <= threshold <= shares)"),
+                    format!(
+                        "threshold {threshold} of {shares} shares with feature bit 3 {} \
+                         (2 <= threshold <= shares; 1 of 1 exactly when bit 3 is set)",
+                        if lowest == 1 { "set" } else { "clear" }
+                    ),
                 ));
             }
             Some(RecoverySlot { split_id, threshold, shares, wrapped: r.array()? })
@@ -369,6 +384,21 @@ mod tests {
                 matches!(Header::decode(&h.encode()), Err(Error::Invalid { field: "recovery section", .. })),
                 "{t} of {n} accepted"
             );
+        }
+        // A single recovery key (1 of 1) sets feature bit 3, and only then
+        // is a threshold of 1 valid; the bit with a real split is damage.
+        let mut h = with_recovery();
+        h.set_recovery(Some(RecoverySlot { split_id: [6; 16], threshold: 1, shares: 1, wrapped: [8; 72] }));
+        assert_eq!(h.features, FEATURE_RECOVERY | FEATURE_SINGLE_SHARE);
+        assert_eq!(Header::decode(&h.encode()).unwrap(), h);
+        let mut cleared = h.clone();
+        cleared.features = FEATURE_RECOVERY;
+        assert!(Header::decode(&cleared.encode()).is_err(), "1 of 1 without bit 3");
+        for (t, n) in [(1, 2), (2, 2), (0, 1)] {
+            let mut bad = h.clone();
+            let r = bad.recovery.as_mut().unwrap();
+            (r.threshold, r.shares) = (t, n);
+            assert!(Header::decode(&bad.encode()).is_err(), "{t} of {n} with bit 3 accepted");
         }
         // A recovery factor must name the header's split.
         let mut h = with_recovery();

@@ -130,7 +130,8 @@ impl EscrowShare {
                 format!("share #{} fails its checksum: it is mistyped or damaged", share.index),
             ));
         }
-        if share.threshold < 2
+        if share.threshold < 1
+            || (share.threshold == 1 && share.shares != 1)
             || share.threshold > share.shares
             || share.index == 0
             || share.index > share.shares
@@ -205,9 +206,12 @@ mod tests {
 
     #[test]
     fn impossible_parameters_refused_even_with_a_good_checksum() {
-        for (t, n, i) in [(1, 5, 1), (6, 5, 1), (3, 5, 6), (3, 5, 0)] {
+        for (t, n, i) in [(1, 5, 1), (0, 1, 1), (1, 1, 2), (6, 5, 1), (3, 5, 6), (3, 5, 0)] {
             let s = EscrowShare { threshold: t, shares: n, index: i, ..sample() };
             assert!(EscrowShare::parse(&s.to_text()).is_err(), "{t} of {n} #{i} accepted");
         }
+        // A single recovery key is a share too: 1 of 1.
+        let key = EscrowShare { threshold: 1, shares: 1, index: 1, ..sample() };
+        assert_eq!(EscrowShare::parse(&key.to_text()).unwrap(), key);
     }
 }

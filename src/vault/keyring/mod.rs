@@ -399,10 +399,13 @@ pub fn escrow_split(
     escrow_levels: &[u8],
     existing: &mut FactorSecrets,
 ) -> Result<Split> {
-    if threshold < 2 || threshold > shares {
+    if threshold < 1 || threshold > shares || (threshold == 1 && shares != 1) {
         return Err(err(
             ErrorKind::InvalidArgument,
-            format!("threshold {threshold} of {shares} shares: need 2 <= threshold <= shares <= 255"),
+            format!(
+                "threshold {threshold} of {shares} shares: need 2 <= threshold <= shares <= 255, \
+                 or 1 of 1 (a single recovery key)"
+            ),
         ));
     }
     let master = master_key(pass, h)?;
