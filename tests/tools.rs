@@ -915,6 +915,41 @@ fn weak_new_passphrases_are_warned_about() {
     assert!(!err.contains("weak"), "{err}");
 }
 
+/// `vaultfs passwd` on a mounted vault goes through the daemon: the agents'
+/// mount stays up, the new passphrase is the one that mounts next time, a
+/// wrong current one is refused (exit 3) and both attempts are recorded.
+#[test]
+fn passwd_while_mounted_goes_through_the_daemon() {
+    let mut m = Mount::new();
+    fs::write(m.path("1-working/kept"), b"still here").unwrap();
+    let new = m.dir.path().join("new");
+    fs::write(&new, "a whole new passphrase for the vault\n").unwrap();
+    let bad = m.dir.path().join("bad");
+    fs::write(&bad, "not the passphrase at all\n").unwrap();
+    let (store, pass) = (m.store.to_str().unwrap().to_string(), m.passfile.to_str().unwrap().to_string());
+    let (store, pass, newf) = (store.as_str(), pass.as_str(), new.to_str().unwrap());
+    let wrong =
+        m.run(&["passwd", store, "--passphrase-file", bad.to_str().unwrap(), "--new-passphrase-file", newf]);
+    assert_eq!(wrong.status.code(), Some(3), "{}", String::from_utf8_lossy(&wrong.stderr));
+    let out = m.run(&["passwd", store, "--passphrase-file", pass, "--new-passphrase-file", newf]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("by the mount at"));
+    assert_eq!(fs::read(m.path("1-working/kept")).unwrap(), b"still here", "the mount stayed up");
+    let audit = fs::read_to_string(m.path(".audit")).unwrap();
+    let headers: Vec<&str> = audit.lines().filter(|l| l.contains("\"op\":\"header\"")).collect();
+    assert_eq!(headers.len(), 2, "{headers:?}");
+    assert!(headers[0].contains("\"result\":13") && headers[1].contains("\"result\":0"), "{headers:?}");
+    assert!(headers.iter().all(|h| h.contains("\"path\":\"passwd\"")), "{headers:?}");
+    m.unmount();
+    let old = m.run(&["info", store]);
+    assert!(old.status.success());
+    let out = m.run(&["fsck", store, "--passphrase-file", pass]);
+    assert_eq!(out.status.code(), Some(3), "the old passphrase no longer opens it");
+    m.passfile = new.clone();
+    m.mount();
+    assert_eq!(fs::read(m.path("1-working/kept")).unwrap(), b"still here");
+}
+
 /// `vaultfs mount` never stacks or hides (exit 9): not on a live vault
 /// mount, not on a directory with files (unless `-o nonempty`), and after a
 /// daemon was killed it names the dead mount, which `vaultfs umount` then

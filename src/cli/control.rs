@@ -16,6 +16,7 @@ use super::mountinfo;
 use super::passphrase::{self, Confirm};
 use crate::control::SOCKET_NAME;
 use crate::control::protocol::{Request, Response, Status};
+use crate::crypto::Passphrase;
 use crate::vault::LEVEL_NAMES;
 
 fn socket_of(mountpoint: &Path) -> Result<PathBuf, Exit> {
@@ -73,7 +74,7 @@ pub fn pin(a: &PinArgs) -> Result<Option<String>, Exit> {
     } else if a.pin {
         let p = rpassword::prompt_password("FIDO2 PIN: ")
             .map_err(|e| Exit::failure(format!("reading PIN: {e}")))?;
-        crate::crypto::Passphrase::new(p.into_bytes())
+        Passphrase::new(p.into_bytes())
     } else {
         return Ok(None);
     };
@@ -83,6 +84,17 @@ pub fn pin(a: &PinArgs) -> Result<Option<String>, Exit> {
 fn passphrase_string(a: &PassphraseArgs) -> Result<String, Exit> {
     let p = passphrase::obtain(a, "Vault passphrase: ", Confirm::Once)?;
     String::from_utf8(p.as_bytes().to_vec()).map_err(|_| Exit::usage("the passphrase is not UTF-8"))
+}
+
+/// `vaultfs passwd` on a mounted vault: the daemon re-wraps and writes the
+/// header (the store is its to write while mounted).
+pub fn passwd_mounted(mountpoint: &Path, old: &Passphrase, new: &Passphrase) -> exit::Result {
+    let utf8 = |p: &Passphrase| {
+        String::from_utf8(p.as_bytes().to_vec())
+            .map_err(|_| Exit::usage("a passphrase that is not UTF-8 is changed with the vault unmounted"))
+    };
+    call(mountpoint, &Request::Passwd { passphrase: utf8(old)?, new_passphrase: utf8(new)? })?;
+    Ok(())
 }
 
 fn status_of(mountpoint: &Path) -> Result<Status, Exit> {

@@ -31,6 +31,11 @@ pub enum Request {
         passphrase: String,
         pin: Option<String>,
     },
+    /// Change the passphrase (`vaultfs passwd` on a mounted vault).
+    Passwd {
+        passphrase: String,
+        new_passphrase: String,
+    },
 }
 
 /// The answer: `ok` and a result, or an error message and its class.

@@ -127,6 +127,11 @@ impl Handler {
                 let pass = Passphrase::new(passphrase.into_bytes());
                 done(v.lockdown_exit(who, &comm, &pass, &mut |f| access.secrets(f)))
             }
+            Request::Passwd { passphrase, new_passphrase } => {
+                let old = Passphrase::new(passphrase.into_bytes());
+                let new = Passphrase::new(new_passphrase.into_bytes());
+                done(v.change_passphrase_mounted(who, &comm, &old, &new))
+            }
         }
     }
 

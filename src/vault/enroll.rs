@@ -1,11 +1,12 @@
 //! Enrolling hardware factors on a closed vault (`vaultfs enroll`,
-//! `vaultfs unenroll`): each rewrites the header in one atomic store write,
-//! so a crash leaves the old header or the new one.
+//! `vaultfs unenroll`), and changing the passphrase of a mounted one: each
+//! rewrites the header in one atomic store write, so a crash leaves the old
+//! header or the new one.
 
 use super::error::{ErrorKind, Result, err};
 use super::factors::FactorAccess;
 use super::keyring;
-use super::{AuditOp, Locked, ROOT_INO, Record, Vault};
+use super::{AuditOp, Caller, Locked, ROOT_INO, Record, Unlocked, Vault};
 use crate::crypto::{Key32, Passphrase};
 use crate::format::{self, Factor, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, keys};
 use crate::store::Batch;
@@ -125,6 +126,55 @@ impl Vault<Locked> {
         log.append_with(&self.0.store, record.leaf(0), batch)?;
         self.0.store.flush()?;
         self.0.header = new.header;
+        Ok(())
+    }
+}
+
+/// errno recorded for a refused header change (wrong passphrase), and for
+/// one that failed in storage.
+const EACCES: i32 = 13;
+const EIO: i32 = 5;
+
+impl Vault<Unlocked> {
+    /// `vaultfs passwd` on a mounted vault, through its control socket: the
+    /// same re-wrap and atomic header write as on a closed vault, recorded
+    /// with the caller (op `header`, path `passwd`; a wrong current
+    /// passphrase is recorded with EACCES and changes nothing). The running
+    /// daemon reads its header from here, so the new passphrase works at
+    /// once (lockdown exit, passphrase levels) and the old one no more.
+    pub fn change_passphrase_mounted(
+        &self,
+        who: Caller,
+        comm: &[u8],
+        old: &Passphrase,
+        new: &Passphrase,
+    ) -> Result<()> {
+        let core = self.core();
+        // Held to the end: two header changes never interleave.
+        let mut current = core.header.write().unwrap_or_else(|p| p.into_inner());
+        let record = Record {
+            who,
+            comm: comm.to_vec(),
+            op: AuditOp::Header,
+            level: None,
+            ino: ROOT_INO,
+            path: b"passwd".to_vec(),
+            offset: 0,
+            len: 0,
+        };
+        let rewrap = match keyring::change_passphrase(old, new, &current) {
+            Ok(r) => r,
+            Err(e) => {
+                let code = if e.kind() == ErrorKind::WrongPassphrase { EACCES } else { EIO };
+                self.record(record, code, true)?;
+                return Err(e);
+            }
+        };
+        let mut batch = Batch::default();
+        batch.put(keys::HEADER, rewrap.header.encode());
+        core.audit.append_with(&core.store, record.leaf(0), batch)?;
+        core.store.flush()?;
+        *current = std::sync::Arc::new(rewrap.header);
         Ok(())
     }
 }

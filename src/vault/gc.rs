@@ -41,7 +41,7 @@ fn in_use(core: &Arc<Core>) -> bool {
 }
 
 fn collect_round(core: &Arc<Core>, counted: &mut bool) -> crate::block::Result<()> {
-    let bs = core.header.block_size;
+    let bs = core.block_size;
     if !*counted {
         gc::count_dead(&core.store, &core.space, bs)?;
         *counted = true;
@@ -68,7 +68,7 @@ impl Core {
     /// in the background).
     #[cfg(test)]
     pub(super) fn collect_all(&self) -> crate::block::Result<Vec<gc::Collected>> {
-        let bs = self.header.block_size;
+        let bs = self.block_size;
         gc::count_dead(&self.store, &self.space, bs)?;
         let mut out = Vec::new();
         while let Some(victim) = gc::pick(&self.store, &self.space)? {

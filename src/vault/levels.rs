@@ -92,7 +92,7 @@ impl Vault<Unlocked> {
         let core = self.core();
         if core.level_open(level) {
             LevelState::Open
-        } else if level >= 4 && !core.header.slots.iter().any(|s| s.level == level) {
+        } else if level >= 4 && !core.header().slots.iter().any(|s| s.level == level) {
             LevelState::NotEnrolled
         } else {
             LevelState::Locked
@@ -174,9 +174,9 @@ impl Vault<Unlocked> {
             return Ok(());
         }
         let keys = if core.keys.has_factor_slots(level) {
-            core.keys.unlock_factor_level(&core.header, level, secrets)?
+            core.keys.unlock_factor_level(&core.header(), level, secrets)?
         } else if let Some(pass) = pass {
-            keyring::reopen_passphrase_levels(pass, &core.header)?
+            keyring::reopen_passphrase_levels(pass, &core.header())?
                 .into_iter()
                 .find_map(|(l, k)| (l == level).then_some(k))
                 .ok_or_else(|| err(ErrorKind::NotEnrolled, format!("level {level} has no key slot")))?
@@ -260,13 +260,13 @@ impl Vault<Unlocked> {
 
     fn lockdown_exit_inner(&self, pass: &Passphrase, secrets: &mut FactorSecrets) -> Result<()> {
         let core = self.core();
-        let reopened = keyring::reopen_passphrase_levels(pass, &core.header)?;
+        let reopened = keyring::reopen_passphrase_levels(pass, &core.header())?;
         let factor_levels: Vec<u8> = (1..6u8).filter(|l| core.keys.has_factor_slots(*l)).collect();
         let mut opened = Vec::new();
         if !factor_levels.is_empty() {
             let mut why = Vec::new();
             for &l in &factor_levels {
-                match core.keys.unlock_factor_level(&core.header, l, secrets) {
+                match core.keys.unlock_factor_level(&core.header(), l, secrets) {
                     Ok(k) => {
                         opened.push((l, k));
                         break;

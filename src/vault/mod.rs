@@ -22,7 +22,7 @@ mod snapshot;
 mod types;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub use crate::format::TombstoneRecord;
 pub use crate::store::Durability;
@@ -68,7 +68,12 @@ pub struct Vault<S>(S);
 struct Core {
     dir: PathBuf,
     store: Store,
-    header: Header,
+    /// What never changes while unlocked, copied out of the header.
+    vault_id: [u8; 16],
+    block_size: u32,
+    /// The key header as last written: its slots change while mounted
+    /// (`passwd` through the control socket), so it is read, never kept.
+    header: RwLock<Arc<Header>>,
     keys: keyring::Keyring,
     locks: LockTable,
     /// Serializes namespace changes (create, link, unlink, rename...): held
@@ -204,7 +209,9 @@ impl Vault<Locked> {
         let core = Core {
             dir,
             store,
-            header,
+            vault_id: header.vault_id,
+            block_size: header.block_size,
+            header: RwLock::new(Arc::new(header)),
             keys,
             locks: LockTable::new(),
             namespace: Mutex::new(()),
@@ -279,8 +286,9 @@ impl Vault<Unlocked> {
         &self.0.0
     }
 
-    pub fn header(&self) -> &Header {
-        &self.core().header
+    /// The key header as last written (a `passwd` while mounted replaces it).
+    pub fn header(&self) -> Arc<Header> {
+        self.core().header()
     }
 
     pub fn dir(&self) -> &Path {
@@ -329,11 +337,11 @@ impl Vault<Unlocked> {
         let core = self.core();
         let space =
             crate::sys::fs_space(&core.dir).map_err(|e| err(ErrorKind::Io, format!("statfs: {e}")))?;
-        let bs = core.header.block_size as u64;
+        let bs = core.block_size as u64;
         let scale = |n: u64| n.saturating_mul(space.block_size) / bs;
         let used = core.inode_alloc.lock().unwrap_or_else(|p| p.into_inner()).next;
         Ok(StatFs {
-            block_size: core.header.block_size,
+            block_size: core.block_size,
             blocks: scale(space.blocks),
             blocks_free: scale(space.blocks_free),
             blocks_avail: scale(space.blocks_avail),
@@ -346,7 +354,12 @@ impl Vault<Unlocked> {
 
 impl Core {
     fn vault_id(&self) -> &[u8; 16] {
-        &self.header.vault_id
+        &self.vault_id
+    }
+
+    /// The key header as last written.
+    fn header(&self) -> Arc<Header> {
+        Arc::clone(&self.header.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The metadata keys for inodes stored with level byte `level`.

@@ -79,7 +79,7 @@ impl Core {
             &key,
             self.vault_id(),
             (node.ino, node.rec.generation),
-            self.header.block_size,
+            self.block_size,
             Some(&self.space),
         );
         f(&blocks)
@@ -107,7 +107,7 @@ impl Core {
 
     pub(super) fn attr(&self, node: &Node) -> Attr {
         let r = &node.rec;
-        let bs = self.header.block_size;
+        let bs = self.block_size;
         Attr {
             ino: node.ino,
             generation: r.generation,

@@ -67,6 +67,6 @@ impl Vault<Unlocked> {
             .map_err(Error::from)?
             .ok_or_else(|| Error::new(ErrorKind::Corrupt, "vault header is missing"))?
             .to_vec();
-        f(&Snapshot { frozen, header, checkpoint, tree_size, block_size: core.header.block_size })
+        f(&Snapshot { frozen, header, checkpoint, tree_size, block_size: core.block_size })
     }
 }

@@ -71,7 +71,7 @@ fn check(v: &Vault<Unlocked>, level: u8) {
 fn file_keys(v: &Vault<Unlocked>, level: u8) -> Vec<(u64, u64, Key32)> {
     let core = v.core();
     let mk = core.keys.levels.read().unwrap()[level as usize].clone().unwrap();
-    let vid = core.header.vault_id;
+    let vid = core.vault_id;
     core.store
         .scan_prefix(&[keys::INODE])
         .map(|e| e.unwrap())
