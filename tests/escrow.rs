@@ -27,21 +27,19 @@ struct Fixture {
 impl Fixture {
     /// A closed vault (cheap KDF) with a note at levels 1 and 3.
     fn new() -> Fixture {
+        Fixture::with_init(&[]).0
+    }
+
+    /// As `new`, with more `vaultfs init` arguments; also what init printed.
+    fn with_init(extra: &[&str]) -> (Fixture, String) {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let pass = write(dir.path(), "pass", PASSPHRASE);
         let f = Fixture { dir, store, pass, env: Vec::new() };
-        let st = f.store_str();
-        ok(&f.run(&[
-            "init",
-            &st,
-            "--passphrase-file",
-            &f.pass_str(),
-            "--kdf-memory",
-            "8",
-            "--kdf-passes",
-            "1",
-        ]));
+        let (st, pf) = (f.store_str(), f.pass_str());
+        let mut args = vec!["init", &st, "--passphrase-file", &pf, "--kdf-memory", "8", "--kdf-passes", "1"];
+        args.extend_from_slice(extra);
+        let printed = ok(&f.run(&args));
         let v = Vault::open(&f.store).unwrap().unlock(&Passphrase::new(PASSPHRASE.into())).unwrap();
         for level in [1, 3] {
             let node = NewNode { kind: FileKind::File, perm: 0o600, uid: 0, gid: 0, rdev: 0 };
@@ -49,7 +47,7 @@ impl Fixture {
             v.write(n.ino, 0, format!("level {level}").as_bytes()).unwrap();
         }
         v.sync().unwrap();
-        f
+        (f, printed)
     }
 
     fn store_str(&self) -> String {
@@ -320,30 +318,10 @@ fn an_escrowed_level_gets_a_new_factor_with_the_shares() {
 /// systemd-cryptenroll's recovery key; a mistyped copy is refused.
 #[test]
 fn a_recovery_key_from_init_sets_a_new_passphrase() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let pass = write(dir.path(), "pass", PASSPHRASE);
-    let f = Fixture { dir, store, pass, env: Vec::new() };
-    let out = ok(&f.run(&[
-        "init",
-        &f.store_str(),
-        "--passphrase-file",
-        &f.pass_str(),
-        "--kdf-memory",
-        "8",
-        "--kdf-passes",
-        "1",
-        "--recovery-key",
-    ]));
+    let (f, out) = Fixture::with_init(&["--recovery-key"]);
     let key =
         out.lines().find_map(|l| l.strip_prefix("recovery key: ")).expect("a recovery key line").to_string();
     assert!(key.starts_with("vaultfs-share-1-") && key.contains("-1of1-1-"), "{key}");
-    let v = Vault::open(&f.store).unwrap().unlock(&Passphrase::new(PASSPHRASE.into())).unwrap();
-    let node = NewNode { kind: FileKind::File, perm: 0o600, uid: 0, gid: 0, rdev: 0 };
-    let n = v.create(level_dir(3), b"note", node).unwrap();
-    v.write(n.ino, 0, b"level 3").unwrap();
-    v.sync().unwrap();
-    drop(v);
     assert!(ok(&f.run(&["info", &f.store_str()])).contains("1 of 1 shares recover"));
 
     let typo = key.replacen("-1of1-1-", "-1of1-1-0", 1);
