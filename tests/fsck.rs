@@ -528,7 +528,6 @@ fn a_vault_used_through_the_mount_checks_clean() {
     for args in [
         vec!["fsck", &store, "--repair", "--passphrase-file", &passfile],
         vec!["info", &store],
-        vec!["escrow", "split", &store, "--shares", "3", "--threshold", "2", "--passphrase-file", &passfile],
         vec!["backup", &store, backup_out.to_str().unwrap(), "--passphrase-file", &passfile],
         vec!["audit", "verify", &store, "--passphrase-file", &passfile],
     ] {

@@ -950,6 +950,55 @@ fn passwd_while_mounted_goes_through_the_daemon() {
     assert_eq!(fs::read(m.path("1-working/kept")).unwrap(), b"still here");
 }
 
+/// `vaultfs escrow split` on a mounted vault goes through the daemon too:
+/// its shares recover the vault once unmounted, and a second split needs
+/// `--replace` as it does offline.
+#[test]
+fn escrow_split_while_mounted_goes_through_the_daemon() {
+    let mut m = Mount::new();
+    fs::write(m.path("1-working/kept"), b"kept").unwrap();
+    let (store, pass) = (m.store.to_str().unwrap().to_string(), m.passfile.to_str().unwrap().to_string());
+    let split = |extra: &[&str]| {
+        let mut args =
+            vec!["escrow", "split", &store, "--shares", "3", "--threshold", "2", "--passphrase-file", &pass];
+        args.extend_from_slice(extra);
+        m.run(&args)
+    };
+    let out = split(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shares: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(shares.len(), 3, "{shares:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("made by the mount at"));
+    let again = split(&[]);
+    assert_eq!(again.status.code(), Some(2), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--replace"));
+    let audit = fs::read_to_string(m.path(".audit")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"path\":\"escrow split 2of3 levels \"") && l.contains("\"result\":0"))
+    );
+    m.unmount();
+    let dir = m.dir.path().to_path_buf();
+    let share_file = dir.join("two-shares");
+    fs::write(&share_file, format!("{}\n{}\n", shares[0], shares[2])).unwrap();
+    let new = dir.join("recovered");
+    fs::write(&new, "the passphrase after recovery\n").unwrap();
+    let out = m.run(&[
+        "escrow",
+        "recover",
+        &store,
+        "--share-file",
+        share_file.to_str().unwrap(),
+        "--new-passphrase-file",
+        new.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    m.passfile = new;
+    m.mount();
+    assert_eq!(fs::read(m.path("1-working/kept")).unwrap(), b"kept");
+}
+
 /// `vaultfs mount` never stacks or hides (exit 9): not on a live vault
 /// mount, not on a directory with files (unless `-o nonempty`), and after a
 /// daemon was killed it names the dead mount, which `vaultfs umount` then

@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::args::{
-    ApproveArgs, DenyArgs, LockArgs, LockdownArgs, PassphraseArgs, PendingArgs, PinArgs, StatusArgs,
-    UnlockArgs,
+    ApproveArgs, DenyArgs, EscrowSplitArgs, LockArgs, LockdownArgs, PassphraseArgs, PendingArgs, PinArgs,
+    StatusArgs, UnlockArgs,
 };
 use super::exit::{self, Code, Exit};
 use super::mountinfo;
 use super::passphrase::{self, Confirm};
 use crate::control::SOCKET_NAME;
-use crate::control::protocol::{Request, Response, Status};
+use crate::control::protocol::{Request, Response, SplitMade, Status};
 use crate::crypto::Passphrase;
 use crate::vault::LEVEL_NAMES;
 
@@ -95,6 +95,26 @@ pub fn passwd_mounted(mountpoint: &Path, old: &Passphrase, new: &Passphrase) -> 
     };
     call(mountpoint, &Request::Passwd { passphrase: utf8(old)?, new_passphrase: utf8(new)? })?;
     Ok(())
+}
+
+/// `vaultfs escrow split` on a mounted vault: the daemon makes the split
+/// and sends the shares back.
+pub fn escrow_split_mounted(
+    mountpoint: &Path,
+    a: &EscrowSplitArgs,
+    pass: &Passphrase,
+) -> Result<SplitMade, Exit> {
+    let passphrase = String::from_utf8(pass.as_bytes().to_vec())
+        .map_err(|_| Exit::usage("a passphrase that is not UTF-8 is used with the vault unmounted"))?;
+    let req = Request::EscrowSplit {
+        passphrase,
+        threshold: a.threshold,
+        shares: a.shares,
+        escrow_levels: a.escrow_levels.clone(),
+        replace: a.replace,
+        pin: pin(&a.pin)?,
+    };
+    call(mountpoint, &req)?.split.ok_or_else(|| Exit::failure("the daemon sent no shares"))
 }
 
 fn status_of(mountpoint: &Path) -> Result<Status, Exit> {

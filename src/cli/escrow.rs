@@ -4,12 +4,13 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::args::{EscrowArgs, EscrowCommand, EscrowRecoverArgs, EscrowSplitArgs, ShareArgs};
 use super::exit::{self, Exit};
-use super::mountinfo::open_unmounted;
+use super::mountinfo::{Serving, open_unmounted, serving};
 use super::passphrase::{self, Confirm};
+use crate::control::protocol::SplitMade;
 use crate::format::{EscrowShare, hex};
 use crate::gate::tpm::TpmConfig;
 use crate::vault::{FactorAccess, Locked, Vault};
@@ -34,6 +35,52 @@ fn split(a: EscrowSplitArgs) -> exit::Result {
              passphrase are always restored"
         )));
     }
+    // Mounted: the running daemon makes the split, and the agents stay online.
+    let made = match serving(&a.store) {
+        Some(Serving { pid, mountpoint: Some(mnt) }) => {
+            let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
+            announce_factors(&a.escrow_levels);
+            let made = super::control::escrow_split_mounted(&mnt, &a, &pass)?;
+            eprintln!("(made by the mount at {}, daemon pid {pid})", mnt.display());
+            made
+        }
+        _ => split_offline(&a)?,
+    };
+    let mut out = std::io::stdout().lock();
+    for s in &made.shares {
+        writeln!(out, "{}", s.as_str()).map_err(|e| Exit::failure(format!("writing the shares: {e}")))?;
+    }
+    out.flush().map_err(|e| Exit::failure(format!("writing the shares: {e}")))?;
+    let mut made = made;
+    made.shares.iter_mut().for_each(Zeroize::zeroize);
+    let mut escrowed = a.escrow_levels.clone();
+    escrowed.sort_unstable();
+    escrowed.dedup();
+    let also =
+        if escrowed.is_empty() { String::new() } else { format!(", and levels {} too", list(&escrowed)) };
+    if a.shares == 1 {
+        eprintln!("A new recovery key: it sets a new passphrase (levels up to 3{also}).");
+        eprintln!("Keep it on paper or offline, away from the store; it is not kept here.");
+    } else {
+        eprintln!(
+            "{} shares of a new recovery key: any {} of them set a new passphrase (levels up to 3{also}).",
+            a.shares, a.threshold,
+        );
+        eprintln!("Give each share to a different keeper, on paper or offline; none is kept here.");
+    }
+    if made.replaced {
+        eprintln!("The previous split is replaced: its shares no longer work.");
+    }
+    for l in made.dropped_levels {
+        eprintln!(
+            "Level {l} is no longer escrowed (it was by the previous split): add --escrow-levels {l} to keep it."
+        );
+    }
+    Ok(())
+}
+
+/// The split made here, on an unmounted store.
+fn split_offline(a: &EscrowSplitArgs) -> Result<SplitMade, Exit> {
     let mut v = open_unmounted(&a.store, "escrow split", "")?;
     if let Some(r) = v.escrow().filter(|_| !a.replace) {
         return Err(Exit::usage(format!(
@@ -47,40 +94,22 @@ fn split(a: EscrowSplitArgs) -> exit::Result {
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     let pin = super::control::pin(&a.pin)?;
     let access = FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new()), pin);
-    if !a.escrow_levels.is_empty() {
+    announce_factors(&a.escrow_levels);
+    let done = v.escrow_split(&pass, a.threshold, a.shares, &a.escrow_levels, &access)?;
+    Ok(SplitMade {
+        shares: done.shares.iter().map(|s| s.to_text().to_string()).collect(),
+        replaced: done.replaced,
+        dropped_levels: done.dropped_levels,
+    })
+}
+
+fn announce_factors(levels: &[u8]) {
+    if !levels.is_empty() {
         eprintln!(
             "opening levels {} with their factors (touch your security key if it blinks)",
-            list(&a.escrow_levels)
+            list(levels)
         );
     }
-    let done = v.escrow_split(&pass, a.threshold, a.shares, &a.escrow_levels, &access)?;
-    let mut out = std::io::stdout().lock();
-    for s in &done.shares {
-        writeln!(out, "{}", *s.to_text()).map_err(|e| Exit::failure(format!("writing the shares: {e}")))?;
-    }
-    out.flush().map_err(|e| Exit::failure(format!("writing the shares: {e}")))?;
-    let escrowed = v.escrow_levels();
-    let also =
-        if escrowed.is_empty() { String::new() } else { format!(", and levels {} too", list(&escrowed)) };
-    if a.shares == 1 {
-        eprintln!("A new recovery key: it sets a new passphrase (levels up to 3{also}).");
-        eprintln!("Keep it on paper or offline, away from the store; it is not kept here.");
-    } else {
-        eprintln!(
-            "{} shares of a new recovery key: any {} of them set a new passphrase (levels up to 3{also}).",
-            a.shares, a.threshold,
-        );
-        eprintln!("Give each share to a different keeper, on paper or offline; none is kept here.");
-    }
-    if done.replaced {
-        eprintln!("The previous split is replaced: its shares no longer work.");
-    }
-    for l in done.dropped_levels {
-        eprintln!(
-            "Level {l} is no longer escrowed (it was by the previous split): add --escrow-levels {l} to keep it."
-        );
-    }
-    Ok(())
 }
 
 fn recover(a: EscrowRecoverArgs) -> exit::Result {

@@ -36,6 +36,25 @@ pub enum Request {
         passphrase: String,
         new_passphrase: String,
     },
+    /// Make a new recovery key and its shares (`vaultfs escrow split` on a
+    /// mounted vault).
+    EscrowSplit {
+        passphrase: String,
+        threshold: u8,
+        shares: u8,
+        escrow_levels: Vec<u8>,
+        replace: bool,
+        pin: Option<String>,
+    },
+}
+
+/// A new split made through the socket: the shares (secret), whether an
+/// earlier split was replaced, and levels it escrowed that this one does not.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SplitMade {
+    pub shares: Vec<String>,
+    pub replaced: bool,
+    pub dropped_levels: Vec<u8>,
 }
 
 /// The answer: `ok` and a result, or an error message and its class.
@@ -51,11 +70,13 @@ pub struct Response {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Vec<Pending>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitMade>,
 }
 
 impl Response {
     pub fn ok() -> Self {
-        Response { ok: true, error: None, error_kind: None, status: None, pending: None }
+        Response { ok: true, error: None, error_kind: None, status: None, pending: None, split: None }
     }
 
     pub fn error(kind: &str, message: impl Into<String>) -> Self {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use super::protocol::{LevelStatus, Pending, PolicyRefusal, Request, Response, Status, Tombstone};
+use super::protocol::{LevelStatus, Pending, PolicyRefusal, Request, Response, SplitMade, Status, Tombstone};
 use crate::crypto::Passphrase;
 use crate::gate::tpm::TpmConfig;
 use crate::vault::{Caller, ErrorKind, FactorAccess, LEVEL_NAMES, Unlocked, Vault};
@@ -131,6 +131,30 @@ impl Handler {
                 let old = Passphrase::new(passphrase.into_bytes());
                 let new = Passphrase::new(new_passphrase.into_bytes());
                 done(v.change_passphrase_mounted(who, &comm, &old, &new))
+            }
+            Request::EscrowSplit { passphrase, threshold, shares, escrow_levels, replace, pin } => {
+                let pass = Passphrase::new(passphrase.into_bytes());
+                let access = access(pin);
+                match v.escrow_split_mounted(
+                    who,
+                    &comm,
+                    &pass,
+                    threshold,
+                    shares,
+                    &escrow_levels,
+                    replace,
+                    &access,
+                ) {
+                    Ok(done) => Response {
+                        split: Some(SplitMade {
+                            shares: done.shares.iter().map(|s| s.to_text().to_string()).collect(),
+                            replaced: done.replaced,
+                            dropped_levels: done.dropped_levels,
+                        }),
+                        ..Response::ok()
+                    },
+                    Err(e) => error_response(&e),
+                }
             }
         }
     }

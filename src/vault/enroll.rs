@@ -130,18 +130,17 @@ impl Vault<Locked> {
     }
 }
 
-/// errno recorded for a refused header change (wrong passphrase), and for
-/// one that failed in storage.
+/// errno recorded for a refused header change (wrong passphrase, failed
+/// factor), one that failed in storage, and one asked wrongly.
 const EACCES: i32 = 13;
 const EIO: i32 = 5;
+const EINVAL: i32 = 22;
 
 impl Vault<Unlocked> {
     /// `vaultfs passwd` on a mounted vault, through its control socket: the
-    /// same re-wrap and atomic header write as on a closed vault, recorded
-    /// with the caller (op `header`, path `passwd`; a wrong current
-    /// passphrase is recorded with EACCES and changes nothing). The running
-    /// daemon reads its header from here, so the new passphrase works at
-    /// once (lockdown exit, passphrase levels) and the old one no more.
+    /// same re-wrap as on a closed vault. The running daemon reads its header
+    /// from here, so the new passphrase works at once (lockdown exit,
+    /// passphrase levels) and the old one no more.
     pub fn change_passphrase_mounted(
         &self,
         who: Caller,
@@ -149,8 +148,25 @@ impl Vault<Unlocked> {
         old: &Passphrase,
         new: &Passphrase,
     ) -> Result<()> {
+        self.rewrite_header_mounted(who, comm, "passwd", |h| {
+            Ok((keyring::change_passphrase(old, new, h)?, ()))
+        })
+    }
+
+    /// Rewrites the key header of a mounted vault: `change` makes the new
+    /// one from the current, under the header's write lock (two changes
+    /// never interleave); the header and a `header` record naming the caller
+    /// and `what` land in one store batch, flushed before this returns. A
+    /// refused change (wrong passphrase, a factor that failed) is recorded
+    /// with EACCES and writes nothing.
+    pub(super) fn rewrite_header_mounted<T>(
+        &self,
+        who: Caller,
+        comm: &[u8],
+        what: &str,
+        change: impl FnOnce(&format::Header) -> Result<(keyring::Rewrap, T)>,
+    ) -> Result<T> {
         let core = self.core();
-        // Held to the end: two header changes never interleave.
         let mut current = core.header.write().unwrap_or_else(|p| p.into_inner());
         let record = Record {
             who,
@@ -158,14 +174,18 @@ impl Vault<Unlocked> {
             op: AuditOp::Header,
             level: None,
             ino: ROOT_INO,
-            path: b"passwd".to_vec(),
+            path: what.as_bytes().to_vec(),
             offset: 0,
             len: 0,
         };
-        let rewrap = match keyring::change_passphrase(old, new, &current) {
+        let (rewrap, out) = match change(&current) {
             Ok(r) => r,
             Err(e) => {
-                let code = if e.kind() == ErrorKind::WrongPassphrase { EACCES } else { EIO };
+                let code = match e.kind() {
+                    ErrorKind::Io => EIO,
+                    ErrorKind::InvalidArgument => EINVAL,
+                    _ => EACCES,
+                };
                 self.record(record, code, true)?;
                 return Err(e);
             }
@@ -175,6 +195,6 @@ impl Vault<Unlocked> {
         core.audit.append_with(&core.store, record.leaf(0), batch)?;
         core.store.flush()?;
         *current = std::sync::Arc::new(rewrap.header);
-        Ok(())
+        Ok(out)
     }
 }

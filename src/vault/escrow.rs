@@ -6,9 +6,9 @@
 use super::error::{ErrorKind, Result, err};
 use super::factors::FactorAccess;
 use super::keyring;
-use super::{Locked, Vault};
+use super::{Caller, Locked, Unlocked, Vault};
 use crate::crypto::{Key32, Passphrase, shamir};
-use crate::format::{EscrowShare, Factor, RecoverySlot, hex};
+use crate::format::{EscrowShare, Factor, Header, RecoverySlot, hex};
 
 /// What `escrow_split` did.
 pub struct EscrowSplit {
@@ -20,6 +20,80 @@ pub struct EscrowSplit {
     pub dropped_levels: Vec<u8>,
 }
 
+/// Levels of `h` with an escrow slot.
+fn escrowed_levels(h: &Header) -> Vec<u8> {
+    let mut l: Vec<u8> = h.slots.iter().filter(|s| keyring::is_recovery_slot(s)).map(|s| s.level).collect();
+    l.dedup();
+    l
+}
+
+/// The printable shares of a new split's recovery key.
+fn shares_of(split: &keyring::Split, threshold: u8, shares: u8) -> Result<Vec<EscrowShare>> {
+    let r = split.rewrap.header.recovery.as_ref().expect("escrow_split sets a recovery section");
+    let points = shamir::split(&split.recovery, threshold, shares)?;
+    Ok(points
+        .into_iter()
+        .map(|p| EscrowShare {
+            vault: prefix(&split.rewrap.header.vault_id),
+            split: prefix(&r.split_id),
+            threshold,
+            shares,
+            index: p.index,
+            value: p.value,
+        })
+        .collect())
+}
+
+/// The `header` record's path for a split.
+fn split_note(threshold: u8, shares: u8, escrow_levels: &[u8]) -> String {
+    let levels: Vec<String> = escrow_levels.iter().map(u8::to_string).collect();
+    format!("escrow split {threshold}of{shares} levels {}", levels.join(","))
+}
+
+impl Vault<Unlocked> {
+    /// `vaultfs escrow split` on a mounted vault, through its control socket
+    /// (as on a closed vault; `replace` must be true if it has a split).
+    #[allow(clippy::too_many_arguments)]
+    pub fn escrow_split_mounted(
+        &self,
+        who: Caller,
+        comm: &[u8],
+        pass: &Passphrase,
+        threshold: u8,
+        shares: u8,
+        escrow_levels: &[u8],
+        replace: bool,
+        access: &FactorAccess,
+    ) -> Result<EscrowSplit> {
+        self.rewrite_header_mounted(who, comm, &split_note(threshold, shares, escrow_levels), |h| {
+            if let Some(r) = h.recovery.as_ref().filter(|_| !replace) {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "this vault already has a recovery key ({} of {} shares, split {}); --replace makes a \
+                         new one and the old shares stop working",
+                        r.threshold,
+                        r.shares,
+                        hex(&r.split_id[..4])
+                    ),
+                ));
+            }
+            let before = escrowed_levels(h);
+            let split = keyring::escrow_split(pass, h, threshold, shares, escrow_levels, &mut |f: &[Factor]| {
+                access.secrets(f)
+            })?;
+            let out = shares_of(&split, threshold, shares)?;
+            let after = escrowed_levels(&split.rewrap.header);
+            let done = EscrowSplit {
+                shares: out,
+                replaced: h.recovery.is_some(),
+                dropped_levels: before.into_iter().filter(|l| !after.contains(l)).collect(),
+            };
+            Ok((split.rewrap, done))
+        })
+    }
+}
+
 impl Vault<Locked> {
     /// The recovery section, if the vault has been split.
     pub fn escrow(&self) -> Option<&RecoverySlot> {
@@ -28,10 +102,7 @@ impl Vault<Locked> {
 
     /// Levels with an escrow slot (the recovery key opens them too).
     pub fn escrow_levels(&self) -> Vec<u8> {
-        let mut l: Vec<u8> =
-            self.0.header.slots.iter().filter(|s| keyring::is_recovery_slot(s)).map(|s| s.level).collect();
-        l.dedup();
-        l
+        escrowed_levels(&self.0.header)
     }
 
     /// Makes a new recovery key and its `shares` shares, any `threshold` of
@@ -56,24 +127,8 @@ impl Vault<Locked> {
             escrow_levels,
             &mut |f: &[Factor]| access.secrets(f),
         )?;
-        let r = split.rewrap.header.recovery.clone().expect("escrow_split sets a recovery section");
-        let points = shamir::split(&split.recovery, threshold, shares)?;
-        let out = points
-            .into_iter()
-            .map(|p| EscrowShare {
-                vault: prefix(&split.rewrap.header.vault_id),
-                split: prefix(&r.split_id),
-                threshold,
-                shares,
-                index: p.index,
-                value: p.value,
-            })
-            .collect();
-        let levels: Vec<String> = escrow_levels.iter().map(u8::to_string).collect();
-        self.write_header(
-            split.rewrap,
-            format!("escrow split {threshold}of{shares} levels {}", levels.join(",")),
-        )?;
+        let out = shares_of(&split, threshold, shares)?;
+        self.write_header(split.rewrap, split_note(threshold, shares, escrow_levels))?;
         let after = self.escrow_levels();
         Ok(EscrowSplit {
             shares: out,
