@@ -898,9 +898,10 @@ fn unknown_version_and_features_are_unsupported() {
         assert_eq!(e.kind(), ErrorKind::Unsupported, "version {version}: {e}");
         assert!(e.to_string().contains(&format!("version {version}")), "message names the version: {e}");
     }
-    // Bits 0 (a recovery section follows), 1 (segment files) and 2 (runs
-    // of blocks per index entry) are known (docs/FORMAT.md); the rest are not.
-    for bit in [3u32, 4, 40, 63] {
+    // Bits 0 (a recovery section follows), 1 (segment files), 2 (runs of
+    // blocks per index entry) and 3 (a single recovery key) are known
+    // (docs/FORMAT.md); the rest are not.
+    for bit in [4u32, 5, 40, 63] {
         let t = with_header(&fx, |h| {
             h[FEATURES_AT..FEATURES_AT + 8].copy_from_slice(&(1u64 << bit).to_be_bytes())
         });
@@ -908,6 +909,9 @@ fn unknown_version_and_features_are_unsupported() {
         assert_eq!(e.kind(), ErrorKind::Unsupported, "feature bit {bit}: {e}");
         assert!(e.to_string().contains(&format!("{:#x}", 1u64 << bit)), "message names the flag: {e}");
     }
+    // Bit 3 means "the recovery section is 1 of 1": without a section it is damage.
+    let t = with_header(&fx, |h| h[FEATURES_AT..FEATURES_AT + 8].copy_from_slice(&8u64.to_be_bytes()));
+    assert_eq!(open_err(t.path()).kind(), ErrorKind::Corrupt);
 }
 
 #[test]

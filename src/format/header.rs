@@ -258,6 +258,12 @@ impl Header {
                 return Err(invalid("key slots", format!("no slot for level {level}")));
             }
         }
+        if features & FEATURE_SINGLE_SHARE != 0 && features & FEATURE_RECOVERY == 0 {
+            return Err(invalid(
+                "recovery section",
+                "feature bit 3 (a single recovery key) without the section",
+            ));
+        }
         let recovery = if features & FEATURE_RECOVERY != 0 {
             let split_id = r.array()?;
             let threshold = r.u8()?;
@@ -394,6 +400,9 @@ mod tests {
         let mut cleared = h.clone();
         cleared.features = FEATURE_RECOVERY;
         assert!(Header::decode(&cleared.encode()).is_err(), "1 of 1 without bit 3");
+        let mut alone = sample();
+        alone.features = FEATURE_SINGLE_SHARE;
+        assert!(Header::decode(&alone.encode()).is_err(), "bit 3 without a recovery section");
         for (t, n) in [(1, 2), (2, 2), (0, 1)] {
             let mut bad = h.clone();
             let r = bad.recovery.as_mut().unwrap();
