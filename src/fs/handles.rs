@@ -19,7 +19,7 @@ struct Known {
     lookups: u64,
     /// The parent the kernel last reached it by; its name below.
     parent: u64,
-    name: Option<Box<[u8]>>,
+    name: Box<[u8]>,
     level: u8,
     dir: bool,
     /// Used since the last sweep of `cold_names`.
@@ -44,20 +44,21 @@ impl InodeTable {
     /// `parent/name`.
     pub fn remember(&self, ino: u64, level: Option<u8>, dir: bool, parent: u64, name: &[u8]) {
         let mut m = self.lock();
-        let k = m.entry(ino).or_insert(Known {
+        let level = level.unwrap_or(NO_LEVEL);
+        let k = m.entry(ino).or_insert_with(|| Known {
             lookups: 0,
             parent,
-            name: None,
-            level: NO_LEVEL,
+            name: name.into(),
+            level,
             dir,
             used: true,
         });
         k.lookups += 1;
-        k.level = level.unwrap_or(NO_LEVEL);
+        k.level = level;
         k.used = true;
-        if k.parent != parent || k.name.as_deref() != Some(name) {
+        if k.parent != parent || *k.name != *name {
             k.parent = parent;
-            k.name = Some(name.into());
+            k.name = name.into();
         }
     }
 
@@ -65,7 +66,7 @@ impl InodeTable {
     pub fn name(&self, ino: u64, parent: u64, name: &[u8]) {
         if let Some(k) = self.lock().get_mut(&ino) {
             k.parent = parent;
-            k.name = Some(name.into());
+            k.name = name.into();
         }
     }
 
@@ -83,7 +84,7 @@ impl InodeTable {
             if at == root {
                 break;
             }
-            match m.get(&at).and_then(|k| Some((k.parent, k.name.as_deref()?))) {
+            match m.get(&at).map(|k| (k.parent, &*k.name)) {
                 Some((parent, name)) => {
                     parts.push(name);
                     at = parent;
@@ -148,10 +149,8 @@ impl InodeTable {
             }
             if k.used {
                 k.used = false;
-            } else if let Some(name) = &k.name
-                && out.len() < want
-            {
-                out.push((k.parent, name.clone()));
+            } else if out.len() < want {
+                out.push((k.parent, k.name.clone()));
             }
         }
         out
