@@ -497,8 +497,10 @@ fn throughput() {
     println!("fsck of 64 MiB (16384 blocks): {took:?}, {:.0} MiB/s", 64.0 / took.as_secs_f64());
 }
 
-/// A vault used through a real mount, then unmounted, checks clean; while
-/// it is mounted, fsck refuses with a clear message.
+/// A vault used through a real mount checks clean, mounted (through its
+/// daemon, recorded) and unmounted; while it is mounted, `fsck --repair`
+/// and the commands that need the store refuse with a clear message, and
+/// `backup` copies the archive the mount serves.
 #[test]
 fn a_vault_used_through_the_mount_checks_clean() {
     let mut m = common::Mount::new();
@@ -524,11 +526,9 @@ fn a_vault_used_through_the_mount_checks_clean() {
     // Every command that needs the store unmounted refuses at once, with
     // one message naming the daemon, the mount point and what to run.
     let mnt = m.mnt.to_str().unwrap().to_string();
-    let backup_out = m.dir.path().join("b.vfsbak");
     for args in [
         vec!["fsck", &store, "--repair", "--passphrase-file", &passfile],
         vec!["info", &store],
-        vec!["backup", &store, backup_out.to_str().unwrap(), "--passphrase-file", &passfile],
         vec!["audit", "verify", &store, "--passphrase-file", &passfile],
     ] {
         let out = common::vaultfs(&args);
@@ -538,7 +538,41 @@ fn a_vault_used_through_the_mount_checks_clean() {
         assert!(err.contains(&format!("is mounted at {mnt} (daemon pid {pid})")), "{args:?}: {err}");
         assert!(err.contains(&format!("run `vaultfs umount {mnt}` first")), "{args:?}: {err}");
     }
-    assert!(!backup_out.exists());
+
+    // The mount checks itself, while an agent keeps writing.
+    let writer_dir = w.clone();
+    let writer = std::thread::spawn(move || {
+        for i in 0..200 {
+            std::fs::write(writer_dir.join(format!("w{i}")), content(i, 3_000)).unwrap();
+        }
+    });
+    let out = common::vaultfs(&["fsck", &store, "--json", "--passphrase-file", &passfile]);
+    writer.join().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{r:#} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(r["status"], "clean", "{r:#}");
+    assert!(r["counts"]["inodes"]["authenticated"].as_u64().unwrap() >= 6, "{r:#}");
+    assert_eq!(r["audit"]["verified"], true, "{r:#}");
+    let text = common::vaultfs(&["fsck", &store, "--passphrase-file", &passfile]);
+    assert_eq!(text.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("status: clean"));
+    let wrong = m.dir.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase").unwrap();
+    let out = common::vaultfs(&["fsck", &store, "--passphrase-file", wrong.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let ops = common::control::audit_ops(&m);
+    let checks: Vec<i64> = ops.iter().filter(|(op, ..)| op == "check").map(|(_, _, r, _)| *r).collect();
+    assert_eq!(checks, [0, 0, 13], "{ops:?}");
+
+    // `backup` of a mounted vault: the archive `.backup/` serves, restorable.
+    let backup_out = m.dir.path().join("b.vfsbak");
+    let out = common::vaultfs(&["backup", &store, backup_out.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = m.dir.path().join("restored");
+    let out = common::vaultfs(&["restore", backup_out.to_str().unwrap(), restored.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = common::vaultfs(&["fsck", restored.to_str().unwrap(), "--passphrase-file", &passfile]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     m.unmount();
     let out = common::vaultfs(&["fsck", &store, "--json", "--passphrase-file", &passfile]);
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -308,3 +308,69 @@ fn rotation_rewraps_every_factor_slot_and_needs_each_to_answer() {
         m.unmount();
     }
 }
+
+/// `enroll` and `unenroll` on a mounted vault go through its daemon, with the
+/// daemon's TPM and security key; the new factors work at once, and each
+/// change (a refused one too) is recorded with the caller.
+#[test]
+fn enroll_and_unenroll_while_mounted_go_through_the_daemon() {
+    let tpm = Swtpm::start();
+    let (mut m, _) = gated(&tpm);
+    let (st, pf) = (store(&m).to_string(), pass(&m).to_string());
+    m.mount();
+    assert_eq!(level_state(&m, 4), "not enrolled");
+    let out = ok(&vaultfs(&m, &["enroll", "tpm", &st, "--level", "4", "--passphrase-file", &pf]));
+    assert!(out.contains("level 4 now opens with tpm"), "{out}");
+    assert_eq!(level_state(&m, 4), "locked");
+    ok(&vaultfs(&m, &["unlock", mnt(&m), "4"]));
+    fs::write(m.path("4-vaulted/a.md"), "four").unwrap();
+
+    let out = ok(&vaultfs(&m, &["enroll", "fido2", &st, "--level", "5", "--passphrase-file", &pf]));
+    assert!(out.contains("level 5 now opens with fido2+tpm"), "{out}");
+    ok(&vaultfs(&m, &["unlock", mnt(&m), "5"]));
+    fs::write(m.path("5-black/b.md"), "five").unwrap();
+
+    // A second level-4 slot (its first factor answers for it); a wrong
+    // passphrase is refused and changes nothing.
+    ok(&vaultfs(&m, &["enroll", "tpm", &st, "--level", "4", "--passphrase-file", &pf]));
+    let wrong = m.dir.path().join("wrong");
+    fs::write(&wrong, "not it").unwrap();
+    let wrong = wrong.to_str().unwrap();
+    refused(&vaultfs(&m, &["enroll", "tpm", &st, "--level", "4", "--passphrase-file", wrong]), 3);
+    m.unmount();
+    let info = ok(&vaultfs(&m, &["info", &st]));
+    let level4: Vec<&str> = info.lines().filter(|l| l.contains("level 4 opens with tpm")).collect();
+    assert_eq!(level4.len(), 2, "{info}");
+    let slot = level4[1].trim().strip_prefix("slot ").unwrap().split(':').next().unwrap().to_string();
+
+    m.mount();
+    refused(&vaultfs(&m, &["unenroll", &st, "--slot", &slot, "--passphrase-file", wrong]), 3);
+    let out = ok(&vaultfs(&m, &["unenroll", &st, "--slot", &slot, "--passphrase-file", &pf]));
+    assert!(out.contains(&format!("key slot {slot} removed")), "{out}");
+    let changes: Vec<(String, i64)> = audit_ops(&m)
+        .into_iter()
+        .filter(|(op, ..)| op == "header")
+        .map(|(_, _, result, path)| (path, result))
+        .collect();
+    let want = [
+        ("enroll tpm level 4".to_string(), 0),
+        ("enroll fido2+tpm level 5".to_string(), 0),
+        ("enroll tpm level 4".to_string(), 0),
+        ("enroll tpm level 4".to_string(), 13),
+        (format!("unenroll slot {slot} level 4"), 13),
+        (format!("unenroll slot {slot} level 4"), 0),
+    ];
+    assert_eq!(changes, want);
+    m.unmount();
+    let info = ok(&vaultfs(&m, &["info", &st]));
+    assert_eq!(info.lines().filter(|l| l.contains("level 4 opens with tpm")).count(), 1, "{info}");
+    m.mount();
+    ok(&vaultfs(&m, &["unlock", mnt(&m), "4"]));
+    ok(&vaultfs(&m, &["unlock", mnt(&m), "5"]));
+    for (path, want) in [("4-vaulted/a.md", "four"), ("5-black/b.md", "five")] {
+        let reader = open_in_thread(m.path(path));
+        wait_pending(&m);
+        ok(&vaultfs(&m, &["approve", mnt(&m)]));
+        assert_eq!(reader.join().unwrap().unwrap(), want);
+    }
+}

@@ -75,11 +75,14 @@ pub enum Op {
     /// The key header of a closed vault was rewritten: `passwd`, `enroll`,
     /// `unenroll`, `escrow split` or `escrow recover` (the path says which).
     Header = 31,
+    /// `vaultfs fsck` checked a mounted vault, read-only, through its
+    /// control socket (`len` = problems found).
+    Check = 32,
 }
 
 impl Op {
     /// Every op, in byte order.
-    pub const ALL: [Op; 31] = [
+    pub const ALL: [Op; 32] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -111,6 +114,7 @@ impl Op {
         Op::BackupRead,
         Op::Rotate,
         Op::Header,
+        Op::Check,
     ];
 
     /// The lowercase name used in `.audit` and in docs/AUDIT.md.
@@ -147,6 +151,7 @@ impl Op {
             Op::BackupRead => "backup_read",
             Op::Rotate => "rotate",
             Op::Header => "header",
+            Op::Check => "check",
         }
     }
 

@@ -29,11 +29,11 @@ pub enum Command {
     Umount(UmountArgs),
     /// The audit log: public key, verification, proofs, checkpoints, tail.
     Audit(AuditArgs),
-    /// Write a signed, ciphertext-only archive of an unmounted vault (what MOUNT/.backup/ serves).
+    /// Write a signed, ciphertext-only archive of a vault (of a mounted one: the archive its .backup/ serves).
     Backup(BackupArgs),
     /// Verify an archive (signature, audit checkpoint) and restore it into a new store directory.
     Restore(RestoreArgs),
-    /// Enroll a hardware factor (TPM or FIDO2) for a level of an unmounted vault.
+    /// Enroll a hardware factor (TPM or FIDO2) for a level (a mounted vault: through its daemon).
     Enroll(EnrollArgs),
     /// Remove a hardware factor's key slot (never a level's last one).
     Unenroll(UnenrollArgs),
@@ -53,7 +53,8 @@ pub enum Command {
     Lockdown(LockdownArgs),
     /// Levels, lockdown, pending approvals and tombstones of a mounted vault.
     Status(StatusArgs),
-    /// Authenticate every record of an unmounted vault; --repair removes what is provably orphaned.
+    /// Authenticate every record (a mounted vault: through its daemon, read-only);
+    /// --repair (unmounted) removes what is provably orphaned.
     Fsck(FsckArgs),
     /// New keys for a level (default: every level with a key) of an unmounted vault;
     /// re-encrypts its files. Resumable: rerun it after an interruption.

@@ -1,5 +1,6 @@
 //! `vaultfs backup STORE OUT` and `vaultfs restore ARCHIVE NEWSTORE`
-//! (docs/ADMIN.md, "Backup and restore"). The archive format and checks
+//! (docs/ADMIN.md, "Backup and restore"); a mounted vault's backup is the
+//! archive its `.backup/` serves. The archive format and checks
 //! live in `crate::backup`; this file adds the passphrase, the progress bar
 //! on a terminal, the report and the exit codes.
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use super::args::{BackupArgs, RestoreArgs};
 use super::exit::{self, Code, Exit};
-use super::mountinfo::open_unmounted;
+use super::mountinfo::{Serving, open_unmounted, serving};
 use super::passphrase::{self, Confirm};
 use crate::backup::{self, Expect, Phase};
 use crate::format::hex;
@@ -53,7 +54,10 @@ pub fn run_backup(a: BackupArgs) -> exit::Result {
             message: format!("{} exists; backup never overwrites", a.out.display()),
         });
     }
-    let v = open_unmounted(&a.store, "backup", "while mounted, copy MOUNTPOINT/.backup/*.vfsbak instead")?;
+    if let Some(Serving { pid, mountpoint: Some(mnt) }) = serving(&a.store) {
+        return copy_from_mount(&a, &mnt, pid);
+    }
+    let v = open_unmounted(&a.store, "backup", "")?;
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     let vault = v.unlock(&pass)?;
     drop(pass);
@@ -103,6 +107,60 @@ pub fn run_backup(a: BackupArgs) -> exit::Result {
     eprintln!(
         "wrote {name}: {} bytes, {} store records, audit log of {} records (vault-{}.vfsbak in a mount's .backup/)",
         made.bytes, made.records, made.tree_size, made.tree_size
+    );
+    Ok(())
+}
+
+/// `vaultfs backup` of a mounted vault: the archive its `.backup/` serves
+/// (the same format, a snapshot taken when the listing is made; opening it
+/// is recorded with this process as the caller), copied to `a.out`.
+fn copy_from_mount(a: &BackupArgs, mnt: &Path, pid: u32) -> exit::Result {
+    let dir = mnt.join(".backup");
+    let failed = |what: &str, e: std::io::Error| Exit::failure(format!("{what} {}: {e}", dir.display()));
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| failed("cannot list", e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "vfsbak"))
+        .collect();
+    let [archive] = &names[..] else {
+        return Err(Exit::failure(format!("{} holds {} archives, not one", dir.display(), names.len())));
+    };
+    let mut from = std::fs::File::open(archive).map_err(|e| failed("cannot open the archive in", e))?;
+    let len = from.metadata().map(|m| m.len()).unwrap_or(0);
+    let progress = super::progress::bar("{bytes}/{total_bytes} copied ({binary_bytes_per_sec})");
+    progress.set_length(len);
+    let mut copy = |to: &mut dyn Write| -> std::io::Result<u64> {
+        let n = std::io::copy(&mut progress.wrap_read(&mut from), to)?;
+        to.flush()?;
+        Ok(n)
+    };
+    let copied = if a.out.as_os_str() == "-" {
+        copy(&mut std::io::stdout().lock())
+    } else {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&a.out)
+            .map_err(|e| Exit::failure(format!("cannot create {}: {e}", a.out.display())))?;
+        let n = copy(&mut file).and_then(|n| file.sync_all().map(|_| n));
+        if n.is_err() {
+            let _ = std::fs::remove_file(&a.out);
+        }
+        n
+    };
+    progress.finish_and_clear();
+    let bytes = copied.map_err(|e| Exit::failure(format!("copying {}: {e}", archive.display())))?;
+    if bytes != len {
+        if a.out.as_os_str() != "-" {
+            let _ = std::fs::remove_file(&a.out);
+        }
+        return Err(Exit::failure(format!("{} changed size while copied", archive.display())));
+    }
+    let name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    eprintln!(
+        "wrote {}: {bytes} bytes, {name} from the mount at {} (daemon pid {pid})",
+        if a.out.as_os_str() == "-" { "standard output".to_string() } else { a.out.display().to_string() },
+        mnt.display()
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The client side of the control socket: `vaultfs unlock | lock | approve |
-//! deny | pending | lockdown | status MOUNT`.
+//! deny | pending | lockdown | status MOUNT`, and the administration of a
+//! mounted vault (`passwd`, `enroll`, `unenroll`, `escrow split`, `fsck`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -8,8 +9,8 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::args::{
-    ApproveArgs, DenyArgs, EscrowSplitArgs, LockArgs, LockdownArgs, PassphraseArgs, PendingArgs, PinArgs,
-    StatusArgs, UnlockArgs,
+    ApproveArgs, DenyArgs, EnrollArgs, EscrowSplitArgs, LockArgs, LockdownArgs, PassphraseArgs, PendingArgs,
+    PinArgs, StatusArgs, UnlockArgs,
 };
 use super::exit::{self, Code, Exit};
 use super::mountinfo;
@@ -17,7 +18,8 @@ use super::passphrase::{self, Confirm};
 use crate::control::SOCKET_NAME;
 use crate::control::protocol::{Request, Response, SplitMade, Status};
 use crate::crypto::Passphrase;
-use crate::vault::LEVEL_NAMES;
+use crate::format::EscrowShare;
+use crate::vault::{FactorKind, FsckReport, LEVEL_NAMES};
 
 fn socket_of(mountpoint: &Path) -> Result<PathBuf, Exit> {
     let store = mountinfo::store_of(mountpoint).ok_or_else(|| Exit {
@@ -89,11 +91,8 @@ fn passphrase_string(a: &PassphraseArgs) -> Result<String, Exit> {
 /// `vaultfs passwd` on a mounted vault: the daemon re-wraps and writes the
 /// header (the store is its to write while mounted).
 pub fn passwd_mounted(mountpoint: &Path, old: &Passphrase, new: &Passphrase) -> exit::Result {
-    let utf8 = |p: &Passphrase| {
-        String::from_utf8(p.as_bytes().to_vec())
-            .map_err(|_| Exit::usage("a passphrase that is not UTF-8 is changed with the vault unmounted"))
-    };
-    call(mountpoint, &Request::Passwd { passphrase: utf8(old)?, new_passphrase: utf8(new)? })?;
+    let req = Request::Passwd { passphrase: utf8_passphrase(old)?, new_passphrase: utf8_passphrase(new)? };
+    call(mountpoint, &req)?;
     Ok(())
 }
 
@@ -104,10 +103,8 @@ pub fn escrow_split_mounted(
     a: &EscrowSplitArgs,
     pass: &Passphrase,
 ) -> Result<SplitMade, Exit> {
-    let passphrase = String::from_utf8(pass.as_bytes().to_vec())
-        .map_err(|_| Exit::usage("a passphrase that is not UTF-8 is used with the vault unmounted"))?;
     let req = Request::EscrowSplit {
-        passphrase,
+        passphrase: utf8_passphrase(pass)?,
         threshold: a.threshold,
         shares: a.shares,
         escrow_levels: a.escrow_levels.clone(),
@@ -115,6 +112,52 @@ pub fn escrow_split_mounted(
         pin: pin(&a.pin)?,
     };
     call(mountpoint, &req)?.split.ok_or_else(|| Exit::failure("the daemon sent no shares"))
+}
+
+/// A passphrase to send to the daemon (the protocol carries text).
+fn utf8_passphrase(pass: &Passphrase) -> Result<String, Exit> {
+    String::from_utf8(pass.as_bytes().to_vec())
+        .map_err(|_| Exit::usage("a passphrase that is not UTF-8 is used with the vault unmounted"))
+}
+
+/// `vaultfs enroll` on a mounted vault: the daemon asks its TPM and
+/// security key. The factors the level now opens with.
+pub fn enroll_mounted(
+    mountpoint: &Path,
+    a: &EnrollArgs,
+    first: FactorKind,
+    pass: &Passphrase,
+    shares: &[EscrowShare],
+) -> Result<Vec<String>, Exit> {
+    let req = Request::Enroll {
+        passphrase: utf8_passphrase(pass)?,
+        level: a.level,
+        factor: first.name().to_string(),
+        presence: !a.no_presence,
+        alone: a.alone,
+        tpm_pcrs: a.tpm_pcrs.clone(),
+        shares: shares.iter().map(|s| s.to_text().to_string()).collect(),
+        pin: pin(&a.pin)?,
+    };
+    call(mountpoint, &req)?.enrolled.ok_or_else(|| Exit::failure("the daemon sent no factors"))
+}
+
+/// `vaultfs unenroll` on a mounted vault.
+pub fn unenroll_mounted(mountpoint: &Path, pass: &Passphrase, slot: usize) -> exit::Result {
+    call(mountpoint, &Request::Unenroll { passphrase: utf8_passphrase(pass)?, slot })?;
+    Ok(())
+}
+
+/// `vaultfs fsck` (read-only) on a mounted vault: the daemon checks its
+/// store as it is at one instant and sends the report.
+pub fn fsck_mounted(
+    mountpoint: &Path,
+    pass: &Passphrase,
+    levels: Vec<u8>,
+    pin: Option<String>,
+) -> Result<FsckReport, Exit> {
+    let req = Request::Fsck { passphrase: utf8_passphrase(pass)?, levels, pin };
+    call(mountpoint, &req)?.fsck.ok_or_else(|| Exit::failure("the daemon sent no report"))
 }
 
 fn status_of(mountpoint: &Path) -> Result<Status, Exit> {

@@ -1,12 +1,13 @@
 //! `vaultfs fsck STORE [--json] [--repair] [--level N]...`: the vault's
 //! check (docs/ADMIN.md, "fsck"), its report as text or one JSON object, a
-//! progress bar on a terminal, and the exit code the verdict calls for.
+//! progress bar on a terminal, and the exit code the verdict calls for. A
+//! mounted vault is checked (read-only) by its daemon.
 
 use std::path::Path;
 
 use super::args::FsckArgs;
 use super::exit::{self, Code, Exit};
-use super::mountinfo::open_unmounted;
+use super::mountinfo::{Serving, open_unmounted, serving};
 use super::passphrase::{self, Confirm};
 use crate::gate::tpm::TpmConfig;
 use crate::vault::{
@@ -17,6 +18,9 @@ pub fn run(a: FsckArgs) -> exit::Result {
     let factor_levels = a.levels.iter().map(|l| super::control::level(l)).collect::<Result<Vec<u8>, _>>()?;
     if let Some(l) = factor_levels.iter().find(|l| !(3..=5).contains(*l)) {
         return Err(Exit::usage(format!("--level {l}: only levels 3 to 5 open with hardware factors")));
+    }
+    if let Some(s @ Serving { mountpoint: Some(_), .. }) = serving(&a.store) {
+        return check_mounted(&a, &s, factor_levels);
     }
     let vault = open_unmounted(&a.store, "fsck", "")?;
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
@@ -34,14 +38,46 @@ pub fn run(a: FsckArgs) -> exit::Result {
         bar.set_position(done);
     });
     bar.finish_and_clear();
-    let report = report?;
+    show(&a, &report?)
+}
+
+/// The check of a mounted vault, by its daemon: read-only (`--repair`
+/// needs it unmounted), and the mount's writes wait while it runs.
+fn check_mounted(a: &FsckArgs, s: &Serving, factor_levels: Vec<u8>) -> exit::Result {
+    let mnt = s.mountpoint.as_deref().unwrap_or(&a.store);
+    if a.repair {
+        return Err(Exit {
+            code: Code::Mounted,
+            message: format!(
+                "{} is mounted at {} (daemon pid {}): `vaultfs fsck --repair` needs it unmounted: run \
+                 `vaultfs umount {}` first; without --repair the mount checks itself",
+                a.store.display(),
+                mnt.display(),
+                s.pid,
+                mnt.display()
+            ),
+        });
+    }
+    let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
+    let pin = super::control::pin(&a.pin)?;
+    eprintln!(
+        "checking the vault mounted at {} through its daemon (pid {}); its writes wait until the check ends",
+        mnt.display(),
+        s.pid
+    );
+    let report = super::control::fsck_mounted(mnt, &pass, factor_levels, pin)?;
+    show(a, &report)
+}
+
+/// The report as asked (text or JSON), and the exit code it calls for.
+fn show(a: &FsckArgs, report: &FsckReport) -> exit::Result {
     if a.json {
-        let json = serde_json::to_string(&report).map_err(|e| Exit::failure(e.to_string()))?;
+        let json = serde_json::to_string(report).map_err(|e| Exit::failure(e.to_string()))?;
         println!("{json}");
     } else {
-        print_report(&a.store, &report);
+        print_report(&a.store, report);
     }
-    verdict(&report)
+    verdict(report)
 }
 
 fn verdict(r: &FsckReport) -> exit::Result {

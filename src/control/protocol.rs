@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::vault::FsckReport;
+
 /// What a client asks.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -46,6 +48,35 @@ pub enum Request {
         replace: bool,
         pin: Option<String>,
     },
+    /// Add a hardware factor slot (`vaultfs enroll` on a mounted vault): the
+    /// daemon's TPM and security key are used.
+    Enroll {
+        passphrase: String,
+        level: u8,
+        /// "tpm" or "fido2".
+        factor: String,
+        /// FIDO2: a touch at each unlock.
+        presence: bool,
+        /// Level 5: without the level-4 factor.
+        alone: bool,
+        /// SHA-256 PCRs to bind a TPM seal to.
+        tpm_pcrs: Vec<u8>,
+        /// Escrow shares (text) standing in for a lost factor.
+        shares: Vec<String>,
+        pin: Option<String>,
+    },
+    /// Remove key slot `slot` (`vaultfs unenroll` on a mounted vault).
+    Unenroll {
+        passphrase: String,
+        slot: usize,
+    },
+    /// Check the whole vault, read-only (`vaultfs fsck` on a mounted vault).
+    Fsck {
+        passphrase: String,
+        /// Hardware factor levels to open for the check.
+        levels: Vec<u8>,
+        pin: Option<String>,
+    },
 }
 
 /// A new split made through the socket: the shares (secret), whether an
@@ -58,7 +89,7 @@ pub struct SplitMade {
 }
 
 /// The answer: `ok` and a result, or an error message and its class.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,11 +103,25 @@ pub struct Response {
     pub pending: Option<Vec<Pending>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitMade>,
+    /// The factors a level now opens with, after `Enroll`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsck: Option<FsckReport>,
 }
 
 impl Response {
     pub fn ok() -> Self {
-        Response { ok: true, error: None, error_kind: None, status: None, pending: None, split: None }
+        Response {
+            ok: true,
+            error: None,
+            error_kind: None,
+            status: None,
+            pending: None,
+            split: None,
+            enrolled: None,
+            fsck: None,
+        }
     }
 
     pub fn error(kind: &str, message: impl Into<String>) -> Self {

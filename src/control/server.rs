@@ -13,8 +13,9 @@ use std::thread::JoinHandle;
 
 use super::protocol::{LevelStatus, Pending, PolicyRefusal, Request, Response, SplitMade, Status, Tombstone};
 use crate::crypto::Passphrase;
+use crate::format::EscrowShare;
 use crate::gate::tpm::TpmConfig;
-use crate::vault::{Caller, ErrorKind, FactorAccess, LEVEL_NAMES, Unlocked, Vault};
+use crate::vault::{Caller, ErrorKind, FactorAccess, FactorKind, LEVEL_NAMES, Unlocked, Vault};
 
 /// Longest request line accepted (a passphrase and a PIN fit easily).
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -153,6 +154,40 @@ impl Handler {
                         }),
                         ..Response::ok()
                     },
+                    Err(e) => error_response(&e),
+                }
+            }
+            Request::Enroll { passphrase, level, factor, presence, alone, tpm_pcrs, shares, pin } => {
+                let first = match factor.as_str() {
+                    "tpm" => FactorKind::Tpm,
+                    "fido2" => FactorKind::Fido2 { presence },
+                    other => return Response::error("usage", format!("unknown factor {other:?}")),
+                };
+                let shares = match shares.iter().map(|s| EscrowShare::parse(s)).collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(s) => s,
+                    Err(e) => return Response::error("usage", format!("escrow share: {e}")),
+                };
+                let pass = Passphrase::new(passphrase.into_bytes());
+                let tpm = TpmConfig { pcrs: tpm_pcrs, ..self.tpm.clone() };
+                let access = FactorAccess::new(tpm, pin);
+                match v.enroll_mounted(who, &comm, &pass, level, first, alone, &shares, access) {
+                    Ok(kinds) => Response {
+                        enrolled: Some(kinds.iter().map(|k| k.name().to_string()).collect()),
+                        ..Response::ok()
+                    },
+                    Err(e) => error_response(&e),
+                }
+            }
+            Request::Unenroll { passphrase, slot } => {
+                let pass = Passphrase::new(passphrase.into_bytes());
+                done(v.unenroll_mounted(who, &comm, &pass, slot))
+            }
+            Request::Fsck { passphrase, levels, pin } => {
+                let pass = Passphrase::new(passphrase.into_bytes());
+                let access = access(pin);
+                match v.fsck_mounted(who, &comm, &pass, levels, &mut |f| access.secrets(f)) {
+                    Ok(report) => Response { fsck: Some(report), ..Response::ok() },
                     Err(e) => error_response(&e),
                 }
             }

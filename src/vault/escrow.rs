@@ -65,7 +65,7 @@ impl Vault<Unlocked> {
         replace: bool,
         access: &FactorAccess,
     ) -> Result<EscrowSplit> {
-        self.rewrite_header_mounted(who, comm, &split_note(threshold, shares, escrow_levels), |h| {
+        self.rewrite_header_mounted(who, comm, |_| split_note(threshold, shares, escrow_levels), |h| {
             if let Some(r) = h.recovery.as_ref().filter(|_| !replace) {
                 return Err(err(
                     ErrorKind::InvalidArgument,
@@ -141,76 +141,13 @@ impl Vault<Locked> {
     /// belongs to this vault's current split, and that together they open
     /// the recovery section.
     pub fn recovery_key(&self, shares: &[EscrowShare]) -> Result<Key32> {
-        let h = &self.0.header;
-        let Some(r) = &h.recovery else {
-            return Err(err(
-                ErrorKind::NotEnrolled,
-                "this vault has no recovery key (`vaultfs escrow split` makes one)",
-            ));
-        };
-        let mut points: Vec<shamir::SharePoint> = Vec::new();
-        for s in shares {
-            if s.vault != prefix(&h.vault_id) {
-                return Err(err(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "share #{} belongs to vault {}…, not to this one ({}…)",
-                        s.index,
-                        hex(&s.vault),
-                        hex(&prefix(&h.vault_id))
-                    ),
-                ));
-            }
-            if s.split != prefix(&r.split_id) || (s.threshold, s.shares) != (r.threshold, r.shares) {
-                return Err(err(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "share #{} is from split {} ({} of {}), not from this vault's current split {} ({} of {}): \
-                         a new split makes the shares of earlier ones useless",
-                        s.index,
-                        hex(&s.split),
-                        s.threshold,
-                        s.shares,
-                        hex(&prefix(&r.split_id)),
-                        r.threshold,
-                        r.shares
-                    ),
-                ));
-            }
-            match points.iter().find(|p| p.index == s.index) {
-                Some(p) if p.value.as_bytes() == s.value.as_bytes() => continue,
-                Some(_) => {
-                    return Err(err(
-                        ErrorKind::InvalidArgument,
-                        format!("two different shares claim index #{}", s.index),
-                    ));
-                }
-                None => points.push(shamir::SharePoint { index: s.index, value: s.value.clone() }),
-            }
-        }
-        if points.len() < r.threshold as usize {
-            return Err(err(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "{} different share(s) given; this vault's split needs {} of {}",
-                    points.len(),
-                    r.threshold,
-                    r.shares
-                ),
-            ));
-        }
-        let key = shamir::combine(&points)?;
-        keyring::escrowed_levels(&key, h)?;
-        Ok(key)
+        recovery_key(&self.0.header, shares)
     }
 
     /// Lets `access` answer escrow slots with `recovery` (enrolling a new
     /// hardware factor for an escrowed level whose factor is lost).
     pub fn accept_escrow(&self, recovery: &Key32, access: &mut FactorAccess) -> Result<()> {
-        keyring::escrowed_levels(recovery, &self.0.header)?;
-        let r = self.escrow().expect("escrowed_levels checked the recovery section");
-        access.set_recovery(r.split_id, keyring::recovery_factor_secret(recovery, &self.0.header.vault_id));
-        Ok(())
+        accept_escrow(&self.0.header, recovery, access)
     }
 
     /// Sets passphrase `new` with the recovery key: the master key is
@@ -221,6 +158,81 @@ impl Vault<Locked> {
         self.write_header(new, "escrow recover".into())?;
         Ok(levels)
     }
+}
+
+/// Rebuilds the recovery key from `shares` after checking that each
+/// belongs to this vault's current split, and that together they open
+/// the recovery section.
+pub(super) fn recovery_key(h: &Header, shares: &[EscrowShare]) -> Result<Key32> {
+    let Some(r) = &h.recovery else {
+        return Err(err(
+            ErrorKind::NotEnrolled,
+            "this vault has no recovery key (`vaultfs escrow split` makes one)",
+        ));
+    };
+    let mut points: Vec<shamir::SharePoint> = Vec::new();
+    for s in shares {
+        if s.vault != prefix(&h.vault_id) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "share #{} belongs to vault {}…, not to this one ({}…)",
+                    s.index,
+                    hex(&s.vault),
+                    hex(&prefix(&h.vault_id))
+                ),
+            ));
+        }
+        if s.split != prefix(&r.split_id) || (s.threshold, s.shares) != (r.threshold, r.shares) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "share #{} is from split {} ({} of {}), not from this vault's current split {} ({} of {}): \
+                     a new split makes the shares of earlier ones useless",
+                    s.index,
+                    hex(&s.split),
+                    s.threshold,
+                    s.shares,
+                    hex(&prefix(&r.split_id)),
+                    r.threshold,
+                    r.shares
+                ),
+            ));
+        }
+        match points.iter().find(|p| p.index == s.index) {
+            Some(p) if p.value.as_bytes() == s.value.as_bytes() => continue,
+            Some(_) => {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!("two different shares claim index #{}", s.index),
+                ));
+            }
+            None => points.push(shamir::SharePoint { index: s.index, value: s.value.clone() }),
+        }
+    }
+    if points.len() < r.threshold as usize {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{} different share(s) given; this vault's split needs {} of {}",
+                points.len(),
+                r.threshold,
+                r.shares
+            ),
+        ));
+    }
+    let key = shamir::combine(&points)?;
+    keyring::escrowed_levels(&key, h)?;
+    Ok(key)
+}
+
+/// Lets `access` answer escrow slots of `h` with `recovery`.
+pub(super) fn accept_escrow(h: &Header, recovery: &Key32, access: &mut FactorAccess) -> Result<()> {
+    keyring::escrowed_levels(recovery, h)?;
+    let r =
+        h.recovery.as_ref().ok_or_else(|| err(ErrorKind::NotEnrolled, "this vault has no recovery key"))?;
+    access.set_recovery(r.split_id, keyring::recovery_factor_secret(recovery, &h.vault_id));
+    Ok(())
 }
 
 fn prefix(id: &[u8; 16]) -> [u8; 4] {

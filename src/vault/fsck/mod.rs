@@ -4,9 +4,11 @@
 //! docs/ADMIN.md ("fsck") describes the checks and the report; this module
 //! keeps to it.
 //!
-//! It works on `Vault<Locked>` and never runs the unlock path (which purges
-//! level-0 content and orphans, and appends an `unlock` record): a check
-//! without `repair` writes nothing. `check` reads and judges, `repair`
+//! A closed vault is checked through `Vault<Locked>`, never running the
+//! unlock path (which purges level-0 content and orphans, and appends an
+//! `unlock` record): a check without `repair` writes nothing. A mounted one
+//! is checked read-only on a frozen view of its store, and the check is
+//! recorded. `check` reads and judges, `repair`
 //! applies the fixes `check` planned; the report is plain data.
 
 mod check;
@@ -14,13 +16,44 @@ mod repair;
 #[cfg(test)]
 mod tests;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{ErrorKind, Result};
 use super::keyring::{self, FactorSecrets};
-use super::{Locked, Vault};
+use super::{AuditOp, Caller, Locked, ROOT_INO, Record, Unlocked, Vault};
 use crate::crypto::Passphrase;
-use crate::format::{hex, keys};
+use crate::format::{Header, hex, keys};
+use crate::store::Store;
+
+/// A unit enum's stable names (JSON, audit leaves): `name()`, and serde by
+/// name both ways (the report crosses the control socket of a mount).
+macro_rules! named {
+    ($t:ident { $($v:ident => $n:literal,)* }) => {
+        impl $t {
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($t::$v => $n,)*
+                }
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let name = String::deserialize(d)?;
+                match name.as_str() {
+                    $($n => Ok($t::$v),)*
+                    other => Err(serde::de::Error::unknown_variant(other, &[$($n),*])),
+                }
+            }
+        }
+    };
+}
 
 /// What `fsck` is asked to do.
 #[derive(Clone, Debug, Default)]
@@ -48,16 +81,12 @@ pub enum FsckStatus {
     Clean,
 }
 
-impl FsckStatus {
-    pub fn name(self) -> &'static str {
-        match self {
-            FsckStatus::Damaged => "damaged",
-            FsckStatus::Incomplete => "incomplete",
-            FsckStatus::Repaired => "repaired",
-            FsckStatus::Clean => "clean",
-        }
-    }
-}
+named!(FsckStatus {
+    Damaged => "damaged",
+    Incomplete => "incomplete",
+    Repaired => "repaired",
+    Clean => "clean",
+});
 
 /// Whether a level's records could be authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,20 +104,16 @@ pub enum LevelAccess {
     Rotating,
 }
 
-impl LevelAccess {
-    pub fn name(self) -> &'static str {
-        match self {
-            LevelAccess::Checked => "checked",
-            LevelAccess::Locked => "locked",
-            LevelAccess::NoKey => "no_key",
-            LevelAccess::Ephemeral => "ephemeral",
-            LevelAccess::Rotating => "rotating",
-        }
-    }
-}
+named!(LevelAccess {
+    Checked => "checked",
+    Locked => "locked",
+    NoKey => "no_key",
+    Ephemeral => "ephemeral",
+    Rotating => "rotating",
+});
 
 /// One classification level.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LevelReport {
     pub level: u8,
     pub access: LevelAccess,
@@ -99,7 +124,7 @@ pub struct LevelReport {
 }
 
 /// Records of one kind.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Tally {
     /// Keys of this kind in the store.
     pub stored: u64,
@@ -110,7 +135,7 @@ pub struct Tally {
     pub not_checked: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub inodes: Tally,
     pub entries: Tally,
@@ -130,7 +155,7 @@ pub struct Counts {
 }
 
 /// The segment files (docs/FORMAT.md section 6).
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct SegmentCounts {
     pub files: u64,
     pub bytes: u64,
@@ -142,7 +167,7 @@ pub struct SegmentCounts {
 }
 
 /// The audit log as `vaultfs audit verify STORE` sees it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AuditReport {
     /// Whether the whole log verified (leaves, nodes, frontier, checkpoints).
     pub verified: bool,
@@ -202,34 +227,30 @@ pub enum ProblemKind {
     Segment,
 }
 
-impl ProblemKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ProblemKind::Header => "header",
-            ProblemKind::Malformed => "malformed",
-            ProblemKind::UnknownKey => "unknown_key",
-            ProblemKind::MissingInode => "missing_inode",
-            ProblemKind::InodeDamaged => "inode_damaged",
-            ProblemKind::EntryDamaged => "entry_damaged",
-            ProblemKind::DanglingEntry => "dangling_entry",
-            ProblemKind::EntryWithoutDirectory => "entry_without_directory",
-            ProblemKind::EntryMismatch => "entry_mismatch",
-            ProblemKind::LinkCount => "link_count",
-            ProblemKind::UnreachableInode => "unreachable_inode",
-            ProblemKind::OrphanInode => "orphan_inode",
-            ProblemKind::BlockCount => "block_count",
-            ProblemKind::BlockDamaged => "block_damaged",
-            ProblemKind::OrphanBlock => "orphan_block",
-            ProblemKind::XattrDamaged => "xattr_damaged",
-            ProblemKind::OrphanXattr => "orphan_xattr",
-            ProblemKind::OrphanMarker => "orphan_marker",
-            ProblemKind::TombstoneDamaged => "tombstone_damaged",
-            ProblemKind::Counter => "counter",
-            ProblemKind::Audit => "audit",
-            ProblemKind::Segment => "segment",
-        }
-    }
-}
+named!(ProblemKind {
+    Header => "header",
+    Malformed => "malformed",
+    UnknownKey => "unknown_key",
+    MissingInode => "missing_inode",
+    InodeDamaged => "inode_damaged",
+    EntryDamaged => "entry_damaged",
+    DanglingEntry => "dangling_entry",
+    EntryWithoutDirectory => "entry_without_directory",
+    EntryMismatch => "entry_mismatch",
+    LinkCount => "link_count",
+    UnreachableInode => "unreachable_inode",
+    OrphanInode => "orphan_inode",
+    BlockCount => "block_count",
+    BlockDamaged => "block_damaged",
+    OrphanBlock => "orphan_block",
+    XattrDamaged => "xattr_damaged",
+    OrphanXattr => "orphan_xattr",
+    OrphanMarker => "orphan_marker",
+    TombstoneDamaged => "tombstone_damaged",
+    Counter => "counter",
+    Audit => "audit",
+    Segment => "segment",
+});
 
 /// What happens about a problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,16 +266,12 @@ pub enum RepairState {
     Refused,
 }
 
-impl RepairState {
-    pub fn name(self) -> &'static str {
-        match self {
-            RepairState::None => "none",
-            RepairState::Available => "available",
-            RepairState::Done => "done",
-            RepairState::Refused => "refused",
-        }
-    }
-}
+named!(RepairState {
+    None => "none",
+    Available => "available",
+    Done => "done",
+    Refused => "refused",
+});
 
 /// How a repairable problem is fixed (planned by `check`, applied by `repair`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,7 +287,7 @@ pub(crate) enum Fix {
 }
 
 /// One problem: its kind, where (the store key in hex), and a sentence.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Problem {
     pub kind: ProblemKind,
     /// The store key in hex (for a group of blocks, the `B ‖ ino` prefix they share).
@@ -291,7 +308,7 @@ pub struct Problem {
 }
 
 /// Everything fsck found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FsckReport {
     pub status: FsckStatus,
     /// Vault id (hex).
@@ -344,17 +361,6 @@ impl FsckReport {
     }
 }
 
-macro_rules! serialize_by_name {
-    ($($t:ty),*) => {$(
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                s.serialize_str(self.name())
-            }
-        }
-    )*};
-}
-serialize_by_name!(FsckStatus, LevelAccess, ProblemKind, RepairState);
-
 impl Vault<Locked> {
     /// Checks the whole vault (docs/ADMIN.md, "fsck"). `secrets` is asked for
     /// the factors of `opts.factor_levels` only; `progress(done, total)` is
@@ -368,36 +374,93 @@ impl Vault<Locked> {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<FsckReport> {
         let Locked { store, header, .. } = &self.0;
-        let mut report = FsckReport::new(&header.vault_id, header.block_size, opts.repair);
-        let ring = match keyring::unlock(pass, header) {
-            Ok(r) => r,
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
-                report.header_authenticated = false;
-                report.problems.push(Problem {
-                    kind: ProblemKind::Header,
-                    key: hex(keys::HEADER),
-                    ino: None,
-                    block: None,
-                    level: None,
-                    count: 1,
-                    message: format!("{}; nothing else can be trusted, so nothing else was checked", e),
-                    repair: RepairState::None,
-                    fix: None,
-                });
-                report.status = report.verdict();
-                return Ok(report);
-            }
-            Err(e) => return Err(e),
-        };
-        let rotating = crate::vault::rotate::pending_rotations(store)?;
-        let access = check::level_keys(header, &ring, opts, &rotating, secrets);
-        let mut checker = check::Checker::new(store, header, &ring, &access, report, progress);
-        checker.run()?;
-        let mut report = checker.finish();
-        if opts.repair {
-            repair::apply(store, header, &ring, &access, &mut report)?;
-        }
-        report.status = report.verdict();
-        Ok(report)
+        check_store(store, header, pass, opts, secrets, progress)
     }
+}
+
+impl Vault<Unlocked> {
+    /// `vaultfs fsck` on a mounted vault, through its control socket: the
+    /// same check, read-only, of the store as it is at one instant (every
+    /// write of the mount waits meanwhile, as while `.backup/` copies it).
+    /// The check is recorded (op `check`, the problems found in `len`) with
+    /// the caller; a wrong passphrase is recorded with EACCES.
+    pub fn fsck_mounted(
+        &self,
+        who: Caller,
+        comm: &[u8],
+        pass: &Passphrase,
+        factor_levels: Vec<u8>,
+        secrets: &mut FactorSecrets,
+    ) -> Result<FsckReport> {
+        let core = self.core();
+        let header = core.header();
+        let opts = FsckOptions { repair: false, factor_levels };
+        let checked = {
+            let (_, _, frozen) = core.audit.checkpoint_and_freeze(&core.store)?;
+            check_store(frozen.store(), &header, pass, &opts, secrets, &mut |_, _| {})
+        };
+        let (result, found) = match &checked {
+            Ok(r) => (0, r.problems.len() as u64),
+            Err(e) if e.kind() == ErrorKind::Io => (EIO, 0),
+            Err(_) => (EACCES, 0),
+        };
+        let record = Record {
+            who,
+            comm: comm.to_vec(),
+            op: AuditOp::Check,
+            level: None,
+            ino: ROOT_INO,
+            path: b"/".to_vec(),
+            offset: 0,
+            len: found,
+        };
+        self.record(record, result, true)?;
+        checked
+    }
+}
+
+/// errno recorded for a check refused (wrong passphrase) or failed in storage.
+const EACCES: i32 = 13;
+const EIO: i32 = 5;
+
+/// The check of `store` under `header`, repairing when `opts` asks.
+fn check_store(
+    store: &Store,
+    header: &Header,
+    pass: &Passphrase,
+    opts: &FsckOptions,
+    secrets: &mut FactorSecrets,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<FsckReport> {
+    let mut report = FsckReport::new(&header.vault_id, header.block_size, opts.repair);
+    let ring = match keyring::unlock(pass, header) {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::Corrupt => {
+            report.header_authenticated = false;
+            report.problems.push(Problem {
+                kind: ProblemKind::Header,
+                key: hex(keys::HEADER),
+                ino: None,
+                block: None,
+                level: None,
+                count: 1,
+                message: format!("{}; nothing else can be trusted, so nothing else was checked", e),
+                repair: RepairState::None,
+                fix: None,
+            });
+            report.status = report.verdict();
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
+    let rotating = crate::vault::rotate::pending_rotations(store)?;
+    let access = check::level_keys(header, &ring, opts, &rotating, secrets);
+    let mut checker = check::Checker::new(store, header, &ring, &access, report, progress);
+    checker.run()?;
+    let mut report = checker.finish();
+    if opts.repair {
+        repair::apply(store, header, &ring, &access, &mut report)?;
+    }
+    report.status = report.verdict();
+    Ok(report)
 }

@@ -27,8 +27,9 @@ pub struct Keyring {
     /// Seals audit log leaves (HKDF `vaultfs/v1/audit-leaf` from the master key).
     pub audit_leaf: Key32,
     /// Wrapping keys of the levels that have factor slots: useless without
-    /// the factor secrets, which are asked for at each unlock.
-    factor_wrapping: [Option<Key32>; 6],
+    /// the factor secrets, which are asked for at each unlock. Changed only
+    /// when a mounted vault's header is rewritten (`follow`).
+    factor_wrapping: RwLock<[Option<Key32>; 6]>,
 }
 
 /// A rewritten header and the master key it authenticates under (the
@@ -79,6 +80,10 @@ fn wrap(key: &Key32, aad: &[u8], secret: &Key32) -> Result<[u8; format::WRAPPED_
 
 fn unwrap(key: &Key32, aad: &[u8], wrapped: &[u8]) -> std::result::Result<Key32, crypto::Error> {
     Key32::from_slice(&crypto::open(key, aad, wrapped)?)
+}
+
+fn copy(k: &Key32) -> Key32 {
+    Key32::from_bytes(*k.as_bytes())
 }
 
 fn level_wrapping_key(master: &Key32, vault_id: &[u8; 16], level: u8) -> Key32 {
@@ -179,18 +184,23 @@ pub fn unlock_with_master(master: &Key32, h: &Header) -> Result<Keyring> {
     for (level, key) in passphrase_levels(master, h)? {
         levels[level as usize] = Some(Arc::new(MetaKeys::derive(level, &key, &h.vault_id)));
     }
-    let mut factor_wrapping: [Option<Key32>; 6] = Default::default();
-    for slot in h.slots.iter().filter(|s| s.kind == SLOT_KIND_FACTORS) {
-        factor_wrapping[slot.level as usize] = Some(level_wrapping_key(master, &h.vault_id, slot.level));
-    }
     let audit_leaf = crypto::hkdf(master.as_bytes(), &h.vault_id, labels::AUDIT_LEAF);
     Ok(Keyring {
         vault_meta: Arc::new(MetaKeys::derive(VAULT_LEVEL, &vault_meta_root, &h.vault_id)),
         levels: RwLock::new(levels),
         audit,
         audit_leaf,
-        factor_wrapping,
+        factor_wrapping: RwLock::new(factor_wrapping(master, h)),
     })
+}
+
+/// The wrapping keys of `h`'s levels that have factor slots.
+fn factor_wrapping(master: &Key32, h: &Header) -> [Option<Key32>; 6] {
+    let mut out: [Option<Key32>; 6] = Default::default();
+    for slot in h.slots.iter().filter(|s| s.kind == SLOT_KIND_FACTORS) {
+        out[slot.level as usize] = Some(level_wrapping_key(master, &h.vault_id, slot.level));
+    }
+    out
 }
 
 /// The metadata keys of the levels `pass` opens (after a lock or lockdown).
@@ -236,13 +246,15 @@ impl Keyring {
         level: u8,
         secrets: &mut FactorSecrets,
     ) -> Result<MetaKeys> {
-        let Some(wrapping) = self.factor_wrapping.get(level as usize).and_then(Option::as_ref) else {
+        // A copy, so that no lock is held while a factor is asked (a touch).
+        let wrapping = self.read_wrapping().get(level as usize).and_then(Option::as_ref).map(copy);
+        let Some(wrapping) = wrapping else {
             return Err(err(
                 ErrorKind::NotEnrolled,
                 format!("level {level} has no hardware factor enrolled"),
             ));
         };
-        let key = open_factor_slots(wrapping, h, level, secrets)?;
+        let key = open_factor_slots(&wrapping, h, level, secrets)?;
         Ok(MetaKeys::derive(level, &key, &h.vault_id))
     }
 
@@ -259,7 +271,18 @@ impl Keyring {
 
     /// Whether `level` opens with hardware factors.
     pub fn has_factor_slots(&self, level: u8) -> bool {
-        self.factor_wrapping.get(level as usize).is_some_and(Option::is_some)
+        self.read_wrapping().get(level as usize).is_some_and(Option::is_some)
+    }
+
+    /// Takes the factor levels of a header rewritten while mounted (an
+    /// enrollment makes a level open with factors from now on).
+    pub fn follow(&self, new: &Rewrap) {
+        *self.factor_wrapping.write().unwrap_or_else(|p| p.into_inner()) =
+            factor_wrapping(&new.master, &new.header);
+    }
+
+    fn read_wrapping(&self) -> std::sync::RwLockReadGuard<'_, [Option<Key32>; 6]> {
+        self.factor_wrapping.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
