@@ -395,10 +395,15 @@ impl Vault<Unlocked> {
         let core = self.core();
         let header = core.header();
         let opts = FsckOptions { repair: false, factor_levels };
-        let checked = {
-            let (_, _, frozen) = core.audit.checkpoint_and_freeze(&core.store)?;
-            check_store(frozen.store(), &header, pass, &opts, secrets, &mut |_, _| {})
-        };
+        // The KDF and the factors (a touch) before the store is frozen:
+        // the mount's writes wait only for the reading.
+        let checked = Keys::open(&core.store, &header, pass, &opts, secrets).and_then(|keys| match keys {
+            Ok(keys) => {
+                let (_, _, frozen) = core.audit.checkpoint_and_freeze(&core.store)?;
+                keys.check(frozen.store(), &header, &opts, &mut |_, _| {})
+            }
+            Err(report) => Ok(report),
+        });
         let (result, found) = match &checked {
             Ok(r) => (0, r.problems.len() as u64),
             Err(e) if e.kind() == ErrorKind::Io => (EIO, 0),
@@ -432,35 +437,70 @@ fn check_store(
     secrets: &mut FactorSecrets,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<FsckReport> {
-    let mut report = FsckReport::new(&header.vault_id, header.block_size, opts.repair);
-    let ring = match keyring::unlock(pass, header) {
-        Ok(r) => r,
-        Err(e) if e.kind() == ErrorKind::Corrupt => {
-            report.header_authenticated = false;
-            report.problems.push(Problem {
-                kind: ProblemKind::Header,
-                key: hex(keys::HEADER),
-                ino: None,
-                block: None,
-                level: None,
-                count: 1,
-                message: format!("{}; nothing else can be trusted, so nothing else was checked", e),
-                repair: RepairState::None,
-                fix: None,
-            });
-            report.status = report.verdict();
-            return Ok(report);
-        }
-        Err(e) => return Err(e),
-    };
-    let rotating = crate::vault::rotate::pending_rotations(store)?;
-    let access = check::level_keys(header, &ring, opts, &rotating, secrets);
-    let mut checker = check::Checker::new(store, header, &ring, &access, report, progress);
-    checker.run()?;
-    let mut report = checker.finish();
-    if opts.repair {
-        repair::apply(store, header, &ring, &access, &mut report)?;
+    match Keys::open(store, header, pass, opts, secrets)? {
+        Ok(keys) => keys.check(store, header, opts, progress),
+        Err(report) => Ok(report),
     }
-    report.status = report.verdict();
-    Ok(report)
+}
+
+/// What a check opens before it reads the store: the keyring and the
+/// levels' keys (passphrase KDF, factors).
+struct Keys {
+    ring: keyring::Keyring,
+    access: [check::Access; 6],
+}
+
+impl Keys {
+    /// The keys, or (`Ok(Err)`) the report of a header that does not
+    /// authenticate, when nothing else can be checked.
+    fn open(
+        store: &Store,
+        header: &Header,
+        pass: &Passphrase,
+        opts: &FsckOptions,
+        secrets: &mut FactorSecrets,
+    ) -> Result<std::result::Result<Keys, FsckReport>> {
+        let ring = match keyring::unlock(pass, header) {
+            Ok(r) => r,
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                let mut report = FsckReport::new(&header.vault_id, header.block_size, opts.repair);
+                report.header_authenticated = false;
+                report.problems.push(Problem {
+                    kind: ProblemKind::Header,
+                    key: hex(keys::HEADER),
+                    ino: None,
+                    block: None,
+                    level: None,
+                    count: 1,
+                    message: format!("{}; nothing else can be trusted, so nothing else was checked", e),
+                    repair: RepairState::None,
+                    fix: None,
+                });
+                report.status = report.verdict();
+                return Ok(Err(report));
+            }
+            Err(e) => return Err(e),
+        };
+        let rotating = crate::vault::rotate::pending_rotations(store)?;
+        let access = check::level_keys(header, &ring, opts, &rotating, secrets);
+        Ok(Ok(Keys { ring, access }))
+    }
+
+    fn check(
+        &self,
+        store: &Store,
+        header: &Header,
+        opts: &FsckOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<FsckReport> {
+        let report = FsckReport::new(&header.vault_id, header.block_size, opts.repair);
+        let mut checker = check::Checker::new(store, header, &self.ring, &self.access, report, progress);
+        checker.run()?;
+        let mut report = checker.finish();
+        if opts.repair {
+            repair::apply(store, header, &self.ring, &self.access, &mut report)?;
+        }
+        report.status = report.verdict();
+        Ok(report)
+    }
 }
