@@ -342,7 +342,7 @@ pub struct MountArgs {
     /// reply), commit=MS (changes reach the disk within MS ms, default 1000; fsync
     /// and unmount always), cache=MIB (the store's page cache, default 128), inodes=N
     /// (files the kernel may keep looked up, default 100000), uid=N,
-    /// gid=N, threads=N, passphrase_file=PATH (plus
+    /// gid=N, threads=N, passphrase_file=PATH, witness=PATH (as --witness; plus
     /// fstab's auto/noauto/nofail/...).
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
@@ -357,6 +357,11 @@ pub struct MountArgs {
     /// The policy file to follow (default: STORE/policy.toml; docs/POLICY.md).
     #[arg(long, value_name = "PATH")]
     pub policy: Option<PathBuf>,
+    /// Rollback anchor: keep the newest audit checkpoint in this file (on
+    /// another disk or a share; created at first use) and refuse to mount a
+    /// store older than it (exit 11).
+    #[arg(long, value_name = "PATH")]
+    pub witness: Option<PathBuf>,
     #[command(flatten)]
     pub tpm: TpmArgs,
     /// Internal: run as the daemon child of `vaultfs mount`, reporting readiness on stdout.
@@ -430,6 +435,11 @@ pub struct RestoreArgs {
     /// audit log does not contain the tree it signed (an older archive, a rollback).
     #[arg(long, value_name = "CHECKPOINT")]
     pub not_older_than: Option<String>,
+    /// The rollback anchor the restored vault will be mounted with
+    /// (`mount --witness`): set it deliberately to the archive's checkpoint,
+    /// so that the restored (older) store mounts.
+    #[arg(long, value_name = "PATH")]
+    pub witness: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -12,9 +12,10 @@ use super::args::{BackupArgs, RestoreArgs};
 use super::exit::{self, Code, Exit};
 use super::mountinfo::{Serving, open_unmounted, serving};
 use super::passphrase::{self, Confirm};
+use crate::audit::checkpoint::Checkpoint;
 use crate::backup::{self, Expect, Phase};
 use crate::format::hex;
-use crate::vault::{AuditOp, Caller, Record, Unlocked, Vault};
+use crate::vault::{AuditOp, Caller, Record, Unlocked, Vault, Witness};
 
 /// The archive maker the mount hands `.backup/` (the fs layer cannot call
 /// its peer `backup` itself).
@@ -245,5 +246,19 @@ pub fn run_restore(a: RestoreArgs) -> exit::Result {
         a.new_store.display()
     );
     super::audit::write_pubkey_file(&a.new_store, &p.audit_public);
+    if let Some(path) = &a.witness {
+        let w = Witness::new(path);
+        let key = crate::crypto::VerifyingKey(p.audit_public);
+        let before = w.read().ok().flatten().and_then(|n| Checkpoint::parse_and_verify(&n, None, &key).ok());
+        let before = before.map(|c| c.size);
+        w.write(&p.checkpoint)?;
+        let was = before.map_or("none".to_string(), |s| format!("{s} records"));
+        let _ = writeln!(
+            out,
+            "witness:    {} now anchors the vault at this archive's {} records (was {was})",
+            path.display(),
+            v.checkpoint.size
+        );
+    }
     Ok(())
 }

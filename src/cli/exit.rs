@@ -29,6 +29,9 @@ pub enum Code {
     /// The store is served by a running mount, and the command needs it
     /// unmounted.
     Mounted = 10,
+    /// The store is older than its rollback anchor (`--witness`): a copy of
+    /// the store directory was put back.
+    RolledBack = 11,
 }
 
 /// A command's failure: what to print and how to exit.
@@ -39,7 +42,7 @@ pub struct Exit {
 }
 
 impl Code {
-    pub const ALL: [Code; 10] = [
+    pub const ALL: [Code; 11] = [
         Code::Failure,
         Code::Usage,
         Code::WrongPassphrase,
@@ -50,6 +53,7 @@ impl Code {
         Code::Repaired,
         Code::MountPoint,
         Code::Mounted,
+        Code::RolledBack,
     ];
 
     /// The code with this number (a daemon reports its exit as a number).
@@ -81,6 +85,9 @@ impl Code {
                  (without -o nonempty), or a dead FUSE mount"
             }
             Code::Mounted => "the store is served by a running mount and the command needs it unmounted",
+            Code::RolledBack => {
+                "the store is older than its rollback anchor (the --witness file): a copy of the store was put back"
+            }
         }
     }
 }
@@ -101,6 +108,7 @@ impl From<Error> for Exit {
             ErrorKind::WrongPassphrase => Code::WrongPassphrase,
             ErrorKind::VaultExists | ErrorKind::NotFound => Code::VaultPresence,
             ErrorKind::Corrupt => Code::Corrupt,
+            ErrorKind::RolledBack => Code::RolledBack,
             ErrorKind::Unsupported => Code::Unsupported,
             ErrorKind::InvalidArgument => Code::Usage,
             ErrorKind::NotEnrolled

@@ -13,7 +13,7 @@ use super::mountinfo::PID_FILE;
 use super::passphrase::{self, Confirm};
 use crate::fs::MountOptions;
 use crate::policy::PolicyWatcher;
-use crate::vault::{Durability, Unlocked, Vault};
+use crate::vault::{Durability, ErrorKind, Unlocked, Vault, Witness};
 
 /// What `-o` decided.
 struct Decided {
@@ -23,6 +23,8 @@ struct Decided {
     passphrase_file: Option<PathBuf>,
     durability: Durability,
     cache_mib: u32,
+    /// The rollback anchor's witness file (absolute).
+    witness: Option<PathBuf>,
 }
 
 /// The store's page cache by default, MiB (`-o cache=MIB`).
@@ -58,6 +60,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         known_inodes: DEFAULT_KNOWN_INODES,
     };
     let mut passphrase_file = None;
+    let mut witness = a.witness.clone();
     let mut nonempty = false;
     let (mut sync, mut commit_ms, mut cache_mib) = (false, DEFAULT_COMMIT_MS, DEFAULT_CACHE_MIB);
     let number =
@@ -72,6 +75,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "gid" => opts.gid = Some(number(k, v)?),
             "threads" => opts.threads = number(k, v)? as usize,
             "passphrase_file" => passphrase_file = Some(PathBuf::from(v)),
+            "witness" => witness = Some(PathBuf::from(v)),
             "sync" => sync = true,
             "async" => sync = false,
             "commit" => commit_ms = number(k, v)?,
@@ -104,7 +108,11 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         true => Durability::EachBatch,
         false => Durability::Grouped(std::time::Duration::from_millis(commit_ms.into())),
     };
-    Ok(Decided { opts, nonempty, passphrase_file, durability, cache_mib })
+    let witness = witness
+        .filter(|w| !w.as_os_str().is_empty())
+        .map(|w| std::path::absolute(&w).map_err(|e| Exit::usage(format!("witness {}: {e}", w.display()))))
+        .transpose()?;
+    Ok(Decided { opts, nonempty, passphrase_file, durability, cache_mib, witness })
 }
 
 /// `verbose`: the `-v` count, passed on to the daemon.
@@ -172,10 +180,27 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
     };
     let pass = passphrase::obtain(source, "Vault passphrase: ", Confirm::Once).map_err(report)?;
     crate::sys::limit_malloc_arenas(MALLOC_ARENAS);
+    let witness = d.witness.as_deref().map(Witness::new);
+    let anchor = witness.as_ref().map(|w| w.read()).transpose().map_err(|e| report(e.into()))?.flatten();
+    let source = witness.as_ref().map(|w| format!("the witness file {}", w.path().display()));
     let vault = Vault::open_with_cache(&a.store, u64::from(d.cache_mib) << 20)
-        .and_then(|v| v.unlock(&pass))
+        .and_then(|v| v.unlock_anchored(&pass, anchor.as_deref().zip(source.as_deref())))
         .and_then(|v| v.set_durability(d.durability).map(|()| v))
-        .map_err(|e| report(e.into()))?;
+        .map_err(|e| {
+            if e.kind() == ErrorKind::RolledBack {
+                tracing::error!("refusing to mount {}: {e}", a.store.display());
+            }
+            report(e.into())
+        })?;
+    if let Some(w) = &witness
+        && anchor.is_none()
+    {
+        tracing::warn!(
+            "the witness file {} did not exist: it anchors the vault from now on",
+            w.path().display()
+        );
+    }
+    let _anchor = witness.map(|w| vault.start_anchoring(w)).transpose().map_err(|e| report(e.into()))?;
     super::audit::write_pubkey_file(&a.store, &vault.header().audit_public);
     drop(pass);
     let socket = a.store.join(crate::control::SOCKET_NAME);
@@ -231,6 +256,9 @@ fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase, verbose: u8) ->
         cmd.arg("--threads").arg(t.to_string());
     }
     cmd.arg("--policy").arg(policy_path(a)?);
+    if let Some(w) = &a.witness {
+        cmd.arg("--witness").arg(std::path::absolute(w).unwrap_or_else(|_| w.clone()));
+    }
     if let Some(t) = &a.tpm.tpm_tcti {
         cmd.arg("--tpm-tcti").arg(t);
     }

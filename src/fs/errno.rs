@@ -23,8 +23,10 @@ pub fn errno(e: &Error) -> Errno {
         ErrorKind::NoData => Errno::ENODATA,
         ErrorKind::TooLarge => Errno::E2BIG,
         ErrorKind::Unsupported => Errno::EOPNOTSUPP,
-        ErrorKind::WrongPassphrase | ErrorKind::Corrupt | ErrorKind::RotationPending | ErrorKind::Io => {
-            Errno::EIO
-        }
+        ErrorKind::WrongPassphrase
+        | ErrorKind::Corrupt
+        | ErrorKind::RotationPending
+        | ErrorKind::RolledBack
+        | ErrorKind::Io => Errno::EIO,
     }
 }

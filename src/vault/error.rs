@@ -57,6 +57,8 @@ pub enum ErrorKind {
     VaultExists,
     /// A key rotation was interrupted: `vaultfs rotate` must finish it first.
     RotationPending,
+    /// The store is older than its rollback anchor (a copy put back).
+    RolledBack,
     /// Storage or operating-system I/O failed.
     Io,
 }

@@ -2,6 +2,7 @@
 //! be unlocked; `Vault<Unlocked>` offers the filesystem operations the FUSE
 //! adapter calls. Thread-safe: clone it into every worker.
 
+mod anchor;
 mod approval;
 mod audit;
 mod content;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use crate::format::TombstoneRecord;
 pub use crate::store::Durability;
+pub use anchor::{ANCHOR_EVERY, Anchoring, Witness};
 pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use enforce::Upkeep;
@@ -178,6 +180,13 @@ impl Vault<Locked> {
 
     /// Derives the keys from `pass`. Wrong passphrase: `ErrorKind::WrongPassphrase`, nothing changed.
     pub fn unlock(self, pass: &Passphrase) -> Result<Vault<Unlocked>> {
+        self.unlock_anchored(pass, None)
+    }
+
+    /// `unlock`, refusing (before anything is written) a store whose audit
+    /// log does not hold the tree of `anchor`: a checkpoint note kept outside
+    /// the store, and where it came from (see `anchor::check`).
+    pub fn unlock_anchored(self, pass: &Passphrase, anchor: Option<(&str, &str)>) -> Result<Vault<Unlocked>> {
         let Locked { dir, store, header } = self.0;
         // Records of a level in rotation are under two keys: finish first.
         if let Some(level) = rotate::pending_rotations(&store)?.first() {
@@ -203,6 +212,9 @@ impl Vault<Locked> {
         let highest = store.last_key_with_prefix(&[keys::INODE])?.and_then(|k| keys::ino_of(&k)).unwrap_or(0);
         let counter = counter.max(highest + 1);
         let audit = keys.open_log(&store, header.vault_id)?;
+        if let Some((note, source)) = anchor {
+            anchor::check(&audit, &store, &header, note, source)?;
+        }
         let header = mark_features(&store, &audit, &master, header)?;
         drop(master);
         let space = crate::block::Space::load(&store)?;
