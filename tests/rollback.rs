@@ -1,9 +1,12 @@
-//! The rollback anchor on real mounts: a store directory put back from an
-//! older copy does not mount against its witness file (exit 11), a forged or
-//! foreign witness is refused (exit 5), a crash never makes the genuine store
-//! look rolled back, and `restore --witness` moves the anchor deliberately.
+//! The rollback anchors on real mounts: a store directory put back from an
+//! older copy does not mount against its witness file or its TPM anchor
+//! (exit 11), a forged or foreign witness is refused (exit 5), a crash never
+//! makes the genuine store look rolled back, and `restore --witness` and
+//! `-o reanchor` move the anchors deliberately.
 
 mod common;
+#[path = "common/swtpm.rs"]
+mod swtpm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -130,4 +133,71 @@ fn a_crash_never_makes_the_store_look_rolled_back() {
     let fsck =
         vaultfs(&["fsck", m.store.to_str().unwrap(), "--passphrase-file", m.passfile.to_str().unwrap()]);
     assert_eq!(fsck.status.code(), Some(0), "{}", String::from_utf8_lossy(&fsck.stdout));
+}
+
+/// A vault with a TPM factor keeps its anchor in the TPM's NV memory: an
+/// older copy of the store is refused without any witness file, and so is
+/// a vault whose anchor disappeared; `-o reanchor` accepts the store on
+/// purpose (recorded), and `-o no_tpm_anchor` skips the check.
+#[test]
+fn the_tpm_anchor_catches_a_store_put_back() {
+    let tpm = swtpm::Swtpm::start();
+    let mut m = Mount::new();
+    m.unmount();
+    m.env = vec![("TPM2TOOLS_TCTI".into(), tpm.tcti())];
+    let (st, pf) = (m.store.to_str().unwrap().to_string(), m.passfile.to_str().unwrap().to_string());
+    let out = m.run(&["enroll", "tpm", &st, "--level", "4", "--passphrase-file", &pf]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    m.mount();
+    std::fs::write(m.path("1-working/a.md"), "first").unwrap();
+    m.unmount();
+    let side = tempfile::tempdir().unwrap();
+    let old = side.path().join("old");
+    copy_dir(&m.store, &old);
+    m.mount();
+    std::fs::write(m.path("1-working/b.md"), "second").unwrap();
+    m.unmount();
+
+    put_back(&old, &m.store);
+    let mnt = m.mnt.to_str().unwrap().to_string();
+    let env = m.env.clone();
+    let mount = |opts: &[&str]| {
+        let mut args = vec!["mount", st.as_str(), mnt.as_str(), "--passphrase-file", pf.as_str()];
+        for o in opts {
+            args.extend(["-o", o]);
+        }
+        Command::new(common::bin()).args(&args).envs(env.clone()).output().unwrap()
+    };
+    let out = mount(&[]);
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the TPM anchor (NV index"), "{}", stderr(&out));
+    assert!(!common::is_mounted(&m.mnt));
+
+    // Accepted on purpose: recorded, and the anchor follows this store.
+    let out = mount(&["reanchor"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    m.mounted = true;
+    let ops = common::control::audit_ops(&m);
+    assert!(ops.iter().any(|(op, _, _, p)| op == "mount" && p.starts_with("reanchor: ")), "{ops:?}");
+    assert!(!m.path("1-working/b.md").exists());
+    m.unmount();
+    m.mount();
+    m.unmount();
+
+    // The anchor removed from the TPM: this vault was anchored there, so no.
+    let cfg = vaultfs::gate::tpm::TpmConfig::resolve(Some(&tpm.tcti()), Vec::new());
+    let header = vaultfs::store::Store::open(&m.store, false)
+        .unwrap()
+        .get(vaultfs::format::keys::HEADER)
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    let id = vaultfs::format::Header::decode(&header).unwrap().vault_id;
+    vaultfs::gate::tpm::remove_anchor(&cfg, vaultfs::gate::tpm::anchor_index(&id)).unwrap();
+    let out = mount(&[]);
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is gone"), "{}", stderr(&out));
+    let out = mount(&["no_tpm_anchor"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    m.mounted = true;
 }

@@ -899,9 +899,9 @@ fn unknown_version_and_features_are_unsupported() {
         assert!(e.to_string().contains(&format!("version {version}")), "message names the version: {e}");
     }
     // Bits 0 (a recovery section follows), 1 (segment files), 2 (runs of
-    // blocks per index entry) and 3 (a single recovery key) are known
-    // (docs/FORMAT.md); the rest are not.
-    for bit in [4u32, 5, 40, 63] {
+    // blocks per index entry), 3 (a single recovery key) and 4 (a rollback
+    // anchor in a TPM) are known (docs/FORMAT.md); the rest are not.
+    for bit in [5u32, 6, 40, 63] {
         let t = with_header(&fx, |h| {
             h[FEATURES_AT..FEATURES_AT + 8].copy_from_slice(&(1u64 << bit).to_be_bytes())
         });

@@ -342,3 +342,32 @@ proptest! {
         }
     }
 }
+
+/// The NV rollback anchor: absent until written, read back only with the
+/// vault's authorization value (the TPM refuses another), overwritten in
+/// place, and removable.
+#[test]
+fn the_nv_anchor_answers_only_to_its_authorization() {
+    use vaultfs::gate::tpm::{ANCHOR_SIZE, NvAnchor, anchor_index, read_anchor, remove_anchor, write_anchor};
+    let tpm = Swtpm::start();
+    let c = cfg(&tpm, &[]);
+    let index = anchor_index(&[7u8; 16]);
+    assert_eq!(index & 0xFFC0_0000, 0x0180_0000, "an owner-range NV index");
+    assert_ne!(index, anchor_index(&[8u8; 16]));
+    let auth = Key32::random().unwrap();
+    assert_eq!(read_anchor(&c, index, &auth).unwrap(), NvAnchor::Missing);
+    let first = vec![1u8; ANCHOR_SIZE as usize];
+    write_anchor(&c, index, &auth, first.clone()).unwrap();
+    assert_eq!(read_anchor(&c, index, &auth).unwrap(), NvAnchor::Found(first));
+    let second = vec![2u8; ANCHOR_SIZE as usize];
+    write_anchor(&c, index, &auth, second.clone()).unwrap();
+    assert_eq!(read_anchor(&c, index, &auth).unwrap(), NvAnchor::Found(second.clone()));
+    // Another key neither reads nor writes it.
+    let other = Key32::random().unwrap();
+    assert!(matches!(read_anchor(&c, index, &other).unwrap(), NvAnchor::Foreign(_)));
+    assert!(write_anchor(&c, index, &other, vec![3u8; ANCHOR_SIZE as usize]).is_err());
+    assert_eq!(read_anchor(&c, index, &auth).unwrap(), NvAnchor::Found(second));
+    assert!(write_anchor(&c, index, &auth, vec![0u8; 3]).is_err(), "wrong size refused");
+    remove_anchor(&c, index).unwrap();
+    assert_eq!(read_anchor(&c, index, &auth).unwrap(), NvAnchor::Missing);
+}

@@ -58,7 +58,8 @@ pub enum Op {
     Readdir = 23,
     /// Files were purged (ephemeral max age) or crypto-shredded.
     Purge = 24,
-    /// The vault was mounted.
+    /// A mount accepted a store older than its rollback anchor (`-o
+    /// reanchor`); the unlock record marks every other mount.
     Mount = 25,
     /// The vault was unmounted.
     Unmount = 26,

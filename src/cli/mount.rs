@@ -13,7 +13,7 @@ use super::mountinfo::PID_FILE;
 use super::passphrase::{self, Confirm};
 use crate::fs::MountOptions;
 use crate::policy::PolicyWatcher;
-use crate::vault::{Durability, ErrorKind, Unlocked, Vault, Witness};
+use crate::vault::{Anchors, Durability, ErrorKind, Unlocked, Vault, Witness};
 
 /// What `-o` decided.
 struct Decided {
@@ -25,6 +25,10 @@ struct Decided {
     cache_mib: u32,
     /// The rollback anchor's witness file (absolute).
     witness: Option<PathBuf>,
+    /// `-o no_tpm_anchor`: do not check or keep the anchor in the TPM.
+    no_tpm_anchor: bool,
+    /// `-o reanchor`: accept a store older than its anchors (recorded).
+    reanchor: bool,
 }
 
 /// The store's page cache by default, MiB (`-o cache=MIB`).
@@ -62,6 +66,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     let mut passphrase_file = None;
     let mut witness = a.witness.clone();
     let mut nonempty = false;
+    let (mut no_tpm_anchor, mut reanchor) = (false, false);
     let (mut sync, mut commit_ms, mut cache_mib) = (false, DEFAULT_COMMIT_MS, DEFAULT_CACHE_MIB);
     let number =
         |k: &str, v: &str| v.parse::<u32>().map_err(|_| Exit::usage(format!("-o {k}={v}: not a number")));
@@ -76,6 +81,8 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "threads" => opts.threads = number(k, v)? as usize,
             "passphrase_file" => passphrase_file = Some(PathBuf::from(v)),
             "witness" => witness = Some(PathBuf::from(v)),
+            "no_tpm_anchor" => no_tpm_anchor = true,
+            "reanchor" => reanchor = true,
             "sync" => sync = true,
             "async" => sync = false,
             "commit" => commit_ms = number(k, v)?,
@@ -112,7 +119,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         .filter(|w| !w.as_os_str().is_empty())
         .map(|w| std::path::absolute(&w).map_err(|e| Exit::usage(format!("witness {}: {e}", w.display()))))
         .transpose()?;
-    Ok(Decided { opts, nonempty, passphrase_file, durability, cache_mib, witness })
+    Ok(Decided { opts, nonempty, passphrase_file, durability, cache_mib, witness, no_tpm_anchor, reanchor })
 }
 
 /// `verbose`: the `-v` count, passed on to the daemon.
@@ -181,10 +188,17 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
     let pass = passphrase::obtain(source, "Vault passphrase: ", Confirm::Once).map_err(report)?;
     crate::sys::limit_malloc_arenas(MALLOC_ARENAS);
     let witness = d.witness.as_deref().map(Witness::new);
-    let anchor = witness.as_ref().map(|w| w.read()).transpose().map_err(|e| report(e.into()))?.flatten();
-    let source = witness.as_ref().map(|w| format!("the witness file {}", w.path().display()));
+    let note = witness.as_ref().map(|w| w.read()).transpose().map_err(|e| report(e.into()))?.flatten();
+    let tpm = crate::gate::tpm::TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new());
+    let anchors = Anchors {
+        witness: note
+            .clone()
+            .zip(witness.as_ref().map(|w| format!("the witness file {}", w.path().display()))),
+        tpm: (!d.no_tpm_anchor).then(|| tpm.clone()),
+        reanchor: d.reanchor,
+    };
     let vault = Vault::open_with_cache(&a.store, u64::from(d.cache_mib) << 20)
-        .and_then(|v| v.unlock_anchored(&pass, anchor.as_deref().zip(source.as_deref())))
+        .and_then(|v| v.unlock_anchored(&pass, &anchors))
         .and_then(|v| v.set_durability(d.durability).map(|()| v))
         .map_err(|e| {
             if e.kind() == ErrorKind::RolledBack {
@@ -193,18 +207,17 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
             report(e.into())
         })?;
     if let Some(w) = &witness
-        && anchor.is_none()
+        && note.is_none()
     {
         tracing::warn!(
             "the witness file {} did not exist: it anchors the vault from now on",
             w.path().display()
         );
     }
-    let _anchor = witness.map(|w| vault.start_anchoring(w)).transpose().map_err(|e| report(e.into()))?;
+    let _anchoring = vault.start_anchoring(witness).map_err(|e| report(e.into()))?;
     super::audit::write_pubkey_file(&a.store, &vault.header().audit_public);
     drop(pass);
     let socket = a.store.join(crate::control::SOCKET_NAME);
-    let tpm = crate::gate::tpm::TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new());
     let _control = crate::control::server::ControlServer::start(&socket, vault.clone(), tpm)
         .map_err(|e| report(Exit::failure(format!("control socket {}: {e}", socket.display()))))?;
     let _policy = follow_policy(a, &vault).map_err(report)?;

@@ -29,7 +29,13 @@ pub const FEATURE_RUNS: u64 = 4;
 pub const FEATURE_SINGLE_SHARE: u64 = 8;
 /// Feature flags this build understands; any other set bit means a newer
 /// writer relied on something we would mishandle, so we refuse.
-pub const FEATURES_KNOWN: u64 = FEATURE_RECOVERY | FEATURE_SEGMENTS | FEATURE_RUNS | FEATURE_SINGLE_SHARE;
+/// The vault keeps a rollback anchor in a TPM's NV memory (docs/ADMIN.md,
+/// "Rollback anchor"): set once the anchor is first written, so that an
+/// anchor that disappears later is noticed, and a build that does not check
+/// it refuses the vault.
+pub const FEATURE_TPM_ANCHOR: u64 = 16;
+pub const FEATURES_KNOWN: u64 =
+    FEATURE_RECOVERY | FEATURE_SEGMENTS | FEATURE_RUNS | FEATURE_SINGLE_SHARE | FEATURE_TPM_ANCHOR;
 /// A 32-byte key sealed with XChaCha20-Poly1305: nonce(24) ‖ ct(32) ‖ tag(16).
 pub const WRAPPED_KEY_LEN: usize = 72;
 /// Key slot kind 1: level key wrapped by the level wrapping key alone

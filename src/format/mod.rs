@@ -16,9 +16,9 @@ pub use factors::{
     FACTOR_FIDO2, FACTOR_RECOVERY, FACTOR_TPM, Factor, Fido2Factor, decode_factors, encode_factors,
 };
 pub use header::{
-    FEATURE_RECOVERY, FEATURE_RUNS, FEATURE_SEGMENTS, FEATURES_KNOWN, FORMAT_VERSION, HEADER_MAGIC, Header,
-    KDF_LIMITS, KdfLimits, KeySlot, MAX_SLOTS, PASSPHRASE_LEVELS, RecoverySlot, SLOT_KIND_FACTORS,
-    SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN, validate_block_size,
+    FEATURE_RECOVERY, FEATURE_RUNS, FEATURE_SEGMENTS, FEATURE_TPM_ANCHOR, FEATURES_KNOWN, FORMAT_VERSION,
+    HEADER_MAGIC, Header, KDF_LIMITS, KdfLimits, KeySlot, MAX_SLOTS, PASSPHRASE_LEVELS, RecoverySlot,
+    SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN, validate_block_size,
 };
 pub use records::{
     DirentRecord, FileKind, InodeRecord, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_VALUE_LEN, RawKey,
@@ -126,6 +126,8 @@ pub mod labels {
     pub const RECOVERY: &[u8] = b"vaultfs/v1/recovery";
     /// Recovery key -> the secret of a recovery factor (levels escrowed with it).
     pub const RECOVERY_FACTOR: &[u8] = b"vaultfs/v1/recovery-factor";
+    /// Master key -> the authorization value of the vault's TPM NV anchor.
+    pub const TPM_ANCHOR: &[u8] = b"vaultfs/v1/tpm-anchor";
     /// Old level key -> the key that seals a pending rotation record (`P`).
     pub const ROTATION: &[u8] = b"vaultfs/v1/rotation";
     /// File key -> the key of its block index tags (BLAKE3-keyed, not HKDF:

@@ -1,11 +1,12 @@
-//! The rollback anchor (docs/ADMIN.md, "Rollback anchor"): the newest
-//! signed audit checkpoint, kept outside the store in a witness file at a
-//! path the admin chooses (a second disk, a network share). Every record
-//! the vault ever wrote is under some checkpoint, so a store whose audit log
-//! does not contain the witness's tree is older than the vault last seen (a
-//! restored copy of the store directory, authentic but stale) and is not
-//! mounted. The witness only ever names a checkpoint already durable in the
-//! store, so a crash never makes a genuine store look rolled back.
+//! The rollback anchors (docs/ADMIN.md, "Rollback anchor"): the newest
+//! signed audit checkpoint, kept outside the store, in a witness file at a
+//! path the admin chooses (a second disk, a network share) and, for a vault
+//! with a TPM factor, in the TPM's NV memory. Every record the vault ever
+//! wrote is under some checkpoint, so a store whose audit log does not
+//! contain an anchor's tree is older than the vault last seen (a restored
+//! copy of the store directory, authentic but stale) and is not mounted.
+//! An anchor only ever names a checkpoint already durable in the store, so
+//! a crash never makes a genuine store look rolled back.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,13 +20,31 @@ use super::error::{Error, ErrorKind, Result, err};
 use super::{Unlocked, Vault};
 use crate::audit::checkpoint::{Checkpoint, vault_origin};
 use crate::audit::log::Log;
-use crate::crypto::VerifyingKey;
-use crate::format::Header;
+use crate::audit::merkle::Hash;
+use crate::crypto::{Key32, VerifyingKey};
+use crate::format::{Factor, Header, SLOT_KIND_FACTORS, labels};
+use crate::gate::tpm::{self, NvAnchor, TpmConfig};
 use crate::store::Store;
 
 /// How often a mounted vault moves its witness forward (and at unmount):
 /// the most a rollback to a copy taken meanwhile can go unnoticed.
 pub const ANCHOR_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the TPM anchor moves forward while mounted (and at mount and
+/// unmount): TPM NV memory wears and TPMs throttle frequent NV writes.
+pub const TPM_ANCHOR_EVERY: Duration = Duration::from_secs(600);
+
+/// The rollback anchors an unlock checks (all optional).
+#[derive(Clone, Debug, Default)]
+pub struct Anchors {
+    /// A witness note, and where it came from (for messages).
+    pub witness: Option<(String, String)>,
+    /// The TPM holding the NV anchor, used when the vault has a TPM factor.
+    pub tpm: Option<TpmConfig>,
+    /// Accept a store older than its anchors (`-o reanchor`): recorded in
+    /// the audit log, and the anchors move to this store.
+    pub reanchor: bool,
+}
 
 /// A witness note is one checkpoint: a few hundred bytes.
 const MAX_NOTE: u64 = 16 * 1024;
@@ -117,28 +136,173 @@ pub(super) fn check(log: &Log, store: &Store, header: &Header, note: &str, sourc
             ),
         )
     })?;
-    let size = log.size();
-    if cp.size > size {
-        return Err(err(
-            ErrorKind::RolledBack,
-            format!(
-                "the store's audit log has {size} records but {source} holds a checkpoint of {}: the store was \
-                 rolled back, it is older than the vault last seen (a copy put back?)",
-                cp.size
-            ),
-        ));
-    }
-    if log.root(store, cp.size).map_err(Error::from)? != cp.root {
-        return Err(err(
-            ErrorKind::RolledBack,
-            format!(
-                "the first {} records of the store's audit log are not the ones {source} signed: the log was \
-                 rewritten or the store replaced",
-                cp.size
-            ),
-        ));
-    }
+    contains(log, store, cp.size, &cp.root, source)?;
     Ok(cp.size)
+}
+
+/// Whether `h` has a TPM factor slot (the vault's TPM is then known).
+pub(super) fn has_tpm_factor(h: &Header) -> bool {
+    h.slots.iter().filter(|s| s.kind == SLOT_KIND_FACTORS).any(|s| {
+        crate::format::decode_factors(&s.params).is_ok_and(|f| f.iter().any(|f| matches!(f, Factor::Tpm(_))))
+    })
+}
+
+/// The vault's anchor in TPM NV memory: its index, and the authorization
+/// value only the master key yields. Its 56 bytes: vault id ‖ tree size
+/// (u64, big-endian) ‖ root.
+pub(super) struct TpmAnchor {
+    cfg: TpmConfig,
+    index: u32,
+    auth: Key32,
+    vault_id: [u8; 16],
+}
+
+impl TpmAnchor {
+    pub(super) fn new(cfg: TpmConfig, master: &Key32, vault_id: [u8; 16]) -> TpmAnchor {
+        let auth = crate::crypto::hkdf(master.as_bytes(), &vault_id, labels::TPM_ANCHOR);
+        TpmAnchor { cfg, index: tpm::anchor_index(&vault_id), auth, vault_id }
+    }
+
+    fn name(&self) -> String {
+        format!("the TPM anchor (NV index {:#010x} at {})", self.index, self.cfg.tcti)
+    }
+
+    /// What the TPM holds: `None` when no anchor was written yet.
+    fn read(&self) -> Result<Option<(u64, Hash)>> {
+        let failed = |e: tpm::Error| {
+            err(
+                ErrorKind::FactorFailed,
+                format!(
+                    "{} cannot be checked: {e}; `-o no_tpm_anchor` mounts without it (the rollback check \
+                     is then skipped)",
+                    self.name()
+                ),
+            )
+        };
+        match tpm::read_anchor(&self.cfg, self.index, &self.auth).map_err(failed)? {
+            NvAnchor::Missing => Ok(None),
+            NvAnchor::Foreign(why) => Err(err(
+                ErrorKind::Corrupt,
+                format!("{} is not this vault's: {why} (replaced?)", self.name()),
+            )),
+            NvAnchor::Found(b) if b.len() == tpm::ANCHOR_SIZE as usize && b[..16] == self.vault_id => {
+                let size = u64::from_be_bytes(b[16..24].try_into().expect("8 bytes"));
+                let root: Hash = b[24..56].try_into().expect("32 bytes");
+                Ok(Some((size, root)))
+            }
+            NvAnchor::Found(_) => {
+                Err(err(ErrorKind::Corrupt, format!("{} names another vault", self.name())))
+            }
+        }
+    }
+
+    /// Moves the anchor to `cp` (a checkpoint durable in the store).
+    pub(super) fn write(&self, cp: &Checkpoint) -> Result<()> {
+        let mut data = self.vault_id.to_vec();
+        data.extend_from_slice(&cp.size.to_be_bytes());
+        data.extend_from_slice(&cp.root);
+        tpm::write_anchor(&self.cfg, self.index, &self.auth, data)
+            .map_err(|e| err(ErrorKind::FactorFailed, format!("{}: {e}", self.name())))
+    }
+}
+
+/// Checks `log` against every anchor in `anchors` before anything is
+/// written (the witness, then the TPM's when the vault has a TPM factor and
+/// `master` is given). Returns the TPM anchor to keep, and what `reanchor`
+/// accepted (an error's message), if anything.
+pub(super) fn check_all(
+    anchors: &Anchors,
+    log: &Log,
+    store: &Store,
+    header: &Header,
+    master: &Key32,
+) -> Result<(Option<TpmAnchor>, Option<String>)> {
+    let mut accepted = None;
+    let mut judge = |r: Result<u64>| match r {
+        Err(e) if e.kind() == ErrorKind::RolledBack && anchors.reanchor => {
+            accepted = Some(e.message);
+            Ok(())
+        }
+        r => r.map(drop),
+    };
+    if let Some((note, source)) = &anchors.witness {
+        judge(check(log, store, header, note, source))?;
+    }
+    let tpm = match &anchors.tpm {
+        Some(cfg) if has_tpm_factor(header) => Some(TpmAnchor::new(cfg.clone(), master, header.vault_id)),
+        _ => None,
+    };
+    if let Some(t) = &tpm {
+        let established = header.features & crate::format::FEATURE_TPM_ANCHOR != 0;
+        match t.read()? {
+            Some((size, root)) => judge(contains(log, store, size, &root, &t.name()))?,
+            None if established => judge(Err(err(
+                ErrorKind::RolledBack,
+                format!(
+                    "{} is gone, but this vault was anchored there: it was removed, the TPM was cleared, or \
+                     this is another machine's TPM",
+                    t.name()
+                ),
+            )))?,
+            None => {}
+        }
+    }
+    Ok((tpm, accepted))
+}
+
+/// Writes the first TPM anchor of a vault not yet anchored there (the
+/// newest checkpoint, made durable first), then marks the header
+/// (`FEATURE_TPM_ANCHOR`, recorded) so that an anchor that disappears later
+/// is noticed. In that order: a crash between leaves an anchor and an
+/// unmarked header, which the next mount simply checks.
+pub(super) fn establish(
+    t: &TpmAnchor,
+    store: &Store,
+    log: &Log,
+    master: &Key32,
+    header: Header,
+) -> Result<Header> {
+    use crate::format::{FEATURE_TPM_ANCHOR, keys};
+    if header.features & FEATURE_TPM_ANCHOR != 0 {
+        return Ok(header);
+    }
+    let Some(note) = log.checkpoint(store, false).map_err(Error::from)? else { return Ok(header) };
+    store.flush().map_err(Error::from)?;
+    let cp = Checkpoint::parse_and_verify(&note, None, &log.public_key())
+        .map_err(|e| err(ErrorKind::Corrupt, format!("the checkpoint just signed: {e}")))?;
+    t.write(&cp)?;
+    let header = super::keyring::with_features(master, &header, FEATURE_TPM_ANCHOR);
+    let mut batch = crate::store::Batch::default();
+    batch.put(keys::HEADER, header.encode());
+    let what = format!("anchor: rollback anchor in {}", t.name()).into_bytes();
+    let record = super::Record::offline(super::AuditOp::Header, b"vaultfs", None, super::ROOT_INO, what, 0);
+    log.append_with(store, record.leaf(0), batch).map_err(Error::from)?;
+    store.flush().map_err(Error::from)?;
+    Ok(header)
+}
+
+/// Whether the log holds exactly the tree of `size` leaves with `root`.
+fn contains(log: &Log, store: &Store, size: u64, root: &Hash, source: &str) -> Result<u64> {
+    let have = log.size();
+    if size > have {
+        return Err(err(
+            ErrorKind::RolledBack,
+            format!(
+                "the store's audit log has {have} records but {source} holds a checkpoint of {size}: the store \
+                 was rolled back, it is older than the vault last seen (a copy put back?)"
+            ),
+        ));
+    }
+    if log.root(store, size).map_err(Error::from)? != *root {
+        return Err(err(
+            ErrorKind::RolledBack,
+            format!(
+                "the first {size} records of the store's audit log are not the ones {source} signed: the log \
+                 was rewritten or the store replaced"
+            ),
+        ));
+    }
+    Ok(size)
 }
 
 impl Vault<Unlocked> {
@@ -149,27 +313,34 @@ impl Vault<Unlocked> {
     }
 
     /// The newest checkpoint note, signed now if the log grew, and durable
-    /// in the store before this returns (so it may go into a witness).
+    /// in the store before this returns (so it may go into an anchor).
     pub fn durable_checkpoint(&self) -> Result<Option<String>> {
         let note = self.audit_checkpoint()?;
         self.sync()?;
         Ok(note)
     }
 
-    /// Moves `witness` forward every [`ANCHOR_EVERY`] while the returned
-    /// guard lives, and once more when it is dropped (after the unmount's
-    /// last record). Writes the current checkpoint at once.
-    pub fn start_anchoring(&self, witness: Witness) -> Result<Anchoring> {
-        let mut last = self.durable_checkpoint()?;
-        if let Some(note) = &last {
-            witness.write(note)?;
+    /// Whether this mount keeps a rollback anchor in the TPM.
+    pub fn tpm_anchored(&self) -> bool {
+        self.core().tpm_anchor.is_some()
+    }
+
+    /// Moves the anchors forward while the returned guard lives (the
+    /// witness every [`ANCHOR_EVERY`], the TPM's every
+    /// [`TPM_ANCHOR_EVERY`]), at once, and once more when it is dropped
+    /// (after the unmount's last record). `None` when there is no anchor.
+    pub fn start_anchoring(&self, witness: Option<Witness>) -> Result<Option<Anchoring>> {
+        if witness.is_none() && !self.tpm_anchored() {
+            return Ok(None);
         }
+        let mut kept = Kept::default();
+        advance(self, witness.as_ref(), &mut kept, true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (vault, flag, w) = (self.clone(), stop.clone(), witness.clone());
         let thread = std::thread::Builder::new()
             .name("vaultfs-anchor".into())
             .spawn(move || {
-                let mut since = Instant::now();
+                let (mut since, mut tpm_since) = (Instant::now(), Instant::now());
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
                     // Not while a backup snapshot holds the store.
@@ -177,30 +348,54 @@ impl Vault<Unlocked> {
                         continue;
                     }
                     since = Instant::now();
-                    advance(&vault, &w, &mut last);
+                    let tpm_due = tpm_since.elapsed() >= TPM_ANCHOR_EVERY;
+                    if tpm_due {
+                        tpm_since = Instant::now();
+                    }
+                    if let Err(e) = advance(&vault, w.as_ref(), &mut kept, tpm_due) {
+                        tracing::error!("rollback anchor: {e}");
+                    }
                 }
             })
             .map_err(|e| err(ErrorKind::Io, format!("cannot start the anchor thread: {e}")))?;
-        Ok(Anchoring { vault: self.clone(), witness, stop, thread: Some(thread) })
+        Ok(Some(Anchoring { vault: self.clone(), witness, stop, thread: Some(thread) }))
     }
 }
 
-/// Writes the newest durable checkpoint into `w` if it changed.
-fn advance(vault: &Vault<Unlocked>, w: &Witness, last: &mut Option<String>) {
-    match vault.durable_checkpoint() {
-        Ok(Some(note)) if last.as_ref() != Some(&note) => match w.write(&note) {
-            Ok(()) => *last = Some(note),
-            Err(e) => tracing::error!("rollback anchor: {e}"),
-        },
-        Ok(_) => {}
-        Err(e) => tracing::error!("rollback anchor: the checkpoint for {} failed: {e}", w.path().display()),
-    }
+/// The notes last written to each anchor.
+#[derive(Default)]
+struct Kept {
+    witness: Option<String>,
+    tpm: Option<String>,
 }
 
-/// A mounted vault's witness keeper; dropping it writes the last checkpoint.
+/// Writes the newest durable checkpoint into the witness, and into the TPM
+/// when `tpm_due`, where it changed.
+fn advance(vault: &Vault<Unlocked>, w: Option<&Witness>, kept: &mut Kept, tpm_due: bool) -> Result<()> {
+    let Some(note) = vault.durable_checkpoint()? else { return Ok(()) };
+    if let Some(w) = w
+        && kept.witness.as_ref() != Some(&note)
+    {
+        w.write(&note)?;
+        kept.witness = Some(note.clone());
+    }
+    if let Some(t) = &vault.core().tpm_anchor
+        && tpm_due
+        && kept.tpm.as_ref() != Some(&note)
+    {
+        let cp = Checkpoint::parse_and_verify(&note, None, &vault.audit_key().verifying_key())
+            .map_err(|e| err(ErrorKind::Corrupt, format!("the checkpoint just signed: {e}")))?;
+        t.write(&cp)?;
+        kept.tpm = Some(note);
+    }
+    Ok(())
+}
+
+/// A mounted vault's anchor keeper; dropping it writes the last checkpoint
+/// to every anchor.
 pub struct Anchoring {
     vault: Vault<Unlocked>,
-    witness: Witness,
+    witness: Option<Witness>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -211,6 +406,8 @@ impl Drop for Anchoring {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        advance(&self.vault, &self.witness, &mut None);
+        if let Err(e) = advance(&self.vault, self.witness.as_ref(), &mut Kept::default(), true) {
+            tracing::error!("rollback anchor at unmount: {e}");
+        }
     }
 }

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use crate::format::TombstoneRecord;
 pub use crate::store::Durability;
-pub use anchor::{ANCHOR_EVERY, Anchoring, Witness};
+pub use anchor::{ANCHOR_EVERY, Anchoring, Anchors, TPM_ANCHOR_EVERY, Witness};
 pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use enforce::Upkeep;
@@ -89,6 +89,9 @@ struct Core {
     enforce: enforce::Enforcement,
     /// Block versions and segment garbage hints (block::Space).
     space: crate::block::Space,
+    /// The rollback anchor in the TPM, for a vault with a TPM factor
+    /// mounted with its TPM (anchor.rs).
+    tpm_anchor: Option<anchor::TpmAnchor>,
 }
 
 /// Inode numbers are never reused: the persisted counter is reserved ahead in
@@ -180,13 +183,12 @@ impl Vault<Locked> {
 
     /// Derives the keys from `pass`. Wrong passphrase: `ErrorKind::WrongPassphrase`, nothing changed.
     pub fn unlock(self, pass: &Passphrase) -> Result<Vault<Unlocked>> {
-        self.unlock_anchored(pass, None)
+        self.unlock_anchored(pass, &Anchors::default())
     }
 
     /// `unlock`, refusing (before anything is written) a store whose audit
-    /// log does not hold the tree of `anchor`: a checkpoint note kept outside
-    /// the store, and where it came from (see `anchor::check`).
-    pub fn unlock_anchored(self, pass: &Passphrase, anchor: Option<(&str, &str)>) -> Result<Vault<Unlocked>> {
+    /// log does not hold the tree of one of `anchors` (see `anchor::check_all`).
+    pub fn unlock_anchored(self, pass: &Passphrase, anchors: &Anchors) -> Result<Vault<Unlocked>> {
         let Locked { dir, store, header } = self.0;
         // Records of a level in rotation are under two keys: finish first.
         if let Some(level) = rotate::pending_rotations(&store)?.first() {
@@ -212,10 +214,12 @@ impl Vault<Locked> {
         let highest = store.last_key_with_prefix(&[keys::INODE])?.and_then(|k| keys::ino_of(&k)).unwrap_or(0);
         let counter = counter.max(highest + 1);
         let audit = keys.open_log(&store, header.vault_id)?;
-        if let Some((note, source)) = anchor {
-            anchor::check(&audit, &store, &header, note, source)?;
-        }
+        let (tpm_anchor, accepted) = anchor::check_all(anchors, &audit, &store, &header, &master)?;
         let header = mark_features(&store, &audit, &master, header)?;
+        let header = match &tpm_anchor {
+            Some(t) => anchor::establish(t, &store, &audit, &master, header)?,
+            None => header,
+        };
         drop(master);
         let space = crate::block::Space::load(&store)?;
         let core = Core {
@@ -234,6 +238,7 @@ impl Vault<Locked> {
             approvals: Default::default(),
             enforce: Default::default(),
             space,
+            tpm_anchor,
         };
         core.purge_unreachable()?;
         core.load_lockdown()?;
@@ -253,6 +258,11 @@ impl Vault<Locked> {
             len: 0,
         };
         vault.record(unlock, 0, true)?;
+        if let Some(why) = accepted {
+            tracing::warn!("-o reanchor: mounting a store older than its rollback anchor: {why}");
+            let path = format!("reanchor: {why}").into_bytes();
+            vault.record(Record::offline(AuditOp::Mount, b"vaultfs", None, ROOT_INO, path, 0), 0, true)?;
+        }
         Ok(vault)
     }
 

@@ -69,6 +69,7 @@
 #![forbid(unsafe_code)]
 
 mod blob;
+mod nv;
 
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -94,6 +95,7 @@ use tss_esapi::traits::Marshall;
 use crate::crypto::{Key32, sha256};
 
 pub use blob::SealedBlob;
+pub use nv::{ANCHOR_SIZE, NvAnchor, anchor_index, read_anchor, remove_anchor, write_anchor};
 
 /// The TCTI used when neither `--tpm-tcti` nor an environment variable names one.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
