@@ -1,7 +1,7 @@
 //! vaultfs: an encrypted vault of memories for AI agents.
 //!
 //! Layering (imports flow downward only; see docs/ARCHITECTURE.md):
-//! L5 cli · L4 fs, control, backup · L3 vault · L2 block, meta, audit, gate · L1 store · L0 crypto, format, policy.
+//! L5 cli · L4 fs, control, backup, monitor · L3 vault · L2 block, meta, audit, gate · L1 store · L0 crypto, format, policy, metrics.
 
 pub mod audit;
 pub mod backup;
@@ -13,6 +13,8 @@ pub mod format;
 pub mod fs;
 pub mod gate;
 pub mod meta;
+pub mod metrics;
+pub mod monitor;
 pub mod policy;
 pub mod store;
 mod sys;

@@ -26,6 +26,8 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("vsss_rs", &["crypto/shamir.rs"]),
     ("rand_core", &["crypto/shamir.rs"]),
     ("zxcvbn", &["cli/passphrase.rs"]),
+    ("prometheus_client", &["metrics"]),
+    ("tiny_http", &["monitor"]),
 ];
 
 /// Layer of each top-level module: a module may use `crate::m` only for m
@@ -35,6 +37,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("crypto", 0),
     ("format", 0),
     ("policy", 0),
+    ("metrics", 0),
     ("store", 1),
     ("block", 2),
     ("meta", 2),
@@ -44,6 +47,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("fs", 4),
     ("control", 4),
     ("backup", 4),
+    ("monitor", 4),
     // The command line is the entry point: it starts the other front ends.
     ("cli", 5),
 ];

@@ -375,6 +375,11 @@ impl Log {
         self.state().frontier.size
     }
 
+    /// Time since this log last signed a checkpoint (or was opened).
+    pub fn checkpoint_age(&self) -> std::time::Duration {
+        self.state().checkpointed_at.elapsed()
+    }
+
     /// The public key checkpoints verify under.
     pub fn public_key(&self) -> VerifyingKey {
         self.signer.verifying_key()

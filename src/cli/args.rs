@@ -362,6 +362,10 @@ pub struct MountArgs {
     /// store older than it (exit 11).
     #[arg(long, value_name = "PATH")]
     pub witness: Option<PathBuf>,
+    /// Serve Prometheus metrics (/metrics) and a health check (/health) over
+    /// HTTP at this address: PORT (on 127.0.0.1) or HOST:PORT. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     #[command(flatten)]
     pub tpm: TpmArgs,
     /// Internal: run as the daemon child of `vaultfs mount`, reporting readiness on stdout.

@@ -29,6 +29,8 @@ struct Decided {
     no_tpm_anchor: bool,
     /// `-o reanchor`: accept a store older than its anchors (recorded).
     reanchor: bool,
+    /// `--metrics`: where to serve /metrics and /health.
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// The store's page cache by default, MiB (`-o cache=MIB`).
@@ -119,7 +121,29 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         .filter(|w| !w.as_os_str().is_empty())
         .map(|w| std::path::absolute(&w).map_err(|e| Exit::usage(format!("witness {}: {e}", w.display()))))
         .transpose()?;
-    Ok(Decided { opts, nonempty, passphrase_file, durability, cache_mib, witness, no_tpm_anchor, reanchor })
+    let metrics = a.metrics.as_deref().map(metrics_addr).transpose()?;
+    Ok(Decided {
+        opts,
+        nonempty,
+        passphrase_file,
+        durability,
+        cache_mib,
+        witness,
+        no_tpm_anchor,
+        reanchor,
+        metrics,
+    })
+}
+
+/// `--metrics PORT` (loopback) or `HOST:PORT`.
+fn metrics_addr(s: &str) -> Result<std::net::SocketAddr, Exit> {
+    let bad =
+        || Exit::usage(format!("--metrics {s:?}: expected PORT or HOST:PORT, e.g. 9464 or 127.0.0.1:9464"));
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)
 }
 
 /// `verbose`: the `-v` count, passed on to the daemon.
@@ -215,6 +239,21 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
         );
     }
     let _anchoring = vault.start_anchoring(witness).map_err(|e| report(e.into()))?;
+    let _monitor = match d.metrics {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    "metrics on {addr}, beyond this machine: they show operation counts and timing"
+                );
+            }
+            let mnt = std::path::absolute(&a.mountpoint).unwrap_or_else(|_| a.mountpoint.clone());
+            let m = crate::monitor::Monitor::start(addr, vault.clone(), &mnt)
+                .map_err(|e| report(Exit::usage(format!("--metrics: {e}"))))?;
+            tracing::info!("metrics and health at http://{}/metrics and /health", m.addr());
+            Some(m)
+        }
+        None => None,
+    };
     super::audit::write_pubkey_file(&a.store, &vault.header().audit_public);
     drop(pass);
     let socket = a.store.join(crate::control::SOCKET_NAME);
@@ -271,6 +310,9 @@ fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase, verbose: u8) ->
     cmd.arg("--policy").arg(policy_path(a)?);
     if let Some(w) = &a.witness {
         cmd.arg("--witness").arg(std::path::absolute(w).unwrap_or_else(|_| w.clone()));
+    }
+    if let Some(m) = &a.metrics {
+        cmd.arg("--metrics").arg(m);
     }
     if let Some(t) = &a.tpm.tpm_tcti {
         cmd.arg("--tpm-tcti").arg(t);

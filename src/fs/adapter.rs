@@ -21,6 +21,7 @@ use super::backup::{ArchiveMaker, BACKUP_DIR_INO, BACKUP_NAME, BackupFiles, is_v
 use super::errno::errno;
 use super::handles::InodeTable;
 use super::perm::{self, AttrChange, MAY_EXEC, MAY_READ, MAY_WRITE, Mode, Refusal, Who};
+use crate::metrics::Timed;
 use crate::vault::{
     Attr, AuditOp, Caller, ErrorKind, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename,
     SetAttr, TimeSet, Unlocked, Vault, XattrFlags, level_of_dir,
@@ -669,6 +670,7 @@ impl Filesystem for VaultFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _timing = self.vault.metrics().time(Timed::Open);
         if ino.0 == AUDIT_INO {
             let r = self
                 .logged(req, AuditOp::AuditRead, At::Node(AUDIT_INO), Range::default(), || {
@@ -756,10 +758,14 @@ impl Filesystem for VaultFs {
             let r = self.backup_files.by_handle(fh.0).ok_or(Errno::EBADF).and_then(|a| a.read(offset, size));
             return reply_with!(reply, r, |d| reply.data(&d));
         }
+        let _timing = self.vault.metrics().time(Timed::Read);
         let range = Range { offset, len: size as u64 };
         let r = self.logged(req, AuditOp::Read, At::Node(ino.0), range, || {
             self.vault.read(ino.0, offset, size as usize).map_err(e)
         });
+        if let Ok(d) = &r {
+            self.vault.metrics().add_read(d.len() as u64);
+        }
         reply_with!(reply, r, |d| reply.data(&d));
     }
 
@@ -775,6 +781,7 @@ impl Filesystem for VaultFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _timing = self.vault.metrics().time(Timed::Write);
         let range = Range { offset, len: data.len() as u64 };
         // The kernel judged the writer (no CAP_FSETID): drop the set-id bits.
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
@@ -784,6 +791,9 @@ impl Filesystem for VaultFs {
             }
             self.vault.write_as(ino.0, offset, data, kill).map_err(e)
         });
+        if let Ok(n) = &r {
+            self.vault.metrics().add_written(*n as u64);
+        }
         reply_with!(reply, r, |n| reply.written(n as u32));
     }
 
@@ -1016,6 +1026,7 @@ impl Filesystem for VaultFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let _timing = self.vault.metrics().time(Timed::Create);
         let r = self.make(req, parent.0, name, FileKind::File, mode, 0);
         reply_with!(reply, r, |a| {
             self.inodes.remember(a.ino, a.level, a.kind == FileKind::Dir, parent.0, name.as_bytes());

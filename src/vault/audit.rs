@@ -148,6 +148,7 @@ impl Vault<Unlocked> {
         if cfg!(feature = "bench-no-audit") {
             return Ok(op());
         }
+        let op_name = rec.op.name();
         let current = Current::set(rec.leaf(0));
         let out = op();
         let unconsumed = Current::take();
@@ -155,8 +156,10 @@ impl Vault<Unlocked> {
         let core = self.core();
         // Not taken by a batch: the operation wrote nothing; append its record
         // now, with the result it had.
+        let result = out.as_ref().err().map_or(0, &code);
+        core.metrics.count_op(op_name, result);
         if let Some(mut leaf) = unconsumed {
-            leaf.result = out.as_ref().err().map_or(0, &code);
+            leaf.result = result;
             core.audit.append(leaf);
         }
         if durable {
@@ -171,6 +174,7 @@ impl Vault<Unlocked> {
             return Ok(());
         }
         let core = self.core();
+        core.metrics.count_op(rec.op.name(), result);
         core.audit.append(rec.leaf(result));
         if durable {
             core.audit.make_durable(&core.store)?;

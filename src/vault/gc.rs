@@ -52,6 +52,7 @@ fn collect_round(core: &Arc<Core>, counted: &mut bool) -> crate::block::Result<(
         }
         let Some(victim) = gc::pick(&core.store, &core.space)? else { return Ok(()) };
         let done = gc::collect(&core.store, &core.space, bs, victim, |ino| core.locks.write(ino))?;
+        core.metrics.collected(done.moved, done.freed_bytes);
         tracing::debug!(
             "collected segment {:016x}: {} records moved, {} bytes freed",
             done.segment,

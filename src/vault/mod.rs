@@ -92,6 +92,8 @@ struct Core {
     /// The rollback anchor in the TPM, for a vault with a TPM factor
     /// mounted with its TPM (anchor.rs).
     tpm_anchor: Option<anchor::TpmAnchor>,
+    /// What monitoring sees (docs/ADMIN.md, "Metrics and health").
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Inode numbers are never reused: the persisted counter is reserved ahead in
@@ -239,6 +241,7 @@ impl Vault<Locked> {
             enforce: Default::default(),
             space,
             tpm_anchor,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         };
         core.purge_unreachable()?;
         core.load_lockdown()?;
@@ -277,6 +280,18 @@ impl Vault<Locked> {
         let new = keyring::change_passphrase(old, new, &self.0.header)?;
         self.write_header(new, "passwd".into())
     }
+}
+
+/// Bytes of the regular files under `dir` (the store on disk), best effort.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some(if m.is_dir() { dir_bytes(&e.path()) } else { m.len() })
+        })
+        .sum()
 }
 
 /// Sets the segment-files and runs features on a vault written before
@@ -320,6 +335,28 @@ impl Vault<Unlocked> {
     /// The audit signing key (for checkpoints).
     pub fn audit_key(&self) -> &SigningKey {
         &self.core().keys.audit
+    }
+
+    /// The counters monitoring reads (`metrics.rs`).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.core().metrics
+    }
+
+    /// The vault's own figures now, for a scrape or `.stats`.
+    pub fn figures(&self) -> crate::metrics::Figures {
+        let core = self.core();
+        let (segments, _) = core.store.segments().unwrap_or_default();
+        crate::metrics::Figures {
+            audit_leaves: core.audit.size(),
+            checkpoint_age: Some(core.audit.checkpoint_age().as_secs_f64()),
+            pending_approvals: self.pending_opens().len() as u64,
+            levels_open: std::array::from_fn(|l| core.level_open(l as u8)),
+            lockdown: self.lockdown_active(),
+            store_bytes: dir_bytes(&core.dir),
+            segments: segments.len() as u64,
+            segment_bytes: segments.iter().map(|(_, len)| len).sum(),
+            segment_dead_bytes: core.space.dead().values().sum(),
+        }
     }
 
     /// The uid that owns this unlocked vault (the one that mounted it).

@@ -1,0 +1,104 @@
+//! Metrics and health of a real mount (`--metrics`): scraped over HTTP on
+//! loopback like Prometheus does, while agents work on the mount.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use common::Mount;
+
+/// A free loopback port (bound, then released for the daemon).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET path` on the daemon's endpoint: status code and body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample line that starts with `series` (name and labels).
+fn value(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{series} not in:\n{body}"))
+}
+
+#[test]
+fn a_scrape_shows_what_the_agents_did() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut m = Mount::new();
+    m.unmount();
+    let out = common::vaultfs(&[
+        "mount",
+        m.store.to_str().unwrap(),
+        m.mnt.to_str().unwrap(),
+        "--passphrase-file",
+        m.passfile.to_str().unwrap(),
+        "--metrics",
+        &addr,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    m.mounted = true;
+
+    for i in 0..5 {
+        std::fs::write(m.path(&format!("1-working/f{i}")), vec![7u8; 10_000]).unwrap();
+    }
+    assert_eq!(std::fs::read(m.path("1-working/f0")).unwrap().len(), 10_000);
+    // A refusal: level 4 has no key.
+    assert!(std::fs::read_dir(m.path("4-vaulted")).is_err());
+
+    let (status, body) = get(port, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(value(&body, "vaultfs_operations_total{op=\"create\",result=\"ok\"}") >= 5.0, "{body}");
+    assert!(value(&body, "vaultfs_operations_total{op=\"write\",result=\"ok\"}") >= 5.0, "{body}");
+    assert!(body.contains("result=\"EACCES\""), "the refusal is counted:\n{body}");
+    assert!(value(&body, "vaultfs_written_bytes_total") >= 50_000.0, "{body}");
+    assert!(value(&body, "vaultfs_request_duration_seconds_count{request=\"write\"}") >= 5.0, "{body}");
+    assert!(value(&body, "vaultfs_request_duration_seconds_count{request=\"create\"}") >= 5.0, "{body}");
+    assert!(value(&body, "vaultfs_audit_leaves") > 10.0, "{body}");
+    assert_eq!(value(&body, "vaultfs_level_open{level=\"1\"}"), 1.0);
+    assert_eq!(value(&body, "vaultfs_level_open{level=\"4\"}"), 0.0);
+    assert_eq!(value(&body, "vaultfs_lockdown"), 0.0);
+    assert!(value(&body, "vaultfs_store_bytes") > 0.0);
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+
+    let (status, body) = get(port, "/health");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!(get(port, "/other").0, 404);
+
+    // Lockdown shows at once.
+    let out = common::vaultfs(&["lockdown", m.mnt.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(value(&get(port, "/metrics").1, "vaultfs_lockdown"), 1.0);
+
+    // After the unmount nothing listens there any more.
+    m.unmount();
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn a_bad_metrics_address_is_refused_clearly() {
+    let m = Mount::new();
+    let mnt2 = m.dir.path().join("mnt2");
+    std::fs::create_dir(&mnt2).unwrap();
+    let out = common::vaultfs(&[
+        "mount",
+        m.store.to_str().unwrap(),
+        mnt2.to_str().unwrap(),
+        "--passphrase-file",
+        m.passfile.to_str().unwrap(),
+        "--metrics",
+        "not an address",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics"));
+}
