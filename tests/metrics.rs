@@ -75,6 +75,19 @@ fn a_scrape_shows_what_the_agents_did() {
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     assert_eq!(get(port, "/other").0, 404);
 
+    // The same figures in `.stats`, read-only, recorded when opened.
+    let stats = std::fs::read_to_string(m.path(".stats")).unwrap();
+    assert!(stats.contains("vaultfs_operations_total{op=\"create\",result=\"ok\"}"), "{stats}");
+    assert!(std::fs::OpenOptions::new().write(true).open(m.path(".stats")).is_err());
+    assert!(std::fs::remove_file(m.path(".stats")).is_err());
+    let names: Vec<String> = std::fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&".stats".to_string()), "{names:?}");
+    let ops = common::control::audit_ops(&m);
+    assert!(ops.iter().any(|(op, _, r, p)| op == "open" && *r == 0 && p == "/.stats"), "{ops:?}");
+
     // Lockdown shows at once.
     let out = common::vaultfs(&["lockdown", m.mnt.to_str().unwrap()]);
     assert!(out.status.success());

@@ -30,7 +30,17 @@ fn root_holds_the_six_levels_audit_and_backup_and_refuses_changes() {
     names.sort();
     assert_eq!(
         names,
-        [".audit", ".backup", "0-ephemeral", "1-working", "2-private", "3-sealed", "4-vaulted", "5-black"]
+        [
+            ".audit",
+            ".backup",
+            ".stats",
+            "0-ephemeral",
+            "1-working",
+            "2-private",
+            "3-sealed",
+            "4-vaulted",
+            "5-black"
+        ]
     );
     assert_eq!(errno(fs::create_dir(m.path("new"))), libc::EPERM);
     assert_eq!(errno(File::create(m.path("file"))), libc::EPERM);

@@ -786,7 +786,17 @@ fn mount_helper_with_mount8_umount8_and_fstab() {
     levels.sort();
     assert_eq!(
         levels,
-        [".audit", ".backup", "0-ephemeral", "1-working", "2-private", "3-sealed", "4-vaulted", "5-black"]
+        [
+            ".audit",
+            ".backup",
+            ".stats",
+            "0-ephemeral",
+            "1-working",
+            "2-private",
+            "3-sealed",
+            "4-vaulted",
+            "5-black"
+        ]
     );
     let file = mnt.join("1-working/hello.txt");
     fs::write(&file, "written through mount(8)\n").unwrap();

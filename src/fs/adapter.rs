@@ -21,6 +21,7 @@ use super::backup::{ArchiveMaker, BACKUP_DIR_INO, BACKUP_NAME, BackupFiles, is_v
 use super::errno::errno;
 use super::handles::InodeTable;
 use super::perm::{self, AttrChange, MAY_EXEC, MAY_READ, MAY_WRITE, Mode, Refusal, Who};
+use super::stats::{STATS_INO, STATS_NAME, is_root_text};
 use crate::metrics::Timed;
 use crate::vault::{
     Attr, AuditOp, Caller, ErrorKind, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename,
@@ -34,9 +35,10 @@ const TTL: Duration = Duration::from_secs(1);
 const READDIR_CHUNK: usize = 128;
 /// `.audit` grows with every access: its size must never come from a cache.
 const NO_CACHE: Duration = Duration::ZERO;
-/// The root directory cookies of `.audit` and `.backup`, after every level
+/// The root directory cookies of `.stats`, `.audit` and `.backup`, after every level
 /// directory (entry cookies are at most 2^62 + 3).
 const AUDIT_COOKIE: u64 = u64::MAX - 2;
+const STATS_COOKIE: u64 = u64::MAX - 3;
 const BACKUP_COOKIE: u64 = u64::MAX - 1;
 
 /// Largest copy_file_range chunk moved in one vault read/write.
@@ -268,7 +270,7 @@ impl VaultFs {
         self.logged(req, op, At::Entry(parent, name.as_bytes()), Range::default(), || {
             self.check_inside(req, parent)?;
             self.permit_change_in(req, parent)?;
-            if parent == ROOT_INO && (name.as_bytes() == AUDIT_NAME || name.as_bytes() == BACKUP_NAME) {
+            if parent == ROOT_INO && reserved_name(name) {
                 return Err(Errno::EEXIST);
             }
             if kind == FileKind::File {
@@ -333,7 +335,14 @@ impl VaultFs {
         loop {
             let page = self.vault.readdir(dir, after, READDIR_CHUNK).map_err(e)?;
             if page.is_empty() {
-                // `.audit` and `.backup` come last in the root, under cookies no vault entry uses.
+                // `.stats`, `.audit` and `.backup` come last in the root, under
+                // cookies no vault entry uses.
+                if dir == ROOT_INO
+                    && offset < STATS_COOKIE
+                    && add(STATS_INO, STATS_COOKIE, FileKind::File, OsStr::from_bytes(STATS_NAME))?
+                {
+                    return Ok(());
+                }
                 if dir == ROOT_INO
                     && offset < AUDIT_COOKIE
                     && add(AUDIT_INO, AUDIT_COOKIE, FileKind::File, OsStr::from_bytes(AUDIT_NAME))?
@@ -431,8 +440,13 @@ impl Filesystem for VaultFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent.0 == ROOT_INO && name.as_bytes() == AUDIT_NAME {
-            let r = self.audit_text().map(|t| self.audit_attr(t.len() as u64));
+        let text_file = match name.as_bytes() {
+            AUDIT_NAME => Some(AUDIT_INO),
+            STATS_NAME => Some(STATS_INO),
+            _ => None,
+        };
+        if let Some(ino) = text_file.filter(|_| parent.0 == ROOT_INO) {
+            let r = self.root_text(ino).map(|t| self.root_text_attr(ino, t.len() as u64));
             // Not remembered: the kernel's forget of it is ignored.
             return reply_with!(reply, r, |a| reply.entry(
                 &NO_CACHE,
@@ -475,12 +489,12 @@ impl Filesystem for VaultFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        if ino.0 == AUDIT_INO {
+        if is_root_text(ino.0) {
             let text = match fh.and_then(|fh| self.audit_files.get(fh.0)) {
                 Some(t) => Ok(t),
-                None => self.audit_text(),
+                None => self.root_text(ino.0),
             };
-            let r = text.map(|t| self.audit_attr(t.len() as u64));
+            let r = text.map(|t| self.root_text_attr(ino.0, t.len() as u64));
             return reply_with!(reply, r, |a| reply.attr(&NO_CACHE, &file_attr(&a, self.owner)));
         }
         if ino.0 == BACKUP_DIR_INO {
@@ -671,9 +685,10 @@ impl Filesystem for VaultFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _timing = self.vault.metrics().time(Timed::Open);
-        if ino.0 == AUDIT_INO {
+        if is_root_text(ino.0) {
+            let op = if ino.0 == AUDIT_INO { AuditOp::AuditRead } else { AuditOp::Open };
             let r = self
-                .logged(req, AuditOp::AuditRead, At::Node(AUDIT_INO), Range::default(), || {
+                .logged(req, op, At::Node(ino.0), Range::default(), || {
                     self.check_audit_reader(req)?;
                     if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
                         return Err(Errno::EPERM);
@@ -682,7 +697,7 @@ impl Filesystem for VaultFs {
                 })
                 // Taken after this open's own record, so an fstat on the open
                 // file (a fresh export while nothing else happens) agrees with it.
-                .and_then(|_| self.audit_text());
+                .and_then(|_| self.root_text(ino.0));
             return reply_with!(reply, r, |text| {
                 let fh = self.fh();
                 self.audit_files.insert(fh.0, text);
@@ -725,7 +740,7 @@ impl Filesystem for VaultFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if ino.0 == AUDIT_INO {
+        if is_root_text(ino.0) {
             self.audit_files.remove(fh.0);
         } else if is_virtual(ino.0) {
             self.backup_files.release(fh.0);
@@ -744,7 +759,7 @@ impl Filesystem for VaultFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if ino.0 == AUDIT_INO {
+        if is_root_text(ino.0) {
             // Logged once, at open.
             let r = self.audit_files.get(fh.0).ok_or(Errno::EBADF).map(|t| {
                 let start = (offset as usize).min(t.len());
@@ -864,9 +879,9 @@ impl Filesystem for VaultFs {
         let dir_ttl = self.entry_ttl();
         let r = self.check_inside(req, ino.0).and_then(|_| {
             self.walk_dir(ino.0, offset, |i, cookie, kind, name| {
-                let mut ttl = if i == AUDIT_INO { NO_CACHE } else { dir_ttl };
-                let a = if i == AUDIT_INO {
-                    self.audit_text().map(|t| self.audit_attr(t.len() as u64))?
+                let mut ttl = if is_root_text(i) { NO_CACHE } else { dir_ttl };
+                let a = if is_root_text(i) {
+                    self.root_text(i).map(|t| self.root_text_attr(i, t.len() as u64))?
                 } else if i == BACKUP_DIR_INO {
                     self.backup_dir_attr()
                 } else {
@@ -1002,7 +1017,7 @@ impl Filesystem for VaultFs {
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         // access(2), faccessat(2) and chdir(2) (search permission).
         let want = (mask.bits() & 0o7) as u16;
-        let r = if ino.0 == AUDIT_INO {
+        let r = if is_root_text(ino.0) {
             let readable = if want & !MAY_READ == 0 { Ok(()) } else { Err(Errno::EACCES) };
             self.check_audit_reader(req).and(readable)
         } else if super::backup::is_virtual(ino.0) {
@@ -1147,8 +1162,12 @@ impl Filesystem for VaultFs {
     }
 }
 
-/// `.audit` and `.backup` are not names anything can be unlinked, renamed or linked as.
+/// `.audit`, `.stats` and `.backup` are not names anything can be unlinked, renamed or linked as.
 fn refuse_audit_name(parent: u64, name: &OsStr) -> Res<()> {
-    let reserved = name.as_bytes() == AUDIT_NAME || name.as_bytes() == BACKUP_NAME;
-    if parent == ROOT_INO && reserved { Err(Errno::EPERM) } else { Ok(()) }
+    if parent == ROOT_INO && reserved_name(name) { Err(Errno::EPERM) } else { Ok(()) }
+}
+
+/// The names of the mount's own files in the root.
+fn reserved_name(name: &OsStr) -> bool {
+    [AUDIT_NAME, STATS_NAME, BACKUP_NAME].contains(&name.as_bytes())
 }

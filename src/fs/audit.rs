@@ -65,6 +65,7 @@ impl VaultFs {
     pub fn place(&self, at: At) -> (u64, Vec<u8>) {
         match at {
             At::Node(AUDIT_INO) => (AUDIT_INO, b"/.audit".to_vec()),
+            At::Node(super::stats::STATS_INO) => (super::stats::STATS_INO, b"/.stats".to_vec()),
             At::Node(ino) if super::backup::is_virtual(ino) => (ino, self.backup_path(ino)),
             At::Entry(super::backup::BACKUP_DIR_INO, name) => {
                 let mut p = b"/.backup/".to_vec();

@@ -208,7 +208,7 @@ fn temp_file(vault: &Vault<Unlocked>) -> Res<File> {
 
 /// Whether `ino` is one of the files the mount shows but the store does not hold.
 pub fn is_virtual(ino: u64) -> bool {
-    ino == super::audit::AUDIT_INO || ino == BACKUP_DIR_INO || ino >= ARCHIVE_INO_BASE
+    super::stats::is_root_text(ino) || ino == BACKUP_DIR_INO || ino >= ARCHIVE_INO_BASE
 }
 
 impl VaultFs {
@@ -276,9 +276,9 @@ impl VaultFs {
         Ok(())
     }
 
-    /// The size of a virtual file (`.audit` or an archive), as its handle sees it.
+    /// The size of a virtual file (`.audit`, `.stats` or an archive), as its handle sees it.
     pub fn virtual_size(&self, ino: u64, fh: u64) -> Res<u64> {
-        if ino == super::audit::AUDIT_INO {
+        if super::stats::is_root_text(ino) {
             return self.audit_files.get(fh).map(|t| t.len() as u64).ok_or(Errno::EBADF);
         }
         let held = self.backup_files.by_handle(fh).filter(|a| a.ino == ino);

@@ -10,6 +10,7 @@ mod errno;
 mod handles;
 mod perm;
 mod session;
+mod stats;
 
 pub use backup::ArchiveMaker;
 pub use session::{MountOptions, mount};
