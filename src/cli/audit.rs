@@ -222,7 +222,7 @@ fn human(line: &str) -> String {
     format!(
         "{} {} uid={} pid={} {} {} L{} {}{} -> {}",
         l.seq,
-        super::utc::utc_ns(l.time_ns),
+        crate::format::time::utc_ns(l.time_ns),
         l.uid,
         l.pid,
         String::from_utf8_lossy(&l.comm),

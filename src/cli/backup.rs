@@ -219,7 +219,7 @@ pub fn run_restore(a: RestoreArgs) -> exit::Result {
     );
     let _ =
         writeln!(out, "vault:      {} ({} inodes, {} content blocks)", hex(&p.vault_id), v.inodes, v.blocks);
-    let _ = writeln!(out, "made:       {}", super::utc::utc(p.created_ns));
+    let _ = writeln!(out, "made:       {}", crate::format::time::utc(p.created_ns));
     let _ =
         writeln!(out, "audit log:  {} records, checkpoint and archive signature valid", v.checkpoint.size);
     if v.key_pinned {

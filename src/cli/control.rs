@@ -275,7 +275,7 @@ pub fn status(a: StatusArgs) -> exit::Result {
     if let Some(r) = &st.policy_refused {
         println!(
             "policy: an edit at {} was REFUSED: {} (the policy in force stays until an acceptable edit)",
-            super::utc::utc_ns(r.time_ns),
+            crate::format::time::utc_ns(r.time_ns),
             r.reason
         );
     }

@@ -21,7 +21,6 @@ mod progress;
 mod rotate;
 mod syslog;
 mod umount;
-mod utc;
 
 use std::process::ExitCode;
 

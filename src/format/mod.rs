@@ -10,6 +10,7 @@ pub mod keys;
 mod records;
 pub mod segment;
 mod share;
+pub mod time;
 
 pub use codec::{Reader, Writer, hex};
 pub use factors::{

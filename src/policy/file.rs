@@ -17,7 +17,11 @@ use super::{
     Policy, fmt_duration,
 };
 
-const TOP_KEYS: &[&str] = &["lockdown", "ephemeral_max_age", "approval_notify", "levels", "rate_limit"];
+const TOP_KEYS: &[&str] =
+    &["lockdown", "ephemeral_max_age", "approval_notify", "levels", "rate_limit", "export"];
+const EXPORT_KEYS: &[&str] = &["format", "address", "batch"];
+/// Records per delivery unless `batch` says.
+const DEFAULT_EXPORT_BATCH: usize = 100;
 
 /// Arguments of `approval_notify` at most (program included), and bytes each.
 const MAX_NOTIFY_ARGS: usize = 64;
@@ -64,6 +68,7 @@ impl Policy {
                 "approval_notify" => policy.approval_notify = Some(p.command(key, v)?),
                 "levels" => p.levels(&mut policy, v)?,
                 "rate_limit" => p.rate_limit(&mut policy, v)?,
+                "export" => p.exports(&mut policy, v)?,
                 _ => return Err(p.unknown(key, k, TOP_KEYS)),
             }
         }
@@ -202,6 +207,83 @@ impl Parser<'_> {
         Ok(argv)
     }
 
+    /// `[export.NAME]` tables: a format, an address that suits it, a batch size.
+    fn exports(&self, policy: &mut Policy, v: &Spanned<DeValue<'_>>) -> Result<(), Error> {
+        use super::{ExportAddress, ExportFormat, ExportSink, MAX_EXPORT_BATCH, MAX_EXPORTS};
+        for (k, v) in in_order(self.table("export", v)?) {
+            let name = k.get_ref().as_ref();
+            let path = format!("export.{name}");
+            let valid = (1..=32).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                return Err(self.error(
+                    &path,
+                    k.span(),
+                    "an export's name is 1 to 32 letters, digits, '-' or '_'",
+                ));
+            }
+            if policy.exports.len() == MAX_EXPORTS {
+                return Err(self.error(&path, k.span(), format!("at most {MAX_EXPORTS} exports")));
+            }
+            let (mut format, mut address, mut batch) = (None, None, DEFAULT_EXPORT_BATCH);
+            for (fk, fv) in in_order(self.table(&path, v)?) {
+                let field = fk.get_ref().as_ref();
+                let key = format!("{path}.{field}");
+                let text = || fv.get_ref().as_str().ok_or_else(|| self.wrong_type(&key, fv, "a string"));
+                match field {
+                    "format" => {
+                        format = Some(match text()? {
+                            "syslog" => ExportFormat::Syslog,
+                            "cef" => ExportFormat::Cef,
+                            "json" => ExportFormat::Json,
+                            other => {
+                                return Err(self.error(
+                                    &key,
+                                    fv.span(),
+                                    format!("{other:?}: the formats are \"syslog\", \"cef\" and \"json\""),
+                                ));
+                            }
+                        })
+                    }
+                    "address" => {
+                        address = Some((
+                            parse_export_address(text()?).map_err(|m| self.error(&key, fv.span(), m))?,
+                            fv.span(),
+                        ))
+                    }
+                    "batch" => {
+                        let n = self.integer(&key, fv, MAX_EXPORT_BATCH as u64)?;
+                        batch = usize::try_from(n)
+                            .ok()
+                            .filter(|n| *n >= 1)
+                            .ok_or_else(|| self.error(&key, fv.span(), format!("1 to {MAX_EXPORT_BATCH}")))?;
+                    }
+                    _ => return Err(self.unknown(&key, fk, EXPORT_KEYS)),
+                }
+            }
+            let Some(format) = format else {
+                return Err(self.error(
+                    &path,
+                    k.span(),
+                    "`format` is missing (\"syslog\", \"cef\" or \"json\")",
+                ));
+            };
+            let Some((address, span)) = address else {
+                return Err(self.error(&path, k.span(), "`address` is missing"));
+            };
+            let http = matches!(address, ExportAddress::Http(_));
+            if http != (format == ExportFormat::Json) {
+                return Err(self.error(
+                    &format!("{path}.address"),
+                    span,
+                    "\"json\" goes to an http:// address; \"syslog\" and \"cef\" to udp://, tcp:// or unix:",
+                ));
+            }
+            policy.exports.push(ExportSink { name: name.to_string(), format, address, batch });
+        }
+        Ok(())
+    }
+
     fn levels(&self, policy: &mut Policy, v: &Spanned<DeValue<'_>>) -> Result<(), Error> {
         for (k, v) in in_order(self.table("levels", v)?) {
             let name = k.get_ref().as_ref();
@@ -311,6 +393,44 @@ impl Parser<'_> {
 
 /// A uid written as a canonical decimal (no sign, no leading zero), below
 /// `u32::MAX` (which is `(uid_t)-1`, "no uid").
+/// `udp://HOST:PORT`, `tcp://HOST:PORT`, `unix:/PATH` or
+/// `http://HOST:PORT[/PATH]` (plain HTTP: put a local TLS proxy in front).
+fn parse_export_address(s: &str) -> Result<super::ExportAddress, String> {
+    use super::ExportAddress;
+    let host_port = |hp: &str| -> Result<String, String> {
+        let (host, port) = hp.rsplit_once(':').ok_or_else(|| format!("{s:?}: HOST:PORT is needed"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+        if host.is_empty() || !port_ok || hp.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+            return Err(format!("{s:?}: HOST:PORT with a port from 1 to 65535 is needed"));
+        }
+        Ok(hp.to_string())
+    };
+    if let Some(rest) = s.strip_prefix("udp://") {
+        Ok(ExportAddress::Udp(host_port(rest)?))
+    } else if let Some(rest) = s.strip_prefix("tcp://") {
+        Ok(ExportAddress::Tcp(host_port(rest)?))
+    } else if let Some(path) = s.strip_prefix("unix:") {
+        if !path.starts_with('/') || path.contains('\0') {
+            return Err(format!("{s:?}: unix: takes an absolute socket path"));
+        }
+        Ok(ExportAddress::Unix(path.into()))
+    } else if let Some(rest) = s.strip_prefix("http://") {
+        let hp = rest.split('/').next().unwrap_or("");
+        host_port(hp)?;
+        if rest.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{s:?}: spaces or control characters in a URL"));
+        }
+        Ok(ExportAddress::Http(s.to_string()))
+    } else if s.starts_with("https://") {
+        Err(format!("{s:?}: https is not spoken here; send to a local TLS-terminating proxy over http://"))
+    } else {
+        Err(format!(
+            "{s:?}: the address is udp://HOST:PORT, tcp://HOST:PORT, unix:/PATH or http://HOST:PORT/PATH"
+        ))
+    }
+}
+
 fn parse_uid(s: &str) -> Result<u32, String> {
     let canonical =
         !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));

@@ -150,7 +150,58 @@ pub struct Policy {
     /// approval, so that someone hears of it. Neither stricter nor looser: the
     /// daemon runs it only from a policy file no other user can write.
     pub approval_notify: Option<Vec<String>>,
+    /// Where audit records are forwarded as they are committed (`[export.NAME]`).
+    pub exports: Vec<ExportSink>,
 }
+
+/// One destination of the audit records (docs/POLICY.md, "Exporting the
+/// audit log"). Its name keys its delivery cursor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportSink {
+    pub name: String,
+    pub format: ExportFormat,
+    pub address: ExportAddress,
+    /// Records per delivery at most.
+    pub batch: usize,
+}
+
+/// How each record is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// RFC 5424 syslog, the record in structured data.
+    Syslog,
+    /// ArcSight CEF, as the message of an RFC 5424 syslog line.
+    Cef,
+    /// The `.audit` JSON objects, POSTed as an array.
+    Json,
+}
+
+impl ExportFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Syslog => "syslog",
+            ExportFormat::Cef => "cef",
+            ExportFormat::Json => "json",
+        }
+    }
+}
+
+/// Where the records go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExportAddress {
+    /// `udp://HOST:PORT`: one datagram per record.
+    Udp(String),
+    /// `tcp://HOST:PORT`: RFC 6587 octet-counted frames on one connection.
+    Tcp(String),
+    /// `unix:PATH`: one datagram per record to a local socket (`/dev/log`).
+    Unix(std::path::PathBuf),
+    /// `http://HOST:PORT/PATH`: a POST per batch.
+    Http(String),
+}
+
+/// Export sinks at most, records per delivery at most.
+pub const MAX_EXPORTS: usize = 8;
+pub const MAX_EXPORT_BATCH: usize = 10_000;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -177,6 +228,7 @@ impl Default for Policy {
             ephemeral_max_age: Duration::from_secs(24 * 3600),
             lockdown: false,
             approval_notify: None,
+            exports: Vec::new(),
         }
     }
 }
@@ -323,6 +375,14 @@ impl Policy {
                 "rate_limit.opens_per_minute".into(),
                 rate_change(old_rl.opens_per_minute, new_rl.opens_per_minute, ""),
             );
+        }
+        for sink in &self.exports {
+            if !new.exports.iter().any(|s| s.name == sink.name) {
+                push(
+                    format!("export.{}", sink.name),
+                    "removed (audit records would stop leaving the machine)".into(),
+                );
+            }
         }
         let uids: std::collections::BTreeSet<u32> =
             old_rl.per_uid.keys().chain(new_rl.per_uid.keys()).copied().collect();

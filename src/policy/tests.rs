@@ -634,6 +634,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             ephemeral_max_age,
             lockdown,
             approval_notify: None,
+            exports: Vec::new(),
         })
 }
 
@@ -755,4 +756,58 @@ fn approval_notify_is_an_absolute_program_and_its_arguments() {
     let with = "approval_notify = [\"/bin/true\"]\n";
     let p = Policy::accept(&Policy::default(), with).unwrap();
     assert!(Policy::accept(&p, "").is_ok());
+}
+
+#[test]
+fn exports_name_a_format_and_an_address_that_suits_it() {
+    let p = parse(
+        "[export.siem]\nformat = \"syslog\"\naddress = \"udp://127.0.0.1:514\"\n\
+         [export.arc]\nformat = \"cef\"\naddress = \"tcp://[::1]:6514\"\nbatch = 50\n\
+         [export.local]\nformat = \"syslog\"\naddress = \"unix:/dev/log\"\n\
+         [export.lake]\nformat = \"json\"\naddress = \"http://127.0.0.1:8080/ingest\"\n",
+    );
+    let got: Vec<_> =
+        p.exports.iter().map(|s| (s.name.as_str(), s.format, s.address.clone(), s.batch)).collect();
+    assert_eq!(
+        got,
+        [
+            ("siem", ExportFormat::Syslog, ExportAddress::Udp("127.0.0.1:514".into()), 100),
+            ("arc", ExportFormat::Cef, ExportAddress::Tcp("[::1]:6514".into()), 50),
+            ("local", ExportFormat::Syslog, ExportAddress::Unix("/dev/log".into()), 100),
+            ("lake", ExportFormat::Json, ExportAddress::Http("http://127.0.0.1:8080/ingest".into()), 100),
+        ]
+    );
+    for (text, key, says) in [
+        ("[export.a]\nformat = \"syslog\"\naddress = \"udp://127.0.0.1\"\n", "export.a.address", "HOST:PORT"),
+        ("[export.a]\nformat = \"syslog\"\naddress = \"udp://h:0\"\n", "export.a.address", "port from 1"),
+        ("[export.a]\nformat = \"syslog\"\naddress = \"udp://h:99999\"\n", "export.a.address", "port from 1"),
+        ("[export.a]\nformat = \"json\"\naddress = \"https://h:443/x\"\n", "export.a.address", "TLS"),
+        ("[export.a]\nformat = \"json\"\naddress = \"udp://h:1\"\n", "export.a.address", "http://"),
+        ("[export.a]\nformat = \"cef\"\naddress = \"http://h:1/\"\n", "export.a.address", "http://"),
+        ("[export.a]\nformat = \"cef\"\naddress = \"unix:dev/log\"\n", "export.a.address", "absolute"),
+        ("[export.a]\nformat = \"xml\"\naddress = \"udp://h:1\"\n", "export.a.format", "the formats"),
+        ("[export.a]\naddress = \"udp://h:1\"\n", "export.a", "`format` is missing"),
+        ("[export.a]\nformat = \"cef\"\n", "export.a", "`address` is missing"),
+        ("[export.a]\nformat = \"cef\"\naddress = \"udp://h:1\"\nbatch = 0\n", "export.a.batch", "1 to"),
+        ("[export.a]\nformat = \"cef\"\naddress = \"udp://h:1\"\nport = 1\n", "export.a.port", "unknown key"),
+        ("[export.\"a b\"]\nformat = \"cef\"\naddress = \"udp://h:1\"\n", "export.a b", "name"),
+    ] {
+        let (k, _, message) = malformed(text);
+        assert_eq!(k.as_deref(), Some(key), "{text}: {message}");
+        assert!(message.contains(says), "{text}: {message}");
+    }
+}
+
+#[test]
+fn an_export_can_be_added_or_changed_but_not_dropped_by_a_reload() {
+    let one = "[export.siem]\nformat = \"syslog\"\naddress = \"udp://127.0.0.1:514\"\n";
+    let p = Policy::accept(&Policy::default(), one).unwrap();
+    let moved = "[export.siem]\nformat = \"cef\"\naddress = \"tcp://10.0.0.1:514\"\n";
+    assert!(Policy::accept(&p, moved).is_ok());
+    match Policy::accept(&p, "") {
+        Err(Error::Looser { current, .. }) => {
+            assert!(current.iter().any(|l| l.contains("export.siem")), "{current:?}")
+        }
+        other => panic!("dropping an export was not refused: {other:?}"),
+    }
 }

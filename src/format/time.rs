@@ -17,6 +17,12 @@ pub fn utc(ns: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ`: RFC 5424's precision (microseconds).
+pub fn utc_micros(ns: u64) -> String {
+    let whole = utc(ns);
+    format!("{}.{:06}Z", &whole[..whole.len() - 1], ns % 1_000_000_000 / 1000)
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`: every nanosecond an audit record has.
 pub fn utc_ns(ns: u64) -> String {
     let whole = utc(ns);
@@ -31,5 +37,6 @@ mod tests {
         assert_eq!(super::utc(1_735_689_600_000_000_000), "2025-01-01T00:00:00Z");
         assert_eq!(super::utc(951_782_400_000_000_000 + 3_661_000_000_000), "2000-02-29T01:01:01Z");
         assert_eq!(super::utc_ns(1_735_689_600_000_250_000), "2025-01-01T00:00:00.000250000Z");
+        assert_eq!(super::utc_micros(1_735_689_600_000_250_999), "2025-01-01T00:00:00.000250Z");
     }
 }
