@@ -9,6 +9,7 @@ pub mod block;
 pub mod cli;
 pub mod control;
 pub mod crypto;
+pub mod export;
 pub mod format;
 pub mod fs;
 pub mod gate;

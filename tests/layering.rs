@@ -28,6 +28,7 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("zxcvbn", &["cli/passphrase.rs"]),
     ("prometheus_client", &["metrics"]),
     ("tiny_http", &["monitor"]),
+    ("ureq", &["export"]),
 ];
 
 /// Layer of each top-level module: a module may use `crate::m` only for m
@@ -48,6 +49,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("control", 4),
     ("backup", 4),
     ("monitor", 4),
+    ("export", 4),
     // The command line is the entry point: it starts the other front ends.
     ("cli", 5),
 ];

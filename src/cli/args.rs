@@ -514,6 +514,15 @@ pub struct AuditVerifyArgs {
     pub passphrase: PassphraseArgs,
 }
 
+/// How `audit tail` prints records.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TailFormat {
+    Text,
+    Json,
+    Cef,
+    Syslog,
+}
+
 #[derive(Args, Debug)]
 pub struct AuditTailArgs {
     /// A mount point, or a store (needs its passphrase).
@@ -521,9 +530,13 @@ pub struct AuditTailArgs {
     /// How many records to show.
     #[arg(short = 'n', long, default_value_t = 20)]
     pub lines: u64,
-    /// Print the JSON lines as they are in `.audit`.
+    /// Print the JSON lines as they are in `.audit` (as --format json).
     #[arg(long)]
     pub json: bool,
+    /// How each record is printed: text (for people), json (the `.audit`
+    /// lines), cef or syslog (RFC 5424; as the policy's exports send them).
+    #[arg(long, value_enum, default_value_t = TailFormat::Text)]
+    pub format: TailFormat,
     /// Keep printing new records (mount points only).
     #[arg(short, long)]
     pub follow: bool,

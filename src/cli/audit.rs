@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::args::{AuditArgs, AuditCommand, AuditTailArgs, AuditVerifyArgs, PassphraseArgs};
+use super::args::{AuditArgs, AuditCommand, AuditTailArgs, AuditVerifyArgs, PassphraseArgs, TailFormat};
 use super::exit::{self, Code, Exit};
 use super::mountinfo::open_unmounted;
 use super::passphrase::{self, Confirm};
@@ -195,15 +195,41 @@ fn tail(t: AuditTailArgs) -> exit::Result {
         } else {
             shown
         };
+        // The vault's id, for cef and syslog: the checkpoint's origin.
+        let vault_id = lines
+            .last()
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|v| {
+                v.get("checkpoint")?
+                    .as_str()?
+                    .split('\n')
+                    .next()?
+                    .strip_prefix("vaultfs/")
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let host = crate::export::hostname();
         for line in leaves.iter().skip(from as usize) {
             if own_poll(line) {
                 continue;
             }
-            if t.json {
-                println!("{line}");
-            } else {
-                println!("{}", human(line));
-            }
+            let format = if t.json { TailFormat::Json } else { t.format };
+            let event = || serde_json::from_str::<serde_json::Value>(line).ok();
+            let shown = match format {
+                TailFormat::Json => line.to_string(),
+                TailFormat::Text => human(line),
+                TailFormat::Cef | TailFormat::Syslog => match event() {
+                    Some(v) => match crate::export::Event::of(&v) {
+                        Some(e) if format == TailFormat::Cef => {
+                            crate::export::cef(&e, &vault_id, &host, std::process::id())
+                        }
+                        Some(e) => crate::export::syslog(&e, &vault_id, &host, std::process::id()),
+                        None => continue,
+                    },
+                    None => continue,
+                },
+            };
+            println!("{shown}");
         }
         shown = total.max(shown);
         if !t.follow {

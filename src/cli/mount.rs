@@ -239,6 +239,9 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
         );
     }
     let _anchoring = vault.start_anchoring(witness).map_err(|e| report(e.into()))?;
+    // Idle unless the policy names exports; follows its reloads.
+    let _exporter = crate::export::Exporter::start(vault.clone())
+        .map_err(|e| report(Exit::failure(format!("cannot start the audit exporter: {e}"))))?;
     let _monitor = match d.metrics {
         Some(addr) => {
             if !addr.ip().is_loopback() {

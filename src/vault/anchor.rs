@@ -312,14 +312,6 @@ impl Vault<Unlocked> {
         check(&core.audit, &core.store, &core.header(), note, source)
     }
 
-    /// The newest checkpoint note, signed now if the log grew, and durable
-    /// in the store before this returns (so it may go into an anchor).
-    pub fn durable_checkpoint(&self) -> Result<Option<String>> {
-        let note = self.audit_checkpoint()?;
-        self.sync()?;
-        Ok(note)
-    }
-
     /// Whether this mount keeps a rollback anchor in the TPM.
     pub fn tpm_anchored(&self) -> bool {
         self.core().tpm_anchor.is_some()

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::sync::Weak;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::error::Result;
+use super::error::{Error, ErrorKind, Result};
 use super::{Caller, Core, Unlocked, Vault};
 use crate::audit::leaf::Leaf;
 pub use crate::audit::leaf::Op as AuditOp;
@@ -185,6 +185,25 @@ impl Vault<Unlocked> {
     /// `.audit` beyond its first `from` leaves (see `Log::export_since`).
     pub fn audit_export_since(&self, from: u64) -> Result<Option<crate::audit::log::ExportTail>> {
         Ok(self.core().audit.export_since(&self.core().store, from)?)
+    }
+
+    /// The newest checkpoint note, signed now if the log grew, and durable
+    /// in the store before this returns (so it may go into an anchor, and
+    /// the records it covers may leave the machine).
+    pub fn durable_checkpoint(&self) -> Result<Option<String>> {
+        let note = self.audit_checkpoint()?;
+        self.sync()?;
+        Ok(note)
+    }
+
+    /// How many records are durable under a signed checkpoint (see
+    /// `durable_checkpoint`): the records an exporter may send.
+    pub fn durable_audit_size(&self) -> Result<u64> {
+        let Some(note) = self.durable_checkpoint()? else { return Ok(0) };
+        let key = self.audit_key().verifying_key();
+        let cp = crate::audit::checkpoint::Checkpoint::parse_and_verify(&note, None, &key)
+            .map_err(|e| Error::new(ErrorKind::Corrupt, format!("the checkpoint just signed: {e}")))?;
+        Ok(cp.size)
     }
 
     /// Stores pending records and signs a checkpoint over them; the newest note.

@@ -72,32 +72,37 @@ impl Bucket {
     }
 }
 
-/// Why a policy text was not applied, as a `policy` record's result.
-/// Why `file` may not name a command the daemon runs (`approval_notify`):
-/// it, or its directory, is owned by someone other than root and the
-/// daemon's user, or writable by group or others. Such a file may still
-/// tighten the policy (anyone may make things stricter), but a command in it
-/// would run as the daemon.
+/// Why `file` may not name a command the daemon runs (`approval_notify`)
+/// or a destination of the audit records (`export`): it, or its directory,
+/// is owned by someone other than root and the daemon's user, or writable by
+/// group or others. Such a file may still tighten the policy (anyone may
+/// make things stricter), but a command in it would run as the daemon.
 fn untrusted_command(p: &Policy, file: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    p.approval_notify.as_ref()?;
+    // A command runs as the daemon; an export sends every record (paths
+    // included) wherever it says.
+    let what_needs_it = match (&p.approval_notify, p.exports.is_empty()) {
+        (Some(_), _) => "approval_notify",
+        (None, false) => "export",
+        (None, true) => return None,
+    };
     let me = crate::sys::effective_uid();
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     for (what, path) in [("the policy file", file), ("its directory", dir)] {
         let m = match std::fs::metadata(path) {
             Ok(m) => m,
-            Err(e) => return Some(format!("approval_notify refused: {what} {}: {e}", path.display())),
+            Err(e) => return Some(format!("{what_needs_it} refused: {what} {}: {e}", path.display())),
         };
         if m.uid() != 0 && m.uid() != me {
             return Some(format!(
-                "approval_notify refused: {what} {} is owned by uid {}, not root or the daemon's uid {me}",
+                "{what_needs_it} refused: {what} {} is owned by uid {}, not root or the daemon's uid {me}",
                 path.display(),
                 m.uid()
             ));
         }
         if m.mode() & 0o022 != 0 {
             return Some(format!(
-                "approval_notify refused: {what} {} is writable by group or others (mode {:o})",
+                "{what_needs_it} refused: {what} {} is writable by group or others (mode {:o})",
                 path.display(),
                 m.mode() & 0o7777
             ));
