@@ -37,6 +37,10 @@ pub fn fields(bytes: &[u8], leaf: &Leaf) -> Vec<(&'static str, Value)> {
     f.push(("offset", leaf.offset.into()));
     f.push(("len", leaf.len.into()));
     f.push(("result", leaf.result.into()));
+    // Only version-2 leaves carry a note (a justification).
+    if !leaf.note.is_empty() {
+        f.push(text_or_hex("note", "note_hex", &leaf.note));
+    }
     f
 }
 

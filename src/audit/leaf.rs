@@ -8,6 +8,11 @@ use super::merkle::{self, Hash};
 
 /// The leaf format version this code writes and reads.
 pub const LEAF_VERSION: u8 = 1;
+/// The version of a leaf that carries a note (a justification): version 1's
+/// fields, then the note. Leaves without a note stay version 1.
+pub const LEAF_VERSION_NOTE: u8 = 2;
+/// Longest note, in bytes (longer is cut by `encode`).
+pub const MAX_NOTE: usize = 1024;
 /// Longest `comm` (the kernel's TASK_COMM_LEN is 16 including the NUL).
 pub const MAX_COMM: usize = 16;
 /// Longest `path` (PATH_MAX).
@@ -197,6 +202,9 @@ pub struct Leaf {
     pub len: u64,
     /// 0 on success, else the positive errno returned to the caller.
     pub result: i32,
+    /// Why the caller says it needs the access (`user.vault.justification`,
+    /// docs/GATES.md), at most [`MAX_NOTE`] bytes; empty for none.
+    pub note: Vec<u8>,
 }
 
 impl Leaf {
@@ -219,7 +227,8 @@ impl Leaf {
             Some(l) if l <= MAX_LEVEL => l,
             _ => NO_LEVEL,
         };
-        out.push(LEAF_VERSION);
+        let note = &self.note[..self.note.len().min(MAX_NOTE)];
+        out.push(if note.is_empty() { LEAF_VERSION } else { LEAF_VERSION_NOTE });
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.time_ns.to_be_bytes());
         out.extend_from_slice(&self.uid.to_be_bytes());
@@ -236,12 +245,17 @@ impl Leaf {
         out.extend_from_slice(comm);
         out.extend_from_slice(&(path.len() as u16).to_be_bytes());
         out.extend_from_slice(path);
+        if !note.is_empty() {
+            out.extend_from_slice(&(note.len() as u16).to_be_bytes());
+            out.extend_from_slice(note);
+        }
     }
 
     /// Decodes a canonical encoding; anything else is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Leaf, Error> {
         let mut r = Reader(bytes);
-        if r.u8()? != LEAF_VERSION {
+        let version = r.u8()?;
+        if version != LEAF_VERSION && version != LEAF_VERSION_NOTE {
             return Err(Error::LeafEncoding("unknown version"));
         }
         let seq = r.u64()?;
@@ -261,10 +275,20 @@ impl Leaf {
         let result = i32::from_be_bytes(r.array()?);
         let comm = r.bytes(MAX_COMM, "comm longer than 16 bytes")?.to_vec();
         let path = r.bytes(MAX_PATH, "path longer than 4096 bytes")?.to_vec();
+        let note = if version == LEAF_VERSION_NOTE {
+            let note = r.bytes(MAX_NOTE, "note longer than 1024 bytes")?.to_vec();
+            if note.is_empty() {
+                // One encoding per record: no note is version 1.
+                return Err(Error::LeafEncoding("empty note in a version-2 leaf"));
+            }
+            note
+        } else {
+            Vec::new()
+        };
         if !r.0.is_empty() {
             return Err(Error::LeafEncoding("trailing bytes"));
         }
-        Ok(Leaf { seq, time_ns, uid, gid, pid, comm, op, level, ino, path, offset, len, result })
+        Ok(Leaf { seq, time_ns, uid, gid, pid, comm, op, level, ino, path, offset, len, result, note })
     }
 
     /// The Merkle leaf hash of the canonical encoding.
@@ -338,9 +362,10 @@ pub(crate) mod tests {
                 proptest::collection::vec(any::<u8>(), MAX_PATH - 2..=MAX_PATH),
             ],
             (any::<u64>(), any::<u64>(), any::<i32>()),
+            prop_oneof![Just(Vec::new()), proptest::collection::vec(any::<u8>(), 1..=MAX_NOTE)],
         )
             .prop_map(
-                |((seq, time_ns, uid, gid, pid), comm, op, level, ino, path, (offset, len, result))| Leaf {
+                |((seq, time_ns, uid, gid, pid), comm, op, level, ino, path, (offset, len, result), note)| Leaf {
                     seq,
                     time_ns,
                     uid,
@@ -354,6 +379,7 @@ pub(crate) mod tests {
                     offset,
                     len,
                     result,
+                    note,
                 },
             )
     }
@@ -373,6 +399,7 @@ pub(crate) mod tests {
             offset: 4096,
             len: 512,
             result: 0,
+            note: Vec::new(),
         }
     }
 
@@ -412,7 +439,24 @@ pub(crate) mod tests {
             f(&mut b);
             assert_eq!(Leaf::decode(&b), Err(Error::LeafEncoding(why)));
         };
-        bad(&|b| b[0] = 2, "unknown version");
+        bad(&|b| b[0] = 3, "unknown version");
+        // Version 2 needs a note after the path: a v1 body is cut short.
+        bad(&|b| b[0] = 2, "truncated");
+        bad(&|b| b.extend_from_slice(&[0, 0]), "trailing bytes");
+        bad(
+            &|b| {
+                b[0] = 2;
+                b.extend_from_slice(&[0, 0]);
+            },
+            "empty note in a version-2 leaf",
+        );
+        bad(
+            &|b| {
+                b[0] = 2;
+                b.extend_from_slice(&1025u16.to_be_bytes());
+            },
+            "note longer than 1024 bytes",
+        );
         bad(&|b| b[29] = 0, "unknown op");
         bad(&|b| b[29] = 200, "unknown op");
         bad(&|b| b[30] = 6, "level out of range");
@@ -425,6 +469,18 @@ pub(crate) mod tests {
         for n in 0..good.len() {
             assert!(Leaf::decode(&good[..n]).is_err(), "prefix of {n} bytes");
         }
+    }
+
+    #[test]
+    fn a_note_makes_a_version_2_leaf() {
+        let l = Leaf { note: b"why".to_vec(), ..sample() };
+        let b = l.encode();
+        let v1 = sample().encode();
+        assert_eq!(b[0], LEAF_VERSION_NOTE);
+        assert_eq!(b[1..], [&v1[1..], &3u16.to_be_bytes()[..], b"why"].concat()[..]);
+        assert_eq!(Leaf::decode(&b), Ok(l));
+        let long = Leaf { note: vec![b'n'; 2000], ..sample() };
+        assert_eq!(Leaf::decode(&long.encode()).unwrap().note.len(), MAX_NOTE);
     }
 
     #[test]

@@ -805,6 +805,7 @@ mod tests {
             offset: 0,
             len: 0,
             result: 0,
+            note: Vec::new(),
         }
     }
 

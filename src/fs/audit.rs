@@ -96,6 +96,7 @@ impl VaultFs {
             path,
             offset: range.offset,
             len: range.len,
+            note: Vec::new(),
         }
     }
 

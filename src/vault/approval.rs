@@ -318,7 +318,7 @@ impl Vault<Unlocked> {
             ino: open.ino,
             path: open.path.clone().into_bytes(),
             offset: open.id,
-            len: u64::from(open.pid),
+            len: u64::from(open.pid), note: Vec::new(),
         };
         self.record(rec, 0, true)?;
         Ok(open)

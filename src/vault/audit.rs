@@ -30,6 +30,8 @@ pub struct Record {
     pub path: Vec<u8>,
     pub offset: u64,
     pub len: u64,
+    /// The caller's justification for the access (empty: none).
+    pub note: Vec<u8>,
 }
 
 impl Record {
@@ -47,7 +49,7 @@ impl Record {
             gid: crate::sys::effective_gid(),
             pid: std::process::id(),
         };
-        Record { who, comm: comm.to_vec(), op, level, ino, path, offset: 0, len }
+        Record { who, comm: comm.to_vec(), op, level, ino, path, offset: 0, len, note: Vec::new() }
     }
 
     pub(super) fn leaf(self, result: i32) -> Leaf {
@@ -66,6 +68,7 @@ impl Record {
             offset: self.offset,
             len: self.len,
             result,
+            note: self.note,
         }
     }
 }

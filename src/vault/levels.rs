@@ -120,7 +120,7 @@ impl Vault<Unlocked> {
             None => b"/".to_vec(),
         };
         let ino = level.map_or(super::ROOT_INO, super::level_dir);
-        Record { who, comm: comm.to_vec(), op, level, ino, path, offset: 0, len: 0 }
+        Record { who, comm: comm.to_vec(), op, level, ino, path, offset: 0, len: 0, note: Vec::new() }
     }
 
     /// Records a level event durably (result 0, or EACCES if refused, EIO

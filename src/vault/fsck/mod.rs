@@ -417,7 +417,7 @@ impl Vault<Unlocked> {
             ino: ROOT_INO,
             path: b"/".to_vec(),
             offset: 0,
-            len: found,
+            len: found, note: Vec::new(),
         };
         self.record(record, result, true)?;
         checked
