@@ -305,3 +305,41 @@ fn status_shows_the_policy_file_only_when_it_exists() {
         status(&m)
     );
 }
+
+/// A justification (`user.vault.justification` on the level directory)
+/// is shown to the approver, carried by the open's audit record, and
+/// required where the policy says so.
+#[test]
+fn justifications_reach_the_approver_and_the_audit_record() {
+    let m = mounted_with("[levels.3]\nrequire_justification = true\n");
+    fs::write(m.path("3-sealed/contract.md"), "terms").unwrap();
+    // No justification: refused at once, recorded.
+    assert_eq!(errno(fs::read(m.path("3-sealed/contract.md"))), libc::EACCES);
+
+    let why = "summarize the contract for ticket 42";
+    common::sh(&format!("setfattr -n user.vault.justification -v '{why}' 3-sealed"), &m.mnt);
+    let reader = open_in_thread(m.path("3-sealed/contract.md"));
+    wait_pending(&m);
+    let listing: serde_json::Value =
+        serde_json::from_str(&ok(&vaultfs(&m, &["pending", mnt(&m), "--json"]))).unwrap();
+    assert_eq!(listing[0]["justification"], why, "{listing}");
+    let text = ok(&vaultfs(&m, &["pending", mnt(&m)]));
+    assert!(text.contains(&format!("why: {why}")), "{text}");
+    ok(&vaultfs(&m, &["approve", mnt(&m)]));
+    assert_eq!(reader.join().unwrap().unwrap(), "terms");
+
+    let audit = fs::read_to_string(m.path(".audit")).unwrap();
+    let opens: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["op"] == "open" && v["path"] == "/3-sealed/contract.md")
+        .collect();
+    assert_eq!(opens.len(), 2, "{opens:?}");
+    assert_eq!((opens[0]["result"].as_i64(), opens[0].get("note")), (Some(13), None));
+    assert_eq!((opens[1]["result"].as_i64(), opens[1]["note"].as_str()), (Some(0), Some(why)));
+    // A version-2 leaf: the note is in the hashed bytes, and the copy verifies.
+    let copy = m.dir.path().join("audit.copy");
+    fs::write(&copy, &audit).unwrap();
+    let key = ok(&vaultfs(&m, &["audit", "pubkey", store(&m)]));
+    ok(&vaultfs(&m, &["audit", "verify", "--file", copy.to_str().unwrap(), "--pubkey", key.trim()]));
+}

@@ -365,21 +365,23 @@ pub(crate) mod tests {
             prop_oneof![Just(Vec::new()), proptest::collection::vec(any::<u8>(), 1..=MAX_NOTE)],
         )
             .prop_map(
-                |((seq, time_ns, uid, gid, pid), comm, op, level, ino, path, (offset, len, result), note)| Leaf {
-                    seq,
-                    time_ns,
-                    uid,
-                    gid,
-                    pid,
-                    comm,
-                    op,
-                    level,
-                    ino,
-                    path,
-                    offset,
-                    len,
-                    result,
-                    note,
+                |((seq, time_ns, uid, gid, pid), comm, op, level, ino, path, (offset, len, result), note)| {
+                    Leaf {
+                        seq,
+                        time_ns,
+                        uid,
+                        gid,
+                        pid,
+                        comm,
+                        op,
+                        level,
+                        ino,
+                        path,
+                        offset,
+                        len,
+                        result,
+                        note,
+                    }
                 },
             )
     }

@@ -40,7 +40,8 @@ fn example_leaves() -> [Leaf; 2] {
         path: b"/1-working/prefs.md".to_vec(),
         offset: 0,
         len: 0,
-        result: 0, note: Vec::new(),
+        result: 0,
+        note: Vec::new(),
     };
     let read = Leaf { seq: 1, time_ns: 1_735_689_600_000_250_000, op: Op::Read, len: 18, ..open.clone() };
     [open, read]

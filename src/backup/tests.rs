@@ -55,7 +55,8 @@ fn archive_restores_to_an_equal_vault() {
             ino: a.ino,
             path: b"/1-working/a.md".to_vec(),
             offset: i,
-            len: 1, note: Vec::new(),
+            len: 1,
+            note: Vec::new(),
         };
         v.audited(rec, false, |_: &crate::vault::Error| 5, || v.write(a.ino, 5 + i, b"!")).unwrap().unwrap();
     }

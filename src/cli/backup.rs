@@ -73,7 +73,8 @@ pub fn run_backup(a: BackupArgs) -> exit::Result {
         ino: 0,
         path: b"/.backup".to_vec(),
         offset: 0,
-        len: 0, note: Vec::new(),
+        len: 0,
+        note: Vec::new(),
     };
     vault.record(rec, 0, true)?;
 

@@ -245,6 +245,10 @@ pub fn pending(a: PendingArgs) -> exit::Result {
             p.path,
             p.waited_ms as f64 / 1000.0
         );
+        match &p.justification {
+            Some(j) => println!("      why: {}", j.escape_debug()),
+            None => println!("      why: (no justification given)"),
+        }
     }
     Ok(())
 }

@@ -179,6 +179,9 @@ pub struct Pending {
     pub comm: String,
     pub path: String,
     pub waited_ms: u64,
+    /// Why the caller says it needs the file (`user.vault.justification`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -245,6 +245,7 @@ impl Handler {
                 comm: p.comm,
                 path: p.path,
                 waited_ms: p.waited.as_millis() as u64,
+                justification: Some(p.justification).filter(|j| !j.is_empty()),
             })
             .collect()
     }

@@ -717,13 +717,21 @@ impl Filesystem for VaultFs {
         // cache from an earlier open (every change goes through this mount,
         // so the cache is never stale); above it the cache is dropped, so
         // every read of the new open comes here and is recorded.
-        let r = self.logged(req, AuditOp::Open, At::Node(ino.0), Range::default(), || {
-            self.check_node(req, ino.0)?;
-            self.permit(req, ino.0, perm::open_mask(flags.0))?;
-            self.vault.admit_open(req.uid()).map_err(e)?;
-            self.approval(req, ino.0)?;
-            self.level_of(ino.0)
-        });
+        // Why the caller says it needs the file (levels 3-5): read before the
+        // open's record is made, so the record carries it.
+        let level = self.level_of(ino.0).ok().flatten();
+        let why = self.vault.justification(ino.0, level);
+        let r =
+            self.logged_with_note(req, AuditOp::Open, At::Node(ino.0), Range::default(), why.clone(), || {
+                self.check_node(req, ino.0)?;
+                self.permit(req, ino.0, perm::open_mask(flags.0))?;
+                if why.is_empty() && level.is_some_and(|l| self.vault.needs_justification(l)) {
+                    return Err(Errno::EACCES);
+                }
+                self.vault.admit_open(req.uid()).map_err(e)?;
+                self.approval(req, ino.0, &why)?;
+                self.level_of(ino.0)
+            });
         reply_with!(reply, r, |level| {
             let keep = level.is_some_and(|l| l < READS_RECORDED_FROM_LEVEL);
             reply.opened(self.fh(), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })

@@ -110,12 +110,25 @@ impl VaultFs {
         range: Range,
         f: impl FnOnce() -> Res<T>,
     ) -> Res<T> {
+        self.logged_with_note(req, op, at, range, Vec::new(), f)
+    }
+
+    /// `logged`, the record carrying `note` (an open's justification).
+    pub fn logged_with_note<T>(
+        &self,
+        req: &Request,
+        op: AuditOp,
+        at: At,
+        range: Range,
+        note: Vec<u8>,
+        f: impl FnOnce() -> Res<T>,
+    ) -> Res<T> {
         // The benchmark baseline skips describing the access too: naming the
         // caller and the path is part of what the log costs.
         if cfg!(feature = "bench-no-audit") {
             return f();
         }
-        let rec = self.record(req, op, at, range);
+        let rec = Record { note, ..self.record(req, op, at, range) };
         let durable = op == AuditOp::Open && rec.level.is_some_and(|l| l >= DURABLE_FROM_LEVEL);
         match self.vault.audited(rec, durable, |err: &Errno| err.code(), f) {
             Ok(out) => out,
@@ -181,14 +194,23 @@ impl VaultFs {
         Ok(Arc::new(text))
     }
 
-    /// Waits for a human to approve opening `ino` if its level needs it.
-    pub fn approval(&self, req: &Request, ino: u64) -> Res<()> {
+    /// Waits for a human to approve opening `ino` if its level needs it;
+    /// `justification` is shown to the human.
+    pub fn approval(&self, req: &Request, ino: u64, justification: &[u8]) -> Res<()> {
         let Some(level) = self.level_of(ino)?.filter(|l| self.vault.needs_approval(*l)) else {
             return Ok(());
         };
         let (_, path) = self.place(At::Node(ino));
         let comm = crate::sys::process_name(req.pid());
-        let open = OpenRequest { level, pid: req.pid(), uid: req.uid(), comm: &comm, path: &path, ino };
+        let open = OpenRequest {
+            level,
+            pid: req.pid(),
+            uid: req.uid(),
+            comm: &comm,
+            path: &path,
+            ino,
+            justification,
+        };
         self.vault.await_approval(&open).map_err(e)
     }
 

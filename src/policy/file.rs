@@ -26,10 +26,19 @@ const DEFAULT_EXPORT_BATCH: usize = 100;
 /// Arguments of `approval_notify` at most (program included), and bytes each.
 const MAX_NOTIFY_ARGS: usize = 64;
 const MAX_NOTIFY_ARG_BYTES: usize = 4096;
-const LEVEL_KEYS: &[&str] =
-    &["cooldown", "approval_timeout", "approval_window", "relock_after", "require_approval"];
+const LEVEL_KEYS: &[&str] = &[
+    "cooldown",
+    "approval_timeout",
+    "approval_window",
+    "relock_after",
+    "require_approval",
+    "require_justification",
+];
 const RATE_KEYS: &[&str] = &["opens_per_minute", "uid"];
 const UID_KEYS: &[&str] = &["opens_per_minute"];
+
+/// Levels whose opens read a justification (docs/GATES.md).
+const FIRST_JUSTIFIED_LEVEL: usize = 3;
 
 /// Levels that can be locked while mounted (lockdown locks them too):
 /// `relock_after` means something only there.
@@ -333,6 +342,16 @@ impl Parser<'_> {
                     };
                 }
                 "require_approval" => lp.require_approval = self.boolean(&key, v)?,
+                "require_justification" => {
+                    if n < FIRST_JUSTIFIED_LEVEL {
+                        return Err(self.error(
+                            &key,
+                            k.span(),
+                            format!("justifications are read at levels {FIRST_JUSTIFIED_LEVEL} to 5 only"),
+                        ));
+                    }
+                    lp.require_justification = self.boolean(&key, v)?
+                }
                 _ => return Err(self.unknown(&key, k, LEVEL_KEYS)),
             }
             if matches!(name, "cooldown" | "approval_timeout" | "approval_window") {

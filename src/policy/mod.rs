@@ -117,6 +117,9 @@ pub struct LevelPolicy {
     pub relock_after: Option<Duration>,
     /// Whether every open at this level needs a human approval.
     pub require_approval: bool,
+    /// Whether every open at this level needs a justification
+    /// (`user.vault.justification`; levels 3 to 5).
+    pub require_justification: bool,
 }
 
 /// Opens per minute, per uid.
@@ -214,6 +217,7 @@ impl Default for Policy {
             approval_window: MINUTE,
             relock_after: relock_after.map(Duration::from_secs),
             require_approval,
+            require_justification: false,
         };
         Policy {
             levels: [
@@ -367,6 +371,12 @@ impl Policy {
             }
             if old.require_approval && !new.require_approval {
                 push(key("require_approval"), "true -> false (opens would need no approval)".into());
+            }
+            if old.require_justification && !new.require_justification {
+                push(
+                    key("require_justification"),
+                    "true -> false (opens would need no justification)".into(),
+                );
             }
         }
         let (old_rl, new_rl) = (&self.rate_limits, &new.rate_limits);

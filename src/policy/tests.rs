@@ -98,6 +98,7 @@ opens_per_minute = 0
         approval_window: Duration::ZERO,
         relock_after: None,
         require_approval: true,
+        require_justification: false,
     };
     want.levels[2].relock_after = Some(secs(7200));
     want.levels[3] = LevelPolicy {
@@ -106,6 +107,7 @@ opens_per_minute = 0
         approval_window: secs(60),
         relock_after: Some(secs(1800)),
         require_approval: true,
+        require_justification: false,
     };
     want.rate_limits.opens_per_minute = Some(600);
     want.rate_limits.per_uid = BTreeMap::from([(0, 0), (1000, 100)]);
@@ -609,7 +611,14 @@ fn level_policy() -> impl Strategy<Value = LevelPolicy> {
         any::<bool>(),
     )
         .prop_map(|(cooldown, approval_timeout, approval_window, relock_after, require_approval)| {
-            LevelPolicy { cooldown, approval_timeout, approval_window, relock_after, require_approval }
+            LevelPolicy {
+                cooldown,
+                approval_timeout,
+                approval_window,
+                relock_after,
+                require_approval,
+                require_justification: false,
+            }
         })
 }
 
@@ -809,5 +818,21 @@ fn an_export_can_be_added_or_changed_but_not_dropped_by_a_reload() {
             assert!(current.iter().any(|l| l.contains("export.siem")), "{current:?}")
         }
         other => panic!("dropping an export was not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn require_justification_is_for_levels_3_to_5_and_cannot_be_dropped_by_a_reload() {
+    assert!(parse("[levels.4]\nrequire_justification = true\n").levels[4].require_justification);
+    assert!(!Policy::default().levels[5].require_justification);
+    let (key, _, msg) = malformed("[levels.2]\nrequire_justification = true\n");
+    assert_eq!(key.as_deref(), Some("levels.2.require_justification"));
+    assert!(msg.contains("levels 3 to 5"), "{msg}");
+    let p = Policy::accept(&Policy::default(), "[levels.3]\nrequire_justification = true\n").unwrap();
+    match Policy::accept(&p, "") {
+        Err(Error::Looser { current, .. }) => {
+            assert!(current.iter().any(|l| l.contains("levels.3.require_justification")), "{current:?}")
+        }
+        other => panic!("dropping require_justification was not refused: {other:?}"),
     }
 }

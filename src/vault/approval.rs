@@ -32,6 +32,8 @@ pub struct PendingOpen {
     pub comm: String,
     pub path: String,
     pub ino: u64,
+    /// Why the caller says it needs the file (empty: it gave no reason).
+    pub justification: String,
     /// How long it has waited.
     pub waited: Duration,
 }
@@ -79,6 +81,8 @@ pub struct OpenRequest<'a> {
     pub comm: &'a [u8],
     pub path: &'a [u8],
     pub ino: u64,
+    /// The caller's justification (`user.vault.justification`), if any.
+    pub justification: &'a [u8],
 }
 
 impl Approvals {
@@ -117,6 +121,7 @@ impl Approvals {
             comm: String::from_utf8_lossy(req.comm).into_owned(),
             path: String::from_utf8_lossy(req.path).into_owned(),
             ino: req.ino,
+            justification: String::from_utf8_lossy(req.justification).into_owned(),
             waited: Duration::ZERO,
         };
         let announce = open.clone();
@@ -225,6 +230,7 @@ fn run_notify(argv: &[String], open: &PendingOpen) {
         .env("VAULTFS_PID", open.pid.to_string())
         .env("VAULTFS_UID", open.uid.to_string())
         .env("VAULTFS_COMM", &open.comm)
+        .env("VAULTFS_JUSTIFICATION", &open.justification)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -318,10 +324,41 @@ impl Vault<Unlocked> {
             ino: open.ino,
             path: open.path.clone().into_bytes(),
             offset: open.id,
-            len: u64::from(open.pid), note: Vec::new(),
+            len: u64::from(open.pid),
+            note: Vec::new(),
         };
         self.record(rec, 0, true)?;
         Ok(open)
+    }
+}
+
+/// The extended attribute an agent sets (on a file, or on its level
+/// directory for every file there) to say why it opens files at levels 3-5
+/// (docs/GATES.md, "Justifications").
+pub const JUSTIFICATION_XATTR: &[u8] = b"user.vault.justification";
+/// The lowest level whose opens read a justification.
+pub const JUSTIFIED_FROM_LEVEL: u8 = 3;
+
+impl Vault<Unlocked> {
+    /// Why the caller says it opens `ino` at `level`: the file's
+    /// `user.vault.justification`, else its level directory's, at most
+    /// `MAX_NOTE` bytes; empty below level 3, or when neither has one.
+    pub fn justification(&self, ino: u64, level: Option<u8>) -> Vec<u8> {
+        let Some(l) = level.filter(|l| (JUSTIFIED_FROM_LEVEL..=5).contains(l)) else { return Vec::new() };
+        for holder in [ino, super::level_dir(l)] {
+            if let Ok(mut v) = self.getxattr(holder, JUSTIFICATION_XATTR)
+                && !v.is_empty()
+            {
+                v.truncate(crate::audit::leaf::MAX_NOTE);
+                return v;
+            }
+        }
+        Vec::new()
+    }
+
+    /// Whether the policy refuses opens at `level` that give no justification.
+    pub fn needs_justification(&self, level: u8) -> bool {
+        self.policy().levels.get(level as usize).is_some_and(|l| l.require_justification)
     }
 }
 
@@ -341,7 +378,7 @@ mod tests {
     }
 
     fn req(pid: u32, ino: u64) -> OpenRequest<'static> {
-        OpenRequest { level: 3, pid, uid: 0, comm: b"cat", path: b"/3-sealed/f", ino }
+        OpenRequest { level: 3, pid, uid: 0, comm: b"cat", path: b"/3-sealed/f", ino, justification: b"" }
     }
 
     fn wait_pending(a: &Approvals) -> PendingOpen {

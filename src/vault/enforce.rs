@@ -179,7 +179,8 @@ impl Vault<Unlocked> {
             ino: super::ROOT_INO,
             path,
             offset: 0,
-            len: 0, note: Vec::new(),
+            len: 0,
+            note: Vec::new(),
         };
         self.record(rec, result, true)
     }
@@ -376,7 +377,8 @@ impl Vault<Unlocked> {
             ino,
             path: path.to_vec(),
             offset: 0,
-            len: 0, note: Vec::new(),
+            len: 0,
+            note: Vec::new(),
         };
         let code = |e: &super::Error| match e.kind() {
             ErrorKind::NotFound => ENOENT,

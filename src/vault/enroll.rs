@@ -286,7 +286,8 @@ impl Vault<Unlocked> {
             ino: ROOT_INO,
             path: what(&current).into_bytes(),
             offset: 0,
-            len: 0, note: Vec::new(),
+            len: 0,
+            note: Vec::new(),
         };
         let (rewrap, out) = match change(&current) {
             Ok(r) => r,

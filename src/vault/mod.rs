@@ -258,7 +258,8 @@ impl Vault<Locked> {
             ino: ROOT_INO,
             path: b"/".to_vec(),
             offset: 0,
-            len: 0, note: Vec::new(),
+            len: 0,
+            note: Vec::new(),
         };
         vault.record(unlock, 0, true)?;
         if let Some(why) = accepted {

@@ -417,7 +417,8 @@ impl Vault<Unlocked> {
             ino: ROOT_INO,
             path: b"/".to_vec(),
             offset: 0,
-            len: found, note: Vec::new(),
+            len: found,
+            note: Vec::new(),
         };
         self.record(record, result, true)?;
         checked
