@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "common/mutate.rs"]
 mod mutate;
-use vaultfs::audit::leaf::{Leaf, MAX_COMM, MAX_LEVEL, MAX_PATH, Op};
+use vaultfs::audit::leaf::{Leaf, MAX_COMM, MAX_LEVEL, MAX_NOTE, MAX_PATH, Op};
 
 fn check(data: &[u8]) {
     if let Ok(leaf) = Leaf::decode(data) {
@@ -23,7 +23,8 @@ fn check(data: &[u8]) {
 fn valid_leaf(u: &mut Unstructured) -> Result<Leaf> {
     let comm_len = u.int_in_range(0..=MAX_COMM)?;
     let path_len = u.int_in_range(0..=MAX_PATH)?;
-    Ok(Leaf {
+    // No note (a version-1 leaf) or one of 1 to MAX_NOTE bytes (version 2).
+    let note_len = if u.arbitrary()? { u.int_in_range(1..=MAX_NOTE)? } else { 0 };
         seq: u.arbitrary()?,
         time_ns: u.arbitrary()?,
         uid: u.arbitrary()?,
@@ -37,6 +38,7 @@ fn valid_leaf(u: &mut Unstructured) -> Result<Leaf> {
         offset: u.arbitrary()?,
         len: u.arbitrary()?,
         result: u.arbitrary()?,
+        note: u.bytes(note_len)?.to_vec(),
     })
 }
 
