@@ -25,6 +25,7 @@ fn valid_leaf(u: &mut Unstructured) -> Result<Leaf> {
     let path_len = u.int_in_range(0..=MAX_PATH)?;
     // No note (a version-1 leaf) or one of 1 to MAX_NOTE bytes (version 2).
     let note_len = if u.arbitrary()? { u.int_in_range(1..=MAX_NOTE)? } else { 0 };
+    Ok(Leaf {
         seq: u.arbitrary()?,
         time_ns: u.arbitrary()?,
         uid: u.arbitrary()?,
