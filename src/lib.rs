@@ -17,6 +17,7 @@ pub mod meta;
 pub mod metrics;
 pub mod monitor;
 pub mod policy;
+pub mod scan;
 pub mod store;
 mod sys;
 pub mod vault;

@@ -29,6 +29,7 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("prometheus_client", &["metrics"]),
     ("tiny_http", &["monitor"]),
     ("ureq", &["export"]),
+    ("regex", &["scan"]),
 ];
 
 /// Layer of each top-level module: a module may use `crate::m` only for m
@@ -39,6 +40,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("format", 0),
     ("policy", 0),
     ("metrics", 0),
+    ("scan", 0),
     ("store", 1),
     ("block", 2),
     ("meta", 2),

@@ -343,3 +343,40 @@ fn justifications_reach_the_approver_and_the_audit_record() {
     let key = ok(&vaultfs(&m, &["audit", "pubkey", store(&m)]));
     ok(&vaultfs(&m, &["audit", "verify", "--file", copy.to_str().unwrap(), "--pubkey", key.trim()]));
 }
+
+/// `[secrets] scan`: a credential written to 1-working is recorded (op
+/// `secret`, the rule as its note) and shown by `status`, and the file is
+/// written unchanged; 2-private is not scanned; a pattern that does not
+/// compile is refused like any malformed policy.
+#[test]
+fn secrets_written_to_low_levels_are_recorded_not_altered() {
+    let m = mounted_with("[secrets]\nscan = true\npatterns = [\"corp-[0-9a-f]{8}\"]\n");
+    let text = "notes\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\nticket corp-deadbeef\n";
+    fs::write(m.path("1-working/notes.md"), text).unwrap();
+    fs::write(m.path("2-private/keys.md"), text).unwrap();
+    fs::write(m.path("1-working/plain.md"), "nothing to see").unwrap();
+    assert_eq!(fs::read_to_string(m.path("1-working/notes.md")).unwrap(), text);
+
+    let audit = fs::read_to_string(m.path(".audit")).unwrap();
+    let found: Vec<(String, String)> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["op"] == "secret")
+        .map(|v| (v["path"].as_str().unwrap().to_string(), v["note"].as_str().unwrap().to_string()))
+        .collect();
+    let want = [("/1-working/notes.md", "aws_access_key_id"), ("/1-working/notes.md", "policy.1")];
+    assert_eq!(found, want.map(|(p, r)| (p.to_string(), r.to_string())));
+    let st = status(&m);
+    assert_eq!(st["secrets_found"], 2, "{st}");
+    assert_eq!(st["last_secret"]["path"], "/1-working/notes.md", "{st}");
+    let shown = ok(&vaultfs(&m, &["status", mnt(&m)]));
+    assert!(shown.contains("secrets written to levels 0-1 since mount: 2"), "{shown}");
+
+    edit_policy(&m, "[secrets]\nscan = true\npatterns = [\"(unclosed\"]\n");
+    let recs = wait_policy_records(&m, 2);
+    let (result, why) = recs.last().unwrap();
+    assert_eq!(*result, 22, "{recs:?}");
+    assert!(why.contains("secrets.patterns") && why.contains("does not compile"), "{why}");
+    fs::write(m.path("1-working/later.md"), "AKIAIOSFODNN7EXAMPLE").unwrap();
+    assert_eq!(status(&m)["secrets_found"], 3, "the policy in force still scans");
+}

@@ -84,11 +84,14 @@ pub enum Op {
     /// `vaultfs fsck` checked a mounted vault, read-only, through its
     /// control socket (`len` = problems found).
     Check = 32,
+    /// A write to level 0 or 1 held a credential by a secret-scanning rule
+    /// (the note names the rule); what was written is unchanged.
+    Secret = 33,
 }
 
 impl Op {
     /// Every op, in byte order.
-    pub const ALL: [Op; 32] = [
+    pub const ALL: [Op; 33] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -121,6 +124,7 @@ impl Op {
         Op::Rotate,
         Op::Header,
         Op::Check,
+        Op::Secret,
     ];
 
     /// The lowercase name used in `.audit` and in docs/AUDIT.md.
@@ -158,6 +162,7 @@ impl Op {
             Op::Rotate => "rotate",
             Op::Header => "header",
             Op::Check => "check",
+            Op::Secret => "secret",
         }
     }
 

@@ -295,6 +295,19 @@ pub fn status(a: StatusArgs) -> exit::Result {
         );
     }
     println!("pending approvals: {}", st.pending);
+    if st.secrets_found > 0 {
+        println!("secrets written to levels 0-1 since mount: {}", st.secrets_found);
+    }
+    if let Some(s) = &st.last_secret {
+        println!(
+            "last secret: a {} in {} by pid {} ({}) at {}",
+            s.rule,
+            s.path,
+            s.pid,
+            s.comm,
+            crate::format::time::utc(s.time_ns)
+        );
+    }
     for t in &st.tombstones {
         println!(
             "tombstone: {} (level {}) by uid {} pid {} ({}) at {} ns",

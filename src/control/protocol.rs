@@ -147,6 +147,22 @@ pub struct Status {
     pub levels: Vec<LevelStatus>,
     pub pending: usize,
     pub tombstones: Vec<Tombstone>,
+    /// Credentials found in writes to levels 0 and 1 since the mount
+    /// (`[secrets] scan`), and the newest one.
+    #[serde(default)]
+    pub secrets_found: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_secret: Option<SecretFound>,
+}
+
+/// A credential found in a write (what `vaultfs status` shows).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretFound {
+    pub path: String,
+    pub rule: String,
+    pub time_ns: u64,
+    pub pid: u32,
+    pub comm: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use super::protocol::{LevelStatus, Pending, PolicyRefusal, Request, Response, SplitMade, Status, Tombstone};
+use super::protocol::{
+    LevelStatus, Pending, PolicyRefusal, Request, Response, SecretFound, SplitMade, Status, Tombstone,
+};
 use crate::crypto::Passphrase;
 use crate::format::EscrowShare;
 use crate::gate::tpm::TpmConfig;
@@ -223,6 +225,14 @@ impl Handler {
         // The watched path when a file is there; none means the defaults apply.
         let policy_file = v.policy_file().filter(|p| p.is_file()).map(|p| p.display().to_string());
         let policy_refused = v.policy_refusal().map(|(time_ns, reason)| PolicyRefusal { time_ns, reason });
+        let (secrets_found, last) = v.secrets_found();
+        let last_secret = last.map(|s| SecretFound {
+            path: s.path,
+            rule: s.rule,
+            time_ns: s.time_ns,
+            pid: s.pid,
+            comm: s.comm,
+        });
         Status {
             lockdown: v.lockdown_active(),
             policy_file,
@@ -230,6 +240,8 @@ impl Handler {
             levels,
             pending: v.pending_opens().len(),
             tombstones,
+            secrets_found,
+            last_secret,
         }
     }
 

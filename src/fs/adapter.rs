@@ -816,6 +816,7 @@ impl Filesystem for VaultFs {
         });
         if let Ok(n) = &r {
             self.vault.metrics().add_written(*n as u64);
+            self.note_secrets(req, ino.0, offset, data);
         }
         reply_with!(reply, r, |n| reply.written(n as u32));
     }

@@ -139,6 +139,21 @@ impl VaultFs {
         }
     }
 
+    /// Records each credential the policy's scanner finds in `data`, just
+    /// written to `ino` at `offset` (levels 0 and 1; nothing when the policy
+    /// does not scan). The write itself is not affected.
+    pub fn note_secrets(&self, req: &Request, ino: u64, offset: u64, data: &[u8]) {
+        let level = self.level_of(ino).ok().flatten();
+        for rule in self.vault.secrets_in(level, data) {
+            let range = Range { offset, len: data.len() as u64 };
+            let rec =
+                Record { note: rule.into_bytes(), ..self.record(req, AuditOp::Secret, At::Node(ino), range) };
+            if let Err(err) = self.vault.record_secret(rec) {
+                tracing::error!("audit record of a secret found failed: {err}");
+            }
+        }
+    }
+
     /// Records a refusal (EACCES/EPERM) of an access that is not otherwise
     /// logged (lookups, attributes, listings), then passes `r` through.
     pub fn note_denial<T>(&self, req: &Request, at: At, r: Res<T>) -> Res<T> {

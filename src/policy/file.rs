@@ -18,7 +18,8 @@ use super::{
 };
 
 const TOP_KEYS: &[&str] =
-    &["lockdown", "ephemeral_max_age", "approval_notify", "levels", "rate_limit", "export"];
+    &["lockdown", "ephemeral_max_age", "approval_notify", "levels", "rate_limit", "export", "secrets"];
+const SECRETS_KEYS: &[&str] = &["scan", "patterns"];
 const EXPORT_KEYS: &[&str] = &["format", "address", "batch"];
 /// Records per delivery unless `batch` says.
 const DEFAULT_EXPORT_BATCH: usize = 100;
@@ -36,6 +37,10 @@ const LEVEL_KEYS: &[&str] = &[
 ];
 const RATE_KEYS: &[&str] = &["opens_per_minute", "uid"];
 const UID_KEYS: &[&str] = &["opens_per_minute"];
+
+/// Policy secret patterns at most, and bytes each (as `crate::scan` allows).
+const MAX_SECRET_PATTERNS: usize = 64;
+const MAX_SECRET_PATTERN: usize = 1024;
 
 /// Levels whose opens read a justification (docs/GATES.md).
 const FIRST_JUSTIFIED_LEVEL: usize = 3;
@@ -78,6 +83,7 @@ impl Policy {
                 "levels" => p.levels(&mut policy, v)?,
                 "rate_limit" => p.rate_limit(&mut policy, v)?,
                 "export" => p.exports(&mut policy, v)?,
+                "secrets" => p.secrets(&mut policy, v)?,
                 _ => return Err(p.unknown(key, k, TOP_KEYS)),
             }
         }
@@ -214,6 +220,45 @@ impl Parser<'_> {
             return Err(self.error(key, items[0].span(), format!("{:?} is not an absolute path", argv[0])));
         }
         Ok(argv)
+    }
+
+    /// `[secrets]`: `scan` (bool) and `patterns` (strings; whether they
+    /// compile is the vault's check, which owns the scanner).
+    fn secrets(&self, policy: &mut Policy, v: &Spanned<DeValue<'_>>) -> Result<(), Error> {
+        for (k, v) in in_order(self.table("secrets", v)?) {
+            let name = k.get_ref().as_ref();
+            let key = format!("secrets.{name}");
+            match name {
+                "scan" => policy.secrets.scan = self.boolean(&key, v)?,
+                "patterns" => {
+                    let expected = "an array of strings (regular expressions)";
+                    let items = v.get_ref().as_array().ok_or_else(|| self.wrong_type(&key, v, expected))?;
+                    if items.len() > MAX_SECRET_PATTERNS {
+                        return Err(self.error(
+                            &key,
+                            v.span(),
+                            format!("at most {MAX_SECRET_PATTERNS} patterns"),
+                        ));
+                    }
+                    let mut out = Vec::new();
+                    for item in items.iter() {
+                        let s =
+                            item.get_ref().as_str().ok_or_else(|| self.wrong_type(&key, item, expected))?;
+                        if s.is_empty() || s.len() > MAX_SECRET_PATTERN {
+                            return Err(self.error(
+                                &key,
+                                item.span(),
+                                format!("a pattern is 1 to {MAX_SECRET_PATTERN} bytes"),
+                            ));
+                        }
+                        out.push(s.to_string());
+                    }
+                    policy.secrets.patterns = out;
+                }
+                _ => return Err(self.unknown(&key, k, SECRETS_KEYS)),
+            }
+        }
+        Ok(())
     }
 
     /// `[export.NAME]` tables: a format, an address that suits it, a batch size.

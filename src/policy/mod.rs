@@ -155,6 +155,17 @@ pub struct Policy {
     pub approval_notify: Option<Vec<String>>,
     /// Where audit records are forwarded as they are committed (`[export.NAME]`).
     pub exports: Vec<ExportSink>,
+    /// Scanning writes to levels 0 and 1 for credentials (`[secrets]`).
+    pub secrets: SecretScan,
+}
+
+/// `[secrets]`: whether writes to 0-ephemeral and 1-working are scanned for
+/// credentials, and the policy's own patterns beside the built-in rules
+/// (compiled and checked by the vault, which owns the scanner).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretScan {
+    pub scan: bool,
+    pub patterns: Vec<String>,
 }
 
 /// One destination of the audit records (docs/POLICY.md, "Exporting the
@@ -233,6 +244,7 @@ impl Default for Policy {
             lockdown: false,
             approval_notify: None,
             exports: Vec::new(),
+            secrets: SecretScan::default(),
         }
     }
 }
@@ -384,6 +396,12 @@ impl Policy {
             push(
                 "rate_limit.opens_per_minute".into(),
                 rate_change(old_rl.opens_per_minute, new_rl.opens_per_minute, ""),
+            );
+        }
+        if self.secrets.scan && !new.secrets.scan {
+            push(
+                "secrets.scan".into(),
+                "true -> false (secrets written to levels 0 and 1 would go unnoticed)".into(),
             );
         }
         for sink in &self.exports {

@@ -644,6 +644,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             lockdown,
             approval_notify: None,
             exports: Vec::new(),
+            secrets: SecretScan::default(),
         })
 }
 

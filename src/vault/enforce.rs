@@ -38,6 +38,21 @@ pub(super) struct Enforcement {
     /// Open budget per uid: a token bucket of `opens_per_minute` tokens,
     /// refilled evenly over a minute.
     buckets: Mutex<HashMap<u32, Bucket>>,
+    /// The secret scanner while the policy asks for one (`[secrets]`).
+    scanner: RwLock<Option<Arc<crate::scan::Scanner>>>,
+    /// Secrets found in writes since the mount, and the newest one.
+    secrets_found: std::sync::atomic::AtomicU64,
+    last_secret: Mutex<Option<SecretSeen>>,
+}
+
+/// The newest credential found in a write, for `vaultfs status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretSeen {
+    pub path: String,
+    pub rule: String,
+    pub time_ns: u64,
+    pub pid: u32,
+    pub comm: String,
 }
 
 impl Default for Enforcement {
@@ -47,6 +62,9 @@ impl Default for Enforcement {
             file: Mutex::new(None),
             refused: Mutex::new(None),
             buckets: Mutex::new(HashMap::new()),
+            scanner: RwLock::new(None),
+            secrets_found: Default::default(),
+            last_secret: Mutex::new(None),
         }
     }
 }
@@ -115,6 +133,9 @@ fn untrusted_command(p: &Policy, file: &Path) -> Option<String> {
 /// `file`'s ownership; else the reason and the errno to record.
 fn accept_from(base: &Policy, text: &str, file: &Path) -> std::result::Result<Policy, (String, i32)> {
     let p = Policy::accept(base, text).map_err(|e| (e.to_string(), refusal_code(&e)))?;
+    if let Err(why) = crate::scan::Scanner::new(&p.secrets.patterns) {
+        return Err((format!("malformed policy: secrets.patterns: {why}"), EINVAL));
+    }
     match untrusted_command(&p, file) {
         Some(why) => Err((why, EPERM)),
         None => Ok(p),
@@ -131,6 +152,50 @@ fn refusal_code(e: &policy::Error) -> i32 {
 impl Core {
     pub(super) fn policy(&self) -> Arc<Policy> {
         self.enforce.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Nanoseconds since the epoch, now.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Levels whose writes are scanned for secrets (where agents work freely).
+const SCANNED_BELOW_LEVEL: u8 = 2;
+
+impl Vault<Unlocked> {
+    /// The rules `data`, written at `level`, matches, when the policy scans
+    /// that level (`[secrets] scan`, levels 0 and 1); else none.
+    pub fn secrets_in(&self, level: Option<u8>, data: &[u8]) -> Vec<String> {
+        if level.is_none_or(|l| l >= SCANNED_BELOW_LEVEL) {
+            return Vec::new();
+        }
+        let scanner = self.core().enforce.scanner.read().unwrap_or_else(|p| p.into_inner()).clone();
+        scanner.map(|s| s.scan(data).into_iter().map(str::to_string).collect()).unwrap_or_default()
+    }
+
+    /// Records a credential found in a write (`rec`: op `secret`, the rule
+    /// as its note) and keeps it for `vaultfs status`.
+    pub fn record_secret(&self, rec: Record) -> Result<()> {
+        let enforce = &self.core().enforce;
+        enforce.secrets_found.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seen = SecretSeen {
+            path: String::from_utf8_lossy(&rec.path).into_owned(),
+            rule: String::from_utf8_lossy(&rec.note).into_owned(),
+            time_ns: now_ns(),
+            pid: rec.who.pid,
+            comm: String::from_utf8_lossy(&rec.comm).into_owned(),
+        };
+        tracing::warn!("a {} was written to {} by pid {} ({})", seen.rule, seen.path, seen.pid, seen.comm);
+        *enforce.last_secret.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
+        self.record(rec, 0, false)
+    }
+
+    /// Secrets found in writes since the mount, and the newest.
+    pub fn secrets_found(&self) -> (u64, Option<SecretSeen>) {
+        let enforce = &self.core().enforce;
+        let last = enforce.last_secret.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (enforce.secrets_found.load(std::sync::atomic::Ordering::Relaxed), last)
     }
 }
 
@@ -152,9 +217,7 @@ impl Vault<Unlocked> {
     }
 
     fn set_refusal(&self, reason: Option<&str>) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let now = now_ns();
         *self.core().enforce.refused.lock().unwrap_or_else(|p| p.into_inner()) =
             reason.map(|r| (now, r.to_string()));
     }
@@ -190,6 +253,13 @@ impl Vault<Unlocked> {
     fn put_policy(&self, policy: Policy) -> Result<()> {
         let lockdown = policy.lockdown;
         self.core().approvals.set_notify(policy.approval_notify.clone());
+        // Checked in `accept_from`: the patterns compile.
+        let scanner = policy
+            .secrets
+            .scan
+            .then(|| crate::scan::Scanner::new(&policy.secrets.patterns).ok().map(Arc::new))
+            .flatten();
+        *self.core().enforce.scanner.write().unwrap_or_else(|p| p.into_inner()) = scanner;
         *self.core().enforce.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         if lockdown && !self.lockdown_active() {
             self.lockdown(self.daemon(), b"vaultfs")?;
