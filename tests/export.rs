@@ -151,12 +151,39 @@ fn records_reach_syslog_cef_and_http_collectors_once_in_order() {
     );
     assert!(udp_got.lock().unwrap().values().any(|l| l.starts_with("<108>") && l.contains("result=\"13\"")));
 
+    // `status` shows where each sink stands: the HTTP collector is down.
+    let status = |m: &Mount| -> serde_json::Value {
+        let out = common::vaultfs(&["status", m.mnt.to_str().unwrap(), "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let sink = |sinks: &serde_json::Value, name: &str| {
+        sinks.as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap_or_default()
+    };
+    let mut sinks = serde_json::Value::Null;
+    let seen = wait_for(Duration::from_secs(10), || {
+        sinks = status(&m)["exports"].clone();
+        sink(&sinks, "siem")["delivered"].as_u64().unwrap_or(0) >= n
+            && sink(&sinks, "lake")["error"].is_string()
+    });
+    assert!(seen, "{sinks}");
+    let lake = sink(&sinks, "lake");
+    assert!(lake["error"].as_str().is_some_and(|e| e.contains("127.0.0.1")), "{sinks}");
+    assert_eq!(lake["delivered"], 0, "{sinks}");
+    assert!(sink(&sinks, "siem").get("error").is_none(), "{sinks}");
+
     // The HTTP collector was down all along: nothing was lost meanwhile.
     let http_got: Got = Arc::default();
     let vault_seen = Arc::new(Mutex::new(None));
     http_receiver(http_port, http_got.clone(), vault_seen.clone());
     wait_all(&http_got, n, "http json (after the collector came back)");
     assert_eq!(vault_seen.lock().unwrap().as_ref().map(String::len), Some(32));
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let st = status(&m);
+            st["exports"].as_array().unwrap().iter().all(|s| s.get("error").is_none())
+        }),
+        "the failure clears once the collector answers"
+    );
 
     // A remount goes on where delivery stopped: no record twice (keep()
     // refuses duplicates), none missing.

@@ -37,15 +37,7 @@ fn a_scrape_shows_what_the_agents_did() {
     let addr = format!("127.0.0.1:{port}");
     let mut m = Mount::new();
     m.unmount();
-    let out = common::vaultfs(&[
-        "mount",
-        m.store.to_str().unwrap(),
-        m.mnt.to_str().unwrap(),
-        "--passphrase-file",
-        m.passfile.to_str().unwrap(),
-        "--metrics",
-        &addr,
-    ]);
+    let out = m.try_mount(&["--metrics", &addr]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     m.mounted = true;
 
@@ -56,8 +48,21 @@ fn a_scrape_shows_what_the_agents_did() {
     // A refusal: level 4 has no key.
     assert!(std::fs::read_dir(m.path("4-vaulted")).is_err());
 
-    let (status, body) = get(port, "/metrics");
-    assert_eq!(status, 200, "{body}");
+    // A request's time is observed as its worker finishes, just after the
+    // reply: poll until the last ones are in.
+    let mut body = String::new();
+    let counted = common::wait_for(std::time::Duration::from_secs(10), || {
+        let (status, text) = get(port, "/metrics");
+        assert_eq!(status, 200, "{text}");
+        body = text;
+        ["write", "create"].iter().all(|r| {
+            let series = format!("vaultfs_request_duration_seconds_count{{request=\"{r}\"}}");
+            body.lines().any(|l| {
+                l.strip_prefix(series.as_str()).is_some_and(|v| v.trim().parse::<f64>().unwrap_or(0.0) >= 5.0)
+            })
+        })
+    });
+    assert!(counted, "{body}");
     assert!(value(&body, "vaultfs_operations_total{op=\"create\",result=\"ok\"}") >= 5.0, "{body}");
     assert!(value(&body, "vaultfs_operations_total{op=\"write\",result=\"ok\"}") >= 5.0, "{body}");
     assert!(body.contains("result=\"EACCES\""), "the refusal is counted:\n{body}");

@@ -15,12 +15,12 @@ use common::{Mount, vaultfs};
 
 /// `vaultfs mount` of `m`'s store with `witness` given by `--witness`.
 fn mount_with_witness(m: &Mount, witness: &Path) -> Output {
-    Command::new(common::bin())
-        .args(["mount", m.store.to_str().unwrap(), m.mnt.to_str().unwrap()])
-        .args(["--passphrase-file", m.passfile.to_str().unwrap()])
-        .args(["--witness", witness.to_str().unwrap()])
-        .output()
-        .unwrap()
+    m.try_mount(&["--witness", witness.to_str().unwrap()])
+}
+
+/// `vaultfs mount` of `m`'s store with `-o` options.
+fn mount_opts(m: &Mount, opts: &[&str]) -> Output {
+    m.try_mount(&opts.iter().flat_map(|o| ["-o", *o]).collect::<Vec<_>>())
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -159,22 +159,13 @@ fn the_tpm_anchor_catches_a_store_put_back() {
     m.unmount();
 
     put_back(&old, &m.store);
-    let mnt = m.mnt.to_str().unwrap().to_string();
-    let env = m.env.clone();
-    let mount = |opts: &[&str]| {
-        let mut args = vec!["mount", st.as_str(), mnt.as_str(), "--passphrase-file", pf.as_str()];
-        for o in opts {
-            args.extend(["-o", o]);
-        }
-        Command::new(common::bin()).args(&args).envs(env.clone()).output().unwrap()
-    };
-    let out = mount(&[]);
+    let out = mount_opts(&m, &[]);
     assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
     assert!(stderr(&out).contains("the TPM anchor (NV index"), "{}", stderr(&out));
     assert!(!common::is_mounted(&m.mnt));
 
     // Accepted on purpose: recorded, and the anchor follows this store.
-    let out = mount(&["reanchor"]);
+    let out = mount_opts(&m, &["reanchor"]);
     assert!(out.status.success(), "{}", stderr(&out));
     m.mounted = true;
     let ops = common::control::audit_ops(&m);
@@ -194,10 +185,10 @@ fn the_tpm_anchor_catches_a_store_put_back() {
         .to_vec();
     let id = vaultfs::format::Header::decode(&header).unwrap().vault_id;
     vaultfs::gate::tpm::remove_anchor(&cfg, vaultfs::gate::tpm::anchor_index(&id)).unwrap();
-    let out = mount(&[]);
+    let out = mount_opts(&m, &[]);
     assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
     assert!(stderr(&out).contains("is gone"), "{}", stderr(&out));
-    let out = mount(&["no_tpm_anchor"]);
+    let out = mount_opts(&m, &["no_tpm_anchor"]);
     assert!(out.status.success(), "{}", stderr(&out));
     m.mounted = true;
 }

@@ -295,6 +295,18 @@ pub fn status(a: StatusArgs) -> exit::Result {
         );
     }
     println!("pending approvals: {}", st.pending);
+    for e in &st.exports {
+        let behind = st.audit_records.saturating_sub(e.delivered);
+        match (&e.error, e.failing_since_ns) {
+            (Some(err), Some(since)) => println!(
+                "export {}: FAILING since {}: {err}; {} records delivered, {behind} waiting",
+                e.name,
+                crate::format::time::utc(since),
+                e.delivered
+            ),
+            _ => println!("export {}: {} records delivered, {behind} waiting", e.name, e.delivered),
+        }
+    }
     if st.secrets_found > 0 {
         println!("secrets written to levels 0-1 since mount: {}", st.secrets_found);
     }

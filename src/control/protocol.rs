@@ -153,6 +153,25 @@ pub struct Status {
     pub secrets_found: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_secret: Option<SecretFound>,
+    /// The policy's export sinks and where their delivery stands.
+    #[serde(default)]
+    pub exports: Vec<ExportStatus>,
+    /// Records in the audit log.
+    #[serde(default)]
+    pub audit_records: u64,
+}
+
+/// One export sink, as `vaultfs status` shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExportStatus {
+    pub name: String,
+    /// Records delivered: the index of the next one to send.
+    pub delivered: u64,
+    /// While delivery fails: since when (ns since the epoch) and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A credential found in a write (what `vaultfs status` shows).

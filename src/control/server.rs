@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use super::protocol::{
-    LevelStatus, Pending, PolicyRefusal, Request, Response, SecretFound, SplitMade, Status, Tombstone,
+    ExportStatus, LevelStatus, Pending, PolicyRefusal, Request, Response, SecretFound, SplitMade, Status,
+    Tombstone,
 };
 use crate::crypto::Passphrase;
 use crate::format::EscrowShare;
@@ -242,6 +243,17 @@ impl Handler {
             tombstones,
             secrets_found,
             last_secret,
+            exports: v
+                .export_states()
+                .into_iter()
+                .map(|(name, s)| ExportStatus {
+                    name,
+                    delivered: s.delivered,
+                    failing_since_ns: s.failing.as_ref().map(|(t, _)| *t),
+                    error: s.failing.map(|(_, e)| e),
+                })
+                .collect(),
+            audit_records: v.figures().audit_leaves,
         }
     }
 

@@ -27,7 +27,7 @@ pub use format::{Event, SD_ID, cef, hostname, syslog};
 
 use crate::format::hex;
 use crate::policy::{ExportAddress, ExportFormat, ExportSink};
-use crate::vault::{Unlocked, Vault};
+use crate::vault::{ExportState, Unlocked, Vault};
 
 /// How often the exporter looks for new durable records.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
@@ -56,7 +56,13 @@ impl Exporter {
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(LOOK_EVERY);
                 let policy = vault.policy();
-                sinks.retain(|name, s| policy.exports.iter().any(|e| &e.name == name && *e == s.config));
+                sinks.retain(|name, s| {
+                    let keep = policy.exports.iter().any(|e| &e.name == name && *e == s.config);
+                    if !keep {
+                        vault.set_export_state(name, None);
+                    }
+                    keep
+                });
                 if policy.exports.is_empty() {
                     continue;
                 }
@@ -72,6 +78,7 @@ impl Exporter {
                 };
                 for s in sinks.values_mut() {
                     s.run(&vault, &ctx, durable, &flag);
+                    vault.set_export_state(&s.config.name, Some(s.state()));
                 }
             }
         })?;
@@ -115,19 +122,35 @@ struct Sink {
     retry_at: Option<Instant>,
     backoff: Duration,
     failing_since: Option<Instant>,
+    /// The last failure: when (ns since the epoch) and why.
+    last_error: Option<(u64, String)>,
 }
 
 enum Conn {
     Udp(UdpSocket),
     Tcp(TcpStream),
     Unix(UnixDatagram),
-    Http(ureq::Agent),
+    /// The agent and the URL to POST to.
+    Http(ureq::Agent, String),
 }
 
 impl Sink {
     fn new(config: ExportSink, dir: &Path) -> Sink {
         let cursor = Cursor::load(dir, &config.name);
-        Sink { config, cursor, conn: None, retry_at: None, backoff: BACKOFF_FIRST, failing_since: None }
+        Sink {
+            config,
+            cursor,
+            conn: None,
+            retry_at: None,
+            backoff: BACKOFF_FIRST,
+            failing_since: None,
+            last_error: None,
+        }
+    }
+
+    /// What `vaultfs status` shows of it.
+    fn state(&self) -> ExportState {
+        ExportState { delivered: self.cursor.next, failing: self.last_error.clone() }
     }
 
     /// Delivers records from the cursor up to `durable`, batch by batch.
@@ -143,6 +166,7 @@ impl Sink {
             let to = durable.min(from + self.config.batch as u64);
             match self.deliver(vault, ctx, from, to) {
                 Ok(()) => {
+                    self.last_error = None;
                     if let Some(since) = self.failing_since.take() {
                         tracing::warn!(
                             "export {}: delivering again after {} s",
@@ -160,6 +184,11 @@ impl Sink {
                 }
                 Err(e) => {
                     self.conn = None;
+                    let now_ns = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64);
+                    let since = self.last_error.as_ref().map_or(now_ns, |(t, _)| *t);
+                    self.last_error = Some((since, e.clone()));
                     if self.failing_since.is_none() {
                         self.failing_since = Some(Instant::now());
                         tracing::warn!(
@@ -182,15 +211,12 @@ impl Sink {
             .iter()
             .map(|l| serde_json::from_str(l).map_err(|e| format!("record line: {e}")))
             .collect::<Result<_, _>>()?;
-        if self.conn.is_none() {
-            self.conn = Some(connect(&self.config.address)?);
-        }
-        let conn = self.conn.as_mut().expect("connected above");
+        let conn = match self.conn {
+            Some(ref mut c) => c,
+            None => self.conn.insert(connect(&self.config.address)?),
+        };
         match (self.config.format, conn) {
-            (ExportFormat::Json, Conn::Http(agent)) => {
-                let ExportAddress::Http(url) = &self.config.address else {
-                    unreachable!("json goes to http")
-                };
+            (ExportFormat::Json, Conn::Http(agent, url)) => {
                 let body = serde_json::json!({ "vault": ctx.vault_id, "records": values }).to_string();
                 let resp = agent
                     .post(url.as_str())
@@ -252,12 +278,12 @@ fn connect(a: &ExportAddress) -> Result<Conn, String> {
             s.connect(path).map_err(failed)?;
             Ok(Conn::Unix(s))
         }
-        ExportAddress::Http(_) => {
+        ExportAddress::Http(url) => {
             let config = ureq::Agent::config_builder()
                 .timeout_global(Some(IO_TIMEOUT))
                 .http_status_as_error(false)
                 .build();
-            Ok(Conn::Http(config.into()))
+            Ok(Conn::Http(config.into(), url.clone()))
         }
     }
 }
@@ -280,7 +306,7 @@ fn send(conn: &mut Conn, msg: &[u8]) -> std::io::Result<()> {
             s.write_all(format!("{} ", msg.len()).as_bytes())?;
             s.write_all(msg)
         }
-        Conn::Http(_) => Err(std::io::Error::other("an http sink takes json batches")),
+        Conn::Http(..) => Err(std::io::Error::other("an http sink takes json batches")),
     }
 }
 

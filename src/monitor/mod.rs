@@ -66,8 +66,11 @@ impl Drop for Monitor {
 
 fn answer(request: Request, vault: &Vault<Unlocked>, health: &Arc<Health>) {
     let text = |status: u16, body: String, kind: &str| {
-        let header = Header::from_bytes("Content-Type", kind).expect("a valid header");
-        Response::from_string(body).with_status_code(status).with_header(header)
+        let response = Response::from_string(body).with_status_code(status);
+        match Header::from_bytes("Content-Type", kind) {
+            Ok(h) => response.with_header(h),
+            Err(()) => response,
+        }
     };
     let plain = "text/plain; charset=utf-8";
     let path = request.url().split('?').next().unwrap_or("").to_string();

@@ -186,9 +186,10 @@ impl TpmAnchor {
                 format!("{} is not this vault's: {why} (replaced?)", self.name()),
             )),
             NvAnchor::Found(b) if b.len() == tpm::ANCHOR_SIZE as usize && b[..16] == self.vault_id => {
-                let size = u64::from_be_bytes(b[16..24].try_into().expect("8 bytes"));
-                let root: Hash = b[24..56].try_into().expect("32 bytes");
-                Ok(Some((size, root)))
+                let (mut size, mut root) = ([0u8; 8], [0u8; 32]);
+                size.copy_from_slice(&b[16..24]);
+                root.copy_from_slice(&b[24..56]);
+                Ok(Some((u64::from_be_bytes(size), root)))
             }
             NvAnchor::Found(_) => {
                 Err(err(ErrorKind::Corrupt, format!("{} names another vault", self.name())))

@@ -43,6 +43,17 @@ pub(super) struct Enforcement {
     /// Secrets found in writes since the mount, and the newest one.
     secrets_found: std::sync::atomic::AtomicU64,
     last_secret: Mutex<Option<SecretSeen>>,
+    /// Where each export sink stands (the exporter reports it), by name.
+    exports: Mutex<std::collections::BTreeMap<String, ExportState>>,
+}
+
+/// Where one export sink's delivery stands, for `vaultfs status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportState {
+    /// Records delivered (the cursor: the next index to send).
+    pub delivered: u64,
+    /// Why delivery fails, and since when (ns since the epoch), while it does.
+    pub failing: Option<(u64, String)>,
 }
 
 /// The newest credential found in a write, for `vaultfs status`.
@@ -65,6 +76,7 @@ impl Default for Enforcement {
             scanner: RwLock::new(None),
             secrets_found: Default::default(),
             last_secret: Mutex::new(None),
+            exports: Mutex::new(Default::default()),
         }
     }
 }
@@ -189,6 +201,21 @@ impl Vault<Unlocked> {
         tracing::warn!("a {} was written to {} by pid {} ({})", seen.rule, seen.path, seen.pid, seen.comm);
         *enforce.last_secret.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
         self.record(rec, 0, false)
+    }
+
+    /// The exporter's report on sink `name` (`None`: the sink is gone).
+    pub fn set_export_state(&self, name: &str, state: Option<ExportState>) {
+        let mut all = self.core().enforce.exports.lock().unwrap_or_else(|p| p.into_inner());
+        match state {
+            Some(s) => all.insert(name.to_string(), s),
+            None => all.remove(name),
+        };
+    }
+
+    /// Every export sink's state, by name.
+    pub fn export_states(&self) -> Vec<(String, ExportState)> {
+        let all = self.core().enforce.exports.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Secrets found in writes since the mount, and the newest.

@@ -30,7 +30,7 @@ pub use crate::store::Durability;
 pub use anchor::{ANCHOR_EVERY, Anchoring, Anchors, TPM_ANCHOR_EVERY, Witness};
 pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
-pub use enforce::{SecretSeen, Upkeep};
+pub use enforce::{ExportState, SecretSeen, Upkeep};
 pub use enroll::{FactorKind, SlotInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use escrow::EscrowSplit;

@@ -94,6 +94,19 @@ impl Mount {
         self.mounted = true;
     }
 
+    /// `vaultfs mount STORE MNT --passphrase-file PASS EXTRA...` with the
+    /// daemon's environment, its output as is (for refusals and options);
+    /// `mounted` is the caller's to set.
+    pub fn try_mount(&self, extra: &[&str]) -> Output {
+        Command::new(bin())
+            .args(["mount", self.store.to_str().unwrap(), self.mnt.to_str().unwrap()])
+            .args(["--passphrase-file", self.passfile.to_str().unwrap()])
+            .args(extra)
+            .envs(self.env.clone())
+            .output()
+            .expect("run vaultfs mount")
+    }
+
     pub fn unmount(&mut self) {
         let out = vaultfs(&["umount", self.mnt.to_str().unwrap()]);
         assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
