@@ -29,8 +29,9 @@ use crate::format::hex;
 use crate::policy::{ExportAddress, ExportFormat, ExportSink};
 use crate::vault::{ExportState, Unlocked, Vault};
 
-/// How often the exporter looks for new durable records.
-const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// How often the exporter looks for new durable records (the group commit's
+/// default interval: checking more often would only add flushes).
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Backoff after a failed delivery: doubling from the first to the last.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -53,6 +54,9 @@ impl Exporter {
         let thread = std::thread::Builder::new().name("vaultfs-export".into()).spawn(move || {
             let mut sinks: HashMap<String, Sink> = HashMap::new();
             let ctx = Context::new(&vault);
+            // Records known durable; while the log does not grow, nothing is
+            // signed or flushed for the exporter's sake.
+            let mut durable = 0u64;
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(LOOK_EVERY);
                 let policy = vault.policy();
@@ -69,13 +73,15 @@ impl Exporter {
                 for e in &policy.exports {
                     sinks.entry(e.name.clone()).or_insert_with(|| Sink::new(e.clone(), &ctx.dir));
                 }
-                let durable = match vault.durable_audit_size() {
-                    Ok(n) => n,
-                    Err(err) => {
-                        tracing::error!("export: the audit log cannot be made durable: {err}");
-                        continue;
-                    }
-                };
+                if vault.audit_size() != durable {
+                    durable = match vault.durable_audit_size() {
+                        Ok(n) => n,
+                        Err(err) => {
+                            tracing::error!("export: the audit log cannot be made durable: {err}");
+                            continue;
+                        }
+                    };
+                }
                 for s in sinks.values_mut() {
                     s.run(&vault, &ctx, durable, &flag);
                     vault.set_export_state(&s.config.name, Some(s.state()));

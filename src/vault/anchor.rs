@@ -355,17 +355,25 @@ impl Vault<Unlocked> {
     }
 }
 
-/// The notes last written to each anchor.
+/// The notes last written to each anchor, and the log's size then.
 #[derive(Default)]
 struct Kept {
     witness: Option<String>,
     tpm: Option<String>,
+    size: Option<u64>,
 }
 
 /// Writes the newest durable checkpoint into the witness, and into the TPM
-/// when `tpm_due`, where it changed.
+/// when `tpm_due`, where it changed. Nothing is signed or flushed while the
+/// log has not grown since the last look.
 fn advance(vault: &Vault<Unlocked>, w: Option<&Witness>, kept: &mut Kept, tpm_due: bool) -> Result<()> {
+    let size = vault.audit_size();
+    let tpm_behind = tpm_due && vault.core().tpm_anchor.is_some() && kept.tpm != kept.witness;
+    if kept.size == Some(size) && !tpm_behind {
+        return Ok(());
+    }
     let Some(note) = vault.durable_checkpoint()? else { return Ok(()) };
+    kept.size = Some(size);
     if let Some(w) = w
         && kept.witness.as_ref() != Some(&note)
     {
