@@ -192,3 +192,35 @@ fn the_tpm_anchor_catches_a_store_put_back() {
     assert!(out.status.success(), "{}", stderr(&out));
     m.mounted = true;
 }
+
+/// A vault with a TPM factor whose TPM does not answer: before the vault
+/// was ever anchored there the mount goes on (the anchor waits for a mount
+/// that reaches the TPM); once anchored, the mount refuses (exit 7) unless
+/// `-o no_tpm_anchor` says to go without it.
+#[test]
+fn an_unreachable_tpm_postpones_a_first_anchor_and_blocks_an_established_one() {
+    let mut tpm = swtpm::Swtpm::start();
+    let mut m = Mount::new();
+    m.unmount();
+    m.env = vec![("TPM2TOOLS_TCTI".into(), tpm.tcti())];
+    let (st, pf) = (m.store.to_str().unwrap().to_string(), m.passfile.to_str().unwrap().to_string());
+    let out = m.run(&["enroll", "tpm", &st, "--level", "4", "--passphrase-file", &pf]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    tpm.stop();
+    let out = mount_opts(&m, &[]);
+    assert!(out.status.success(), "first anchor postponed: {}", stderr(&out));
+    m.mounted = true;
+    m.unmount();
+
+    let tpm2 = swtpm::Swtpm::start();
+    m.env = vec![("TPM2TOOLS_TCTI".into(), tpm2.tcti())];
+    m.mount();
+    m.unmount();
+    drop(tpm2);
+    let out = mount_opts(&m, &[]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no_tpm_anchor"), "{}", stderr(&out));
+    let out = mount_opts(&m, &["no_tpm_anchor"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    m.mounted = true;
+}

@@ -233,9 +233,18 @@ pub(super) fn check_all(
         Some(cfg) if has_tpm_factor(header) => Some(TpmAnchor::new(cfg.clone(), master, header.vault_id)),
         _ => None,
     };
+    let established = header.features & crate::format::FEATURE_TPM_ANCHOR != 0;
     if let Some(t) = &tpm {
-        let established = header.features & crate::format::FEATURE_TPM_ANCHOR != 0;
-        match t.read()? {
+        let read = match t.read() {
+            // Not anchored there yet: a TPM that does not answer now only
+            // postpones the anchor (the level-4 factor fails the same way).
+            Err(e) if !established && e.kind() == ErrorKind::FactorFailed => {
+                tracing::warn!("{e}; the vault is not anchored in the TPM until a mount reaches it");
+                return Ok((None, accepted));
+            }
+            r => r?,
+        };
+        match read {
             Some((size, root)) => judge(contains(log, store, size, &root, &t.name()))?,
             None if established => judge(Err(err(
                 ErrorKind::RolledBack,
