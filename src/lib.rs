@@ -1,7 +1,8 @@
 //! vaultfs: an encrypted vault of memories for AI agents.
 //!
 //! Layering (imports flow downward only; see docs/ARCHITECTURE.md):
-//! L5 cli · L4 fs, control, backup, monitor · L3 vault · L2 block, meta, audit, gate · L1 store · L0 crypto, format, policy, metrics.
+//! L5 cli · L4 fs, control, backup, monitor, export · L3 vault · L2 block, meta, audit, gate · L1 store
+//! · L0 crypto, format, policy, metrics, scan.
 
 pub mod audit;
 pub mod backup;
