@@ -18,6 +18,18 @@ fn mount_with_witness(m: &Mount, witness: &Path) -> Output {
     m.try_mount(&["--witness", witness.to_str().unwrap()])
 }
 
+/// An unmounted vault whose level 4 opens with `tpm`, its commands and
+/// daemon pointed at it.
+fn tpm_enrolled(tpm: &swtpm::Swtpm) -> Mount {
+    let mut m = Mount::new();
+    m.unmount();
+    m.env = vec![("TPM2TOOLS_TCTI".into(), tpm.tcti())];
+    let (st, pf) = (m.store.to_str().unwrap(), m.passfile.to_str().unwrap());
+    let out = m.run(&["enroll", "tpm", st, "--level", "4", "--passphrase-file", pf]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    m
+}
+
 /// `vaultfs mount` of `m`'s store with `-o` options.
 fn mount_opts(m: &Mount, opts: &[&str]) -> Output {
     m.try_mount(&opts.iter().flat_map(|o| ["-o", *o]).collect::<Vec<_>>())
@@ -142,12 +154,7 @@ fn a_crash_never_makes_the_store_look_rolled_back() {
 #[test]
 fn the_tpm_anchor_catches_a_store_put_back() {
     let tpm = swtpm::Swtpm::start();
-    let mut m = Mount::new();
-    m.unmount();
-    m.env = vec![("TPM2TOOLS_TCTI".into(), tpm.tcti())];
-    let (st, pf) = (m.store.to_str().unwrap().to_string(), m.passfile.to_str().unwrap().to_string());
-    let out = m.run(&["enroll", "tpm", &st, "--level", "4", "--passphrase-file", &pf]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let mut m = tpm_enrolled(&tpm);
     m.mount();
     std::fs::write(m.path("1-working/a.md"), "first").unwrap();
     m.unmount();
@@ -200,12 +207,7 @@ fn the_tpm_anchor_catches_a_store_put_back() {
 #[test]
 fn an_unreachable_tpm_postpones_a_first_anchor_and_blocks_an_established_one() {
     let mut tpm = swtpm::Swtpm::start();
-    let mut m = Mount::new();
-    m.unmount();
-    m.env = vec![("TPM2TOOLS_TCTI".into(), tpm.tcti())];
-    let (st, pf) = (m.store.to_str().unwrap().to_string(), m.passfile.to_str().unwrap().to_string());
-    let out = m.run(&["enroll", "tpm", &st, "--level", "4", "--passphrase-file", &pf]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let mut m = tpm_enrolled(&tpm);
     tpm.stop();
     let out = mount_opts(&m, &[]);
     assert!(out.status.success(), "first anchor postponed: {}", stderr(&out));
