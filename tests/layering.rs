@@ -25,6 +25,7 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("notify", &["policy"]),
     ("vsss_rs", &["crypto/shamir.rs"]),
     ("rand_core", &["crypto/shamir.rs"]),
+    ("hpke", &["crypto/heir.rs"]),
     ("zxcvbn", &["cli/passphrase.rs"]),
     ("prometheus_client", &["metrics"]),
     ("tiny_http", &["monitor"]),

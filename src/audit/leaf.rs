@@ -87,11 +87,14 @@ pub enum Op {
     /// A write to level 0 or 1 held a credential by a secret-scanning rule
     /// (the note names the rule); what was written is unchanged.
     Secret = 33,
+    /// A step of dead-man succession: `setup`, `checkin`, `cancel`,
+    /// `release`, `claim` (the path says which, and the will's id).
+    Succession = 34,
 }
 
 impl Op {
     /// Every op, in byte order.
-    pub const ALL: [Op; 33] = [
+    pub const ALL: [Op; 34] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -125,6 +128,7 @@ impl Op {
         Op::Header,
         Op::Check,
         Op::Secret,
+        Op::Succession,
     ];
 
     /// The lowercase name used in `.audit` and in docs/AUDIT.md.
@@ -163,6 +167,7 @@ impl Op {
             Op::Header => "header",
             Op::Check => "check",
             Op::Secret => "secret",
+            Op::Succession => "succession",
         }
     }
 

@@ -39,6 +39,11 @@ pub enum Command {
     Unenroll(UnenrollArgs),
     /// Recovery key escrow: split it into Shamir shares, or recover with them.
     Escrow(EscrowArgs),
+    /// Dead-man succession: an heir's key, a check-in period, and a release
+    /// for the heir once the owner stops checking in.
+    Succession(SuccessionArgs),
+    /// The owner is still here: restart the will's check-in period (passphrase).
+    Checkin(CheckinArgs),
     /// Open a locked level of a mounted vault (touch / TPM unseal / passphrase).
     Unlock(UnlockArgs),
     /// Close a level (or every level from 2 up); its key is zeroized.
@@ -180,6 +185,104 @@ pub struct EscrowSplitArgs {
     pub pin: PinArgs,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SuccessionArgs {
+    #[command(subcommand)]
+    pub command: SuccessionCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SuccessionCommand {
+    /// Make an heir's key pair: the private key into FILE (mode 0600, never
+    /// overwritten), the public key into FILE.pub and on standard output.
+    Keygen(SuccessionKeygenArgs),
+    /// Write the will: the heir's public key, the check-in period, and the
+    /// levels bequeathed (1 to 3 always; 4, 5 if named: their factors are asked now).
+    Setup(SuccessionSetupArgs),
+    /// Show the will: heir, period, last check-in, when a release becomes possible.
+    Status(SuccessionStoreArgs),
+    /// Remove the will (passphrase).
+    Cancel(SuccessionStoreArgs),
+    /// On a mounted vault whose owner has not checked in for a whole period:
+    /// print the release (what the heir needs). Recorded, refused (exit 12) before.
+    Release(SuccessionReleaseArgs),
+    /// The heir, on the unmounted store: open a release with the heir's
+    /// private key and set a new passphrase; the bequeathed levels open with it.
+    Claim(SuccessionClaimArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SuccessionKeygenArgs {
+    /// Where to write the private key (FILE.pub gets the public key).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SuccessionSetupArgs {
+    /// The vault's store directory.
+    pub store: PathBuf,
+    /// The heir's public key: its text (vaultfs-heir-1-…) or a file holding it.
+    #[arg(long, value_name = "KEY|FILE")]
+    pub heir: String,
+    /// How long the owner may go without `vaultfs checkin` before a release
+    /// is possible: a number with s, m, h or d (30d, 12h), or seconds.
+    #[arg(long, value_name = "DURATION")]
+    pub period: String,
+    /// Hardware factor levels (4, 5) bequeathed besides levels 1 to 3.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub levels: Vec<u8>,
+    /// Replace the vault's existing will (its releases stop being claimable).
+    #[arg(long)]
+    pub replace: bool,
+    #[command(flatten)]
+    pub tpm: TpmArgs,
+    #[command(flatten)]
+    pub pin: PinArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SuccessionStoreArgs {
+    /// The vault's store directory.
+    pub store: PathBuf,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckinArgs {
+    /// The vault's store directory.
+    pub store: PathBuf,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SuccessionReleaseArgs {
+    /// The vault's store directory (of a mounted vault).
+    pub store: PathBuf,
+    /// Write the release to this new file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SuccessionClaimArgs {
+    /// The vault's store directory (unmounted).
+    pub store: PathBuf,
+    /// The heir's private key file (`succession keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub heir_key: PathBuf,
+    /// The release (`succession release`), a file holding it.
+    #[arg(long, value_name = "FILE")]
+    pub release: PathBuf,
+    /// Read the new passphrase from the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

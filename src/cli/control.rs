@@ -50,6 +50,7 @@ fn call(mountpoint: &Path, req: &Request) -> Result<Response, Exit> {
         Some("locked") => Code::Locked,
         Some("passphrase") => Code::WrongPassphrase,
         Some("usage") | Some("not_found") => Code::Usage,
+        Some("not_due") => Code::NotDue,
         _ => Code::Failure,
     };
     Err(Exit { code, message: resp.error.unwrap_or_else(|| "the daemon refused".into()) })
@@ -327,4 +328,28 @@ pub fn status(a: StatusArgs) -> exit::Result {
         );
     }
     Ok(())
+}
+
+/// A succession step on a mounted vault (`step` as in `Request::Succession`).
+pub fn succession_mounted(
+    mountpoint: &Path,
+    step: &str,
+    pass: Option<&Passphrase>,
+    setup: Option<(&str, u64, &[u8], bool)>,
+    pin_args: &PinArgs,
+) -> Result<Response, Exit> {
+    let (heir, period_secs, levels, replace) = match setup {
+        Some((heir, period, levels, replace)) => (Some(heir.to_string()), period, levels.to_vec(), replace),
+        None => (None, 0, Vec::new(), false),
+    };
+    let req = Request::Succession {
+        step: step.to_string(),
+        passphrase: pass.map(utf8_passphrase).transpose()?,
+        heir,
+        period_secs,
+        levels,
+        replace,
+        pin: pin(pin_args)?,
+    };
+    call(mountpoint, &req)
 }

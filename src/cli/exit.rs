@@ -32,6 +32,8 @@ pub enum Code {
     /// The store is older than its rollback anchor (`--witness`): a copy of
     /// the store directory was put back.
     RolledBack = 11,
+    /// `succession release`: the owner checked in within the will's period.
+    NotDue = 12,
 }
 
 /// A command's failure: what to print and how to exit.
@@ -42,7 +44,7 @@ pub struct Exit {
 }
 
 impl Code {
-    pub const ALL: [Code; 11] = [
+    pub const ALL: [Code; 12] = [
         Code::Failure,
         Code::Usage,
         Code::WrongPassphrase,
@@ -54,6 +56,7 @@ impl Code {
         Code::MountPoint,
         Code::Mounted,
         Code::RolledBack,
+        Code::NotDue,
     ];
 
     /// The code with this number (a daemon reports its exit as a number).
@@ -88,6 +91,7 @@ impl Code {
             Code::RolledBack => {
                 "the store is older than its rollback anchor (the --witness file): a copy of the store was put back"
             }
+            Code::NotDue => "succession release: the owner checked in within the will's period (not due yet)",
         }
     }
 }
@@ -109,6 +113,7 @@ impl From<Error> for Exit {
             ErrorKind::VaultExists | ErrorKind::NotFound => Code::VaultPresence,
             ErrorKind::Corrupt => Code::Corrupt,
             ErrorKind::RolledBack => Code::RolledBack,
+            ErrorKind::NotDue => Code::NotDue,
             ErrorKind::Unsupported => Code::Unsupported,
             ErrorKind::InvalidArgument => Code::Usage,
             ErrorKind::NotEnrolled
@@ -129,10 +134,10 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_its_number() {
-        for n in 1..=11u8 {
+        for n in 1..=12u8 {
             assert_eq!(Code::from_u8(n).map(|c| c as u8), Some(n));
         }
         assert_eq!(Code::from_u8(0), None);
-        assert_eq!(Code::from_u8(12), None);
+        assert_eq!(Code::from_u8(13), None);
     }
 }

@@ -19,6 +19,7 @@ mod passphrase;
 mod passwd;
 mod progress;
 mod rotate;
+mod succession;
 mod syslog;
 mod umount;
 
@@ -48,6 +49,8 @@ pub fn main() -> ExitCode {
         args::Command::Restore(a) => backup::run_restore(a),
         args::Command::Enroll(a) => enroll::run(a),
         args::Command::Unenroll(a) => enroll::run_unenroll(a),
+        args::Command::Succession(a) => succession::run(a),
+        args::Command::Checkin(a) => succession::run_checkin(a),
         args::Command::Escrow(a) => escrow::run(a),
         args::Command::Unlock(a) => control::unlock(a),
         args::Command::Lock(a) => control::lock(a),

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::vault::FsckReport;
+use crate::vault::{FsckReport, WillInfo};
 
 /// What a client asks.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -70,6 +70,20 @@ pub enum Request {
         passphrase: String,
         slot: usize,
     },
+    /// Dead-man succession on a mounted vault (`vaultfs succession ...`,
+    /// `vaultfs checkin`). `step`: "setup", "checkin", "cancel" (these need
+    /// the owner's passphrase), "status" or "release" (these do not).
+    Succession {
+        step: String,
+        passphrase: Option<String>,
+        /// setup: the heir's public key (text form), the period, the
+        /// hardware levels bequeathed, whether an existing will is replaced.
+        heir: Option<String>,
+        period_secs: u64,
+        levels: Vec<u8>,
+        replace: bool,
+        pin: Option<String>,
+    },
     /// Check the whole vault, read-only (`vaultfs fsck` on a mounted vault).
     Fsck {
         passphrase: String,
@@ -108,6 +122,12 @@ pub struct Response {
     pub enrolled: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fsck: Option<FsckReport>,
+    /// The will after a succession step (None: there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub will: Option<WillInfo>,
+    /// A release's text (what the heir needs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 impl Response {
@@ -121,6 +141,8 @@ impl Response {
             split: None,
             enrolled: None,
             fsck: None,
+            will: None,
+            release: None,
         }
     }
 

@@ -16,9 +16,11 @@ use super::protocol::{
     Tombstone,
 };
 use crate::crypto::Passphrase;
-use crate::format::EscrowShare;
+use crate::format::{EscrowShare, succession};
 use crate::gate::tpm::TpmConfig;
-use crate::vault::{Caller, ErrorKind, FactorAccess, FactorKind, LEVEL_NAMES, Unlocked, Vault};
+use crate::vault::{
+    Caller, ErrorKind, FactorAccess, FactorKind, LEVEL_NAMES, SuccessionChange, Unlocked, Vault, WillInfo,
+};
 
 /// Longest request line accepted (a passphrase and a PIN fit easily).
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -186,6 +188,9 @@ impl Handler {
                 let pass = Passphrase::new(passphrase.into_bytes());
                 done(v.unenroll_mounted(who, &comm, &pass, slot))
             }
+            Request::Succession { step, passphrase, heir, period_secs, levels, replace, pin } => {
+                self.succession(who, &comm, &step, passphrase, heir, period_secs, levels, replace, pin)
+            }
             Request::Fsck { passphrase, levels, pin } => {
                 let pass = Passphrase::new(passphrase.into_bytes());
                 let access = access(pin);
@@ -195,6 +200,53 @@ impl Handler {
                 }
             }
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn succession(
+        &self,
+        who: Caller,
+        comm: &[u8],
+        step: &str,
+        passphrase: Option<String>,
+        heir: Option<String>,
+        period_secs: u64,
+        levels: Vec<u8>,
+        replace: bool,
+        pin: Option<String>,
+    ) -> Response {
+        let v = &self.vault;
+        let with_will = |r: crate::vault::Result<Option<WillInfo>>| match r {
+            Ok(will) => Response { will, ..Response::ok() },
+            Err(e) => error_response(&e),
+        };
+        let change = match step {
+            "status" => return with_will(v.succession_status_mounted()),
+            "release" => {
+                return match v.succession_release(who, comm) {
+                    Ok((release, will)) => {
+                        Response { release: Some(release.to_text()), will: Some(will), ..Response::ok() }
+                    }
+                    Err(e) => error_response(&e),
+                };
+            }
+            "checkin" => SuccessionChange::Checkin,
+            "cancel" => SuccessionChange::Cancel,
+            "setup" => {
+                let heir = match heir.as_deref().map(succession::parse_heir_public) {
+                    Some(Ok(h)) => h,
+                    Some(Err(e)) => return Response::error("usage", e.to_string()),
+                    None => return Response::error("usage", "a setup needs the heir's public key"),
+                };
+                SuccessionChange::Setup { heir, period_secs, levels, replace }
+            }
+            other => return Response::error("usage", format!("unknown succession step {other:?}")),
+        };
+        let Some(pass) = passphrase.map(|p| Passphrase::new(p.into_bytes())) else {
+            return Response::error("usage", format!("succession {step} needs the owner's passphrase"));
+        };
+        let access = FactorAccess::new(self.tpm.clone(), pin);
+        with_will(v.succession_change_mounted(who, comm, &pass, change, &access))
     }
 
     fn status(&self) -> Status {
@@ -283,6 +335,7 @@ fn error_response(e: &crate::vault::Error) -> Response {
         ErrorKind::WrongPassphrase => "passphrase",
         ErrorKind::NotFound => "not_found",
         ErrorKind::InvalidArgument => "usage",
+        ErrorKind::NotDue => "not_due",
         _ => "failure",
     };
     Response::error(kind, e.to_string())

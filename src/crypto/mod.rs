@@ -3,10 +3,11 @@
 //!
 //! Owns the crates chacha20poly1305, argon2, hkdf, hmac, sha2, blake3 (keyed hashing),
 //! ed25519-dalek, getrandom and zeroize's wrappers for secrets; `shamir` owns
-//! vsss-rs and rand_core.
+//! vsss-rs and rand_core; `heir` owns hpke (sealing to an heir's X25519 key).
 
 mod aead;
 mod digest;
+mod heir;
 mod kdf;
 mod secret;
 pub mod shamir;
@@ -14,6 +15,7 @@ mod sign;
 
 pub use aead::{NONCE_LEN, SEALED_OVERHEAD, TAG_LEN, open, open_in_place, seal, seal_into, seal_to};
 pub use digest::{Blake3, hmac_sha256, sha256, tags_equal};
+pub use heir::{HEIR_OVERHEAD, HeirPublic, HeirSecret, open_as_heir, seal_to_heir};
 pub use kdf::{KdfParams, KeyedHash, argon2id, hkdf};
 pub use secret::{Key32, Passphrase, random_array, random_bytes};
 pub use sign::{SigningKey, VerifyingKey, verify};

@@ -67,6 +67,41 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Parses `s` as hex (either case) into bytes that may be secret; a digit
+/// that is not hex is an error naming `what` and `field`.
+pub fn unhex(s: &str, what: &'static str, field: &'static str) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return Err(super::invalid(what, format!("{field} has an odd number of hex digits ({})", b.len())));
+    }
+    let digit = |c: u8| -> Result<u8, Error> {
+        (c as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or_else(|| super::invalid(what, format!("{field} holds {:?}, not a hex digit", c as char)))
+    };
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(b.len() / 2));
+    for pair in b.chunks_exact(2) {
+        out.push((digit(pair[0])? << 4) | digit(pair[1])?);
+    }
+    Ok(out)
+}
+
+/// `unhex` of exactly `N` bytes.
+pub fn unhex_array<const N: usize>(
+    s: &str,
+    what: &'static str,
+    field: &'static str,
+) -> Result<zeroize::Zeroizing<[u8; N]>, Error> {
+    if s.len() != 2 * N {
+        return Err(super::invalid(what, format!("{field} has {} hex digits, not {}", s.len(), 2 * N)));
+    }
+    let v = unhex(s, what, field)?;
+    let mut out = zeroize::Zeroizing::new([0u8; N]);
+    out.copy_from_slice(&v);
+    Ok(out)
+}
+
 #[derive(Default)]
 pub struct Writer {
     pub buf: Vec<u8>,

@@ -20,6 +20,7 @@
 //! | lockdown marker | `L` (value: ms since the epoch when it began) |
 //! | tombstone | `T` ‖ seq u64 |
 //! | rotation in progress | `P` ‖ level u8 |
+//! | the owner's will (dead-man succession) | `W` |
 
 pub const HEADER: &[u8] = b"H";
 pub const INODE_COUNTER: &[u8] = b"C";
@@ -37,6 +38,8 @@ pub const AUDIT_NODE: u8 = b'N';
 pub const AUDIT_FRONTIER: &[u8] = b"F";
 pub const AUDIT_CHECKPOINT: u8 = b'K';
 pub const LOCKDOWN: &[u8] = b"L";
+/// The owner's will (`vaultfs succession setup`): sealed, absent without one.
+pub const WILL: &[u8] = b"W";
 pub const TOMBSTONE: u8 = b'T';
 /// A key rotation in progress (`vaultfs rotate`): `P` ‖ level ("pending").
 pub const ROTATION: u8 = b'P';

@@ -10,6 +10,7 @@ pub mod keys;
 mod records;
 pub mod segment;
 mod share;
+pub mod succession;
 pub mod time;
 
 pub use codec::{Reader, Writer, hex};
@@ -75,6 +76,8 @@ pub mod aad {
     /// The master key wrapped under the escrow recovery key.
     pub const RECOVERY: &[u8] = b"vaultfs/v1/aad/recovery";
     pub const ROTATION: &[u8] = b"vaultfs/v1/aad/rotation";
+    /// The owner's will (`W`, dead-man succession).
+    pub const SUCCESSION: &[u8] = b"vaultfs/v1/aad/succession";
 
     /// `label ‖ u16 version ‖ parts...` with every part fixed-length or
     /// length-prefixed by the caller, so the encoding is injective.
@@ -129,6 +132,12 @@ pub mod labels {
     pub const RECOVERY_FACTOR: &[u8] = b"vaultfs/v1/recovery-factor";
     /// Master key -> the authorization value of the vault's TPM NV anchor.
     pub const TPM_ANCHOR: &[u8] = b"vaultfs/v1/tpm-anchor";
+    /// Master key -> the key that seals the will (`W`).
+    pub const SUCCESSION: &[u8] = b"vaultfs/v1/succession";
+    /// Master key -> the key of a bequest's check (keyed BLAKE3).
+    pub const SUCCESSION_CHECK: &[u8] = b"vaultfs/v1/succession-check";
+    /// HPKE `info` of a bequest: this ‖ vault id ‖ will id.
+    pub const SUCCESSION_INFO: &[u8] = b"vaultfs/v1/succession-bequest";
     /// Old level key -> the key that seals a pending rotation record (`P`).
     pub const ROTATION: &[u8] = b"vaultfs/v1/rotation";
     /// File key -> the key of its block index tags (BLAKE3-keyed, not HKDF:

@@ -50,21 +50,7 @@ fn checksum(s: &EscrowShare) -> [u8; 4] {
 }
 
 fn unhex<const N: usize>(s: &str, field: &'static str) -> Result<Zeroizing<[u8; N]>, Error> {
-    let b = s.as_bytes();
-    if b.len() != 2 * N {
-        return Err(invalid("share", format!("{field} has {} hex digits, not {}", b.len(), 2 * N)));
-    }
-    let digit = |c: u8| -> Result<u8, Error> {
-        (c as char)
-            .to_digit(16)
-            .map(|d| d as u8)
-            .ok_or_else(|| invalid("share", format!("{field} holds {:?}, not a hex digit", c as char)))
-    };
-    let mut out = Zeroizing::new([0u8; N]);
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        out[i] = (digit(pair[0])? << 4) | digit(pair[1])?;
-    }
-    Ok(out)
+    super::codec::unhex_array::<N>(s, "share", field)
 }
 
 fn number(s: &str, field: &'static str) -> Result<u8, Error> {

@@ -13,9 +13,11 @@ pub fn errno(e: &Error) -> Errno {
         ErrorKind::NotDir => Errno::ENOTDIR,
         ErrorKind::CrossLevel => Errno::EXDEV,
         ErrorKind::NotPermitted => Errno::EPERM,
-        ErrorKind::AccessDenied | ErrorKind::NotEnrolled | ErrorKind::FactorFailed | ErrorKind::Lockdown => {
-            Errno::EACCES
-        }
+        ErrorKind::AccessDenied
+        | ErrorKind::NotEnrolled
+        | ErrorKind::FactorFailed
+        | ErrorKind::Lockdown
+        | ErrorKind::NotDue => Errno::EACCES,
         ErrorKind::RateLimited => Errno::EAGAIN,
         ErrorKind::InvalidName | ErrorKind::InvalidArgument => Errno::EINVAL,
         ErrorKind::NameTooLong => Errno::ENAMETOOLONG,

@@ -173,11 +173,21 @@ impl Vault<Locked> {
     /// returns. A crash leaves the old header or the new one, never a mix
     /// (tests/passwd_crash.rs kills `passwd` at random points to check it).
     pub(super) fn write_header(&mut self, new: keyring::Rewrap, what: String) -> Result<()> {
+        self.write_header_with(new, AuditOp::Header, what, Batch::default())
+    }
+
+    /// `write_header` recorded as `op`, with more changes in the same batch.
+    pub(super) fn write_header_with(
+        &mut self,
+        new: keyring::Rewrap,
+        op: AuditOp,
+        what: String,
+        mut batch: Batch,
+    ) -> Result<()> {
         let ring = keyring::unlock_with_master(&new.master, &new.header)?;
         let log = ring.open_log(&self.0.store, new.header.vault_id)?;
-        let mut batch = Batch::default();
         batch.put(keys::HEADER, new.header.encode());
-        let record = Record::offline(AuditOp::Header, b"vaultfs", None, ROOT_INO, what.into_bytes(), 0);
+        let record = Record::offline(op, b"vaultfs", None, ROOT_INO, what.into_bytes(), 0);
         log.append_with(&self.0.store, record.leaf(0), batch)?;
         self.0.store.flush()?;
         self.0.header = new.header;

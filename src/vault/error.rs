@@ -59,6 +59,8 @@ pub enum ErrorKind {
     RotationPending,
     /// The store is older than its rollback anchor (a copy put back).
     RolledBack,
+    /// A succession release asked while the owner's check-in is within its period.
+    NotDue,
     /// Storage or operating-system I/O failed.
     Io,
 }

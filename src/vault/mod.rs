@@ -20,6 +20,7 @@ mod namespace;
 mod node;
 mod rotate;
 mod snapshot;
+mod succession;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ pub use levels::{LOCKABLE_FROM, LevelState};
 pub use namespace::{Remover, SHRED_FROM_LEVEL};
 pub use rotate::RotateReport;
 pub use snapshot::Snapshot;
+pub use succession::{Claimed, SuccessionChange, WillInfo};
 pub use types::*;
 
 use crate::crypto::{Passphrase, SigningKey};

@@ -254,6 +254,7 @@ impl<'a> Checker<'a> {
                     if k == keys::HEADER
                         || k == keys::INODE_COUNTER
                         || k == keys::LOCKDOWN
+                        || k == keys::WILL
                         || k == keys::VERSION_COUNTER =>
                 {
                     self.report.counts.other_keys += 1;
@@ -273,6 +274,7 @@ impl<'a> Checker<'a> {
                 keys::INODE_COUNTER,
                 keys::AUDIT_FRONTIER,
                 keys::LOCKDOWN,
+                keys::WILL,
                 keys::VERSION_COUNTER,
             ];
             let (kind, why) = if known_single.iter().any(|s| k.first() == s.first()) {

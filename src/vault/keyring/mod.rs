@@ -26,6 +26,9 @@ pub struct Keyring {
     pub audit: SigningKey,
     /// Seals audit log leaves (HKDF `vaultfs/v1/audit-leaf` from the master key).
     pub audit_leaf: Key32,
+    /// Seals the owner's will (HKDF `vaultfs/v1/succession`): the daemon
+    /// releases a due bequest without asking anyone's passphrase.
+    pub will: Key32,
     /// Wrapping keys of the levels that have factor slots: useless without
     /// the factor secrets, which are asked for at each unlock. Changed only
     /// when a mounted vault's header is rewritten (`follow`).
@@ -190,6 +193,7 @@ pub fn unlock_with_master(master: &Key32, h: &Header) -> Result<Keyring> {
         levels: RwLock::new(levels),
         audit,
         audit_leaf,
+        will: will_key(master, &h.vault_id),
         factor_wrapping: RwLock::new(factor_wrapping(master, h)),
     })
 }
@@ -532,4 +536,93 @@ pub fn escrowed_levels(recovery: &Key32, h: &Header) -> Result<Vec<u8>> {
 /// passphrase (`vaultfs escrow recover`): the same re-wrap as `passwd`.
 pub fn recover_passphrase(recovery: &Key32, new: &Passphrase, h: &Header) -> Result<Rewrap> {
     rewrap_master(recovery_master(recovery, h)?, new, h)
+}
+
+// ---- Dead-man succession (docs/CRYPTO.md, "Succession").
+
+/// HKDF(master, salt = vault id, info = `vaultfs/v1/succession`): seals the will.
+pub fn will_key(master: &Key32, vault_id: &[u8; 16]) -> Key32 {
+    crypto::hkdf(master.as_bytes(), vault_id, labels::SUCCESSION)
+}
+
+/// BLAKE3-keyed(HKDF(master, `vaultfs/v1/succession-check`), body): proves a
+/// bequest was made by a holder of the master key, not merely sealed to the heir.
+pub fn bequest_check(master: &Key32, vault_id: &[u8; 16], body: &[u8]) -> [u8; 32] {
+    let k = crypto::hkdf(master.as_bytes(), vault_id, labels::SUCCESSION_CHECK);
+    KeyedHash::new(&k).update(body).finalize32()
+}
+
+/// The keys of hardware factor levels `levels` (4, 5), opened with their
+/// factors (`existing`), for a bequest. A level that opens with the
+/// passphrase is refused: the master key in the bequest reaches it already.
+pub fn bequeathed_keys(
+    pass: &Passphrase,
+    h: &Header,
+    levels: &[u8],
+    existing: &mut FactorSecrets,
+) -> Result<(Key32, Vec<(u8, Key32)>)> {
+    let master = master_key(pass, h)?;
+    let mut out = Vec::new();
+    for &level in levels {
+        if !format::succession::BEQUEATHABLE.contains(&level) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "level {level}: a will names hardware factor levels (4, 5); levels 1 to 3 always pass"
+                ),
+            ));
+        }
+        if h.slots.iter().any(|s| s.level == level && s.kind == SLOT_KIND_PASSPHRASE) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "level {level} opens with the passphrase: the bequest's master key reaches it already"
+                ),
+            ));
+        }
+        if !h.slots.iter().any(|s| s.level == level && !is_recovery_slot(s)) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("level {level} has no key yet: enroll its hardware factor first"),
+            ));
+        }
+        let wrapping = level_wrapping_key(&master, &h.vault_id, level);
+        out.push((level, open_factor_slots(&wrapping, h, level, existing)?));
+    }
+    Ok((master, out))
+}
+
+/// The master key of a bequest, if it authenticates this header.
+pub fn check_bequest_master(master: &Key32, h: &Header) -> Result<()> {
+    if header_mac(master, h) != h.mac {
+        return Err(err(
+            ErrorKind::Corrupt,
+            "the release's master key does not authenticate this vault's header (another vault's release?)",
+        ));
+    }
+    Ok(())
+}
+
+/// The heir's claim: the master key re-wrapped under the heir's passphrase
+/// `new` (as `passwd` does), and a passphrase slot for each bequeathed
+/// hardware level (replacing none: the owner's factor slots stay until
+/// the heir unenrolls them).
+pub fn claim(master: Key32, levels: &[(u8, Key32)], new: &Passphrase, h: &Header) -> Result<Rewrap> {
+    check_bequest_master(&master, h)?;
+    let mut with_slots = h.clone();
+    for (level, key) in levels {
+        with_slots.slots.retain(|s| !(s.level == *level && s.kind == SLOT_KIND_PASSPHRASE));
+        let wrapping = level_wrapping_key(&master, &h.vault_id, *level);
+        let wrapped = wrap(&wrapping, &level_aad(&h.vault_id, *level), key)?;
+        with_slots.slots.push(KeySlot {
+            level: *level,
+            kind: SLOT_KIND_PASSPHRASE,
+            params: Vec::new(),
+            wrapped,
+        });
+    }
+    if with_slots.slots.len() > format::MAX_SLOTS {
+        return Err(err(ErrorKind::InvalidArgument, format!("at most {} key slots", format::MAX_SLOTS)));
+    }
+    rewrap_master(master, new, &with_slots)
 }

@@ -74,6 +74,7 @@ impl Vault<Locked> {
     ) -> Result<RotateReport> {
         let pending = self.0.store.get(&keys::rotation(level))?;
         let rot = Rotation::begin(pass, &self.0.header, level, pending.as_deref(), secrets)?;
+        super::succession::refuse_rotation(&self.0.store, rot.master(), &self.0.header, level)?;
         let ring = keyring::unlock_with_master(rot.master(), &self.0.header)?;
         // Open the log before anything is written: a rotation that could
         // not be recorded is not started.
