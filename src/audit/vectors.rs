@@ -101,6 +101,27 @@ fn render() -> String {
     line!("leaf hash = `{}`", hex(&truncate.hash()));
     line!();
 
+    // A succession step: no level, the root inode, the step in the path.
+    let release = Leaf {
+        seq: 3,
+        comm: b"vaultfs".to_vec(),
+        op: Op::Succession,
+        level: None,
+        ino: 1,
+        path: b"succession release 5be1c0de".to_vec(),
+        ..open.clone()
+    };
+    let bytes = release.encode();
+    line!("### A succession release");
+    line!();
+    line!("`vaultfs succession release` of will 5be1c0de…, due, run by uid 1000 (pid 4242, comm");
+    line!("\"vaultfs\"), is the leaf {{seq 3, the same time and ids, comm \"vaultfs\", op succession,");
+    line!("level absent, ino 1, path \"succession release 5be1c0de\", offset 0, len 0, result 0}}.");
+    line!("It encodes to {} bytes:", bytes.len());
+    hex_block(w, &bytes);
+    line!("leaf hash = `{}`", hex(&release.hash()));
+    line!();
+
     line!("### Trees");
     line!();
     line!("Here leaf *i* is the single byte *i* (not a leaf encoding), for i = 0, 1, 2, ….");
