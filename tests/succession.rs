@@ -11,8 +11,8 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::Mount;
 use common::control::{audit_ops, mnt, ok, open_in_thread, pass, refused, store, vaultfs, wait_pending};
+use common::{Mount, wait_for};
 use vaultfs::gate::fido2::soft::{PresenceMode, SoftAuthenticator};
 
 fn soft_device(path: &Path) {
@@ -51,7 +51,7 @@ fn the_heir_claims_a_vault_whose_owner_stopped_checking_in() {
         "--heir",
         &pubfile,
         "--period",
-        "3s",
+        "4s",
         "--levels",
         "4",
         "--passphrase-file",
@@ -77,8 +77,14 @@ fn the_heir_claims_a_vault_whose_owner_stopped_checking_in() {
     fs::write(&wrong, "not the passphrase\n").unwrap();
     refused(&vaultfs(&m, &["checkin", store(&m), "--passphrase-file", wrong.to_str().unwrap()]), 3);
 
-    // A whole period without one: the release.
-    std::thread::sleep(Duration::from_millis(1500));
+    // A whole period without one: the mount records it, then gives the release.
+    let due = || {
+        audit_ops(&m)
+            .iter()
+            .any(|(o, _, r, p)| o == "succession" && *r == 0 && p.starts_with("succession due "))
+    };
+    assert!(!due(), "not due yet");
+    assert!(wait_for(Duration::from_secs(10), due), "the missed check-in is recorded");
     let release = m.dir.path().join("release");
     ok(&vaultfs(&m, &["succession", "release", store(&m), "--out", release.to_str().unwrap()]));
     let text = fs::read_to_string(&release).unwrap();
@@ -87,7 +93,7 @@ fn the_heir_claims_a_vault_whose_owner_stopped_checking_in() {
     let steps: Vec<(i64, &str)> =
         ops.iter().filter(|(o, ..)| o == "succession").map(|(_, _, r, p)| (*r, p.as_str())).collect();
     let step = |result: i64, prefix: &str| steps.iter().any(|(r, p)| *r == result && p.starts_with(prefix));
-    assert!(step(0, "succession setup "), "{steps:?}");
+    assert!(step(0, "succession setup ") && step(0, "succession due "), "{steps:?}");
     assert!(step(22, "succession setup refused"), "{steps:?}");
     assert!(step(13, "succession release ") && step(0, "succession checkin "), "{steps:?}");
     assert!(step(13, "succession checkin refused"), "{steps:?}");

@@ -17,6 +17,8 @@ use crate::policy::{self, Policy};
 
 /// How often the upkeep thread looks at idle levels.
 const UPKEEP_TICK: Duration = Duration::from_millis(250);
+/// How often the upkeep thread looks whether the will has fallen due.
+const WILL_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Bounds on how often level 0 is scanned for old files.
 const PURGE_EVERY_MIN: Duration = Duration::from_secs(1);
 const PURGE_EVERY_MAX: Duration = Duration::from_secs(60);
@@ -249,7 +251,7 @@ impl Vault<Unlocked> {
             reason.map(|r| (now, r.to_string()));
     }
 
-    fn daemon(&self) -> Caller {
+    pub(super) fn daemon(&self) -> Caller {
         Caller { uid: self.owner_uid(), gid: 0, pid: std::process::id() }
     }
 
@@ -507,7 +509,15 @@ impl Vault<Unlocked> {
 
     fn upkeep_loop(&self, stop: &AtomicBool) {
         let mut last_purge: Option<Instant> = None;
+        let mut last_will_check: Option<Instant> = None;
+        let mut overdue_noted = None;
         while !stop.load(Ordering::Relaxed) {
+            if last_will_check.is_none_or(|t| t.elapsed() >= WILL_CHECK_EVERY) {
+                last_will_check = Some(Instant::now());
+                if let Err(e) = self.note_overdue_will(&mut overdue_noted) {
+                    tracing::error!("checking the will: {e}");
+                }
+            }
             if let Err(e) = self.relock_idle() {
                 tracing::error!("relocking idle levels: {e}");
             }

@@ -358,6 +358,26 @@ impl Vault<Unlocked> {
         Ok(will.as_ref().map(WillInfo::of))
     }
 
+    /// Records, once per mount and will check-in, that the will has fallen
+    /// due (`noted` remembers which): a security team learns that the owner
+    /// missed a check-in before anyone asks for a release.
+    pub(super) fn note_overdue_will(&self, noted: &mut Option<([u8; 16], u64)>) -> Result<()> {
+        let core = self.core();
+        let Some(w) = read_will(&core.store, &core.keys.will, &core.header().vault_id)? else {
+            return Ok(());
+        };
+        if now_ms() < w.due_ms() || *noted == Some((w.id, w.checked_in_ms)) {
+            return Ok(());
+        }
+        *noted = Some((w.id, w.checked_in_ms));
+        let what = format!(
+            "succession due {}: no check-in since {}",
+            short(&w.id),
+            format::time::utc(w.checked_in_ms.saturating_mul(1_000_000))
+        );
+        self.record(record(self.daemon(), b"vaultfs", what), 0, true)
+    }
+
     /// The will of a mounted vault, if any.
     pub fn succession_status_mounted(&self) -> Result<Option<WillInfo>> {
         let core = self.core();
