@@ -1,6 +1,8 @@
-//! POSIX permission checks, done by the daemon rather than the kernel: the
-//! mount runs without `default_permissions` so that every refusal reaches
-//! the daemon and is recorded (docs/AUDIT.md). The kernel still enforces
+//! POSIX permission checks, done by the daemon: a mount for the mounting
+//! uid alone runs without `default_permissions`, so that every refusal
+//! reaches the daemon and is recorded (docs/AUDIT.md); with `allow_other`
+//! the kernel checks first (its check is the only one that reaches FIFOs,
+//! sockets and device nodes) and this one again. The kernel also enforces
 //! what it checks outside `inode_permission` (sticky directories, protected
 //! links, trusted.* xattrs); this module does the mode-bit part, and the
 //! owner rules of chmod, chown and utimes, as Linux's `generic_permission`

@@ -52,15 +52,20 @@ pub fn mount(
         // As a kernel option, so that the direct mount(2) path (root) also
         // shows the type as fuse.vaultfs; fuser's Subtype only reaches fusermount.
         MountOption::CUSTOM("subtype=vaultfs".into()),
-        // No DefaultPermissions: the daemon checks mode bits itself
-        // (fs/perm.rs), so that every refusal reaches it and is recorded.
         MountOption::NoDev,
         MountOption::NoSuid,
         if opts.read_only { MountOption::RO } else { MountOption::RW },
     ];
     if opts.allow_other {
         cfg.acl = SessionACL::All;
+        // Other uids: the kernel opens FIFOs, device nodes and connects to
+        // sockets without asking the daemon, so only its own mode check
+        // enforces their modes (docs/SEMANTICS.md, "Permissions"). The
+        // daemon still checks too (fs/perm.rs) and records what reaches it.
+        cfg.mount_options.push(MountOption::DefaultPermissions);
     }
+    // A mount only the mounting uid may use: the daemon checks mode bits
+    // itself (fs/perm.rs), so that every refusal reaches it and is recorded.
     cfg.n_threads = Some(opts.threads.max(1));
     let flusher = vault.clone();
     let owner = OwnerMap { uid: opts.uid, gid: opts.gid };
