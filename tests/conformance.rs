@@ -149,6 +149,56 @@ fn pjdfstest_passes() {
     assert_eq!(passed, erofs, "EROFS cases:\n{}", ro.output);
 }
 
+/// pjdfstest as uid 65534 through `-o allow_other`, in a directory of its
+/// own in `1-working`: what an unprivileged agent sharing a vault meets.
+/// The cases that need root skip; every other one must pass.
+#[test]
+fn pjdfstest_passes_as_a_non_root_user() {
+    tools();
+    let m = Mount::with_options(&["allow_other"]);
+    // The user reaches the mount point and the configuration through the test's directory.
+    let dir = m.dir.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = dir.join("pjdfstest.toml");
+    std::fs::copy(data("pjdfstest.toml"), &config).unwrap();
+    // The EXDEV cases' "secondary file system": another level the user may use.
+    let (home, second) = (m.path("1-working/nobody"), m.path("0-ephemeral/nobody"));
+    for d in [&home, &second] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let start = Instant::now();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(tools().join("pjdfstest"));
+    cmd.arg("-c").arg(&config).arg("-p").arg(&home).arg("-s").arg(&second);
+    cmd.current_dir("/");
+    let out = bounded(600, &mut cmd);
+    let output = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut cases: Vec<(String, String)> = Vec::new();
+    let mut reasons = BTreeSet::new();
+    for l in output.lines() {
+        if l.starts_with('\t') {
+            if cases.last().is_some_and(|(_, s)| s == "skipped") {
+                reasons.insert(l.trim().to_string());
+            }
+        } else if let Some((name, rest)) = l.split_once(' ').filter(|_| l.contains("::")) {
+            cases.push((name.to_string(), rest.trim().to_string()));
+        }
+    }
+    let o = Outcome { status: out.status.success(), output, cases };
+    println!("pjdfstest as uid 65534: {} ({:.1}s)", o.summary(), start.elapsed().as_secs_f64());
+    assert!(o.names("FAILED").is_empty() && o.status, "pjdfstest as uid 65534 failed:\n{}", o.problems());
+    assert!(o.names("ok").len() > 200, "pjdfstest ran too few cases:\n{}", o.output);
+    let allowed = [
+        "requires root privileges",
+        "process doesn't have the CAP_SYS_ADMIN cap to mount the dummy file system",
+        "Remounts (allow_remount) are not allowed in the configuration file",
+        "Cannot get value for LINK_MAX: filesystem limit is unknown",
+    ];
+    let unexpected: Vec<&String> = reasons.iter().filter(|r| !allowed.contains(&r.as_str())).collect();
+    assert!(unexpected.is_empty(), "unexpected skip reasons {unexpected:?}:\n{}", o.output);
+}
+
 fn fsx_ops(default: u64) -> u64 {
     std::env::var("VAULTFS_FSX_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
