@@ -61,6 +61,9 @@ pub enum Command {
     /// Authenticate every record (a mounted vault: through its daemon, read-only);
     /// --repair (unmounted) removes what is provably orphaned.
     Fsck(FsckArgs),
+    /// Copy every record of a damaged store that still authenticates into a new
+    /// store (the old one is only read), saying what could not be recovered.
+    Salvage(SalvageArgs),
     /// New keys for a level (default: every level with a key) of an unmounted vault;
     /// re-encrypts its files. Resumable: rerun it after an interruption.
     Rotate(RotateArgs),
@@ -489,6 +492,25 @@ pub struct FsckArgs {
     pub repair: bool,
     /// Also authenticate this level (3-5 or its directory name) with its
     /// hardware factor (TPM unseal, FIDO2 touch). Repeatable.
+    #[arg(long = "level", value_name = "N")]
+    pub levels: Vec<String>,
+    #[command(flatten)]
+    pub tpm: TpmArgs,
+    #[command(flatten)]
+    pub pin: PinArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SalvageArgs {
+    /// The damaged vault's store directory (read, never written).
+    pub store: PathBuf,
+    /// Where to create the salvaged vault (must not hold one).
+    pub new_store: PathBuf,
+    /// Also authenticate this level (3-5 or its directory name) with its
+    /// hardware factor; records of hardware levels not named are copied
+    /// unchecked. Repeatable.
     #[arg(long = "level", value_name = "N")]
     pub levels: Vec<String>,
     #[command(flatten)]

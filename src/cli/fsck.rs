@@ -80,7 +80,7 @@ fn show(a: &FsckArgs, report: &FsckReport) -> exit::Result {
     verdict(report)
 }
 
-fn verdict(r: &FsckReport) -> exit::Result {
+pub(super) fn verdict(r: &FsckReport) -> exit::Result {
     let open = r.problems.iter().filter(|p| p.repair != RepairState::Done).count();
     let repairable = r.problems.iter().filter(|p| p.repair == RepairState::Available).count();
     match r.status {
@@ -103,7 +103,7 @@ fn verdict(r: &FsckReport) -> exit::Result {
     }
 }
 
-fn print_report(store: &Path, r: &FsckReport) {
+pub(super) fn print_report(store: &Path, r: &FsckReport) {
     println!("fsck {} (vault {}, block size {})", store.display(), r.vault_id, r.block_size);
     println!("{:<15} {}", "header", if r.header_authenticated { "authenticated" } else { "FAILED" });
     for l in &r.levels {

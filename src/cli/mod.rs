@@ -19,6 +19,7 @@ mod passphrase;
 mod passwd;
 mod progress;
 mod rotate;
+mod salvage;
 mod succession;
 mod syslog;
 mod umount;
@@ -50,6 +51,7 @@ pub fn main() -> ExitCode {
         args::Command::Enroll(a) => enroll::run(a),
         args::Command::Unenroll(a) => enroll::run_unenroll(a),
         args::Command::Succession(a) => succession::run(a),
+        args::Command::Salvage(a) => salvage::run(a),
         args::Command::Checkin(a) => succession::run_checkin(a),
         args::Command::Escrow(a) => escrow::run(a),
         args::Command::Unlock(a) => control::unlock(a),

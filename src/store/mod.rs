@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::{Duration, Instant};
 
 mod overlay;
+mod recover;
 mod segments;
 use overlay::{Merged, Overlay};
+pub use recover::{Recovered, RecoveredFrom, copy_segments, recover};
 pub use segments::{
     Location, SEGMENT_BYTES, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Segments, file_name as segment_name,
 };

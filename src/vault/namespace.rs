@@ -18,7 +18,7 @@ const S_ISGID: u16 = 0o2000;
 const MAX_DEPTH: usize = 100_000;
 
 impl Core {
-    fn namespace_lock(&self) -> MutexGuard<'_, ()> {
+    pub(super) fn namespace_lock(&self) -> MutexGuard<'_, ()> {
         self.namespace.lock().unwrap_or_else(|p| p.into_inner())
     }
 

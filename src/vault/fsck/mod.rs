@@ -430,7 +430,7 @@ const EACCES: i32 = 13;
 const EIO: i32 = 5;
 
 /// The check of `store` under `header`, repairing when `opts` asks.
-fn check_store(
+pub(in crate::vault) fn check_store(
     store: &Store,
     header: &Header,
     pass: &Passphrase,

@@ -1,0 +1,134 @@
+//! Reading what a damaged store still holds (`vaultfs salvage`), never
+//! writing to it: through sled when it opens and lists every key, else by
+//! scanning sled's log file directly (the vendored sled's salvage reader:
+//! vendor/README.md), which skips damaged messages and returns every
+//! version of every key it finds in intact ones.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{DB_DIR, Error, Result, SEGMENTS_DIR, Store, existing_segment_size};
+
+/// Where the recovered keys came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecoveredFrom {
+    /// sled opened the store and listed every key: its current state.
+    Sled,
+    /// sled refused (`sled_error`); the log was scanned message by message.
+    LogScan {
+        sled_error: String,
+        messages_ok: u64,
+        messages_damaged: u64,
+        /// Byte ranges of sled's log file that could not be read.
+        damaged_ranges: Vec<(u64, u64)>,
+    },
+}
+
+/// Each key found, with its versions newest first (None: deleted there).
+pub type Versions = BTreeMap<Vec<u8>, Vec<Option<Vec<u8>>>>;
+
+/// Every key found, and where from.
+pub struct Recovered {
+    pub keys: Versions,
+    pub from: RecoveredFrom,
+}
+
+/// What the store under `dir` still holds. sled writes to a database as
+/// it opens it, so it opens a copy made under `scratch` (removed after).
+pub fn recover(dir: &Path, scratch: &Path) -> Result<Recovered> {
+    let copy = scratch.join("sled-copy");
+    copy_tree(&dir.join(DB_DIR), &copy.join(DB_DIR)).map_err(|e| {
+        Error::Io(format!("copying {} to {}: {e}", dir.join(DB_DIR).display(), copy.display()))
+    })?;
+    let through = through_sled(&copy);
+    let _ = std::fs::remove_dir_all(&copy);
+    let sled_error = match through {
+        Ok(keys) => return Ok(Recovered { keys, from: RecoveredFrom::Sled }),
+        Err(e) => e.to_string(),
+    };
+    let db = dir.join(DB_DIR);
+    let segment_size = existing_segment_size(&db).unwrap_or(super::SEGMENT_SIZE);
+    let found = scan(&db, segment_size)
+        .map_err(|e| Error::Io(format!("reading {} for salvage: {e}", db.display())))?;
+    let keys = found
+        .keys
+        .into_iter()
+        .map(|(k, versions)| (k, versions.into_iter().map(|v| v.value).collect()))
+        .collect();
+    Ok(Recovered {
+        keys,
+        from: RecoveredFrom::LogScan {
+            sled_error,
+            messages_ok: found.messages_ok,
+            messages_damaged: found.messages_damaged,
+            damaged_ranges: found.damaged_ranges,
+        },
+    })
+}
+
+fn through_sled(dir: &Path) -> Result<Versions> {
+    let store = Store::open(dir, false)?;
+    let mut keys = BTreeMap::new();
+    for entry in store.iter() {
+        let (k, v) = entry?;
+        keys.insert(k, vec![Some(v.to_vec())]);
+    }
+    Ok(keys)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the segment files of the store under `from` into the store
+/// directory `to` (as they are: each record authenticates on its own when
+/// read). Returns how many bytes were copied.
+pub fn copy_segments(from: &Path, to: &Path) -> Result<u64> {
+    let (src, dst) = (from.join(SEGMENTS_DIR), to.join(SEGMENTS_DIR));
+    let io = |what: &str, p: &Path, e: std::io::Error| Error::Io(format!("{what} {}: {e}", p.display()));
+    let entries = match std::fs::read_dir(&src) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("listing", &src, e)),
+    };
+    std::fs::create_dir_all(&dst).map_err(|e| io("creating", &dst, e))?;
+    let mut bytes = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| io("listing", &src, e))?;
+        let target = dst.join(entry.file_name());
+        bytes += std::fs::copy(entry.path(), &target).map_err(|e| io("copying", &entry.path(), e))?;
+        std::fs::File::open(&target).and_then(|f| f.sync_all()).map_err(|e| io("syncing", &target, e))?;
+    }
+    std::fs::File::open(&dst).and_then(|f| f.sync_all()).map_err(|e| io("syncing", &dst, e))?;
+    Ok(bytes)
+}
+
+/// What a scan of sled's log found (filled by the vendored salvage reader).
+struct Scanned {
+    keys: BTreeMap<Vec<u8>, Vec<ScannedVersion>>,
+    messages_ok: u64,
+    messages_damaged: u64,
+    damaged_ranges: Vec<(u64, u64)>,
+}
+
+struct ScannedVersion {
+    value: Option<Vec<u8>>,
+}
+
+/// Scanning sled's log directly is not in this build yet: a store sled
+/// refuses is reported, not salvaged.
+fn scan(db: &Path, _segment_size: usize) -> std::io::Result<Scanned> {
+    Err(std::io::Error::other(format!(
+        "sled refuses {} and this build cannot yet read its log directly",
+        db.display()
+    )))
+}
