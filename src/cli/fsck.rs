@@ -9,9 +9,10 @@ use super::args::FsckArgs;
 use super::exit::{self, Code, Exit};
 use super::mountinfo::{Serving, open_unmounted, serving};
 use super::passphrase::{self, Confirm};
+use crate::crypto::Passphrase;
 use crate::gate::tpm::TpmConfig;
 use crate::vault::{
-    FactorAccess, FactorKind, FsckOptions, FsckReport, FsckStatus, LevelAccess, RepairState, Tally,
+    ErrorKind, FactorAccess, FactorKind, FsckOptions, FsckReport, FsckStatus, LevelAccess, RepairState, Tally,
 };
 
 pub fn run(a: FsckArgs) -> exit::Result {
@@ -22,7 +23,10 @@ pub fn run(a: FsckArgs) -> exit::Result {
     if let Some(s @ Serving { mountpoint: Some(_), .. }) = serving(&a.store) {
         return check_mounted(&a, &s, factor_levels);
     }
-    let vault = open_unmounted(&a.store, "fsck", "")?;
+    let vault = match open_unmounted(&a.store, "fsck", "") {
+        Err(e) if e.code == Code::Corrupt => return unreadable(&a, factor_levels, None, &e.message),
+        v => v?,
+    };
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     let pin = super::control::pin(&a.pin)?;
     let access = FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new()), pin);
@@ -38,7 +42,68 @@ pub fn run(a: FsckArgs) -> exit::Result {
         bar.set_position(done);
     });
     bar.finish_and_clear();
-    show(&a, &report?)
+    match report {
+        // The store's database failed under the check itself: say what it still holds.
+        Err(e) if e.kind() == ErrorKind::Corrupt && !a.repair => {
+            drop(vault);
+            unreadable(&a, opts.factor_levels, Some(pass), &e.to_string())
+        }
+        r => show(&a, &r?),
+    }
+}
+
+/// fsck of a store whose database (sled) refuses to open or fails while
+/// read: a salvage into a scratch directory (segment files linked, the
+/// store only read) says what it still holds and what is damaged.
+fn unreadable(a: &FsckArgs, factor_levels: Vec<u8>, pass: Option<Passphrase>, why: &str) -> exit::Result {
+    eprintln!("the store's database cannot be read whole ({why}); looking at what it still holds");
+    let pass = match pass {
+        Some(p) => p,
+        None => passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?,
+    };
+    let pin = super::control::pin(&a.pin)?;
+    let access = FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new()), pin);
+    let scratch = std::env::temp_dir().join(format!("vaultfs-fsck-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let r = crate::vault::salvage(
+        &a.store,
+        &scratch.join("store"),
+        true,
+        &pass,
+        factor_levels,
+        &mut |f| access.secrets(f),
+        &mut |line| eprintln!("{line}"),
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    let r = r?;
+    if a.json {
+        let json = serde_json::json!({
+            "store_readable": false,
+            "error": why,
+            "lost": r.lost.iter().map(|(k, m)| serde_json::json!({"key": k, "what": crate::vault::describe_key(k), "message": m})).collect::<Vec<_>>(),
+            "holes": r.holed,
+            "nameless": r.adopted,
+            "records_found": r.keys_found,
+            "records_intact": r.kept,
+            "records_from_older_versions": r.older,
+            "audit_log_verifies": r.audit_kept,
+            "salvaged": r.fsck,
+        });
+        println!("{json}");
+    } else {
+        println!("fsck {}: the store's database cannot be read whole: {why}", a.store.display());
+        println!("What it still holds (a salvage into a scratch directory; nothing was written here):");
+        super::salvage::print_salvage(&r, "in segment files (linked, not copied)");
+        println!("status: damaged");
+    }
+    Err(Exit {
+        code: Code::Corrupt,
+        message: format!(
+            "the store is damaged: {} record(s) lost; `vaultfs salvage {} NEWSTORE` copies what is intact",
+            r.lost.len(),
+            a.store.display()
+        ),
+    })
 }
 
 /// The check of a mounted vault, by its daemon: read-only (`--repair`

@@ -8,7 +8,7 @@ use super::mountinfo::serving;
 use super::passphrase::{self, Confirm};
 use crate::gate::tpm::TpmConfig;
 use crate::store::RecoveredFrom;
-use crate::vault::{FactorAccess, describe_key, salvage};
+use crate::vault::{FactorAccess, SalvageReport, describe_key, salvage};
 
 pub fn run(a: SalvageArgs) -> exit::Result {
     let factor_levels = a.levels.iter().map(|l| super::control::level(l)).collect::<Result<Vec<u8>, _>>()?;
@@ -35,10 +35,24 @@ pub fn run(a: SalvageArgs) -> exit::Result {
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     let pin = super::control::pin(&a.pin)?;
     let access = FactorAccess::new(TpmConfig::resolve(a.tpm.tpm_tcti.as_deref(), Vec::new()), pin);
-    let r = salvage(&a.store, &a.new_store, &pass, factor_levels, &mut |f| access.secrets(f), &mut |line| {
-        eprintln!("{line}")
-    })?;
+    let r = salvage(
+        &a.store,
+        &a.new_store,
+        false,
+        &pass,
+        factor_levels,
+        &mut |f| access.secrets(f),
+        &mut |line| eprintln!("{line}"),
+    )?;
     println!("salvage {} -> {}", a.store.display(), a.new_store.display());
+    print_salvage(&r, "copied");
+    println!();
+    super::fsck::print_report(&a.new_store, &r.fsck);
+    super::fsck::verdict(&r.fsck)
+}
+
+/// The salvage part of a report (`segments` says what was done with them).
+pub(super) fn print_salvage(r: &SalvageReport, segments: &str) {
     match &r.from {
         RecoveredFrom::Sled => println!("{:<15} sled opened the store and listed every key", "read"),
         RecoveredFrom::LogScan { sled_error, messages_ok, messages_damaged, damaged_ranges } => {
@@ -72,7 +86,7 @@ pub fn run(a: SalvageArgs) -> exit::Result {
     for path in &r.adopted {
         println!("{:<15} {path} (its name was lost)", "adopted");
     }
-    println!("{:<15} {} bytes copied", "segments", r.segment_bytes);
+    println!("{:<15} {} bytes {segments}", "segments", r.segment_bytes);
     println!(
         "{:<15} {}",
         "audit log",
@@ -82,7 +96,4 @@ pub fn run(a: SalvageArgs) -> exit::Result {
             "did not verify: the new store starts a new log (the old one stays in the old store)"
         }
     );
-    println!();
-    super::fsck::print_report(&a.new_store, &r.fsck);
-    super::fsck::verdict(&r.fsck)
 }

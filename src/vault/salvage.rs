@@ -110,10 +110,14 @@ fn pick_header(versions: Option<&Vec<Option<Vec<u8>>>>, pass: &Passphrase) -> Re
 /// Salvages the store under `from` into a new store under `to` (which
 /// must not hold a vault). `factor_levels` and `secrets` as for fsck: the
 /// hardware levels whose records are checked (the others are copied as
-/// found, newest version, unchecked). `say` gets progress lines.
+/// found, newest version, unchecked). `say` gets progress lines. With
+/// `look_only` the segment files are linked, not copied: for fsck, which
+/// salvages into a scratch directory to say what a store sled refuses holds.
+#[allow(clippy::too_many_arguments)]
 pub fn salvage(
     from: &Path,
     to: &Path,
+    look_only: bool,
     pass: &Passphrase,
     factor_levels: Vec<u8>,
     secrets: &mut FactorSecrets,
@@ -136,7 +140,7 @@ pub fn salvage(
     }
     let header = pick_header(found.keys.get(keys::HEADER), pass)?;
     let dst = Store::open(to, true)?;
-    let segment_bytes = store::copy_segments(from, to)?;
+    let segment_bytes = store::copy_segments(from, to, look_only)?;
     if let Ok(public) = std::fs::read(from.join("audit.pub")) {
         std::fs::write(to.join("audit.pub"), public)
             .map_err(|e| err(ErrorKind::Io, format!("writing {}/audit.pub: {e}", to.display())))?;
