@@ -205,6 +205,9 @@ mod oneshot;
 mod pagecache;
 mod prefix;
 mod result;
+// vaultfs patch: a read-only reader of a damaged database's log
+// (vendor/README.md, "Salvage reader").
+pub mod salvage;
 mod serialization;
 mod stack;
 mod subscriber;
