@@ -23,6 +23,14 @@ pub fn run(a: FsckArgs) -> exit::Result {
     if let Some(s @ Serving { mountpoint: Some(_), .. }) = serving(&a.store) {
         return check_mounted(&a, &s, factor_levels);
     }
+    // sled's own open would cut a damaged log at the first bad message and
+    // throw away every later record: look at the log first, read-only.
+    if serving(&a.store).is_none()
+        && let Some(n) = crate::store::log_damage(&a.store)
+    {
+        let why = format!("{n} damaged message(s) in sled's log (opening it would cut the log there)");
+        return unreadable(&a, factor_levels, None, &why);
+    }
     let vault = match open_unmounted(&a.store, "fsck", "") {
         Err(e) if e.code == Code::Corrupt => return unreadable(&a, factor_levels, None, &e.message),
         v => v?,

@@ -56,7 +56,12 @@ pub(super) fn print_salvage(r: &SalvageReport, segments: &str) {
     match &r.from {
         RecoveredFrom::Sled => println!("{:<15} sled opened the store and listed every key", "read"),
         RecoveredFrom::LogScan { sled_error, messages_ok, messages_damaged, damaged_ranges } => {
-            println!("{:<15} sled refused the store: {sled_error}", "read");
+            println!("{:<15} from a scan of sled's log: {sled_error}", "read");
+            println!(
+                "{:<15} each record as its newest intact message has it: where a later write sat in a \
+                 damaged part of the log, that record comes back older",
+                ""
+            );
             println!(
                 "{:<15} {messages_ok} intact messages, {messages_damaged} damaged (skipped)",
                 "log scan"

@@ -16,7 +16,7 @@ mod overlay;
 mod recover;
 mod segments;
 use overlay::{Merged, Overlay};
-pub use recover::{Recovered, RecoveredFrom, copy_segments, recover};
+pub use recover::{Recovered, RecoveredFrom, copy_segments, log_damage, recover};
 pub use segments::{
     Location, SEGMENT_BYTES, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Segments, file_name as segment_name,
 };

@@ -42,14 +42,37 @@ pub fn recover(dir: &Path, scratch: &Path) -> Result<Recovered> {
     })?;
     let through = through_sled(&copy);
     let _ = std::fs::remove_dir_all(&copy);
-    let sled_error = match through {
-        Ok(keys) => return Ok(Recovered { keys, from: RecoveredFrom::Sled }),
-        Err(e) => e.to_string(),
-    };
+    // The log is scanned in every case: sled's recovery stops at the first
+    // damaged message and may open an older state without a word, so its
+    // view is taken only when the whole log is intact.
     let db = dir.join(DB_DIR);
     let segment_size = existing_segment_size(&db).unwrap_or(super::SEGMENT_SIZE);
-    let found = scan(&db, segment_size)
-        .map_err(|e| Error::Io(format!("reading {} for salvage: {e}", db.display())))?;
+    let scanned = sled::salvage::salvage(&db, segment_size);
+    let (found, sled_error) = match (through, scanned) {
+        (Ok(keys), Ok(found)) if found.messages_damaged == 0 && found.damaged_ranges.is_empty() => {
+            return Ok(Recovered { keys, from: RecoveredFrom::Sled });
+        }
+        (Ok(keys), Ok(found)) => {
+            let why = format!(
+                "sled opened it with {} keys, but its log holds {} damaged messages and sled's recovery \
+                 stops at the first: its view may be an older state",
+                keys.len(),
+                found.messages_damaged
+            );
+            (found, why)
+        }
+        // The log cannot be scanned (an unsupported configuration): sled's view is all there is.
+        (Ok(keys), Err(e)) => {
+            tracing::warn!("sled's log could not be scanned ({e}); taking sled's view as it is");
+            return Ok(Recovered { keys, from: RecoveredFrom::Sled });
+        }
+        (Err(e), Ok(found)) => (found, e.to_string()),
+        (Err(e), Err(scan)) => {
+            return Err(Error::Io(format!(
+                "sled refuses the store ({e}) and its log cannot be read ({scan})"
+            )));
+        }
+    };
     let keys = found
         .keys
         .into_iter()
@@ -64,6 +87,21 @@ pub fn recover(dir: &Path, scratch: &Path) -> Result<Recovered> {
             damaged_ranges: found.damaged_ranges,
         },
     })
+}
+
+/// Damaged messages in sled's log of the store under `dir`, read without
+/// opening it (sled's recovery would cut the log at the first one, and
+/// with it every later record): None if the log is intact or cannot be
+/// scanned (then sled's own open is all there is).
+pub fn log_damage(dir: &Path) -> Option<u64> {
+    let db = dir.join(DB_DIR);
+    let segment_size = existing_segment_size(&db).unwrap_or(super::SEGMENT_SIZE);
+    match sled::salvage::salvage(&db, segment_size) {
+        Ok(found) if found.messages_damaged > 0 || !found.damaged_ranges.is_empty() => {
+            Some(found.messages_damaged.max(1))
+        }
+        _ => None,
+    }
 }
 
 fn through_sled(dir: &Path) -> Result<Versions> {
@@ -118,25 +156,4 @@ pub fn copy_segments(from: &Path, to: &Path, link: bool) -> Result<u64> {
     }
     std::fs::File::open(&dst).and_then(|f| f.sync_all()).map_err(|e| io("syncing", &dst, e))?;
     Ok(bytes)
-}
-
-/// What a scan of sled's log found (filled by the vendored salvage reader).
-struct Scanned {
-    keys: BTreeMap<Vec<u8>, Vec<ScannedVersion>>,
-    messages_ok: u64,
-    messages_damaged: u64,
-    damaged_ranges: Vec<(u64, u64)>,
-}
-
-struct ScannedVersion {
-    value: Option<Vec<u8>>,
-}
-
-/// Scanning sled's log directly is not in this build yet: a store sled
-/// refuses is reported, not salvaged.
-fn scan(db: &Path, _segment_size: usize) -> std::io::Result<Scanned> {
-    Err(std::io::Error::other(format!(
-        "sled refuses {} and this build cannot yet read its log directly",
-        db.display()
-    )))
 }

@@ -125,40 +125,8 @@ impl Vault<Locked> {
         let header = keyring::new_header(pass, opts.kdf, opts.block_size)?;
         let ring = keyring::unlock(pass, &header)?;
         let store = Store::open(dir, true)?;
-        let mut batch = Batch::default();
-        let (uid, gid) = (crate::sys::effective_uid(), crate::sys::effective_gid());
-        let now = Timestamp::now();
-        let dir_rec = |perm: u16, nlink: u32, parent: u64| -> Result<InodeRecord> {
-            Ok(InodeRecord {
-                kind: FileKind::Dir,
-                perm,
-                uid,
-                gid,
-                nlink,
-                rdev: 0,
-                size: 0,
-                blocks: 0,
-                generation: u64::from_be_bytes(crate::crypto::random_array()?),
-                parent,
-                atime: now,
-                mtime: now,
-                ctime: now,
-                crtime: now,
-                flags: 0,
-                file_key: crate::format::RawKey(crate::crypto::random_array()?),
-                symlink: Vec::new(),
-            })
-        };
-        let root = dir_rec(0o755, 2 + LEVEL_COUNT as u32, ROOT_INO)?;
-        batch.put(&keys::inode(ROOT_INO)[..], ring.vault_meta.seal_inode(&header.vault_id, ROOT_INO, &root)?);
-        for level in 0..LEVEL_COUNT {
-            let perm = if level <= 1 { 0o755 } else { 0o700 };
-            let ino = level_dir(level);
-            batch.put(
-                &keys::inode(ino)[..],
-                ring.vault_meta.seal_inode(&header.vault_id, ino, &dir_rec(perm, 2, ROOT_INO)?)?,
-            );
-        }
+        let mut batch =
+            fixed_dirs(&ring, &header, &(0..=LEVEL_COUNT as u64).map(|i| i + ROOT_INO).collect::<Vec<_>>())?;
         batch.put(keys::INODE_COUNTER, FIRST_USER_INO.to_be_bytes().to_vec());
         batch.put(keys::HEADER, header.encode());
         store.apply(batch)?;
@@ -531,3 +499,41 @@ impl Core {
 
 #[cfg(test)]
 mod tests;
+
+/// The root (`ROOT_INO`) and level directories among `inos`, as `init`
+/// makes them (owned by this process's uid and gid), sealed into a batch:
+/// `init` makes all seven; `salvage` remakes the ones a damaged store lost.
+fn fixed_dirs(ring: &keyring::Keyring, header: &Header, inos: &[u64]) -> Result<Batch> {
+    let mut batch = Batch::default();
+    let (uid, gid) = (crate::sys::effective_uid(), crate::sys::effective_gid());
+    let now = Timestamp::now();
+    for &ino in inos {
+        let (perm, nlink) = match ino {
+            ROOT_INO => (0o755, 2 + LEVEL_COUNT as u32),
+            i if (level_dir(0)..=level_dir(1)).contains(&i) => (0o755, 2),
+            i if (level_dir(2)..=level_dir(LEVEL_COUNT - 1)).contains(&i) => (0o700, 2),
+            _ => continue,
+        };
+        let rec = InodeRecord {
+            kind: FileKind::Dir,
+            perm,
+            uid,
+            gid,
+            nlink,
+            rdev: 0,
+            size: 0,
+            blocks: 0,
+            generation: u64::from_be_bytes(crate::crypto::random_array()?),
+            parent: ROOT_INO,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            flags: 0,
+            file_key: crate::format::RawKey(crate::crypto::random_array()?),
+            symlink: Vec::new(),
+        };
+        batch.put(&keys::inode(ino)[..], ring.vault_meta.seal_inode(&header.vault_id, ino, &rec)?);
+    }
+    Ok(batch)
+}

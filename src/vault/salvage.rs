@@ -133,7 +133,7 @@ pub fn salvage(
     match &found.from {
         RecoveredFrom::Sled => say(&format!("sled opened {}: {} keys", from.display(), found.keys.len())),
         RecoveredFrom::LogScan { sled_error, messages_ok, messages_damaged, .. } => say(&format!(
-            "sled refused the store ({sled_error}); scanned its log: {messages_ok} intact messages, \
+            "read by scanning sled's log ({sled_error}): {messages_ok} intact messages, \
              {messages_damaged} damaged, {} keys",
             found.keys.len()
         )),
@@ -214,6 +214,18 @@ pub fn salvage(
     // the losses left inconsistent (itself recorded).
     let master = keyring::master_key(pass, &header)?;
     let ring = keyring::unlock_with_master(&master, &header)?;
+    // The root and level directories are fixed: a lost one is made again
+    // (its entries, keyed by its number, are still there).
+    let missing: Vec<u64> = fsck::check_store(&dst, &header, pass, &opts, secrets, &mut |_, _| {})?
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::MissingInode)
+        .filter_map(|p| p.ino)
+        .collect();
+    if !missing.is_empty() {
+        say(&format!("remade the fixed directories {missing:?} (root 1, levels 2 to 7)"));
+        dst.apply(super::fixed_dirs(&ring, &header, &missing)?)?;
+    }
     let log = ring.open_log(&dst, header.vault_id)?;
     let what = format!(
         "salvage from {}: {} of {} keys kept ({} from older versions), {} lost; audit log {}",
@@ -234,23 +246,42 @@ pub fn salvage(
     drop(log);
 
     // Files and directories whose names were lost go to lost+found, by number.
-    let unreachable: Vec<u64> = fsck::check_store(&dst, &header, pass, &opts, secrets, &mut |_, _| {})?
-        .problems
-        .iter()
-        .filter(|p| p.kind == ProblemKind::UnreachableInode)
-        .filter_map(|p| p.ino)
-        .collect();
+    let problems = fsck::check_store(&dst, &header, pass, &opts, secrets, &mut |_, _| {})?.problems;
+    let inos_with = |kind: ProblemKind| problems.iter().filter(move |p| p.kind == kind).filter_map(|p| p.ino);
+    // Inodes no entry names, and entries whose directory is gone (their
+    // inode's only name, which leads nowhere now): both go to lost+found.
+    let mut unreachable: Vec<(u64, Option<Vec<u8>>)> =
+        inos_with(ProblemKind::UnreachableInode).map(|ino| (ino, None)).collect();
+    unreachable.extend(
+        problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::EntryWithoutDirectory)
+            .filter_map(|p| Some((p.ino?, Some(unhex(&p.key)?)))),
+    );
     drop(dst);
     let mut adopted = Vec::new();
+    // Files that lost blocks: a damaged index entry dropped, or (from a log
+    // scan) an entry never found, which fsck sees as fewer blocks stored
+    // than the inode counts.
     let holed: std::collections::BTreeSet<u64> = lost
         .iter()
         .filter_map(|(k, _)| unhex(k))
         .filter(|k| k.len() == 17 && k[0] == keys::BLOCK)
         .map(|k| u64::from_be_bytes(k[1..9].try_into().expect("8 bytes")))
+        .chain(inos_with(ProblemKind::BlockCount))
         .collect();
     let mut marked = Vec::new();
     if !unreachable.is_empty() || !holed.is_empty() {
         let v = super::Vault::open(to)?.unlock(pass)?;
+        for (ino, stray) in unreachable {
+            match v.adopt(ino, stray) {
+                Ok(path) => {
+                    say(&format!("inode {ino} had no name left: now {path}"));
+                    adopted.push(path);
+                }
+                Err(e) => say(&format!("inode {ino} had no name left and stays unreachable: {e}")),
+            }
+        }
         // A file that lost blocks reads zeros there now: say so on the file itself.
         let paths = v.paths_of(&holed);
         for &ino in &holed {
@@ -260,15 +291,6 @@ pub fn salvage(
                     marked.push(paths.get(&ino).cloned().unwrap_or_else(|| format!("inode {ino} (no name)")))
                 }
                 Err(e) => say(&format!("inode {ino} lost blocks; it could not be marked: {e}")),
-            }
-        }
-        for ino in unreachable {
-            match v.adopt(ino) {
-                Ok(path) => {
-                    say(&format!("inode {ino} had no name left: now {path}"));
-                    adopted.push(path);
-                }
-                Err(e) => say(&format!("inode {ino} had no name left and stays unreachable: {e}")),
             }
         }
         v.sync()?;
@@ -363,8 +385,9 @@ impl Vault<Unlocked> {
 
     /// Gives inode `ino`, which no entry names, the name `#ino` in
     /// `lost+found` of its level's directory (made if absent), as e2fsck
-    /// does. Returns the new path.
-    fn adopt(&self, ino: u64) -> Result<String> {
+    /// does, deleting `stray`, an entry of it in a directory that is gone.
+    /// Returns the new path.
+    fn adopt(&self, ino: u64, stray: Option<Vec<u8>>) -> Result<String> {
         let level =
             self.core().load(ino)?.level().ok_or_else(|| err(ErrorKind::NotPermitted, "not a user inode"))?;
         let top = level_dir(level);
@@ -387,6 +410,9 @@ impl Vault<Unlocked> {
         let key = mk.dirent_key(lf, name.as_bytes());
         let d = DirentRecord { ino, kind: node.rec.kind, name: name.as_bytes().to_vec() };
         txn.batch.put(&key[..], mk.seal_dirent(core.vault_id(), &key, &d)?);
+        if let Some(k) = stray {
+            txn.batch.delete(k);
+        }
         let n = txn.get(ino)?;
         n.rec.parent = lf;
         n.rec.ctime = Timestamp::now();
