@@ -13,7 +13,7 @@ mod share;
 pub mod succession;
 pub mod time;
 
-pub use codec::{Reader, Writer, hex};
+pub use codec::{Reader, Writer, hex, unhex};
 pub use factors::{
     FACTOR_FIDO2, FACTOR_RECOVERY, FACTOR_TPM, Factor, Fido2Factor, decode_factors, encode_factors,
 };

@@ -82,10 +82,9 @@ fn damaged(kind: ProblemKind) -> bool {
     )
 }
 
+/// A problem's key (hex) as bytes.
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    (s.len() % 2 == 0)
-        .then(|| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect())
-        .flatten()
+    crate::format::unhex(s, "problem", "key").ok().map(|v| v.to_vec())
 }
 
 /// The newest header version that `pass` opens.
