@@ -100,6 +100,16 @@ fn read_back_states(
         m.passfile.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "mount of the salvaged store: {}", text(&out));
+    // Unmounted however this ends (a failed check must not leave a mount behind).
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
+            }
+        }
+    }
+    let _guard = Unmount(&mnt);
     let mut exact = 0;
     let mut gone = Vec::new();
     for (rel, data) in files {
