@@ -105,7 +105,9 @@ run("truncate f_mine_noread", lambda: os.truncate("f_mine_noread", 2))
 run("removexattr f_ro", lambda: os.removexattr("f_ro", "user.k"))
 "#;
 
-fn run_as_user(root: &Path) -> String {
+/// Runs the Python `script` with `root` as its argument, as UID with the
+/// supplementary group GROUP; its output.
+fn run_as_user(script: &str, root: &Path) -> String {
     let out = Command::new("setpriv")
         .args([
             &format!("--reuid={UID}"),
@@ -113,7 +115,7 @@ fn run_as_user(root: &Path) -> String {
             &format!("--groups={GROUP}"),
             "/usr/bin/python3",
             "-c",
-            SCRIPT,
+            script,
         ])
         .arg(root)
         .current_dir("/")
@@ -141,8 +143,8 @@ fn mode_bits_match_the_kernel_and_accesses_are_recorded() {
     build(&on_mount);
     build(reference.path());
 
-    let want = run_as_user(reference.path());
-    let got = run_as_user(&on_mount);
+    let want = run_as_user(SCRIPT, reference.path());
+    let got = run_as_user(SCRIPT, &on_mount);
     let diffs: Vec<String> = want
         .lines()
         .zip(got.lines())
@@ -315,19 +317,8 @@ for p in sorted(os.listdir(".")):
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let probe = |root: &Path| {
-        let out = Command::new("setpriv")
-            .args([&format!("--reuid={UID}"), &format!("--regid={UID}"), &format!("--groups={GROUP}")])
-            .args(["/usr/bin/python3", "-c", PROBE])
-            .arg(root)
-            .current_dir("/")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "probe failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let want = probe(reference.path());
-    let got = probe(&on_mount);
+    let want = run_as_user(PROBE, reference.path());
+    let got = run_as_user(PROBE, &on_mount);
     assert!(want.contains("read p_root_600 EACCES") && want.contains("connect s_root_600 EACCES"), "{want}");
     let diffs: Vec<String> = want
         .lines()
