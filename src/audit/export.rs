@@ -94,6 +94,8 @@ pub enum Line {
     Leaf(Vec<(String, Value)>),
     /// The signed checkpoint note, unverified.
     Checkpoint(String),
+    /// The first line of an export that starts after leaf 0.
+    Base(super::archive::Base),
 }
 
 /// Parses one line (without its `\n`). The error says what is wrong, for the
@@ -108,6 +110,9 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
         if obj[..i].iter().any(|(k2, _)| k2 == k) {
             return Err(format!("duplicate field {k:?}"));
         }
+    }
+    if obj.iter().any(|(k, _)| k == "base") {
+        return super::archive::Base::from_fields(&obj).map(Line::Base);
     }
     match obj.iter().find(|(k, _)| k == "checkpoint") {
         None => Ok(Line::Leaf(obj)),

@@ -90,11 +90,15 @@ pub enum Op {
     /// A step of dead-man succession: `setup`, `checkin`, `cancel`,
     /// `release`, `claim` (the path says which, and the will's id).
     Succession = 34,
+    /// `vaultfs audit archive` (or the policy's `archive_after`) moved the
+    /// oldest records into an archive file and out of the store (`offset`
+    /// = first record moved, `len` = how many).
+    Archive = 35,
 }
 
 impl Op {
     /// Every op, in byte order.
-    pub const ALL: [Op; 34] = [
+    pub const ALL: [Op; 35] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -129,6 +133,7 @@ impl Op {
         Op::Check,
         Op::Secret,
         Op::Succession,
+        Op::Archive,
     ];
 
     /// The lowercase name used in `.audit` and in docs/AUDIT.md.
@@ -168,6 +173,7 @@ impl Op {
             Op::Check => "check",
             Op::Secret => "secret",
             Op::Succession => "succession",
+            Op::Archive => "archive",
         }
     }
 

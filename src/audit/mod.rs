@@ -4,6 +4,8 @@
 //! - [`leaf`]: one record ([`leaf::Leaf`]) and its canonical encoding.
 //! - [`checkpoint`]: C2SP signed-note checkpoints, Ed25519 over the tree head.
 //! - [`export`]: the `.audit` text (one JSON object per line).
+//! - [`archive`]: the base line of an export that starts after leaf 0 (the
+//!   live part of an archived log, or an archive file).
 //! - [`verify`]: the offline verifier of an export, and the chain check a
 //!   store-side verifier runs over every stored leaf and checkpoint.
 //!
@@ -13,6 +15,7 @@
 //! All but `log` are pure: bytes in, bytes or verdicts out. Deciding what
 //! to log belongs to the layers above.
 
+pub mod archive;
 pub mod checkpoint;
 pub mod export;
 pub mod leaf;
@@ -61,6 +64,9 @@ pub enum Error {
     /// The checkpoint's root is not the root recomputed from the leaves.
     #[error("checkpoint: root does not match the {size} leaves")]
     RootMismatch { size: u64 },
+    /// One file of a chain of archives and `.audit` copies is wrong.
+    #[error("{file}: {problem}")]
+    File { file: String, problem: String },
     /// Checkpoint number `position` (0-based) of a chain is inconsistent with the leaves.
     #[error("checkpoint {position} (size {size}): {problem}")]
     Chain { position: usize, size: u64, problem: String },

@@ -11,26 +11,52 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
 use super::Error;
+use super::archive::{self, Base};
 use super::checkpoint::Checkpoint;
 use super::export::{self, Line};
-use super::leaf::Leaf;
+use super::leaf::{Leaf, Op};
 use super::merkle::{self, Frontier, Hash};
 use crate::crypto::VerifyingKey;
 
 /// The verifier's reply to the offline check: what was verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
-    /// Number of leaves in the file (= the checkpoint's size).
+    /// The tree size the checkpoint signs (= index of the file's last leaf + 1).
     pub leaves: u64,
     /// The recomputed root (= the checkpoint's root).
     pub root: Hash,
     /// The verified checkpoint.
     pub checkpoint: Checkpoint,
+    /// The base line, for a file that starts after leaf 0.
+    pub base: Option<Base>,
+    /// The tree at the end of the file (what the next file of a chain starts from).
+    pub frontier: Frontier,
+    /// The `archive` records in the file: leaves `first..end` went to the
+    /// archive file named, with this BLAKE3.
+    pub archived: Vec<Archived>,
+}
+
+/// An `archive` record (audit op 35) found in a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Archived {
+    pub first: u64,
+    pub end: u64,
+    pub file: String,
+    pub blake3: Hash,
+}
+
+impl Report {
+    /// Index of the file's first leaf.
+    pub fn first(&self) -> u64 {
+        self.base.as_ref().map_or(0, |b| b.frontier.size)
+    }
 }
 
 /// Verifies an `.audit` export: every leaf line is internally consistent and
-/// in order from index 0, and the final checkpoint is signed by `key` and
-/// commits to exactly these leaves.
+/// in order (from index 0, or from the base line's size), the final
+/// checkpoint is signed by `key` and commits to exactly these leaves, and a
+/// file that starts after leaf 0 holds the `archive` record that moved the
+/// leaves before it out (cutting the front off a log leaves no such record).
 pub fn verify_export(text: &[u8], key: &VerifyingKey) -> Result<Report, Error> {
     if text.is_empty() {
         return Err(Error::NotExport("the file is empty".into()));
@@ -42,22 +68,50 @@ pub fn verify_export(text: &[u8], key: &VerifyingKey) -> Result<Report, Error> {
     };
     let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
     let mut frontier = Frontier::default();
+    let mut base = None;
+    let mut archived = Vec::new();
     for (n, raw) in lines.iter().enumerate() {
-        let pos = n as u64;
+        let pos = frontier.size;
         let parsed =
             std::str::from_utf8(raw).map_err(|_| "not UTF-8 text".to_string()).and_then(export::parse_line);
         match parsed {
             Err(problem) if n == 0 => return Err(Error::NotExport(format!("line 1 is {problem}"))),
             Err(problem) => return Err(Error::Leaf { index: pos, problem }),
+            Ok(Line::Base(b)) if n == 0 => {
+                frontier = b.frontier.clone();
+                base = Some(b);
+            }
+            Ok(Line::Base(_)) => {
+                return Err(Error::Leaf { index: pos, problem: format!("line {} is a base line", n + 1) });
+            }
             Ok(Line::Checkpoint(_)) if n + 1 != lines.len() => {
                 return Err(Error::CheckpointLine(format!(
                     "line {} is a checkpoint but not the last line",
                     n + 1
                 )));
             }
-            Ok(Line::Checkpoint(note)) => return finish(&frontier, &note, key),
+            Ok(Line::Checkpoint(note)) => {
+                let (root, checkpoint) = finish(&frontier, &note, key)?;
+                if let Some(b) = &base
+                    && !archived.iter().any(|a: &Archived| a.end == b.frontier.size)
+                {
+                    return Err(Error::NotExport(format!(
+                        "the file starts at leaf {} but holds no archive record that moved the leaves before it",
+                        b.frontier.size
+                    )));
+                }
+                return Ok(Report { leaves: frontier.size, root, checkpoint, base, frontier, archived });
+            }
             Ok(Line::Leaf(fields)) => {
-                let hash = check_leaf(pos, &fields).map_err(|problem| Error::Leaf { index: pos, problem })?;
+                let (hash, leaf) =
+                    check_leaf(pos, &fields).map_err(|problem| Error::Leaf { index: pos, problem })?;
+                if leaf.op == Op::Archive
+                    && leaf.result == 0
+                    && let Some((file, blake3)) = archive::parse_record_path(&leaf.path)
+                {
+                    let end = leaf.offset.saturating_add(leaf.len);
+                    archived.push(Archived { first: leaf.offset, end, file, blake3 });
+                }
                 frontier.append(hash);
             }
         }
@@ -65,7 +119,7 @@ pub fn verify_export(text: &[u8], key: &VerifyingKey) -> Result<Report, Error> {
     Err(Error::CheckpointLine("missing: the last line is not a checkpoint".into()))
 }
 
-fn finish(frontier: &Frontier, note: &str, key: &VerifyingKey) -> Result<Report, Error> {
+fn finish(frontier: &Frontier, note: &str, key: &VerifyingKey) -> Result<(Hash, Checkpoint), Error> {
     let checkpoint = Checkpoint::parse_and_verify(note, None, key)?;
     if checkpoint.size != frontier.size {
         return Err(Error::Coverage { covered: checkpoint.size, present: frontier.size });
@@ -74,11 +128,87 @@ fn finish(frontier: &Frontier, note: &str, key: &VerifyingKey) -> Result<Report,
     if checkpoint.root != root {
         return Err(Error::RootMismatch { size: frontier.size });
     }
-    Ok(Report { leaves: frontier.size, root, checkpoint })
+    Ok((root, checkpoint))
+}
+
+/// What a chain of files covers (see [`verify_files`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilesReport {
+    /// The first leaf of the first file (0 for a chain from the start).
+    pub first: u64,
+    /// Tree size the last file's checkpoint signs.
+    pub leaves: u64,
+    pub root: Hash,
+    /// The last file's checkpoint.
+    pub checkpoint: Checkpoint,
+}
+
+/// Verifies archive files and a live `.audit` copy as one log: each file on
+/// its own ([`verify_export`]), each starting exactly where the one before
+/// ends (same tree: the base line's frontier is the tree the previous file's
+/// checkpoint signed), all under one origin, and every file but the last
+/// byte for byte the one the vault wrote (its BLAKE3 is in the `archive`
+/// record of a later file). `files` are (name for messages, bytes), oldest first.
+pub fn verify_files(files: &[(String, Vec<u8>)], key: &VerifyingKey) -> Result<FilesReport, Error> {
+    let mut reports: Vec<Report> = Vec::with_capacity(files.len());
+    for (name, text) in files {
+        let r = verify_export(text, key)
+            .map_err(|e| Error::File { file: name.clone(), problem: e.to_string() })?;
+        if let Some(prev) = reports.last() {
+            let problem = if r.checkpoint.origin != prev.checkpoint.origin {
+                Some(format!(
+                    "its checkpoint is for {:?}, the previous file's for {:?}",
+                    r.checkpoint.origin, prev.checkpoint.origin
+                ))
+            } else if r.first() != prev.leaves {
+                Some(format!("it starts at leaf {} but the previous file ends at {}", r.first(), prev.leaves))
+            } else if r.base.as_ref().map(|b| &b.frontier) != Some(&prev.frontier) {
+                Some("it continues another tree than the previous file's".to_string())
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(Error::File { file: name.clone(), problem });
+            }
+        }
+        reports.push(r);
+    }
+    let Some(last) = reports.last() else { return Err(Error::NotExport("no files given".into())) };
+    for (i, (r, (name, text))) in reports.iter().zip(files).enumerate().take(files.len() - 1) {
+        let digest = {
+            let mut h = crate::crypto::Blake3::new();
+            h.update(text);
+            h.finalize()
+        };
+        let records: Vec<&Archived> = reports[i + 1..]
+            .iter()
+            .flat_map(|l| &l.archived)
+            .filter(|a| a.first == r.first() && a.end == r.leaves)
+            .collect();
+        if records.is_empty() {
+            return Err(Error::File {
+                file: name.clone(),
+                problem: format!("no later file records archiving leaves {}..{}", r.first(), r.leaves),
+            });
+        }
+        if !records.iter().any(|a| a.blake3 == digest) {
+            return Err(Error::File {
+                file: name.clone(),
+                problem: "its BLAKE3 is not the one the vault recorded when it wrote the archive (altered?)"
+                    .into(),
+            });
+        }
+    }
+    Ok(FilesReport {
+        first: reports[0].first(),
+        leaves: last.leaves,
+        root: last.root,
+        checkpoint: last.checkpoint.clone(),
+    })
 }
 
 /// Checks one leaf line at position `pos`; returns its leaf hash.
-fn check_leaf(pos: u64, fields: &[(String, Value)]) -> Result<Hash, String> {
+fn check_leaf(pos: u64, fields: &[(String, Value)]) -> Result<(Hash, Leaf), String> {
     let get = |k: &str| fields.iter().find(|(name, _)| name == k).map(|(_, v)| v);
     let index = get("index").ok_or("no \"index\" field")?;
     let index = index.as_u64().ok_or_else(|| format!("index {index} is not an unsigned integer"))?;
@@ -108,7 +238,7 @@ fn check_leaf(pos: u64, fields: &[(String, Value)]) -> Result<Hash, String> {
     if let Some((k, _)) = fields.iter().find(|(k, _)| !expected.iter().any(|(e, _)| e == k)) {
         return Err(format!("unexpected field {k:?}"));
     }
-    Ok(hash)
+    Ok((hash, leaf))
 }
 
 /// What a chain check covered.
@@ -132,7 +262,13 @@ pub struct ChainVerifier<'a> {
 
 impl<'a> ChainVerifier<'a> {
     pub fn new(checkpoints: &'a [Checkpoint]) -> Result<Self, Error> {
-        let mut v = ChainVerifier { checkpoints, next: 0, frontier: Frontier::default() };
+        Self::starting(checkpoints, Frontier::default())
+    }
+
+    /// A chain whose leaves before `frontier.size` are not fed (archived):
+    /// checkpoints start at that size.
+    pub fn starting(checkpoints: &'a [Checkpoint], frontier: Frontier) -> Result<Self, Error> {
+        let mut v = ChainVerifier { checkpoints, next: 0, frontier };
         v.check_reached()?;
         Ok(v)
     }

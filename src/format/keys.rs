@@ -16,6 +16,7 @@
 //! | audit slot (the newest changes' records, not yet packed) | `S` ‖ slot u16 |
 //! | audit tree node | `N` ‖ level u8 ‖ index u64 |
 //! | audit frontier | `F` |
+//! | audit archive base (the log's leaves before it are in archive files) | `E` |
 //! | audit checkpoint | `K` ‖ tree size u64 |
 //! | lockdown marker | `L` (value: ms since the epoch when it began) |
 //! | tombstone | `T` ‖ seq u64 |
@@ -37,6 +38,7 @@ pub const AUDIT_SLOT: u8 = b'S';
 pub const AUDIT_NODE: u8 = b'N';
 pub const AUDIT_FRONTIER: &[u8] = b"F";
 pub const AUDIT_CHECKPOINT: u8 = b'K';
+pub const AUDIT_BASE: &[u8] = b"E";
 pub const LOCKDOWN: &[u8] = b"L";
 /// The owner's will (`vaultfs succession setup`): sealed, absent without one.
 pub const WILL: &[u8] = b"W";

@@ -13,7 +13,7 @@ mod share;
 pub mod succession;
 pub mod time;
 
-pub use codec::{Reader, Writer, hex, unhex};
+pub use codec::{Reader, Writer, hex, unhex, unhex_array};
 pub use factors::{
     FACTOR_FIDO2, FACTOR_RECOVERY, FACTOR_TPM, Factor, Fido2Factor, decode_factors, encode_factors,
 };
@@ -72,6 +72,8 @@ pub mod aad {
     pub const BLOCK_V2: &[u8] = b"vaultfs/v2/aad/block";
     pub const AUDIT_LEAF: &[u8] = b"vaultfs/v1/aad/audit-leaf";
     pub const AUDIT_LEAVES: &[u8] = b"vaultfs/v1/aad/audit-leaves";
+    /// The list of archive files under the audit archive base (`E`).
+    pub const AUDIT_ARCHIVES: &[u8] = b"vaultfs/v1/aad/audit-archives";
     pub const TOMBSTONE: &[u8] = b"vaultfs/v1/aad/tombstone";
     /// The master key wrapped under the escrow recovery key.
     pub const RECOVERY: &[u8] = b"vaultfs/v1/aad/recovery";

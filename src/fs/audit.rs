@@ -31,7 +31,8 @@ pub struct AuditFiles {
     open: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     /// The leaf lines rendered so far and how many leaves they cover, so a
     /// stat or open decrypts only what is new.
-    lines: Mutex<(u64, Vec<u8>)>,
+    /// (first leaf shown: the archive base, leaves covered, their lines).
+    lines: Mutex<(u64, u64, Vec<u8>)>,
 }
 
 impl AuditFiles {
@@ -194,17 +195,26 @@ impl VaultFs {
         }
     }
 
-    /// The current `.audit` text: the cached leaf lines, the new ones, and a
-    /// checkpoint over all of them.
+    /// The current `.audit` text: the base line if the log is archived, the
+    /// cached leaf lines, the new ones, and a checkpoint over all of them.
     pub fn audit_text(&self) -> Res<Arc<Vec<u8>>> {
         let mut cache = self.audit_files.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tail) = self.vault.audit_export_since(cache.0).map_err(e)? else {
+        let Some(mut tail) = self.vault.audit_export_since(cache.1).map_err(e)? else {
             return Ok(Arc::new(Vec::new()));
         };
-        cache.1.extend_from_slice(&tail.lines);
-        cache.0 = tail.size;
-        let mut text = Vec::with_capacity(cache.1.len() + tail.checkpoint_line.len());
-        text.extend_from_slice(&cache.1);
+        // Archived since the cache was filled: its lines start too early.
+        if tail.first != cache.0 {
+            *cache = (tail.first, tail.first, Vec::new());
+            let Some(t) = self.vault.audit_export_since(tail.first).map_err(e)? else {
+                return Ok(Arc::new(Vec::new()));
+            };
+            tail = t;
+        }
+        cache.2.extend_from_slice(&tail.lines);
+        cache.1 = tail.size;
+        let mut text = Vec::with_capacity(tail.head.len() + cache.2.len() + tail.checkpoint_line.len());
+        text.extend_from_slice(tail.head.as_bytes());
+        text.extend_from_slice(&cache.2);
         text.extend_from_slice(tail.checkpoint_line.as_bytes());
         Ok(Arc::new(text))
     }

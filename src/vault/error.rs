@@ -140,6 +140,7 @@ impl From<crate::audit::log::LogError> for Error {
         let kind = match e {
             LogError::Store(ref s) if !matches!(s, store::Error::Corrupt(_)) => ErrorKind::Io,
             LogError::Range(_) => ErrorKind::InvalidArgument,
+            LogError::Write(_) => ErrorKind::Io,
             _ => ErrorKind::Corrupt,
         };
         Error::new(kind, format!("audit log: {e}"))

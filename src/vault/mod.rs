@@ -4,6 +4,7 @@
 
 mod anchor;
 mod approval;
+mod archive;
 mod audit;
 mod content;
 mod enforce;
@@ -31,6 +32,7 @@ pub use crate::format::TombstoneRecord;
 pub use crate::store::Durability;
 pub use anchor::{ANCHOR_EVERY, Anchoring, Anchors, TPM_ANCHOR_EVERY, Witness};
 pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
+pub use archive::{ArchiveMade, Cut};
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use enforce::{ExportState, SecretSeen, Upkeep};
 pub use enroll::{FactorKind, SlotInfo};

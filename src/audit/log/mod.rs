@@ -28,9 +28,10 @@
 //! once packed made every change pay a second key operation; overwriting a
 //! fixed key is as cheap as the change's own keys.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use super::archive::Base;
 use super::checkpoint::{Checkpoint, vault_origin};
 use super::leaf::Leaf;
 use super::merkle::{self, Frontier, Hash, NodeId, Nodes};
@@ -53,6 +54,9 @@ pub enum LogError {
     /// A proof or root asked for leaves the log does not have.
     #[error("{0}")]
     Range(String),
+    /// Writing an archive file failed.
+    #[error("writing the archive: {0}")]
+    Write(#[from] std::io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, LogError>;
@@ -68,6 +72,10 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(800);
 
 /// See `Log::export_since`.
 pub struct ExportTail {
+    /// The first leaf the text can show (the log's archive base), and the
+    /// base line that must open the text when it is not 0.
+    pub first: u64,
+    pub head: String,
     pub size: u64,
     pub lines: Vec<u8>,
     pub checkpoint_line: String,
@@ -80,7 +88,14 @@ pub struct Log {
     leaf_key: Key32,
     signer: SigningKey,
     state: Mutex<State>,
+    /// Where the stored log starts (docs/AUDIT.md, "Archives"): the leaves
+    /// before `base.frontier.size` are in archive files. Lock order: `state`
+    /// first.
+    base: RwLock<Base>,
 }
+
+mod archive;
+pub use archive::Written;
 
 struct State {
     frontier: Frontier,
@@ -226,6 +241,19 @@ struct StoredNodes<'a> {
 impl Nodes for StoredNodes<'_> {
     type Error = LogError;
     fn node(&self, id: NodeId) -> Result<Hash> {
+        let (start, end) = (id.index << id.level, (id.index + 1) << id.level);
+        let base_size = self.log.base_size();
+        // Archived leaves: the base frontier holds the largest subtrees
+        // before the base, which are all a proof over a larger tree needs;
+        // a small subtree across the base is rebuilt from its halves.
+        if end <= base_size {
+            return archive::base_node(&self.log.base.read().unwrap_or_else(|p| p.into_inner()).frontier, id);
+        }
+        if start < base_size && id.level < STORED_NODE_LEVEL {
+            let left = self.node(NodeId { level: id.level - 1, index: id.index * 2 })?;
+            let right = self.node(NodeId { level: id.level - 1, index: id.index * 2 + 1 })?;
+            return Ok(merkle::node_hash(&left, &right));
+        }
         if id.level < STORED_NODE_LEVEL {
             let (from, to) = (id.index << id.level, (id.index + 1) << id.level);
             let mut hashes = Vec::with_capacity((to - from) as usize);
@@ -254,7 +282,14 @@ impl Log {
             Some(v) => decode_frontier(&v)?,
             None => Frontier::default(),
         };
-        let chunks_end = Self::chunks_end(store)?;
+        let base = archive::read_base(store, &vault_id, &leaf_key)?;
+        if frontier.size < base.frontier.size {
+            return Err(corrupt(format!(
+                "the frontier covers {} leaves but {} are archived",
+                frontier.size, base.frontier.size
+            )));
+        }
+        let chunks_end = Self::chunks_end(store, base.frontier.size)?;
         let slots = Self::live_slot_values(store, chunks_end)?;
         let stored = slots.iter().map(|s| s.0 + u64::from(s.1)).fold(chunks_end, u64::max);
         // A frontier ahead of the stored leaves (leaves rolled back on their
@@ -286,6 +321,7 @@ impl Log {
                 checkpointed,
                 checkpointed_at: Instant::now(),
             }),
+            base: RwLock::new(base),
         };
         // Leaves stored by operations since the frontier was: their nodes
         // were stored with them, only the frontier needs them.
@@ -308,8 +344,13 @@ impl Log {
     }
 
     /// Where the chunks end (they follow any single leaves): the seq after
-    /// the last one.
-    fn chunks_end(store: &Store) -> Result<u64> {
+    /// the last one, or the archive base if that is later (every leaf went
+    /// to an archive).
+    fn chunks_end(store: &Store, base: u64) -> Result<u64> {
+        Ok(Self::stored_end(store)?.max(base))
+    }
+
+    fn stored_end(store: &Store) -> Result<u64> {
         if let Some(k) = store.last_key_with_prefix(&[keys::AUDIT_LEAVES])? {
             let (first, count) = keys::audit_leaves_range(&k).ok_or_else(|| corrupt("bad leaf chunk key"))?;
             if count == 0 {
@@ -364,6 +405,11 @@ impl Log {
                 }
             })?;
         Ok(plain.to_vec())
+    }
+
+    /// The first leaf still in the store (leaves before it are archived).
+    pub fn base_size(&self) -> u64 {
+        self.base.read().unwrap_or_else(|p| p.into_inner()).frontier.size
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -593,6 +639,7 @@ impl Log {
     pub fn export(&self, store: &Store) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         if let Some(next) = self.export_since(store, 0)? {
+            out.extend_from_slice(next.head.as_bytes());
             out.extend_from_slice(&next.lines);
             out.extend_from_slice(next.checkpoint_line.as_bytes());
         }
@@ -600,19 +647,23 @@ impl Log {
     }
 
     /// What `.audit` gained since its first `from` leaves: the lines of leaves
-    /// `from..size` and a checkpoint line signed over exactly `size` leaves,
-    /// taken together (no append can slip between them). None for an empty log.
+    /// `from..size` (from the archive base if `from` is before it) and a
+    /// checkpoint line signed over exactly `size` leaves, taken together (no
+    /// append can slip between them). None for an empty log.
     pub fn export_since(&self, store: &Store, from: u64) -> Result<Option<ExportTail>> {
         let mut st = self.state();
         self.write_pending(store, &mut st, Batch::default(), true)?;
         let Some(note) = self.checkpoint_locked(store, &mut st, false)? else { return Ok(None) };
         let size = st.frontier.size;
+        let base = self.base.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let first = base.frontier.size;
+        let head = if first > 0 { base.line() } else { String::new() };
         let mut lines = Vec::new();
-        for entry in self.leaves(store, from.min(size), size) {
+        for entry in self.leaves(store, from.clamp(first, size), size) {
             let (_, bytes) = entry?;
             lines.extend_from_slice(export::leaf_line_from_bytes(&bytes)?.as_bytes());
         }
-        Ok(Some(ExportTail { size, lines, checkpoint_line: export::checkpoint_line(&note) }))
+        Ok(Some(ExportTail { first, head, size, lines, checkpoint_line: export::checkpoint_line(&note) }))
     }
 
     /// Stored leaves `from..to`, opened: (seq, leaf bytes). A leaf or chunk
@@ -623,6 +674,12 @@ impl Log {
         from: u64,
         to: u64,
     ) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + 'a {
+        // Leaves before the base are in archive files: say so, and read nothing.
+        let base = self.base_size();
+        let archived = (from < base && from < to).then(|| {
+            LogError::Range(format!("leaves before {base} are archived (docs/AUDIT.md, \"Archives\")"))
+        });
+        let to = if archived.is_some() { from } else { to };
         // Leaves stored alone (older vaults) come first, then chunks; the
         // first chunk read is the one holding `from`, if one does.
         let singles = store.range(&keys::audit_leaf(from), &keys::audit_leaf(to)).map(move |r| {
@@ -650,7 +707,7 @@ impl Log {
         // Then the live slots, read only once the chunks are and only if the
         // range reaches past them (after a commit, none is live).
         let slots = std::iter::once(()).flat_map(move |()| {
-            let live = Self::chunks_end(store)
+            let live = Self::chunks_end(store, base)
                 .and_then(|end| if to > end { self.live_slots(store, end) } else { Ok(Vec::new()) });
             match live {
                 Ok(live) => live
@@ -665,7 +722,10 @@ impl Log {
             }
         });
         let mut expect = from;
-        singles
+        archived
+            .map(Err::<Vec<(u64, Vec<u8>)>, _>)
+            .into_iter()
+            .chain(singles)
             .chain(chunks)
             .chain(slots)
             .flat_map(|r| match r {
@@ -713,16 +773,31 @@ impl Log {
             Some(v) => decode_frontier(&v)?,
             None => Frontier::default(),
         };
-        let mut chain = verify::ChainVerifier::new(&checkpoints)?;
-        let mut frontier = Frontier::default();
+        // An archived log starts from its base: the tree of the archived
+        // leaves, which the checkpoint kept at its size must sign, and which
+        // an `archive` record in the live part must account for (cutting the
+        // front off a log without the keys leaves no such record).
+        let base = self.base.read().unwrap_or_else(|p| p.into_inner()).frontier.clone();
+        if base.size > 0 && checkpoints.first().map(|c| c.size) != Some(base.size) {
+            return Err(corrupt(format!(
+                "the log is archived up to leaf {} but no checkpoint of that size is stored (the oldest kept)",
+                base.size
+            )));
+        }
+        let mut accounted = base.size == 0;
+        let mut chain = verify::ChainVerifier::starting(&checkpoints, base.clone())?;
+        let mut frontier = base;
         let mut frontier_ok = stored == frontier;
-        let mut n = 0u64;
-        for entry in self.leaves(store, 0, u64::MAX) {
+        let n0 = frontier.size;
+        for entry in self.leaves(store, n0, u64::MAX) {
             let (seq, bytes) = entry?;
             let leaf = Leaf::decode(&bytes).map_err(|e| corrupt(format!("leaf {seq}: {e}")))?;
             if leaf.seq != seq {
                 return Err(corrupt(format!("leaf {seq}: stored under {seq} but says seq {}", leaf.seq)));
             }
+            accounted |= leaf.op == super::leaf::Op::Archive
+                && leaf.result == 0
+                && leaf.offset.checked_add(leaf.len) == Some(n0);
             let h = merkle::leaf_hash(&bytes);
             for (id, want) in frontier.append(h).into_iter().filter(|(id, _)| id.level >= LEGACY_NODE_LEVEL) {
                 match store.get(&keys::audit_node(id.level, id.index))? {
@@ -737,14 +812,18 @@ impl Log {
                 }
             }
             chain.push(h)?;
-            n += 1;
-            frontier_ok |= n == stored.size && stored == frontier;
+            frontier_ok |= stored == frontier;
         }
         // The stored frontier may lag, but must be the tree of its size.
         if !frontier_ok {
             return Err(corrupt(format!(
-                "stored frontier (size {}) is not the tree of the first {} of the {n} stored leaves",
-                stored.size, stored.size
+                "stored frontier (size {}) is not the tree of the first {} of the {} leaves",
+                stored.size, stored.size, frontier.size
+            )));
+        }
+        if !accounted {
+            return Err(corrupt(format!(
+                "the log starts at leaf {n0} but no archive record moved the leaves before it out"
             )));
         }
         Ok(chain.finish()?)
@@ -1052,7 +1131,7 @@ mod tests {
     }
 
     fn live(store: &Store) -> Vec<(u64, u32)> {
-        let live = Log::live_slot_values(store, Log::chunks_end(store).unwrap()).unwrap();
+        let live = Log::live_slot_values(store, Log::chunks_end(store, 0).unwrap()).unwrap();
         live.into_iter().map(|(first, count, _)| (first, count)).collect()
     }
 

@@ -1,0 +1,146 @@
+//! Archiving the audit log's oldest records (docs/AUDIT.md, "Archives";
+//! ADMIN.md "Audit archives"): the file first, durable, then the store.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::{AuditOp, Error, ErrorKind, Record, Result, Unlocked, Vault, err};
+use crate::crypto::Blake3;
+
+/// Where to cut: before a leaf index, or before the first record stamped
+/// at or after a time (nanoseconds since the epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    Index(u64),
+    Time(u64),
+}
+
+/// An archive written and removed from the store.
+#[derive(Clone, Debug)]
+pub struct ArchiveMade {
+    pub first: u64,
+    pub end: u64,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub blake3: [u8; 32],
+}
+
+/// The inode `.audit` has; an `archive` record names it.
+const AUDIT_INO: u64 = 8;
+
+/// Counts and hashes what passes to the file.
+struct Hashing<W: Write> {
+    inner: W,
+    hash: Blake3,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Vault<Unlocked> {
+    /// Writes the stored records before `cut` to a new archive file `out`
+    /// (refusing to replace one), makes it durable, then removes those
+    /// records from the store with an `archive` record that names the file
+    /// and its BLAKE3. None if nothing lies before the cut.
+    pub fn audit_archive(&self, cut: Cut, out: &Path) -> Result<Option<ArchiveMade>> {
+        let core = self.core();
+        let (log, store) = (&core.audit, &core.store);
+        let cut = match cut {
+            Cut::Index(i) => i.min(log.size()),
+            Cut::Time(t) => log.first_at_or_after(store, t)?,
+        };
+        if cut <= log.base_size() {
+            return Ok(None);
+        }
+        let name = out
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.contains(['\n', '\0']) && n.len() <= 255)
+            .ok_or_else(|| {
+                err(ErrorKind::InvalidArgument, format!("{}: not a usable file name", out.display()))
+            })?
+            .to_string();
+        let tmp = out.with_file_name(format!(".{name}.partial"));
+        let io = |what: &str, e: std::io::Error| err(ErrorKind::Io, format!("{what} {}: {e}", out.display()));
+        if out.exists() {
+            return Err(err(
+                ErrorKind::Exists,
+                format!("{} exists: an archive is never replaced", out.display()),
+            ));
+        }
+        // The records are in clear in the file, as in `.audit`: owner only.
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io("cannot create", e))?;
+        let written = (|| {
+            let mut w = Hashing { inner: BufWriter::new(file), hash: Blake3::new(), bytes: 0 };
+            let written = log.write_archive(store, cut, &mut w)?;
+            w.flush().map_err(|e| io("cannot write", e))?;
+            let file = w.inner.into_inner().map_err(|e| io("cannot write", e.into_error()))?;
+            file.sync_all().map_err(|e| io("cannot sync", e))?;
+            Ok::<_, Error>((written, w.hash.finalize(), w.bytes))
+        })();
+        let (written, blake3, bytes) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        std::fs::rename(&tmp, out).map_err(|e| io("cannot rename the archive to", e))?;
+        sync_dir(out).map_err(|e| io("cannot sync the directory of", e))?;
+        let mut rec = Record::offline(
+            AuditOp::Archive,
+            b"vaultfs",
+            None,
+            AUDIT_INO,
+            crate::audit::archive::record_path(&name, &blake3),
+            written.end - written.first,
+        );
+        rec.offset = written.first;
+        if let Err(e) = log.prune(store, &written, &name, blake3, rec.leaf(0)) {
+            // The store keeps the records: the file would only confuse.
+            let _ = std::fs::remove_file(out);
+            return Err(e.into());
+        }
+        store.flush()?;
+        tracing::info!("archived audit records {}..{} to {}", written.first, written.end, out.display());
+        Ok(Some(ArchiveMade {
+            first: written.first,
+            end: written.end,
+            path: out.to_path_buf(),
+            bytes,
+            blake3,
+        }))
+    }
+
+    /// The archive base: the first record still in the store, and the
+    /// archive files that hold those before it.
+    pub fn audit_base(&self) -> crate::audit::archive::Base {
+        self.core().audit.base()
+    }
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
