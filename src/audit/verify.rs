@@ -141,6 +141,8 @@ pub struct FilesReport {
     pub root: Hash,
     /// The last file's checkpoint.
     pub checkpoint: Checkpoint,
+    /// The tree at the end of the last file.
+    pub frontier: Frontier,
 }
 
 /// Verifies archive files and a live `.audit` copy as one log: each file on
@@ -175,11 +177,7 @@ pub fn verify_files(files: &[(String, Vec<u8>)], key: &VerifyingKey) -> Result<F
     }
     let Some(last) = reports.last() else { return Err(Error::NotExport("no files given".into())) };
     for (i, (r, (name, text))) in reports.iter().zip(files).enumerate().take(files.len() - 1) {
-        let digest = {
-            let mut h = crate::crypto::Blake3::new();
-            h.update(text);
-            h.finalize()
-        };
+        let digest = crate::crypto::blake3_of(text);
         let records: Vec<&Archived> = reports[i + 1..]
             .iter()
             .flat_map(|l| &l.archived)
@@ -204,7 +202,38 @@ pub fn verify_files(files: &[(String, Vec<u8>)], key: &VerifyingKey) -> Result<F
         leaves: last.leaves,
         root: last.root,
         checkpoint: last.checkpoint.clone(),
+        frontier: last.frontier.clone(),
     })
+}
+
+/// The root of the first `size` leaves, from files [`verify_files`] has
+/// accepted (the one holding leaf `size - 1` is read up to it).
+pub fn root_in_files(files: &[(String, Vec<u8>)], key: &VerifyingKey, size: u64) -> Result<Hash, Error> {
+    for (name, text) in files {
+        let r = verify_export(text, key)
+            .map_err(|e| Error::File { file: name.clone(), problem: e.to_string() })?;
+        if !(r.first()..=r.leaves).contains(&size) {
+            continue;
+        }
+        let mut frontier = r.base.map(|b| b.frontier).unwrap_or_default();
+        for line in text.split(|&b| b == b'\n') {
+            if frontier.size == size {
+                break;
+            }
+            if let Ok(Line::Leaf(fields)) =
+                std::str::from_utf8(line).map_err(|_| String::new()).and_then(export::parse_line)
+            {
+                // Verified above: every leaf line is well formed.
+                frontier.append(
+                    check_leaf(frontier.size, &fields)
+                        .map_err(|problem| Error::Leaf { index: frontier.size, problem })?
+                        .0,
+                );
+            }
+        }
+        return Ok(frontier.root());
+    }
+    Err(Error::NotExport(format!("no file given holds the tree of {size} leaves")))
 }
 
 /// Checks one leaf line at position `pos`; returns its leaf hash.

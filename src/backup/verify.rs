@@ -12,7 +12,7 @@ use std::io::Read;
 use super::Error;
 use super::archive::{Preamble, Reader, Trailer, signed_message};
 use crate::audit::checkpoint::{Checkpoint, vault_origin};
-use crate::audit::log::{decode_frontier, slot_range};
+use crate::audit::log::{base_frontier, decode_frontier, slot_range};
 use crate::crypto::{VerifyingKey, verify};
 use crate::format::{Header, hex, keys};
 
@@ -194,6 +194,14 @@ impl<'a> RecordChecks<'a> {
                 }
             }
             keys::AUDIT_CHECKPOINT => self.stored_checkpoint(k, v),
+            b'E' => match base_frontier(v) {
+                // The archived log starts at its base (sorted before the chunks).
+                Ok(f) if self.next_leaf == 0 || self.next_leaf == f.size => self.next_leaf = f.size,
+                Ok(f) => {
+                    self.inconsistent(format!("audit records before the archive base {} are stored", f.size))
+                }
+                Err(_) => self.inconsistent("the audit archive base does not decode".into()),
+            },
             keys::AUDIT_LEAF => {
                 let seq = keys::audit_number(k).expect("the framing checked the key length");
                 if seq != self.next_leaf {

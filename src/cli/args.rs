@@ -617,6 +617,23 @@ pub enum AuditCommand {
     },
     /// Show the newest records, of a mount (MOUNT/.audit) or of a store.
     Tail(AuditTailArgs),
+    /// Move the oldest records into an archive file (verifiable with the
+    /// public key alone) and out of the store.
+    Archive(AuditArchiveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArchiveArgs {
+    /// The vault's store directory (not mounted; a mount archives by policy).
+    pub store: PathBuf,
+    /// Archive the records before this one: a record index, or a UTC date
+    /// (YYYY-MM-DD, or YYYY-MM-DDTHH:MM:SSZ): the records stamped before it.
+    #[arg(long, value_name = "INDEX|DATE")]
+    pub before: String,
+    /// The archive file to write (an existing file is never replaced).
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
 }
 
 #[derive(Args, Debug)]
@@ -624,9 +641,14 @@ pub struct AuditVerifyArgs {
     /// The vault to verify (needs its passphrase).
     #[arg(required_unless_present = "file", conflicts_with = "file")]
     pub store: Option<PathBuf>,
-    /// A copy of `.audit` to verify instead.
+    /// A copy of `.audit`, or an archive, to verify instead; repeat it for
+    /// archives and a copy of `.audit`, oldest first, to verify them as one log.
     #[arg(long, value_name = "FILE")]
-    pub file: Option<PathBuf>,
+    pub file: Vec<PathBuf>,
+    /// With STORE: the archive files that hold its records before the
+    /// archive base, oldest first, verified as one log with the store.
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub archive: Vec<PathBuf>,
     /// The vault's audit public key: 64 hex digits, or a file holding them.
     #[arg(long, value_name = "KEY", requires = "file")]
     pub pubkey: Option<String>,

@@ -5,15 +5,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::args::{AuditArgs, AuditCommand, AuditTailArgs, AuditVerifyArgs, PassphraseArgs, TailFormat};
+use super::args::{
+    AuditArchiveArgs, AuditArgs, AuditCommand, AuditTailArgs, AuditVerifyArgs, PassphraseArgs, TailFormat,
+};
 use super::exit::{self, Code, Exit};
 use super::mountinfo::open_unmounted;
 use super::passphrase::{self, Confirm};
+use crate::audit::checkpoint::{Checkpoint, vault_origin};
 use crate::audit::export::leaf_of_line;
-use crate::audit::verify::verify_export;
+use crate::audit::verify::{root_in_files, verify_export, verify_files};
 use crate::crypto::VerifyingKey;
 use crate::format::hex;
-use crate::vault::{ErrorKind, Unlocked, Vault};
+use crate::vault::{Cut, ErrorKind, Unlocked, Vault};
 
 pub fn run(a: AuditArgs) -> exit::Result {
     match a.command {
@@ -68,6 +71,7 @@ pub fn run(a: AuditArgs) -> exit::Result {
             Ok(())
         }
         AuditCommand::Tail(t) => tail(t),
+        AuditCommand::Archive(a) => archive(a),
     }
 }
 
@@ -97,47 +101,174 @@ fn corrupt(message: String) -> Exit {
 }
 
 fn verify(v: AuditVerifyArgs) -> exit::Result {
-    match (v.store, v.file) {
-        (Some(store), None) => {
+    match (v.store, v.file.is_empty()) {
+        (Some(store), true) => {
             let vault = unlock(&store, &v.passphrase)?;
             let r = vault
                 .audit_verify()
                 .map_err(|e| corrupt(format!("audit log of {}: {e}", store.display())))?;
-            if let Some(since) = v.since {
-                check_since(&vault, &since)?;
+            let archives = read_files(&v.archive)?;
+            if !archives.is_empty() {
+                check_archives(&vault, &archives)?;
             }
-            println!("ok: {} leaves, {} checkpoints, root {}", r.leaves, r.checkpoints, hex(&r.root));
+            if let Some(since) = v.since {
+                check_since(&vault, &since, &archives)?;
+            }
+            let base = vault.audit_base();
+            let archived = match (base.frontier.size, archives.is_empty()) {
+                (0, _) => String::new(),
+                (n, true) => {
+                    format!(" (records before {n} are in {} archive files, not checked)", base.archives.len())
+                }
+                (n, false) => format!(" (records before {n} checked in {} archive files)", archives.len()),
+            };
+            println!(
+                "ok: {} leaves, {} checkpoints, root {}{archived}",
+                r.leaves,
+                r.checkpoints,
+                hex(&r.root)
+            );
             Ok(())
         }
-        (None, Some(file)) => {
+        (None, false) => {
             let key =
                 v.pubkey.ok_or_else(|| Exit::usage("--file needs --pubkey (hex, or a file holding it)"))?;
             let key = parse_pubkey(&key)?;
-            let text = std::fs::read(&file)
-                .map_err(|e| Exit::failure(format!("cannot read {}: {e}", file.display())))?;
-            let r = verify_export(&text, &key).map_err(|e| corrupt(format!("{}: {e}", file.display())))?;
+            let files = read_files(&v.file)?;
+            if let [(name, text)] = &files[..] {
+                let r = verify_export(text, &key).map_err(|e| corrupt(format!("{name}: {e}")))?;
+                let from = match r.first() {
+                    0 => String::new(),
+                    n => format!(" (from leaf {n}: the records before are in archives)"),
+                };
+                println!(
+                    "ok: {} leaves, root {}, checkpoint signed for {}{from}",
+                    r.leaves,
+                    hex(&r.root),
+                    r.checkpoint.origin
+                );
+                return Ok(());
+            }
+            let r = verify_files(&files, &key).map_err(|e| corrupt(e.to_string()))?;
             println!(
-                "ok: {} leaves, root {}, checkpoint signed for {}",
+                "ok: {} files, leaves {}..{}, root {}, checkpoint signed for {}",
+                files.len(),
+                r.first,
                 r.leaves,
                 hex(&r.root),
                 r.checkpoint.origin
             );
             Ok(())
         }
-        _ => Err(Exit::usage("give a STORE, or --file FILE --pubkey KEY")),
+        _ => Err(Exit::usage("give a STORE, or --file FILE... --pubkey KEY")),
     }
 }
 
-/// The log still holds exactly the tree an earlier checkpoint signed. A log
-/// without it does not verify: exit 5, as any other failure of `verify`.
-fn check_since(vault: &Vault<Unlocked>, since: &Path) -> exit::Result {
+/// (name for messages, contents) of each file.
+fn read_files(paths: &[std::path::PathBuf]) -> Result<Vec<(String, Vec<u8>)>, Exit> {
+    paths
+        .iter()
+        .map(|p| {
+            let text =
+                std::fs::read(p).map_err(|e| Exit::failure(format!("cannot read {}: {e}", p.display())))?;
+            Ok((p.display().to_string(), text))
+        })
+        .collect()
+}
+
+/// The archives are one log that ends exactly where the store's begins,
+/// each the file the vault recorded (its BLAKE3 in the store's list).
+fn check_archives(vault: &Vault<Unlocked>, archives: &[(String, Vec<u8>)]) -> exit::Result {
+    let key = vault.audit_key().verifying_key();
+    let chain = verify_files(archives, &key).map_err(|e| corrupt(e.to_string()))?;
+    let base = vault.audit_base();
+    if chain.leaves != base.frontier.size || chain.frontier != base.frontier {
+        return Err(corrupt(format!(
+            "the archives end at leaf {} but the store's log starts at {}",
+            chain.leaves, base.frontier.size
+        )));
+    }
+    for (name, text) in archives {
+        let r = verify_export(text, &key).map_err(|e| corrupt(format!("{name}: {e}")))?;
+        let digest = crate::crypto::blake3_of(text);
+        let listed = base.archives.iter().find(|a| a.first == r.first() && a.end == r.leaves);
+        if listed.is_some_and(|a| a.blake3 != digest) {
+            return Err(corrupt(format!("{name}: not the archive the vault wrote (its BLAKE3 differs)")));
+        }
+    }
+    Ok(())
+}
+
+/// The log still holds exactly the tree an earlier checkpoint signed (from
+/// the archives, when the note is older than the store's archive base). A
+/// log without it does not verify: exit 5, as any other failure of `verify`.
+fn check_since(vault: &Vault<Unlocked>, since: &Path, archives: &[(String, Vec<u8>)]) -> exit::Result {
     let note = std::fs::read_to_string(since)
         .map_err(|e| Exit::failure(format!("cannot read {}: {e}", since.display())))?;
+    let key = vault.audit_key().verifying_key();
+    let base = vault.audit_base().frontier.size;
+    if let Ok(cp) = Checkpoint::parse_and_verify(&note, Some(&vault_origin(&vault.header().vault_id)), &key)
+        && cp.size < base
+    {
+        if archives.is_empty() {
+            return Err(corrupt(format!(
+                "{} signs {} records, before the archive base {base}: give the archives (--archive FILE...)",
+                since.display(),
+                cp.size
+            )));
+        }
+        let root = root_in_files(archives, &key, cp.size).map_err(|e| corrupt(e.to_string()))?;
+        if root != cp.root {
+            return Err(corrupt(format!(
+                "the first {} records in the archives are not the ones {} signed",
+                cp.size,
+                since.display()
+            )));
+        }
+        println!("consistent with {} ({} leaves, in the archives)", since.display(), cp.size);
+        return Ok(());
+    }
     let size = vault.check_anchor(&note, &since.display().to_string()).map_err(|e| match e.kind() {
         ErrorKind::RolledBack | ErrorKind::Corrupt => corrupt(e.message),
         _ => e.into(),
     })?;
     println!("consistent with {} ({size} leaves)", since.display());
+    Ok(())
+}
+
+/// `vaultfs audit archive STORE --before INDEX|DATE OUT`.
+fn archive(a: AuditArchiveArgs) -> exit::Result {
+    let cut = match a.before.parse::<u64>() {
+        Ok(i) => Cut::Index(i),
+        Err(_) => Cut::Time(crate::format::time::parse_utc(&a.before).ok_or_else(|| {
+            Exit::usage(format!(
+                "--before {}: give a record index or a UTC date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)",
+                a.before
+            ))
+        })?),
+    };
+    let v = open_unmounted(
+        &a.store,
+        "audit archive",
+        "a mounted vault archives by policy ([audit] archive_after, docs/POLICY.md)",
+    )?;
+    let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
+    let vault = v.unlock(&pass)?;
+    match vault.audit_archive(cut, &a.out)? {
+        None => println!(
+            "nothing to archive: the store's log starts at record {}",
+            vault.audit_base().frontier.size
+        ),
+        Some(m) => println!(
+            "archived records {}..{} to {} ({} bytes, blake3 {}); the store's log now starts at {}",
+            m.first,
+            m.end,
+            m.path.display(),
+            m.bytes,
+            hex(&m.blake3),
+            m.end
+        ),
+    }
     Ok(())
 }
 

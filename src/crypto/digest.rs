@@ -35,6 +35,11 @@ impl Blake3 {
     }
 }
 
+/// Unkeyed BLAKE3 of `data`.
+pub fn blake3_of(data: &[u8]) -> [u8; 32] {
+    *blake3::hash(data).as_bytes()
+}
+
 /// Compares two tags in time independent of where they differ.
 pub fn tags_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0

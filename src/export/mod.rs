@@ -212,6 +212,14 @@ impl Sink {
     }
 
     fn deliver(&mut self, vault: &Vault<Unlocked>, ctx: &Context, from: u64, to: u64) -> Result<(), String> {
+        let base = vault.audit_base().frontier.size;
+        if from < base {
+            tracing::warn!(
+                "export {}: records {from}..{base} were archived before they were delivered; they are in the \
+                 archive files (vaultfs audit verify --file)",
+                self.config.name
+            );
+        }
         let lines = vault.audit_lines(from, to).map_err(|e| format!("reading the log: {e}"))?;
         let values: Vec<Value> = lines
             .iter()

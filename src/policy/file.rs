@@ -17,9 +17,18 @@ use super::{
     Policy, fmt_duration,
 };
 
-const TOP_KEYS: &[&str] =
-    &["lockdown", "ephemeral_max_age", "approval_notify", "levels", "rate_limit", "export", "secrets"];
+const TOP_KEYS: &[&str] = &[
+    "lockdown",
+    "ephemeral_max_age",
+    "approval_notify",
+    "levels",
+    "rate_limit",
+    "export",
+    "secrets",
+    "audit",
+];
 const SECRETS_KEYS: &[&str] = &["scan", "patterns"];
+const AUDIT_KEYS: &[&str] = &["archive_dir", "keep", "keep_bytes"];
 const EXPORT_KEYS: &[&str] = &["format", "address", "batch"];
 /// Records per delivery unless `batch` says.
 const DEFAULT_EXPORT_BATCH: usize = 100;
@@ -84,6 +93,7 @@ impl Policy {
                 "rate_limit" => p.rate_limit(&mut policy, v)?,
                 "export" => p.exports(&mut policy, v)?,
                 "secrets" => p.secrets(&mut policy, v)?,
+                "audit" => p.audit(&mut policy, v)?,
                 _ => return Err(p.unknown(key, k, TOP_KEYS)),
             }
         }
@@ -259,6 +269,47 @@ impl Parser<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `[audit]`: `archive_dir` (an absolute path), and `keep` (a duration)
+    /// and/or `keep_bytes` (an integer); each needs the other half.
+    fn audit(&self, policy: &mut Policy, v: &Spanned<DeValue<'_>>) -> Result<(), Error> {
+        use super::{MAX_AUDIT_KEEP, MAX_AUDIT_KEEP_BYTES, MIN_AUDIT_KEEP_BYTES};
+        let a = &mut policy.audit_archive;
+        for (k, v) in in_order(self.table("audit", v)?) {
+            let name = k.get_ref().as_ref();
+            let key = format!("audit.{name}");
+            match name {
+                "archive_dir" => {
+                    let dir = v.get_ref().as_str().ok_or_else(|| self.wrong_type(&key, v, "a string"))?;
+                    if !dir.starts_with('/') || dir.contains('\0') || dir.len() > 4096 {
+                        return Err(self.error(&key, v.span(), format!("{dir:?} is not an absolute path")));
+                    }
+                    a.dir = Some(dir.into());
+                }
+                "keep" => a.keep = Some(self.duration(&key, v, SECOND, MAX_AUDIT_KEEP)?),
+                "keep_bytes" => {
+                    let n = self.integer(&key, v, MAX_AUDIT_KEEP_BYTES)?;
+                    if n < MIN_AUDIT_KEEP_BYTES {
+                        let msg =
+                            format!("out of bounds ({MIN_AUDIT_KEEP_BYTES} ..= {MAX_AUDIT_KEEP_BYTES})");
+                        return Err(self.error(&key, v.span(), msg));
+                    }
+                    a.keep_bytes = Some(n);
+                }
+                _ => return Err(self.unknown(&key, k, AUDIT_KEYS)),
+            }
+        }
+        let span = v.span();
+        match (&a.dir, a.keep.is_some() || a.keep_bytes.is_some()) {
+            (None, true) => {
+                Err(self.error("audit", span, "keep and keep_bytes need archive_dir (where archives go)"))
+            }
+            (Some(_), false) => {
+                Err(self.error("audit", span, "archive_dir needs keep or keep_bytes (when to archive)"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// `[export.NAME]` tables: a format, an address that suits it, a batch size.

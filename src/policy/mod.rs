@@ -157,7 +157,26 @@ pub struct Policy {
     pub exports: Vec<ExportSink>,
     /// Scanning writes to levels 0 and 1 for credentials (`[secrets]`).
     pub secrets: SecretScan,
+    /// Moving old audit records to archive files (`[audit]`).
+    pub audit_archive: AuditArchive,
 }
+
+/// `[audit]`: the mount moves the log's oldest records into archive files
+/// in `dir` (docs/AUDIT.md, "Archives") once they are older than `keep`, or
+/// once the stored records take more than `keep_bytes`. Neither stricter nor
+/// looser: archived records are kept and verify as before, only elsewhere.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditArchive {
+    pub dir: Option<std::path::PathBuf>,
+    pub keep: Option<Duration>,
+    pub keep_bytes: Option<u64>,
+}
+
+/// How long `[audit] keep` may be: ten years.
+pub const MAX_AUDIT_KEEP: Duration = Duration::from_secs(3650 * 24 * 3600);
+/// `[audit] keep_bytes` bounds: 1 MiB to 1 PiB.
+pub const MIN_AUDIT_KEEP_BYTES: u64 = 1 << 20;
+pub const MAX_AUDIT_KEEP_BYTES: u64 = 1 << 50;
 
 /// `[secrets]`: whether writes to 0-ephemeral and 1-working are scanned for
 /// credentials, and the policy's own patterns beside the built-in rules
@@ -245,6 +264,7 @@ impl Default for Policy {
             approval_notify: None,
             exports: Vec::new(),
             secrets: SecretScan::default(),
+            audit_archive: AuditArchive::default(),
         }
     }
 }

@@ -645,6 +645,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             approval_notify: None,
             exports: Vec::new(),
             secrets: SecretScan::default(),
+            audit_archive: Default::default(),
         })
 }
 
@@ -835,5 +836,25 @@ fn require_justification_is_for_levels_3_to_5_and_cannot_be_dropped_by_a_reload(
             assert!(current.iter().any(|l| l.contains("levels.3.require_justification")), "{current:?}")
         }
         other => panic!("dropping require_justification was not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn audit_archive_keys() {
+    let p = Policy::parse("[audit]\narchive_dir = \"/var/lib/a\"\nkeep = \"30d\"\nkeep_bytes = 1073741824\n")
+        .unwrap();
+    assert_eq!(p.audit_archive.dir.as_deref(), Some(std::path::Path::new("/var/lib/a")));
+    assert_eq!(p.audit_archive.keep, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(p.audit_archive.keep_bytes, Some(1 << 30));
+    for (text, want) in [
+        ("[audit]\nkeep = \"1d\"\n", "need archive_dir"),
+        ("[audit]\narchive_dir = \"/a\"\n", "needs keep or keep_bytes"),
+        ("[audit]\narchive_dir = \"a\"\nkeep = 5\n", "not an absolute path"),
+        ("[audit]\narchive_dir = \"/a\"\nkeep_bytes = 5\n", "out of bounds"),
+        ("[audit]\narchive_dir = \"/a\"\nkeep = \"0s\"\n", "out of bounds"),
+        ("[audit]\narchive = 1\n", "unknown"),
+    ] {
+        let e = Policy::parse(text).unwrap_err().to_string();
+        assert!(e.contains(want), "{text}: {e}");
     }
 }

@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{AuditOp, Error, ErrorKind, Record, Result, Unlocked, Vault, err};
 use crate::crypto::Blake3;
@@ -81,10 +82,16 @@ impl Vault<Unlocked> {
             ));
         }
         // The records are in clear in the file, as in `.audit`: owner only.
+        // A partial file left by a crash is ours to replace, never followed.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("cannot remove a partial", e));
+            }
+            _ => {}
+        }
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io("cannot create", e))?;
@@ -130,11 +137,82 @@ impl Vault<Unlocked> {
         }))
     }
 
+    /// Archives what the policy's `[audit]` says is due: records older than
+    /// `keep` once the oldest is older than `keep` and an eighth, the oldest
+    /// records once the stored ones take more than `keep_bytes` and an
+    /// eighth (so each archive holds a worthwhile share). The file goes to
+    /// `archive_dir`, which must be the daemon's or root's and writable by
+    /// no one else. None when nothing is due.
+    pub fn archive_by_policy(&self) -> Result<Option<ArchiveMade>> {
+        let rule = self.policy().audit_archive.clone();
+        let Some(dir) = rule.dir else { return Ok(None) };
+        let core = self.core();
+        let (log, store) = (&core.audit, &core.store);
+        let base = log.base_size();
+        let mut cut = base;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        if let Some(keep) = rule.keep {
+            let keep = keep.as_nanos() as u64;
+            if log.oldest_time(store)?.is_some_and(|t| t.saturating_add(keep + keep / 8) <= now) {
+                cut = cut.max(log.first_at_or_after(store, now.saturating_sub(keep))?);
+            }
+        }
+        if let Some(limit) = rule.keep_bytes {
+            let chunks = log.chunk_sizes(store)?;
+            let mut total: u64 = chunks.iter().map(|c| c.1).sum();
+            if total > limit + limit / 8 {
+                for (end, bytes) in chunks {
+                    if total <= limit {
+                        break;
+                    }
+                    total -= bytes;
+                    cut = cut.max(end);
+                }
+            }
+        }
+        // The newest records stay: the archive must end before the record of
+        // the one before it can be outside it.
+        if cut <= base {
+            return Ok(None);
+        }
+        check_archive_dir(&dir)?;
+        let id = crate::format::hex(&self.header().vault_id[..4]);
+        let out = dir.join(format!("{id}-audit-{base}-{cut}.vfsaudit"));
+        match self.audit_archive(Cut::Index(cut), &out) {
+            // The previous archive's record is not old enough yet.
+            Err(e) if e.kind() == ErrorKind::InvalidArgument => {
+                tracing::debug!("audit archive not yet: {e}");
+                Ok(None)
+            }
+            r => r,
+        }
+    }
+
     /// The archive base: the first record still in the store, and the
     /// archive files that hold those before it.
     pub fn audit_base(&self) -> crate::audit::archive::Base {
         self.core().audit.base()
     }
+}
+
+/// The daemon writes archives only where no one else can plant or swap
+/// files: a directory owned by it or root, writable by neither group nor others.
+fn check_archive_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::symlink_metadata(dir)
+        .map_err(|e| err(ErrorKind::Io, format!("audit archive_dir {}: {e}", dir.display())))?;
+    let owner_ok = md.uid() == 0 || md.uid() == crate::sys::effective_uid();
+    if !md.is_dir() || !owner_ok || md.permissions().mode() & 0o022 != 0 {
+        return Err(err(
+            ErrorKind::AccessDenied,
+            format!(
+                "audit archive_dir {} must be a directory (not a symlink) owned by root or the daemon's user \
+                 and writable by neither group nor others",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {

@@ -235,12 +235,15 @@ impl Vault<Unlocked> {
         Ok(self.core().audit.consistency_proof(&self.core().store, old, new)?)
     }
 
-    /// Stored leaves `from..to` as `.audit` lines (for `vaultfs audit tail`).
+    /// Stored leaves `from..to` as `.audit` lines (for `vaultfs audit tail`),
+    /// from the archive base on.
     pub fn audit_lines(&self, from: u64, to: u64) -> Result<Vec<String>> {
         let core = self.core();
         core.audit.commit(&core.store)?;
         let mut out = Vec::new();
-        for entry in core.audit.leaves(&core.store, from, to) {
+        // Records before the archive base are in archive files.
+        let from = from.max(core.audit.base_size());
+        for entry in core.audit.leaves(&core.store, from, to.max(from)) {
             let (_, bytes) = entry?;
             out.push(
                 crate::audit::export::leaf_line_from_bytes(&bytes)

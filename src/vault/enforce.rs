@@ -510,6 +510,7 @@ impl Vault<Unlocked> {
     fn upkeep_loop(&self, stop: &AtomicBool) {
         let mut last_purge: Option<Instant> = None;
         let mut last_will_check: Option<Instant> = None;
+        let mut last_archive: Option<Instant> = None;
         let mut overdue_noted = None;
         while !stop.load(Ordering::Relaxed) {
             if last_will_check.is_none_or(|t| t.elapsed() >= WILL_CHECK_EVERY) {
@@ -530,8 +531,30 @@ impl Vault<Unlocked> {
                     Err(e) => tracing::error!("purging 0-ephemeral: {e}"),
                 }
             }
+            if last_archive.is_none_or(|t| t.elapsed() >= self.archive_every()) {
+                last_archive = Some(Instant::now());
+                match self.archive_by_policy() {
+                    Ok(None) => {}
+                    Ok(Some(a)) => tracing::info!(
+                        "audit records {}..{} archived to {}",
+                        a.first,
+                        a.end,
+                        a.path.display()
+                    ),
+                    Err(e) => tracing::error!("archiving audit records: {e}"),
+                }
+            }
             std::thread::sleep(UPKEEP_TICK);
         }
+    }
+
+    /// How often the policy's `[audit]` archiving is looked at: an eighth of
+    /// `keep` (1 s to 10 min), every 10 min for `keep_bytes` alone.
+    fn archive_every(&self) -> Duration {
+        let a = &self.policy().audit_archive;
+        a.keep.map_or(Duration::from_secs(600), |k| {
+            (k / 8).clamp(Duration::from_secs(1), Duration::from_secs(600))
+        })
     }
 }
 

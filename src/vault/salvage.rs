@@ -65,6 +65,7 @@ fn is_audit_key(k: &[u8]) -> bool {
                 | &keys::AUDIT_CHECKPOINT
         )
     ) || k == keys::AUDIT_FRONTIER
+        || k == keys::AUDIT_BASE
 }
 
 /// Problems that mean "this record does not authenticate or parse": the

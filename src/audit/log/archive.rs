@@ -242,6 +242,31 @@ impl Log {
         Ok(())
     }
 
+    /// The stored chunks, oldest first: (the seq after the chunk, its bytes
+    /// as stored). What a size limit on the stored log counts.
+    pub fn chunk_sizes(&self, store: &Store) -> Result<Vec<(u64, u64)>> {
+        self.commit(store)?;
+        let mut out = Vec::new();
+        for r in store.scan_prefix(&[keys::AUDIT_LEAVES]) {
+            let (k, v) = r?;
+            let (first, count) = keys::audit_leaves_range(&k).ok_or_else(|| corrupt("bad leaf chunk key"))?;
+            out.push((first + u64::from(count), v.len() as u64));
+        }
+        Ok(out)
+    }
+
+    /// The time of the oldest stored leaf, if any.
+    pub fn oldest_time(&self, store: &Store) -> Result<Option<u64>> {
+        let base = self.base_size();
+        match self.leaves(store, base, base + 1).next() {
+            None => Ok(None),
+            Some(entry) => {
+                let (seq, bytes) = entry?;
+                Ok(Some(Leaf::decode(&bytes).map_err(|e| corrupt(format!("leaf {seq}: {e}")))?.time_ns))
+            }
+        }
+    }
+
     /// The first stored leaf stamped at or after `time_ns` (the log's size
     /// if none is).
     pub fn first_at_or_after(&self, store: &Store, time_ns: u64) -> Result<u64> {
@@ -293,9 +318,7 @@ mod tests {
     fn archive(log: &Log, store: &Store, cut: u64, name: &str) -> Vec<u8> {
         let mut file = Vec::new();
         let w = log.write_archive(store, cut, &mut file).unwrap();
-        let mut h = crypto::Blake3::new();
-        h.update(&file);
-        let digest = h.finalize();
+        let digest = crypto::blake3_of(&file);
         let rec = Leaf {
             op: Op::Archive,
             offset: w.first,

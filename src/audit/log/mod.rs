@@ -95,7 +95,7 @@ pub struct Log {
 }
 
 mod archive;
-pub use archive::Written;
+pub use archive::{Written, base_frontier};
 
 struct State {
     frontier: Frontier,

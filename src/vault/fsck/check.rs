@@ -249,7 +249,9 @@ impl<'a> Checker<'a> {
                     | &keys::AUDIT_NODE
                     | &keys::AUDIT_CHECKPOINT,
                 ) => self.report.counts.audit_keys += 1,
-                Some(_) if k == keys::AUDIT_FRONTIER => self.report.counts.audit_keys += 1,
+                Some(_) if k == keys::AUDIT_FRONTIER || k == keys::AUDIT_BASE => {
+                    self.report.counts.audit_keys += 1
+                }
                 Some(_)
                     if k == keys::HEADER
                         || k == keys::INODE_COUNTER
