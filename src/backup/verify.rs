@@ -132,6 +132,8 @@ struct RecordChecks<'a> {
     seen_checkpoint: bool,
     witness_found: bool,
     next_leaf: u64,
+    /// The audit archive base: records before it are in archive files.
+    audit_base: u64,
     block_size: u32,
     blocks: u64,
     inodes: u64,
@@ -152,6 +154,7 @@ impl<'a> RecordChecks<'a> {
             seen_checkpoint: false,
             witness_found: false,
             next_leaf: 0,
+            audit_base: 0,
             block_size,
             blocks: 0,
             inodes: 0,
@@ -196,7 +199,10 @@ impl<'a> RecordChecks<'a> {
             keys::AUDIT_CHECKPOINT => self.stored_checkpoint(k, v),
             b'E' => match base_frontier(v) {
                 // The archived log starts at its base (sorted before the chunks).
-                Ok(f) if self.next_leaf == 0 || self.next_leaf == f.size => self.next_leaf = f.size,
+                Ok(f) if self.next_leaf == 0 || self.next_leaf == f.size => {
+                    self.next_leaf = f.size;
+                    self.audit_base = f.size;
+                }
                 Ok(f) => {
                     self.inconsistent(format!("audit records before the archive base {} are stored", f.size))
                 }
@@ -281,8 +287,11 @@ impl<'a> RecordChecks<'a> {
             let (n, s) = (self.next_leaf, self.cp.size);
             self.inconsistent(format!("{n} audit records are stored, the checkpoint signs {s}"));
         }
+        // A witness from before the audit archive base is checked by size
+        // alone, as a mount checks its anchors (docs/AUDIT.md, "Archives").
         if let Some(w) = self.witness
             && w.size <= self.cp.size
+            && w.size >= self.audit_base
             && !self.witness_found
         {
             let why = if w.size == self.cp.size {
