@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write;
 
+use super::archive::{ArchiveRef, Base, record_path};
 use super::checkpoint::{Checkpoint, key_id, vault_origin};
 use super::export::{checkpoint_line, leaf_line};
 use super::leaf::{Leaf, Op};
 use super::merkle::{self, Frontier, Hash, NodeId, Nodes};
-use super::verify::verify_export;
+use super::verify::{verify_export, verify_files};
 use crate::crypto::{Key32, SigningKey};
 use crate::format::hex;
 
@@ -189,6 +190,45 @@ fn render() -> String {
     assert!(verify_export(text.as_bytes(), &vk).is_ok(), "the example export must verify");
     line!("```");
     w.push_str(&text);
+    line!("```");
+    line!();
+
+    line!("### An archive and the file after it");
+    line!();
+    line!("The file above, kept as the archive `a.vfsaudit` of records 0 and 1. The file after it");
+    line!("(the `.audit` of the store that archived them) starts with the base line, then the");
+    line!("`archive` record (500 µs after the open, written by `vaultfs` as uid 0, pid 4242)");
+    line!("naming the archive's BLAKE3, then a checkpoint over the 3 records:");
+    line!();
+    let digest = crate::crypto::blake3_of(text.as_bytes());
+    let base = Base {
+        frontier: f.clone(),
+        archives: vec![ArchiveRef { first: 0, end: 2, file: "a.vfsaudit".into(), blake3: digest }],
+    };
+    let record = Leaf {
+        seq: 2,
+        time_ns: 1_735_689_600_000_500_000,
+        uid: 0,
+        gid: 0,
+        comm: b"vaultfs".to_vec(),
+        op: Op::Archive,
+        level: None,
+        ino: 8,
+        path: record_path("a.vfsaudit", &digest),
+        offset: 0,
+        len: 2,
+        ..open.clone()
+    };
+    let mut next = base.line();
+    next.push_str(&leaf_line(&record));
+    f.append(record.hash());
+    next.push_str(&checkpoint_line(
+        &Checkpoint { origin: cp2.origin.clone(), size: f.size, root: f.root() }.sign(&key),
+    ));
+    let files = [("a".to_string(), text.into_bytes()), ("next".to_string(), next.clone().into_bytes())];
+    assert!(verify_files(&files, &vk).is_ok(), "the example chain must verify");
+    line!("```");
+    w.push_str(&next);
     line!("```");
     s
 }

@@ -177,7 +177,15 @@ impl Vault<Unlocked> {
         }
         check_archive_dir(&dir)?;
         let id = crate::format::hex(&self.header().vault_id[..4]);
-        let out = dir.join(format!("{id}-audit-{base}-{cut}.vfsaudit"));
+        // A file of that name left by a crash after it was written, before
+        // the store changed: archives are never replaced, take the next name.
+        let out = (1..)
+            .map(|n| match n {
+                1 => dir.join(format!("{id}-audit-{base}-{cut}.vfsaudit")),
+                n => dir.join(format!("{id}-audit-{base}-{cut}.{n}.vfsaudit")),
+            })
+            .find(|p| !p.exists())
+            .expect("an unused name");
         match self.audit_archive(Cut::Index(cut), &out) {
             // The previous archive's record is not old enough yet.
             Err(e) if e.kind() == ErrorKind::InvalidArgument => {
