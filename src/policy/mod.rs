@@ -35,7 +35,8 @@
 //!
 //! Durations are a TOML integer (seconds) or a string: a decimal number and
 //! one unit of `ms`, `s`, `m`, `h`, `d` (`"250ms"`, `"30s"`, `"5m"`, `"1h"`,
-//! `"2d"`). Every duration is at most [`MAX_DURATION`] (30 days);
+//! `"2d"`). Every duration is at most [`MAX_DURATION`] (30 days), but
+//! `audit.keep` (up to [`MAX_AUDIT_KEEP`], ten years);
 //! `approval_timeout` is 1 s ..= [`MAX_APPROVAL_TIMEOUT`] (a FUSE request
 //! waits that long); `relock_after` and `ephemeral_max_age` are at least 1 s.
 //! Rate limits are 0 ..= [`MAX_OPENS_PER_MINUTE`].

@@ -846,6 +846,8 @@ fn audit_archive_keys() {
     assert_eq!(p.audit_archive.dir.as_deref(), Some(std::path::Path::new("/var/lib/a")));
     assert_eq!(p.audit_archive.keep, Some(Duration::from_secs(30 * 86400)));
     assert_eq!(p.audit_archive.keep_bytes, Some(1 << 30));
+    let p = Policy::parse("[audit]\narchive_dir = \"/a\"\nkeep = \"3650d\"\n").unwrap();
+    assert_eq!(p.audit_archive.keep, Some(Duration::from_secs(3650 * 86400)));
     for (text, want) in [
         ("[audit]\nkeep = \"1d\"\n", "need archive_dir"),
         ("[audit]\narchive_dir = \"/a\"\n", "needs keep or keep_bytes"),
