@@ -64,6 +64,9 @@ pub enum Command {
     /// Copy every record of a damaged store that still authenticates into a new
     /// store (the old one is only read), saying what could not be recovered.
     Salvage(SalvageArgs),
+    /// Rewrite an unmounted store's index with only its live records, giving
+    /// back the disk of deleted ones (archived audit records above all).
+    Compact(CompactArgs),
     /// New keys for a level (default: every level with a key) of an unmounted vault;
     /// re-encrypts its files. Resumable: rerun it after an interruption.
     Rotate(RotateArgs),
@@ -500,6 +503,12 @@ pub struct FsckArgs {
     pub pin: PinArgs,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CompactArgs {
+    /// The vault's store directory (not mounted).
+    pub store: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -254,21 +254,23 @@ fn archive(a: AuditArchiveArgs) -> exit::Result {
     )?;
     let pass = passphrase::obtain(&a.passphrase, "Vault passphrase: ", Confirm::Once)?;
     let vault = v.unlock(&pass)?;
-    match vault.audit_archive(cut, &a.out)? {
-        None => println!(
-            "nothing to archive: the store's log starts at record {}",
-            vault.audit_base().frontier.size
-        ),
-        Some(m) => println!(
-            "archived records {}..{} to {} ({} bytes, blake3 {}); the store's log now starts at {}",
-            m.first,
-            m.end,
-            m.path.display(),
-            m.bytes,
-            hex(&m.blake3),
-            m.end
-        ),
-    }
+    let Some(m) = vault.audit_archive(cut, &a.out)? else {
+        println!("nothing to archive: the store's log starts at record {}", vault.audit_base().frontier.size);
+        return Ok(());
+    };
+    println!(
+        "archived records {}..{} to {} ({} bytes, blake3 {}); the store's log now starts at {}",
+        m.first,
+        m.end,
+        m.path.display(),
+        m.bytes,
+        hex(&m.blake3),
+        m.end
+    );
+    // sled keeps the space of deleted values: only a copy gives it back.
+    drop(vault);
+    let c = crate::vault::compact_store(&a.store)?;
+    println!("store compacted: {} -> {} bytes ({} keys)", c.bytes_before, c.bytes_after, c.keys);
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 mod args;
 mod audit;
 mod backup;
+mod compact;
 mod control;
 mod docs;
 mod enroll;
@@ -52,6 +53,7 @@ pub fn main() -> ExitCode {
         args::Command::Unenroll(a) => enroll::run_unenroll(a),
         args::Command::Succession(a) => succession::run(a),
         args::Command::Salvage(a) => salvage::run(a),
+        args::Command::Compact(a) => compact::run(a),
         args::Command::Checkin(a) => succession::run_checkin(a),
         args::Command::Escrow(a) => escrow::run(a),
         args::Command::Unlock(a) => control::unlock(a),

@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::{Duration, Instant};
 
+mod compact;
 mod overlay;
 mod recover;
 mod segments;
+pub use compact::{Compacted, compact};
 use overlay::{Merged, Overlay};
 pub use recover::{Recovered, RecoveredFrom, copy_segments, log_damage, recover};
 pub use segments::{
@@ -308,6 +310,7 @@ impl Store {
     /// As `open`, with sled's page cache capped at `cache_bytes` (the
     /// daemon's memory is this plus a bounded rest: docs/PERFORMANCE.md).
     pub fn open_with_cache(dir: &Path, create: bool, cache_bytes: u64) -> Result<Store> {
+        compact::finish_interrupted(dir)?;
         let path = dir.join(DB_DIR);
         if !create && !path.is_dir() {
             return Err(Error::Unusable(format!("{} does not exist", path.display())));
@@ -351,7 +354,8 @@ impl Store {
 
     /// Whether `dir` already holds a store.
     pub fn exists(dir: &Path) -> bool {
-        dir.join(DB_DIR).exists()
+        // Or a compaction stopped between its renames (compact.rs).
+        dir.join(DB_DIR).exists() || compact::interrupted(dir)
     }
 
     fn db(&self) -> &sled::Db {

@@ -223,6 +223,12 @@ fn check_archive_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites the closed store under `dir` with only its live keys, giving
+/// back the space of archived records (store/compact.rs).
+pub fn compact_store(dir: &Path) -> Result<crate::store::Compacted> {
+    Ok(crate::store::compact(dir)?)
+}
+
 fn sync_dir(path: &Path) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
