@@ -221,6 +221,13 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
         tpm: (!d.no_tpm_anchor).then(|| tpm.clone()),
         reanchor: d.reanchor,
     };
+    // Audit records a mount archived by policy: their disk comes back now,
+    // while nothing has the store open (ADMIN.md, "Audit archives").
+    match crate::vault::compact_if_due(&a.store) {
+        Ok(Some(c)) => tracing::info!("store compacted: {} -> {} bytes", c.bytes_before, c.bytes_after),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("compacting the store before mounting: {e} (mounting it as it is)"),
+    }
     let vault = Vault::open_with_cache(&a.store, u64::from(d.cache_mib) << 20)
         .and_then(|v| v.unlock_anchored(&pass, &anchors))
         .and_then(|v| v.set_durability(d.durability).map(|()| v))

@@ -192,6 +192,14 @@ impl Vault<Unlocked> {
                 tracing::debug!("audit archive not yet: {e}");
                 Ok(None)
             }
+            Ok(Some(made)) => {
+                // sled keeps the space until its files are rewritten: the
+                // next mount does it (`compact_if_due`).
+                if let Err(e) = std::fs::write(self.dir().join(COMPACT_DUE), b"") {
+                    tracing::warn!("cannot mark the store for compaction: {e}");
+                }
+                Ok(Some(made))
+            }
             r => r,
         }
     }
@@ -227,6 +235,21 @@ fn check_archive_dir(dir: &Path) -> Result<()> {
 /// back the space of archived records (store/compact.rs).
 pub fn compact_store(dir: &Path) -> Result<crate::store::Compacted> {
     Ok(crate::store::compact(dir)?)
+}
+
+/// Left in the store directory by a mount that archived records by policy.
+const COMPACT_DUE: &str = "compact.due";
+
+/// Compacts the closed store under `dir` if a mount archived records since
+/// the last compaction (run before mounting it again). None if not due.
+pub fn compact_if_due(dir: &Path) -> Result<Option<crate::store::Compacted>> {
+    let due = dir.join(COMPACT_DUE);
+    if !due.exists() {
+        return Ok(None);
+    }
+    let c = compact_store(dir)?;
+    std::fs::remove_file(&due).map_err(|e| err(ErrorKind::Io, format!("{}: {e}", due.display())))?;
+    Ok(Some(c))
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {

@@ -32,7 +32,7 @@ pub use crate::format::TombstoneRecord;
 pub use crate::store::Durability;
 pub use anchor::{ANCHOR_EVERY, Anchoring, Anchors, TPM_ANCHOR_EVERY, Witness};
 pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
-pub use archive::{ArchiveMade, Cut, compact_store};
+pub use archive::{ArchiveMade, Cut, compact_if_due, compact_store};
 pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use enforce::{ExportState, SecretSeen, Upkeep};
 pub use enroll::{FactorKind, SlotInfo};
