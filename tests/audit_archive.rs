@@ -93,6 +93,7 @@ fn archives_leave_the_store_and_verify_with_it_as_one_log() {
     assert!(text.contains("records before 100 are in 1 archive files"), "{text}");
     let (code, text) = run(&["fsck", &st, "--passphrase-file", &pf]);
     assert_eq!(code, 0, "{text}");
+    assert!(text.contains("(the first 100 in archive files)"), "{text}");
     let (code, text) = run(&["compact", &st]);
     assert_eq!(code, 0, "{text}");
     let (code, text) = run(&["fsck", &st, "--passphrase-file", &pf]);

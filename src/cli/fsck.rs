@@ -216,7 +216,14 @@ pub(super) fn print_report(store: &Path, r: &FsckReport) {
         let a = &r.audit;
         let root = a.root.as_deref().map_or(String::new(), |h| format!(", root {h}"));
         let state = if a.verified { "verified" } else { "DOES NOT VERIFY" };
-        println!("{:<15} {} leaves, {} checkpoints{root}: {state}", "audit log", a.leaves, a.checkpoints);
+        let archived = match a.archived {
+            0 => String::new(),
+            n => format!(" (the first {n} in archive files)"),
+        };
+        println!(
+            "{:<15} {} leaves{archived}, {} checkpoints{root}: {state}",
+            "audit log", a.leaves, a.checkpoints
+        );
     }
     if !r.problems.is_empty() {
         println!("{} problem(s):", r.problems.len());

@@ -877,15 +877,16 @@ impl<'a> Checker<'a> {
         let leaf_key = Key32::from_bytes(*ring.audit_leaf.as_bytes());
         let signer = SigningKey::from_seed(Key32::from_bytes(*ring.audit.seed().as_bytes()));
         let verdict = Log::open(self.store, self.header.vault_id, leaf_key, signer)
-            .and_then(|log| log.verify_store(self.store));
+            .and_then(|log| Ok((log.verify_store(self.store)?, log.base_size())));
         self.done += self.report.counts.audit_keys;
         match verdict {
-            Ok(r) => {
+            Ok((r, archived)) => {
                 self.report.audit = AuditReport {
                     verified: true,
                     leaves: r.leaves,
                     checkpoints: r.checkpoints as u64,
                     root: Some(hex(&r.root)),
+                    archived,
                 }
             }
             Err(e) => {
@@ -895,7 +896,20 @@ impl<'a> Checker<'a> {
                         .filter_map(|(k, _)| keys::audit_leaves_range(&k))
                         .map(|(_, n)| u64::from(n))
                         .sum::<u64>();
-                self.report.audit = AuditReport { verified: false, leaves, checkpoints: 0, root: None };
+                let archived = self
+                    .store
+                    .get(keys::AUDIT_BASE)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| crate::audit::log::base_frontier(&v).ok())
+                    .map_or(0, |f| f.size);
+                self.report.audit = AuditReport {
+                    verified: false,
+                    leaves: leaves + archived,
+                    checkpoints: 0,
+                    root: None,
+                    archived,
+                };
                 let msg = format!("the audit log does not verify: {e}");
                 // Keyed by the chunk prefix, where the log is written (older single
                 // leaves come first in the same check).

@@ -175,6 +175,10 @@ pub struct AuditReport {
     pub checkpoints: u64,
     /// Root of the whole tree (hex), when verified.
     pub root: Option<String>,
+    /// Records before the archive base: in archive files, not in the store
+    /// (docs/AUDIT.md, "Archives"); counted in `leaves`.
+    #[serde(default)]
+    pub archived: u64,
 }
 
 /// What was found wrong. The names are stable (JSON, audit leaves).
