@@ -8,15 +8,17 @@ use std::sync::{Arc, LazyLock, Mutex};
 /// Best-effort `mlock` of a memory region holding key material, so it is not
 /// written to swap. Failure (e.g. RLIMIT_MEMLOCK) is ignored on purpose: the
 /// key is still zeroized on drop, and refusing to run would be worse.
-pub fn lock_memory(ptr: *const u8, len: usize) {
-    if len == 0 {
+/// Takes the bytes, not a raw pointer, so that a safe caller cannot name
+/// memory it does not own.
+pub fn lock_memory(bytes: &[u8]) {
+    if bytes.is_empty() {
         return;
     }
     // SAFETY: mlock only changes page residency for the given range; it never
-    // reads or writes through the pointer, and the caller passes a live
-    // allocation of `len` bytes.
+    // reads or writes through the pointer, and the slice is live memory of
+    // exactly that length.
     unsafe {
-        libc::mlock(ptr.cast(), len);
+        libc::mlock(bytes.as_ptr().cast(), bytes.len());
     }
 }
 

@@ -1,5 +1,7 @@
 //! Architecture guard (docs/ARCHITECTURE.md): each external crate is used only
-//! by its owning module, and `crate::` imports only flow downward.
+//! by its owning module (and every dependency has an owner, or is declared
+//! shared vocabulary), `crate::` imports only flow downward (grouped
+//! imports included), and `unsafe` appears in `sys.rs` alone.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,7 +33,20 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("tiny_http", &["monitor"]),
     ("ureq", &["export"]),
     ("regex", &["scan"]),
+    ("blake3", &["crypto"]),
+    ("sha2", &["crypto"]),
+    ("getrandom", &["crypto"]),
+    // The signed-note checkpoint and `.audit` formats carry base64.
+    ("base64", &["audit"]),
+    // JSON: the `.audit` lines, and the front ends that print or send JSON.
+    ("serde_json", &["audit", "cli", "control", "export"]),
+    ("libc", &["sys.rs", "fs"]),
+    ("signal_hook", &["fs"]),
 ];
+
+/// Crates every module may use: derive and error vocabulary, logging, and
+/// wiping secrets. Every other dependency must have an owner above.
+const SHARED: &[&str] = &["serde", "thiserror", "tracing", "zeroize"];
 
 /// Layer of each top-level module: a module may use `crate::m` only for m
 /// at a strictly lower layer (or itself).
@@ -121,6 +136,54 @@ fn external_crates_stay_in_their_owning_module() {
     assert!(bad.is_empty(), "crate ownership violations:\n{}", bad.join("\n"));
 }
 
+/// The modules `use crate::{a, b::c, …};` statements name, with the line
+/// each starts on (statements rustfmt spreads over lines are joined first).
+fn grouped_crate_imports(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut stmt: Option<(usize, String)> = None;
+    for (n, line) in code_lines(text) {
+        let line = line
+            .trim_start_matches("pub ")
+            .trim_start_matches("pub(crate) ")
+            .trim_start_matches("pub(super) ");
+        match &mut stmt {
+            Some((_, s)) => s.push_str(line),
+            None if line.starts_with("use crate::{") => stmt = Some((n, line.to_string())),
+            None => continue,
+        }
+        if let Some((start, s)) = stmt.take_if(|(_, s)| s.contains(';')) {
+            out.extend(expand_group(&s).into_iter().map(|m| (start, m)));
+        }
+    }
+    out
+}
+
+/// The first path segment of each item of a `use crate::{…};` group.
+fn expand_group(stmt: &str) -> Vec<String> {
+    let Some(inner) = stmt.split_once("crate::{").and_then(|(_, r)| r.trim_end().strip_suffix("};")) else {
+        return Vec::new();
+    };
+    let (mut items, mut depth, mut item) = (Vec::new(), 0, String::new());
+    for c in inner.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(std::mem::take(&mut item));
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    items.push(item);
+    items
+        .iter()
+        .map(|i| i.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>())
+        .filter(|m| !m.is_empty() && m != "self")
+        .collect()
+}
+
 #[test]
 fn imports_flow_downward() {
     let (_, files) = source_files();
@@ -129,18 +192,62 @@ fn imports_flow_downward() {
     for (rel, text) in &files {
         let module = module_of(rel);
         let Some(own) = layer(module) else { continue };
+        let upward = |other: &str, other_layer: u8| {
+            other != module && (other_layer > own || (other_layer == own && own != 0))
+        };
         for (n, line) in code_lines(text) {
             for (other, other_layer) in LAYERS {
-                let upward = *other_layer > own || (*other_layer == own && own != 0 && *other != module);
-                if *other != module && upward && uses_path(line, &format!("crate::{other}")) {
+                if upward(other, *other_layer) && uses_path(line, &format!("crate::{other}")) {
                     bad.push(format!(
                         "src/{rel}:{n}: {module} (L{own}) uses {other} (L{other_layer}): {line}"
                     ));
                 }
             }
         }
+        for (n, other) in grouped_crate_imports(text) {
+            match layer(&other) {
+                Some(l) if upward(&other, l) => {
+                    bad.push(format!("src/{rel}:{n}: {module} (L{own}) imports {other} (L{l}) in a group"))
+                }
+                _ => {}
+            }
+        }
     }
     assert!(bad.is_empty(), "upward or sideways imports:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn every_dependency_has_an_owner() {
+    let manifest = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let deps = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
+    let mut missing = Vec::new();
+    for line in deps.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let name = line.split(['=', ' ']).next().unwrap().replace('-', "_");
+        if !OWNERS.iter().any(|(k, _)| *k == name) && !SHARED.contains(&name.as_str()) {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "dependencies with no owning module in tests/layering.rs: {missing:?}");
+}
+
+#[test]
+fn unsafe_stays_in_sys() {
+    let (_, files) = source_files();
+    let mut bad = Vec::new();
+    for (rel, text) in &files {
+        if rel == "sys.rs" {
+            continue;
+        }
+        for (n, line) in code_lines(text) {
+            let words = line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            if words.clone().any(|w| w == "unsafe") {
+                bad.push(format!("src/{rel}:{n}: {line}"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "unsafe outside src/sys.rs:\n{}", bad.join("\n"));
+    let lib = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    assert!(lib.contains("#![deny(unsafe_code)]") && lib.contains("#[allow(unsafe_code)]\nmod sys;"));
 }
 
 #[test]
@@ -161,4 +268,11 @@ fn the_guard_itself_detects_violations() {
     assert!(uses_path("let x = crate::vault::Vault::open(p);", "crate::vault"));
     assert!(!uses_path("let x = not_sled::Db;", "sled"));
     assert!(!uses_path("use crate::vaultish::X;", "crate::vault"));
+    assert_eq!(
+        expand_group("use crate::{block, crypto::{Key32, seal}, basis as v, vault};"),
+        ["block", "crypto", "basis", "vault"]
+    );
+    assert_eq!(expand_group("use crate::{self, fs};"), ["fs"]);
+    let text = "use crate::{\n    audit::Leaf,\n    vault::Vault,\n};\nuse crate::store::Batch;\n";
+    assert_eq!(grouped_crate_imports(text), [(1, "audit".to_string()), (1, "vault".to_string())]);
 }

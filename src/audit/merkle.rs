@@ -7,22 +7,27 @@
 //! that make up the tree). Every perfect subtree an append completes is
 //! returned, so a store can keep them and answer proofs with O(log n) lookups.
 
+use crate::crypto::{Blake3, blake3_of};
+
 pub type Hash = [u8; 32];
 
 pub fn empty_root() -> Hash {
-    *blake3::hash(b"").as_bytes()
+    blake3_of(b"")
 }
 
 pub fn leaf_hash(leaf: &[u8]) -> Hash {
-    let mut h = blake3::Hasher::new();
-    h.update(&[0x00]).update(leaf);
-    *h.finalize().as_bytes()
+    let mut h = Blake3::new();
+    h.update(&[0x00]);
+    h.update(leaf);
+    h.finalize()
 }
 
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = blake3::Hasher::new();
-    h.update(&[0x01]).update(left).update(right);
-    *h.finalize().as_bytes()
+    let mut h = Blake3::new();
+    h.update(&[0x01]);
+    h.update(left);
+    h.update(right);
+    h.finalize()
 }
 
 /// Largest power of two strictly below `n` (n >= 2).

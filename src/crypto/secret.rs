@@ -25,7 +25,7 @@ thread_local! {
 fn locked_box() -> Box<[u8; 32]> {
     SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten().unwrap_or_else(|| {
         let b = Box::new([0u8; 32]);
-        crate::sys::lock_memory(b.as_ptr(), 32);
+        crate::sys::lock_memory(&b[..]);
         b
     })
 }
