@@ -10,21 +10,26 @@
 //! - [`Authenticator`]: what the layers above need, implemented by
 //! - [`hid::HidAuthenticator`]: a USB security key through `ctap-hid-fido2`
 //!   (a thin adapter; no HID device exists on the CI machines), and
-//! - [`soft::SoftAuthenticator`]: a software authenticator with the same
-//!   hmac-secret semantics, which stands in for hardware in tests only.
+//! - `soft::SoftAuthenticator`: a software authenticator with the same
+//!   hmac-secret semantics, which stands in for hardware in tests only: it
+//!   is compiled only with the cargo feature `soft-fido2`, which release
+//!   builds do not enable (its secrets live in a file: no touch, no key).
 //!
 //! [`open_from_env`] picks one: the software authenticator when
-//! `VAULTFS_FIDO2_SOFT` names its state file, the first USB key otherwise.
+//! `VAULTFS_FIDO2_SOFT` names its state file (and the build has it), the
+//! first USB key otherwise.
 
 pub mod hid;
+#[cfg(feature = "soft-fido2")]
 pub mod soft;
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::crypto::Key32;
 
 pub use hid::HidAuthenticator;
+#[cfg(feature = "soft-fido2")]
 pub use soft::{PresenceFn, PresenceMode, SoftAuthenticator};
 
 /// Environment variable naming the state file of the software authenticator.
@@ -141,6 +146,12 @@ pub enum Error {
     /// The software authenticator's state file cannot be read, parsed or written.
     #[error("software authenticator state {}: {problem}", path.display())]
     State { path: PathBuf, problem: String },
+    /// `VAULTFS_FIDO2_SOFT` is set, but this build has no software authenticator.
+    #[error(
+        "VAULTFS_FIDO2_SOFT is set, but this build has no software authenticator (it stands in for \
+         hardware in tests only: cargo build --features soft-fido2); unset it to use a security key"
+    )]
+    NoSoftAuthenticator,
 }
 
 /// The authenticator to use: the software authenticator on the state file
@@ -154,7 +165,10 @@ pub fn open_from_env() -> Result<Box<dyn Authenticator>, Error> {
 /// [`open_from_env`] with the variable's value passed in.
 pub fn open_from(soft_state: Option<&OsStr>) -> Result<Box<dyn Authenticator>, Error> {
     match soft_state {
-        Some(path) if !path.is_empty() => Ok(Box::new(SoftAuthenticator::open(Path::new(path))?)),
+        #[cfg(feature = "soft-fido2")]
+        Some(path) if !path.is_empty() => Ok(Box::new(SoftAuthenticator::open(std::path::Path::new(path))?)),
+        #[cfg(not(feature = "soft-fido2"))]
+        Some(path) if !path.is_empty() => Err(Error::NoSoftAuthenticator),
         _ => Ok(Box::new(HidAuthenticator::open()?)),
     }
 }
@@ -163,6 +177,7 @@ pub fn open_from(soft_state: Option<&OsStr>) -> Result<Box<dyn Authenticator>, E
 mod tests {
     use super::*;
 
+    #[cfg(feature = "soft-fido2")]
     #[test]
     fn open_from_creates_the_soft_state_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -181,6 +196,15 @@ mod tests {
         let b = open_from(Some(path.as_os_str())).unwrap().hmac_secret(&req).unwrap();
         assert_eq!(a.0, b.0);
         assert_eq!(a.1.as_bytes(), b.1.as_bytes());
+    }
+
+    #[cfg(not(feature = "soft-fido2"))]
+    #[test]
+    fn without_the_feature_the_variable_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fido2.state");
+        assert!(matches!(open_from(Some(path.as_os_str())), Err(Error::NoSoftAuthenticator)));
+        assert!(!path.exists());
     }
 
     #[test]
