@@ -264,6 +264,11 @@ fn store_verification_catches_rollback() {
     let old = m.dir.path().join("old-store");
     sh(&format!("cp -a {store} {}", old.display()), m.dir.path());
     m.mount();
+    // A clean unmount is the first session's last record; this session opens
+    // with the unlock.
+    let text = fs::read_to_string(m.path(".audit")).unwrap();
+    let unmount = ops(&text).iter().position(|(op, _)| op == "unmount").expect("an unmount record");
+    assert_eq!(ops(&text)[unmount + 1].0, "unlock", "{text}");
     fs::write(m.path("1-working/b"), b"b").unwrap();
     m.unmount();
     // A checkpoint saved by the owner (a witness) after the second session.

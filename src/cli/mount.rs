@@ -273,6 +273,7 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
     let _upkeep = vault.start_upkeep().map_err(|e| report(e.into()))?;
     let pid_file = a.store.join(PID_FILE);
     let maker = Some(super::backup::archive_maker());
+    let closing = vault.clone();
     let result = crate::fs::mount(vault, &a.mountpoint, &d.opts, maker, || {
         let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
         tracing::info!("mounted {} on {}", a.store.display(), a.mountpoint.display());
@@ -282,6 +283,13 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
         }
     });
     let _ = std::fs::remove_file(&pid_file);
+    // The last record: after the threads that record (control requests,
+    // policy reloads, upkeep) stop, before the exporter and the anchors
+    // take their last look (dropped on return).
+    drop((_control, _policy, _upkeep));
+    if let Err(e) = closing.record_unmount() {
+        tracing::error!("audit record of the unmount: {e}");
+    }
     result.map_err(|m| report(Exit::failure(m)))
 }
 

@@ -185,6 +185,14 @@ impl Vault<Unlocked> {
         Ok(())
     }
 
+    /// The last record of a mount, once its FUSE session has ended and before
+    /// the final checkpoint: a log that ends without one was not unmounted
+    /// cleanly (a crash, a kill).
+    pub fn record_unmount(&self) -> Result<()> {
+        let rec = Record::offline(AuditOp::Unmount, b"vaultfs", None, super::ROOT_INO, b"/".to_vec(), 0);
+        self.record(rec, 0, true)
+    }
+
     /// `.audit` beyond its first `from` leaves (see `Log::export_since`).
     pub fn audit_export_since(&self, from: u64) -> Result<Option<crate::audit::log::ExportTail>> {
         Ok(self.core().audit.export_since(&self.core().store, from)?)
