@@ -8,7 +8,7 @@
 //! The decoder checks framing only (bounds, order, key shapes, exact end);
 //! what the bytes mean (header, checkpoint, signature) is `verify`'s.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use super::Error;
 use crate::crypto::Blake3;
@@ -123,45 +123,6 @@ pub fn signed_message(digest: &[u8; 32]) -> Vec<u8> {
     m.extend_from_slice(SIGNING_CONTEXT);
     m.extend_from_slice(digest);
     m
-}
-
-/// Writes through to `inner`, hashing (until `unhashed`) and counting.
-pub struct HashingWriter<W> {
-    inner: W,
-    hash: Blake3,
-    written: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hash: Blake3::new(), written: 0 }
-    }
-
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    pub fn digest(&self) -> [u8; 32] {
-        self.hash.finalize()
-    }
-
-    /// The inner writer, to append what is not hashed (the signature).
-    pub fn into_inner(self) -> W {
-        self.inner
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// One store entry: (key, value).

@@ -5,7 +5,8 @@ use std::io::{BufWriter, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Error;
-use super::archive::{HashingWriter, Preamble, check_record, encode_end, encode_record, signed_message};
+use super::archive::{Preamble, check_record, encode_end, encode_record, signed_message};
+use crate::crypto::HashingWriter;
 use crate::vault::{Unlocked, Vault};
 
 /// What `write_archive` wrote.

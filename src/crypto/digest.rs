@@ -2,6 +2,8 @@
 //! signed-note key id; CTAP2 hmac-secret), and streaming unkeyed BLAKE3 (the
 //! backup archive digest).
 
+use std::io::Write;
+
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
@@ -43,6 +45,46 @@ pub fn blake3_of(data: &[u8]) -> [u8; 32] {
 /// Compares two tags in time independent of where they differ.
 pub fn tags_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
+}
+
+/// Writes through to `inner`, hashing (BLAKE3) and counting what passes:
+/// a file's digest computed as it is written (backup and audit archives).
+pub struct HashingWriter<W> {
+    inner: W,
+    hash: Blake3,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter { inner, hash: Blake3::new(), written: 0 }
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn digest(&self) -> [u8; 32] {
+        self.hash.finalize()
+    }
+
+    /// The inner writer, to append what is not hashed (the signature).
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub mod shamir;
 mod sign;
 
 pub use aead::{NONCE_LEN, SEALED_OVERHEAD, TAG_LEN, open, open_in_place, seal, seal_into, seal_to};
-pub use digest::{Blake3, blake3_of, hmac_sha256, sha256, tags_equal};
+pub use digest::{Blake3, HashingWriter, blake3_of, hmac_sha256, sha256, tags_equal};
 pub use heir::{HEIR_OVERHEAD, HeirPublic, HeirSecret, open_as_heir, seal_to_heir};
 pub use kdf::{KdfParams, KeyedHash, argon2id, hkdf};
 pub use secret::{Key32, Passphrase, random_array, random_bytes};

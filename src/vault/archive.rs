@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{AuditOp, Error, ErrorKind, Record, Result, Unlocked, Vault, err};
-use crate::crypto::Blake3;
+use crate::crypto::HashingWriter;
 
 /// Where to cut: before a leaf index, or before the first record stamped
 /// at or after a time (nanoseconds since the epoch).
@@ -30,25 +30,6 @@ pub struct ArchiveMade {
 
 /// The inode `.audit` has; an `archive` record names it.
 const AUDIT_INO: u64 = 8;
-
-/// Counts and hashes what passes to the file.
-struct Hashing<W: Write> {
-    inner: W,
-    hash: Blake3,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
 
 impl Vault<Unlocked> {
     /// Writes the stored records before `cut` to a new archive file `out`
@@ -96,12 +77,13 @@ impl Vault<Unlocked> {
             .open(&tmp)
             .map_err(|e| io("cannot create", e))?;
         let written = (|| {
-            let mut w = Hashing { inner: BufWriter::new(file), hash: Blake3::new(), bytes: 0 };
+            let mut w = HashingWriter::new(BufWriter::new(file));
             let written = log.write_archive(store, cut, &mut w)?;
             w.flush().map_err(|e| io("cannot write", e))?;
-            let file = w.inner.into_inner().map_err(|e| io("cannot write", e.into_error()))?;
+            let (digest, bytes) = (w.digest(), w.written());
+            let file = w.into_inner().into_inner().map_err(|e| io("cannot write", e.into_error()))?;
             file.sync_all().map_err(|e| io("cannot sync", e))?;
-            Ok::<_, Error>((written, w.hash.finalize(), w.bytes))
+            Ok::<_, Error>((written, digest, bytes))
         })();
         let (written, blake3, bytes) = match written {
             Ok(w) => w,
