@@ -2,27 +2,21 @@
 //! be unlocked; `Vault<Unlocked>` offers the filesystem operations the FUSE
 //! adapter calls. Thread-safe: clone it into every worker.
 
+mod admin;
 mod anchor;
 mod approval;
-mod archive;
 mod audit;
 mod content;
 mod enforce;
-mod enroll;
 mod error;
-mod escrow;
 mod factors;
-mod fsck;
 mod gc;
 mod keyring;
 mod levels;
 mod locks;
 mod namespace;
 mod node;
-mod rotate;
-mod salvage;
 mod snapshot;
-mod succession;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -30,26 +24,26 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use crate::format::TombstoneRecord;
 pub use crate::store::Durability;
-pub use anchor::{ANCHOR_EVERY, Anchoring, Anchors, TPM_ANCHOR_EVERY, Witness};
-pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
-pub use archive::{ArchiveMade, Cut, compact_if_due, compact_store};
-pub use audit::{AuditOp, COMMIT_EVERY, Record};
-pub use enforce::{ExportState, SecretSeen, Upkeep};
-pub use enroll::{FactorKind, SlotInfo};
-pub use error::{Error, ErrorKind, Result};
-pub use escrow::EscrowSplit;
-pub use factors::{FIDO2_RP_ID, FactorAccess};
-pub use fsck::{
+pub use admin::archive::{ArchiveMade, Cut, compact_if_due, compact_store};
+pub use admin::enroll::{FactorKind, SlotInfo};
+pub use admin::escrow::EscrowSplit;
+pub use admin::fsck::{
     AuditReport, Counts, FsckOptions, FsckReport, FsckStatus, LevelAccess, LevelReport, Problem, ProblemKind,
     RepairState, Tally,
 };
+pub use admin::rotate::RotateReport;
+pub use admin::salvage::{SalvageReport, describe_key, salvage};
+pub use admin::succession::{Claimed, SuccessionChange, WillInfo};
+pub use anchor::{ANCHOR_EVERY, Anchoring, Anchors, TPM_ANCHOR_EVERY, Witness};
+pub use approval::{ApprovalRules, OpenRequest, PendingOpen, rules_from};
+pub use audit::{AuditOp, COMMIT_EVERY, Record};
+pub use enforce::{ExportState, SecretSeen, Upkeep};
+pub use error::{Error, ErrorKind, Result};
+pub use factors::{FIDO2_RP_ID, FactorAccess};
 pub use keyring::FactorSecrets;
 pub use levels::{LOCKABLE_FROM, LevelState};
 pub use namespace::{Remover, SHRED_FROM_LEVEL};
-pub use rotate::RotateReport;
-pub use salvage::{SalvageReport, describe_key, salvage};
 pub use snapshot::Snapshot;
-pub use succession::{Claimed, SuccessionChange, WillInfo};
 pub use types::*;
 
 use crate::crypto::{Passphrase, SigningKey};
@@ -167,7 +161,7 @@ impl Vault<Locked> {
     pub fn unlock_anchored(self, pass: &Passphrase, anchors: &Anchors) -> Result<Vault<Unlocked>> {
         let Locked { dir, store, header } = self.0;
         // Records of a level in rotation are under two keys: finish first.
-        if let Some(level) = rotate::pending_rotations(&store)?.first() {
+        if let Some(level) = admin::rotate::pending_rotations(&store)?.first() {
             return Err(err(
                 ErrorKind::RotationPending,
                 format!(

@@ -10,15 +10,15 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::audit::{AuditOp, Record};
-use super::error::{ErrorKind, Result, err};
-use super::factors::FactorAccess;
-use super::keyring;
-use super::{Caller, Locked, ROOT_INO, Unlocked, Vault};
 use crate::crypto::{self, HeirPublic, HeirSecret, Key32, Passphrase};
 use crate::format::succession::{Bequest, Release, Will, heir_public_text};
 use crate::format::{self, Header, aad, hex, keys, labels};
 use crate::store::{Batch, Store};
+use crate::vault::audit::{AuditOp, Record};
+use crate::vault::error::{ErrorKind, Result, err};
+use crate::vault::factors::FactorAccess;
+use crate::vault::keyring;
+use crate::vault::{Caller, Locked, ROOT_INO, Unlocked, Vault};
 
 /// errno recorded for a refused step (not due, wrong passphrase) and a bad one.
 const EACCES: i32 = 13;
@@ -212,7 +212,7 @@ pub enum SuccessionChange {
 /// A rotation of a level the will bequeaths would leave the heir its old
 /// key, and the bequest cannot be re-made without every bequeathed level's
 /// factors: refuse, saying how to go on.
-pub(super) fn refuse_rotation(store: &Store, master: &Key32, h: &Header, level: u8) -> Result<()> {
+pub(in crate::vault) fn refuse_rotation(store: &Store, master: &Key32, h: &Header, level: u8) -> Result<()> {
     match read_will(store, &keyring::will_key(master, &h.vault_id), &h.vault_id)? {
         Some(w) if w.levels.contains(&level) => Err(err(
             ErrorKind::InvalidArgument,
@@ -361,7 +361,7 @@ impl Vault<Unlocked> {
     /// Records, once per mount and will check-in, that the will has fallen
     /// due (`noted` remembers which): a security team learns that the owner
     /// missed a check-in before anyone asks for a release.
-    pub(super) fn note_overdue_will(&self, noted: &mut Option<([u8; 16], u64)>) -> Result<()> {
+    pub(in crate::vault) fn note_overdue_will(&self, noted: &mut Option<([u8; 16], u64)>) -> Result<()> {
         let core = self.core();
         let Some(w) = read_will(&core.store, &core.keys.will, &core.header().vault_id)? else {
             return Ok(());

@@ -13,16 +13,16 @@
 
 use std::collections::HashMap;
 
-use super::error::Result;
-use super::keyring::{self, Rotation};
-use super::{
-    AuditOp, FIRST_USER_INO, FactorSecrets, FileKind, LEVEL_NAMES, Locked, Record, Vault, level_dir,
-};
 use crate::block::{FileBlocks, Space};
 use crate::crypto::{Key32, Passphrase};
 use crate::format::{Header, InodeRecord, RawKey, keys};
 use crate::meta::{self, MetaKeys};
 use crate::store::{Batch, Store};
+use crate::vault::error::Result;
+use crate::vault::keyring::{self, Rotation};
+use crate::vault::{
+    AuditOp, FIRST_USER_INO, FactorSecrets, FileKind, LEVEL_NAMES, Locked, Record, Vault, level_dir,
+};
 
 /// Content bytes re-encrypted per store batch: bounded, so one huge file
 /// never becomes one huge batch.
@@ -110,7 +110,7 @@ impl Vault<Locked> {
 
 /// Levels with a rotation record in `store` (a key of another shape is not
 /// one: fsck reports it as unknown).
-pub(super) fn pending_rotations(store: &Store) -> Result<Vec<u8>> {
+pub(in crate::vault) fn pending_rotations(store: &Store) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for entry in store.scan_prefix(&[keys::ROTATION]) {
         let (k, _) = entry?;

@@ -3,12 +3,12 @@
 //! header's recovery section; any `threshold` shares set a new passphrase
 //! when the old one is lost. Each change is one atomic header write.
 
-use super::error::{ErrorKind, Result, err};
-use super::factors::FactorAccess;
-use super::keyring;
-use super::{Caller, Locked, Unlocked, Vault};
 use crate::crypto::{Key32, Passphrase, shamir};
 use crate::format::{EscrowShare, Factor, Header, RecoverySlot, hex};
+use crate::vault::error::{ErrorKind, Result, err};
+use crate::vault::factors::FactorAccess;
+use crate::vault::keyring;
+use crate::vault::{Caller, Locked, Unlocked, Vault};
 
 /// What `escrow_split` did.
 pub struct EscrowSplit {
@@ -163,7 +163,7 @@ impl Vault<Locked> {
 /// Rebuilds the recovery key from `shares` after checking that each
 /// belongs to this vault's current split, and that together they open
 /// the recovery section.
-pub(super) fn recovery_key(h: &Header, shares: &[EscrowShare]) -> Result<Key32> {
+pub(in crate::vault) fn recovery_key(h: &Header, shares: &[EscrowShare]) -> Result<Key32> {
     let Some(r) = &h.recovery else {
         return Err(err(
             ErrorKind::NotEnrolled,
@@ -227,7 +227,7 @@ pub(super) fn recovery_key(h: &Header, shares: &[EscrowShare]) -> Result<Key32> 
 }
 
 /// Lets `access` answer escrow slots of `h` with `recovery`.
-pub(super) fn accept_escrow(h: &Header, recovery: &Key32, access: &mut FactorAccess) -> Result<()> {
+pub(in crate::vault) fn accept_escrow(h: &Header, recovery: &Key32, access: &mut FactorAccess) -> Result<()> {
     keyring::escrowed_levels(recovery, h)?;
     let r =
         h.recovery.as_ref().ok_or_else(|| err(ErrorKind::NotEnrolled, "this vault has no recovery key"))?;

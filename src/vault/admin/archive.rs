@@ -7,8 +7,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{AuditOp, Error, ErrorKind, Record, Result, Unlocked, Vault, err};
 use crate::crypto::HashingWriter;
+use crate::vault::{AuditOp, Error, ErrorKind, Record, Result, Unlocked, Vault, err};
 
 /// Where to cut: before a leaf index, or before the first record stamped
 /// at or after a time (nanoseconds since the epoch).

@@ -18,12 +18,12 @@ mod tests;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::{ErrorKind, Result};
-use super::keyring::{self, FactorSecrets};
-use super::{AuditOp, Caller, Locked, ROOT_INO, Record, Unlocked, Vault};
 use crate::crypto::Passphrase;
 use crate::format::{Header, hex, keys};
 use crate::store::Store;
+use crate::vault::error::{ErrorKind, Result};
+use crate::vault::keyring::{self, FactorSecrets};
+use crate::vault::{AuditOp, Caller, Locked, ROOT_INO, Record, Unlocked, Vault};
 
 /// A unit enum's stable names (JSON, audit leaves): `name()`, and serde by
 /// name both ways (the report crosses the control socket of a mount).
@@ -486,7 +486,7 @@ impl Keys {
             }
             Err(e) => return Err(e),
         };
-        let rotating = crate::vault::rotate::pending_rotations(store)?;
+        let rotating = super::rotate::pending_rotations(store)?;
         let access = check::level_keys(header, &ring, opts, &rotating, secrets);
         Ok(Ok(Keys { ring, access }))
     }

@@ -13,15 +13,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::audit::{AuditOp, Record};
-use super::error::{ErrorKind, Result, err};
 use super::fsck::{self, FsckOptions, FsckReport, ProblemKind};
-use super::keyring::{self, FactorSecrets};
-use super::node::Txn;
-use super::{FileKind, LEVEL_NAMES, NewNode, ROOT_INO, Unlocked, Vault, XattrFlags, level_dir};
 use crate::crypto::Passphrase;
 use crate::format::{DirentRecord, Header, Timestamp, hex, keys};
 use crate::store::{self, Batch, RecoveredFrom, Store};
+use crate::vault::audit::{AuditOp, Record};
+use crate::vault::error::{ErrorKind, Result, err};
+use crate::vault::keyring::{self, FactorSecrets};
+use crate::vault::node::Txn;
+use crate::vault::{FileKind, LEVEL_NAMES, NewNode, ROOT_INO, Unlocked, Vault, XattrFlags, level_dir};
 
 /// The extended attribute salvage sets on a file that lost blocks.
 pub const SALVAGE_XATTR: &[u8] = b"user.vault.salvage";
@@ -224,7 +224,7 @@ pub fn salvage(
         .collect();
     if !missing.is_empty() {
         say(&format!("remade the fixed directories {missing:?} (root 1, levels 2 to 7)"));
-        dst.apply(super::fixed_dirs(&ring, &header, &missing)?)?;
+        dst.apply(crate::vault::fixed_dirs(&ring, &header, &missing)?)?;
     }
     let log = ring.open_log(&dst, header.vault_id)?;
     let what = format!(
@@ -272,7 +272,7 @@ pub fn salvage(
         .collect();
     let mut marked = Vec::new();
     if !unreachable.is_empty() || !holed.is_empty() {
-        let v = super::Vault::open(to)?.unlock(pass)?;
+        let v = crate::vault::Vault::open(to)?.unlock(pass)?;
         for (ino, stray) in unreachable {
             match v.adopt(ino, stray) {
                 Ok(path) => {

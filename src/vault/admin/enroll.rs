@@ -3,13 +3,13 @@
 //! rewrites the header in one atomic store write, so a crash leaves the old
 //! header or the new one.
 
-use super::error::{ErrorKind, Result, err};
-use super::factors::FactorAccess;
-use super::keyring;
-use super::{AuditOp, Caller, Locked, ROOT_INO, Record, Unlocked, Vault};
 use crate::crypto::{Key32, Passphrase};
 use crate::format::{self, EscrowShare, Factor, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, keys};
 use crate::store::Batch;
+use crate::vault::error::{ErrorKind, Result, err};
+use crate::vault::factors::FactorAccess;
+use crate::vault::keyring;
+use crate::vault::{AuditOp, Caller, Locked, ROOT_INO, Record, Unlocked, Vault};
 
 /// Which factor to enroll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,12 +172,12 @@ impl Vault<Locked> {
     /// the new header and an audit leaf (op `header`), flushed before this
     /// returns. A crash leaves the old header or the new one, never a mix
     /// (tests/passwd_crash.rs kills `passwd` at random points to check it).
-    pub(super) fn write_header(&mut self, new: keyring::Rewrap, what: String) -> Result<()> {
+    pub(in crate::vault) fn write_header(&mut self, new: keyring::Rewrap, what: String) -> Result<()> {
         self.write_header_with(new, AuditOp::Header, what, Batch::default())
     }
 
     /// `write_header` recorded as `op`, with more changes in the same batch.
-    pub(super) fn write_header_with(
+    pub(in crate::vault) fn write_header_with(
         &mut self,
         new: keyring::Rewrap,
         op: AuditOp,
@@ -279,7 +279,7 @@ impl Vault<Unlocked> {
     /// batch, flushed before this returns. A
     /// refused change (wrong passphrase, a factor that failed) is recorded
     /// with EACCES and writes nothing.
-    pub(super) fn rewrite_header_mounted<T>(
+    pub(in crate::vault) fn rewrite_header_mounted<T>(
         &self,
         who: Caller,
         comm: &[u8],
