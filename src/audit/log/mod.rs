@@ -27,6 +27,11 @@
 //! overwrite (docs/PERFORMANCE.md, "Store growth"), and deleting those keys
 //! once packed made every change pay a second key operation; overwriting a
 //! fixed key is as cheap as the change's own keys.
+//!
+//! Files: `write.rs` (the slot ring and the packing into chunks),
+//! `read.rs` (leaves in order, the `.audit` export), `proofs.rs`,
+//! `verify_store.rs` (the whole stored log checked), `archive.rs` (the
+//! oldest leaves moved to archive files, the base the log goes on from).
 
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -35,7 +40,7 @@ use super::archive::Base;
 use super::checkpoint::{Checkpoint, vault_origin};
 use super::leaf::Leaf;
 use super::merkle::{self, Frontier, Hash, NodeId, Nodes};
-use super::verify::{self, ChainReport};
+use super::verify::ChainReport;
 use super::{Error as AuditError, export};
 use crate::crypto::{self, Key32, SigningKey, VerifyingKey};
 use crate::format::{aad, keys};
@@ -95,7 +100,15 @@ pub struct Log {
 }
 
 mod archive;
+mod proofs;
+mod read;
+mod verify_store;
+mod write;
 pub use archive::{Written, base_frontier};
+pub use proofs::STORED_NODE_LEVEL;
+use read::decode_chunk;
+pub use write::{CHUNK_BYTES, SLOTS, slot_range};
+use write::{Packing, chunk_aad};
 
 struct State {
     frontier: Frontier,
@@ -116,88 +129,11 @@ struct State {
     checkpointed_at: Instant,
 }
 
-/// The newest stored leaves, from `first` on, in chunk plaintext form: those
-/// of the last chunk if it is not full (`tail`, which the next pack replaces
-/// by a longer one), then those `slots` hold. Packing stores them all again
-/// as chunks, so that the store keeps about one key per 32 KiB of records.
-struct Packing {
-    first: u64,
-    plain: Vec<u8>,
-    tail: Option<Vec<u8>>,
-    /// Slots written since the last pack (`SLOTS`: the ring is full, or
-    /// their order is unknown, after `open`).
-    slots: u16,
-}
-
-/// Size of the slot ring. At the committer's 200 ms a busy mount writes a
-/// few hundred changes between commits; a full ring makes the operation's
-/// batch pack. Slot keys are fixed: they never add to the store's keys.
-pub const SLOTS: u16 = 512;
-
 /// Where the pending leaves ended, to undo an append whose batch failed.
 struct Mark {
     frontier: Frontier,
     pending: usize,
     nodes: usize,
-}
-
-/// Splits chunk plaintext holding leaves `first..` into chunks that close
-/// once they reach `CHUNK_BYTES`: (first seq, count, byte range).
-fn split_chunks(first: u64, plain: &[u8]) -> Vec<(u64, u32, std::ops::Range<usize>)> {
-    let mut out = Vec::new();
-    let (mut start, mut at, mut seq, mut count) = (0usize, 0usize, first, 0u32);
-    while let Some(len) = plain.get(at..at + 2) {
-        at = (at + 2 + usize::from(u16::from_be_bytes([len[0], len[1]]))).min(plain.len());
-        count += 1;
-        if at - start >= CHUNK_BYTES || at == plain.len() {
-            out.push((seq, count, start..at));
-            seq += u64::from(count);
-            (start, count) = (at, 0);
-        }
-    }
-    out
-}
-
-/// AAD of a leaf stored alone (`A` keys, written before chunks).
-fn leaf_aad(vault_id: &[u8; 16], seq: u64) -> Vec<u8> {
-    aad::build(aad::AUDIT_LEAF, &[vault_id, &seq.to_be_bytes()])
-}
-
-/// AAD of a chunk: binds where it starts and how many leaves it holds, so a
-/// chunk moved to another key, cut or extended fails to open.
-fn chunk_aad(vault_id: &[u8; 16], first: u64, count: u32) -> Vec<u8> {
-    aad::build(aad::AUDIT_LEAVES, &[vault_id, &first.to_be_bytes(), &count.to_be_bytes()])
-}
-
-/// A chunk is closed once its plaintext reaches this many bytes: some 250
-/// typical records, and far below the size at which sled moves a value out
-/// of its log into a file of its own (a quarter of its 512 KiB segment).
-pub const CHUNK_BYTES: usize = 32 * 1024;
-
-/// A slot's value: first seq u64 ‖ count u32 ‖ the chunk sealed as under
-/// its `R` key. The clear header tells stale slots (before the chunks' end)
-/// from live ones without opening them; the AAD binds it.
-pub fn slot_range(value: &[u8]) -> Option<(u64, u32)> {
-    let first = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
-    let count = u32::from_be_bytes(value.get(8..12)?.try_into().ok()?);
-    Some((first, count))
-}
-
-/// Chunk plaintext: each leaf as u16 length ‖ leaf bytes.
-fn decode_chunk(first: u64, count: u32, plain: &[u8]) -> Result<Vec<(u64, Vec<u8>)>> {
-    let bad = || corrupt(format!("leaves {first}..{} are malformed", first + u64::from(count)));
-    let mut out = Vec::with_capacity(count as usize);
-    let mut rest = plain;
-    while let Some((len, tail)) = rest.split_first_chunk::<2>() {
-        let len = u16::from_be_bytes(*len) as usize;
-        let leaf = tail.get(..len).ok_or_else(bad)?;
-        out.push((first + out.len() as u64, leaf.to_vec()));
-        rest = &tail[len..];
-    }
-    if !rest.is_empty() || out.len() != count as usize {
-        return Err(bad());
-    }
-    Ok(out)
 }
 
 fn encode_frontier(f: &Frontier) -> Vec<u8> {
@@ -220,59 +156,6 @@ pub fn decode_frontier(bytes: &[u8]) -> Result<Frontier> {
         return Err(corrupt("frontier does not match its size"));
     }
     Ok(f)
-}
-
-/// Subtrees of `2^STORED_NODE_LEVEL` leaves and larger are stored; smaller
-/// ones are recomputed from their (at most 256, one or two chunks of)
-/// leaves when a proof needs them. Each stored node is a store key: from
-/// level 4 they were 1/8 key per record, far more than the chunks.
-pub const STORED_NODE_LEVEL: u8 = 8;
-
-/// Vaults written before chunks also hold nodes from this level up; they
-/// are never read, but checked where present.
-const LEGACY_NODE_LEVEL: u8 = 4;
-
-/// Node lookups for proofs: stored ones from the store, small ones rebuilt.
-struct StoredNodes<'a> {
-    log: &'a Log,
-    store: &'a Store,
-}
-
-impl Nodes for StoredNodes<'_> {
-    type Error = LogError;
-    fn node(&self, id: NodeId) -> Result<Hash> {
-        let (start, end) = (id.index << id.level, (id.index + 1) << id.level);
-        let base_size = self.log.base_size();
-        // Archived leaves: the base frontier holds the largest subtrees
-        // before the base, which are all a proof over a larger tree needs;
-        // a small subtree across the base is rebuilt from its halves.
-        if end <= base_size {
-            return archive::base_node(&self.log.base.read().unwrap_or_else(|p| p.into_inner()).frontier, id);
-        }
-        if start < base_size && id.level < STORED_NODE_LEVEL {
-            let left = self.node(NodeId { level: id.level - 1, index: id.index * 2 })?;
-            let right = self.node(NodeId { level: id.level - 1, index: id.index * 2 + 1 })?;
-            return Ok(merkle::node_hash(&left, &right));
-        }
-        if id.level < STORED_NODE_LEVEL {
-            let (from, to) = (id.index << id.level, (id.index + 1) << id.level);
-            let mut hashes = Vec::with_capacity((to - from) as usize);
-            for entry in self.log.leaves(self.store, from, to) {
-                hashes.push(merkle::leaf_hash(&entry?.1));
-            }
-            if hashes.len() as u64 != to - from {
-                return Err(corrupt(format!("leaves {from}..{to} are not all stored")));
-            }
-            // A perfect subtree: pair up level by level.
-            while hashes.len() > 1 {
-                hashes = hashes.chunks(2).map(|p| merkle::node_hash(&p[0], &p[1])).collect();
-            }
-            return Ok(hashes[0]);
-        }
-        let v = self.store.get(&keys::audit_node(id.level, id.index))?;
-        let v = v.ok_or_else(|| corrupt(format!("tree node {}/{} is missing", id.level, id.index)))?;
-        v[..].try_into().map_err(|_| corrupt(format!("tree node {}/{} has a bad length", id.level, id.index)))
-    }
 }
 
 impl Log {
@@ -341,70 +224,6 @@ impl Log {
             log.state().packing = Some(Packing { first: chunks_end, plain, tail: None, slots: SLOTS });
         }
         Ok(log)
-    }
-
-    /// Where the chunks end (they follow any single leaves): the seq after
-    /// the last one, or the archive base if that is later (every leaf went
-    /// to an archive).
-    fn chunks_end(store: &Store, base: u64) -> Result<u64> {
-        Ok(Self::stored_end(store)?.max(base))
-    }
-
-    fn stored_end(store: &Store) -> Result<u64> {
-        if let Some(k) = store.last_key_with_prefix(&[keys::AUDIT_LEAVES])? {
-            let (first, count) = keys::audit_leaves_range(&k).ok_or_else(|| corrupt("bad leaf chunk key"))?;
-            if count == 0 {
-                return Err(corrupt("empty leaf chunk"));
-            }
-            return first.checked_add(u64::from(count)).ok_or_else(|| corrupt("bad leaf chunk key"));
-        }
-        match store.last_key_with_prefix(&[keys::AUDIT_LEAF])? {
-            Some(k) => Ok(keys::audit_number(&k).ok_or_else(|| corrupt("bad leaf key"))? + 1),
-            None => Ok(0),
-        }
-    }
-
-    /// The slots holding leaves from `chunks_end` on, unopened: (first,
-    /// count, value), in seq order. Slots starting before are stale (packed).
-    fn live_slot_values(store: &Store, chunks_end: u64) -> Result<Vec<(u64, u32, Vec<u8>)>> {
-        let mut out = Vec::new();
-        for r in store.scan_prefix(&[keys::AUDIT_SLOT]) {
-            let (_, v) = r?;
-            let (first, count) = slot_range(&v).ok_or_else(|| corrupt("an audit slot is too short"))?;
-            if first >= chunks_end {
-                if count == 0 || first.checked_add(u64::from(count)).is_none() {
-                    return Err(corrupt(format!("the audit slot of leaves from {first} is malformed")));
-                }
-                out.push((first, count, v.to_vec()));
-            }
-        }
-        out.sort_unstable_by_key(|s| s.0);
-        Ok(out)
-    }
-
-    /// The live slots, opened: (first, count, chunk plaintext), in seq order.
-    fn live_slots(&self, store: &Store, chunks_end: u64) -> Result<Vec<(u64, u32, Vec<u8>)>> {
-        Self::live_slot_values(store, chunks_end)?
-            .into_iter()
-            .map(|(first, count, v)| Ok((first, count, self.open_chunk(first, count, &v[12..])?)))
-            .collect()
-    }
-
-    /// Appends leaves `first..first + count` (chunk plaintext), sealed as a chunk, to `out`.
-    fn seal_chunk_into(&self, first: u64, count: u32, plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        crypto::seal_into(&self.leaf_key, &chunk_aad(&self.vault_id, first, count), plain, out)
-            .map_err(|e| corrupt(format!("sealing leaves from {first}: {e}")))
-    }
-
-    fn open_chunk(&self, first: u64, count: u32, sealed: &[u8]) -> Result<Vec<u8>> {
-        let plain =
-            crypto::open(&self.leaf_key, &chunk_aad(&self.vault_id, first, count), sealed).map_err(|_| {
-                match count {
-                    1 => corrupt(format!("leaf {first} fails authentication")),
-                    _ => corrupt(format!("leaves {first}..{} fail authentication", first + u64::from(count))),
-                }
-            })?;
-        Ok(plain.to_vec())
     }
 
     /// The first leaf still in the store (leaves before it are archived).
@@ -500,89 +319,6 @@ impl Log {
         Ok(store.flush()?)
     }
 
-    /// Applies `batch` with the pending records: into the next slot, or, for
-    /// a `commit` (and for an operation's batch once the ring is full or a
-    /// chunk's worth waits), packed with `Packing`'s leaves into chunks. A
-    /// commit also stores the frontier if it is behind.
-    fn write_pending(&self, store: &Store, st: &mut State, mut batch: Batch, commit: bool) -> Result<()> {
-        let frontier = commit && st.frontier_stored != st.frontier.size;
-        let (slots, waiting) = st.packing.as_ref().map_or((0, 0), |p| (p.slots, p.plain.len()));
-        let pack = if commit {
-            slots > 0 || !st.pending.is_empty()
-        } else {
-            !st.pending.is_empty() && (slots >= SLOTS || waiting + st.pending.len() >= CHUNK_BYTES)
-        };
-        if st.pending.is_empty() && batch.is_empty() && !frontier && !pack {
-            return Ok(());
-        }
-        let mut packed = None;
-        if pack {
-            let (first, plain) = match &st.packing {
-                Some(p) => (p.first, [&p.plain[..], &st.pending[..]].concat()),
-                None => (st.pending_first, st.pending.clone()),
-            };
-            if let Some(tail) = st.packing.as_ref().and_then(|p| p.tail.clone()) {
-                batch.delete(tail);
-            }
-            let mut tail = None;
-            for (first, count, range) in split_chunks(first, &plain) {
-                let key = keys::audit_leaves(first, count).to_vec();
-                let mut sealed = Vec::new();
-                self.seal_chunk_into(first, count, &plain[range.clone()], &mut sealed)?;
-                batch.put(key.clone(), sealed);
-                // Only the last chunk can be short: it is the next tail.
-                tail = (range.len() < CHUNK_BYTES).then_some((first, key, range));
-            }
-            packed = Some(tail.map(|(first, key, range)| Packing {
-                first,
-                plain: plain[range].to_vec(),
-                tail: Some(key),
-                slots: 0,
-            }));
-        } else if !st.pending.is_empty() {
-            let (first, count) = (st.pending_first, (st.frontier.size - st.pending_first) as u32);
-            let mut value = Vec::with_capacity(12 + st.pending.len() + crypto::SEALED_OVERHEAD);
-            value.extend_from_slice(&first.to_be_bytes());
-            value.extend_from_slice(&count.to_be_bytes());
-            self.seal_chunk_into(first, count, &st.pending, &mut value)?;
-            batch.put(keys::audit_slot(st.next_slot).to_vec(), value);
-        }
-        for (id, h) in &st.pending_nodes {
-            batch.put(keys::audit_node(id.level, id.index), h.to_vec());
-        }
-        if frontier {
-            batch.put(keys::AUDIT_FRONTIER, encode_frontier(&st.frontier));
-        }
-        store.apply(batch)?;
-        match packed {
-            Some(next) => st.packing = next,
-            None if !st.pending.is_empty() => {
-                match &mut st.packing {
-                    Some(p) => {
-                        p.plain.extend_from_slice(&st.pending);
-                        p.slots += 1;
-                    }
-                    None => {
-                        st.packing = Some(Packing {
-                            first: st.pending_first,
-                            plain: st.pending.clone(),
-                            tail: None,
-                            slots: 1,
-                        })
-                    }
-                }
-                st.next_slot = (st.next_slot + 1) % SLOTS;
-            }
-            None => {}
-        }
-        st.pending.clear();
-        st.pending_nodes.clear();
-        if frontier {
-            st.frontier_stored = st.frontier.size;
-        }
-        Ok(())
-    }
-
     /// Stores pending records and, if the tree grew since the last one and
     /// `only_if_due` allows, a newly signed checkpoint. Returns the newest
     /// checkpoint note, if any exists.
@@ -633,241 +369,15 @@ impl Log {
             .ok_or_else(|| corrupt("newest checkpoint vanished"))?;
         Ok(Some(String::from_utf8(note.to_vec()).map_err(|_| corrupt("checkpoint is not UTF-8"))?))
     }
-
-    /// The `.audit` text: every stored leaf as a JSON line, then a checkpoint
-    /// freshly signed over all of them.
-    pub fn export(&self, store: &Store) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        if let Some(next) = self.export_since(store, 0)? {
-            out.extend_from_slice(next.head.as_bytes());
-            out.extend_from_slice(&next.lines);
-            out.extend_from_slice(next.checkpoint_line.as_bytes());
-        }
-        Ok(out)
-    }
-
-    /// What `.audit` gained since its first `from` leaves: the lines of leaves
-    /// `from..size` (from the archive base if `from` is before it) and a
-    /// checkpoint line signed over exactly `size` leaves, taken together (no
-    /// append can slip between them). None for an empty log.
-    pub fn export_since(&self, store: &Store, from: u64) -> Result<Option<ExportTail>> {
-        let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default(), true)?;
-        let Some(note) = self.checkpoint_locked(store, &mut st, false)? else { return Ok(None) };
-        let size = st.frontier.size;
-        let base = self.base.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let first = base.frontier.size;
-        let head = if first > 0 { base.line() } else { String::new() };
-        let mut lines = Vec::new();
-        for entry in self.leaves(store, from.clamp(first, size), size) {
-            let (_, bytes) = entry?;
-            lines.extend_from_slice(export::leaf_line_from_bytes(&bytes)?.as_bytes());
-        }
-        Ok(Some(ExportTail { first, head, size, lines, checkpoint_line: export::checkpoint_line(&note) }))
-    }
-
-    /// Stored leaves `from..to`, opened: (seq, leaf bytes). A leaf or chunk
-    /// that fails to open, or a gap, is an error naming its index.
-    pub fn leaves<'a>(
-        &'a self,
-        store: &'a Store,
-        from: u64,
-        to: u64,
-    ) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + 'a {
-        // Leaves before the base are in archive files: say so, and read nothing.
-        let base = self.base_size();
-        let archived = (from < base && from < to).then(|| {
-            LogError::Range(format!("leaves before {base} are archived (docs/AUDIT.md, \"Archives\")"))
-        });
-        let to = if archived.is_some() { from } else { to };
-        // Leaves stored alone (older vaults) come first, then chunks; the
-        // first chunk read is the one holding `from`, if one does.
-        let singles = store.range(&keys::audit_leaf(from), &keys::audit_leaf(to)).map(move |r| {
-            let (k, v) = r?;
-            let seq = keys::audit_number(&k).ok_or_else(|| corrupt("bad leaf key"))?;
-            let bytes = crypto::open(&self.leaf_key, &leaf_aad(&self.vault_id, seq), &v)
-                .map_err(|_| corrupt(format!("leaf {seq} fails authentication")))?;
-            Ok(vec![(seq, bytes.to_vec())])
-        });
-        let start = store
-            .last_key_in(&keys::audit_leaves_from(0), &keys::audit_leaves_from(from.saturating_add(1)))
-            .map(|k| k.unwrap_or_else(|| keys::audit_leaves_from(from).to_vec()));
-        let chunks = match start {
-            Ok(start) => Box::new(store.range(&start, &keys::audit_leaves_from(to)).map(move |r| {
-                let (k, v) = r?;
-                let (first, count) =
-                    keys::audit_leaves_range(&k).ok_or_else(|| corrupt("bad leaf chunk key"))?;
-                let plain = self.open_chunk(first, count, &v)?;
-                let mut leaves = decode_chunk(first, count, &plain)?;
-                leaves.retain(|(seq, _)| (from..to).contains(seq));
-                Ok(leaves)
-            })) as Box<dyn Iterator<Item = Result<Vec<(u64, Vec<u8>)>>> + 'a>,
-            Err(e) => Box::new(std::iter::once(Err(e.into()))),
-        };
-        // Then the live slots, read only once the chunks are and only if the
-        // range reaches past them (after a commit, none is live).
-        let slots = std::iter::once(()).flat_map(move |()| {
-            let live = Self::chunks_end(store, base)
-                .and_then(|end| if to > end { self.live_slots(store, end) } else { Ok(Vec::new()) });
-            match live {
-                Ok(live) => live
-                    .into_iter()
-                    .map(|(first, count, plain)| {
-                        let mut leaves = decode_chunk(first, count, &plain)?;
-                        leaves.retain(|(seq, _)| (from..to).contains(seq));
-                        Ok(leaves)
-                    })
-                    .collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            }
-        });
-        let mut expect = from;
-        archived
-            .map(Err::<Vec<(u64, Vec<u8>)>, _>)
-            .into_iter()
-            .chain(singles)
-            .chain(chunks)
-            .chain(slots)
-            .flat_map(|r| match r {
-                Ok(leaves) => leaves.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            })
-            .map(move |r| {
-                let (seq, bytes) = r?;
-                if seq != expect {
-                    return Err(corrupt(format!("leaf {expect} is missing")));
-                }
-                expect += 1;
-                Ok((seq, bytes))
-            })
-    }
-
-    /// Every stored checkpoint note, oldest first.
-    pub fn checkpoint_notes(store: &Store) -> Result<Vec<(u64, String)>> {
-        let mut out = Vec::new();
-        for r in store.scan_prefix(&[keys::AUDIT_CHECKPOINT]) {
-            let (k, v) = r?;
-            let size = keys::audit_number(&k).ok_or_else(|| corrupt("bad checkpoint key"))?;
-            let note = String::from_utf8(v.to_vec())
-                .map_err(|_| corrupt(format!("checkpoint {size} is not UTF-8")))?;
-            out.push((size, note));
-        }
-        Ok(out)
-    }
-
-    /// Recomputes the whole tree from the stored leaves and checks every
-    /// stored checkpoint (signature, key, size stored under, root), the
-    /// consistency between them, and the stored frontier and nodes.
-    pub fn verify_store(&self, store: &Store) -> Result<ChainReport> {
-        let key = self.public_key();
-        let mut checkpoints = Vec::new();
-        for (size, note) in Self::checkpoint_notes(store)? {
-            let cp = Checkpoint::parse_and_verify(&note, Some(&self.origin), &key)
-                .map_err(|e| corrupt(format!("checkpoint stored for size {size}: {e}")))?;
-            if cp.size != size {
-                return Err(corrupt(format!("checkpoint stored for size {size} says size {}", cp.size)));
-            }
-            checkpoints.push(cp);
-        }
-        let stored = match store.get(keys::AUDIT_FRONTIER)? {
-            Some(v) => decode_frontier(&v)?,
-            None => Frontier::default(),
-        };
-        // An archived log starts from its base: the tree of the archived
-        // leaves, which the checkpoint kept at its size must sign, and which
-        // an `archive` record in the live part must account for (cutting the
-        // front off a log without the keys leaves no such record).
-        let base = self.base.read().unwrap_or_else(|p| p.into_inner()).frontier.clone();
-        if base.size > 0 && checkpoints.first().map(|c| c.size) != Some(base.size) {
-            return Err(corrupt(format!(
-                "the log is archived up to leaf {} but no checkpoint of that size is stored (the oldest kept)",
-                base.size
-            )));
-        }
-        let mut accounted = base.size == 0;
-        let mut chain = verify::ChainVerifier::starting(&checkpoints, base.clone())?;
-        let mut frontier = base;
-        let mut frontier_ok = stored == frontier;
-        let n0 = frontier.size;
-        for entry in self.leaves(store, n0, u64::MAX) {
-            let (seq, bytes) = entry?;
-            let leaf = Leaf::decode(&bytes).map_err(|e| corrupt(format!("leaf {seq}: {e}")))?;
-            if leaf.seq != seq {
-                return Err(corrupt(format!("leaf {seq}: stored under {seq} but says seq {}", leaf.seq)));
-            }
-            accounted |= leaf.op == super::leaf::Op::Archive
-                && leaf.result == 0
-                && leaf.offset.checked_add(leaf.len) == Some(n0);
-            let h = merkle::leaf_hash(&bytes);
-            for (id, want) in frontier.append(h).into_iter().filter(|(id, _)| id.level >= LEGACY_NODE_LEVEL) {
-                match store.get(&keys::audit_node(id.level, id.index))? {
-                    Some(v) if v[..] == want[..] => {}
-                    None if id.level < STORED_NODE_LEVEL => {}
-                    _ => {
-                        return Err(corrupt(format!(
-                            "leaf {seq}: tree node {}/{} is wrong or missing",
-                            id.level, id.index
-                        )));
-                    }
-                }
-            }
-            chain.push(h)?;
-            frontier_ok |= stored == frontier;
-        }
-        // The stored frontier may lag, but must be the tree of its size.
-        if !frontier_ok {
-            return Err(corrupt(format!(
-                "stored frontier (size {}) is not the tree of the first {} of the {} leaves",
-                stored.size, stored.size, frontier.size
-            )));
-        }
-        if !accounted {
-            return Err(corrupt(format!(
-                "the log starts at leaf {n0} but no archive record moved the leaves before it out"
-            )));
-        }
-        Ok(chain.finish()?)
-    }
-
-    /// Inclusion proof of leaf `index` in the tree of the first `size` leaves.
-    pub fn inclusion_proof(&self, store: &Store, index: u64, size: u64) -> Result<Vec<Hash>> {
-        self.settle(store, size)?;
-        if index >= size {
-            return Err(LogError::Range(format!("leaf {index} is not in a tree of {size} leaves")));
-        }
-        merkle::inclusion_proof(&StoredNodes { log: self, store }, index, size)
-    }
-
-    /// Consistency proof between the trees of the first `old` and `new` leaves.
-    pub fn consistency_proof(&self, store: &Store, old: u64, new: u64) -> Result<Vec<Hash>> {
-        self.settle(store, new)?;
-        if old > new {
-            return Err(LogError::Range(format!("tree size {old} is larger than {new}")));
-        }
-        merkle::consistency_proof(&StoredNodes { log: self, store }, old, new)
-    }
-
-    /// Root of the first `size` leaves.
-    pub fn root(&self, store: &Store, size: u64) -> Result<Hash> {
-        self.settle(store, size)?;
-        merkle::subtree(&StoredNodes { log: self, store }, 0, size)
-    }
-
-    /// Stores what is pending and checks the log has `size` leaves.
-    fn settle(&self, store: &Store, size: u64) -> Result<()> {
-        let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default(), true)?;
-        if size > st.frontier.size {
-            return Err(LogError::Range(format!("the log has {} leaves, not {size}", st.frontier.size)));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::read::leaf_aad;
+    use super::verify_store::LEGACY_NODE_LEVEL;
     use super::*;
     use crate::audit::leaf::Op;
+    use crate::audit::verify;
 
     fn leaf(op: Op, path: &str) -> Leaf {
         Leaf {
