@@ -3,6 +3,8 @@
 //! copies with flipped bits or cut short it never panics or fails, and
 //! every value it reports for a key was written to that key.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
@@ -205,18 +207,10 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn tree_digest(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
+    let mut out: Vec<_> = common::all_files(dir)
+        .into_iter()
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
     out.sort();
     out
 }

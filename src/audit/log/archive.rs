@@ -344,12 +344,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn archives_chain_and_the_store_goes_on_from_the_base() {
+    /// A new store whose log holds `n` leaves.
+    fn grown(n: u64) -> (tempfile::TempDir, Store, Log) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), true).unwrap();
         let log = open(&store);
-        grow(&log, &store, 700);
+        grow(&log, &store, n);
+        (dir, store, log)
+    }
+
+    #[test]
+    fn archives_chain_and_the_store_goes_on_from_the_base() {
+        let (_dir, store, log) = grown(700);
         let key = signer().verifying_key();
         // Cuts inside chunks, on a power of two, and right after the record.
         let a1 = archive(&log, &store, 300, "a1");
@@ -412,10 +418,7 @@ mod tests {
 
     #[test]
     fn an_archive_must_hold_the_record_of_the_one_before() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), true).unwrap();
-        let log = open(&store);
-        grow(&log, &store, 100);
+        let (_dir, store, log) = grown(100);
         archive(&log, &store, 50, "a1");
         // The record of a1 is leaf 100: a cut at or before it is refused.
         for cut in [60, 100] {
@@ -426,10 +429,7 @@ mod tests {
 
     #[test]
     fn cutting_the_front_off_without_a_record_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), true).unwrap();
-        let log = open(&store);
-        grow(&log, &store, 300);
+        let (_dir, store, log) = grown(300);
         let key = signer().verifying_key();
         // An export whose front was cut and replaced by a base line verifies
         // only with the record that accounts for it.
