@@ -18,7 +18,7 @@ use fuser::{
 use super::attr::{OwnerMap, file_attr, file_type, kind_from_mode, timestamp};
 use super::audit::{AUDIT_INO, AUDIT_NAME, At, AuditFiles, READS_RECORDED_FROM_LEVEL, Range};
 use super::backup::{ArchiveMaker, BACKUP_DIR_INO, BACKUP_NAME, BackupFiles, is_virtual};
-use super::errno::errno;
+use super::errno::{Res, e};
 use super::handles::InodeTable;
 use super::perm::{self, AttrChange, MAY_EXEC, MAY_READ, MAY_WRITE, Mode, Refusal, Who};
 use super::stats::{STATS_INO, STATS_NAME, is_root_text};
@@ -55,8 +55,6 @@ pub struct VaultFs {
     pub(super) audit_files: AuditFiles,
     pub(super) backup_files: BackupFiles,
 }
-
-pub(super) type Res<T> = std::result::Result<T, Errno>;
 
 fn caller(req: &Request) -> Caller {
     Caller { uid: req.uid(), gid: req.gid(), pid: req.pid() }
@@ -104,10 +102,6 @@ fn refusal(r: Refusal) -> Errno {
         Refusal::Access => Errno::EACCES,
         Refusal::NotOwner => Errno::EPERM,
     }
-}
-
-pub(super) fn e(err: crate::vault::Error) -> Errno {
-    errno(&err)
 }
 
 fn time_set(t: TimeOrNow) -> TimeSet {

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use fuser::{Errno, Request};
 
-use super::adapter::{Res, VaultFs, e};
+use super::adapter::VaultFs;
+use super::errno::{Res, e};
 use crate::vault::{
     Attr, AuditOp, Caller, FileKind, OpenRequest, ROOT_INO, Record, Remover, SHRED_FROM_LEVEL, Timestamp,
 };

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use fuser::Errno;
 
-use super::adapter::{Res, VaultFs};
+use super::adapter::VaultFs;
 use super::audit::{At, Range};
+use super::errno::Res;
 use crate::vault::{Attr, AuditOp, FileKind, ROOT_INO, Timestamp, Unlocked, Vault};
 
 /// The `.backup` directory's inode number: below the first user inode, never stored.

@@ -4,6 +4,14 @@ use fuser::Errno;
 
 use crate::vault::{Error, ErrorKind};
 
+/// What the adapter's helpers return: a value or the errno to reply with.
+pub type Res<T> = std::result::Result<T, Errno>;
+
+/// A vault error as the errno the caller sees.
+pub fn e(err: Error) -> Errno {
+    errno(&err)
+}
+
 pub fn errno(e: &Error) -> Errno {
     match e.kind() {
         ErrorKind::NotFound => Errno::ENOENT,

@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
-use super::adapter::{Res, VaultFs};
+use super::adapter::VaultFs;
 use super::audit::AUDIT_INO;
+use super::errno::Res;
 use crate::vault::Attr;
 
 /// The `.stats` file's inode number: below the first user inode, never stored.
