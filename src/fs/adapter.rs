@@ -16,12 +16,14 @@ use fuser::{
 };
 
 use super::attr::{OwnerMap, file_attr, file_type, kind_from_mode, timestamp};
-use super::audit::{AUDIT_INO, AUDIT_NAME, At, AuditFiles, READS_RECORDED_FROM_LEVEL, Range};
-use super::backup::{ArchiveMaker, BACKUP_DIR_INO, BACKUP_NAME, BackupFiles, is_virtual};
+use super::backup::ArchiveMaker;
 use super::errno::{Res, e};
 use super::handles::InodeTable;
 use super::perm::{self, AttrChange, MAY_EXEC, MAY_READ, MAY_WRITE, Mode, Refusal, Who};
-use super::stats::{STATS_INO, STATS_NAME, is_root_text};
+use super::record::{At, READS_RECORDED_FROM_LEVEL, Range, Recorder};
+use super::virtual_files::{
+    AUDIT_INO, BACKUP_DIR_INO, ROOT_ENTRIES, VirtualFiles, is_reserved, is_root_text, is_virtual,
+};
 use crate::metrics::Timed;
 use crate::vault::{
     Attr, AuditOp, Caller, ErrorKind, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename,
@@ -35,25 +37,19 @@ const TTL: Duration = Duration::from_secs(1);
 const READDIR_CHUNK: usize = 128;
 /// `.audit` grows with every access: its size must never come from a cache.
 const NO_CACHE: Duration = Duration::ZERO;
-/// The root directory cookies of `.stats`, `.audit` and `.backup`, after every level
-/// directory (entry cookies are at most 2^62 + 3).
-const AUDIT_COOKIE: u64 = u64::MAX - 2;
-const STATS_COOKIE: u64 = u64::MAX - 3;
-const BACKUP_COOKIE: u64 = u64::MAX - 1;
 
 /// Largest copy_file_range chunk moved in one vault read/write.
 const COPY_CHUNK: usize = 1 << 20;
 
 pub struct VaultFs {
-    pub(super) vault: Vault<Unlocked>,
-    pub(super) inodes: Arc<InodeTable>,
+    vault: Vault<Unlocked>,
+    inodes: Arc<InodeTable>,
     owner: OwnerMap,
     /// Other uids are admitted (`allow_other`): cached names must not let
     /// one uid skip a search-permission check that another passed.
     shared: bool,
     next_fh: AtomicU64,
-    pub(super) audit_files: AuditFiles,
-    pub(super) backup_files: BackupFiles,
+    files: VirtualFiles,
 }
 
 fn caller(req: &Request) -> Caller {
@@ -97,6 +93,12 @@ fn damaged_attr(ino: u64, kind: FileKind, level: Option<u8>) -> Attr {
     }
 }
 
+/// How long the kernel may keep a virtual inode's attributes: `.backup/`
+/// never changes; the files' sizes change with every access or archive.
+fn attr_ttl(ino: u64) -> Duration {
+    if ino == BACKUP_DIR_INO { TTL } else { NO_CACHE }
+}
+
 fn refusal(r: Refusal) -> Errno {
     match r {
         Refusal::Access => Errno::EACCES,
@@ -123,29 +125,23 @@ impl VaultFs {
         known_inodes: usize,
     ) -> Self {
         VaultFs {
-            vault,
             inodes: Arc::new(InodeTable::with_limit(known_inodes)),
             owner,
             shared,
             next_fh: AtomicU64::new(1),
-            audit_files: AuditFiles::default(),
-            backup_files: BackupFiles::new(backup),
+            files: VirtualFiles::new(vault.clone(), backup),
+            vault,
         }
+    }
+
+    /// Describes and records this request's access.
+    fn rec(&self) -> Recorder<'_> {
+        Recorder { vault: &self.vault, inodes: &self.inodes, files: &self.files }
     }
 
     /// The table of inodes the kernel knows (the session trims it).
     pub(super) fn inode_table(&self) -> Arc<InodeTable> {
         Arc::clone(&self.inodes)
-    }
-
-    pub(super) fn level_of(&self, ino: u64) -> Res<Option<u8>> {
-        if is_virtual(ino) {
-            return Ok(None);
-        }
-        match self.inodes.level(ino) {
-            Some(l) => Ok(l),
-            None => Ok(self.vault.getattr(ino).map_err(e)?.level),
-        }
     }
 
     /// May the caller look inside directory `dir` (lookup, readdir, create...)?
@@ -157,7 +153,7 @@ impl VaultFs {
         if is_virtual(dir) {
             return Err(Errno::EPERM);
         }
-        let level = self.level_of(dir)?;
+        let level = self.rec().level_of(dir)?;
         self.vault.check_level_access(&caller(req), level).map_err(e)
     }
 
@@ -177,7 +173,7 @@ impl VaultFs {
     /// Mode bits: may the caller access inode `ino` for `want`
     /// (MAY_READ | MAY_WRITE | MAY_EXEC)? `.audit` and `.backup` have their own rules.
     fn permit(&self, req: &Request, ino: u64, want: u16) -> Res<()> {
-        if ino == AUDIT_INO || super::backup::is_virtual(ino) {
+        if is_virtual(ino) {
             return Ok(());
         }
         // Root reads and writes anything: no inode load on its hot path.
@@ -261,10 +257,10 @@ impl VaultFs {
             FileKind::File => AuditOp::Create,
             _ => AuditOp::Mknod,
         };
-        self.logged(req, op, At::Entry(parent, name.as_bytes()), Range::default(), || {
+        self.rec().logged(req, op, At::Entry(parent, name.as_bytes()), Range::default(), || {
             self.check_inside(req, parent)?;
             self.permit_change_in(req, parent)?;
-            if parent == ROOT_INO && reserved_name(name) {
+            if is_reserved(parent, name.as_bytes()) {
                 return Err(Errno::EEXIST);
             }
             if kind == FileKind::File {
@@ -279,7 +275,7 @@ impl VaultFs {
     fn do_setattr(&self, req: &Request, ino: u64, mut set: SetAttr, by_handle: bool) -> Res<Attr> {
         // A truncate records its new size in `len` (docs/AUDIT.md).
         let range = Range { offset: 0, len: set.size.unwrap_or(0) };
-        self.logged(req, AuditOp::Setattr, At::Node(ino), range, || {
+        self.rec().logged(req, AuditOp::Setattr, At::Node(ino), range, || {
             if is_virtual(ino) {
                 return Err(Errno::EPERM);
             }
@@ -329,22 +325,13 @@ impl VaultFs {
         loop {
             let page = self.vault.readdir(dir, after, READDIR_CHUNK).map_err(e)?;
             if page.is_empty() {
-                // `.stats`, `.audit` and `.backup` come last in the root, under
-                // cookies no vault entry uses.
-                if dir == ROOT_INO
-                    && offset < STATS_COOKIE
-                    && add(STATS_INO, STATS_COOKIE, FileKind::File, OsStr::from_bytes(STATS_NAME))?
-                {
-                    return Ok(());
-                }
-                if dir == ROOT_INO
-                    && offset < AUDIT_COOKIE
-                    && add(AUDIT_INO, AUDIT_COOKIE, FileKind::File, OsStr::from_bytes(AUDIT_NAME))?
-                {
-                    return Ok(());
-                }
-                if dir == ROOT_INO && offset < BACKUP_COOKIE {
-                    add(BACKUP_DIR_INO, BACKUP_COOKIE, FileKind::Dir, OsStr::from_bytes(BACKUP_NAME))?;
+                // `.stats`, `.audit` and `.backup` come last in the root.
+                if dir == ROOT_INO {
+                    for (cookie, ino, kind, name) in ROOT_ENTRIES {
+                        if offset < cookie && add(ino, cookie, kind, OsStr::from_bytes(name))? {
+                            return Ok(());
+                        }
+                    }
                 }
                 return Ok(());
             }
@@ -434,30 +421,19 @@ impl Filesystem for VaultFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let text_file = match name.as_bytes() {
-            AUDIT_NAME => Some(AUDIT_INO),
-            STATS_NAME => Some(STATS_INO),
-            _ => None,
-        };
-        if let Some(ino) = text_file.filter(|_| parent.0 == ROOT_INO) {
-            let r = self.root_text(ino).map(|t| self.root_text_attr(ino, t.len() as u64));
+        if parent.0 == ROOT_INO
+            && let Some(r) = self.files.root_entry(name.as_bytes())
+        {
             // Not remembered: the kernel's forget of it is ignored.
             return reply_with!(reply, r, |a| reply.entry(
-                &NO_CACHE,
+                &attr_ttl(a.ino),
                 &file_attr(&a, self.owner),
                 Generation(0)
             ));
         }
-        if parent.0 == ROOT_INO && name.as_bytes() == BACKUP_NAME {
-            let a = self.backup_dir_attr();
-            return reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0));
-        }
         if parent.0 == BACKUP_DIR_INO {
-            let r = self.check_backup_reader(req).and_then(|_| {
-                let a = self.backup_files.find(None, Some(name.as_bytes())).ok_or(Errno::ENOENT)?;
-                Ok(self.archive_attr(&a))
-            });
-            let r = self.note_denial(req, At::Entry(BACKUP_DIR_INO, name.as_bytes()), r);
+            let r = self.files.lookup_archive(req.uid(), name.as_bytes());
+            let r = self.rec().note_denial(req, At::Entry(BACKUP_DIR_INO, name.as_bytes()), r);
             return reply_with!(reply, r, |a| reply.entry(
                 &NO_CACHE,
                 &file_attr(&a, self.owner),
@@ -469,7 +445,7 @@ impl Filesystem for VaultFs {
             .check_inside(req, parent.0)
             .and_then(|_| self.permit_search(req, parent.0, 0))
             .and_then(|_| self.vault.lookup(parent.0, name.as_bytes()).map_err(e));
-        let r = self.note_denial(req, at, r);
+        let r = self.rec().note_denial(req, at, r);
         self.reply_entry(reply, r, parent.0, name.as_bytes());
     }
 
@@ -483,25 +459,12 @@ impl Filesystem for VaultFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        if is_root_text(ino.0) {
-            let text = match fh.and_then(|fh| self.audit_files.get(fh.0)) {
-                Some(t) => Ok(t),
-                None => self.root_text(ino.0),
-            };
-            let r = text.map(|t| self.root_text_attr(ino.0, t.len() as u64));
-            return reply_with!(reply, r, |a| reply.attr(&NO_CACHE, &file_attr(&a, self.owner)));
-        }
-        if ino.0 == BACKUP_DIR_INO {
-            return reply.attr(&TTL, &file_attr(&self.backup_dir_attr(), self.owner));
-        }
         if is_virtual(ino.0) {
-            let held = fh.and_then(|fh| self.backup_files.by_handle(fh.0)).filter(|a| a.ino == ino.0);
-            let r = held.or_else(|| self.backup_files.find(Some(ino.0), None)).ok_or(Errno::ENOENT);
-            return reply_with!(reply, r, |a| reply
-                .attr(&NO_CACHE, &file_attr(&self.archive_attr(&a), self.owner)));
+            let r = self.files.getattr(ino.0, fh.map(|fh| fh.0));
+            return reply_with!(reply, r, |a| reply.attr(&attr_ttl(a.ino), &file_attr(&a, self.owner)));
         }
         let r = self.check_node(req, ino.0).and_then(|_| self.vault.getattr(ino.0).map_err(e));
-        let r = self.note_denial(req, At::Node(ino.0), r);
+        let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |a| reply.attr(&TTL, &file_attr(&a, self.owner)));
     }
 
@@ -540,7 +503,7 @@ impl Filesystem for VaultFs {
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let r = self.check_node(req, ino.0).and_then(|_| self.vault.readlink(ino.0).map_err(e));
-        let r = self.note_denial(req, At::Node(ino.0), r);
+        let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |t| reply.data(&t));
     }
 
@@ -573,31 +536,41 @@ impl Filesystem for VaultFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r =
-            self.logged(req, AuditOp::Unlink, At::Entry(parent.0, name.as_bytes()), Range::default(), || {
+        let r = self.rec().logged(
+            req,
+            AuditOp::Unlink,
+            At::Entry(parent.0, name.as_bytes()),
+            Range::default(),
+            || {
                 self.check_inside(req, parent.0)?;
                 refuse_audit_name(parent.0, name)?;
                 self.permit_remove(req, parent.0, name.as_bytes())?;
-                let who = self.remover(req, parent.0, name.as_bytes());
+                let who = self.rec().remover(req, parent.0, name.as_bytes());
                 self.vault.unlink_by(parent.0, name.as_bytes(), &who).map_err(e)
-            });
+            },
+        );
         reply_with!(reply, r, |_v| reply.ok());
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r =
-            self.logged(req, AuditOp::Rmdir, At::Entry(parent.0, name.as_bytes()), Range::default(), || {
+        let r = self.rec().logged(
+            req,
+            AuditOp::Rmdir,
+            At::Entry(parent.0, name.as_bytes()),
+            Range::default(),
+            || {
                 self.check_inside(req, parent.0)?;
                 refuse_audit_name(parent.0, name)?;
                 self.permit_remove(req, parent.0, name.as_bytes())?;
                 self.vault.rmdir(parent.0, name.as_bytes()).map_err(e)
-            });
+            },
+        );
         reply_with!(reply, r, |_v| reply.ok());
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let at = At::Entry(parent.0, link_name.as_bytes());
-        let r = self.logged(req, AuditOp::Symlink, at, Range::default(), || {
+        let r = self.rec().logged(req, AuditOp::Symlink, at, Range::default(), || {
             self.check_inside(req, parent.0)?;
             refuse_audit_name(parent.0, link_name)?;
             self.permit_change_in(req, parent.0)?;
@@ -618,8 +591,12 @@ impl Filesystem for VaultFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let r =
-            self.logged(req, AuditOp::Rename, At::Entry(parent.0, name.as_bytes()), Range::default(), || {
+        let r = self.rec().logged(
+            req,
+            AuditOp::Rename,
+            At::Entry(parent.0, name.as_bytes()),
+            Range::default(),
+            || {
                 if flags.contains(RenameFlags::RENAME_WHITEOUT) {
                     return Err(Errno::EINVAL);
                 }
@@ -647,7 +624,8 @@ impl Filesystem for VaultFs {
                     exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
                 };
                 self.vault.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f).map_err(e)
-            });
+            },
+        );
         if r.is_ok() {
             // The kernel moved its dentry; later records show the new path.
             if let Ok(a) = self.vault.lookup(newparent.0, newname.as_bytes()) {
@@ -658,7 +636,7 @@ impl Filesystem for VaultFs {
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let r = self.logged(
+        let r = self.rec().logged(
             req,
             AuditOp::Link,
             At::Entry(newparent.0, newname.as_bytes()),
@@ -679,32 +657,27 @@ impl Filesystem for VaultFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _timing = self.vault.metrics().time(Timed::Open);
-        if is_root_text(ino.0) {
-            let op = if ino.0 == AUDIT_INO { AuditOp::AuditRead } else { AuditOp::Open };
-            let r = self
-                .logged(req, op, At::Node(ino.0), Range::default(), || {
-                    self.check_audit_reader(req)?;
-                    if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-                        return Err(Errno::EPERM);
-                    }
-                    Ok(())
-                })
-                // Taken after this open's own record, so an fstat on the open
-                // file (a fresh export while nothing else happens) agrees with it.
-                .and_then(|_| self.root_text(ino.0));
-            return reply_with!(reply, r, |text| {
-                let fh = self.fh();
-                self.audit_files.insert(fh.0, text);
-                reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO)
-            });
-        }
         if is_virtual(ino.0) {
-            let r = self.open_archive(req, ino.0, flags);
-            return reply_with!(reply, r, |a| {
-                let fh = self.fh();
-                self.backup_files.hold(fh.0, a);
-                reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO)
-            });
+            let op = match ino.0 {
+                AUDIT_INO => AuditOp::AuditRead,
+                i if is_root_text(i) => AuditOp::Open,
+                _ => AuditOp::BackupRead,
+            };
+            let text = is_root_text(ino.0);
+            let fh = self.fh();
+            let range = Range { offset: 0, len: self.files.archive_size(ino.0) };
+            let r = self
+                .rec()
+                .logged(req, op, At::Node(ino.0), range, || {
+                    self.files.check_open(req.uid(), flags.0)?;
+                    // An archive gone since the lookup is this open's outcome.
+                    if text { Ok(()) } else { self.files.open(ino.0, fh.0) }
+                })
+                // A text's snapshot is taken after this open's own record, so
+                // an fstat on the open file (a fresh export while nothing
+                // else happens) agrees with it.
+                .and_then(|_| if text { self.files.open(ino.0, fh.0) } else { Ok(()) });
+            return reply_with!(reply, r, |_v| reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO));
         }
         // Every open reaches the daemon and is recorded. Below
         // READS_RECORDED_FROM_LEVEL the kernel may keep the file's page
@@ -713,19 +686,25 @@ impl Filesystem for VaultFs {
         // every read of the new open comes here and is recorded.
         // Why the caller says it needs the file (levels 3-5): read before the
         // open's record is made, so the record carries it.
-        let level = self.level_of(ino.0).ok().flatten();
+        let level = self.rec().level_of(ino.0).ok().flatten();
         let why = self.vault.justification(ino.0, level);
-        let r =
-            self.logged_with_note(req, AuditOp::Open, At::Node(ino.0), Range::default(), why.clone(), || {
+        let r = self.rec().logged_with_note(
+            req,
+            AuditOp::Open,
+            At::Node(ino.0),
+            Range::default(),
+            why.clone(),
+            || {
                 self.check_node(req, ino.0)?;
                 self.permit(req, ino.0, perm::open_mask(flags.0))?;
                 if why.is_empty() && level.is_some_and(|l| self.vault.needs_justification(l)) {
                     return Err(Errno::EACCES);
                 }
                 self.vault.admit_open(req.uid()).map_err(e)?;
-                self.approval(req, ino.0, &why)?;
-                self.level_of(ino.0)
-            });
+                self.rec().approval(req, ino.0, &why)?;
+                self.rec().level_of(ino.0)
+            },
+        );
         reply_with!(reply, r, |level| {
             let keep = level.is_some_and(|l| l < READS_RECORDED_FROM_LEVEL);
             reply.opened(self.fh(), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
@@ -742,10 +721,8 @@ impl Filesystem for VaultFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if is_root_text(ino.0) {
-            self.audit_files.remove(fh.0);
-        } else if is_virtual(ino.0) {
-            self.backup_files.release(fh.0);
+        if is_virtual(ino.0) {
+            self.files.release(ino.0, fh.0);
         }
         reply.ok();
     }
@@ -761,23 +738,14 @@ impl Filesystem for VaultFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if is_root_text(ino.0) {
-            // Logged once, at open.
-            let r = self.audit_files.get(fh.0).ok_or(Errno::EBADF).map(|t| {
-                let start = (offset as usize).min(t.len());
-                let end = start.saturating_add(size as usize).min(t.len());
-                t[start..end].to_vec()
-            });
-            return reply_with!(reply, r, |d| reply.data(&d));
-        }
         if is_virtual(ino.0) {
-            // Logged once, at open.
-            let r = self.backup_files.by_handle(fh.0).ok_or(Errno::EBADF).and_then(|a| a.read(offset, size));
+            // Recorded once, at open.
+            let r = self.files.read(ino.0, fh.0, offset, size);
             return reply_with!(reply, r, |d| reply.data(&d));
         }
         let _timing = self.vault.metrics().time(Timed::Read);
         let range = Range { offset, len: size as u64 };
-        let r = self.logged(req, AuditOp::Read, At::Node(ino.0), range, || {
+        let r = self.rec().logged(req, AuditOp::Read, At::Node(ino.0), range, || {
             self.vault.read(ino.0, offset, size as usize).map_err(e)
         });
         if let Ok(d) = &r {
@@ -802,7 +770,7 @@ impl Filesystem for VaultFs {
         let range = Range { offset, len: data.len() as u64 };
         // The kernel judged the writer (no CAP_FSETID): drop the set-id bits.
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        let r = self.logged(req, AuditOp::Write, At::Node(ino.0), range, || {
+        let r = self.rec().logged(req, AuditOp::Write, At::Node(ino.0), range, || {
             if is_virtual(ino.0) {
                 return Err(Errno::EPERM);
             }
@@ -810,7 +778,7 @@ impl Filesystem for VaultFs {
         });
         if let Ok(n) = &r {
             self.vault.metrics().add_written(*n as u64);
-            self.note_secrets(req, ino.0, offset, data);
+            self.rec().note_secrets(req, ino.0, offset, data);
         }
         reply_with!(reply, r, |n| reply.written(n as u32));
     }
@@ -835,22 +803,19 @@ impl Filesystem for VaultFs {
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if ino.0 == BACKUP_DIR_INO {
             // A listing shows one snapshot, made (or reused) now.
-            let r = self.check_backup_reader(req).and_then(|_| self.backup_files.fresh(&self.vault));
-            let r = self.note_denial(req, At::Node(BACKUP_DIR_INO), r);
-            return reply_with!(reply, r, |a| {
-                let fh = self.fh();
-                self.backup_files.hold(fh.0, a);
-                reply.opened(fh, FopenFlags::empty())
-            });
+            let fh = self.fh();
+            let r = self.files.open_backup_dir(req.uid(), fh.0);
+            let r = self.rec().note_denial(req, At::Node(BACKUP_DIR_INO), r);
+            return reply_with!(reply, r, |_v| reply.opened(fh, FopenFlags::empty()));
         }
         let r = self.check_inside(req, ino.0).and_then(|_| self.permit(req, ino.0, perm::open_mask(flags.0)));
-        let r = self.note_denial(req, At::Node(ino.0), r);
+        let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
     }
 
     fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         if ino.0 == BACKUP_DIR_INO {
-            let r = self.walk_backup_dir(fh.0, offset, |i, cookie, kind, name, _| {
+            let r = self.files.walk_backup_dir(fh.0, offset, |i, cookie, kind, name, _| {
                 Ok(reply.add(INodeNo(i), cookie, file_type(kind), name))
             });
             return reply_with!(reply, r, |_v| reply.ok());
@@ -860,7 +825,7 @@ impl Filesystem for VaultFs {
                 Ok(reply.add(INodeNo(i), cookie, file_type(kind), name))
             })
         });
-        let r = self.note_denial(req, At::Node(ino.0), r);
+        let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -873,20 +838,24 @@ impl Filesystem for VaultFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         if ino.0 == BACKUP_DIR_INO {
-            let r = self.walk_backup_dir(fh.0, offset, |i, cookie, _kind, name, attr| {
-                let ttl = if i == BACKUP_DIR_INO { TTL } else { NO_CACHE };
-                Ok(reply.add(INodeNo(i), cookie, name, &ttl, &file_attr(&attr, self.owner), Generation(0)))
+            let r = self.files.walk_backup_dir(fh.0, offset, |i, cookie, _kind, name, attr| {
+                Ok(reply.add(
+                    INodeNo(i),
+                    cookie,
+                    name,
+                    &attr_ttl(i),
+                    &file_attr(&attr, self.owner),
+                    Generation(0),
+                ))
             });
             return reply_with!(reply, r, |_v| reply.ok());
         }
         let dir_ttl = self.entry_ttl();
         let r = self.check_inside(req, ino.0).and_then(|_| {
             self.walk_dir(ino.0, offset, |i, cookie, kind, name| {
-                let mut ttl = if is_root_text(i) { NO_CACHE } else { dir_ttl };
-                let a = if is_root_text(i) {
-                    self.root_text(i).map(|t| self.root_text_attr(i, t.len() as u64))?
-                } else if i == BACKUP_DIR_INO {
-                    self.backup_dir_attr()
+                let mut ttl = if is_virtual(i) { attr_ttl(i) } else { dir_ttl };
+                let a = if is_virtual(i) {
+                    self.files.getattr(i, None)?
                 } else {
                     match self.vault.getattr(i) {
                         Ok(a) => a,
@@ -896,7 +865,7 @@ impl Filesystem for VaultFs {
                         Err(err) if err.kind() == ErrorKind::Corrupt => {
                             tracing::error!("inode {i} ({name:?} in directory {}): {err}", ino.0);
                             ttl = NO_CACHE;
-                            damaged_attr(i, kind, self.level_of(ino.0).ok().flatten())
+                            damaged_attr(i, kind, self.rec().level_of(ino.0).ok().flatten())
                         }
                         Err(err) => return Err(e(err)),
                     }
@@ -921,7 +890,7 @@ impl Filesystem for VaultFs {
 
     fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         if ino.0 == BACKUP_DIR_INO {
-            self.backup_files.release(fh.0);
+            self.files.release(ino.0, fh.0);
         }
         reply.ok();
     }
@@ -968,7 +937,7 @@ impl Filesystem for VaultFs {
             self.vault.setxattr(ino.0, name.as_bytes(), value, f).map_err(e)
         };
         let range = Range { offset: 0, len: value.len() as u64 };
-        let r = self.logged(req, AuditOp::Setxattr, At::Node(ino.0), range, || {
+        let r = self.rec().logged(req, AuditOp::Setxattr, At::Node(ino.0), range, || {
             if is_virtual(ino.0) {
                 return Err(Errno::EPERM);
             }
@@ -985,7 +954,7 @@ impl Filesystem for VaultFs {
             .check_node(req, ino.0)
             .and_then(|_| self.permit_xattr(req, ino.0, name, MAY_READ))
             .and_then(|_| self.vault.getxattr(ino.0, name.as_bytes()).map_err(e));
-        let r = self.note_denial(req, At::Node(ino.0), r);
+        let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |v| Self::xattr_reply(reply, &v, size));
     }
 
@@ -994,7 +963,7 @@ impl Filesystem for VaultFs {
             return Self::xattr_reply(reply, &[], size);
         }
         let r = self.check_node(req, ino.0).and_then(|_| self.vault.listxattr(ino.0).map_err(e));
-        let r = self.note_denial(req, At::Node(ino.0), r);
+        let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |names| {
             let mut buf = Vec::new();
             for n in names {
@@ -1006,7 +975,7 @@ impl Filesystem for VaultFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.logged(req, AuditOp::Removexattr, At::Node(ino.0), Range::default(), || {
+        let r = self.rec().logged(req, AuditOp::Removexattr, At::Node(ino.0), Range::default(), || {
             if is_virtual(ino.0) {
                 return Err(Errno::EPERM);
             }
@@ -1020,17 +989,12 @@ impl Filesystem for VaultFs {
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         // access(2), faccessat(2) and chdir(2) (search permission).
         let want = (mask.bits() & 0o7) as u16;
-        let r = if is_root_text(ino.0) {
-            let readable = if want & !MAY_READ == 0 { Ok(()) } else { Err(Errno::EACCES) };
-            self.check_audit_reader(req).and(readable)
-        } else if super::backup::is_virtual(ino.0) {
-            // `.backup/` and its archives: read (and search), never write.
-            let allowed = if want & MAY_WRITE == 0 { Ok(()) } else { Err(Errno::EACCES) };
-            self.check_backup_reader(req).and(allowed)
+        let r = if is_virtual(ino.0) {
+            self.files.access(req.uid(), ino.0, want & MAY_WRITE != 0, want & MAY_EXEC != 0)
         } else {
             self.check_node(req, ino.0).and_then(|_| self.permit(req, ino.0, want))
         };
-        let r = self.note_denial(req, At::Node(ino.0), r);
+        let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -1093,7 +1057,7 @@ impl Filesystem for VaultFs {
                 kill_setid: unprivileged(req),
             };
             let range = Range { offset, len: length };
-            self.logged(req, AuditOp::Write, At::Node(ino.0), range, || {
+            self.rec().logged(req, AuditOp::Write, At::Node(ino.0), range, || {
                 if is_virtual(ino.0) {
                     return Err(Errno::EPERM);
                 }
@@ -1116,7 +1080,7 @@ impl Filesystem for VaultFs {
             let off = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
             if is_virtual(ino.0) {
                 // No holes: data from any offset below the size, a hole at the end.
-                let size = self.virtual_size(ino.0, fh.0)?;
+                let size = self.files.size(ino.0, fh.0)?;
                 return match whence {
                     _ if off >= size => Err(Errno::ENXIO),
                     libc::SEEK_DATA => Ok(off as i64),
@@ -1153,10 +1117,11 @@ impl Filesystem for VaultFs {
             // Not a vault file: the caller falls back to read and write.
             Err(Errno::EXDEV)
         } else {
-            self.logged(req, AuditOp::Read, At::Node(ino_in.0), Range { offset: offset_in, len }, || Ok(()))
+            self.rec()
+                .logged(req, AuditOp::Read, At::Node(ino_in.0), Range { offset: offset_in, len }, || Ok(()))
                 .and_then(|_| {
                     let range = Range { offset: offset_out, len };
-                    self.logged(req, AuditOp::Write, At::Node(ino_out.0), range, || {
+                    self.rec().logged(req, AuditOp::Write, At::Node(ino_out.0), range, || {
                         self.copy_range(ino_in.0, offset_in, ino_out.0, offset_out, len, unprivileged(req))
                     })
                 })
@@ -1167,10 +1132,5 @@ impl Filesystem for VaultFs {
 
 /// `.audit`, `.stats` and `.backup` are not names anything can be unlinked, renamed or linked as.
 fn refuse_audit_name(parent: u64, name: &OsStr) -> Res<()> {
-    if parent == ROOT_INO && reserved_name(name) { Err(Errno::EPERM) } else { Ok(()) }
-}
-
-/// The names of the mount's own files in the root.
-fn reserved_name(name: &OsStr) -> bool {
-    [AUDIT_NAME, STATS_NAME, BACKUP_NAME].contains(&name.as_bytes())
+    if is_reserved(parent, name.as_bytes()) { Err(Errno::EPERM) } else { Ok(()) }
 }

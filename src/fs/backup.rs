@@ -10,9 +10,7 @@
 //! is recorded (`backup_read`, once per open); reading it needs no level key.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fs::File;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -20,17 +18,9 @@ use std::time::{Duration, Instant};
 
 use fuser::Errno;
 
-use super::adapter::VaultFs;
-use super::audit::{At, Range};
 use super::errno::Res;
-use crate::vault::{Attr, AuditOp, FileKind, ROOT_INO, Timestamp, Unlocked, Vault};
-
-/// The `.backup` directory's inode number: below the first user inode, never stored.
-pub const BACKUP_DIR_INO: u64 = 9;
-pub const BACKUP_NAME: &[u8] = b".backup";
-/// Archive files take inode numbers from here up (never stored; user inodes
-/// count up from 16 and never come near).
-pub const ARCHIVE_INO_BASE: u64 = 1 << 63;
+use super::virtual_files::ARCHIVE_INO_BASE;
+use crate::vault::{Timestamp, Unlocked, Vault};
 /// A listing younger than this reuses the current archive.
 const REFRESH: Duration = Duration::from_secs(2);
 /// An archive no one has used for this long is dropped (its file with it).
@@ -47,7 +37,7 @@ pub struct Archive {
     pub size: u64,
     file: File,
     made: Instant,
-    made_at: Timestamp,
+    pub made_at: Timestamp,
     last_used: Mutex<Instant>,
 }
 
@@ -83,8 +73,7 @@ pub struct BackupFiles {
     /// Makes one archive at a time (a second lister waits and shares it).
     making: Mutex<()>,
     next_ino: AtomicU64,
-    /// The directory's times: fixed, so that tools that compare a
-    /// directory's times before and after reading it (tar) see no change.
+    /// When the directory came to be (its times, which never change).
     pub started: Timestamp,
 }
 
@@ -206,99 +195,3 @@ fn temp_file(vault: &Vault<Unlocked>) -> Res<File> {
     }
     Err(Errno::EIO)
 }
-
-/// Whether `ino` is one of the files the mount shows but the store does not hold.
-pub fn is_virtual(ino: u64) -> bool {
-    super::stats::is_root_text(ino) || ino == BACKUP_DIR_INO || ino >= ARCHIVE_INO_BASE
-}
-
-impl VaultFs {
-    pub fn backup_dir_attr(&self) -> Attr {
-        let mut a = self.audit_attr(0);
-        a.ino = BACKUP_DIR_INO;
-        a.kind = FileKind::Dir;
-        a.perm = 0o500;
-        a.nlink = 2;
-        a.blocks = 0;
-        a.parent = ROOT_INO;
-        let t = self.backup_files.started;
-        (a.atime, a.mtime, a.ctime, a.crtime) = (t, t, t, t);
-        a
-    }
-
-    pub fn archive_attr(&self, a: &Archive) -> Attr {
-        let mut attr = self.audit_attr(a.size);
-        attr.ino = a.ino;
-        (attr.atime, attr.mtime, attr.ctime, attr.crtime) = (a.made_at, a.made_at, a.made_at, a.made_at);
-        attr
-    }
-}
-
-impl VaultFs {
-    /// Only the mounting uid reads backups (as `.audit`): the archive is
-    /// ciphertext, but it is the whole vault.
-    pub fn check_backup_reader(&self, req: &fuser::Request) -> Res<()> {
-        self.check_audit_reader(req)
-    }
-
-    /// Opens archive `ino`, recorded as `backup_read` (once per open).
-    pub fn open_archive(&self, req: &fuser::Request, ino: u64, flags: fuser::OpenFlags) -> Res<Arc<Archive>> {
-        let archive = self.backup_files.find(Some(ino), None);
-        let range = Range { offset: 0, len: archive.as_ref().map_or(0, |a| a.size) };
-        self.logged(req, AuditOp::BackupRead, At::Node(ino), range, || {
-            self.check_backup_reader(req)?;
-            if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-                return Err(Errno::EPERM);
-            }
-            archive.ok_or(Errno::ENOENT)
-        })
-    }
-
-    /// "." and ".." then the archive of listing `fh`; `add` returns true once full.
-    pub fn walk_backup_dir(
-        &self,
-        fh: u64,
-        offset: u64,
-        mut add: impl FnMut(u64, u64, FileKind, &OsStr, Attr) -> Res<bool>,
-    ) -> Res<()> {
-        let archive = self.backup_files.by_handle(fh).ok_or(Errno::EBADF)?;
-        let dir = self.backup_dir_attr();
-        if offset < 1 && add(BACKUP_DIR_INO, 1, FileKind::Dir, OsStr::new("."), dir.clone())? {
-            return Ok(());
-        }
-        let root = Attr { ino: ROOT_INO, ..dir };
-        if offset < 2 && add(ROOT_INO, 2, FileKind::Dir, OsStr::new(".."), root)? {
-            return Ok(());
-        }
-        if offset < ARCHIVE_COOKIE {
-            let attr = self.archive_attr(&archive);
-            add(archive.ino, ARCHIVE_COOKIE, FileKind::File, OsStr::from_bytes(&archive.name), attr)?;
-        }
-        Ok(())
-    }
-
-    /// The size of a virtual file (`.audit`, `.stats` or an archive), as its handle sees it.
-    pub fn virtual_size(&self, ino: u64, fh: u64) -> Res<u64> {
-        if super::stats::is_root_text(ino) {
-            return self.audit_files.get(fh).map(|t| t.len() as u64).ok_or(Errno::EBADF);
-        }
-        let held = self.backup_files.by_handle(fh).filter(|a| a.ino == ino);
-        held.map(|a| a.size).ok_or(Errno::ENXIO)
-    }
-
-    /// The path an access to `.backup` or an archive is recorded under.
-    pub fn backup_path(&self, ino: u64) -> Vec<u8> {
-        let mut p = b"/.backup".to_vec();
-        if ino != BACKUP_DIR_INO {
-            p.push(b'/');
-            match self.backup_files.find(Some(ino), None) {
-                Some(a) => p.extend_from_slice(&a.name),
-                None => p.extend_from_slice(format!("<ino {ino}>").as_bytes()),
-            }
-        }
-        p
-    }
-}
-
-/// Cookie of the archive entry in a `.backup` listing.
-pub const ARCHIVE_COOKIE: u64 = 3;

@@ -1,16 +1,21 @@
 //! The FUSE front end: a thin adapter from fuser callbacks to the vault.
 //! Each callback converts its arguments, calls one vault operation, and
 //! replies or maps the error to an errno. Owns fuser and signal-hook.
+//!
+//! Imports run downward: `session` mounts the `adapter`, which asks
+//! `record` to describe and record each access, `perm` for mode bits and
+//! `virtual_files` for `.audit`, `.stats` and `.backup/` (`backup` makes
+//! the archives); `errno`, `attr` and `handles` serve them all.
 
 mod adapter;
 mod attr;
-mod audit;
 mod backup;
 mod errno;
 mod handles;
 mod perm;
+mod record;
 mod session;
-mod stats;
+mod virtual_files;
 
 pub use backup::ArchiveMaker;
 pub use session::{MountOptions, mount};

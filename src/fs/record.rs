@@ -1,21 +1,17 @@
-//! The adapter's side of the audit log: describing each access as a vault
-//! `Record` (who, which process, what, where), and the read-only `.audit`
-//! file at the mount root that shows the log (docs/AUDIT.md).
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! What the audit log says about each access (docs/AUDIT.md): who asked
+//! (uid, gid, pid and process name), what, where (inode and path, as far as
+//! the mount knows it), and the outcome; and the rule that a record is
+//! written before the reply goes out. The vault appends and seals; this
+//! module describes.
 
 use fuser::{Errno, Request};
 
-use super::adapter::VaultFs;
 use super::errno::{Res, e};
+use super::handles::InodeTable;
+use super::virtual_files::{BACKUP_DIR_INO, VirtualFiles, is_virtual};
 use crate::vault::{
-    Attr, AuditOp, Caller, FileKind, OpenRequest, ROOT_INO, Record, Remover, SHRED_FROM_LEVEL, Timestamp,
+    AuditOp, Caller, OpenRequest, ROOT_INO, Record, Remover, SHRED_FROM_LEVEL, Unlocked, Vault,
 };
-
-/// The `.audit` file's inode number: below the first user inode, never stored.
-pub const AUDIT_INO: u64 = 8;
-pub const AUDIT_NAME: &[u8] = b".audit";
 
 /// Levels whose opens are recorded durably before the open succeeds.
 const DURABLE_FROM_LEVEL: u8 = 3;
@@ -24,29 +20,6 @@ const DURABLE_FROM_LEVEL: u8 = 3;
 /// a file's cached pages across opens (the open itself is still recorded):
 /// re-reading a working file costs no decryption and no request.
 pub const READS_RECORDED_FROM_LEVEL: u8 = 3;
-
-/// Snapshots of `.audit` per open file handle: a reader sees one consistent
-/// log, ending in a checkpoint signed over exactly its leaves.
-#[derive(Default)]
-pub struct AuditFiles {
-    open: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
-    /// The leaf lines rendered so far and how many leaves they cover, so a
-    /// stat or open decrypts only what is new.
-    /// (first leaf shown: the archive base, leaves covered, their lines).
-    lines: Mutex<(u64, u64, Vec<u8>)>,
-}
-
-impl AuditFiles {
-    pub fn insert(&self, fh: u64, text: Arc<Vec<u8>>) {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, text);
-    }
-    pub fn get(&self, fh: u64) -> Option<Arc<Vec<u8>>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).get(&fh).cloned()
-    }
-    pub fn remove(&self, fh: u64) {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
-    }
-}
 
 /// Where an access happened: an inode, or a name in a directory.
 #[derive(Clone, Copy)]
@@ -62,17 +35,35 @@ pub struct Range {
     pub len: u64,
 }
 
-impl VaultFs {
+/// Describes and records accesses of one mount: borrowed from the adapter
+/// for each request.
+pub struct Recorder<'a> {
+    pub vault: &'a Vault<Unlocked>,
+    pub inodes: &'a InodeTable,
+    pub files: &'a VirtualFiles,
+}
+
+impl Recorder<'_> {
+    /// The level of `ino` (None: the root, a virtual file), from the inode
+    /// table when the kernel knows it, else from the store.
+    pub fn level_of(&self, ino: u64) -> Res<Option<u8>> {
+        if is_virtual(ino) {
+            return Ok(None);
+        }
+        match self.inodes.level(ino) {
+            Some(l) => Ok(l),
+            None => Ok(self.vault.getattr(ino).map_err(e)?.level),
+        }
+    }
+
     /// The inode an access is about and its path as far as we know it.
     pub fn place(&self, at: At) -> (u64, Vec<u8>) {
         match at {
-            At::Node(AUDIT_INO) => (AUDIT_INO, b"/.audit".to_vec()),
-            At::Node(super::stats::STATS_INO) => (super::stats::STATS_INO, b"/.stats".to_vec()),
-            At::Node(ino) if super::backup::is_virtual(ino) => (ino, self.backup_path(ino)),
-            At::Entry(super::backup::BACKUP_DIR_INO, name) => {
+            At::Node(ino) if is_virtual(ino) => (ino, self.files.path(ino)),
+            At::Entry(BACKUP_DIR_INO, name) => {
                 let mut p = b"/.backup/".to_vec();
                 p.extend_from_slice(name);
-                (super::backup::BACKUP_DIR_INO, p)
+                (BACKUP_DIR_INO, p)
             }
             At::Node(ino) => (ino, self.inodes.path(ino, ROOT_INO)),
             At::Entry(dir, name) => {
@@ -172,54 +163,6 @@ impl VaultFs {
         r
     }
 
-    /// The `.audit` file's attributes; `size` is its text's length.
-    pub fn audit_attr(&self, size: u64) -> Attr {
-        let now = Timestamp::now();
-        Attr {
-            ino: AUDIT_INO,
-            generation: 0,
-            level: None,
-            parent: ROOT_INO,
-            kind: FileKind::File,
-            perm: 0o400,
-            nlink: 1,
-            uid: self.vault.owner_uid(),
-            gid: 0,
-            rdev: 0,
-            size,
-            blocks: size.div_ceil(512),
-            blksize: 4096,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-        }
-    }
-
-    /// The current `.audit` text: the base line if the log is archived, the
-    /// cached leaf lines, the new ones, and a checkpoint over all of them.
-    pub fn audit_text(&self) -> Res<Arc<Vec<u8>>> {
-        let mut cache = self.audit_files.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mut tail) = self.vault.audit_export_since(cache.1).map_err(e)? else {
-            return Ok(Arc::new(Vec::new()));
-        };
-        // Archived since the cache was filled: its lines start too early.
-        if tail.first != cache.0 {
-            *cache = (tail.first, tail.first, Vec::new());
-            let Some(t) = self.vault.audit_export_since(tail.first).map_err(e)? else {
-                return Ok(Arc::new(Vec::new()));
-            };
-            tail = t;
-        }
-        cache.2.extend_from_slice(&tail.lines);
-        cache.1 = tail.size;
-        let mut text = Vec::with_capacity(tail.head.len() + cache.2.len() + tail.checkpoint_line.len());
-        text.extend_from_slice(tail.head.as_bytes());
-        text.extend_from_slice(&cache.2);
-        text.extend_from_slice(tail.checkpoint_line.as_bytes());
-        Ok(Arc::new(text))
-    }
-
     /// Waits for a human to approve opening `ino` if its level needs it;
     /// `justification` is shown to the human.
     pub fn approval(&self, req: &Request, ino: u64, justification: &[u8]) -> Res<()> {
@@ -247,13 +190,5 @@ impl VaultFs {
         }
         let (_, path) = self.place(At::Entry(parent, name));
         Remover { uid: req.uid(), pid: req.pid(), comm: crate::sys::process_name(req.pid()), path }
-    }
-
-    /// Only the mounting uid reads the log (it names every file touched).
-    pub fn check_audit_reader(&self, req: &Request) -> Res<()> {
-        if req.uid() != self.vault.owner_uid() {
-            return Err(Errno::EACCES);
-        }
-        Ok(())
     }
 }
