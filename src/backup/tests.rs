@@ -58,7 +58,7 @@ fn archive_restores_to_an_equal_vault() {
             len: 1,
             note: Vec::new(),
         };
-        v.audited(rec, false, |_: &crate::vault::Error| 5, || v.write(a.ino, 5 + i, b"!")).unwrap().unwrap();
+        v.audited(rec, false, |_: &crate::vault::Error| 5, |v| v.write(a.ino, 5 + i, b"!")).unwrap().unwrap();
     }
     let (bytes, made) = archive_of(&v);
     let (mut reader, _) = archive::Reader::open(&bytes[..]).unwrap();

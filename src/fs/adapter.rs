@@ -257,7 +257,7 @@ impl VaultFs {
             FileKind::File => AuditOp::Create,
             _ => AuditOp::Mknod,
         };
-        self.rec().logged(req, op, At::Entry(parent, name.as_bytes()), Range::default(), || {
+        self.rec().logged(req, op, At::Entry(parent, name.as_bytes()), Range::default(), |v| {
             self.check_inside(req, parent)?;
             self.permit_change_in(req, parent)?;
             if is_reserved(parent, name.as_bytes()) {
@@ -268,14 +268,14 @@ impl VaultFs {
                 self.vault.admit_open(req.uid()).map_err(e)?;
             }
             let spec = NewNode { kind, perm: (mode & 0o7777) as u16, uid: req.uid(), gid: req.gid(), rdev };
-            self.vault.create(parent, name.as_bytes(), spec).map_err(e)
+            v.create(parent, name.as_bytes(), spec).map_err(e)
         })
     }
 
     fn do_setattr(&self, req: &Request, ino: u64, mut set: SetAttr, by_handle: bool) -> Res<Attr> {
         // A truncate records its new size in `len` (docs/AUDIT.md).
         let range = Range { offset: 0, len: set.size.unwrap_or(0) };
-        self.rec().logged(req, AuditOp::Setattr, At::Node(ino), range, || {
+        self.rec().logged(req, AuditOp::Setattr, At::Node(ino), range, |v| {
             if is_virtual(ino) {
                 return Err(Errno::EPERM);
             }
@@ -291,7 +291,7 @@ impl VaultFs {
             };
             let a = self.vault.getattr(ino).map_err(e)?;
             set.perm = perm::check_setattr(&who(req), self.mode_of(&a), &change).map_err(refusal)?;
-            self.vault.setattr(ino, &set).map_err(e)
+            v.setattr(ino, &set).map_err(e)
         })
     }
 
@@ -342,33 +342,6 @@ impl VaultFs {
                 after = d.cookie;
             }
         }
-    }
-
-    /// `kill_setid`: the caller is unprivileged (see `unprivileged`).
-    fn copy_range(
-        &self,
-        from: u64,
-        off_in: u64,
-        to: u64,
-        off_out: u64,
-        len: u64,
-        kill_setid: bool,
-    ) -> Res<u64> {
-        let mut done = 0u64;
-        let len = len.min(u32::MAX as u64 & !(COPY_CHUNK as u64 - 1));
-        while done < len {
-            let want = (len - done).min(COPY_CHUNK as u64) as usize;
-            let data = self.vault.read(from, off_in + done, want).map_err(e)?;
-            if data.is_empty() {
-                break;
-            }
-            self.vault.write_as(to, off_out + done, &data, kill_setid && done == 0).map_err(e)?;
-            done += data.len() as u64;
-            if data.len() < want {
-                break;
-            }
-        }
-        Ok(done)
     }
 }
 
@@ -541,12 +514,12 @@ impl Filesystem for VaultFs {
             AuditOp::Unlink,
             At::Entry(parent.0, name.as_bytes()),
             Range::default(),
-            || {
+            |v| {
                 self.check_inside(req, parent.0)?;
                 refuse_audit_name(parent.0, name)?;
                 self.permit_remove(req, parent.0, name.as_bytes())?;
                 let who = self.rec().remover(req, parent.0, name.as_bytes());
-                self.vault.unlink_by(parent.0, name.as_bytes(), &who).map_err(e)
+                v.unlink_by(parent.0, name.as_bytes(), &who).map_err(e)
             },
         );
         reply_with!(reply, r, |_v| reply.ok());
@@ -558,11 +531,11 @@ impl Filesystem for VaultFs {
             AuditOp::Rmdir,
             At::Entry(parent.0, name.as_bytes()),
             Range::default(),
-            || {
+            |v| {
                 self.check_inside(req, parent.0)?;
                 refuse_audit_name(parent.0, name)?;
                 self.permit_remove(req, parent.0, name.as_bytes())?;
-                self.vault.rmdir(parent.0, name.as_bytes()).map_err(e)
+                v.rmdir(parent.0, name.as_bytes()).map_err(e)
             },
         );
         reply_with!(reply, r, |_v| reply.ok());
@@ -570,12 +543,11 @@ impl Filesystem for VaultFs {
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let at = At::Entry(parent.0, link_name.as_bytes());
-        let r = self.rec().logged(req, AuditOp::Symlink, at, Range::default(), || {
+        let r = self.rec().logged(req, AuditOp::Symlink, at, Range::default(), |v| {
             self.check_inside(req, parent.0)?;
             refuse_audit_name(parent.0, link_name)?;
             self.permit_change_in(req, parent.0)?;
-            self.vault
-                .symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes(), req.uid(), req.gid())
+            v.symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes(), req.uid(), req.gid())
                 .map_err(e)
         });
         self.reply_entry(reply, r, parent.0, link_name.as_bytes());
@@ -596,7 +568,7 @@ impl Filesystem for VaultFs {
             AuditOp::Rename,
             At::Entry(parent.0, name.as_bytes()),
             Range::default(),
-            || {
+            |v| {
                 if flags.contains(RenameFlags::RENAME_WHITEOUT) {
                     return Err(Errno::EINVAL);
                 }
@@ -623,7 +595,7 @@ impl Filesystem for VaultFs {
                     no_replace: flags.contains(RenameFlags::RENAME_NOREPLACE),
                     exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
                 };
-                self.vault.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f).map_err(e)
+                v.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f).map_err(e)
             },
         );
         if r.is_ok() {
@@ -641,7 +613,7 @@ impl Filesystem for VaultFs {
             AuditOp::Link,
             At::Entry(newparent.0, newname.as_bytes()),
             Range::default(),
-            || {
+            |v| {
                 if is_virtual(ino.0) {
                     return Err(Errno::EPERM);
                 }
@@ -649,7 +621,7 @@ impl Filesystem for VaultFs {
                 self.check_inside(req, newparent.0)?;
                 refuse_audit_name(newparent.0, newname)?;
                 self.permit_change_in(req, newparent.0)?;
-                self.vault.link(ino.0, newparent.0, newname.as_bytes()).map_err(e)
+                v.link(ino.0, newparent.0, newname.as_bytes()).map_err(e)
             },
         );
         self.reply_entry(reply, r, newparent.0, newname.as_bytes());
@@ -668,7 +640,7 @@ impl Filesystem for VaultFs {
             let range = Range { offset: 0, len: self.files.archive_size(ino.0) };
             let r = self
                 .rec()
-                .logged(req, op, At::Node(ino.0), range, || {
+                .logged(req, op, At::Node(ino.0), range, |_| {
                     self.files.check_open(req.uid(), flags.0)?;
                     // An archive gone since the lookup is this open's outcome.
                     if text { Ok(()) } else { self.files.open(ino.0, fh.0) }
@@ -694,7 +666,7 @@ impl Filesystem for VaultFs {
             At::Node(ino.0),
             Range::default(),
             why.clone(),
-            || {
+            |_| {
                 self.check_node(req, ino.0)?;
                 self.permit(req, ino.0, perm::open_mask(flags.0))?;
                 if why.is_empty() && level.is_some_and(|l| self.vault.needs_justification(l)) {
@@ -745,7 +717,7 @@ impl Filesystem for VaultFs {
         }
         let _timing = self.vault.metrics().time(Timed::Read);
         let range = Range { offset, len: size as u64 };
-        let r = self.rec().logged(req, AuditOp::Read, At::Node(ino.0), range, || {
+        let r = self.rec().logged(req, AuditOp::Read, At::Node(ino.0), range, |_| {
             self.vault.read(ino.0, offset, size as usize).map_err(e)
         });
         if let Ok(d) = &r {
@@ -770,11 +742,11 @@ impl Filesystem for VaultFs {
         let range = Range { offset, len: data.len() as u64 };
         // The kernel judged the writer (no CAP_FSETID): drop the set-id bits.
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        let r = self.rec().logged(req, AuditOp::Write, At::Node(ino.0), range, || {
+        let r = self.rec().logged(req, AuditOp::Write, At::Node(ino.0), range, |v| {
             if is_virtual(ino.0) {
                 return Err(Errno::EPERM);
             }
-            self.vault.write_as(ino.0, offset, data, kill).map_err(e)
+            v.write_as(ino.0, offset, data, kill).map_err(e)
         });
         if let Ok(n) = &r {
             self.vault.metrics().add_written(*n as u64);
@@ -924,7 +896,7 @@ impl Filesystem for VaultFs {
         position: u32,
         reply: ReplyEmpty,
     ) {
-        let r = || {
+        let r = |v: &Vault<Unlocked>| {
             if position != 0 || flags & !(libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
                 return Err(Errno::EINVAL);
             }
@@ -934,14 +906,14 @@ impl Filesystem for VaultFs {
                 create: flags & libc::XATTR_CREATE != 0,
                 replace: flags & libc::XATTR_REPLACE != 0,
             };
-            self.vault.setxattr(ino.0, name.as_bytes(), value, f).map_err(e)
+            v.setxattr(ino.0, name.as_bytes(), value, f).map_err(e)
         };
         let range = Range { offset: 0, len: value.len() as u64 };
-        let r = self.rec().logged(req, AuditOp::Setxattr, At::Node(ino.0), range, || {
+        let r = self.rec().logged(req, AuditOp::Setxattr, At::Node(ino.0), range, |v| {
             if is_virtual(ino.0) {
                 return Err(Errno::EPERM);
             }
-            r()
+            r(v)
         });
         reply_with!(reply, r, |_v| reply.ok());
     }
@@ -975,13 +947,13 @@ impl Filesystem for VaultFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.rec().logged(req, AuditOp::Removexattr, At::Node(ino.0), Range::default(), || {
+        let r = self.rec().logged(req, AuditOp::Removexattr, At::Node(ino.0), Range::default(), |v| {
             if is_virtual(ino.0) {
                 return Err(Errno::EPERM);
             }
             self.check_node(req, ino.0)?;
             self.permit_xattr(req, ino.0, name, MAY_WRITE)?;
-            self.vault.removexattr(ino.0, name.as_bytes()).map_err(e)
+            v.removexattr(ino.0, name.as_bytes()).map_err(e)
         });
         reply_with!(reply, r, |_v| reply.ok());
     }
@@ -1057,11 +1029,11 @@ impl Filesystem for VaultFs {
                 kill_setid: unprivileged(req),
             };
             let range = Range { offset, len: length };
-            self.rec().logged(req, AuditOp::Write, At::Node(ino.0), range, || {
+            self.rec().logged(req, AuditOp::Write, At::Node(ino.0), range, |v| {
                 if is_virtual(ino.0) {
                     return Err(Errno::EPERM);
                 }
-                self.vault.fallocate(ino.0, offset, length, m).map_err(e)
+                v.fallocate(ino.0, offset, length, m).map_err(e)
             })
         };
         reply_with!(reply, r, |_v| reply.ok());
@@ -1118,16 +1090,44 @@ impl Filesystem for VaultFs {
             Err(Errno::EXDEV)
         } else {
             self.rec()
-                .logged(req, AuditOp::Read, At::Node(ino_in.0), Range { offset: offset_in, len }, || Ok(()))
+                .logged(req, AuditOp::Read, At::Node(ino_in.0), Range { offset: offset_in, len }, |_| Ok(()))
                 .and_then(|_| {
                     let range = Range { offset: offset_out, len };
-                    self.rec().logged(req, AuditOp::Write, At::Node(ino_out.0), range, || {
-                        self.copy_range(ino_in.0, offset_in, ino_out.0, offset_out, len, unprivileged(req))
+                    self.rec().logged(req, AuditOp::Write, At::Node(ino_out.0), range, |v| {
+                        copy_range(v, ino_in.0, offset_in, ino_out.0, offset_out, len, unprivileged(req))
                     })
                 })
         };
         reply_with!(reply, r, |n| reply.written(n as u32));
     }
+}
+
+/// Copies up to `len` bytes through `vault` (whose batches carry the
+/// record), a chunk at a time. `kill_setid`: the caller is unprivileged (see `unprivileged`).
+fn copy_range(
+    vault: &Vault<Unlocked>,
+    from: u64,
+    off_in: u64,
+    to: u64,
+    off_out: u64,
+    len: u64,
+    kill_setid: bool,
+) -> Res<u64> {
+    let mut done = 0u64;
+    let len = len.min(u32::MAX as u64 & !(COPY_CHUNK as u64 - 1));
+    while done < len {
+        let want = (len - done).min(COPY_CHUNK as u64) as usize;
+        let data = vault.read(from, off_in + done, want).map_err(e)?;
+        if data.is_empty() {
+            break;
+        }
+        vault.write_as(to, off_out + done, &data, kill_setid && done == 0).map_err(e)?;
+        done += data.len() as u64;
+        if data.len() < want {
+            break;
+        }
+    }
+    Ok(done)
 }
 
 /// `.audit`, `.stats` and `.backup` are not names anything can be unlinked, renamed or linked as.

@@ -94,14 +94,15 @@ impl Recorder<'_> {
     }
 
     /// Runs `f` as access `op`, recorded before the reply goes out; a record
-    /// that cannot be written fails the access with EIO.
+    /// that cannot be written fails the access with EIO. `f` gets the vault
+    /// to change things through: its batch carries the record.
     pub fn logged<T>(
         &self,
         req: &Request,
         op: AuditOp,
         at: At,
         range: Range,
-        f: impl FnOnce() -> Res<T>,
+        f: impl FnOnce(&Vault<Unlocked>) -> Res<T>,
     ) -> Res<T> {
         self.logged_with_note(req, op, at, range, Vec::new(), f)
     }
@@ -114,12 +115,12 @@ impl Recorder<'_> {
         at: At,
         range: Range,
         note: Vec<u8>,
-        f: impl FnOnce() -> Res<T>,
+        f: impl FnOnce(&Vault<Unlocked>) -> Res<T>,
     ) -> Res<T> {
         // The benchmark baseline skips describing the access too: naming the
         // caller and the path is part of what the log costs.
         if cfg!(feature = "bench-no-audit") {
-            return f();
+            return f(self.vault);
         }
         let rec = Record { note, ..self.record(req, op, at, range) };
         let durable = op == AuditOp::Open && rec.level.is_some_and(|l| l >= DURABLE_FROM_LEVEL);

@@ -5,8 +5,7 @@
 //! it on its own. No access without a record: a record that cannot be
 //! appended fails the access.
 
-use std::cell::RefCell;
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::error::{Error, ErrorKind, Result};
@@ -73,27 +72,20 @@ impl Record {
     }
 }
 
-thread_local! {
-    /// The record of the operation this thread is running, until its batch takes it.
-    static CURRENT: RefCell<Option<Leaf>> = const { RefCell::new(None) };
-}
+/// The record of the access an operation runs for, carried by the vault
+/// `audited` hands to the operation, until the batch that carries the
+/// operation's change takes it (`Txn::commit`). An operation that writes
+/// nothing leaves it for `audited` to append with the operation's result.
+pub(super) struct Ticket(Mutex<Option<Leaf>>);
 
-/// Clears the thread's record however the operation ends.
-struct Current;
-
-impl Current {
-    fn set(leaf: Leaf) -> Current {
-        CURRENT.with(|c| *c.borrow_mut() = Some(leaf));
-        Current
+impl Ticket {
+    pub(super) fn take(&self) -> Option<Leaf> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
-    fn take() -> Option<Leaf> {
-        CURRENT.with(|c| c.borrow_mut().take())
-    }
-}
 
-impl Drop for Current {
-    fn drop(&mut self) {
-        Current::take();
+    #[cfg(test)]
+    pub(super) fn holds_record(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 }
 
@@ -102,9 +94,9 @@ impl Drop for Current {
 pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
 impl Core {
-    /// Applies `batch`, with this thread's pending operation record if any.
-    pub(super) fn apply(&self, batch: Batch) -> Result<()> {
-        match Current::take() {
+    /// Applies `batch`, with the record of the access it is for, if any.
+    pub(super) fn apply(&self, batch: Batch, record: Option<Leaf>) -> Result<()> {
+        match record {
             Some(leaf) => self.audit.append_with(&self.store, leaf, batch).map(drop)?,
             None => self.store.apply(batch)?,
         }
@@ -135,7 +127,8 @@ pub(super) fn spawn_committer(core: Weak<Core>) {
 }
 
 impl Vault<Unlocked> {
-    /// Runs `op`, recording it as `rec`. If `op` writes, the record lands in
+    /// Runs `op`, recording it as `rec`. `op` is handed a vault that
+    /// carries the record: if `op` writes through it, the record lands in
     /// its batch; otherwise it is appended after, with the result `code`
     /// gives for `op`'s error (0 on success), and stored before returning
     /// when `durable`. The outer error: the record could not be appended,
@@ -146,16 +139,16 @@ impl Vault<Unlocked> {
         rec: Record,
         durable: bool,
         code: impl Fn(&E) -> i32,
-        op: impl FnOnce() -> std::result::Result<T, E>,
+        op: impl FnOnce(&Vault<Unlocked>) -> std::result::Result<T, E>,
     ) -> Result<std::result::Result<T, E>> {
         if cfg!(feature = "bench-no-audit") {
-            return Ok(op());
+            return Ok(op(self));
         }
         let op_name = rec.op.name();
-        let current = Current::set(rec.leaf(0));
-        let out = op();
-        let unconsumed = Current::take();
-        drop(current);
+        let ticket = Ticket(Mutex::new(Some(rec.leaf(0))));
+        let carrier = Vault(Unlocked { core: Arc::clone(&self.0.core), ticket: Some(ticket) });
+        let out = op(&carrier);
+        let unconsumed = carrier.ticket().and_then(Ticket::take);
         let core = self.core();
         // Not taken by a batch: the operation wrote nothing; append its record
         // now, with the result it had.

@@ -75,7 +75,7 @@ impl Vault<Unlocked> {
         let core = self.core();
         let end = block::check_range(offset, data.len() as u64)?;
         let _g = core.locks.write(ino);
-        let mut txn = Txn::new(core);
+        let mut txn = Txn::new(core, self.ticket());
         let node = txn.get(ino)?;
         regular(node)?;
         if data.is_empty() {
@@ -102,7 +102,7 @@ impl Vault<Unlocked> {
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
         let core = self.core();
         let _g = core.locks.write(ino);
-        let mut txn = Txn::new(core);
+        let mut txn = Txn::new(core, self.ticket());
         let node = txn.get(ino)?;
         let now = Timestamp::now();
         if let Some(perm) = set.perm {
@@ -174,7 +174,7 @@ impl Vault<Unlocked> {
         }
         let end = block::check_range(offset, len)?;
         let _g = core.locks.write(ino);
-        let mut txn = Txn::new(core);
+        let mut txn = Txn::new(core, self.ticket());
         let node = txn.get(ino)?;
         regular(node)?;
         let now = Timestamp::now();
@@ -252,7 +252,7 @@ impl Vault<Unlocked> {
             return Err(err(ErrorKind::TooLarge, "xattr value too large"));
         }
         let _g = core.locks.write(ino);
-        let mut txn = Txn::new(core);
+        let mut txn = Txn::new(core, self.ticket());
         let node = txn.get(ino)?.clone();
         let key = self.xattr_key(&node, name)?;
         let exists = core.store.contains(&key)?;
@@ -285,7 +285,7 @@ impl Vault<Unlocked> {
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         let core = self.core();
         let _g = core.locks.write(ino);
-        let mut txn = Txn::new(core);
+        let mut txn = Txn::new(core, self.ticket());
         let node = txn.get(ino)?.clone();
         let key = self.xattr_key(&node, name)?;
         if !core.store.contains(&key)? {

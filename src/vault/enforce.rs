@@ -484,9 +484,15 @@ impl Vault<Unlocked> {
             ErrorKind::NotEmpty => ENOTEMPTY,
             _ => EIO,
         };
-        let r = self.audited(rec, false, code, || {
-            if dir { self.rmdir(parent, name) } else { self.unlink(parent, name) }
-        })?;
+        let r =
+            self.audited(
+                rec,
+                false,
+                code,
+                |v| {
+                    if dir { v.rmdir(parent, name) } else { v.unlink(parent, name) }
+                },
+            )?;
         match r {
             Ok(()) => Ok(true),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotEmpty) => Ok(false),

@@ -50,6 +50,7 @@ use crate::crypto::{Passphrase, SigningKey};
 use crate::format::{Header, InodeRecord, keys};
 use crate::meta::{self, MetaKeys, VAULT_LEVEL};
 use crate::store::{Batch, Store};
+use audit::Ticket;
 use error::err;
 use locks::LockTable;
 
@@ -61,8 +62,20 @@ pub struct Locked {
 }
 
 /// Type-state: a vault whose keys are loaded (shared between threads).
-#[derive(Clone)]
-pub struct Unlocked(Arc<Core>);
+pub struct Unlocked {
+    core: Arc<Core>,
+    /// Set on the vault `audited` hands to an operation: the record of the
+    /// access, for the batch that carries the operation's change.
+    ticket: Option<Ticket>,
+}
+
+/// A clone shares the keys and the store, never a ticket: a record rides in
+/// exactly one batch.
+impl Clone for Unlocked {
+    fn clone(&self) -> Self {
+        Unlocked { core: Arc::clone(&self.core), ticket: None }
+    }
+}
 
 #[derive(Clone)]
 pub struct Vault<S>(S);
@@ -216,7 +229,7 @@ impl Vault<Locked> {
         let core = Arc::new(core);
         audit::spawn_committer(Arc::downgrade(&core));
         gc::spawn_collector(Arc::downgrade(&core));
-        let vault = Vault(Unlocked(core));
+        let vault = Vault(Unlocked { core, ticket: None });
         let me = Caller { uid: vault.owner_uid(), gid: 0, pid: std::process::id() };
         let unlock = Record {
             who: me,
@@ -289,7 +302,12 @@ fn mark_features(
 
 impl Vault<Unlocked> {
     fn core(&self) -> &Core {
-        &self.0.0
+        &self.0.core
+    }
+
+    /// The record this vault carries for its operation's batch (see `audited`).
+    fn ticket(&self) -> Option<&Ticket> {
+        self.0.ticket.as_ref()
     }
 
     /// The key header as last written (a `passwd` while mounted replaces it).

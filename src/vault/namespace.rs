@@ -7,6 +7,7 @@ use crate::crypto;
 use crate::format::{DirentRecord, FileKind, InodeRecord, MAX_SYMLINK_LEN, RawKey, TombstoneRecord, keys};
 use crate::meta::VAULT_LEVEL;
 
+use super::audit::Ticket;
 use super::error::{ErrorKind, Result, err};
 use super::node::{Node, Txn, check_name};
 use super::types::*;
@@ -45,11 +46,18 @@ impl Core {
         }
     }
 
-    fn make(&self, parent: u64, name: &[u8], spec: &NewNode, target: Vec<u8>) -> Result<Attr> {
+    fn make(
+        &self,
+        ticket: Option<&Ticket>,
+        parent: u64,
+        name: &[u8],
+        spec: &NewNode,
+        target: Vec<u8>,
+    ) -> Result<Attr> {
         check_name(name)?;
         let _ns = self.namespace_lock();
         let _g = self.locks.write(parent);
-        let mut txn = Txn::new(self);
+        let mut txn = Txn::new(self, ticket);
         let level = self.writable_dir(&mut txn, parent)?;
         let dir = txn.get(parent)?.clone();
         if self.find_entry(&dir, name)?.is_some() {
@@ -192,7 +200,7 @@ impl Vault<Unlocked> {
         if spec.kind == FileKind::Symlink {
             return Err(err(ErrorKind::InvalidArgument, "use symlink() for symbolic links"));
         }
-        self.core().make(parent, name, &spec, Vec::new())
+        self.core().make(self.ticket(), parent, name, &spec, Vec::new())
     }
 
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<Attr> {
@@ -203,7 +211,7 @@ impl Vault<Unlocked> {
             return Err(err(ErrorKind::InvalidArgument, "symlink target empty or containing NUL"));
         }
         let spec = NewNode { kind: FileKind::Symlink, perm: 0o777, uid, gid, rdev: 0 };
-        self.core().make(parent, name, &spec, target.to_vec())
+        self.core().make(self.ticket(), parent, name, &spec, target.to_vec())
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -222,7 +230,7 @@ impl Vault<Unlocked> {
         let mut locks = core.locks.set();
         locks.add(ino);
         locks.add(new_parent);
-        let mut txn = Txn::new(core);
+        let mut txn = Txn::new(core, self.ticket());
         let level = core.writable_dir(&mut txn, new_parent)?;
         let node = txn.get(ino)?.clone();
         if node.is_dir() {
@@ -297,7 +305,7 @@ impl Vault<Unlocked> {
         let _ns = core.namespace_lock();
         let mut locks = core.locks.set();
         locks.add(parent);
-        let mut txn = Txn::new(core);
+        let mut txn = Txn::new(core, self.ticket());
         let dir = txn.get(parent)?.clone();
         if !dir.is_dir() {
             return Err(err(ErrorKind::NotDir, "not a directory"));
@@ -404,7 +412,7 @@ impl Vault<Unlocked> {
         let mut locks = core.locks.set();
         locks.add(parent);
         locks.add(new_parent);
-        let mut txn = Txn::new(core);
+        let mut txn = Txn::new(core, self.ticket());
         let level = core.writable_dir(&mut txn, parent)?;
         let new_level = core.writable_dir(&mut txn, new_parent)?;
         if level != new_level {

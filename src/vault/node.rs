@@ -10,6 +10,7 @@ use crate::meta::{self, VAULT_LEVEL};
 use crate::store::Batch;
 
 use super::Core;
+use super::audit::Ticket;
 use super::error::{ErrorKind, Result, err};
 use super::types::{Attr, LEVEL_COUNT, ROOT_INO, level_of_dir};
 
@@ -151,14 +152,16 @@ pub fn check_name(name: &[u8]) -> Result<()> {
 /// will carry everything to the store at once.
 pub struct Txn<'a> {
     core: &'a Core,
+    /// The record of the access this change is for, taken into the batch.
+    ticket: Option<&'a Ticket>,
     nodes: BTreeMap<u64, Node>,
     dirty: Vec<u64>,
     pub batch: Batch,
 }
 
 impl<'a> Txn<'a> {
-    pub fn new(core: &'a Core) -> Self {
-        Txn { core, nodes: BTreeMap::new(), dirty: Vec::new(), batch: Batch::default() }
+    pub fn new(core: &'a Core, ticket: Option<&'a Ticket>) -> Self {
+        Txn { core, ticket, nodes: BTreeMap::new(), dirty: Vec::new(), batch: Batch::default() }
     }
 
     pub fn get(&mut self, ino: u64) -> Result<&mut Node> {
@@ -197,6 +200,6 @@ impl<'a> Txn<'a> {
             let node = &self.nodes[&ino];
             self.batch.put(&keys::inode(ino)[..], self.core.seal(node)?);
         }
-        self.core.apply(self.batch)
+        self.core.apply(self.batch, self.ticket.and_then(Ticket::take))
     }
 }

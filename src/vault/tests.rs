@@ -247,3 +247,33 @@ fn random_overwrites_stay_within_the_space_bound() {
     assert!(v.read(f.ino, 0, SIZE).unwrap() == model, "content changed by collection");
     drop(v);
 }
+
+#[test]
+fn a_change_carries_its_record_into_its_batch() {
+    let (_dir, v) = new_vault();
+    let f = v.create(level_dir(1), b"f", file(0)).unwrap();
+    let rec = |op| Record::offline(op, b"test", Some(1), f.ino, b"/1-working/f".to_vec(), 0);
+    let carried = |c: &Vault<Unlocked>| c.ticket().is_some_and(Ticket::holds_record);
+    let code = |_: &Error| 5;
+    let size = v.audit_size();
+
+    // A write through the vault `audited` hands over takes the record into its batch.
+    let still = v.audited(rec(AuditOp::Write), false, code, |c| c.write(f.ino, 0, b"x").map(|_| carried(c)));
+    assert!(!still.unwrap().unwrap());
+    assert_eq!(v.audit_size(), size + 1);
+
+    // A write that fails leaves it, for `audited` to append with the result.
+    let failed = |c: &Vault<Unlocked>| c.write(u64::MAX / 2, 0, b"x").map_err(|_| carried(c));
+    let still = v.audited(rec(AuditOp::Write), false, |_: &bool| 5, failed);
+    assert!(still.unwrap().unwrap_err());
+    assert_eq!(v.audit_size(), size + 2);
+
+    // Only the handed-over vault carries it: neither the vault it came from nor a clone.
+    let still = v.audited(rec(AuditOp::Write), false, code, |c| {
+        assert!(v.ticket().is_none() && c.clone().ticket().is_none());
+        v.write(f.ino, 0, b"y").map(|_| carried(c))
+    });
+    assert!(still.unwrap().unwrap());
+    assert_eq!(v.audit_size(), size + 3);
+    assert!(v.audit_verify().is_ok());
+}

@@ -404,7 +404,7 @@ impl Vault<Unlocked> {
         let name = format!("#{ino}");
         let core = self.core();
         let _ns = core.namespace_lock();
-        let mut txn = Txn::new(core);
+        let mut txn = Txn::new(core, None);
         let node = txn.get(ino)?.clone();
         let mk = core.meta_keys(level)?;
         let key = mk.dirent_key(lf, name.as_bytes());
