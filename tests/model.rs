@@ -359,7 +359,7 @@ impl Model {
             return Err(ErrorKind::IsDir);
         }
         self.entries_mut(dir).remove(name);
-        let shreds = self.level(c) >= vaultfs::vault::SHRED_FROM_LEVEL;
+        let shreds = vaultfs::vault::rules(Some(self.level(c))).shredded;
         self.drop_link(c);
         // Levels 3 and up: the last unlink destroys the inode (and its key) at once.
         if shreds && self.orphans.remove(&c) {

@@ -20,14 +20,14 @@ use super::backup::ArchiveMaker;
 use super::errno::{Res, e};
 use super::handles::InodeTable;
 use super::perm::{self, AttrChange, MAY_EXEC, MAY_READ, MAY_WRITE, Mode, Refusal, Who};
-use super::record::{At, READS_RECORDED_FROM_LEVEL, Range, Recorder};
+use super::record::{At, Range, Recorder};
 use super::virtual_files::{
     AUDIT_INO, BACKUP_DIR_INO, ROOT_ENTRIES, VirtualFiles, is_reserved, is_root_text, is_virtual,
 };
 use crate::metrics::Timed;
 use crate::vault::{
     Attr, AuditOp, Caller, ErrorKind, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename,
-    SetAttr, TimeSet, Unlocked, Vault, XattrFlags, level_of_dir,
+    SetAttr, TimeSet, Unlocked, Vault, XattrFlags, level_of_dir, rules,
 };
 
 /// How long the kernel may cache attributes and entries. Short, because other
@@ -652,7 +652,7 @@ impl Filesystem for VaultFs {
             return reply_with!(reply, r, |_v| reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO));
         }
         // Every open reaches the daemon and is recorded. Below
-        // READS_RECORDED_FROM_LEVEL the kernel may keep the file's page
+        // levels whose reads are recorded (`LevelRules`) the kernel may keep the file's page
         // cache from an earlier open (every change goes through this mount,
         // so the cache is never stale); above it the cache is dropped, so
         // every read of the new open comes here and is recorded.
@@ -678,7 +678,7 @@ impl Filesystem for VaultFs {
             },
         );
         reply_with!(reply, r, |level| {
-            let keep = level.is_some_and(|l| l < READS_RECORDED_FROM_LEVEL);
+            let keep = level.is_some() && !rules(level).reads_recorded;
             reply.opened(self.fh(), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
         });
     }

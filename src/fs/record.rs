@@ -9,17 +9,7 @@ use fuser::{Errno, Request};
 use super::errno::{Res, e};
 use super::handles::InodeTable;
 use super::virtual_files::{BACKUP_DIR_INO, VirtualFiles, is_virtual};
-use crate::vault::{
-    AuditOp, Caller, OpenRequest, ROOT_INO, Record, Remover, SHRED_FROM_LEVEL, Unlocked, Vault,
-};
-
-/// Levels whose opens are recorded durably before the open succeeds.
-const DURABLE_FROM_LEVEL: u8 = 3;
-/// Levels whose page cache the kernel drops at every open, so that every
-/// open's reads reach the daemon and are recorded. Below it the kernel keeps
-/// a file's cached pages across opens (the open itself is still recorded):
-/// re-reading a working file costs no decryption and no request.
-pub const READS_RECORDED_FROM_LEVEL: u8 = 3;
+use crate::vault::{AuditOp, Caller, OpenRequest, ROOT_INO, Record, Remover, Unlocked, Vault, rules};
 
 /// Where an access happened: an inode, or a name in a directory.
 #[derive(Clone, Copy)]
@@ -123,7 +113,7 @@ impl Recorder<'_> {
             return f(self.vault);
         }
         let rec = Record { note, ..self.record(req, op, at, range) };
-        let durable = op == AuditOp::Open && rec.level.is_some_and(|l| l >= DURABLE_FROM_LEVEL);
+        let durable = op == AuditOp::Open && rules(rec.level).durable_opens;
         match self.vault.audited(rec, durable, |err: &Errno| err.code(), f) {
             Ok(out) => out,
             Err(err) => {
@@ -186,7 +176,7 @@ impl Recorder<'_> {
 
     /// Who removes what, for a tombstone (only levels that shred keep one).
     pub fn remover(&self, req: &Request, parent: u64, name: &[u8]) -> Remover {
-        if self.level_of(parent).ok().flatten().is_none_or(|l| l < SHRED_FROM_LEVEL) {
+        if !rules(self.level_of(parent).ok().flatten()).shredded {
             return Remover::default();
         }
         let (_, path) = self.place(At::Entry(parent, name));

@@ -8,6 +8,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::error::{ErrorKind, Result, err};
+use super::rules::rules;
+use super::types::LEVEL_COUNT;
 use super::{AuditOp, Caller, Record, Unlocked, Vault};
 
 /// The rules one level's approvals follow (from the policy).
@@ -336,15 +338,15 @@ impl Vault<Unlocked> {
 /// directory for every file there) to say why it opens files at levels 3-5
 /// (docs/GATES.md, "Justifications").
 pub const JUSTIFICATION_XATTR: &[u8] = b"user.vault.justification";
-/// The lowest level whose opens read a justification.
-pub const JUSTIFIED_FROM_LEVEL: u8 = 3;
 
 impl Vault<Unlocked> {
     /// Why the caller says it opens `ino` at `level`: the file's
     /// `user.vault.justification`, else its level directory's, at most
     /// `MAX_NOTE` bytes; empty below level 3, or when neither has one.
     pub fn justification(&self, ino: u64, level: Option<u8>) -> Vec<u8> {
-        let Some(l) = level.filter(|l| (JUSTIFIED_FROM_LEVEL..=5).contains(l)) else { return Vec::new() };
+        let Some(l) = level.filter(|l| *l < LEVEL_COUNT && rules(Some(*l)).justified) else {
+            return Vec::new();
+        };
         for holder in [ino, super::level_dir(l)] {
             if let Ok(mut v) = self.getxattr(holder, JUSTIFICATION_XATTR)
                 && !v.is_empty()

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::error::{ErrorKind, Result, err};
-use super::levels::LOCKABLE_FROM;
+use super::rules::{lockable_levels, rules};
 use super::{AuditOp, Caller, Core, FileKind, Record, Timestamp, Unlocked, Vault, level_dir};
 use crate::policy::{self, Policy};
 
@@ -174,14 +174,11 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Levels whose writes are scanned for secrets (where agents work freely).
-const SCANNED_BELOW_LEVEL: u8 = 2;
-
 impl Vault<Unlocked> {
     /// The rules `data`, written at `level`, matches, when the policy scans
     /// that level (`[secrets] scan`, levels 0 and 1); else none.
     pub fn secrets_in(&self, level: Option<u8>, data: &[u8]) -> Vec<String> {
-        if level.is_none_or(|l| l >= SCANNED_BELOW_LEVEL) {
+        if !rules(level).scanned {
             return Vec::new();
         }
         let scanner = self.core().enforce.scanner.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -403,7 +400,7 @@ impl Vault<Unlocked> {
     pub fn relock_idle(&self) -> Result<Vec<u8>> {
         let policy = self.policy();
         let mut locked = Vec::new();
-        for level in LOCKABLE_FROM..6 {
+        for level in lockable_levels() {
             let Some(after) = policy.levels[level as usize].relock_after else { continue };
             if self.core().level_open(level) && self.level_idle(level) >= after {
                 self.lock_level(self.daemon(), b"vaultfs", Some(level))?;

@@ -9,14 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::error::{ErrorKind, Result, err};
 use super::keyring::{self, FactorSecrets};
+use super::rules::{lockable_levels, rules};
+use super::types::LEVEL_COUNT;
 use super::{AuditOp, Caller, Core, Record, Unlocked, Vault};
 use crate::crypto::Passphrase;
 use crate::format::keys;
 use crate::meta::MetaKeys;
 use crate::store::Batch;
-
-/// Lowest level that `lock` and lockdown close (0 and 1 are "mounted vault").
-pub const LOCKABLE_FROM: u8 = 2;
 
 /// Run-time level state kept beside the keys.
 pub(super) struct LevelGates {
@@ -79,7 +78,7 @@ impl Core {
     pub(super) fn load_lockdown(&self) -> Result<()> {
         if self.store.get(keys::LOCKDOWN)?.is_some() {
             self.gates.lockdown.store(true, Ordering::SeqCst);
-            for level in LOCKABLE_FROM..6 {
+            for level in lockable_levels() {
                 self.set_level_keys(level, None);
             }
         }
@@ -167,7 +166,7 @@ impl Vault<Unlocked> {
         if !(1..6).contains(&level) {
             return Err(err(ErrorKind::InvalidArgument, format!("there is no level {level} to unlock")));
         }
-        if self.lockdown_active() && level >= LOCKABLE_FROM {
+        if self.lockdown_active() && rules(Some(level)).lockable {
             return Err(err(ErrorKind::Lockdown, "lockdown is on: leave it with `vaultfs lockdown --exit`"));
         }
         if core.level_open(level) {
@@ -197,14 +196,14 @@ impl Vault<Unlocked> {
     /// zeroized once in-flight operations finish. Recorded.
     pub fn lock_level(&self, who: Caller, comm: &[u8], level: Option<u8>) -> Result<()> {
         let levels: Vec<u8> = match level {
-            Some(l) if (LOCKABLE_FROM..6).contains(&l) => vec![l],
+            Some(l) if l < LEVEL_COUNT && rules(Some(l)).lockable => vec![l],
             Some(l) => {
                 return Err(err(
                     ErrorKind::InvalidArgument,
                     format!("level {l} cannot be locked (only 2 to 5)"),
                 ));
             }
-            None => (LOCKABLE_FROM..6).collect(),
+            None => lockable_levels().collect(),
         };
         self.core().approvals.revoke_all();
         for l in levels {
@@ -221,7 +220,7 @@ impl Vault<Unlocked> {
     pub fn lockdown(&self, who: Caller, comm: &[u8]) -> Result<()> {
         let core = self.core();
         core.gates.lockdown.store(true, Ordering::SeqCst);
-        for level in LOCKABLE_FROM..6 {
+        for level in lockable_levels() {
             core.set_level_keys(level, None);
         }
         core.approvals.revoke_all();

@@ -16,6 +16,7 @@ mod levels;
 mod locks;
 mod namespace;
 mod node;
+mod rules;
 mod snapshot;
 mod types;
 
@@ -41,8 +42,9 @@ pub use enforce::{ExportState, SecretSeen, Upkeep};
 pub use error::{Error, ErrorKind, Result};
 pub use factors::{FIDO2_RP_ID, FactorAccess};
 pub use keyring::FactorSecrets;
-pub use levels::{LOCKABLE_FROM, LevelState};
-pub use namespace::{Remover, SHRED_FROM_LEVEL};
+pub use levels::LevelState;
+pub use namespace::Remover;
+pub use rules::{LEVEL_RULES, LevelRules, rules};
 pub use snapshot::Snapshot;
 pub use types::*;
 
@@ -355,7 +357,7 @@ impl Vault<Unlocked> {
     /// (None: the root). AccessDenied if not.
     pub fn check_level_access(&self, caller: &Caller, level: Option<u8>) -> Result<()> {
         let Some(l) = level else { return Ok(()) };
-        if l >= OWNER_ONLY_FROM_LEVEL && caller.uid != self.owner_uid() {
+        if rules(Some(l)).owner_only && caller.uid != self.owner_uid() {
             return Err(err(
                 ErrorKind::AccessDenied,
                 format!("level {l} is private to uid {}", self.owner_uid()),
@@ -440,7 +442,7 @@ impl Core {
         for entry in self.store.scan_prefix(&[keys::INODE]) {
             let (k, v) = entry?;
             let Some(ino) = keys::ino_of(&k) else { continue };
-            if ino < FIRST_USER_INO || meta::inode_level(&v) != Some(0) {
+            if ino < FIRST_USER_INO || !rules(meta::inode_level(&v)).ephemeral {
                 continue;
             }
             // The level byte is not authenticated until the record is opened:

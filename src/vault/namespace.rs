@@ -10,6 +10,7 @@ use crate::meta::VAULT_LEVEL;
 use super::audit::Ticket;
 use super::error::{ErrorKind, Result, err};
 use super::node::{Node, Txn, check_name};
+use super::rules::rules;
 use super::types::*;
 use super::{Core, Unlocked, Vault};
 
@@ -150,9 +151,6 @@ impl Core {
         Ok(())
     }
 }
-
-/// Unlink at this level and above destroys the file's key at once.
-pub const SHRED_FROM_LEVEL: u8 = 3;
 
 /// Who removes a file, for its tombstone.
 #[derive(Clone, Debug, Default)]
@@ -327,7 +325,7 @@ impl Vault<Unlocked> {
         Core::drop_link(&mut txn, d.ino, now)?;
         let gone = txn.node(d.ino);
         if let Some(level) =
-            gone.level().filter(|l| *l >= SHRED_FROM_LEVEL && gone.rec.nlink == 0 && !want_dir)
+            gone.level().filter(|l| rules(Some(*l)).shredded && gone.rec.nlink == 0 && !want_dir)
         {
             // Crypto-shred: the inode record holding the file key goes in
             // this batch, even if the file is still open; a tombstone stays.

@@ -148,7 +148,3 @@ pub struct Caller {
     pub gid: u32,
     pub pid: u32,
 }
-
-/// Levels 2 and above answer only the uid that unlocked the vault, even when
-/// the mount allows other users (later levels add factors on top of this).
-pub const OWNER_ONLY_FROM_LEVEL: u8 = 2;
