@@ -4,7 +4,7 @@
 //! - pjdfstest 0.2.2, the POSIX file system test suite, run as root in
 //!   `1-working` of a mount with `-o allow_other`: it switches to the users
 //!   nobody and tests, whose requests the kernel checks
-//!   (`default_permissions`) and the daemon again (src/fs/perm.rs).
+//!   (`default_permissions`) and the daemon again (src/vault/access.rs).
 //! - fsx 0.3.2, which applies random reads, writes, mmap, truncates, holes,
 //!   fallocate and copy_file_range to one file and checks every byte it
 //!   reads back against its own copy.

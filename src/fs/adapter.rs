@@ -15,19 +15,19 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::attr::{OwnerMap, file_attr, file_type, kind_from_mode, timestamp};
+use super::attr::{file_attr, file_type, kind_from_mode, open_mask, timestamp};
 use super::backup::ArchiveMaker;
 use super::errno::{Res, e};
 use super::handles::InodeTable;
-use super::perm::{self, AttrChange, MAY_EXEC, MAY_READ, MAY_WRITE, Mode, Refusal, Who};
 use super::record::{At, Range, Recorder};
 use super::virtual_files::{
     AUDIT_INO, BACKUP_DIR_INO, ROOT_ENTRIES, VirtualFiles, is_reserved, is_root_text, is_virtual,
 };
 use crate::metrics::Timed;
 use crate::vault::{
-    Attr, AuditOp, Caller, ErrorKind, FallocMode, FileKind, NewNode, ROOT_INO, RenameFlags as VRename,
-    SetAttr, TimeSet, Unlocked, Vault, XattrFlags, level_of_dir, rules,
+    Access, Attr, AttrChange, AuditOp, Caller, ErrorKind, FallocMode, FileKind, MAY_EXEC, MAY_READ,
+    MAY_WRITE, NewNode, OwnerMap, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet, Unlocked, Vault, Who,
+    XattrFlags, level_of_dir, rules,
 };
 
 /// How long the kernel may cache attributes and entries. Short, because other
@@ -99,13 +99,6 @@ fn attr_ttl(ino: u64) -> Duration {
     if ino == BACKUP_DIR_INO { TTL } else { NO_CACHE }
 }
 
-fn refusal(r: Refusal) -> Errno {
-    match r {
-        Refusal::Access => Errno::EACCES,
-        Refusal::NotOwner => Errno::EPERM,
-    }
-}
-
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
@@ -166,8 +159,10 @@ impl VaultFs {
         self.check_inside(req, ino)
     }
 
-    fn mode_of(&self, a: &Attr) -> Mode {
-        Mode::of(a, self.owner.uid.unwrap_or(a.uid), self.owner.gid.unwrap_or(a.gid))
+    /// The caller's permission checks (mode bits, sticky directories, the
+    /// owner rules of setattr: `vault::Access`).
+    fn access(&self, req: &Request) -> Access<'_> {
+        self.vault.access(who(req), self.owner)
     }
 
     /// Mode bits: may the caller access inode `ino` for `want`
@@ -176,41 +171,7 @@ impl VaultFs {
         if is_virtual(ino) {
             return Ok(());
         }
-        // Root reads and writes anything: no inode load on its hot path.
-        if req.uid() == 0 && want & MAY_EXEC == 0 {
-            return Ok(());
-        }
-        let a = self.vault.getattr(ino).map_err(e)?;
-        perm::check(&who(req), self.mode_of(&a), want).map_err(refusal)
-    }
-
-    /// Adding a name to `dir` needs write and search on it.
-    fn permit_change_in(&self, req: &Request, dir: u64) -> Res<()> {
-        self.permit_search(req, dir, MAY_WRITE)
-    }
-
-    /// Search (plus `also`) on directory `dir`; root may always search a
-    /// directory, so its requests skip the inode load.
-    fn permit_search(&self, req: &Request, dir: u64, also: u16) -> Res<()> {
-        if req.uid() == 0 {
-            return Ok(());
-        }
-        self.permit(req, dir, MAY_EXEC | also)
-    }
-
-    /// Removing (or replacing) `name` in `dir`: write and search on it, and
-    /// in a sticky directory only the owner of the entry or of the
-    /// directory (or root) may.
-    fn permit_remove(&self, req: &Request, dir: u64, name: &[u8]) -> Res<()> {
-        self.permit_change_in(req, dir)?;
-        let d = self.vault.getattr(dir).map_err(e)?;
-        if d.perm & 0o1000 == 0 || req.uid() == 0 || self.mode_of(&d).uid == req.uid() {
-            return Ok(());
-        }
-        match self.vault.lookup(dir, name) {
-            Ok(v) if self.mode_of(&v).uid != req.uid() => Err(Errno::EPERM),
-            _ => Ok(()),
-        }
+        self.access(req).permit(ino, want).map_err(e)
     }
 
     /// How long the kernel may keep names. With other uids
@@ -259,7 +220,7 @@ impl VaultFs {
         };
         self.rec().logged(req, op, At::Entry(parent, name.as_bytes()), Range::default(), |v| {
             self.check_inside(req, parent)?;
-            self.permit_change_in(req, parent)?;
+            self.access(req).change_in(parent).map_err(e)?;
             if is_reserved(parent, name.as_bytes()) {
                 return Err(Errno::EEXIST);
             }
@@ -289,8 +250,7 @@ impl VaultFs {
                 times_explicit: times.iter().any(|t| matches!(t, Some(TimeSet::At(_)))),
                 times_now: times.iter().any(|t| matches!(t, Some(TimeSet::Now))),
             };
-            let a = self.vault.getattr(ino).map_err(e)?;
-            set.perm = perm::check_setattr(&who(req), self.mode_of(&a), &change).map_err(refusal)?;
+            set.perm = self.access(req).setattr(ino, &change).map_err(e)?;
             v.setattr(ino, &set).map_err(e)
         })
     }
@@ -416,7 +376,7 @@ impl Filesystem for VaultFs {
         let at = At::Entry(parent.0, name.as_bytes());
         let r = self
             .check_inside(req, parent.0)
-            .and_then(|_| self.permit_search(req, parent.0, 0))
+            .and_then(|_| self.access(req).search(parent.0, 0).map_err(e))
             .and_then(|_| self.vault.lookup(parent.0, name.as_bytes()).map_err(e));
         let r = self.rec().note_denial(req, at, r);
         self.reply_entry(reply, r, parent.0, name.as_bytes());
@@ -517,7 +477,7 @@ impl Filesystem for VaultFs {
             |v| {
                 self.check_inside(req, parent.0)?;
                 refuse_audit_name(parent.0, name)?;
-                self.permit_remove(req, parent.0, name.as_bytes())?;
+                self.access(req).remove(parent.0, name.as_bytes()).map_err(e)?;
                 let who = self.rec().remover(req, parent.0, name.as_bytes());
                 v.unlink_by(parent.0, name.as_bytes(), &who).map_err(e)
             },
@@ -534,7 +494,7 @@ impl Filesystem for VaultFs {
             |v| {
                 self.check_inside(req, parent.0)?;
                 refuse_audit_name(parent.0, name)?;
-                self.permit_remove(req, parent.0, name.as_bytes())?;
+                self.access(req).remove(parent.0, name.as_bytes()).map_err(e)?;
                 v.rmdir(parent.0, name.as_bytes()).map_err(e)
             },
         );
@@ -546,7 +506,7 @@ impl Filesystem for VaultFs {
         let r = self.rec().logged(req, AuditOp::Symlink, at, Range::default(), |v| {
             self.check_inside(req, parent.0)?;
             refuse_audit_name(parent.0, link_name)?;
-            self.permit_change_in(req, parent.0)?;
+            self.access(req).change_in(parent.0).map_err(e)?;
             v.symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes(), req.uid(), req.gid())
                 .map_err(e)
         });
@@ -576,8 +536,8 @@ impl Filesystem for VaultFs {
                 self.check_inside(req, newparent.0)?;
                 refuse_audit_name(parent.0, name)?;
                 refuse_audit_name(newparent.0, newname)?;
-                self.permit_remove(req, parent.0, name.as_bytes())?;
-                self.permit_remove(req, newparent.0, newname.as_bytes())?;
+                self.access(req).remove(parent.0, name.as_bytes()).map_err(e)?;
+                self.access(req).remove(newparent.0, newname.as_bytes()).map_err(e)?;
                 if parent.0 != newparent.0 {
                     // A directory that changes parent has its ".." rewritten.
                     let moved = [(parent.0, name.as_bytes()), (newparent.0, newname.as_bytes())];
@@ -620,7 +580,7 @@ impl Filesystem for VaultFs {
                 self.check_node(req, ino.0)?;
                 self.check_inside(req, newparent.0)?;
                 refuse_audit_name(newparent.0, newname)?;
-                self.permit_change_in(req, newparent.0)?;
+                self.access(req).change_in(newparent.0).map_err(e)?;
                 v.link(ino.0, newparent.0, newname.as_bytes()).map_err(e)
             },
         );
@@ -668,7 +628,7 @@ impl Filesystem for VaultFs {
             why.clone(),
             |_| {
                 self.check_node(req, ino.0)?;
-                self.permit(req, ino.0, perm::open_mask(flags.0))?;
+                self.permit(req, ino.0, open_mask(flags.0))?;
                 if why.is_empty() && level.is_some_and(|l| self.vault.needs_justification(l)) {
                     return Err(Errno::EACCES);
                 }
@@ -780,7 +740,7 @@ impl Filesystem for VaultFs {
             let r = self.rec().note_denial(req, At::Node(BACKUP_DIR_INO), r);
             return reply_with!(reply, r, |_v| reply.opened(fh, FopenFlags::empty()));
         }
-        let r = self.check_inside(req, ino.0).and_then(|_| self.permit(req, ino.0, perm::open_mask(flags.0)));
+        let r = self.check_inside(req, ino.0).and_then(|_| self.permit(req, ino.0, open_mask(flags.0)));
         let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
     }

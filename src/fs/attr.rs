@@ -1,10 +1,11 @@
-//! Conversions between vault types and fuser's.
+//! Conversions between vault types and fuser's (and open flags into
+//! the access they need).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
-use crate::vault::{Attr, FileKind, Timestamp};
+use crate::vault::{Attr, FileKind, MAY_EXEC, MAY_READ, MAY_WRITE, OwnerMap, Timestamp};
 
 pub fn file_type(kind: FileKind) -> FileType {
     match kind {
@@ -32,6 +33,24 @@ pub fn kind_from_mode(mode: u32) -> Option<FileKind> {
     })
 }
 
+/// The access an open with `flags` needs.
+pub fn open_mask(flags: i32) -> u16 {
+    // The kernel marks execve's open with __FMODE_EXEC: it needs x, not r.
+    const FMODE_EXEC: i32 = 0x20;
+    if flags & FMODE_EXEC != 0 {
+        return MAY_EXEC;
+    }
+    let mut want = match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => MAY_READ,
+        libc::O_WRONLY => MAY_WRITE,
+        _ => MAY_READ | MAY_WRITE,
+    };
+    if flags & libc::O_TRUNC != 0 {
+        want |= MAY_WRITE;
+    }
+    want
+}
+
 pub fn system_time(t: Timestamp) -> SystemTime {
     if t.secs >= 0 {
         UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
@@ -53,13 +72,6 @@ pub fn timestamp(t: SystemTime) -> Timestamp {
             }
         }
     }
-}
-
-/// Owner override from `-o uid=N,gid=N`: every inode reports these.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct OwnerMap {
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
 }
 
 pub fn file_attr(a: &Attr, map: OwnerMap) -> FileAttr {
@@ -95,5 +107,14 @@ mod tests {
         ] {
             assert_eq!(timestamp(system_time(t)), t);
         }
+    }
+
+    #[test]
+    fn open_masks() {
+        assert_eq!(open_mask(libc::O_RDONLY), MAY_READ);
+        assert_eq!(open_mask(libc::O_WRONLY | libc::O_TRUNC), MAY_WRITE);
+        assert_eq!(open_mask(libc::O_RDWR), MAY_READ | MAY_WRITE);
+        assert_eq!(open_mask(libc::O_RDONLY | libc::O_TRUNC), MAY_READ | MAY_WRITE);
+        assert_eq!(open_mask(0x20), MAY_EXEC);
     }
 }

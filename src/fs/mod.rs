@@ -12,7 +12,6 @@ mod attr;
 mod backup;
 mod errno;
 mod handles;
-mod perm;
 mod record;
 mod session;
 mod virtual_files;

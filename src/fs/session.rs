@@ -14,8 +14,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::adapter::VaultFs;
-use super::attr::OwnerMap;
 use super::handles::InodeTable;
+use crate::vault::OwnerMap;
 use crate::vault::{Unlocked, Vault};
 
 /// Mount options, as decided by the CLI.
@@ -61,11 +61,11 @@ pub fn mount(
         // Other uids: the kernel opens FIFOs, device nodes and connects to
         // sockets without asking the daemon, so only its own mode check
         // enforces their modes (docs/SEMANTICS.md, "Permissions"). The
-        // daemon still checks too (fs/perm.rs) and records what reaches it.
+        // daemon still checks too (vault/access.rs) and records what reaches it.
         cfg.mount_options.push(MountOption::DefaultPermissions);
     }
     // A mount only the mounting uid may use: the daemon checks mode bits
-    // itself (fs/perm.rs), so that every refusal reaches it and is recorded.
+    // itself (vault/access.rs), so that every refusal reaches it and is recorded.
     cfg.n_threads = Some(opts.threads.max(1));
     let flusher = vault.clone();
     let owner = OwnerMap { uid: opts.uid, gid: opts.gid };

@@ -2,6 +2,7 @@
 //! be unlocked; `Vault<Unlocked>` offers the filesystem operations the FUSE
 //! adapter calls. Thread-safe: clone it into every worker.
 
+mod access;
 mod admin;
 mod anchor;
 mod approval;
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use crate::format::TombstoneRecord;
 pub use crate::store::Durability;
+pub use access::{Access, AttrChange, MAY_EXEC, MAY_READ, MAY_WRITE, OwnerMap, Who};
 pub use admin::archive::{ArchiveMade, Cut, compact_if_due, compact_store};
 pub use admin::enroll::{FactorKind, SlotInfo};
 pub use admin::escrow::EscrowSplit;

@@ -277,3 +277,34 @@ fn a_change_carries_its_record_into_its_batch() {
     assert_eq!(v.audit_size(), size + 3);
     assert!(v.audit_verify().is_ok());
 }
+
+#[test]
+fn access_decides_mode_bits_sticky_directories_and_owner_rules() {
+    let (_dir, v) = new_vault();
+    let sticky = NewNode { perm: 0o1777, ..dir_spec() };
+    let d = v.create(level_dir(1), b"tmp", sticky).unwrap();
+    let f = v.create(d.ino, b"f", NewNode { perm: 0o640, ..file(1000) }).unwrap();
+    let as_ = |uid, gid| v.access(Who::new(uid, gid, 0), OwnerMap::default());
+    let kind = |r: Result<()>| r.map_err(|e| e.kind());
+
+    assert_eq!(kind(as_(1001, 1001).permit(f.ino, MAY_READ)), Err(ErrorKind::AccessDenied));
+    assert_eq!(kind(as_(1001, 1000).permit(f.ino, MAY_READ)), Ok(()), "the group may read");
+    assert_eq!(kind(as_(1001, 1000).permit(f.ino, MAY_WRITE)), Err(ErrorKind::AccessDenied));
+    assert_eq!(kind(as_(0, 0).permit(f.ino, MAY_READ | MAY_WRITE)), Ok(()));
+    assert_eq!(kind(as_(0, 0).permit(f.ino, MAY_EXEC)), Err(ErrorKind::AccessDenied), "no x bit at all");
+
+    // Anyone may add to the sticky directory; only the file's owner (or the directory's, or root) removes.
+    assert_eq!(kind(as_(1001, 1001).change_in(d.ino)), Ok(()));
+    assert_eq!(kind(as_(1001, 1001).remove(d.ino, b"f")), Err(ErrorKind::NotPermitted));
+    assert_eq!(kind(as_(1000, 1000).remove(d.ino, b"f")), Ok(()));
+    assert_eq!(kind(as_(0, 0).remove(d.ino, b"f")), Ok(()));
+
+    let chmod = AttrChange { mode: Some(0o600), ..Default::default() };
+    assert_eq!(as_(1001, 1000).setattr(f.ino, &chmod).unwrap_err().kind(), ErrorKind::NotPermitted);
+    assert_eq!(as_(1000, 1000).setattr(f.ino, &chmod).unwrap(), Some(0o600));
+
+    // `-o uid=`: the presented owner is the one the rules see.
+    let mapped = v.access(Who::new(1001, 1001, 0), OwnerMap { uid: Some(1001), gid: None });
+    assert_eq!(kind(mapped.permit(f.ino, MAY_READ | MAY_WRITE)), Ok(()));
+    assert_eq!(kind(mapped.remove(d.ino, b"f")), Ok(()));
+}

@@ -1,16 +1,21 @@
-//! POSIX permission checks, done by the daemon: a mount for the mounting
-//! uid alone runs without `default_permissions`, so that every refusal
-//! reaches the daemon and is recorded (docs/AUDIT.md); with `allow_other`
-//! the kernel checks first (its check is the only one that reaches FIFOs,
-//! sockets and device nodes) and this one again. The kernel also enforces
-//! what it checks outside `inode_permission` (sticky directories, protected
-//! links, trusted.* xattrs); this module does the mode-bit part, and the
-//! owner rules of chmod, chown and utimes, as Linux's `generic_permission`
-//! and `setattr_prepare` do.
+//! Who may do what to a file: POSIX mode bits and the owner rules of
+//! chmod, chown and utimes, as Linux's `generic_permission` and
+//! `setattr_prepare` decide them, on the attributes as the mount presents
+//! them (`OwnerMap`). The daemon checks them itself: a mount for the
+//! mounting uid alone runs without the kernel's `default_permissions`, so
+//! that every refusal reaches the daemon and is recorded (docs/AUDIT.md);
+//! with `allow_other` the kernel checks first (its check is the only one
+//! that reaches FIFOs, sockets and device nodes) and this one again. The
+//! kernel also enforces what it checks outside `inode_permission` (protected
+//! links, trusted.* xattrs). The level gate (who may enter a level at all)
+//! is `Vault::check_level_access`; the rules per level are in `rules.rs`.
+//! Everything here is decided without a mount (tests below).
 
 use std::cell::OnceCell;
 
-use crate::vault::{Attr, FileKind};
+use super::error::{Error, ErrorKind, Result, err};
+use super::types::{Attr, FileKind};
+use super::{Unlocked, Vault};
 
 pub const MAY_READ: u16 = 4;
 pub const MAY_WRITE: u16 = 2;
@@ -18,7 +23,7 @@ pub const MAY_EXEC: u16 = 1;
 
 /// Why a check failed, as the kernel would say it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+enum Refusal {
     /// Mode bits do not grant the access (EACCES).
     Access,
     /// Only the owner (or root) may do this (EPERM).
@@ -51,25 +56,41 @@ impl Who {
     }
 }
 
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        match r {
+            Refusal::Access => err(ErrorKind::AccessDenied, "permission denied by the file's mode"),
+            Refusal::NotOwner => err(ErrorKind::NotPermitted, "only the owner may do this"),
+        }
+    }
+}
+
+/// The owner every file shows on the mount (`-o uid=,gid=`; None: its own).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OwnerMap {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
 /// The owner and mode a check sees (the attributes as presented, after
 /// any `-o uid=,gid=` mapping).
 #[derive(Clone, Copy, Debug)]
-pub struct Mode {
-    pub uid: u32,
-    pub gid: u32,
-    pub perm: u16,
-    pub kind: FileKind,
+struct Mode {
+    uid: u32,
+    gid: u32,
+    perm: u16,
+    kind: FileKind,
 }
 
 impl Mode {
-    pub fn of(a: &Attr, uid: u32, gid: u32) -> Mode {
-        Mode { uid, gid, perm: a.perm, kind: a.kind }
+    fn of(a: &Attr, map: OwnerMap) -> Mode {
+        Mode { uid: map.uid.unwrap_or(a.uid), gid: map.gid.unwrap_or(a.gid), perm: a.perm, kind: a.kind }
     }
 }
 
 /// `generic_permission`: may `who` access a file of mode `m` for `want`
 /// (a mask of MAY_READ, MAY_WRITE, MAY_EXEC)?
-pub fn check(who: &Who, m: Mode, want: u16) -> Result<(), Refusal> {
+fn check(who: &Who, m: Mode, want: u16) -> std::result::Result<(), Refusal> {
     let want = want & 0o7;
     if who.is_root() {
         // Root reads and writes anything; it executes a non-directory only
@@ -91,24 +112,6 @@ pub fn check(who: &Who, m: Mode, want: u16) -> Result<(), Refusal> {
     if want & !granted == 0 { Ok(()) } else { Err(Refusal::Access) }
 }
 
-/// The access an open with `flags` needs.
-pub fn open_mask(flags: i32) -> u16 {
-    // The kernel marks execve's open with __FMODE_EXEC: it needs x, not r.
-    const FMODE_EXEC: i32 = 0x20;
-    if flags & FMODE_EXEC != 0 {
-        return MAY_EXEC;
-    }
-    let mut want = match flags & libc::O_ACCMODE {
-        libc::O_RDONLY => MAY_READ,
-        libc::O_WRONLY => MAY_WRITE,
-        _ => MAY_READ | MAY_WRITE,
-    };
-    if flags & libc::O_TRUNC != 0 {
-        want |= MAY_WRITE;
-    }
-    want
-}
-
 /// What a setattr asks for, as the checks see it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AttrChange {
@@ -126,7 +129,7 @@ pub struct AttrChange {
 /// `setattr_prepare`: may `who` make `change` to a file of mode `m`? Returns
 /// the mode to store when a chmod must drop the set-group-ID bit (a caller
 /// outside the file's group), as Linux does silently.
-pub fn check_setattr(who: &Who, m: Mode, change: &AttrChange) -> Result<Option<u16>, Refusal> {
+fn check_setattr(who: &Who, m: Mode, change: &AttrChange) -> std::result::Result<Option<u16>, Refusal> {
     let owner = who.is_root() || who.uid == m.uid;
     if change.uid.is_some_and(|u| u != m.uid) && !who.is_root() {
         return Err(Refusal::NotOwner);
@@ -170,6 +173,70 @@ pub fn check_setattr(who: &Who, m: Mode, change: &AttrChange) -> Result<Option<u
     Ok(mode)
 }
 
+/// One caller's permission checks against the vault.
+pub struct Access<'v> {
+    vault: &'v Vault<Unlocked>,
+    who: Who,
+    map: OwnerMap,
+}
+
+impl Vault<Unlocked> {
+    /// The checks of caller `who` on a mount presenting owners through `map`.
+    pub fn access(&self, who: Who, map: OwnerMap) -> Access<'_> {
+        Access { vault: self, who, map }
+    }
+}
+
+impl Access<'_> {
+    fn mode(&self, ino: u64) -> Result<Mode> {
+        Ok(Mode::of(&self.vault.getattr(ino)?, self.map))
+    }
+
+    /// May the caller access inode `ino` for `want` (MAY_READ | MAY_WRITE |
+    /// MAY_EXEC)? Root reads and writes anything, without loading the inode.
+    pub fn permit(&self, ino: u64, want: u16) -> Result<()> {
+        if self.who.is_root() && want & MAY_EXEC == 0 {
+            return Ok(());
+        }
+        Ok(check(&self.who, self.mode(ino)?, want)?)
+    }
+
+    /// Search (plus `also`) on directory `dir`; root may always search a
+    /// directory, so its requests skip the inode load.
+    pub fn search(&self, dir: u64, also: u16) -> Result<()> {
+        if self.who.is_root() {
+            return Ok(());
+        }
+        self.permit(dir, MAY_EXEC | also)
+    }
+
+    /// Adding a name to `dir` needs write and search on it.
+    pub fn change_in(&self, dir: u64) -> Result<()> {
+        self.search(dir, MAY_WRITE)
+    }
+
+    /// Removing (or replacing) `name` in `dir`: write and search on it, and
+    /// in a sticky directory only the owner of the entry or of the
+    /// directory (or root) may.
+    pub fn remove(&self, dir: u64, name: &[u8]) -> Result<()> {
+        self.change_in(dir)?;
+        let d = self.mode(dir)?;
+        if d.perm & 0o1000 == 0 || self.who.is_root() || d.uid == self.who.uid {
+            return Ok(());
+        }
+        match self.vault.lookup(dir, name) {
+            Ok(v) if Mode::of(&v, self.map).uid != self.who.uid => Err(Refusal::NotOwner.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// May the caller make `change` to `ino`? The mode to store when a
+    /// chmod must drop the set-group-ID bit (see `check_setattr`).
+    pub fn setattr(&self, ino: u64, change: &AttrChange) -> Result<Option<u16>> {
+        Ok(check_setattr(&self.who, self.mode(ino)?, change)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,15 +276,6 @@ mod tests {
         assert_eq!(check(&who(0, 0), m(1, 1, 0o001), MAY_EXEC), Ok(()));
         let dir = Mode { kind: FileKind::Dir, ..m(1, 1, 0) };
         assert_eq!(check(&who(0, 0), dir, MAY_EXEC), Ok(()));
-    }
-
-    #[test]
-    fn open_masks() {
-        assert_eq!(open_mask(libc::O_RDONLY), MAY_READ);
-        assert_eq!(open_mask(libc::O_WRONLY | libc::O_TRUNC), MAY_WRITE);
-        assert_eq!(open_mask(libc::O_RDWR), MAY_READ | MAY_WRITE);
-        assert_eq!(open_mask(libc::O_RDONLY | libc::O_TRUNC), MAY_READ | MAY_WRITE);
-        assert_eq!(open_mask(0x20), MAY_EXEC);
     }
 
     #[test]
