@@ -5,23 +5,29 @@
 //! · L0 crypto, format, policy, metrics, scan.
 //!
 //! `unsafe` is allowed in `sys` alone (tests/layering.rs checks it too).
+//!
+//! Public: `cli` (the binary's entry), the vault and what the integration
+//! tests and fuzz targets reach below it (decoders, the store, sealing,
+//! the gates). The front ends other than `cli`, and the policy, metrics and
+//! scanning that only the vault and the front ends use, are private: the
+//! compiler then reports what nothing uses.
 #![deny(unsafe_code)]
 
 pub mod audit;
 pub mod backup;
 pub mod block;
 pub mod cli;
-pub mod control;
+mod control;
 pub mod crypto;
-pub mod export;
+mod export;
 pub mod format;
-pub mod fs;
+mod fs;
 pub mod gate;
-pub mod meta;
-pub mod metrics;
-pub mod monitor;
-pub mod policy;
-pub mod scan;
+mod meta;
+mod metrics;
+mod monitor;
+mod policy;
+mod scan;
 pub mod store;
 #[allow(unsafe_code)]
 mod sys;

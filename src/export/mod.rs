@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub use format::{Event, SD_ID, cef, hostname, syslog};
+pub use format::{Event, cef, hostname, syslog};
 
 use crate::format::hex;
 use crate::policy::{ExportAddress, ExportFormat, ExportSink};
