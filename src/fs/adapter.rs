@@ -25,9 +25,9 @@ use super::virtual_files::{
 };
 use crate::metrics::Timed;
 use crate::vault::{
-    Access, Attr, AttrChange, AuditOp, Caller, ErrorKind, FallocMode, FileKind, MAY_EXEC, MAY_READ,
-    MAY_WRITE, NewNode, OwnerMap, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet, Unlocked, Vault, Who,
-    XattrFlags, level_of_dir, rules,
+    Access, Attr, AttrChange, AuditOp, ErrorKind, FallocMode, FileKind, MAY_EXEC, MAY_READ, MAY_WRITE,
+    NewNode, OwnerMap, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet, Unlocked, Vault, Who, XattrFlags,
+    level_of_dir, rules,
 };
 
 /// How long the kernel may cache attributes and entries. Short, because other
@@ -50,10 +50,6 @@ pub struct VaultFs {
     shared: bool,
     next_fh: AtomicU64,
     files: VirtualFiles,
-}
-
-fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid(), pid: req.pid() }
 }
 
 fn who(req: &Request) -> Who {
@@ -147,7 +143,7 @@ impl VaultFs {
             return Err(Errno::EPERM);
         }
         let level = self.rec().level_of(dir)?;
-        self.vault.check_level_access(&caller(req), level).map_err(e)
+        self.access(req).enter(level).map_err(e)
     }
 
     /// May the caller touch inode `ino` itself? The root and the level
@@ -627,13 +623,8 @@ impl Filesystem for VaultFs {
             Range::default(),
             why.clone(),
             |_| {
-                self.check_node(req, ino.0)?;
-                self.permit(req, ino.0, open_mask(flags.0))?;
-                if why.is_empty() && level.is_some_and(|l| self.vault.needs_justification(l)) {
-                    return Err(Errno::EACCES);
-                }
-                self.vault.admit_open(req.uid()).map_err(e)?;
-                self.rec().approval(req, ino.0, &why)?;
+                let describe = || self.rec().requester(req, ino.0);
+                self.access(req).open(ino.0, level, open_mask(flags.0), &why, describe).map_err(e)?;
                 self.rec().level_of(ino.0)
             },
         );

@@ -9,7 +9,7 @@ use fuser::{Errno, Request};
 use super::errno::{Res, e};
 use super::handles::InodeTable;
 use super::virtual_files::{BACKUP_DIR_INO, VirtualFiles, is_virtual};
-use crate::vault::{AuditOp, Caller, OpenRequest, ROOT_INO, Record, Remover, Unlocked, Vault, rules};
+use crate::vault::{AuditOp, Caller, ROOT_INO, Record, Remover, Unlocked, Vault, rules};
 
 /// Where an access happened: an inode, or a name in a directory.
 #[derive(Clone, Copy)]
@@ -154,24 +154,10 @@ impl Recorder<'_> {
         r
     }
 
-    /// Waits for a human to approve opening `ino` if its level needs it;
-    /// `justification` is shown to the human.
-    pub fn approval(&self, req: &Request, ino: u64, justification: &[u8]) -> Res<()> {
-        let Some(level) = self.level_of(ino)?.filter(|l| self.vault.needs_approval(*l)) else {
-            return Ok(());
-        };
-        let (_, path) = self.place(At::Node(ino));
-        let comm = crate::sys::process_name(req.pid());
-        let open = OpenRequest {
-            level,
-            pid: req.pid(),
-            uid: req.uid(),
-            comm: &comm,
-            path: &path,
-            ino,
-            justification,
-        };
-        self.vault.await_approval(&open).map_err(e)
+    /// The caller's process name and the path of `ino`, as a human asked
+    /// to approve an open sees them.
+    pub fn requester(&self, req: &Request, ino: u64) -> (Vec<u8>, Vec<u8>) {
+        (crate::sys::process_name(req.pid()), self.place(At::Node(ino)).1)
     }
 
     /// Who removes what, for a tombstone (only levels that shred keep one).

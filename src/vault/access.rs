@@ -8,13 +8,16 @@
 //! that reaches FIFOs, sockets and device nodes) and this one again. The
 //! kernel also enforces what it checks outside `inode_permission` (protected
 //! links, trusted.* xattrs). The level gate (who may enter a level at all)
-//! is `Vault::check_level_access`; the rules per level are in `rules.rs`.
-//! Everything here is decided without a mount (tests below).
+//! and the whole order of an open's checks are here too; the rules per
+//! level are in `rules.rs`. Everything here is decided without a mount
+//! (tests below and in vault/tests.rs).
 
 use std::cell::OnceCell;
 
+use super::approval::OpenRequest;
 use super::error::{Error, ErrorKind, Result, err};
-use super::types::{Attr, FileKind};
+use super::rules::rules;
+use super::types::{Attr, FileKind, ROOT_INO, level_of_dir};
 use super::{Unlocked, Vault};
 
 pub const MAY_READ: u16 = 4;
@@ -188,6 +191,70 @@ impl Vault<Unlocked> {
 }
 
 impl Access<'_> {
+    /// The level gate: may the caller enter content at `level` (None: the
+    /// root)? An owner-only level answers only the uid that unlocked the
+    /// vault; a closed level (locked, in lockdown, its factor absent)
+    /// answers no one. Entering counts as use (idle relocking).
+    pub fn enter(&self, level: Option<u8>) -> Result<()> {
+        let Some(l) = level else { return Ok(()) };
+        let owner = self.vault.owner_uid();
+        if rules(Some(l)).owner_only && self.who.uid != owner {
+            return Err(err(ErrorKind::AccessDenied, format!("level {l} is private to uid {owner}")));
+        }
+        let core = self.vault.core();
+        if !core.level_open(l) {
+            return Err(err(
+                ErrorKind::AccessDenied,
+                format!("level {l} is {}", self.vault.level_state(l).name()),
+            ));
+        }
+        core.touch_level(l);
+        Ok(())
+    }
+
+    /// Every rule an open of vault file `ino` (at `level`, for `want`)
+    /// must pass, in this order: the level gate (the root and the level
+    /// directories are visible to everyone the mount admits), mode bits,
+    /// the policy's demand for a justification, the caller's open budget,
+    /// and a human's approval where the level needs one (`describe` names
+    /// the caller's process and the file's path for that human: called only
+    /// then).
+    pub fn open(
+        &self,
+        ino: u64,
+        level: Option<u8>,
+        want: u16,
+        justification: &[u8],
+        describe: impl FnOnce() -> (Vec<u8>, Vec<u8>),
+    ) -> Result<()> {
+        if ino != ROOT_INO && level_of_dir(ino).is_none() {
+            self.enter(level)?;
+        }
+        self.permit(ino, want)?;
+        if justification.is_empty() && level.is_some_and(|l| self.vault.needs_justification(l)) {
+            return Err(err(
+                ErrorKind::AccessDenied,
+                "the policy wants a justification for opens at this level",
+            ));
+        }
+        self.vault.admit_open(self.who.uid)?;
+        if let Some(level) = level.filter(|l| self.vault.needs_approval(*l)) {
+            let (comm, path) = describe();
+            let who = &self.who;
+            let open = OpenRequest {
+                level,
+                pid: who.pid,
+                uid: who.uid,
+                comm: &comm,
+                path: &path,
+                ino,
+                justification,
+            };
+            self.vault.await_approval(&open)?;
+        }
+        Ok(())
+    }
+
     fn mode(&self, ino: u64) -> Result<Mode> {
         Ok(Mode::of(&self.vault.getattr(ino)?, self.map))
     }

@@ -355,23 +355,6 @@ impl Vault<Unlocked> {
         self.core().owner_uid
     }
 
-    /// Whether `caller` may touch content at classification `level`
-    /// (None: the root). AccessDenied if not.
-    pub fn check_level_access(&self, caller: &Caller, level: Option<u8>) -> Result<()> {
-        let Some(l) = level else { return Ok(()) };
-        if rules(Some(l)).owner_only && caller.uid != self.owner_uid() {
-            return Err(err(
-                ErrorKind::AccessDenied,
-                format!("level {l} is private to uid {}", self.owner_uid()),
-            ));
-        }
-        if !self.core().level_open(l) {
-            return Err(err(ErrorKind::AccessDenied, format!("level {l} is {}", self.level_state(l).name())));
-        }
-        self.core().touch_level(l);
-        Ok(())
-    }
-
     /// Makes every operation applied so far durable (fsync), audit records included.
     pub fn sync(&self) -> Result<()> {
         Ok(self.core().audit.make_durable(&self.core().store)?)

@@ -308,3 +308,36 @@ fn access_decides_mode_bits_sticky_directories_and_owner_rules() {
     assert_eq!(kind(mapped.permit(f.ino, MAY_READ | MAY_WRITE)), Ok(()));
     assert_eq!(kind(mapped.remove(d.ino, b"f")), Ok(()));
 }
+
+#[test]
+fn an_open_passes_the_level_gate_mode_bits_justification_budget_and_approval_in_order() {
+    let (_dir, v) = new_vault();
+    let owner = v.owner_uid();
+    let private = v.create(level_dir(2), b"p", NewNode { perm: 0o600, ..file(owner) }).unwrap();
+    let sealed = v.create(level_dir(3), b"s", NewNode { perm: 0o600, ..file(owner) }).unwrap();
+    let asked = std::cell::Cell::new(0);
+    let open = |uid, a: &Attr, why: &[u8]| {
+        let access = v.access(Who::new(uid, uid, 0), OwnerMap::default());
+        let describe = || {
+            asked.set(asked.get() + 1);
+            (b"agent".to_vec(), b"/3-sealed/s".to_vec())
+        };
+        access.open(a.ino, a.level, MAY_READ, why, describe).map_err(|e| e.kind())
+    };
+    assert_eq!(open(owner, &private, b""), Ok(()));
+    // Level 2 is the owner's alone: another uid is stopped at the gate, before its mode bits.
+    assert_eq!(open(owner + 1, &private, b""), Err(ErrorKind::AccessDenied));
+
+    let policy = "[levels.3]\nrequire_justification = true\napproval_timeout = \"1s\"\n\
+                  [rate_limit]\nopens_per_minute = 3\n";
+    assert_eq!(v.reload_policy(Ok(policy.into())), None);
+    // No justification: refused before the budget or a human is asked.
+    assert_eq!(open(owner, &sealed, b""), Err(ErrorKind::AccessDenied));
+    assert_eq!(asked.get(), 0);
+    // Justified: it spends one open of the budget, then waits for a human, who never answers.
+    assert_eq!(open(owner, &sealed, b"summarize the notes"), Err(ErrorKind::AccessDenied));
+    assert_eq!(asked.get(), 1);
+    assert_eq!(open(owner, &private, b""), Ok(()));
+    assert_eq!(open(owner, &private, b""), Ok(()));
+    assert_eq!(open(owner, &private, b""), Err(ErrorKind::RateLimited), "three opens a minute");
+}
