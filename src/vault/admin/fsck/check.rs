@@ -12,7 +12,7 @@ use crate::audit::log::Log;
 use crate::block::{FileBlocks, entry_span};
 use crate::crypto::{Key32, SigningKey};
 use crate::format::segment::IndexEntry;
-use crate::format::{FileKind, Header, SLOT_KIND_FACTORS, hex, keys};
+use crate::format::{DirentRecord, FileKind, Header, SLOT_KIND_FACTORS, hex, keys};
 use crate::meta::{self, MetaKeys, VAULT_LEVEL};
 use crate::store::Store;
 use crate::vault::error::Result;
@@ -427,59 +427,66 @@ impl<'a> Checker<'a> {
                 self.push(ProblemKind::DanglingEntry, &k, at, msg, Some(Fix::Delete(vec![k.clone()])));
                 continue;
             }
-            let mut mismatch = Vec::new();
-            match parent {
-                None => {
-                    let msg = format!(
-                        "entry names inode {} but its directory does not exist; kept (it is the inode's name)",
-                        d.ino
-                    );
-                    self.problem(ProblemKind::EntryWithoutDirectory, &k, at, msg);
-                }
-                Some(p) => {
-                    let dir = self.inodes.get_mut(&p).expect("tags come from stored inodes");
-                    dir.children += 1;
-                    if d.kind == FileKind::Dir {
-                        dir.subdirs += 1;
-                    }
-                    if p == ROOT_INO {
-                        mismatch.push("the root holds no stored entries".to_string());
-                    } else if let Some(n) = &dir.node {
-                        if !n.is_dir() {
-                            mismatch.push(format!("it lies in inode {p}, which is not a directory"));
-                        } else if n.level() != Some(level) {
-                            mismatch
-                                .push(format!("it is a level-{level} entry in a directory of another level"));
-                        }
-                    }
-                }
-            }
-            if d.ino < FIRST_USER_INO {
-                mismatch.push(format!("it names the fixed inode {}", d.ino));
-            }
-            let target = self.inodes.get_mut(&d.ino).expect("checked above");
-            target.refs += 1;
-            if let Some(n) = &target.node {
-                if n.rec.kind != d.kind {
-                    mismatch.push(format!("it says {:?}, inode {} is {:?}", d.kind, d.ino, n.rec.kind));
-                }
-                if n.sealed_level != level {
-                    mismatch.push(format!("inode {} is not at level {level}", d.ino));
-                }
-                if n.is_dir()
-                    && let Some(p) = parent
-                    && n.rec.parent != p
-                {
-                    mismatch
-                        .push(format!("directory {} says its parent is {}, not {p}", d.ino, n.rec.parent));
-                }
-            }
+            let mismatch = self.tally_entry(&k, level, parent, &d);
             if !mismatch.is_empty() {
                 let msg = format!("entry naming inode {}: {}", d.ino, mismatch.join("; "));
                 self.problem(ProblemKind::EntryMismatch, &k, at, msg);
             }
         }
         Ok(())
+    }
+
+    /// Counts entry `k` (of inode `d.ino`, at `level`, in directory
+    /// `parent` if it exists) for its directory and its inode, and says what
+    /// about it disagrees with either.
+    fn tally_entry(&mut self, k: &[u8], level: u8, parent: Option<u64>, d: &DirentRecord) -> Vec<String> {
+        let at = (Some(d.ino), None);
+        let mut mismatch = Vec::new();
+        match parent {
+            None => {
+                let msg = format!(
+                    "entry names inode {} but its directory does not exist; kept (it is the inode's name)",
+                    d.ino
+                );
+                self.problem(ProblemKind::EntryWithoutDirectory, k, at, msg);
+            }
+            Some(p) => {
+                let dir = self.inodes.get_mut(&p).expect("tags come from stored inodes");
+                dir.children += 1;
+                if d.kind == FileKind::Dir {
+                    dir.subdirs += 1;
+                }
+                if p == ROOT_INO {
+                    mismatch.push("the root holds no stored entries".to_string());
+                } else if let Some(n) = &dir.node {
+                    if !n.is_dir() {
+                        mismatch.push(format!("it lies in inode {p}, which is not a directory"));
+                    } else if n.level() != Some(level) {
+                        mismatch.push(format!("it is a level-{level} entry in a directory of another level"));
+                    }
+                }
+            }
+        }
+        if d.ino < FIRST_USER_INO {
+            mismatch.push(format!("it names the fixed inode {}", d.ino));
+        }
+        let target = self.inodes.get_mut(&d.ino).expect("checked above");
+        target.refs += 1;
+        if let Some(n) = &target.node {
+            if n.rec.kind != d.kind {
+                mismatch.push(format!("it says {:?}, inode {} is {:?}", d.kind, d.ino, n.rec.kind));
+            }
+            if n.sealed_level != level {
+                mismatch.push(format!("inode {} is not at level {level}", d.ino));
+            }
+            if n.is_dir()
+                && let Some(p) = parent
+                && n.rec.parent != p
+            {
+                mismatch.push(format!("directory {} says its parent is {}, not {p}", d.ino, n.rec.parent));
+            }
+        }
+        mismatch
     }
 
     fn blocks(&mut self) -> Result<()> {
