@@ -120,28 +120,7 @@ impl Log {
         }
         let mut packed = None;
         if pack {
-            let (first, plain) = match &st.packing {
-                Some(p) => (p.first, [&p.plain[..], &st.pending[..]].concat()),
-                None => (st.pending_first, st.pending.clone()),
-            };
-            if let Some(tail) = st.packing.as_ref().and_then(|p| p.tail.clone()) {
-                batch.delete(tail);
-            }
-            let mut tail = None;
-            for (first, count, range) in split_chunks(first, &plain) {
-                let key = keys::audit_leaves(first, count).to_vec();
-                let mut sealed = Vec::new();
-                self.seal_chunk_into(first, count, &plain[range.clone()], &mut sealed)?;
-                batch.put(key.clone(), sealed);
-                // Only the last chunk can be short: it is the next tail.
-                tail = (range.len() < CHUNK_BYTES).then_some((first, key, range));
-            }
-            packed = Some(tail.map(|(first, key, range)| Packing {
-                first,
-                plain: plain[range].to_vec(),
-                tail: Some(key),
-                slots: 0,
-            }));
+            packed = Some(self.pack_into(st, &mut batch)?);
         } else if !st.pending.is_empty() {
             let (first, count) = (st.pending_first, (st.frontier.size - st.pending_first) as u32);
             let mut value = Vec::with_capacity(12 + st.pending.len() + crypto::SEALED_OVERHEAD);
@@ -157,32 +136,69 @@ impl Log {
             batch.put(keys::AUDIT_FRONTIER, encode_frontier(&st.frontier));
         }
         store.apply(batch)?;
+        st.stored(packed, frontier);
+        Ok(())
+    }
+
+    /// Puts the packing leaves and the pending ones into `batch` as sealed
+    /// chunks (dropping the old short tail chunk); the new packing state:
+    /// the short last chunk, if any, which the next pack rewrites.
+    fn pack_into(&self, st: &State, batch: &mut Batch) -> Result<Option<Packing>> {
+        let (first, plain) = match &st.packing {
+            Some(p) => (p.first, [&p.plain[..], &st.pending[..]].concat()),
+            None => (st.pending_first, st.pending.clone()),
+        };
+        if let Some(tail) = st.packing.as_ref().and_then(|p| p.tail.clone()) {
+            batch.delete(tail);
+        }
+        let mut tail = None;
+        for (first, count, range) in split_chunks(first, &plain) {
+            let key = keys::audit_leaves(first, count).to_vec();
+            let mut sealed = Vec::new();
+            self.seal_chunk_into(first, count, &plain[range.clone()], &mut sealed)?;
+            batch.put(key.clone(), sealed);
+            // Only the last chunk can be short: it is the next tail.
+            tail = (range.len() < CHUNK_BYTES).then_some((first, key, range));
+        }
+        Ok(tail.map(|(first, key, range)| Packing {
+            first,
+            plain: plain[range].to_vec(),
+            tail: Some(key),
+            slots: 0,
+        }))
+    }
+}
+
+impl State {
+    /// What the log knows once a batch with its pending records is stored:
+    /// the new packing (`packed`, after a pack) or one more filled slot, and
+    /// the frontier if the batch carried it.
+    fn stored(&mut self, packed: Option<Option<Packing>>, frontier: bool) {
         match packed {
-            Some(next) => st.packing = next,
-            None if !st.pending.is_empty() => {
-                match &mut st.packing {
+            Some(next) => self.packing = next,
+            None if !self.pending.is_empty() => {
+                match &mut self.packing {
                     Some(p) => {
-                        p.plain.extend_from_slice(&st.pending);
+                        p.plain.extend_from_slice(&self.pending);
                         p.slots += 1;
                     }
                     None => {
-                        st.packing = Some(Packing {
-                            first: st.pending_first,
-                            plain: st.pending.clone(),
+                        self.packing = Some(Packing {
+                            first: self.pending_first,
+                            plain: self.pending.clone(),
                             tail: None,
                             slots: 1,
                         })
                     }
                 }
-                st.next_slot = (st.next_slot + 1) % SLOTS;
+                self.next_slot = (self.next_slot + 1) % SLOTS;
             }
             None => {}
         }
-        st.pending.clear();
-        st.pending_nodes.clear();
+        self.pending.clear();
+        self.pending_nodes.clear();
         if frontier {
-            st.frontier_stored = st.frontier.size;
+            self.frontier_stored = self.frontier.size;
         }
-        Ok(())
     }
 }
