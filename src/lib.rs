@@ -6,29 +6,41 @@
 //!
 //! `unsafe` is allowed in `sys` alone (tests/layering.rs checks it too).
 //!
-//! Public: `cli` (the binary's entry), the vault and what the integration
-//! tests and fuzz targets reach below it (decoders, the store, sealing,
-//! the gates). The front ends other than `cli`, and the policy, metrics and
-//! scanning that only the vault and the front ends use, are private: the
-//! compiler then reports what nothing uses.
+//! Public: `cli` (the binary's entry) and `vault` (the composer). The layers
+//! below the vault that the integration tests, benchmarks and fuzz targets
+//! exercise directly (decoders, the store, sealing, the gates) are public
+//! only with the `internals` feature, which those turn on and the binary's
+//! build does not; the rest is private. So the binary's build (`cargo clippy`
+//! without features, in .ci/test) reports code that only tests use.
 #![deny(unsafe_code)]
 
-pub mod audit;
-pub mod backup;
-pub mod block;
+/// A module public only with the `internals` feature (tests, benchmarks,
+/// fuzz targets), private in the binary's build.
+macro_rules! internal {
+    ($name:ident) => {
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    };
+}
+
+internal!(audit);
+internal!(backup);
+internal!(block);
 pub mod cli;
 mod control;
-pub mod crypto;
+internal!(crypto);
 mod export;
-pub mod format;
+internal!(format);
 mod fs;
-pub mod gate;
+internal!(gate);
 mod meta;
 mod metrics;
 mod monitor;
 mod policy;
 mod scan;
-pub mod store;
+internal!(store);
 #[allow(unsafe_code)]
 mod sys;
 pub mod vault;

@@ -55,6 +55,7 @@ fn text_or_hex(key: &'static str, hex_key: &'static str, bytes: &[u8]) -> (&'sta
 
 /// The line for a leaf, from its canonical encoding (so an over-long path
 /// shows exactly as it was recorded).
+#[cfg(any(test, feature = "internals"))]
 pub fn leaf_line(leaf: &Leaf) -> String {
     let bytes = leaf.encode();
     let shown = Leaf::decode(&bytes).expect("Leaf::encode always produces a decodable leaf");

@@ -4,7 +4,6 @@
 //! integers big-endian, level 0xFF = none. Every leaf has exactly one encoding.
 
 use super::Error;
-use super::merkle::{self, Hash};
 
 /// The leaf format version this code writes and reads.
 pub const LEAF_VERSION: u8 = 1;
@@ -22,6 +21,7 @@ pub const MAX_LEVEL: u8 = 5;
 /// `level` byte meaning "no level" (the mount root, or a vault-wide event).
 pub const NO_LEVEL: u8 = 0xFF;
 /// Bytes before `comm`: every fixed-width field plus comm's length.
+#[cfg(any(test, feature = "internals"))]
 pub const FIXED_LEN: usize = 61;
 
 /// What was done (or refused). The byte values are part of the format.
@@ -229,6 +229,7 @@ impl Leaf {
     /// [`MAX_COMM`] / [`MAX_PATH`] bytes (the inode still names the file), and
     /// a level above 5 is recorded as none. For any leaf within limits,
     /// `decode(encode(l)) == l`.
+    #[cfg(any(test, feature = "internals"))]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(FIXED_LEN + self.comm.len() + 2 + self.path.len());
         self.encode_into(&mut out);
@@ -308,8 +309,9 @@ impl Leaf {
     }
 
     /// The Merkle leaf hash of the canonical encoding.
-    pub fn hash(&self) -> Hash {
-        merkle::leaf_hash(&self.encode())
+    #[cfg(any(test, feature = "internals"))]
+    pub fn hash(&self) -> super::merkle::Hash {
+        super::merkle::leaf_hash(&self.encode())
     }
 }
 
@@ -523,7 +525,7 @@ pub(crate) mod tests {
         fn roundtrip(l in arb_leaf()) {
             let b = l.encode();
             prop_assert_eq!(Leaf::decode(&b), Ok(l.clone()));
-            prop_assert_eq!(l.hash(), merkle::leaf_hash(&b));
+            prop_assert_eq!(l.hash(), crate::audit::merkle::leaf_hash(&b));
         }
 
         #[test]

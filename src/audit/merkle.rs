@@ -166,6 +166,7 @@ fn subproof<N: Nodes>(
 }
 
 /// Verifies an inclusion proof (RFC 9162 section 2.1.3.2).
+#[cfg(any(test, feature = "internals"))]
 pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {
     if index >= size {
         return false;
@@ -192,6 +193,7 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root
 }
 
 /// Verifies a consistency proof (RFC 9162 section 2.1.4.2).
+#[cfg(any(test, feature = "internals"))]
 pub fn verify_consistency(old: u64, new: u64, old_root: &Hash, new_root: &Hash, proof: &[Hash]) -> bool {
     if old > new {
         return false;

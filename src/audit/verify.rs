@@ -290,6 +290,7 @@ pub struct ChainVerifier<'a> {
 }
 
 impl<'a> ChainVerifier<'a> {
+    #[cfg(any(test, feature = "internals"))]
     pub fn new(checkpoints: &'a [Checkpoint]) -> Result<Self, Error> {
         Self::starting(checkpoints, Frontier::default())
     }
@@ -358,6 +359,7 @@ impl<'a> ChainVerifier<'a> {
 }
 
 /// [`ChainVerifier`] over an in-memory sequence of leaf hashes.
+#[cfg(any(test, feature = "internals"))]
 pub fn verify_chain(
     checkpoints: &[Checkpoint],
     leaf_hashes: impl IntoIterator<Item = Hash>,

@@ -197,6 +197,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// Bytes consumed so far.
+    #[cfg(any(test, feature = "internals"))]
     pub fn offset(&self) -> u64 {
         self.offset
     }

@@ -19,9 +19,15 @@ pub mod verify;
 
 use std::path::PathBuf;
 
-pub use make::{Made, write_archive};
-pub use restore::{Phase, Restored, restore};
-pub use verify::{Expect, Verified, verify_bytes, verify_stream};
+pub use make::write_archive;
+#[cfg(any(test, feature = "internals"))]
+pub use make::Made;
+pub use restore::{Phase, restore};
+#[cfg(any(test, feature = "internals"))]
+pub use restore::Restored;
+pub use verify::Expect;
+#[cfg(any(test, feature = "internals"))]
+pub use verify::{Verified, verify_bytes, verify_stream};
 
 /// Why an archive was refused or could not be made. Each message names
 /// what failed and where, for the person running `vaultfs restore`.

@@ -43,6 +43,7 @@ pub struct Verified {
 }
 
 /// Verifies `bytes` as a whole archive (the fuzz target's entry point).
+#[cfg(any(test, feature = "internals"))]
 pub fn verify_bytes(bytes: &[u8], expect: &Expect) -> Result<Verified, Error> {
     verify_stream(bytes, expect, |_, _| Ok(()))
 }

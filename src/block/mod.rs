@@ -89,6 +89,7 @@ impl FileBlocks<'_> {
 
     /// Seals one full plaintext block into a version-1 store value (the
     /// layout before segment files; kept for tests and the golden vault).
+    #[cfg(any(test, feature = "internals"))]
     pub fn seal_block(&self, block: u64, plaintext: &[u8]) -> Result<Vec<u8>> {
         debug_assert_eq!(plaintext.len(), self.block_size as usize);
         let aad = aad::block(self.vault_id, self.ino, self.generation, block);
@@ -543,6 +544,7 @@ impl FileBlocks<'_> {
     }
 
     /// Deletes stored blocks with numbers in `[from, to)`; returns how many.
+    #[cfg(any(test, feature = "internals"))]
     pub fn delete_blocks(&self, from: u64, to: u64, batch: &mut Batch) -> Result<i64> {
         if from >= to {
             return Ok(0);

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 /// SHA-256 of `data`.
@@ -12,8 +11,11 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-/// HMAC-SHA-256 of `data` under `key` (RFC 2104).
+/// HMAC-SHA-256 of `data` under `key` (RFC 2104): the software FIDO2
+/// authenticator's hmac-secret (a USB key computes its own).
+#[cfg(any(test, feature = "internals", feature = "soft-fido2"))]
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, KeyInit, Mac};
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(data);
     mac.finalize().into_bytes().into()

@@ -13,8 +13,12 @@ mod secret;
 pub mod shamir;
 mod sign;
 
-pub use aead::{NONCE_LEN, SEALED_OVERHEAD, TAG_LEN, open, open_in_place, seal, seal_into, seal_to};
-pub use digest::{Blake3, HashingWriter, blake3_of, hmac_sha256, sha256, tags_equal};
+pub use aead::{SEALED_OVERHEAD, open, open_in_place, seal, seal_into, seal_to};
+#[cfg(any(test, feature = "internals"))]
+pub use aead::{NONCE_LEN, TAG_LEN};
+pub use digest::{Blake3, HashingWriter, blake3_of, sha256, tags_equal};
+#[cfg(any(test, feature = "internals", feature = "soft-fido2"))]
+pub use digest::hmac_sha256;
 pub use heir::{HEIR_OVERHEAD, HeirPublic, HeirSecret, open_as_heir, seal_to_heir};
 pub use kdf::{KdfParams, KeyedHash, argon2id, hkdf};
 pub use secret::{Key32, Passphrase, random_array, random_bytes};

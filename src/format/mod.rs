@@ -14,19 +14,19 @@ pub mod succession;
 pub mod time;
 
 pub use codec::{Reader, Writer, hex, unhex, unhex_array};
-pub use factors::{
-    FACTOR_FIDO2, FACTOR_RECOVERY, FACTOR_TPM, Factor, Fido2Factor, decode_factors, encode_factors,
-};
-pub use header::{
-    FEATURE_RECOVERY, FEATURE_RUNS, FEATURE_SEGMENTS, FEATURE_TPM_ANCHOR, FEATURES_KNOWN, FORMAT_VERSION,
-    HEADER_MAGIC, Header, KDF_LIMITS, KdfLimits, KeySlot, MAX_SLOTS, PASSPHRASE_LEVELS, RecoverySlot,
-    SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN, validate_block_size,
-};
+pub use factors::{Factor, Fido2Factor, decode_factors, encode_factors};
+#[cfg(any(test, feature = "internals"))]
+pub use factors::{FACTOR_FIDO2, FACTOR_RECOVERY, FACTOR_TPM};
+pub use header::{FEATURE_RUNS, FEATURE_SEGMENTS, FEATURE_TPM_ANCHOR, FORMAT_VERSION, Header, KDF_LIMITS, KeySlot, MAX_SLOTS, PASSPHRASE_LEVELS, RecoverySlot, SLOT_KIND_FACTORS, SLOT_KIND_PASSPHRASE, WRAPPED_KEY_LEN, validate_block_size};
+#[cfg(any(test, feature = "internals"))]
+pub use header::{FEATURE_RECOVERY, FEATURES_KNOWN, HEADER_MAGIC, KdfLimits};
 pub use records::{
     DirentRecord, FileKind, InodeRecord, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_VALUE_LEN, RawKey,
     Timestamp, TombstoneRecord, XattrRecord,
 };
-pub use share::{EscrowShare, SHARE_PREFIX};
+pub use share::EscrowShare;
+#[cfg(any(test, feature = "internals"))]
+pub use share::SHARE_PREFIX;
 
 /// A decode error: what was being decoded and why it is unacceptable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]

@@ -19,9 +19,9 @@ mod segments;
 pub use compact::{Compacted, compact};
 use overlay::{Merged, Overlay};
 pub use recover::{Recovered, RecoveredFrom, copy_segments, log_damage, recover};
-pub use segments::{
-    Location, SEGMENT_BYTES, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Segments, file_name as segment_name,
-};
+pub use segments::{Location, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Segments, file_name as segment_name};
+#[cfg(any(test, feature = "internals"))]
+pub use segments::SEGMENT_BYTES;
 
 /// A storage error, with sled's message; the vault maps it to EIO.
 #[derive(Debug, thiserror::Error)]
@@ -405,6 +405,7 @@ impl Store {
         Ok(())
     }
 
+    #[cfg(any(test, feature = "internals"))]
     pub fn durability(&self) -> Durability {
         match self.commit_ms.load(Ordering::SeqCst) {
             0 => Durability::EachBatch,
@@ -413,6 +414,7 @@ impl Store {
     }
 
     /// Commits the committer thread has made so far.
+    #[cfg(any(test, feature = "internals"))]
     pub fn group_commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
     }
@@ -563,6 +565,7 @@ impl Store {
     }
 
     /// Keys only, `from <= key < to`.
+    #[cfg(any(test, feature = "internals"))]
     pub fn range_keys(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
         self.range(from, to).map(|r| r.map(|(k, _)| k))
     }
@@ -605,6 +608,7 @@ impl Store {
     }
 
     /// Bytes the store occupies on disk.
+    #[cfg(any(test, feature = "internals"))]
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db().size_on_disk()? + self.shared.segments.bytes()?)
     }

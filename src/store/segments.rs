@@ -263,6 +263,7 @@ impl Segments {
     }
 
     /// Bytes of all segment files.
+    #[cfg(any(test, feature = "internals"))]
     pub fn bytes(&self) -> Result<u64> {
         Ok(self.list()?.iter().map(|&(_, len)| len).sum())
     }

@@ -28,12 +28,16 @@ pub struct FactorAccess {
 /// in `VAULTFS_FIDO2_SOFT` (two plugged-in keys: enrolling a backup key
 /// needs the enrolled one to answer), else the first USB security key.
 fn open_authenticators() -> std::result::Result<Vec<Box<dyn Authenticator>>, String> {
-    match std::env::var_os(fido2::SOFT_ENV) {
+    let found: std::result::Result<Vec<_>, String> = match std::env::var_os(fido2::SOFT_ENV) {
         Some(list) if !list.is_empty() => std::env::split_paths(&list)
             .map(|p| fido2::open_from(Some(p.as_os_str())).map_err(|e| e.to_string()))
             .collect(),
         _ => fido2::open_from(None).map(|a| vec![a]).map_err(|e| e.to_string()),
+    };
+    for a in found.iter().flatten() {
+        tracing::info!("FIDO2 authenticator: {}", a.name());
     }
+    found
 }
 
 impl FactorAccess {

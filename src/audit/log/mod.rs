@@ -104,10 +104,14 @@ mod proofs;
 mod read;
 mod verify_store;
 mod write;
-pub use archive::{Written, base_frontier};
+pub use archive::base_frontier;
+#[cfg(any(test, feature = "internals"))]
+pub use archive::Written;
 pub use proofs::STORED_NODE_LEVEL;
 use read::decode_chunk;
-pub use write::{CHUNK_BYTES, SLOTS, slot_range};
+pub use write::{SLOTS, slot_range};
+#[cfg(any(test, feature = "internals"))]
+pub use write::CHUNK_BYTES;
 use write::{Packing, chunk_aad};
 
 struct State {

@@ -60,6 +60,7 @@ impl Log {
 
     /// The `.audit` text: every stored leaf as a JSON line, then a checkpoint
     /// freshly signed over all of them.
+    #[cfg(any(test, feature = "internals"))]
     pub fn export(&self, store: &Store) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         if let Some(next) = self.export_since(store, 0)? {

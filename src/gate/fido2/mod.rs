@@ -15,16 +15,15 @@
 //!   is compiled only with the cargo feature `soft-fido2`, which release
 //!   builds do not enable (its secrets live in a file: no touch, no key).
 //!
-//! [`open_from_env`] picks one: the software authenticator when
-//! `VAULTFS_FIDO2_SOFT` names its state file (and the build has it), the
-//! first USB key otherwise.
+//! [`open_from`] picks one: the software authenticator when given the
+//! state file `VAULTFS_FIDO2_SOFT` names (and the build has it), the first
+//! USB key otherwise.
 
 pub mod hid;
 #[cfg(feature = "soft-fido2")]
 pub mod soft;
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
 
 use crate::crypto::Key32;
 
@@ -33,7 +32,7 @@ pub use hid::HidAuthenticator;
 pub use soft::{PresenceFn, PresenceMode, SoftAuthenticator};
 
 /// Environment variable naming the state file of the software authenticator.
-/// When set (and not empty), [`open_from_env`] uses it instead of USB devices.
+/// When set (and not empty), the vault opens it ([`open_from`]) instead of USB devices.
 pub const SOFT_ENV: &str = "VAULTFS_FIDO2_SOFT";
 
 /// A credential made by [`Authenticator::make_credential`]: what the vault
@@ -74,6 +73,7 @@ pub struct AssertionRequest<'a> {
 
 impl<'a> AssertionRequest<'a> {
     /// The request for one enrolled credential (its own uv and up flags).
+    #[cfg(test)]
     pub fn for_credential(
         cred: &'a Credential,
         allow: &'a [Vec<u8>],
@@ -145,7 +145,8 @@ pub enum Error {
     Malformed(&'static str),
     /// The software authenticator's state file cannot be read, parsed or written.
     #[error("software authenticator state {}: {problem}", path.display())]
-    State { path: PathBuf, problem: String },
+    #[cfg(feature = "soft-fido2")]
+    State { path: std::path::PathBuf, problem: String },
     /// `VAULTFS_FIDO2_SOFT` is set, but this build has no software authenticator.
     #[error(
         "VAULTFS_FIDO2_SOFT is set, but this build has no software authenticator (it stands in for \
@@ -155,14 +156,9 @@ pub enum Error {
 }
 
 /// The authenticator to use: the software authenticator on the state file
-/// named by `VAULTFS_FIDO2_SOFT` (created if absent, silently) when that is
-/// set and not empty, else the first USB security key ([`Error::NoDevice`]
-/// when none is plugged in).
-pub fn open_from_env() -> Result<Box<dyn Authenticator>, Error> {
-    open_from(std::env::var_os(SOFT_ENV).as_deref())
-}
-
-/// [`open_from_env`] with the variable's value passed in.
+/// `soft_state` (created if absent, silently) when that is given and not
+/// empty, else the first USB security key ([`Error::NoDevice`] when none is
+/// plugged in).
 pub fn open_from(soft_state: Option<&OsStr>) -> Result<Box<dyn Authenticator>, Error> {
     match soft_state {
         #[cfg(feature = "soft-fido2")]
@@ -211,6 +207,11 @@ mod tests {
     fn error_messages_say_what_to_do() {
         assert!(Error::PinAuthBlocked.to_string().contains("unplug"));
         assert!(Error::PinInvalid { retries_left: 5 }.to_string().contains("5 attempts"));
+    }
+
+    #[cfg(feature = "soft-fido2")]
+    #[test]
+    fn the_soft_state_error_names_the_file_and_line() {
         let e = Error::State { path: "/x/s".into(), problem: "line 2: bad hex".into() };
         assert_eq!(e.to_string(), "software authenticator state /x/s: line 2: bad hex");
     }

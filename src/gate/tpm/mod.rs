@@ -79,13 +79,13 @@ use std::time::Duration;
 use tss_esapi::Context;
 use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
 use tss_esapi::constants::{SessionType, Tss2ResponseCode, Tss2ResponseCodeKind};
-use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, SessionHandle};
+use tss_esapi::handles::{KeyHandle, ObjectHandle, SessionHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Digest, DigestValues, EccPoint, KeyedHashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot,
+    Digest, EccPoint, KeyedHashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot,
     Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData,
     SymmetricDefinition, SymmetricDefinitionObject,
 };
@@ -95,7 +95,9 @@ use tss_esapi::traits::Marshall;
 use crate::crypto::{Key32, sha256};
 
 pub use blob::SealedBlob;
-pub use nv::{ANCHOR_SIZE, NvAnchor, anchor_index, read_anchor, remove_anchor, write_anchor};
+pub use nv::{ANCHOR_SIZE, NvAnchor, anchor_index, read_anchor, write_anchor};
+#[cfg(any(test, feature = "internals"))]
+pub use nv::remove_anchor;
 
 /// The TCTI used when neither `--tpm-tcti` nor an environment variable names one.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
@@ -236,6 +238,7 @@ pub fn unseal(cfg: &TpmConfig, blob: &SealedBlob) -> Result<Key32, Error> {
 
 /// Reachability probe for `vaultfs status`: opens the TCTI and asks the TPM
 /// for one random byte.
+#[cfg(any(test, feature = "internals"))]
 pub fn probe(cfg: &TpmConfig) -> Result<(), Error> {
     on_worker(cfg, "probe", |tcti| {
         with_tpm(&tcti, |tpm| tpm.ctx.get_random(1).map(drop).map_err(|e| tpm.error("TPM2_GetRandom", e)))
@@ -247,7 +250,10 @@ pub fn probe(cfg: &TpmConfig) -> Result<(), Error> {
 /// unsealing until the PCR is reset (at reboot for PCRs 0 to 15; PCR 16 is
 /// the resettable debug PCR). Meant for admin tooling, e.g. to disable the
 /// TPM factor until the next boot after a lockdown, and for tests.
+#[cfg(any(test, feature = "internals"))]
 pub fn extend_pcr(cfg: &TpmConfig, index: u8, data: &[u8]) -> Result<(), Error> {
+    use tss_esapi::handles::PcrHandle;
+    use tss_esapi::structures::DigestValues;
     if index >= blob::PCR_COUNT {
         return Err(Error::BadPcr(index));
     }

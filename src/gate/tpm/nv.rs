@@ -68,6 +68,7 @@ pub fn write_anchor(cfg: &TpmConfig, index: u32, auth: &Key32, data: Vec<u8>) ->
 }
 
 /// Removes the anchor at `index` (tests; an admin retiring a vault).
+#[cfg(any(test, feature = "internals"))]
 pub fn remove_anchor(cfg: &TpmConfig, index: u32) -> Result<(), Error> {
     on_worker(cfg, "NV undefine", move |tcti| {
         with_tpm(&tcti, |tpm| match tpm.nv_handle(index)? {
