@@ -217,6 +217,15 @@ pub fn supplementary_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// This machine's name ("-" when unknown): syslog's HOSTNAME field, a
+/// cluster vault's holder.
+pub fn hostname() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = name.trim();
+    let printable = !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic());
+    if printable { name.to_string() } else { "-".to_string() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{fork_generation, process_name};

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 /// (crate path as written in code, module directories or files that own it)
 const OWNERS: &[(&str, &[&str])] = &[
     ("sled", &["store"]),
+    ("etcd_client", &["store/cluster/etcd.rs"]),
+    ("tokio", &["store/cluster/etcd.rs"]),
+    ("s3", &["store/cluster/s3.rs"]),
     ("fuser", &["fs"]),
     ("clap", &["cli"]),
     ("clap_complete", &["cli"]),

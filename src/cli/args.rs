@@ -395,8 +395,15 @@ pub struct PassphraseArgs {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// Directory to create the vault in.
+    /// Directory to create the vault in, or a cluster vault's address,
+    /// etcd://HOST:PORT[,HOST:PORT...]/VAULT (with --data).
     pub store: PathBuf,
+    /// A cluster vault's object store, where its block data goes:
+    /// s3://HOST[:PORT]/BUCKET (HTTPS) or s3+http://HOST[:PORT]/BUCKET. The
+    /// bucket must exist; credentials come from AWS_* variables or
+    /// ~/.aws/credentials (docs/CLUSTER.md).
+    #[arg(long, value_name = "URL")]
+    pub data: Option<String>,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
     /// Argon2id memory cost in MiB (8..=4096).

@@ -24,15 +24,17 @@ pub fn run(a: AuditArgs) -> exit::Result {
             match Vault::open(&store) {
                 Ok(v) => println!("{}", hex(&v.header().audit_public)),
                 // Mounted: the daemon holds the store; its copy of the key will do.
-                Err(e) => match std::fs::read_to_string(store.join(PUBKEY_FILE)) {
-                    Ok(k) => {
-                        eprintln!(
-                            "vaultfs: store busy ({e}); printing {PUBKEY_FILE} (written at init and mount)"
-                        );
-                        print!("{k}");
+                Err(e) => {
+                    match std::fs::read_to_string(super::mountinfo::local_dir(&store).join(PUBKEY_FILE)) {
+                        Ok(k) => {
+                            eprintln!(
+                                "vaultfs: store busy ({e}); printing {PUBKEY_FILE} (written at init and mount)"
+                            );
+                            print!("{k}");
+                        }
+                        Err(_) => return Err(e.into()),
                     }
-                    Err(_) => return Err(e.into()),
-                },
+                }
             }
             Ok(())
         }
@@ -80,7 +82,7 @@ pub fn run(a: AuditArgs) -> exit::Result {
 pub const PUBKEY_FILE: &str = "audit.pub";
 
 pub fn write_pubkey_file(store: &Path, key: &[u8; 32]) {
-    let path = store.join(PUBKEY_FILE);
+    let path = super::mountinfo::local_dir(store).join(PUBKEY_FILE);
     if let Err(e) = std::fs::write(&path, format!("{}\n", hex(key))) {
         tracing::warn!("cannot write {}: {e}", path.display());
     }

@@ -26,7 +26,7 @@ fn socket_of(mountpoint: &Path) -> Result<PathBuf, Exit> {
         code: Code::VaultPresence,
         message: format!("{} is not a mounted vault", mountpoint.display()),
     })?;
-    Ok(store.join(SOCKET_NAME))
+    Ok(mountinfo::local_dir(&store).join(SOCKET_NAME))
 }
 
 /// Sends one request and returns the daemon's answer (an error if not ok).

@@ -6,6 +6,7 @@ use super::passphrase::{self, Confirm};
 use crate::crypto::KdfParams;
 use crate::format::hex;
 use crate::gate::tpm::TpmConfig;
+use crate::store::{Address, ClusterAddress, DataAddress};
 use crate::vault::{DEFAULT_BLOCK_SIZE, FactorAccess, InitOptions, Locked, Vault};
 
 pub fn run(a: InitArgs) -> exit::Result {
@@ -18,6 +19,14 @@ pub fn run(a: InitArgs) -> exit::Result {
     // Check bounds before asking for a passphrase the user would type in vain.
     crate::format::KDF_LIMITS.check(opts.kdf).map_err(|e| Exit::usage(e.to_string()))?;
     crate::format::validate_block_size(opts.block_size).map_err(|e| Exit::usage(e.to_string()))?;
+    if let Some(cluster) = cluster_target(&a)? {
+        let pass = passphrase::obtain(&a.passphrase, "New vault passphrase: ", Confirm::Twice)?;
+        let (at, data) = cluster;
+        Vault::<Locked>::init_cluster(&at, &data, &pass, opts)?;
+        let v = Vault::open(&a.store)?;
+        println!("created vault {} in {at}, its data in {data}", hex(&v.header().vault_id));
+        return finish(&a, v, &pass);
+    }
     if crate::store::Store::exists(&a.store) {
         return Err(Exit::from(crate::vault::Error::new(
             crate::vault::ErrorKind::VaultExists,
@@ -38,12 +47,32 @@ pub fn run(a: InitArgs) -> exit::Result {
     Vault::<Locked>::init(&a.store, &pass, opts)?;
     let v = Vault::open(&a.store)?;
     println!("created vault {} in {}", hex(&v.header().vault_id), a.store.display());
+    finish(&a, v, &pass)
+}
+
+/// A cluster vault's address and object store, when `a` names one.
+fn cluster_target(a: &InitArgs) -> Result<Option<(ClusterAddress, DataAddress)>, Exit> {
+    let usage = |e: crate::store::Error| Exit::usage(e.to_string());
+    match (Address::of(&a.store).map_err(usage)?, &a.data) {
+        (Address::Cluster(at), Some(data)) => Ok(Some((at, DataAddress::parse(data).map_err(usage)?))),
+        (Address::Cluster(at), None) => Err(Exit::usage(format!(
+            "{at}: a cluster vault needs its object store: --data s3://HOST[:PORT]/BUCKET"
+        ))),
+        (Address::Local(_), Some(_)) => Err(Exit::usage(
+            "--data is for a cluster vault (etcd://HOST:PORT/VAULT); a directory holds its own data",
+        )),
+        (Address::Local(_), None) => Ok(None),
+    }
+}
+
+/// What init prints and makes once the vault exists.
+fn finish(a: &InitArgs, v: Vault<Locked>, pass: &crate::crypto::Passphrase) -> exit::Result {
     println!("audit public key: {}", hex(&v.header().audit_public));
     super::audit::write_pubkey_file(&a.store, &v.header().audit_public);
     if a.recovery_key {
         let mut v = v;
         let access = FactorAccess::new(TpmConfig::resolve(None, Vec::new()), None);
-        let done = v.escrow_split(&pass, 1, 1, &[], &access)?;
+        let done = v.escrow_split(pass, 1, 1, &[], &access)?;
         println!("recovery key: {}", *done.shares[0].to_text());
         eprintln!(
             "The recovery key sets a new passphrase (`vaultfs escrow recover`) and opens levels up to 3. \

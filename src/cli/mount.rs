@@ -54,8 +54,8 @@ const MAX_COMMIT_MS: u32 = 60_000;
 
 fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     let default_threads = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(2).max(2);
-    let store =
-        std::path::absolute(&a.store).map_err(|e| Exit::usage(format!("{}: {e}", a.store.display())))?;
+    let store = super::mountinfo::source_name(&a.store)
+        .map_err(|e| Exit::usage(format!("{}: {e}", a.store.display())))?;
     let mut opts = MountOptions {
         read_only: false,
         allow_other: false,
@@ -266,12 +266,13 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
     };
     super::audit::write_pubkey_file(&a.store, &vault.header().audit_public);
     drop(pass);
-    let socket = a.store.join(crate::control::SOCKET_NAME);
+    let local = super::mountinfo::local_dir(&a.store);
+    let socket = local.join(crate::control::SOCKET_NAME);
     let _control = crate::control::server::ControlServer::start(&socket, vault.clone(), tpm)
         .map_err(|e| report(Exit::failure(format!("control socket {}: {e}", socket.display()))))?;
     let _policy = follow_policy(a, &vault).map_err(report)?;
     let _upkeep = vault.start_upkeep().map_err(|e| report(e.into()))?;
-    let pid_file = a.store.join(PID_FILE);
+    let pid_file = local.join(PID_FILE);
     let maker = Some(super::backup::archive_maker());
     let closing = vault.clone();
     let result = crate::fs::mount(vault, &a.mountpoint, &d.opts, maker, || {
@@ -295,7 +296,7 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
 
 /// The policy file: `--policy`, else `STORE/policy.toml`.
 fn policy_path(a: &MountArgs) -> Result<PathBuf, Exit> {
-    let p = a.policy.clone().unwrap_or_else(|| a.store.join("policy.toml"));
+    let p = a.policy.clone().unwrap_or_else(|| super::mountinfo::local_dir(&a.store).join("policy.toml"));
     std::path::absolute(&p).map_err(|e| Exit::usage(format!("policy file {}: {e}", p.display())))
 }
 

@@ -97,13 +97,32 @@ pub struct Serving {
     pub mountpoint: Option<PathBuf>,
 }
 
+/// Where the local files of the store `store` names are (pid file, control
+/// socket, policy, public key): the store directory itself, or a cluster
+/// vault's state directory on this machine.
+pub fn local_dir(store: &Path) -> PathBuf {
+    crate::store::Address::of(store).map_or_else(|_| store.to_path_buf(), |a| a.local_dir())
+}
+
+/// The mount source (fsname) of a mount of `store`: the store directory,
+/// absolute, or the cluster vault's address as given.
+pub fn source_name(store: &Path) -> std::io::Result<PathBuf> {
+    match crate::store::Address::is_cluster(store) {
+        true => Ok(store.to_path_buf()),
+        false => std::path::absolute(store),
+    }
+}
+
 pub fn serving(store: &Path) -> Option<Serving> {
-    let pid: u32 = std::fs::read_to_string(store.join(PID_FILE)).ok()?.trim().parse().ok()?;
+    let pid: u32 = std::fs::read_to_string(local_dir(store).join(PID_FILE)).ok()?.trim().parse().ok()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     if !comm.contains("vaultfs") {
         return None;
     }
-    let store = store.canonicalize().ok()?;
+    let store = match crate::store::Address::is_cluster(store) {
+        true => store.to_path_buf(),
+        false => store.canonicalize().ok()?,
+    };
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mountpoint = info.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;

@@ -36,7 +36,11 @@ pub fn run(a: UmountArgs) -> exit::Result {
 /// this same program (a pid file left by a killed daemon may name a pid
 /// since reused by something else, which must not get our SIGTERM).
 fn daemon_pid(store: &Path) -> Option<i32> {
-    let pid: u32 = std::fs::read_to_string(store.join(PID_FILE)).ok()?.trim().parse().ok()?;
+    let pid: u32 = std::fs::read_to_string(super::mountinfo::local_dir(store).join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let ours = crate::sys::process_name(std::process::id());
     (!ours.is_empty() && crate::sys::process_name(pid) == ours).then_some(pid as i32)
 }

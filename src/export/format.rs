@@ -173,13 +173,7 @@ fn cef_value(v: &str) -> String {
     v.replace('\\', "\\\\").replace('=', "\\=").replace('\n', "\\n").replace('\r', "\\r")
 }
 
-/// This machine's name for the syslog HOSTNAME field ("-" when unknown).
-pub fn hostname() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name = name.trim();
-    let printable = !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic());
-    if printable { name.to_string() } else { "-".to_string() }
-}
+pub use crate::sys::hostname;
 
 #[cfg(test)]
 mod tests {

@@ -38,6 +38,13 @@ fn io(what: &Path, e: std::io::Error) -> Error {
 
 /// Rewrites the closed store under `dir` with only its live keys.
 pub fn compact(dir: &Path) -> Result<Compacted> {
+    if super::Address::is_cluster(dir) {
+        return Err(Error::Unusable(format!(
+            "{}: a cluster vault's keys are in etcd, which compacts its own history \
+             (`etcdctl compact` and `etcdctl defrag`, docs/CLUSTER.md)",
+            dir.display()
+        )));
+    }
     finish_interrupted(dir)?;
     let (db, new, old) = paths(dir);
     let bytes_before = tree_bytes(&db)?;
@@ -62,7 +69,7 @@ pub fn compact(dir: &Path) -> Result<Compacted> {
         fresh.apply_batch(batch)?;
         fresh.flush()?;
     }
-    // sled's flush does not reach the disk's cache (store/mod.rs, `Disk`).
+    // sled's flush does not reach the disk's cache (store/local.rs, `Disk`).
     sync_tree(&new)?;
     std::fs::write(new.join(COMPLETE), b"").map_err(|e| io(&new, e))?;
     sync_dir(&new)?;

@@ -1,29 +1,33 @@
-//! The only sled user. Sees opaque keys and values, never keys-as-in-crypto or
-//! plaintext. Every vault operation lands as one atomic `Batch`; `flush` makes
-//! everything applied before it durable, and `Durability` says whether each
-//! batch is flushed on its own or in groups by a committer thread. sled is
-//! the patched 0.34.7 of vendor/sled (its truncation deadlock fixed), so
-//! writers need no lock of ours.
+//! The store: opaque keys and values, never keys-as-in-crypto or plaintext,
+//! plus bulk records (sealed blocks) kept beside them. Every vault operation
+//! lands as one atomic `Batch`; `flush` makes everything applied before it
+//! durable. Two backends behind one interface:
+//! - `local`: a directory, sled and segment files (the default);
+//! - `cluster`: etcd for the keys and an S3 bucket for the records
+//!   (docs/CLUSTER.md).
 
-use std::collections::HashSet;
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+use std::path::Path;
 
+mod address;
+mod cluster;
 mod compact;
+mod local;
 mod overlay;
 mod recover;
 mod segments;
+pub use address::{Address, ClusterAddress, DataAddress};
 pub use compact::{Compacted, compact};
-use overlay::{Merged, Overlay};
+use local::{DB_DIR, Local, SEGMENT_SIZE, existing_segment_size};
+pub use local::{DEFAULT_CACHE_BYTES, SEGMENTS_DIR};
 pub use recover::{Recovered, RecoveredFrom, copy_segments, log_damage, recover};
-pub use segments::{Location, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Segments, file_name as segment_name};
+pub use segments::{Location, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, file_name as segment_name};
 #[cfg(any(test, feature = "internals"))]
 pub use segments::SEGMENT_BYTES;
 
-/// A storage error, with sled's message; the vault maps it to EIO.
+/// A storage error, with the backend's message; the vault maps it to EIO.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -33,23 +37,10 @@ pub enum Error {
     Corrupt(String),
     #[error("store is in use or unusable: {0}")]
     Unusable(String),
-}
-
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        match e {
-            sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
-            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                Error::Unusable("another process has this store open".into())
-            }
-            // sled reports a held file lock as a plain I/O error with this text.
-            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                Error::Unusable("another process has this store open (is it mounted?)".into())
-            }
-            sled::Error::Io(_) => Error::Io(e.to_string()),
-            other => Error::Unusable(other.to_string()),
-        }
-    }
+    #[error("{0}")]
+    Missing(String),
+    #[error("{0}")]
+    Exists(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -101,6 +92,7 @@ impl Batch {
     }
 }
 
+
 /// When an applied batch becomes durable (docs/SEMANTICS.md, "Durability").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -112,268 +104,82 @@ pub enum Durability {
     Grouped(Duration),
 }
 
-/// The store: one sled database, its default tree.
+/// Entries in key order, as scans return them.
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Value)>> + 'a>;
+
+/// An open store.
 pub struct Store {
-    shared: Arc<Shared>,
+    backend: Backend,
     /// Writers hold it shared, a `Frozen` view exclusively: a snapshot waits
     /// for the batches in flight and holds back new ones, while writers never
-    /// wait for each other here (sled orders batches itself).
+    /// wait for each other here (the backend orders batches itself).
     gate: RwLock<()>,
     /// Set while a `Frozen` view holds the gate (see `Store::is_frozen`).
     frozen: AtomicBool,
-    /// 0: `Durability::EachBatch`; otherwise the commit interval in ms.
-    commit_ms: AtomicU64,
-    /// The thread that hands grouped batches to sled and commits, while `Grouped`.
-    committer: Mutex<Option<Committer>>,
 }
 
-/// What the store and its committer thread share.
-struct Shared {
-    db: sled::Db,
-    /// Grouped batches not yet handed to sled (overlay.rs).
-    overlay: Overlay,
-    /// One hand-over at a time, so that they reach sled in order.
-    handing_over: Mutex<()>,
-    disk: Disk,
-    /// Bulk values beside sled; synced before sled may learn of them.
-    segments: Segments,
-    /// Commits done by the committer thread (for tests and status).
-    commits: AtomicU64,
+enum Backend {
+    Local(Local),
+    // Boxed: the etcd client and its runtime are large, and rare.
+    Cluster(Box<cluster::Cluster>),
 }
 
-impl Shared {
-    /// Hands everything in the overlay to sled, as one atomic batch per set.
-    fn drain(&self) -> Result<()> {
-        let _one = self.handing_over.lock().unwrap_or_else(|p| p.into_inner());
-        // At most two sets: one a failed hand-over left, then the pending one.
-        for _ in 0..2 {
-            let Some(set) = self.overlay.begin_drain() else { return Ok(()) };
-            let mut b = sled::Batch::default();
-            for (k, v) in set.iter() {
-                match v {
-                    Some(v) => b.insert(&k[..], v.clone()),
-                    None => b.remove(&k[..]),
-                }
-            }
-            // Records before the index that points at them; on failure the
-            // set stays visible and is tried again first.
-            self.segments.sync()?;
-            self.db.apply_batch(b)?;
-            self.overlay.end_drain();
+/// Calls the same method on whichever backend the store has.
+macro_rules! each {
+    ($self:ident, $b:ident => $e:expr) => {
+        match &$self.backend {
+            Backend::Local($b) => $e,
+            Backend::Cluster($b) => $e,
         }
-        Ok(())
-    }
-
-    /// Makes everything applied so far durable, against power loss too.
-    fn commit(&self) -> Result<()> {
-        self.drain()?;
-        self.segments.sync()?;
-        self.db.flush()?;
-        self.disk.sync()
-    }
+    };
 }
-
-/// sled's files, for commits. sled 0.34's `flush` only waits until its log
-/// buffers went through `sync_file_range`: that pushes the data to the
-/// device but neither the file's size nor the device's cache, and its blob
-/// files (oversized tree nodes) are never synced at all. A commit adds what
-/// power loss needs: `fdatasync` of the log file and of each new blob file,
-/// then of the blob directory.
-struct Disk {
-    log: std::fs::File,
-    blobs: PathBuf,
-    /// Blob files already synced (sled writes each once, then deletes it).
-    synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
-}
-
-impl Disk {
-    fn open(dir: &Path) -> Result<Disk> {
-        let log = std::fs::File::open(dir.join("db"))
-            .map_err(|e| Error::Io(format!("cannot open {} for syncing: {e}", dir.join("db").display())))?;
-        Ok(Disk { log, blobs: dir.join("blobs"), synced_blobs: Mutex::default() })
-    }
-
-    fn sync(&self) -> Result<()> {
-        let io = |what: &Path, e: std::io::Error| Error::Io(format!("syncing {}: {e}", what.display()));
-        self.log.sync_data().map_err(|e| io(Path::new("the store's log file"), e))?;
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seen = HashSet::new();
-        let mut new = false;
-        let entries = match std::fs::read_dir(&self.blobs) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io(&self.blobs, e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| io(&self.blobs, e))?;
-            let name = entry.file_name();
-            if !synced.contains(&name) {
-                let path = entry.path();
-                match std::fs::File::open(&path) {
-                    Ok(f) => f.sync_data().map_err(|e| io(&path, e))?,
-                    // Collected by sled meanwhile: nothing to keep.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io(&path, e)),
-                }
-                new = true;
-            }
-            seen.insert(name);
-        }
-        if new {
-            std::fs::File::open(&self.blobs).and_then(|d| d.sync_all()).map_err(|e| io(&self.blobs, e))?;
-        }
-        *synced = seen;
-        Ok(())
-    }
-}
-
-/// How often the committer hands the overlay to sled: often enough that a
-/// hand-over stays small and a `kill -9` loses little, rarely enough that
-/// one sled batch carries many operations.
-const HAND_OVER_EVERY: Duration = Duration::from_millis(10);
-
-/// Past this many bytes in the overlay a writer hands it over itself
-/// before adding more (back-pressure: the overlay's memory stays bounded).
-const HAND_OVER_AT_BYTES: usize = 16 << 20;
-
-/// Hands the overlay to sled every HAND_OVER_EVERY and commits every
-/// interval, until told to stop.
-struct Committer {
-    stop: mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Committer {
-    fn start(shared: Arc<Shared>, every: Duration) -> Result<Committer> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let tick = every.min(HAND_OVER_EVERY);
-        let thread = std::thread::Builder::new()
-            .name("store-commit".into())
-            .spawn(move || {
-                let mut last_commit = Instant::now();
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-                    // The next hand-over, commit or fsync reports a failure to
-                    // whoever waits for it; here there is no one.
-                    if last_commit.elapsed() >= every {
-                        last_commit = Instant::now();
-                        match shared.commit() {
-                            Ok(()) => {
-                                shared.commits.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => tracing::error!("store commit failed: {e}"),
-                        }
-                    } else if let Err(e) = shared.drain() {
-                        tracing::error!("store hand-over failed: {e}");
-                    }
-                }
-            })
-            .map_err(|e| Error::Io(format!("cannot start the store's committer: {e}")))?;
-        Ok(Committer { stop, thread })
-    }
-
-    fn stop(self) {
-        drop(self.stop);
-        let _ = self.thread.join();
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Some(c) = self.committer.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
-            c.stop();
-        }
-        // Whatever the mode, a store closed in order loses nothing.
-        if let Err(e) = self.shared.commit() {
-            tracing::error!("store commit at close failed: {e}");
-        }
-    }
-}
-
-/// sled's page cache by default: 128 MiB. At 256 MiB a mount's memory grew
-/// past 300 MB on 50,000 small files; at 64 MiB random 4 KiB I/O on a
-/// 128 MiB file lost a quarter of its rate (docs/PERFORMANCE.md, "Memory").
-pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
-
-/// Subdirectory of the vault directory holding sled's files.
-const DB_DIR: &str = "db";
-/// Subdirectory holding the segment files (segments.rs).
-pub const SEGMENTS_DIR: &str = "seg";
-
-type SledPair = sled::Result<(sled::IVec, sled::IVec)>;
 
 impl Store {
-    /// Opens the store under `dir` (created if absent when `create`).
+    fn with(backend: Backend) -> Store {
+        Store { backend, gate: RwLock::new(()), frozen: AtomicBool::new(false) }
+    }
+
+    /// Opens the store under `dir` (created if absent when `create`); `dir`
+    /// may be a cluster address (`Address::of`).
     pub fn open(dir: &Path, create: bool) -> Result<Store> {
         Store::open_with_cache(dir, create, DEFAULT_CACHE_BYTES)
     }
 
-    /// As `open`, with sled's page cache capped at `cache_bytes` (the
-    /// daemon's memory is this plus a bounded rest: docs/PERFORMANCE.md).
+    /// As `open`, with the local store's page cache capped at `cache_bytes`
+    /// (the daemon's memory is this plus a bounded rest: docs/PERFORMANCE.md).
     pub fn open_with_cache(dir: &Path, create: bool, cache_bytes: u64) -> Result<Store> {
-        compact::finish_interrupted(dir)?;
-        let path = dir.join(DB_DIR);
-        if !create && !path.is_dir() {
-            return Err(Error::Unusable(format!("{} does not exist", path.display())));
-        }
-        let config = sled::Config::new()
-            .path(&path)
-            .cache_capacity(cache_bytes)
-            // Flushes are ours: per batch, or by the committer (Durability).
-            .flush_every_ms(None)
-            .segment_size(existing_segment_size(&path).unwrap_or(SEGMENT_SIZE));
-        // A process that just closed the store (or exited) may hold sled's
-        // file lock for a moment longer: retry briefly before reporting it.
-        let mut tries = 0;
-        loop {
-            match config.open().map_err(Error::from) {
-                Err(Error::Unusable(_)) if tries < LOCK_RETRIES => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => return Err(e),
-                Ok(db) => {
-                    let shared = Shared {
-                        db,
-                        overlay: Overlay::default(),
-                        handing_over: Mutex::new(()),
-                        disk: Disk::open(&path)?,
-                        segments: Segments::open(&dir.join(SEGMENTS_DIR))?,
-                        commits: AtomicU64::new(0),
-                    };
-                    return Ok(Store {
-                        shared: Arc::new(shared),
-                        gate: RwLock::new(()),
-                        frozen: AtomicBool::new(false),
-                        commit_ms: AtomicU64::new(0),
-                        committer: Mutex::new(None),
-                    });
-                }
-            }
+        match Address::of(dir)? {
+            Address::Local(dir) => Ok(Store::with(Backend::Local(Local::open(&dir, create, cache_bytes)?))),
+            Address::Cluster(c) if create => Err(Error::Unusable(format!(
+                "{c}: a cluster vault is created with its object store (`vaultfs init {c} --data s3://...`)"
+            ))),
+            Address::Cluster(c) => Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::open(&c)?)))),
         }
     }
 
-    /// Whether `dir` already holds a store.
+    /// Creates the cluster vault `at` with its records in `data`, and opens
+    /// it. Fails if etcd already holds a vault of that name.
+    pub fn create_cluster(at: &ClusterAddress, data: &DataAddress) -> Result<Store> {
+        Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::create(at, data)?))))
+    }
+
+    /// Whether `dir` already holds a store. A cluster address is taken at
+    /// its word (whether etcd holds the vault, opening it tells).
     pub fn exists(dir: &Path) -> bool {
-        // Or a compaction stopped between its renames (compact.rs).
-        dir.join(DB_DIR).exists() || compact::interrupted(dir)
+        Address::is_cluster(dir) || Local::exists(dir)
     }
 
-    fn db(&self) -> &sled::Db {
-        &self.shared.db
+    /// Whether this is a cluster store.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster(_))
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        match self.shared.overlay.lookup(key) {
-            Some(entry) => Ok(entry.map(Value)),
-            None => Ok(self.db().get(key)?.map(Value)),
-        }
+        each!(self, b => b.get(key))
     }
 
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        match self.shared.overlay.lookup(key) {
-            Some(entry) => Ok(entry.is_some()),
-            None => Ok(self.db().contains_key(key)?),
-        }
+        each!(self, b => b.contains(key))
     }
 
     /// Writes one key outside a batch (used only for the inode counter and the
@@ -384,39 +190,30 @@ impl Store {
         self.apply(b)
     }
 
-    /// Chooses when applied batches become durable. Switching to `Grouped`
-    /// starts the committer thread; switching back commits first.
+    /// Chooses when applied batches become durable. A cluster store makes
+    /// every batch durable before `apply` returns, whatever is asked.
     pub fn set_durability(&self, d: Durability) -> Result<()> {
-        let mut committer = self.committer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = committer.take() {
-            c.stop();
+        match &self.backend {
+            Backend::Local(l) => l.set_durability(d),
+            Backend::Cluster(_) => Ok(()),
         }
-        match d {
-            Durability::EachBatch => {
-                self.commit_ms.store(0, Ordering::SeqCst);
-                self.flush()?;
-            }
-            Durability::Grouped(every) => {
-                let ms = every.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
-                *committer = Some(Committer::start(self.shared.clone(), Duration::from_millis(ms))?);
-                self.commit_ms.store(ms, Ordering::SeqCst);
-            }
-        }
-        Ok(())
     }
 
     #[cfg(any(test, feature = "internals"))]
     pub fn durability(&self) -> Durability {
-        match self.commit_ms.load(Ordering::SeqCst) {
-            0 => Durability::EachBatch,
-            ms => Durability::Grouped(Duration::from_millis(ms)),
+        match &self.backend {
+            Backend::Local(l) => l.durability(),
+            Backend::Cluster(_) => Durability::EachBatch,
         }
     }
 
     /// Commits the committer thread has made so far.
     #[cfg(any(test, feature = "internals"))]
     pub fn group_commits(&self) -> u64 {
-        self.shared.commits.load(Ordering::Relaxed)
+        match &self.backend {
+            Backend::Local(l) => l.group_commits(),
+            Backend::Cluster(_) => 0,
+        }
     }
 
     /// Shared hold on the gate for one write.
@@ -427,141 +224,71 @@ impl Store {
 
     /// Applies all operations of `batch` atomically, in order. Under
     /// `Durability::EachBatch` it is durable when this returns; under
-    /// `Grouped` every read sees it at once, sled gets it with the next
-    /// hand-over, and the disk with the next commit or `flush`.
+    /// `Grouped` every read sees it at once, and the disk has it after the
+    /// next commit or `flush`.
     pub fn apply(&self, batch: Batch) -> Result<()> {
         let _gate = self.writing();
-        if self.commit_ms.load(Ordering::Relaxed) != 0 {
-            if self.shared.overlay.pending_bytes() >= HAND_OVER_AT_BYTES {
-                self.shared.drain()?;
-            }
-            self.shared.overlay.insert(batch.ops);
-            return Ok(());
-        }
-        let mut b = sled::Batch::default();
-        for (k, v) in batch.ops {
-            match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
-            }
-        }
-        self.shared.segments.sync()?;
-        self.db().apply_batch(b)?;
-        self.shared.commit()
+        each!(self, b => b.apply(batch))
     }
 
-    /// Appends `bytes` to the segment files as one write (the block layer's
-    /// records); durable before any batch applied after this returns.
+    /// Appends `bytes` as one record run (the block layer's records);
+    /// durable before any batch applied after this returns.
     pub fn append_record(&self, bytes: &[u8]) -> Result<Location> {
-        self.shared.segments.append(bytes)
+        each!(self, b => b.append_record(bytes))
     }
 
-    /// Reads `buf.len()` bytes of segment data at `at`.
+    /// Reads `buf.len()` bytes of record data at `at`.
     pub fn read_record(&self, at: Location, buf: &mut [u8]) -> Result<()> {
-        self.shared.segments.read(at, buf)
+        each!(self, b => b.read_record(at, buf))
     }
 
     /// The first SEGMENT_HEADER_LEN bytes of segment `id` (fsck).
     pub fn segment_header(&self, id: u64) -> Result<[u8; SEGMENT_HEADER_LEN as usize]> {
-        self.shared.segments.header(id)
+        each!(self, b => b.segment_header(id))
     }
 
-    /// Every segment file as (number, bytes), and the one appends go to.
+    /// Every segment as (number, bytes), and the one appends go to (a
+    /// cluster store has none: every object is written whole).
     pub fn segments(&self) -> Result<(Vec<(u64, u64)>, u64)> {
-        Ok((self.shared.segments.list()?, self.shared.segments.active()))
+        each!(self, b => b.segments())
     }
 
     /// Deletes a collected segment. Waits while a frozen view may read it;
     /// the caller has made the batches that moved its records durable.
     pub fn remove_segment(&self, id: u64) -> Result<()> {
         let _gate = self.writing();
-        self.shared.segments.remove(id)
-    }
-
-    /// `(lo, hi)` of sled's and the overlay's entries, merged.
-    fn merged<I: Iterator<Item = SledPair>>(
-        &self,
-        lo: Bound<&[u8]>,
-        hi: Bound<&[u8]>,
-        sled: I,
-    ) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<I> {
-        Merged::new(self.shared.overlay.range(lo, hi), sled)
-            .map(|r| r.map(|(k, v)| (k, Value(v))).map_err(Error::from))
+        each!(self, b => b.remove_segment(id))
     }
 
     /// All entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
-        let end = prefix_end(prefix);
-        let hi = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        self.merged(Bound::Included(prefix), hi, self.db().scan_prefix(prefix))
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Entries<'_> {
+        match &self.backend {
+            Backend::Local(l) => Box::new(l.scan_prefix(prefix)),
+            Backend::Cluster(c) => Box::new(c.scan_prefix(prefix)),
+        }
     }
 
     /// The greatest key starting with `prefix`, if any.
     pub fn last_key_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
-        let end = prefix_end(prefix);
-        let hi = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        self.last_key(Bound::Included(prefix), hi, self.db().scan_prefix(prefix))
+        each!(self, b => b.last_key_with_prefix(prefix))
     }
 
     /// Entries with `from <= key < to`, in key order.
-    pub fn range(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<'_> {
-        self.merged(Bound::Included(from), Bound::Excluded(to), self.db().range(from.to_vec()..to.to_vec()))
+    pub fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
+        match &self.backend {
+            Backend::Local(l) => Box::new(l.range(from, to)),
+            Backend::Cluster(c) => Box::new(c.range(from, to)),
+        }
     }
 
-    /// The entry with the smallest key `from <= key < to`, if any: a range
-    /// scan's first item, without gathering the overlay's whole range (a
-    /// file being written has many entries there).
+    /// The entry with the smallest key `from <= key < to`, if any.
     pub fn first_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Value)>> {
-        let mut lo = from.to_vec();
-        loop {
-            let over = self.shared.overlay.first(Bound::Included(&lo), Bound::Excluded(to));
-            let sled = match self.db().range(lo.clone()..to.to_vec()).next() {
-                Some(r) => Some(r?),
-                None => None,
-            };
-            let (key, entry) = match (over, sled) {
-                (None, None) => return Ok(None),
-                (Some(o), None) => o,
-                (None, Some((k, v))) => return Ok(Some((k.to_vec(), Value(v)))),
-                (Some(o), Some((k, v))) if k[..] < o.0[..] => return Ok(Some((k.to_vec(), Value(v)))),
-                (Some(o), Some(_)) => o,
-            };
-            match entry {
-                Some(v) => return Ok(Some((key, Value(v)))),
-                // Deleted in the overlay: look past it.
-                None => {
-                    lo = key;
-                    lo.push(0);
-                }
-            }
-        }
+        each!(self, b => b.first_in(from, to))
     }
 
     /// The greatest key with `from <= key < to`, if any.
     pub fn last_key_in(&self, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.last_key(Bound::Included(from), Bound::Excluded(to), self.db().range(from.to_vec()..to.to_vec()))
-    }
-
-    /// The greatest live key in `(lo, hi)`: the overlay's greatest live key
-    /// or sled's greatest key the overlay does not delete, whichever is greater.
-    fn last_key(
-        &self,
-        lo: Bound<&[u8]>,
-        hi: Bound<&[u8]>,
-        sled: impl DoubleEndedIterator<Item = SledPair>,
-    ) -> Result<Option<Vec<u8>>> {
-        let over = self.shared.overlay.range(lo, hi);
-        let deleted: HashSet<&[u8]> = over.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| &k[..]).collect();
-        let from_overlay = over.iter().rev().find(|(_, v)| v.is_some()).map(|(k, _)| k.clone());
-        let mut from_sled = None;
-        for entry in sled.rev() {
-            let (k, _) = entry?;
-            if !deleted.contains(&k[..]) {
-                from_sled = Some(k.to_vec());
-                break;
-            }
-        }
-        Ok(from_overlay.max(from_sled))
+        each!(self, b => b.last_key_in(from, to))
     }
 
     /// Keys only, `from <= key < to`.
@@ -571,8 +298,11 @@ impl Store {
     }
 
     /// Every entry, in key order (fsck, backup, tests).
-    pub fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
-        self.merged(Bound::Unbounded, Bound::Unbounded, self.db().iter())
+    pub fn iter(&self) -> Entries<'_> {
+        match &self.backend {
+            Backend::Local(l) => Box::new(l.iter()),
+            Backend::Cluster(c) => Box::new(c.iter()),
+        }
     }
 
     /// A point-in-time view of the whole store: while the returned value
@@ -588,7 +318,9 @@ impl Store {
         self.frozen.store(true, Ordering::SeqCst);
         // Best effort: a failed hand-over leaves the overlay in place, and
         // the view's reads merge it anyway.
-        if let Err(e) = self.shared.drain() {
+        if let Backend::Local(l) = &self.backend
+            && let Err(e) = l.drain()
+        {
             tracing::error!("store hand-over before a snapshot failed: {e}");
         }
         Frozen { store: self, _gate: gate }
@@ -604,13 +336,16 @@ impl Store {
     /// Makes everything applied so far durable (fsync, unmount). Needs no
     /// gate: it changes nothing a frozen view could see.
     pub fn flush(&self) -> Result<()> {
-        self.shared.commit()
+        match &self.backend {
+            Backend::Local(l) => l.flush(),
+            Backend::Cluster(_) => Ok(()),
+        }
     }
 
-    /// Bytes the store occupies on disk.
+    /// Bytes the store occupies on disk (a cluster store: its objects).
     #[cfg(any(test, feature = "internals"))]
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db().size_on_disk()? + self.shared.segments.bytes()?)
+        each!(self, b => b.size_on_disk())
     }
 }
 
@@ -651,28 +386,10 @@ impl<'a> Frozen<'a> {
     }
 
     /// Every entry, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
+    pub fn iter(&self) -> Entries<'_> {
         self.store.iter()
     }
 }
-
-/// sled's segment (I/O buffer) size for new stores: sled's own default, the
-/// configuration sled is most exercised with. Larger segments keep 16 KiB
-/// blocks out of sled's blob files (sled inlines a log item only up to a
-/// quarter of a segment); with the default 4 KiB blocks they are not needed
-/// (docs/PERFORMANCE.md).
-const SEGMENT_SIZE: usize = 512 * 1024;
-
-/// The segment size an existing store was created with (sled refuses to open
-/// a store with another one), read from sled's `conf` file.
-fn existing_segment_size(db: &Path) -> Option<usize> {
-    let conf = std::fs::read(db.join("conf")).ok()?;
-    let text = String::from_utf8_lossy(&conf);
-    text.lines().find_map(|l| l.strip_prefix("segment_size: ")?.trim().parse().ok())
-}
-
-/// Open attempts (50 ms apart) while another handle still holds the lock.
-const LOCK_RETRIES: u32 = 100;
 
 #[cfg(test)]
 mod tests {

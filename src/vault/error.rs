@@ -95,6 +95,8 @@ impl From<store::Error> for Error {
     fn from(e: store::Error) -> Self {
         let kind = match e {
             store::Error::Corrupt(_) => ErrorKind::Corrupt,
+            store::Error::Missing(_) => ErrorKind::NotFound,
+            store::Error::Exists(_) => ErrorKind::VaultExists,
             _ => ErrorKind::Io,
         };
         Error::new(kind, e.to_string())

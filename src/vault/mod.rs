@@ -53,7 +53,7 @@ pub use types::*;
 use crate::crypto::{Passphrase, SigningKey};
 use crate::format::{Header, InodeRecord, keys};
 use crate::meta::{self, MetaKeys, VAULT_LEVEL};
-use crate::store::{Batch, Store};
+use crate::store::{Address, Batch, ClusterAddress, DataAddress, Store};
 use audit::Ticket;
 use error::err;
 use locks::LockTable;
@@ -125,26 +125,56 @@ const INODE_RESERVE_STEP: u64 = 1024;
 impl Vault<Locked> {
     /// Creates a new vault in `dir` (which must not hold one) and leaves it closed.
     pub fn init(dir: &Path, pass: &Passphrase, opts: InitOptions) -> Result<()> {
+        if Address::is_cluster(dir) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{}: a cluster vault is created with its object store (--data s3://...)",
+                    dir.display()
+                ),
+            ));
+        }
         if Store::exists(dir) {
             return Err(err(
                 ErrorKind::VaultExists,
                 format!("{} already holds a vault; refusing to overwrite it", dir.display()),
             ));
         }
+        let first = Self::first_batch(pass, opts)?;
+        std::fs::create_dir_all(dir).map_err(|e| err(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
+        let store = Store::open(dir, true)?;
+        store.apply(first)?;
+        store.flush()?;
+        Ok(())
+    }
+
+    /// Creates the cluster vault `at` (which etcd must not hold yet), its
+    /// records to go to `data`, and leaves it closed (docs/CLUSTER.md).
+    pub fn init_cluster(
+        at: &ClusterAddress,
+        data: &DataAddress,
+        pass: &Passphrase,
+        opts: InitOptions,
+    ) -> Result<()> {
+        let first = Self::first_batch(pass, opts)?;
+        let store = Store::create_cluster(at, data)?;
+        store.apply(first)?;
+        Ok(())
+    }
+
+    /// What a new vault's store starts with: the header, the root and level
+    /// directories, the inode counter.
+    fn first_batch(pass: &Passphrase, opts: InitOptions) -> Result<Batch> {
         if pass.is_empty() {
             return Err(err(ErrorKind::InvalidArgument, "empty passphrase"));
         }
-        std::fs::create_dir_all(dir).map_err(|e| err(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
         let header = keyring::new_header(pass, opts.kdf, opts.block_size)?;
         let ring = keyring::unlock(pass, &header)?;
-        let store = Store::open(dir, true)?;
         let mut batch =
             fixed_dirs(&ring, &header, &(0..=LEVEL_COUNT as u64).map(|i| i + ROOT_INO).collect::<Vec<_>>())?;
         batch.put(keys::INODE_COUNTER, FIRST_USER_INO.to_be_bytes().to_vec());
         batch.put(keys::HEADER, header.encode());
-        store.apply(batch)?;
-        store.flush()?;
-        Ok(())
+        Ok(batch)
     }
 
     /// Opens the vault in `dir` and checks its header's format (not its keys).
@@ -158,10 +188,17 @@ impl Vault<Locked> {
             return Err(err(ErrorKind::NotFound, format!("{} holds no vault", dir.display())));
         }
         let store = Store::open_with_cache(dir, false, cache_bytes)?;
+        // A cluster vault's local files (control socket, exports) live in
+        // its state directory.
+        let dir = Address::of(dir)?.local_dir();
+        if store.is_cluster() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| err(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
+        }
         let raw =
             store.get(keys::HEADER)?.ok_or_else(|| err(ErrorKind::Corrupt, "vault header is missing"))?;
         let header = Header::decode(&raw)?;
-        Ok(Vault(Locked { dir: dir.to_path_buf(), store, header }))
+        Ok(Vault(Locked { dir, store, header }))
     }
 
     pub fn header(&self) -> &Header {

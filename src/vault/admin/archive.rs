@@ -177,7 +177,9 @@ impl Vault<Unlocked> {
             Ok(Some(made)) => {
                 // sled keeps the space until its files are rewritten: the
                 // next mount does it (`compact_if_due`).
-                if let Err(e) = std::fs::write(self.dir().join(COMPACT_DUE), b"") {
+                if !self.core().store.is_cluster()
+                    && let Err(e) = std::fs::write(self.dir().join(COMPACT_DUE), b"")
+                {
                     tracing::warn!("cannot mark the store for compaction: {e}");
                 }
                 Ok(Some(made))

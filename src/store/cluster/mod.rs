@@ -1,0 +1,369 @@
+//! The cluster store: the store's keys and values in etcd, its records
+//! (sealed blocks) as objects in an S3 bucket (docs/CLUSTER.md, and
+//! docs/FORMAT.md section 9 for the layout).
+//!
+//! In etcd, under `vaultfs/VAULT/`:
+//! - `data`: where the records live (`s3://HOST[:PORT]/BUCKET`); its
+//!   presence is the vault's;
+//! - `holder`: `HOST PID` of the process that has the vault open, bound to
+//!   that process's lease;
+//! - `objects`: object numbers below it may be in use (8-byte big-endian);
+//! - `k/` followed by a store key: that key's value.
+//!
+//! One process holds a vault at a time. Every write is a transaction
+//! guarded by the holder key's creation revision, so a process that lost
+//! its lease (etcd unreachable for longer than the lease, or the process
+//! paused) cannot write after another took the vault over: its writes
+//! fail instead of diverging.
+//!
+//! Each record run is one object `VAULT/seg/NUMBER` (16 hex digits): a
+//! segment header and the run, written whole before the batch that points
+//! at it, so the block layer's locations, headers and collection are those
+//! of segment files.
+
+mod etcd;
+mod s3;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use self::etcd::{Etcd, Guard, KeepAlive, Kv, Op};
+use self::s3::Objects;
+use super::segments::{Location, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, parse_name};
+use super::{Batch, ClusterAddress, DataAddress, Error, Result, Value, prefix_end};
+
+/// How long the holder's lease lasts without renewal: a host that dies
+/// releases the vault after this; one cut off from etcd stops writing.
+const LEASE_SECONDS: i64 = 5;
+/// How long an open waits for the vault while another holder has it (a
+/// holder that just died frees it within LEASE_SECONDS).
+const WAIT_FOR_HOLDER: Duration = Duration::from_secs(LEASE_SECONDS as u64 + 3);
+/// Object numbers reserved per transaction.
+const OBJECT_RESERVE: u64 = 4096;
+/// Keys per range request while scanning.
+const PAGE: i64 = 512;
+
+/// An open cluster vault.
+pub struct Cluster {
+    addr: ClusterAddress,
+    etcd: Etcd,
+    objects: Objects,
+    /// `vaultfs/VAULT/`.
+    prefix: Vec<u8>,
+    /// The holder key's creation revision: every write is guarded by it.
+    held_at: i64,
+    lease: i64,
+    /// Set for good once the lease may have lapsed: writes are refused.
+    lost: Arc<AtomicBool>,
+    _keep_alive: KeepAlive,
+    /// Object numbers: the next to use, and the end of the reserved range.
+    numbers: Mutex<(u64, u64)>,
+}
+
+/// A vault's etcd keys.
+fn prefix_of(vault: &str) -> Vec<u8> {
+    format!("vaultfs/{vault}/").into_bytes()
+}
+
+impl Cluster {
+    /// Creates vault `at` with its records in `data`, then opens it.
+    pub fn create(at: &ClusterAddress, data: &DataAddress) -> Result<Cluster> {
+        let etcd = Etcd::connect(&at.endpoints)?;
+        let objects = Objects::open(data)?;
+        // A bucket with another vault's objects under this name would mix
+        // two vaults' segment numbers.
+        if let Some((name, _)) = objects.list(&format!("{}/", at.vault))?.into_iter().next() {
+            return Err(Error::Unusable(format!(
+                "{} already holds objects of a vault named {:?} ({name}): choose another name, or delete them",
+                objects.shown(),
+                at.vault
+            )));
+        }
+        let key = [prefix_of(&at.vault), b"data".to_vec()].concat();
+        let created = etcd.txn(vec![Guard::Created(key.clone(), 0)], vec![Op::Put(key, data.to_string().into_bytes())])?;
+        if !created {
+            return Err(Error::Exists(format!("{at} already holds a vault; refusing to overwrite it")));
+        }
+        drop(etcd);
+        Cluster::open(at)
+    }
+
+    /// Opens vault `at`, waiting up to WAIT_FOR_HOLDER for another holder.
+    pub fn open(at: &ClusterAddress) -> Result<Cluster> {
+        let etcd = Etcd::connect(&at.endpoints)?;
+        let prefix = prefix_of(&at.vault);
+        let key = |k: &str| [&prefix[..], k.as_bytes()].concat();
+        let Some(data) = etcd.get(&key("data"))? else {
+            return Err(Error::Missing(format!("{at}: etcd holds no vault named {:?}", at.vault)));
+        };
+        let data = std::str::from_utf8(&data.value)
+            .ok()
+            .and_then(|s| DataAddress::parse(s).ok())
+            .ok_or_else(|| Error::Corrupt(format!("{at}: the object store's address in etcd is not one")))?;
+        let objects = Objects::open(&data)?;
+        let lease = etcd.grant(LEASE_SECONDS)?;
+        let me = format!("{} {}", crate::sys::hostname(), std::process::id());
+        let started = Instant::now();
+        let held_at = loop {
+            let took = etcd.txn(
+                vec![Guard::Created(key("holder"), 0)],
+                vec![Op::PutLeased(key("holder"), me.clone().into_bytes(), lease)],
+            )?;
+            let holder = etcd.get(&key("holder"))?;
+            match holder {
+                Some(Kv { lease: l, create_revision, .. }) if took && l == lease => break create_revision,
+                Some(Kv { value, .. }) if started.elapsed() >= WAIT_FOR_HOLDER => {
+                    etcd.revoke(lease);
+                    return Err(Error::Unusable(format!(
+                        "{at} is open on {} (a mount or a command; a host that died releases it within {LEASE_SECONDS} s)",
+                        String::from_utf8_lossy(&value)
+                    )));
+                }
+                _ => std::thread::sleep(Duration::from_millis(250)),
+            }
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let keep_alive = etcd.keep_alive(lease, Duration::from_secs(LEASE_SECONDS as u64), lost.clone());
+        Ok(Cluster {
+            addr: at.clone(),
+            etcd,
+            objects,
+            prefix,
+            held_at,
+            lease,
+            lost,
+            _keep_alive: keep_alive,
+            numbers: Mutex::new((0, 0)),
+        })
+    }
+
+    fn meta_key(&self, k: &str) -> Vec<u8> {
+        [&self.prefix[..], k.as_bytes()].concat()
+    }
+
+    /// The etcd key of store key `k`.
+    fn key(&self, k: &[u8]) -> Vec<u8> {
+        [&self.prefix[..], b"k/", k].concat()
+    }
+
+    fn key_prefix_len(&self) -> usize {
+        self.prefix.len() + 2
+    }
+
+    /// Refuses writes once the lease may have lapsed.
+    fn still_held(&self) -> Result<()> {
+        match self.lost.load(Ordering::SeqCst) {
+            false => Ok(()),
+            true => Err(self.lost_error()),
+        }
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::Unusable(format!(
+            "this process no longer holds {} in etcd (its lease lapsed or another host took the vault): \
+             writes are refused; unmount and mount again",
+            self.addr
+        ))
+    }
+
+    /// A transaction guarded by our hold on the vault.
+    fn write(&self, ops: Vec<Op>) -> Result<()> {
+        self.still_held()?;
+        if self.etcd.txn(vec![Guard::Created(self.meta_key("holder"), self.held_at)], ops)? {
+            Ok(())
+        } else {
+            self.lost.store(true, Ordering::SeqCst);
+            Err(self.lost_error())
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        Ok(self.etcd.get(&self.key(key))?.map(|kv| Value::from(kv.value)))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.etcd.get(&self.key(key))?.is_some())
+    }
+
+    pub fn apply(&self, batch: Batch) -> Result<()> {
+        // etcd refuses a key twice in one transaction: the batch's last
+        // operation on a key is the one that counts.
+        let last: BTreeMap<Vec<u8>, Option<Vec<u8>>> = batch.ops.into_iter().collect();
+        if last.is_empty() {
+            return Ok(());
+        }
+        let ops = last
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => Op::Put(self.key(&k), v),
+                None => Op::Delete(self.key(&k)),
+            })
+            .collect();
+        self.write(ops)
+    }
+
+    /// The next object number, reserving more in etcd when the range is used up.
+    fn next_number(&self) -> Result<u64> {
+        let mut n = self.numbers.lock().unwrap_or_else(|p| p.into_inner());
+        if n.0 >= n.1 {
+            let key = self.meta_key("objects");
+            let (stored, rev) = match self.etcd.get(&key)? {
+                Some(kv) => {
+                    let v = <[u8; 8]>::try_from(&kv.value[..])
+                        .map_err(|_| Error::Corrupt(format!("{}: the object counter is not 8 bytes", self.addr)))?;
+                    (u64::from_be_bytes(v), kv.mod_revision)
+                }
+                None => (1, 0),
+            };
+            let end = stored
+                .checked_add(OBJECT_RESERVE)
+                .ok_or_else(|| Error::Corrupt(format!("{}: the object counter is exhausted", self.addr)))?;
+            self.still_held()?;
+            let guards =
+                vec![Guard::Created(self.meta_key("holder"), self.held_at), Guard::Modified(key.clone(), rev)];
+            if !self.etcd.txn(guards, vec![Op::Put(key, end.to_be_bytes().to_vec())])? {
+                // Only the holder moves the counter: losing this race means losing the vault.
+                self.lost.store(true, Ordering::SeqCst);
+                return Err(self.lost_error());
+            }
+            *n = (stored, end);
+        }
+        n.0 += 1;
+        Ok(n.0 - 1)
+    }
+
+    fn object_name(&self, id: u64) -> String {
+        format!("{}/seg/{}", self.addr.vault, super::segment_name(id))
+    }
+
+    pub fn append_record(&self, bytes: &[u8]) -> Result<Location> {
+        self.still_held()?;
+        let id = self.next_number()?;
+        let mut body = Vec::with_capacity(SEGMENT_HEADER_LEN as usize + bytes.len());
+        body.extend_from_slice(SEGMENT_MAGIC);
+        body.extend_from_slice(&id.to_be_bytes());
+        body.extend_from_slice(bytes);
+        self.objects.put(&self.object_name(id), &body)?;
+        Ok(Location { segment: id, offset: SEGMENT_HEADER_LEN })
+    }
+
+    pub fn read_record(&self, at: Location, buf: &mut [u8]) -> Result<()> {
+        self.objects.read(&self.object_name(at.segment), at.offset, buf)
+    }
+
+    pub fn segment_header(&self, id: u64) -> Result<[u8; SEGMENT_HEADER_LEN as usize]> {
+        let mut h = [0; SEGMENT_HEADER_LEN as usize];
+        self.objects.read(&self.object_name(id), 0, &mut h)?;
+        Ok(h)
+    }
+
+    /// Every object of the vault as (number, bytes); no object takes appends.
+    pub fn segments(&self) -> Result<(Vec<(u64, u64)>, u64)> {
+        let prefix = format!("{}/seg/", self.addr.vault);
+        let mut found: Vec<(u64, u64)> = self
+            .objects
+            .list(&prefix)?
+            .into_iter()
+            .filter_map(|(name, size)| Some((parse_name(name.strip_prefix(&prefix)?)?, size)))
+            .collect();
+        found.sort_unstable();
+        Ok((found, u64::MAX))
+    }
+
+    pub fn remove_segment(&self, id: u64) -> Result<()> {
+        self.still_held()?;
+        self.objects.delete(&self.object_name(id))
+    }
+
+    /// Entries of `[from, to)` (to: None, the end of the store's keys).
+    fn pages(&self, from: &[u8], to: Option<&[u8]>) -> Pages<'_> {
+        let end = match to {
+            Some(to) => self.key(to),
+            None => prefix_end(&self.key(b"")).unwrap_or_default(),
+        };
+        Pages { cluster: self, next: self.key(from), end, revision: 0, buffered: VecDeque::new(), done: false }
+    }
+
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Pages<'_> {
+        self.pages(prefix, prefix_end(prefix).as_deref())
+    }
+
+    pub fn range(&self, from: &[u8], to: &[u8]) -> Pages<'_> {
+        self.pages(from, Some(to))
+    }
+
+    pub fn iter(&self) -> Pages<'_> {
+        self.pages(b"", None)
+    }
+
+    pub fn first_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Value)>> {
+        let page = self.etcd.range(&self.key(from), &self.key(to), 1, 0, false, false)?;
+        Ok(page.kvs.into_iter().next().map(|kv| (kv.key[self.key_prefix_len()..].to_vec(), Value::from(kv.value))))
+    }
+
+    pub fn last_key_in(&self, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>> {
+        let page = self.etcd.range(&self.key(from), &self.key(to), 1, 0, true, true)?;
+        Ok(page.kvs.into_iter().next().map(|kv| kv.key[self.key_prefix_len()..].to_vec()))
+    }
+
+    pub fn last_key_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        let end = match prefix_end(prefix) {
+            Some(end) => self.key(&end),
+            None => prefix_end(&self.key(b"")).unwrap_or_default(),
+        };
+        let page = self.etcd.range(&self.key(prefix), &end, 1, 0, true, true)?;
+        Ok(page.kvs.into_iter().next().map(|kv| kv.key[self.key_prefix_len()..].to_vec()))
+    }
+
+    /// Bytes of the vault's objects.
+    #[cfg(any(test, feature = "internals"))]
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.segments()?.0.iter().map(|s| s.1).sum())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Frees the vault for the next holder at once, not after the lease.
+        self.etcd.revoke(self.lease);
+    }
+}
+
+/// A scan, a page of keys at a time; every page is read at the revision
+/// of the first, so the scan sees one state of the store.
+pub struct Pages<'a> {
+    cluster: &'a Cluster,
+    next: Vec<u8>,
+    end: Vec<u8>,
+    revision: i64,
+    buffered: VecDeque<Kv>,
+    done: bool,
+}
+
+impl Iterator for Pages<'_> {
+    type Item = Result<(Vec<u8>, Value)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffered.is_empty() && !self.done {
+            match self.cluster.etcd.range(&self.next, &self.end, PAGE, self.revision, false, false) {
+                Ok(page) => {
+                    self.revision = page.revision;
+                    self.done = !page.more;
+                    if let Some(last) = page.kvs.last() {
+                        self.next = [&last.key[..], &[0]].concat();
+                    }
+                    self.buffered.extend(page.kvs);
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let kv = self.buffered.pop_front()?;
+        let skip = self.cluster.key_prefix_len();
+        Some(Ok((kv.key[skip..].to_vec(), Value::from(kv.value))))
+    }
+}
