@@ -113,10 +113,18 @@ pub fn source_name(store: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// Whether `pid` has exited but not been reaped (a killed daemon whose
+/// parent, init in a container, does not reap): it serves nothing.
+fn is_zombie(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised name, which may hold spaces.
+    stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with(['Z', 'X']))
+}
+
 pub fn serving(store: &Path) -> Option<Serving> {
     let pid: u32 = std::fs::read_to_string(local_dir(store).join(PID_FILE)).ok()?.trim().parse().ok()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    if !comm.contains("vaultfs") {
+    if !comm.contains("vaultfs") || is_zombie(pid) {
         return None;
     }
     let store = match crate::store::Address::is_cluster(store) {

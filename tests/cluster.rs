@@ -1,0 +1,316 @@
+//! The cluster store through the real binary and a real mount: metadata in
+//! a real etcd, block data in a real S3 server (SeaweedFS), both on
+//! loopback and started per test (tests/common/cluster.rs).
+
+mod common;
+#[path = "common/cluster.rs"]
+mod servers;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{PASSPHRASE, bin, is_mounted, wait_for};
+use servers::{Etcd, ObjectStore};
+
+const BUCKET: &str = "vault-data";
+
+/// A cluster vault on its own etcd and object store, mounted while `mounted`.
+struct ClusterVault {
+    etcd: Etcd,
+    objects: ObjectStore,
+    dir: tempfile::TempDir,
+    address: String,
+    mnt: PathBuf,
+    passfile: PathBuf,
+    mounted: bool,
+}
+
+impl ClusterVault {
+    fn new() -> ClusterVault {
+        let etcd = Etcd::start();
+        let objects = ObjectStore::start();
+        objects.create_bucket(BUCKET);
+        let dir = tempfile::tempdir().unwrap();
+        let (mnt, passfile) = (dir.path().join("mnt"), dir.path().join("pass"));
+        std::fs::create_dir(&mnt).unwrap();
+        std::fs::write(&passfile, format!("{PASSPHRASE}\n")).unwrap();
+        let address = format!("etcd://{}/agents", etcd.endpoint());
+        let v = ClusterVault { etcd, objects, dir, address, mnt, passfile, mounted: false };
+        let data = format!("s3+http://{}/{BUCKET}", v.objects.endpoint());
+        let out = v.run(&[
+            "init",
+            &v.address,
+            "--data",
+            &data,
+            "--passphrase-file",
+            v.passfile.to_str().unwrap(),
+            "--kdf-memory",
+            "8",
+            "--kdf-passes",
+            "1",
+        ]);
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        v
+    }
+
+    /// `vaultfs ARGS` with this vault's state directory.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_on("state", args)
+    }
+
+    /// `vaultfs ARGS` as another host would run it: its own state
+    /// directory, so it knows nothing of this host's mount.
+    fn run_on(&self, host: &str, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("VAULTFS_STATE_DIR", self.dir.path().join(host))
+            .output()
+            .expect("run vaultfs")
+    }
+
+    fn pass(&self) -> &str {
+        self.passfile.to_str().unwrap()
+    }
+
+    fn try_mount(&self) -> Output {
+        let log = self.dir.path().join("daemon.log");
+        self.run(&[
+            "mount",
+            &self.address,
+            self.mnt.to_str().unwrap(),
+            "--passphrase-file",
+            self.pass(),
+            "--log",
+            log.to_str().unwrap(),
+        ])
+    }
+
+    fn mount(&mut self) {
+        let out = self.try_mount();
+        assert!(out.status.success(), "mount failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.mounted = true;
+    }
+
+    fn unmount(&mut self) {
+        let out = self.run(&["umount", self.mnt.to_str().unwrap()]);
+        assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.mounted = false;
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    fn daemon_pid(&self) -> Option<i32> {
+        let pid_file = self.dir.path().join("state/agents/mount.pid");
+        std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `fsck` of the unmounted vault: its whole report, asserted clean.
+    fn fsck_clean(&self) -> String {
+        let out = self.run(&["fsck", &self.address, "--passphrase-file", self.pass()]);
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && report.contains("status: clean"),
+            "fsck: {report}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        report
+    }
+}
+
+impl Drop for ClusterVault {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Some(pid) = self.daemon_pid()
+                && std::thread::panicking()
+            {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            } else {
+                let _ = self.run(&["umount", self.mnt.to_str().unwrap()]);
+            }
+            if is_mounted(&self.mnt) {
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            }
+        }
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 11) as u8).collect()
+}
+
+/// Every object of the vault's bucket, read back over plain HTTP.
+fn objects_in(objects: &ObjectStore) -> Vec<(String, Vec<u8>)> {
+    objects.list(BUCKET).into_iter().map(|k| (k.clone(), objects.get(BUCKET, &k))).collect()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// What a mount writes comes back after a remount, from etcd and the
+/// bucket alone; the bucket holds no plaintext and no names; fsck and the
+/// audit log agree.
+#[test]
+fn a_cluster_vault_round_trips_through_etcd_and_s3() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    let big = pattern(3 << 20, 7);
+    std::fs::write(
+        v.path("1-working/findings-of-the-week.md"),
+        b"SECRET-AGENT-MEMORY the launch code is 0000\n",
+    )
+    .unwrap();
+    std::fs::write(v.path("1-working/model.bin"), &big).unwrap();
+    std::fs::create_dir(v.path("2-private/notes")).unwrap();
+    for i in 0..50 {
+        std::fs::write(v.path(&format!("2-private/notes/n{i}")), format!("note {i}\n")).unwrap();
+    }
+    std::fs::rename(v.path("2-private/notes/n0"), v.path("2-private/notes/renamed")).unwrap();
+    std::fs::remove_file(v.path("2-private/notes/n1")).unwrap();
+    v.unmount();
+
+    v.mount();
+    assert_eq!(std::fs::read(v.path("1-working/model.bin")).unwrap(), big);
+    assert_eq!(std::fs::read_to_string(v.path("2-private/notes/renamed")).unwrap(), "note 0\n");
+    assert!(!v.path("2-private/notes/n1").exists());
+    assert_eq!(std::fs::read_dir(v.path("2-private/notes")).unwrap().count(), 49);
+    let audit = std::fs::read_to_string(v.path(".audit")).unwrap();
+    assert!(audit.contains("findings-of-the-week.md"), "the audit log lost the first mount's records");
+    v.unmount();
+
+    let objects = objects_in(&v.objects);
+    assert!(!objects.is_empty(), "no object was written");
+    for (name, body) in &objects {
+        assert!(name.starts_with("agents/seg/"), "object {name} outside the vault's prefix");
+        assert!(body.starts_with(b"VAULTSEG"), "object {name} has no segment header");
+        for plain in [&b"SECRET-AGENT-MEMORY"[..], b"findings-of-the-week", b"note 4", &big[..4096]] {
+            assert!(!contains(body, plain), "object {name} holds plaintext");
+        }
+    }
+    let report = v.fsck_clean();
+    assert!(report.contains("audit log"), "{report}");
+    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
+    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One holder at a time: while mounted, another host's opener is refused
+/// with who holds the vault; after the unmount it opens at once.
+#[test]
+fn a_mounted_cluster_vault_is_refused_to_a_second_opener() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    let out = v.run_on("host-b", &["fsck", &v.address, "--passphrase-file", v.pass()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "fsck ran beside the mount");
+    assert!(err.contains("is open on"), "{err}");
+    v.unmount();
+    v.fsck_clean();
+    // Init of the same name is refused and changes nothing.
+    let data = format!("s3+http://{}/{BUCKET}", v.objects.endpoint());
+    let out =
+        v.run(&["init", &v.address, "--data", &data, "--passphrase-file", v.pass(), "--kdf-memory", "8"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a vault"));
+    v.fsck_clean();
+}
+
+/// The object store goes away: writes fail with EIO (no panic, the mount
+/// stays up), what was written before is intact, and once the object
+/// store is back writes go on; fsck is clean afterwards.
+#[test]
+fn an_object_store_outage_fails_writes_cleanly_then_they_resume() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    std::fs::write(v.path("1-working/before"), pattern(200_000, 1)).unwrap();
+    v.objects.stop();
+    let failed = std::fs::write(v.path("1-working/during"), pattern(200_000, 2));
+    let err = failed.expect_err("a write succeeded with the object store down");
+    assert_eq!(err.raw_os_error(), Some(EIO), "{err}");
+    assert!(is_mounted(&v.mnt), "the mount died with the object store");
+    v.objects.restart();
+    assert!(
+        wait_for(Duration::from_secs(30), || std::fs::write(v.path("1-working/after"), pattern(200_000, 3))
+            .is_ok()),
+        "writes did not resume: {}",
+        v.log()
+    );
+    assert_eq!(std::fs::read(v.path("1-working/before")).unwrap(), pattern(200_000, 1));
+    assert_eq!(std::fs::read(v.path("1-working/after")).unwrap(), pattern(200_000, 3));
+    // The failed file exists (its create went through etcd) but holds no
+    // block that was never stored.
+    let during = std::fs::read(v.path("1-working/during")).unwrap_or_default();
+    assert!(during.is_empty() || during == pattern(200_000, 2), "half a write is visible");
+    v.unmount();
+    v.fsck_clean();
+}
+
+/// etcd goes away for longer than the holder's lease: the mount fails
+/// closed (writes refused, even once etcd is back, since another host may
+/// have taken the vault meanwhile) and a new mount carries on.
+#[test]
+fn losing_etcd_past_the_lease_fails_closed() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    std::fs::write(v.path("1-working/kept"), b"kept\n").unwrap();
+    v.etcd.stop();
+    assert!(std::fs::write(v.path("1-working/lost"), b"x\n").is_err(), "a write succeeded without etcd");
+    std::thread::sleep(Duration::from_secs(7));
+    v.etcd.restart();
+    let refused = std::fs::write(v.path("1-working/after"), b"y\n");
+    assert!(refused.is_err(), "a write went on after the lease lapsed");
+    v.unmount();
+    v.mount();
+    assert_eq!(std::fs::read_to_string(v.path("1-working/kept")).unwrap(), "kept\n");
+    std::fs::write(v.path("1-working/after"), b"y\n").unwrap();
+    v.unmount();
+    v.fsck_clean();
+}
+
+/// A daemon killed mid-write: its claim lapses with its lease, the next
+/// mount opens, fsck is clean and the audit log verifies.
+#[test]
+fn a_killed_daemon_leaves_a_consistent_cluster_vault() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    std::fs::write(v.path("1-working/first"), pattern(1 << 20, 4)).unwrap();
+    let writer = {
+        let path = v.path("1-working/busy");
+        std::thread::spawn(move || {
+            for i in 0..200u32 {
+                if std::fs::write(&path, pattern(256 << 10, i as u8)).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = v.daemon_pid().expect("daemon pid");
+    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    let _ = writer.join();
+    let _ = Command::new("umount").arg("-l").arg(&v.mnt).status();
+    v.mounted = false;
+    let gone = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z'))
+    };
+    assert!(wait_for(Duration::from_secs(20), gone), "the killed daemon {pid} lingers");
+    // The lease lapses within 5 s; the open waits for it.
+    v.fsck_clean();
+    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
+    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+    v.mount();
+    assert_eq!(std::fs::read(v.path("1-working/first")).unwrap(), pattern(1 << 20, 4));
+    let busy = std::fs::read(v.path("1-working/busy")).unwrap();
+    assert!(busy.is_empty() || (0..200u32).any(|i| busy == pattern(256 << 10, i as u8)), "a torn file");
+    v.unmount();
+}
+
+/// EIO: what a store that cannot be reached turns into.
+const EIO: i32 = 5;

