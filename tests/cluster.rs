@@ -28,14 +28,18 @@ struct ClusterVault {
 
 impl ClusterVault {
     fn new() -> ClusterVault {
-        let etcd = Etcd::start();
+        ClusterVault::on(Etcd::start())
+    }
+
+    /// A vault on `etcd`, addressed through all its members.
+    fn on(etcd: Etcd) -> ClusterVault {
         let objects = ObjectStore::start();
         objects.create_bucket(BUCKET);
         let dir = tempfile::tempdir().unwrap();
         let (mnt, passfile) = (dir.path().join("mnt"), dir.path().join("pass"));
         std::fs::create_dir(&mnt).unwrap();
         std::fs::write(&passfile, format!("{PASSPHRASE}\n")).unwrap();
-        let address = format!("etcd://{}/agents", etcd.endpoint());
+        let address = format!("etcd://{}/agents", etcd.endpoints().join(","));
         let v = ClusterVault { etcd, objects, dir, address, mnt, passfile, mounted: false };
         let data = format!("s3+http://{}/{BUCKET}", v.objects.endpoint());
         let out = v.run(&[
@@ -310,6 +314,33 @@ fn a_killed_daemon_leaves_a_consistent_cluster_vault() {
     let busy = std::fs::read(v.path("1-working/busy")).unwrap();
     assert!(busy.is_empty() || (0..200u32).any(|i| busy == pattern(256 << 10, i as u8)), "a torn file");
     v.unmount();
+}
+
+/// Three etcd members: with one killed the other two are a quorum, and the
+/// mount goes on (reads, writes, renames) through them; back, it catches up.
+#[test]
+fn a_mount_outlives_one_etcd_member_of_three() {
+    let mut v = ClusterVault::on(Etcd::cluster(3));
+    v.mount();
+    std::fs::write(v.path("1-working/before"), pattern(300_000, 1)).unwrap();
+    for victim in [0, 2] {
+        v.etcd.kill(victim);
+        for i in 0..20 {
+            let name = format!("1-working/m{victim}-{i}");
+            std::fs::write(v.path(&name), pattern(10_000, i))
+                .unwrap_or_else(|e| panic!("{name}: {e}\n{}", v.log()));
+        }
+        std::fs::rename(v.path(&format!("1-working/m{victim}-0")), v.path(&format!("1-working/r{victim}")))
+            .unwrap();
+        assert_eq!(std::fs::read(v.path("1-working/before")).unwrap(), pattern(300_000, 1));
+        v.etcd.restart_member(victim);
+    }
+    v.unmount();
+    v.mount();
+    assert_eq!(std::fs::read(v.path("1-working/m2-19")).unwrap(), pattern(10_000, 19));
+    assert_eq!(std::fs::read(v.path("1-working/r0")).unwrap(), pattern(10_000, 0));
+    v.unmount();
+    v.fsck_clean();
 }
 
 /// EIO: what a store that cannot be reached turns into.

@@ -85,53 +85,101 @@ fn kill(child: &mut Option<Child>) {
     }
 }
 
-/// One etcd member (a cluster of one) with its data in a temporary directory.
+/// An etcd cluster on loopback: `n` members, each with its own ports and
+/// data directory; one member is a cluster of one.
 pub struct Etcd {
-    child: Option<Child>,
+    members: Vec<Member>,
     dir: tempfile::TempDir,
+}
+
+struct Member {
+    child: Option<Child>,
     client: u16,
     peer: u16,
 }
 
 impl Etcd {
+    /// A cluster of one.
     pub fn start() -> Etcd {
-        let mut e = Etcd {
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            client: free_port(false),
-            peer: free_port(false),
-        };
-        e.restart();
+        Etcd::cluster(1)
+    }
+
+    /// A cluster of `n` members, all healthy.
+    pub fn cluster(n: usize) -> Etcd {
+        let members = (0..n)
+            .map(|_| Member { child: None, client: free_port(false), peer: free_port(false) })
+            .collect();
+        let mut e = Etcd { members, dir: tempfile::tempdir().unwrap() };
+        for i in 0..n {
+            e.spawn(i);
+        }
+        for i in 0..n {
+            e.wait_healthy(i);
+        }
         e
     }
 
-    /// `127.0.0.1:PORT` of its client port.
+    /// `127.0.0.1:PORT` of the first member's client port.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client)
+        self.endpoints()[0].clone()
     }
 
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("etcd.log")
+    /// Every member's `127.0.0.1:PORT`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| format!("127.0.0.1:{}", m.client)).collect()
     }
 
-    /// Kills it (-9): a crash, as clients see it.
+    fn log(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("etcd-m{i}.log"))
+    }
+
+    /// Kills every member (-9): etcd gone, as clients see it.
     pub fn stop(&mut self) {
-        kill(&mut self.child);
+        for m in &mut self.members {
+            kill(&mut m.child);
+        }
     }
 
-    /// Starts it again on the same ports and data, and waits until healthy.
+    /// Starts every member again on the same ports and data; waits until healthy.
     pub fn restart(&mut self) {
         self.stop();
-        let (c, p) = (self.client, self.peer);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
+        for i in 0..self.members.len() {
+            self.wait_healthy(i);
+        }
+    }
+
+    /// Kills member `i` (-9).
+    pub fn kill(&mut self, i: usize) {
+        kill(&mut self.members[i].child);
+    }
+
+    /// Starts member `i` again and waits until it is healthy.
+    pub fn restart_member(&mut self, i: usize) {
+        kill(&mut self.members[i].child);
+        self.spawn(i);
+        self.wait_healthy(i);
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let cluster: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(j, m)| format!("m{j}=http://127.0.0.1:{}", m.peer))
+            .collect();
+        let (c, p) = (self.members[i].client, self.members[i].peer);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).unwrap();
         let child = Command::new("etcd")
-            .args(["--name", "m0", "--data-dir"])
-            .arg(self.dir.path().join("data"))
+            .args(["--name", &format!("m{i}"), "--data-dir"])
+            .arg(self.dir.path().join(format!("m{i}")))
             .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}")])
             .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
             .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{p}")])
-            .args(["--initial-cluster", &format!("m0=http://127.0.0.1:{p}")])
+            .args(["--initial-cluster", &cluster.join(","), "--initial-cluster-state", "new"])
             // A vault's transactions can be large (docs/CLUSTER.md).
             .args(["--max-txn-ops", "100000", "--max-request-bytes", "33554432"])
             .stdin(Stdio::null())
@@ -139,8 +187,12 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run etcd (is etcd-server installed? .ci/setup does it): {e}"));
-        self.child = Some(child);
-        wait_until("etcd", &self.log(), || {
+        self.members[i].child = Some(child);
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let c = self.members[i].client;
+        wait_until("etcd", &self.log(i), || {
             http(c, "GET", "/health", b"")
                 .is_some_and(|(s, b)| s == 200 && String::from_utf8_lossy(&b).contains("\"health\":\"true\""))
         });

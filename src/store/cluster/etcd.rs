@@ -49,6 +49,20 @@ pub enum Op {
     Delete(Vec<u8>),
 }
 
+/// Pause before a request that never left is sent again.
+const RESEND_AFTER: Duration = Duration::from_millis(50);
+
+/// Whether etcd could not take the request now: the member was
+/// unreachable, or has no leader. (Not a timeout: the request may still be
+/// in flight.)
+fn unavailable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => format!("{:?}", status.code()) == "Unavailable",
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
 fn io(what: &str, e: etcd_client::Error) -> Error {
     Error::Io(format!("etcd {what}: {e}"))
 }
@@ -79,17 +93,48 @@ impl Etcd {
     }
 
     /// Runs one request to its end, at most REQUEST_TIMEOUT (plus the
-    /// client's own deadline, which covers the transport).
-    fn run<T>(&self, what: &str, f: impl Future<Output = std::result::Result<T, etcd_client::Error>>) -> Result<T> {
-        match self.rt.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, f).await }) {
-            Ok(r) => r.map_err(|e| io(what, e)),
-            Err(_) => Err(Error::Io(format!("etcd {what}: no answer in {} s", REQUEST_TIMEOUT.as_secs()))),
+    /// client's own deadline, which covers the transport). A request etcd
+    /// answered "unavailable" (the member it went to is down, or the
+    /// cluster is electing a leader) is sent again, to whichever member the
+    /// client picks, so that a cluster with a quorum keeps answering.
+    ///
+    /// That includes transactions whose first try may have been applied
+    /// ("leader changed"): a transaction only puts and deletes given keys,
+    /// and its caller still holds the vault's locks on every one of them
+    /// (the inode's stripe, the namespace mutex, the audit log's state), so
+    /// nothing can have changed them in between and a second application
+    /// leaves the same state as one.
+    fn run<T, F>(&self, what: &str, mut request: impl FnMut() -> F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let start = Instant::now();
+        loop {
+            let r = match self.rt.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, request()).await }) {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(Error::Io(format!("etcd {what}: no answer in {} s", REQUEST_TIMEOUT.as_secs())));
+                }
+            };
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) if unavailable(&e) && start.elapsed() < REQUEST_TIMEOUT => {
+                    tracing::debug!("etcd {what}: {e}; sending it again");
+                    std::thread::sleep(RESEND_AFTER);
+                }
+                Err(e) => {
+                    tracing::warn!("etcd {what}: {e}");
+                    return Err(io(what, e));
+                }
+            }
         }
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Kv>> {
-        let mut kv = self.client.kv_client();
-        let mut resp = self.run("get", kv.get(key, None))?;
+        let mut resp = self.run("get", || {
+            let mut kv = self.client.kv_client();
+            async move { kv.get(key, None).await }
+        })?;
         Ok(resp.take_kvs().into_iter().next().map(into_kv))
     }
 
@@ -103,8 +148,10 @@ impl Etcd {
         if keys_only {
             options = options.with_keys_only();
         }
-        let mut kv = self.client.kv_client();
-        let mut resp = self.run("range", kv.get(from, Some(options)))?;
+        let mut resp = self.run("range", || {
+            let (mut kv, options) = (self.client.kv_client(), options.clone());
+            async move { kv.get(from, Some(options)).await }
+        })?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let more = resp.more();
         Ok(Page { kvs: resp.take_kvs().into_iter().map(into_kv).collect(), more, revision })
@@ -127,21 +174,30 @@ impl Etcd {
                 Op::Delete(k) => TxnOp::delete(k, None),
             })
             .collect();
-        let mut kv = self.client.kv_client();
-        let resp = self.run("transaction", kv.txn(Txn::new().when(compares).and_then(ops)))?;
+        let txn = Txn::new().when(compares).and_then(ops);
+        let resp = self.run("transaction", || {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })?;
         Ok(resp.succeeded())
     }
 
     /// A new lease of `ttl` seconds.
     pub fn grant(&self, ttl: i64) -> Result<i64> {
-        let mut lease = self.client.lease_client();
-        Ok(self.run("lease grant", lease.grant(ttl, None))?.id())
+        let resp = self.run("lease grant", || {
+            let mut lease = self.client.lease_client();
+            async move { lease.grant(ttl, None).await }
+        })?;
+        Ok(resp.id())
     }
 
     /// Ends a lease now (its keys go with it); best effort.
     pub fn revoke(&self, id: i64) {
-        let mut lease = self.client.lease_client();
-        if let Err(e) = self.run("lease revoke", lease.revoke(id)) {
+        let revoked = self.run("lease revoke", || {
+            let mut lease = self.client.lease_client();
+            async move { lease.revoke(id).await }
+        });
+        if let Err(e) = revoked {
             tracing::warn!("{e} (the lease lapses by itself)");
         }
     }
@@ -156,8 +212,9 @@ impl Etcd {
             let every = ttl / 4;
             let mut renewed = Instant::now();
             let mut session = None;
+            let mut pause = every;
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(pause).await;
                 if session.is_none() {
                     session = client.lease_client().keep_alive(id).await.ok();
                 }
@@ -178,8 +235,12 @@ impl Etcd {
                 };
                 if ok {
                     renewed = Instant::now();
+                    pause = every;
                 } else {
+                    // The member this session went to may be down: a new
+                    // session soon, through whichever member answers.
                     session = None;
+                    pause = RESEND_AFTER * 4;
                     if renewed.elapsed() >= ttl {
                         tracing::error!("etcd: could not renew this host's lease {id:x} for {} s", ttl.as_secs());
                         lost.store(true, Ordering::SeqCst);
