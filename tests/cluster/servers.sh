@@ -19,10 +19,12 @@ stop() {
   for f in etcd weed; do
     if [ -f "$dir/$f.pid" ]; then
       pid=$(cat "$dir/$f.pid")
-      kill "$pid" 2>/dev/null || true
-      # weed removes its /tmp sockets (named by port) as it exits: a new
-      # one on the same ports must not start before that.
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      # weed's filer waits 15 s for open gRPC streams on TERM: -9 (its
+      # files survive that). It leaves its sockets in /tmp, named by port;
+      # a new weed on the same ports replaces them.
+      if [ "$f" = weed ]; then kill -9 "$pid" 2>/dev/null || true; else kill "$pid" 2>/dev/null || true; fi
+      # Gone, or a zombie (nobody may reap it soon): ports released.
+      for _ in $(seq 1 100); do ps -o stat= -p "$pid" 2>/dev/null | grep -qv Z || break; sleep 0.1; done
       rm -f "$dir/$f.pid"
     fi
   done
@@ -53,14 +55,19 @@ start)
     >"$dir/etcd.log" 2>&1 </dev/null &
   echo $! >"$dir/etcd.pid"
   mkdir -p "$dir/weed"
-  (cd "$dir" && nohup weed server -dir="$dir/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3 \
-    -master.volumeSizeLimitMB=256 -master.telemetry=false -s3.port.iceberg=0 -s3.port.lance=0 \
+  # exec: the pid file names weed itself, not a subshell. Logs only to
+  # weed.log (no glog files in /tmp); -volume.max=0: as many volumes as the
+  # disk holds (each bucket takes 7 at once; the default is 8 in all);
+  # a 1 s master election timeout: a restart serves in seconds, not 15.
+  (cd "$dir" && exec nohup weed -logtostderr server -dir="$dir/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3 \
+    -master.volumeSizeLimitMB=256 -volume.max=0 -master.electionTimeout=1s \
+    -master.telemetry=false -s3.port.iceberg=0 -s3.port.lance=0 \
     -s3.port=$s3 -s3.port.grpc=$((s3 + 10000)) \
     -master.port=$((s3 + 1)) -master.port.grpc=$((s3 + 10001)) \
     -volume.port=$((s3 + 2)) -volume.port.grpc=$((s3 + 10002)) \
-    -filer.port=$((s3 + 3)) -filer.port.grpc=$((s3 + 10003)) \
+    -filer.port=$((s3 + 3)) -filer.port.grpc=$((s3 + 10003))) \
     >"$dir/weed.log" 2>&1 </dev/null &
-    echo $! >"$dir/weed.pid")
+  echo $! >"$dir/weed.pid"
   wait_for etcd "$dir/etcd.log" sh -c "curl -sf -m 2 http://127.0.0.1:$etcd_port/health | grep -q '\"health\":\"true\"'"
   # The bucket (409 if it is already there), then an object: the volume
   # server has joined when an object can be stored.
