@@ -120,12 +120,87 @@ fn kill(child: &mut Option<Child>) {
 pub struct Etcd {
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    /// Clients must speak TLS and show a certificate of this CA.
+    tls: Option<Tls>,
 }
 
 struct Member {
     child: Option<Child>,
     client: u16,
     peer: u16,
+    /// Plain-HTTP /health and /metrics (the client port may be TLS-only).
+    metrics: u16,
+}
+
+/// A test CA and certificates made with openssl: `server` for 127.0.0.1,
+/// and one client certificate per name, its common name being the name
+/// (etcd takes it as the user when `--client-cert-auth` is on).
+pub struct Tls {
+    dir: PathBuf,
+}
+
+impl Tls {
+    fn make(dir: &Path, clients: &[&str]) -> Tls {
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=vaultfs test CA"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (name, ext) in
+            std::iter::once(("server", "server.ext")).chain(clients.iter().map(|c| (*c, "client.ext")))
+        {
+            let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+            openssl(
+                &[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]]
+                    .concat(),
+            );
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ]);
+        }
+        Tls { dir: dir.to_path_buf() }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn cert(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.key"))
+    }
 }
 
 impl Etcd {
@@ -138,16 +213,98 @@ impl Etcd {
     pub fn cluster(n: usize) -> Etcd {
         let mut why = String::new();
         for _ in 0..ATTEMPTS {
-            let ports = free_ports(2 * n, false);
-            let members = ports.chunks(2).map(|p| Member { child: None, client: p[0], peer: p[1] }).collect();
+            let ports = free_ports(3 * n, false);
+            let members = ports
+                .chunks(3)
+                .map(|p| Member { child: None, client: p[0], peer: p[1], metrics: p[2] })
+                .collect();
             // A new directory too: a member's data records its peers' ports.
-            let mut e = Etcd { members, dir: tempfile::tempdir().expect("etcd tempdir") };
+            let mut e = Etcd { members, dir: tempfile::tempdir().expect("etcd tempdir"), tls: None };
             match e.start_all() {
                 Ok(()) => return e,
                 Err(err) => why = err, // the Etcd drops: members killed, directory gone
             }
         }
         panic!("etcd did not start in {ATTEMPTS} attempts: {why}");
+    }
+
+    /// One member that speaks only TLS to clients, requires a client
+    /// certificate of its CA (`--client-cert-auth`), and has
+    /// authentication on: each of `users` (name, password) may read and
+    /// write the keys under `vaultfs/` and nothing else; `root` is the
+    /// only other user. Each user also gets a client certificate.
+    pub fn start_secure(users: &[(&str, &str)]) -> Etcd {
+        let mut why = String::new();
+        for _ in 0..ATTEMPTS {
+            let p = free_ports(3, false);
+            let dir = tempfile::tempdir().expect("etcd tempdir");
+            let names: Vec<&str> = std::iter::once("root").chain(users.iter().map(|u| u.0)).collect();
+            let tls = Tls::make(&dir.path().join("tls"), &names);
+            let member = Member { child: None, client: p[0], peer: p[1], metrics: p[2] };
+            let mut e = Etcd { members: vec![member], dir, tls: Some(tls) };
+            match e.start_all() {
+                Ok(()) => {
+                    e.enable_auth(users);
+                    return e;
+                }
+                Err(err) => why = err,
+            }
+        }
+        panic!("etcd did not start in {ATTEMPTS} attempts: {why}");
+    }
+
+    /// The CA and client certificates of an etcd from `start_secure`.
+    pub fn tls(&self) -> &Tls {
+        self.tls.as_ref().expect("an etcd started with start_secure")
+    }
+
+    /// Users, a role for the vault's keys, then authentication on: through
+    /// etcd's JSON gateway (curl, with root's certificate for the TLS
+    /// handshake; before `auth/enable` nothing needs a user).
+    fn enable_auth(&self, users: &[(&str, &str)]) {
+        let tls = self.tls();
+        let b64 = |s: &str| {
+            let out = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn();
+            let mut child = out.expect("run base64");
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+            String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+        };
+        let call = |path: &str, body: String| {
+            let out = Command::new("curl")
+                .args(["-sS", "-m", "10", "--fail-with-body", "--cacert"])
+                .arg(tls.ca())
+                .arg("--cert")
+                .arg(tls.cert("root"))
+                .arg("--key")
+                .arg(tls.key("root"))
+                .arg(format!("https://127.0.0.1:{}/v3/{path}", self.members[0].client))
+                .args(["-d", &body])
+                .output()
+                .expect("run curl (.ci/setup installs it)");
+            assert!(
+                out.status.success(),
+                "etcd {path}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        call("auth/role/add", r#"{"name":"root"}"#.into());
+        call("auth/user/add", r#"{"name":"root","password":"root-pw-not-secret"}"#.into());
+        call("auth/user/grant", r#"{"user":"root","role":"root"}"#.into());
+        call("auth/role/add", r#"{"name":"vault"}"#.into());
+        call(
+            "auth/role/grant",
+            format!(
+                r#"{{"name":"vault","perm":{{"permType":"READWRITE","key":"{}","range_end":"{}"}}}}"#,
+                b64("vaultfs/"),
+                b64("vaultfs0")
+            ),
+        );
+        for (name, password) in users {
+            call("auth/user/add", format!(r#"{{"name":"{name}","password":"{password}"}}"#));
+            call("auth/user/grant", format!(r#"{{"user":"{name}","role":"vault"}}"#));
+        }
+        call("auth/enable", "{}".into());
     }
 
     fn start_all(&mut self) -> Result<(), String> {
@@ -206,7 +363,20 @@ impl Etcd {
             .enumerate()
             .map(|(j, m)| format!("m{j}=http://127.0.0.1:{}", m.peer))
             .collect();
-        let (c, p) = (self.members[i].client, self.members[i].peer);
+        let (c, p, m) = (self.members[i].client, self.members[i].peer, self.members[i].metrics);
+        let client_scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some(tls) = &self.tls {
+            for (flag, path) in [
+                ("--trusted-ca-file", tls.ca()),
+                ("--cert-file", tls.cert("server")),
+                ("--key-file", tls.key("server")),
+            ] {
+                tls_args.push(flag.into());
+                tls_args.push(path.display().to_string());
+            }
+            tls_args.push("--client-cert-auth".into());
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).unwrap();
         // A member alone has nobody to hear from: a short election timeout
         // only makes it lead sooner (0.1 s instead of 1-1.5 s, each restart too).
@@ -218,8 +388,10 @@ impl Etcd {
         let child = Command::new("etcd")
             .args(["--name", &format!("m{i}"), "--data-dir"])
             .arg(self.dir.path().join(format!("m{i}")))
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}")])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--listen-client-urls", &format!("{client_scheme}://127.0.0.1:{c}")])
+            .args(["--advertise-client-urls", &format!("{client_scheme}://127.0.0.1:{c}")])
+            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{m}")])
+            .args(&tls_args)
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
             .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{p}")])
             .args(["--initial-cluster", &cluster.join(","), "--initial-cluster-state", "new"])
@@ -235,10 +407,10 @@ impl Etcd {
     }
 
     fn wait_healthy(&mut self, i: usize) -> Result<(), String> {
-        let (c, log) = (self.members[i].client, self.log(i));
+        let (m, log) = (self.members[i].metrics, self.log(i));
         let child = self.members[i].child.as_mut().expect("member started");
         wait_ready(&format!("etcd member m{i}"), child, &log, || {
-            http(c, "GET", "/health", b"")
+            http(m, "GET", "/health", b"")
                 .is_some_and(|(s, b)| s == 200 && String::from_utf8_lossy(&b).contains("\"health\":\"true\""))
         })
     }

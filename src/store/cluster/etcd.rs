@@ -2,11 +2,16 @@
 //! synchronous (FUSE threads call it), so each call blocks on a small
 //! runtime of its own; the runtime also keeps the holder's lease alive.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions, SortOrder, SortTarget,
+    TlsOptions, Txn, TxnOp,
+};
+use zeroize::Zeroizing;
 
 use crate::store::{Error, Result};
 
@@ -67,6 +72,87 @@ fn io(what: &str, e: etcd_client::Error) -> Error {
     Error::Io(format!("etcd {what}: {e}"))
 }
 
+/// The environment variables that say how to reach etcd securely
+/// (docs/CLUSTER.md, "etcd security"). Files, not values: a password or key
+/// on a command line or in the environment is readable by too many.
+pub const ENV_CA: &str = "VAULTFS_ETCD_CA";
+pub const ENV_CERT: &str = "VAULTFS_ETCD_CERT";
+pub const ENV_KEY: &str = "VAULTFS_ETCD_KEY";
+pub const ENV_USER: &str = "VAULTFS_ETCD_USER";
+pub const ENV_PASSWORD_FILE: &str = "VAULTFS_ETCD_PASSWORD_FILE";
+
+/// How this process reaches etcd and proves who it is: TLS with a CA to
+/// trust (and a client certificate, for etcd's `--client-cert-auth`), a
+/// user and password (etcd's authentication), both, or neither.
+struct Access {
+    tls: Option<TlsOptions>,
+    /// A client certificate is in `tls`.
+    certificate: bool,
+    user: Option<(String, Zeroizing<String>)>,
+}
+
+impl Access {
+    fn from_env() -> Result<Access> {
+        Access::from(|name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from))
+    }
+
+    fn from(var: impl Fn(&str) -> Option<PathBuf>) -> Result<Access> {
+        let bad = |why: String| Err(Error::Unusable(format!("etcd access: {why} (docs/CLUSTER.md, \"etcd security\")")));
+        let certificate = var(ENV_CERT).is_some();
+        let tls = match (var(ENV_CA), var(ENV_CERT), var(ENV_KEY)) {
+            (None, None, None) => None,
+            (None, _, _) => return bad(format!("{ENV_CERT} and {ENV_KEY} need {ENV_CA}")),
+            (Some(ca), cert, key) => {
+                let tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ENV_CA, &ca)?));
+                Some(match (cert, key) {
+                    (None, None) => tls,
+                    (Some(cert), Some(key)) => {
+                        tls.identity(Identity::from_pem(read(ENV_CERT, &cert)?, read(ENV_KEY, &key)?))
+                    }
+                    _ => return bad(format!("{ENV_CERT} and {ENV_KEY} go together")),
+                })
+            }
+        };
+        let user = match (var(ENV_USER), var(ENV_PASSWORD_FILE)) {
+            (None, None) => None,
+            (Some(user), Some(file)) => {
+                let text = Zeroizing::new(read(ENV_PASSWORD_FILE, &file)?);
+                let Ok(text) = std::str::from_utf8(&text) else {
+                    return bad(format!("{ENV_PASSWORD_FILE}: not UTF-8"));
+                };
+                // The first line, as etcdctl's --password takes it.
+                let password = Zeroizing::new(text.lines().next().unwrap_or_default().to_string());
+                if password.is_empty() {
+                    return bad(format!("{ENV_PASSWORD_FILE}: {} is empty", file.display()));
+                }
+                Some((user.to_string_lossy().into_owned(), password))
+            }
+            _ => return bad(format!("{ENV_USER} and {ENV_PASSWORD_FILE} go together")),
+        };
+        Ok(Access { tls, certificate, user })
+    }
+
+    /// What to check when a connection failed below gRPC (the server
+    /// closed it during or right after the TLS handshake, or spoke
+    /// another protocol).
+    fn hint(&self) -> String {
+        match (&self.tls, self.certificate) {
+            (None, _) => format!("; if etcd serves TLS, set {ENV_CA}"),
+            (Some(_), false) => format!("; if etcd requires client certificates, set {ENV_CERT} and {ENV_KEY}"),
+            (Some(_), true) => format!("; check that {ENV_CA} signed etcd's certificate and etcd trusts {ENV_CERT}"),
+        }
+    }
+}
+
+/// The whole of a file named by environment variable `name`; the path must
+/// be absolute (the mount's daemon does not run where it was started).
+fn read(name: &str, path: &Path) -> Result<Vec<u8>> {
+    if !path.is_absolute() {
+        return Err(Error::Unusable(format!("{name}={}: not an absolute path", path.display())));
+    }
+    std::fs::read(path).map_err(|e| Error::Unusable(format!("{name}={}: {e}", path.display())))
+}
+
 /// A connection to an etcd cluster.
 pub struct Etcd {
     rt: tokio::runtime::Runtime,
@@ -81,14 +167,28 @@ impl Etcd {
             .enable_all()
             .build()
             .map_err(|e| Error::Io(format!("cannot start the etcd client's runtime: {e}")))?;
-        let options = ConnectOptions::new()
+        let access = Access::from_env()?;
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
-        let urls: Vec<String> = endpoints.iter().map(|e| format!("http://{e}")).collect();
-        let client = rt
-            .block_on(Client::connect(&urls, Some(options)))
-            .map_err(|e| Error::Io(format!("cannot reach etcd at {}: {e}", endpoints.join(","))))?;
+        let scheme = if access.tls.is_some() { "https" } else { "http" };
+        if let Some(tls) = access.tls.clone() {
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = &access.user {
+            options = options.with_user(user.as_str(), password.as_str());
+        }
+        let urls: Vec<String> = endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
+        let hint = access.hint();
+        let client = rt.block_on(Client::connect(&urls, Some(options))).map_err(|e| {
+            let hint = if matches!(e, etcd_client::Error::TransportError(_)) || e.to_string().contains("transport error") {
+                hint
+            } else {
+                String::new()
+            };
+            Error::Io(format!("cannot connect to etcd at {}: {e}{hint}", endpoints.join(",")))
+        })?;
         Ok(Etcd { rt, client })
     }
 
@@ -266,4 +366,60 @@ fn into_kv(kv: etcd_client::KeyValue) -> Kv {
     let (create_revision, mod_revision, lease) = (kv.create_revision(), kv.mod_revision(), kv.lease());
     let (key, value) = kv.into_key_value();
     Kv { key, value, create_revision, mod_revision, lease }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn access(vars: &[(&str, &Path)]) -> Result<Access> {
+        let vars: HashMap<String, PathBuf> = vars.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
+        Access::from(|name| vars.get(name).cloned())
+    }
+
+    fn message(r: Result<Access>) -> String {
+        match r {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn nothing_set_is_plain_and_anonymous() {
+        let a = access(&[]).unwrap();
+        assert!(a.tls.is_none() && a.user.is_none());
+    }
+
+    #[test]
+    fn halves_of_a_setting_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x\n").unwrap();
+        assert!(message(access(&[(ENV_CERT, &f), (ENV_KEY, &f)])).contains(ENV_CA));
+        assert!(message(access(&[(ENV_CA, &f), (ENV_CERT, &f)])).contains("go together"));
+        assert!(message(access(&[(ENV_USER, Path::new("agent"))])).contains(ENV_PASSWORD_FILE));
+        assert!(message(access(&[(ENV_PASSWORD_FILE, &f)])).contains(ENV_USER));
+    }
+
+    #[test]
+    fn files_must_be_absolute_readable_and_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let user = Path::new("agent");
+        assert!(message(access(&[(ENV_CA, Path::new("ca.pem"))])).contains("not an absolute path"));
+        assert!(message(access(&[(ENV_CA, &dir.path().join("none"))])).contains("none"));
+        assert!(message(access(&[(ENV_USER, user), (ENV_PASSWORD_FILE, &empty)])).contains("is empty"));
+    }
+
+    #[test]
+    fn the_password_is_the_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret pass\nignored\n").unwrap();
+        let a = access(&[(ENV_USER, Path::new("agent")), (ENV_PASSWORD_FILE, &f)]).unwrap();
+        let (user, password) = a.user.unwrap();
+        assert_eq!((user.as_str(), password.as_str()), ("agent", "s3cret pass"));
+    }
 }

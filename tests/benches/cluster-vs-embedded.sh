@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The whole-mount benchmark (../shared/bench/fsbench.sh) on a vault in a
+# directory and on a cluster vault (one etcd and one SeaweedFS S3 gateway on
+# loopback, tests/cluster/servers.sh), alternating in one run, so that the two
+# can be compared (docs/PERFORMANCE.md, "Cluster vaults"). Run as root after
+# `cargo build --release`:
+#
+#   tests/benches/cluster-vs-embedded.sh [ROUNDS]     (default 1)
+#
+# env: BENCH=/tmp/bench-cluster (stores, servers, mount points)
+#      OUT=/tmp/vaultfs-cluster-bench (CSV, log, summary)
+#      SHARED_BENCH=../shared/bench   FSBENCH_* as fsbench.sh takes them
+#      (the defaults write 512 MiB sequentially and 128 MiB at random).
+# Each mount is remounted before the cold read, as run_peers.sh does. The
+# servers are started afresh for every cluster run, so every run starts empty.
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+PEER=$ROOT/tests/benches/vaultfs-peer.sh
+SERVERS=$ROOT/tests/cluster/servers.sh
+BENCH=${BENCH:-/tmp/bench-cluster}
+OUT=${OUT:-/tmp/vaultfs-cluster-bench}
+ROUNDS=${1:-1}
+
+log() { echo "[cluster-vs-embedded $(date +%T)] $*" >&2; }
+
+# The vault address of KIND (embedded|cluster) for this run; sets up its store.
+setup() {
+  local kind=$1 dir=$BENCH/$1
+  rm -rf "$dir"
+  mkdir -p "$dir/mnt"
+  printf 'benchpw-not-secret\n' >"$dir/passfile"
+  if [ "$kind" = embedded ]; then
+    "$PEER" init "$dir/store" --passphrase-file "$dir/passfile" >/dev/null || return 1
+    echo "$dir/store" >"$dir/address"
+  else
+    local addrs etcd s3
+    addrs=$("$SERVERS" start "$dir/servers") || return 1
+    etcd=$(sed -n 1p <<<"$addrs")
+    s3=$(sed -n 2p <<<"$addrs")
+    # The state directory (pid file, control socket) beside the servers.
+    VAULTFS_STATE_DIR=$dir/state "$PEER" init "$etcd/bench" --data "$s3" --passphrase-file "$dir/passfile" >/dev/null \
+      || return 1
+    echo "$etcd/bench" >"$dir/address"
+  fi
+}
+
+mount_kind() {
+  local dir=$BENCH/$1
+  VAULTFS_STATE_DIR=$dir/state nohup "$PEER" mount -f --passphrase-file "$dir/passfile" "$(cat "$dir/address")" \
+    "$dir/mnt" >>"$dir/daemon.log" 2>&1 </dev/null &
+  echo $! >"$dir/peer.pid"
+  for _ in $(seq 1 600); do
+    mountpoint -q "$dir/mnt" && return 0
+    kill -0 "$(cat "$dir/peer.pid")" 2>/dev/null || { log "$1: the mount exited"; tail -5 "$dir/daemon.log" >&2; return 1; }
+    sleep 0.1
+  done
+  log "$1: no mount after 60 s"
+  return 1
+}
+
+umount_kind() {
+  local dir=$BENCH/$1 pid
+  mountpoint -q "$dir/mnt" && umount "$dir/mnt"
+  pid=$(cat "$dir/peer.pid" 2>/dev/null) || return 0
+  for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$dir/peer.pid"
+}
+
+cleanup() {
+  local kind
+  for kind in embedded cluster; do
+    umount_kind "$kind" 2>/dev/null
+    [ -d "$BENCH/$kind/servers" ] && "$SERVERS" stop "$BENCH/$kind/servers"
+  done
+}
+
+case ${1:-} in
+__remount) umount_kind "$2" && mount_kind "$2"; exit $? ;;
+esac
+
+mkdir -p "$OUT"
+stamp=$(date +%Y%m%d-%H%M%S)
+csv=$OUT/fsbench-$stamp.csv
+logf=$OUT/fsbench-$stamp.log
+echo "label,metric,value,unit,round,order,load1_before,busy_pct_before,start_time" >"$csv"
+echo "# $(date -Is) $(uname -r) vaultfs: $("$PEER" --version 2>&1 | head -1) etcd: $(etcd --version 2>&1 | head -1)" >>"$logf"
+trap cleanup EXIT
+for r in $(seq 1 "$ROUNDS"); do
+  kinds=(embedded cluster)
+  [ $((r % 2)) = 0 ] && kinds=(cluster embedded)
+  for k in 0 1; do
+    kind=${kinds[$k]}
+    log "round $r/$ROUNDS: $kind (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    if ! setup "$kind" || ! mount_kind "$kind"; then
+      log "$kind: set-up failed"
+      cleanup
+      continue
+    fi
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    echo "# round $r $kind start $(date -Is) load1=$load :: $(cat /proc/loadavg)" >>"$logf"
+    FSBENCH_KEEP=1 FSBENCH_REMOUNT="bash '$0' __remount $kind" FSBENCH_CSV_EXTRA="$r,$k,$load,,$(date -Is)" \
+      bash "$SHARED/fsbench.sh" "$BENCH/$kind/mnt" "vaultfs-$kind" "$csv" 2>>"$logf" | tee -a "$logf"
+    cleanup
+  done
+done
+python3 "$SHARED/summarize.py" "$csv" --ratio-to vaultfs-embedded | tee "$OUT/fsbench-$stamp.summary.md"
+echo "CSV: $csv"
