@@ -6,12 +6,12 @@ mod common;
 #[path = "common/cluster.rs"]
 mod servers;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{PASSPHRASE, bin, is_mounted, wait_for};
-use servers::{Etcd, ObjectStore};
+use servers::{Etcd, Host, ObjectStore};
 
 const BUCKET: &str = "vault-data";
 
@@ -43,15 +43,20 @@ impl ClusterVault {
 
     /// A vault on `etcd`, every command run with `env`.
     fn on_with(etcd: Etcd, env: Env) -> ClusterVault {
-        let objects = ObjectStore::start();
+        ClusterVault::build(etcd, ObjectStore::start(), "127.0.0.1", env)
+    }
+
+    /// A vault on `etcd` and `objects`, both addressed at `ip` (a local
+    /// address they listen on), every command run with `env`.
+    fn build(etcd: Etcd, objects: ObjectStore, ip: &str, env: Env) -> ClusterVault {
         objects.create_bucket(BUCKET);
         let dir = tempfile::tempdir().unwrap();
         let (mnt, passfile) = (dir.path().join("mnt"), dir.path().join("pass"));
         std::fs::create_dir(&mnt).unwrap();
         std::fs::write(&passfile, format!("{PASSPHRASE}\n")).unwrap();
-        let address = format!("etcd://{}/agents", etcd.endpoints().join(","));
+        let address = format!("etcd://{}/agents", etcd.endpoints_on(ip).join(","));
         let v = ClusterVault { etcd, objects, dir, address, mnt, passfile, mounted: false, env };
-        let data = format!("s3+http://{}/{BUCKET}", v.objects.endpoint());
+        let data = format!("s3+http://{}/{BUCKET}", v.objects.endpoint_on(ip));
         let out = v.run(&[
             "init",
             &v.address,
@@ -81,12 +86,22 @@ impl ClusterVault {
 
     /// `vaultfs ARGS` on `host` with `env` instead of the vault's own.
     fn run_with(&self, host: &str, env: &[(&str, String)], args: &[&str]) -> Output {
-        Command::new(bin())
+        self.command(host, None)
             .args(args)
-            .env("VAULTFS_STATE_DIR", self.dir.path().join(host))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run vaultfs")
+    }
+
+    /// `vaultfs` as `host` runs it, inside the network namespace `net` if
+    /// given; with this vault's environment.
+    fn command(&self, host: &str, net: Option<&Host>) -> Command {
+        let mut c = match net {
+            Some(net) => net.command(Path::new(bin())),
+            None => Command::new(bin()),
+        };
+        c.env("VAULTFS_STATE_DIR", self.dir.path().join(host)).envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
     }
 
     fn pass(&self) -> &str {
@@ -425,4 +440,73 @@ fn a_cluster_vault_on_an_etcd_with_tls_and_users() {
         assert!(!err.contains("panicked"), "{what}: {err}");
         assert!(start.elapsed() < Duration::from_secs(40), "{what}: took {:?}", start.elapsed());
     }
+}
+
+/// Unmounts a mount point when dropped, whatever happened.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// A host cut off from etcd and the object store by a partition (its own
+/// network namespace, whose link goes down: packets vanish, nothing
+/// answers): its writes fail within the request deadline instead of
+/// hanging; once its lease lapsed another host takes the vault over; when
+/// the partition heals, the first host still cannot write. No split brain:
+/// the vault holds exactly what the two hosts were told was written.
+#[test]
+fn a_partitioned_host_cannot_write_after_another_took_over() {
+    let net = Host::new();
+    let etcd = Etcd::start_also_on(&net.outer_ip);
+    let mut v = ClusterVault::build(etcd, ObjectStore::start_everywhere(), &net.outer_ip, Vec::new());
+    let mnt_b = v.dir.path().join("mnt-b");
+    std::fs::create_dir(&mnt_b).unwrap();
+    let _unmount_b = Mounted(mnt_b.clone());
+    let log_b = v.dir.path().join("daemon-b.log");
+    let out = v
+        .command("host-b", Some(&net))
+        .args(["mount", &v.address, mnt_b.to_str().unwrap(), "--passphrase-file", v.pass()])
+        .args(["--log", log_b.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "host B's mount: {}", String::from_utf8_lossy(&out.stderr));
+    let on_b = |rel: &str| mnt_b.join(rel);
+    std::fs::write(on_b("1-working/before"), b"written by B\n").unwrap();
+
+    net.partition();
+    let start = std::time::Instant::now();
+    let cut_off = std::fs::write(on_b("1-working/during"), b"x\n");
+    assert!(cut_off.is_err(), "host B wrote with no way to etcd");
+    assert!(start.elapsed() < Duration::from_secs(45), "a cut-off write took {:?}", start.elapsed());
+
+    // B's lease (5 s) has lapsed: host A gets the vault.
+    std::thread::sleep(Duration::from_secs(6));
+    v.mount();
+    assert_eq!(std::fs::read_to_string(v.path("1-working/before")).unwrap(), "written by B\n");
+    std::fs::write(v.path("1-working/takeover"), b"written by A\n").unwrap();
+
+    net.heal();
+    std::thread::sleep(Duration::from_secs(2));
+    let late = std::fs::write(on_b("1-working/late"), b"stale\n");
+    assert!(late.is_err(), "host B wrote after host A took the vault over");
+    let _ = std::fs::write(on_b("1-working/takeover"), b"clobbered by B\n");
+    let log = std::fs::read_to_string(&log_b).unwrap_or_default();
+    assert!(log.contains("mount again"), "host B's log does not say to mount again:\n{log}");
+    let out = v.command("host-b", None).args(["umount", mnt_b.to_str().unwrap()]).output().unwrap();
+    if !out.status.success() {
+        eprintln!("host B's unmount: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    assert_eq!(std::fs::read_to_string(v.path("1-working/takeover")).unwrap(), "written by A\n");
+    assert!(!v.path("1-working/late").exists() && !v.path("1-working/during").exists());
+    std::fs::write(v.path("1-working/after"), b"A goes on\n").unwrap();
+    v.unmount();
+    v.fsck_clean();
+    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
+    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -17,6 +17,7 @@ set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 PEER=$ROOT/tests/benches/vaultfs-peer.sh
+SELF=$ROOT/tests/benches/cluster-vs-embedded.sh
 SERVERS=$ROOT/tests/cluster/servers.sh
 BENCH=${BENCH:-/tmp/bench-cluster}
 OUT=${OUT:-/tmp/vaultfs-cluster-bench}
@@ -99,10 +100,10 @@ for r in $(seq 1 "$ROUNDS"); do
     fi
     load=$(cut -d' ' -f1 /proc/loadavg)
     echo "# round $r $kind start $(date -Is) load1=$load :: $(cat /proc/loadavg)" >>"$logf"
-    FSBENCH_KEEP=1 FSBENCH_REMOUNT="bash '$0' __remount $kind" FSBENCH_CSV_EXTRA="$r,$k,$load,,$(date -Is)" \
+    FSBENCH_KEEP=1 FSBENCH_REMOUNT="bash '$SELF' __remount $kind" FSBENCH_CSV_EXTRA="$r,$k,$load,,$(date -Is)" \
       bash "$SHARED/fsbench.sh" "$BENCH/$kind/mnt" "vaultfs-$kind" "$csv" 2>>"$logf" | tee -a "$logf"
     cleanup
   done
 done
-python3 "$SHARED/summarize.py" "$csv" --ratio-to vaultfs-embedded | tee "$OUT/fsbench-$stamp.summary.md"
+python3 "$SHARED/summarize.py" "$csv" | tee "$OUT/fsbench-$stamp.summary.md"
 echo "CSV: $csv"

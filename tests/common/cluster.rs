@@ -122,6 +122,9 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     /// Clients must speak TLS and show a certificate of this CA.
     tls: Option<Tls>,
+    /// Another local address clients may reach it on (a network
+    /// namespace's peer, see `Host`).
+    also_on: Option<String>,
 }
 
 struct Member {
@@ -209,6 +212,27 @@ impl Etcd {
         Etcd::cluster(1)
     }
 
+    /// A cluster of one that also listens on `ip` (a local address).
+    pub fn start_also_on(ip: &str) -> Etcd {
+        let mut why = String::new();
+        for _ in 0..ATTEMPTS {
+            let p = free_ports(3, false);
+            let member = Member { child: None, client: p[0], peer: p[1], metrics: p[2] };
+            let dir = tempfile::tempdir().expect("etcd tempdir");
+            let mut e = Etcd { members: vec![member], dir, tls: None, also_on: Some(ip.to_string()) };
+            match e.start_all() {
+                Ok(()) => return e,
+                Err(err) => why = err,
+            }
+        }
+        panic!("etcd did not start in {ATTEMPTS} attempts: {why}");
+    }
+
+    /// Every member's client port on the extra address of `start_also_on`.
+    pub fn endpoints_on(&self, ip: &str) -> Vec<String> {
+        self.members.iter().map(|m| format!("{ip}:{}", m.client)).collect()
+    }
+
     /// A cluster of `n` members, all healthy.
     pub fn cluster(n: usize) -> Etcd {
         let mut why = String::new();
@@ -219,7 +243,8 @@ impl Etcd {
                 .map(|p| Member { child: None, client: p[0], peer: p[1], metrics: p[2] })
                 .collect();
             // A new directory too: a member's data records its peers' ports.
-            let mut e = Etcd { members, dir: tempfile::tempdir().expect("etcd tempdir"), tls: None };
+            let mut e =
+                Etcd { members, dir: tempfile::tempdir().expect("etcd tempdir"), tls: None, also_on: None };
             match e.start_all() {
                 Ok(()) => return e,
                 Err(err) => why = err, // the Etcd drops: members killed, directory gone
@@ -241,7 +266,7 @@ impl Etcd {
             let names: Vec<&str> = std::iter::once("root").chain(users.iter().map(|u| u.0)).collect();
             let tls = Tls::make(&dir.path().join("tls"), &names);
             let member = Member { child: None, client: p[0], peer: p[1], metrics: p[2] };
-            let mut e = Etcd { members: vec![member], dir, tls: Some(tls) };
+            let mut e = Etcd { members: vec![member], dir, tls: Some(tls), also_on: None };
             match e.start_all() {
                 Ok(()) => {
                     e.enable_auth(users);
@@ -365,6 +390,10 @@ impl Etcd {
             .collect();
         let (c, p, m) = (self.members[i].client, self.members[i].peer, self.members[i].metrics);
         let client_scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut client_urls = format!("{client_scheme}://127.0.0.1:{c}");
+        if let Some(ip) = &self.also_on {
+            client_urls += &format!(",{client_scheme}://{ip}:{c}");
+        }
         let mut tls_args: Vec<String> = Vec::new();
         if let Some(tls) = &self.tls {
             for (flag, path) in [
@@ -388,8 +417,8 @@ impl Etcd {
         let child = Command::new("etcd")
             .args(["--name", &format!("m{i}"), "--data-dir"])
             .arg(self.dir.path().join(format!("m{i}")))
-            .args(["--listen-client-urls", &format!("{client_scheme}://127.0.0.1:{c}")])
-            .args(["--advertise-client-urls", &format!("{client_scheme}://127.0.0.1:{c}")])
+            .args(["--listen-client-urls", &client_urls])
+            .args(["--advertise-client-urls", &client_urls])
             .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{m}")])
             .args(&tls_args)
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
@@ -429,16 +458,28 @@ pub struct ObjectStore {
     dir: tempfile::TempDir,
     /// S3, master, volume, filer: each with its gRPC port at +10000.
     ports: [u16; 4],
+    /// The S3 gateway listens on every local address, not only loopback.
+    s3_everywhere: bool,
 }
 
 impl ObjectStore {
     pub fn start() -> ObjectStore {
+        ObjectStore::start_with(false)
+    }
+
+    /// Its S3 gateway on every local address (reachable from a network
+    /// namespace's peer address, see `Host`); the rest on loopback.
+    pub fn start_everywhere() -> ObjectStore {
+        ObjectStore::start_with(true)
+    }
+
+    fn start_with(s3_everywhere: bool) -> ObjectStore {
         let mut why = String::new();
         for _ in 0..ATTEMPTS {
             let p = free_ports(4, true);
             let dir = tempfile::tempdir().expect("weed tempdir");
             std::fs::create_dir(dir.path().join("data")).unwrap();
-            let mut o = ObjectStore { child: None, dir, ports: [p[0], p[1], p[2], p[3]] };
+            let mut o = ObjectStore { child: None, dir, ports: [p[0], p[1], p[2], p[3]], s3_everywhere };
             match o.spawn() {
                 Ok(()) => return o,
                 Err(e) => why = e,
@@ -449,7 +490,12 @@ impl ObjectStore {
 
     /// `127.0.0.1:PORT` of its S3 gateway.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.ports[0])
+        self.endpoint_on("127.0.0.1")
+    }
+
+    /// `IP:PORT` of its S3 gateway (`start_everywhere`).
+    pub fn endpoint_on(&self, ip: &str) -> String {
+        format!("{ip}:{}", self.ports[0])
     }
 
     fn log(&self) -> PathBuf {
@@ -488,6 +534,7 @@ impl ObjectStore {
             .arg("server")
             .arg(format!("-dir={}", dir.join("data").display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", "-master.volumeSizeLimitMB=64"])
+            .args(self.s3_everywhere.then_some("-s3.ip.bind=0.0.0.0"))
             // Each bucket takes 7 volumes at once: the default limit of 8
             // leaves the second bucket one (64 MB, then every write fails).
             // 0: as many as the disk holds; volumes are not preallocated.
@@ -587,5 +634,75 @@ fn tags(xml: &str, tag: &str) -> Vec<String> {
 impl Drop for ObjectStore {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A second host on this machine: a network namespace joined to this one
+/// by a veth pair. Inside, `inner_ip`; here, `outer_ip`, where the servers
+/// are reached from inside. `partition` takes this side's end down:
+/// packets from inside are then dropped in silence (no reset, no
+/// unreachable), as a cut cable or a dead switch port does.
+pub struct Host {
+    name: String,
+    outer_dev: String,
+    pub outer_ip: String,
+    pub inner_ip: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip (iproute2; .ci/setup installs it)");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Host {
+    pub fn new() -> Host {
+        let pid = std::process::id();
+        let name = format!("vaultfs-{pid}");
+        let (outer_dev, inner_dev) = (format!("vfo{pid}"), format!("vfi{pid}"));
+        // 10.231.X.Y/30 from the pid: tests in other processes get others.
+        let n = pid % (1 << 14);
+        let (x, y) = (n >> 6, (n & 63) * 4);
+        let (outer_ip, inner_ip) = (format!("10.231.{x}.{}", y + 1), format!("10.231.{x}.{}", y + 2));
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new("ip").args(["link", "del", &outer_dev]).output();
+        ip(&["netns", "add", &name]);
+        let h = Host {
+            name: name.clone(),
+            outer_dev: outer_dev.clone(),
+            outer_ip: outer_ip.clone(),
+            inner_ip: inner_ip.clone(),
+        };
+        ip(&["link", "add", &outer_dev, "type", "veth", "peer", "name", &inner_dev]);
+        ip(&["link", "set", &inner_dev, "netns", &name]);
+        ip(&["addr", "add", &format!("{outer_ip}/30"), "dev", &outer_dev]);
+        ip(&["link", "set", &outer_dev, "up"]);
+        ip(&["-n", &name, "addr", "add", &format!("{inner_ip}/30"), "dev", &inner_dev]);
+        ip(&["-n", &name, "link", "set", &inner_dev, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        h
+    }
+
+    /// `command` run inside (its network only: mounts are shared, so a
+    /// FUSE mount made inside is seen here).
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        c
+    }
+
+    /// Cuts the host off: nothing it sends arrives.
+    pub fn partition(&self) {
+        ip(&["link", "set", &self.outer_dev, "down"]);
+    }
+
+    pub fn heal(&self) {
+        ip(&["link", "set", &self.outer_dev, "up"]);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.outer_dev]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
