@@ -86,21 +86,23 @@ impl ClusterVault {
 
     /// `vaultfs ARGS` on `host` with `env` instead of the vault's own.
     fn run_with(&self, host: &str, env: &[(&str, String)], args: &[&str]) -> Output {
-        self.command(host, None)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .expect("run vaultfs")
+        self.command_with(host, None, env).args(args).output().expect("run vaultfs")
     }
 
     /// `vaultfs` as `host` runs it, inside the network namespace `net` if
     /// given; with this vault's environment.
     fn command(&self, host: &str, net: Option<&Host>) -> Command {
+        self.command_with(host, net, &self.env)
+    }
+
+    /// `vaultfs` as `host` runs it, in `net` if given, with `env` (and
+    /// none of the vault's own).
+    fn command_with(&self, host: &str, net: Option<&Host>, env: &[(&str, String)]) -> Command {
         let mut c = match net {
             Some(net) => net.command(Path::new(bin())),
             None => Command::new(bin()),
         };
-        c.env("VAULTFS_STATE_DIR", self.dir.path().join(host)).envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.env("VAULTFS_STATE_DIR", self.dir.path().join(host)).envs(env.iter().map(|(k, v)| (k, v)));
         c
     }
 

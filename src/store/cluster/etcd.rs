@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -304,13 +304,12 @@ impl Etcd {
 
     /// Keeps lease `id` (of `ttl` seconds) alive in the background. Once a
     /// renewal fails for longer than the lease lasts, or etcd says the lease
-    /// is gone, `lost` is set for good: from then on another host may hold
-    /// what the lease held.
-    pub fn keep_alive(&self, id: i64, ttl: Duration, lost: Arc<AtomicBool>) -> KeepAlive {
+    /// is gone, `state.lost` is set for good: from then on another host may
+    /// hold what the lease held.
+    pub fn keep_alive(&self, id: i64, ttl: Duration, state: Arc<LeaseState>) -> KeepAlive {
         let client = self.client.clone();
         let task = self.rt.spawn(async move {
             let every = ttl / 4;
-            let mut renewed = Instant::now();
             let mut session = None;
             let mut pause = every;
             loop {
@@ -318,13 +317,16 @@ impl Etcd {
                 if session.is_none() {
                     session = client.lease_client().keep_alive(id).await.ok();
                 }
+                // Before the request: etcd restarts the lease's time when it
+                // gets the request, so the lease lasts at least `ttl` from here.
+                let sent = Instant::now();
                 let ok = match session.as_mut() {
                     Some((keeper, stream)) => match keeper.keep_alive().await {
                         Ok(()) => match tokio::time::timeout(every, stream.message()).await {
                             Ok(Ok(Some(resp))) if resp.ttl() > 0 => true,
                             Ok(Ok(Some(_))) => {
                                 tracing::error!("etcd: this host's lease {id:x} has expired");
-                                lost.store(true, Ordering::SeqCst);
+                                state.lost.store(true, Ordering::SeqCst);
                                 return;
                             }
                             _ => false,
@@ -334,22 +336,52 @@ impl Etcd {
                     None => false,
                 };
                 if ok {
-                    renewed = Instant::now();
+                    state.renewed_at(sent);
                     pause = every;
                 } else {
                     // The member this session went to may be down: a new
                     // session soon, through whichever member answers.
                     session = None;
                     pause = RESEND_AFTER * 4;
-                    if renewed.elapsed() >= ttl {
+                    if !state.renewed_within(ttl) {
                         tracing::error!("etcd: could not renew this host's lease {id:x} for {} s", ttl.as_secs());
-                        lost.store(true, Ordering::SeqCst);
+                        state.lost.store(true, Ordering::SeqCst);
                         return;
                     }
                 }
             }
         });
         KeepAlive(task)
+    }
+}
+
+/// What this process knows of its lease, shared by the store and the task
+/// that renews it.
+pub struct LeaseState {
+    base: Instant,
+    /// When the last answered renewal (or the grant) was sent, in ms after `base`.
+    renewed_ms: AtomicU64,
+    /// Set for good once the lease may have lapsed.
+    pub lost: AtomicBool,
+}
+
+impl LeaseState {
+    /// For a lease about to be granted: its time counts from now.
+    pub fn new() -> Arc<LeaseState> {
+        Arc::new(LeaseState { base: Instant::now(), renewed_ms: AtomicU64::new(0), lost: AtomicBool::new(false) })
+    }
+
+    fn renewed_at(&self, sent: Instant) {
+        let ms = sent.saturating_duration_since(self.base).as_millis() as u64;
+        self.renewed_ms.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    /// The lease is not lost, and was renewed less than `within` ago: etcd
+    /// cannot have let it lapse in between, so no other process can have
+    /// taken what it holds.
+    pub fn renewed_within(&self, within: Duration) -> bool {
+        let since = (self.base.elapsed().as_millis() as u64).saturating_sub(self.renewed_ms.load(Ordering::SeqCst));
+        !self.lost.load(Ordering::SeqCst) && since < within.as_millis() as u64
     }
 }
 

@@ -21,15 +21,17 @@
 //! at it, so the block layer's locations, headers and collection are those
 //! of segment files.
 
+mod cache;
 mod etcd;
 mod s3;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use self::etcd::{Etcd, Guard, KeepAlive, Kv, Op};
+use self::cache::ReadCache;
+use self::etcd::{Etcd, Guard, KeepAlive, Kv, LeaseState, Op};
 use self::s3::Objects;
 use super::segments::{Location, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, parse_name};
 use super::{Batch, ClusterAddress, DataAddress, Error, Result, Value, prefix_end};
@@ -44,6 +46,10 @@ const WAIT_FOR_HOLDER: Duration = Duration::from_secs(LEASE_SECONDS as u64 + 3);
 const OBJECT_RESERVE: u64 = 4096;
 /// Keys per range request while scanning.
 const PAGE: i64 = 512;
+/// Values read from etcd are served from memory while the lease was
+/// renewed within this: well inside the lease, so that etcd cannot have let
+/// it lapse (and another host write) before this process notices.
+const CACHE_WHILE_RENEWED_WITHIN: Duration = Duration::from_millis(LEASE_SECONDS as u64 * 1000 / 2);
 
 /// An open cluster vault.
 pub struct Cluster {
@@ -55,9 +61,12 @@ pub struct Cluster {
     /// The holder key's creation revision: every write is guarded by it.
     held_at: i64,
     lease: i64,
-    /// Set for good once the lease may have lapsed: writes are refused.
-    lost: Arc<AtomicBool>,
+    /// The lease's renewals; `lost` is set for good once it may have
+    /// lapsed: writes are refused.
+    held: Arc<LeaseState>,
     _keep_alive: KeepAlive,
+    /// Point reads, served from memory while this process surely holds the vault.
+    cache: ReadCache,
     /// Object numbers: the next to use, and the end of the reserved range.
     numbers: Mutex<(u64, u64)>,
 }
@@ -103,7 +112,11 @@ impl Cluster {
             .and_then(|s| DataAddress::parse(s).ok())
             .ok_or_else(|| Error::Corrupt(format!("{at}: the object store's address in etcd is not one")))?;
         let objects = Objects::open(&data)?;
+        let held = LeaseState::new();
         let lease = etcd.grant(LEASE_SECONDS)?;
+        // Renewed while waiting for another holder, too (that can take
+        // longer than the lease lasts).
+        let keep_alive = etcd.keep_alive(lease, Duration::from_secs(LEASE_SECONDS as u64), held.clone());
         let me = format!("{} {}", crate::sys::hostname(), std::process::id());
         let started = Instant::now();
         let held_at = loop {
@@ -115,6 +128,7 @@ impl Cluster {
             match holder {
                 Some(Kv { lease: l, create_revision, .. }) if took && l == lease => break create_revision,
                 Some(Kv { value, .. }) if started.elapsed() >= WAIT_FOR_HOLDER => {
+                    drop(keep_alive);
                     etcd.revoke(lease);
                     return Err(Error::Unusable(format!(
                         "{at} is open on {} (a mount or a command; a host that died releases it within {LEASE_SECONDS} s)",
@@ -124,8 +138,6 @@ impl Cluster {
                 _ => std::thread::sleep(Duration::from_millis(250)),
             }
         };
-        let lost = Arc::new(AtomicBool::new(false));
-        let keep_alive = etcd.keep_alive(lease, Duration::from_secs(LEASE_SECONDS as u64), lost.clone());
         Ok(Cluster {
             addr: at.clone(),
             etcd,
@@ -133,8 +145,9 @@ impl Cluster {
             prefix,
             held_at,
             lease,
-            lost,
+            held,
             _keep_alive: keep_alive,
+            cache: ReadCache::default(),
             numbers: Mutex::new((0, 0)),
         })
     }
@@ -154,7 +167,7 @@ impl Cluster {
 
     /// Refuses writes once the lease may have lapsed.
     fn still_held(&self) -> Result<()> {
-        match self.lost.load(Ordering::SeqCst) {
+        match self.held.lost.load(Ordering::SeqCst) {
             false => Ok(()),
             true => Err(self.lost_error()),
         }
@@ -174,17 +187,36 @@ impl Cluster {
         if self.etcd.txn(vec![Guard::Created(self.meta_key("holder"), self.held_at)], ops)? {
             Ok(())
         } else {
-            self.lost.store(true, Ordering::SeqCst);
+            self.held.lost.store(true, Ordering::SeqCst);
             Err(self.lost_error())
         }
     }
 
+    /// Whether values in memory are still the store's: this process holds
+    /// the vault alone, and surely still does.
+    fn cache_valid(&self) -> bool {
+        let valid = self.held.renewed_within(CACHE_WHILE_RENEWED_WITHIN);
+        if !valid && self.held.lost.load(Ordering::SeqCst) {
+            self.cache.clear();
+        }
+        valid
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        Ok(self.etcd.get(&self.key(key))?.map(|kv| Value::from(kv.value)))
+        let cached = self.cache_valid();
+        if cached && let Some(v) = self.cache.get(key) {
+            return Ok(v);
+        }
+        let generation = self.cache.generation();
+        let value = self.etcd.get(&self.key(key))?.map(|kv| Value::from(kv.value));
+        if cached {
+            self.cache.fill(generation, key, value.clone());
+        }
+        Ok(value)
     }
 
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.etcd.get(&self.key(key))?.is_some())
+        Ok(self.get(key)?.is_some())
     }
 
     pub fn apply(&self, batch: Batch) -> Result<()> {
@@ -195,13 +227,17 @@ impl Cluster {
             return Ok(());
         }
         let ops = last
-            .into_iter()
+            .iter()
             .map(|(k, v)| match v {
-                Some(v) => Op::Put(self.key(&k), v),
-                None => Op::Delete(self.key(&k)),
+                Some(v) => Op::Put(self.key(k), v.clone()),
+                None => Op::Delete(self.key(k)),
             })
             .collect();
-        self.write(ops)
+        let written = self.write(ops);
+        // Applied: memory has the new values. Failed or unknown (a timeout
+        // may still have applied it): memory forgets these keys.
+        self.cache.wrote(last, written.is_ok());
+        written
     }
 
     /// The next object number, reserving more in etcd when the range is used up.
@@ -225,7 +261,7 @@ impl Cluster {
                 vec![Guard::Created(self.meta_key("holder"), self.held_at), Guard::Modified(key.clone(), rev)];
             if !self.etcd.txn(guards, vec![Op::Put(key, end.to_be_bytes().to_vec())])? {
                 // Only the holder moves the counter: losing this race means losing the vault.
-                self.lost.store(true, Ordering::SeqCst);
+                self.held.lost.store(true, Ordering::SeqCst);
                 return Err(self.lost_error());
             }
             *n = (stored, end);
