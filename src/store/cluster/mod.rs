@@ -69,6 +69,12 @@ pub struct Cluster {
     cache: ReadCache,
     /// Object numbers: the next to use, and the end of the reserved range.
     numbers: Mutex<(u64, u64)>,
+    /// The vault's objects as number -> bytes: listed from the bucket once
+    /// (None: not yet, or to be listed again), then kept by this process,
+    /// the only one that adds or removes them. The collector looks at them
+    /// twice a second; a listing each time would be an S3 LIST of every
+    /// object, paged XML, twice a second for as long as the vault is mounted.
+    listed: Mutex<Option<BTreeMap<u64, u64>>>,
 }
 
 /// A vault's etcd keys.
@@ -149,6 +155,7 @@ impl Cluster {
             _keep_alive: keep_alive,
             cache: ReadCache::default(),
             numbers: Mutex::new((0, 0)),
+            listed: Mutex::new(None),
         })
     }
 
@@ -281,7 +288,17 @@ impl Cluster {
         body.extend_from_slice(SEGMENT_MAGIC);
         body.extend_from_slice(&id.to_be_bytes());
         body.extend_from_slice(bytes);
-        self.objects.put(&self.object_name(id), &body)?;
+        let put = self.objects.put(&self.object_name(id), &body);
+        let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        match (&put, listed.as_mut()) {
+            (Ok(()), Some(known)) => {
+                known.insert(id, body.len() as u64);
+            }
+            // It may be stored or not: the next look lists the bucket.
+            (Err(_), _) => *listed = None,
+            (Ok(()), None) => {}
+        }
+        put?;
         Ok(Location { segment: id, offset: SEGMENT_HEADER_LEN })
     }
 
@@ -297,20 +314,33 @@ impl Cluster {
 
     /// Every object of the vault as (number, bytes); no object takes appends.
     pub fn segments(&self) -> Result<(Vec<(u64, u64)>, u64)> {
-        let prefix = format!("{}/seg/", self.addr.vault);
-        let mut found: Vec<(u64, u64)> = self
-            .objects
-            .list(&prefix)?
-            .into_iter()
-            .filter_map(|(name, size)| Some((parse_name(name.strip_prefix(&prefix)?)?, size)))
-            .collect();
-        found.sort_unstable();
-        Ok((found, u64::MAX))
+        let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        if listed.is_none() {
+            let prefix = format!("{}/seg/", self.addr.vault);
+            let found = self
+                .objects
+                .list(&prefix)?
+                .into_iter()
+                .filter_map(|(name, size)| Some((parse_name(name.strip_prefix(&prefix)?)?, size)))
+                .collect();
+            *listed = Some(found);
+        }
+        let known = listed.as_ref().map(|l| l.iter().map(|(&id, &len)| (id, len)).collect());
+        Ok((known.unwrap_or_default(), u64::MAX))
     }
 
     pub fn remove_segment(&self, id: u64) -> Result<()> {
         self.still_held()?;
-        self.objects.delete(&self.object_name(id))
+        let removed = self.objects.delete(&self.object_name(id));
+        let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        match (&removed, listed.as_mut()) {
+            (Ok(()), Some(known)) => {
+                known.remove(&id);
+            }
+            (Err(_), _) => *listed = None,
+            (Ok(()), None) => {}
+        }
+        removed
     }
 
     /// Entries of `[from, to)` (to: None, the end of the store's keys).
