@@ -310,6 +310,41 @@ fn losing_etcd_past_the_lease_fails_closed() {
     v.fsck_clean();
 }
 
+/// An etcd writer deletes the holder key under a mount. The lease is still
+/// renewed, but the mount notices at its next renewal, without writing:
+/// it stops serving reads from memory and refuses writes, and another
+/// process can take the vault.
+#[test]
+fn a_deleted_holder_key_ends_the_hold() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    std::fs::write(v.path("1-working/kept"), b"kept\n").unwrap();
+    v.etcd.delete_key("vaultfs/agents/holder");
+    assert!(
+        wait_for(Duration::from_secs(5), || v.log().contains("holder key was deleted or replaced")),
+        "the mount did not notice: {}",
+        v.log()
+    );
+    let refused = std::fs::write(v.path("1-working/after"), b"y\n");
+    assert_eq!(refused.expect_err("a write went on without the hold").raw_os_error(), Some(EIO));
+    assert!(v.log().contains("unmount and mount again"), "{}", v.log());
+    // Reads go to etcd now, and still work.
+    assert_eq!(std::fs::read_to_string(v.path("1-working/kept")).unwrap(), "kept\n");
+    // Another host may take the vault at once: fsck there opens it beside the mount.
+    let out = v.run_on("host-b", &["fsck", &v.address, "--passphrase-file", v.pass()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && report.contains("status: clean"), "{report}");
+    // Its unmount cannot record itself in the log: it may say so, but it unmounts.
+    let _ = v.run(&["umount", v.mnt.to_str().unwrap()]);
+    assert!(wait_for(Duration::from_secs(10), || !is_mounted(&v.mnt)), "the old mount stayed");
+    v.mounted = false;
+    v.mount();
+    assert_eq!(std::fs::read_to_string(v.path("1-working/kept")).unwrap(), "kept\n");
+    std::fs::write(v.path("1-working/after"), b"y\n").unwrap();
+    v.unmount();
+    v.fsck_clean();
+}
+
 /// A daemon killed mid-write: its claim lapses with its lease, the next
 /// mount opens, fsck is clean and the audit log verifies.
 #[test]

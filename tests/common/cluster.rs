@@ -278,6 +278,20 @@ impl Etcd {
         panic!("etcd did not start in {ATTEMPTS} attempts: {why}");
     }
 
+    /// Deletes `key` as any etcd writer could, through the first member's
+    /// JSON gateway (a plain etcd only).
+    pub fn delete_key(&self, key: &str) {
+        let out = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn();
+        let mut child = out.expect("run base64");
+        child.stdin.take().unwrap().write_all(key.as_bytes()).unwrap();
+        let key = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        let body = format!("{{\"key\":\"{key}\"}}");
+        let answer = http(self.members[0].client, "POST", "/v3/kv/deleterange", body.as_bytes());
+        let (status, body) = answer.expect("etcd's gateway answered");
+        let body = String::from_utf8_lossy(&body);
+        assert!(status == 200 && body.contains("\"deleted\":\"1\""), "delete {key}: {status} {body}");
+    }
+
     /// The CA and client certificates of an etcd from `start_secure`.
     pub fn tls(&self) -> &Tls {
         self.tls.as_ref().expect("an etcd started with start_secure")

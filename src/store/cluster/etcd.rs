@@ -3,7 +3,7 @@
 //! runtime of its own; the runtime also keeps the holder's lease alive.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -335,6 +335,31 @@ impl Etcd {
                     },
                     None => false,
                 };
+                // The lease alone does not prove the hold: an etcd writer
+                // may have deleted the holder key, and another process
+                // taken the vault under a lease of its own. Read after the
+                // renewal, a key still created at our revision was ours
+                // all along (a key made again gets a new creation revision).
+                let ok = ok
+                    && match state.hold.get() {
+                        None => true,
+                        Some((key, created)) => {
+                            match tokio::time::timeout(every, client.kv_client().get(key.clone(), None)).await {
+                                Ok(Ok(resp)) => match resp.kvs().first() {
+                                    Some(kv) if kv.create_revision() == *created => true,
+                                    _ => {
+                                        tracing::error!(
+                                            "etcd: the vault's holder key was deleted or replaced \
+                                             (not by this process): it no longer holds the vault"
+                                        );
+                                        state.lost.store(true, Ordering::SeqCst);
+                                        return;
+                                    }
+                                },
+                                _ => false,
+                            }
+                        }
+                    };
                 if ok {
                     state.renewed_at(sent);
                     pause = every;
@@ -363,12 +388,26 @@ pub struct LeaseState {
     renewed_ms: AtomicU64,
     /// Set for good once the lease may have lapsed.
     pub lost: AtomicBool,
+    /// The key held under the lease and its creation revision: each
+    /// renewal counts only once this key is read back unchanged.
+    hold: OnceLock<(Vec<u8>, i64)>,
 }
 
 impl LeaseState {
     /// For a lease about to be granted: its time counts from now.
     pub fn new() -> Arc<LeaseState> {
-        Arc::new(LeaseState { base: Instant::now(), renewed_ms: AtomicU64::new(0), lost: AtomicBool::new(false) })
+        Arc::new(LeaseState {
+            base: Instant::now(),
+            renewed_ms: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+            hold: OnceLock::new(),
+        })
+    }
+
+    /// From now on, renewals also check that `key` is still the one created
+    /// at revision `created` (the holder key this lease took).
+    pub fn holding(&self, key: Vec<u8>, created: i64) {
+        let _ = self.hold.set((key, created));
     }
 
     fn renewed_at(&self, sent: Instant) {

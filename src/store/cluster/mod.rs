@@ -144,6 +144,7 @@ impl Cluster {
                 _ => std::thread::sleep(Duration::from_millis(250)),
             }
         };
+        held.holding(key("holder"), held_at);
         Ok(Cluster {
             addr: at.clone(),
             etcd,
