@@ -123,6 +123,31 @@ impl ClusterVault {
         ])
     }
 
+    /// Mounts with extra arguments (mount options).
+    fn mount_with(&mut self, extra: &[&str]) {
+        let log = self.dir.path().join("daemon.log");
+        let mut args =
+            vec!["mount", &self.address, self.mnt.to_str().unwrap(), "--passphrase-file", self.pass()];
+        args.extend_from_slice(&["--log", log.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        assert!(out.status.success(), "mount failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.mounted = true;
+    }
+
+    /// `kill -9` of the daemon; returns once it is gone and unmounted.
+    fn kill_daemon(&mut self) {
+        let pid = self.daemon_pid().expect("daemon pid");
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        self.mounted = false;
+        let gone = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z'))
+        };
+        assert!(wait_for(Duration::from_secs(20), gone), "the killed daemon {pid} lingers");
+    }
+
     fn mount(&mut self) {
         let out = self.try_mount();
         assert!(out.status.success(), "mount failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -185,6 +210,15 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 /// Every object of the vault's bucket, read back over plain HTTP.
 fn objects_in(objects: &ObjectStore) -> Vec<(String, Vec<u8>)> {
     objects.list(BUCKET).into_iter().map(|k| (k.clone(), objects.get(BUCKET, &k))).collect()
+}
+
+/// Writes `bytes` to a new file at `path` and makes them durable: with
+/// grouped commits (the default) a failure to store them shows at fsync.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -258,32 +292,36 @@ fn a_mounted_cluster_vault_is_refused_to_a_second_opener() {
     v.fsck_clean();
 }
 
-/// The object store goes away: writes fail with EIO (no panic, the mount
-/// stays up), what was written before is intact, and once the object
-/// store is back writes go on; fsck is clean afterwards.
+/// The object store goes away: making a write durable fails with EIO (no
+/// panic, the mount stays up), what was written before is intact, and once
+/// the object store is back the pending changes are committed and writes
+/// go on; fsck is clean afterwards.
 #[test]
 fn an_object_store_outage_fails_writes_cleanly_then_they_resume() {
     let mut v = ClusterVault::new();
     v.mount();
-    std::fs::write(v.path("1-working/before"), pattern(200_000, 1)).unwrap();
+    write_synced(&v.path("1-working/before"), &pattern(200_000, 1)).unwrap();
     v.objects.stop();
-    let failed = std::fs::write(v.path("1-working/during"), pattern(200_000, 2));
-    let err = failed.expect_err("a write succeeded with the object store down");
+    let failed = write_synced(&v.path("1-working/during"), &pattern(200_000, 2));
+    let err = failed.expect_err("an fsync succeeded with the object store down");
     assert_eq!(err.raw_os_error(), Some(EIO), "{err}");
     assert!(is_mounted(&v.mnt), "the mount died with the object store");
+    // What is pending stays readable here meanwhile.
+    assert_eq!(std::fs::read(v.path("1-working/during")).unwrap(), pattern(200_000, 2));
     v.objects.restart();
     assert!(
-        wait_for(Duration::from_secs(30), || std::fs::write(v.path("1-working/after"), pattern(200_000, 3))
+        wait_for(Duration::from_secs(30), || write_synced(&v.path("1-working/after"), &pattern(200_000, 3))
             .is_ok()),
         "writes did not resume: {}",
         v.log()
     );
+    v.unmount();
+    v.mount();
     assert_eq!(std::fs::read(v.path("1-working/before")).unwrap(), pattern(200_000, 1));
     assert_eq!(std::fs::read(v.path("1-working/after")).unwrap(), pattern(200_000, 3));
-    // The failed file exists (its create went through etcd) but holds no
-    // block that was never stored.
-    let during = std::fs::read(v.path("1-working/during")).unwrap_or_default();
-    assert!(during.is_empty() || during == pattern(200_000, 2), "half a write is visible");
+    // The change whose fsync failed was kept and committed once the object
+    // store was back: whole, never half.
+    assert_eq!(std::fs::read(v.path("1-working/during")).unwrap(), pattern(200_000, 2));
     v.unmount();
     v.fsck_clean();
 }
@@ -295,9 +333,9 @@ fn an_object_store_outage_fails_writes_cleanly_then_they_resume() {
 fn losing_etcd_past_the_lease_fails_closed() {
     let mut v = ClusterVault::new();
     v.mount();
-    std::fs::write(v.path("1-working/kept"), b"kept\n").unwrap();
+    write_synced(&v.path("1-working/kept"), b"kept\n").unwrap();
     v.etcd.stop();
-    assert!(std::fs::write(v.path("1-working/lost"), b"x\n").is_err(), "a write succeeded without etcd");
+    assert!(write_synced(&v.path("1-working/lost"), b"x\n").is_err(), "an fsync succeeded without etcd");
     std::thread::sleep(Duration::from_secs(7));
     v.etcd.restart();
     let refused = std::fs::write(v.path("1-working/after"), b"y\n");
@@ -305,6 +343,8 @@ fn losing_etcd_past_the_lease_fails_closed() {
     v.unmount();
     v.mount();
     assert_eq!(std::fs::read_to_string(v.path("1-working/kept")).unwrap(), "kept\n");
+    // Never committed: the hold was lost before etcd came back.
+    assert!(!v.path("1-working/lost").exists(), "a change made without etcd appeared");
     std::fs::write(v.path("1-working/after"), b"y\n").unwrap();
     v.unmount();
     v.fsck_clean();
@@ -318,7 +358,7 @@ fn losing_etcd_past_the_lease_fails_closed() {
 fn a_deleted_holder_key_ends_the_hold() {
     let mut v = ClusterVault::new();
     v.mount();
-    std::fs::write(v.path("1-working/kept"), b"kept\n").unwrap();
+    write_synced(&v.path("1-working/kept"), b"kept\n").unwrap();
     v.etcd.delete_key("vaultfs/agents/holder");
     assert!(
         wait_for(Duration::from_secs(5), || v.log().contains("holder key was deleted or replaced")),
@@ -345,13 +385,52 @@ fn a_deleted_holder_key_ends_the_hold() {
     v.fsck_clean();
 }
 
+/// Grouped commits (the default): changes gather in memory and reach etcd
+/// and the bucket together, at the commit interval or at an fsync, their
+/// records in one object. A daemon killed before a commit loses only what
+/// was not committed, whole changes only, and the audit log lists exactly
+/// the changes the vault holds.
+#[test]
+fn a_cluster_vault_commits_changes_in_groups() {
+    let mut v = ClusterVault::new();
+    v.mount_with(&["-o", "commit=60000"]);
+    let records = || v.objects.list(BUCKET).into_iter().filter(|k| k.contains("/seg/")).collect::<Vec<_>>();
+    for i in 0..50u8 {
+        std::fs::write(v.path(&format!("1-working/f{i}")), pattern(3000, i)).unwrap();
+    }
+    assert_eq!(records(), Vec::<String>::new(), "records stored before a commit");
+    std::fs::File::open(v.path("1-working/f0")).unwrap().sync_all().unwrap();
+    let stored = records();
+    assert_eq!(stored.len(), 1, "one fsync, one object for all 50 files: {stored:?}");
+    assert!(v.objects.get(BUCKET, &stored[0]).len() >= 50 * 4096, "the object lacks records");
+
+    std::fs::write(v.path("1-working/unsynced"), pattern(3000, 99)).unwrap();
+    v.kill_daemon();
+    v.mount();
+    for i in 0..50u8 {
+        assert_eq!(std::fs::read(v.path(&format!("1-working/f{i}"))).unwrap(), pattern(3000, i), "f{i}");
+    }
+    let unsynced = v.path("1-working/unsynced");
+    let present = unsynced.exists();
+    if present {
+        assert_eq!(std::fs::read(&unsynced).unwrap(), pattern(3000, 99), "a torn uncommitted file");
+    }
+    let audit = std::fs::read_to_string(v.path(".audit")).unwrap();
+    assert_eq!(audit.contains("\"path\":\"/1-working/unsynced\""), present, "the log and the data disagree");
+    assert!(audit.contains("\"path\":\"/1-working/f49\""));
+    v.unmount();
+    v.fsck_clean();
+    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
+    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A daemon killed mid-write: its claim lapses with its lease, the next
 /// mount opens, fsck is clean and the audit log verifies.
 #[test]
 fn a_killed_daemon_leaves_a_consistent_cluster_vault() {
     let mut v = ClusterVault::new();
     v.mount();
-    std::fs::write(v.path("1-working/first"), pattern(1 << 20, 4)).unwrap();
+    write_synced(&v.path("1-working/first"), &pattern(1 << 20, 4)).unwrap();
     let writer = {
         let path = v.path("1-working/busy");
         std::thread::spawn(move || {
@@ -363,16 +442,8 @@ fn a_killed_daemon_leaves_a_consistent_cluster_vault() {
         })
     };
     std::thread::sleep(Duration::from_millis(700));
-    let pid = v.daemon_pid().expect("daemon pid");
-    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    v.kill_daemon();
     let _ = writer.join();
-    let _ = Command::new("umount").arg("-l").arg(&v.mnt).status();
-    v.mounted = false;
-    let gone = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z'))
-    };
-    assert!(wait_for(Duration::from_secs(20), gone), "the killed daemon {pid} lingers");
     // The lease lapses within 5 s; the open waits for it.
     v.fsck_clean();
     let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
@@ -513,12 +584,12 @@ fn a_partitioned_host_cannot_write_after_another_took_over() {
         .unwrap();
     assert!(out.status.success(), "host B's mount: {}", String::from_utf8_lossy(&out.stderr));
     let on_b = |rel: &str| mnt_b.join(rel);
-    std::fs::write(on_b("1-working/before"), b"written by B\n").unwrap();
+    write_synced(&on_b("1-working/before"), b"written by B\n").unwrap();
 
     net.partition();
     let start = std::time::Instant::now();
-    let cut_off = std::fs::write(on_b("1-working/during"), b"x\n");
-    assert!(cut_off.is_err(), "host B wrote with no way to etcd");
+    let cut_off = write_synced(&on_b("1-working/during"), b"x\n");
+    assert!(cut_off.is_err(), "host B made a write durable with no way to etcd");
     assert!(start.elapsed() < Duration::from_secs(45), "a cut-off write took {:?}", start.elapsed());
 
     // B's lease (5 s) has lapsed: host A gets the vault.

@@ -399,33 +399,12 @@ impl Local {
         self.merged(Bound::Included(from), Bound::Excluded(to), self.db().range(from.to_vec()..to.to_vec()))
     }
 
-    /// The entry with the smallest key `from <= key < to`, if any: a range
-    /// scan's first item, without gathering the overlay's whole range (a
-    /// file being written has many entries there).
+    /// The entry with the smallest key `from <= key < to`, if any.
     pub fn first_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Value)>> {
-        let mut lo = from.to_vec();
-        loop {
-            let over = self.shared.overlay.first(Bound::Included(&lo), Bound::Excluded(to));
-            let sled = match self.db().range(lo.clone()..to.to_vec()).next() {
-                Some(r) => Some(r?),
-                None => None,
-            };
-            let (key, entry) = match (over, sled) {
-                (None, None) => return Ok(None),
-                (Some(o), None) => o,
-                (None, Some((k, v))) => return Ok(Some((k.to_vec(), Value(v)))),
-                (Some(o), Some((k, v))) if k[..] < o.0[..] => return Ok(Some((k.to_vec(), Value(v)))),
-                (Some(o), Some(_)) => o,
-            };
-            match entry {
-                Some(v) => return Ok(Some((key, Value(v)))),
-                // Deleted in the overlay: look past it.
-                None => {
-                    lo = key;
-                    lo.push(0);
-                }
-            }
-        }
+        let first = self.shared.overlay.first_over(from, to, |lo| {
+            self.db().range(lo.to_vec()..to.to_vec()).next().transpose().map(|e| e.map(|(k, v)| (k.to_vec(), v)))
+        })?;
+        Ok(first.map(|(k, v)| (k, Value(v))))
     }
 
     /// The greatest key with `from <= key < to`, if any.
@@ -433,26 +412,15 @@ impl Local {
         self.last_key(Bound::Included(from), Bound::Excluded(to), self.db().range(from.to_vec()..to.to_vec()))
     }
 
-    /// The greatest live key in `(lo, hi)`: the overlay's greatest live key
-    /// or sled's greatest key the overlay does not delete, whichever is greater.
+    /// The greatest live key in `(lo, hi)`, the overlay's or sled's.
     fn last_key(
         &self,
         lo: Bound<&[u8]>,
         hi: Bound<&[u8]>,
         sled: impl DoubleEndedIterator<Item = SledPair>,
     ) -> Result<Option<Vec<u8>>> {
-        let over = self.shared.overlay.range(lo, hi);
-        let deleted: HashSet<&[u8]> = over.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| &k[..]).collect();
-        let from_overlay = over.iter().rev().find(|(_, v)| v.is_some()).map(|(k, _)| k.clone());
-        let mut from_sled = None;
-        for entry in sled.rev() {
-            let (k, _) = entry?;
-            if !deleted.contains(&k[..]) {
-                from_sled = Some(k.to_vec());
-                break;
-            }
-        }
-        Ok(from_overlay.max(from_sled))
+        let keys = sled.rev().map(|e| e.map(|(k, _)| k.to_vec()));
+        Ok(self.shared.overlay.last_key_over(lo, hi, keys)?)
     }
 
     /// Every entry, in key order (fsck, backup, tests).

@@ -190,30 +190,20 @@ impl Store {
         self.apply(b)
     }
 
-    /// Chooses when applied batches become durable. A cluster store makes
-    /// every batch durable before `apply` returns, whatever is asked.
+    /// Chooses when applied batches become durable.
     pub fn set_durability(&self, d: Durability) -> Result<()> {
-        match &self.backend {
-            Backend::Local(l) => l.set_durability(d),
-            Backend::Cluster(_) => Ok(()),
-        }
+        each!(self, b => b.set_durability(d))
     }
 
     #[cfg(any(test, feature = "internals"))]
     pub fn durability(&self) -> Durability {
-        match &self.backend {
-            Backend::Local(l) => l.durability(),
-            Backend::Cluster(_) => Durability::EachBatch,
-        }
+        each!(self, b => b.durability())
     }
 
     /// Commits the committer thread has made so far.
     #[cfg(any(test, feature = "internals"))]
     pub fn group_commits(&self) -> u64 {
-        match &self.backend {
-            Backend::Local(l) => l.group_commits(),
-            Backend::Cluster(_) => 0,
-        }
+        each!(self, b => b.group_commits())
     }
 
     /// Shared hold on the gate for one write.
@@ -336,10 +326,7 @@ impl Store {
     /// Makes everything applied so far durable (fsync, unmount). Needs no
     /// gate: it changes nothing a frozen view could see.
     pub fn flush(&self) -> Result<()> {
-        match &self.backend {
-            Backend::Local(l) => l.flush(),
-            Backend::Cluster(_) => Ok(()),
-        }
+        each!(self, b => b.flush())
     }
 
     /// Bytes the store occupies on disk (a cluster store: its objects).

@@ -12,7 +12,7 @@
 //! Two sets: `pending` takes new writes; `draining` is the set being
 //! written to sled, still visible to readers until sled has it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -117,42 +117,45 @@ impl Overlay {
     }
 }
 
-/// Merges overlay entries (sorted, newer) with a sled iterator over the same
-/// range (sorted): overlay values win, overlay deletions hide sled's.
+/// Merges overlay entries (sorted, newer) with a backend's iterator over
+/// the same range (sorted): overlay values win, overlay deletions hide the
+/// backend's.
 pub(super) struct Merged<I: Iterator> {
     overlay: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Entry)>>,
-    sled: std::iter::Peekable<I>,
+    backend: std::iter::Peekable<I>,
 }
 
-impl<I> Merged<I>
+impl<I, K, E> Merged<I>
 where
-    I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    I: Iterator<Item = Result<(K, sled::IVec), E>>,
+    K: AsRef<[u8]>,
 {
-    pub(super) fn new(overlay: Vec<(Vec<u8>, Entry)>, sled: I) -> Self {
-        Merged { overlay: overlay.into_iter().peekable(), sled: sled.peekable() }
+    pub(super) fn new(overlay: Vec<(Vec<u8>, Entry)>, backend: I) -> Self {
+        Merged { overlay: overlay.into_iter().peekable(), backend: backend.peekable() }
     }
 }
 
-impl<I> Iterator for Merged<I>
+impl<I, K, E> Iterator for Merged<I>
 where
-    I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    I: Iterator<Item = Result<(K, sled::IVec), E>>,
+    K: AsRef<[u8]>,
 {
-    type Item = sled::Result<(Vec<u8>, sled::IVec)>;
+    type Item = Result<(Vec<u8>, sled::IVec), E>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             use std::cmp::Ordering::{Equal, Greater, Less};
-            let order = match (self.overlay.peek(), self.sled.peek()) {
+            let order = match (self.overlay.peek(), self.backend.peek()) {
                 (None, None) => return None,
                 (Some(_), None) => Less,
                 (None, Some(_)) => Greater,
-                // An error from sled comes out in its turn.
+                // An error from the backend comes out in its turn.
                 (Some(_), Some(Err(_))) => Greater,
-                (Some((ok, _)), Some(Ok((sk, _)))) => ok.as_slice().cmp(&sk[..]),
+                (Some((ok, _)), Some(Ok((bk, _)))) => ok.as_slice().cmp(bk.as_ref()),
             };
             if order == Equal {
-                // The overlay's entry replaces sled's.
-                self.sled.next();
+                // The overlay's entry replaces the backend's.
+                self.backend.next();
             }
             if order != Greater {
                 let (k, v) = self.overlay.next()?;
@@ -161,7 +164,63 @@ where
                     None => continue,
                 }
             }
-            return Some(self.sled.next()?.map(|(k, v)| (k.to_vec(), v)));
+            return Some(self.backend.next()?.map(|(k, v)| (k.as_ref().to_vec(), v)));
         }
+    }
+}
+
+impl Overlay {
+    /// The entry with the smallest key in `[from, to)` of the overlay over a
+    /// backend: `backend(lo)` gives the backend's first entry in `[lo, to)`.
+    /// A scan's first item, without gathering the overlay's whole range (a
+    /// file being written has many entries there).
+    pub(super) fn first_over<E>(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        mut backend: impl FnMut(&[u8]) -> Result<Option<(Vec<u8>, sled::IVec)>, E>,
+    ) -> Result<Option<(Vec<u8>, sled::IVec)>, E> {
+        let mut lo = from.to_vec();
+        loop {
+            let over = self.first(Bound::Included(&lo), Bound::Excluded(to));
+            let (key, entry) = match (over, backend(&lo)?) {
+                (None, None) => return Ok(None),
+                (Some(o), None) => o,
+                (None, Some(b)) => return Ok(Some(b)),
+                (Some(o), Some(b)) if b.0 < o.0 => return Ok(Some(b)),
+                (Some(o), Some(_)) => o,
+            };
+            match entry {
+                Some(v) => return Ok(Some((key, v))),
+                // Deleted in the overlay: look past it.
+                None => {
+                    lo = key;
+                    lo.push(0);
+                }
+            }
+        }
+    }
+
+    /// The greatest live key in `(lo, hi)`: the overlay's greatest live key
+    /// or the backend's greatest key the overlay does not delete, whichever
+    /// is greater. `backend` gives the backend's keys in `(lo, hi)`, greatest first.
+    pub(super) fn last_key_over<E>(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        backend: impl Iterator<Item = Result<Vec<u8>, E>>,
+    ) -> Result<Option<Vec<u8>>, E> {
+        let over = self.range(lo, hi);
+        let deleted: HashSet<&[u8]> = over.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| &k[..]).collect();
+        let from_overlay = over.iter().rev().find(|(_, v)| v.is_some()).map(|(k, _)| k.clone());
+        let mut from_backend = None;
+        for k in backend {
+            let k = k?;
+            if !deleted.contains(&k[..]) {
+                from_backend = Some(k);
+                break;
+            }
+        }
+        Ok(from_overlay.max(from_backend))
     }
 }

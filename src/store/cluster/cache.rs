@@ -3,7 +3,7 @@
 //! for as long as it surely holds the vault (the caller checks the lease);
 //! a point read then costs no round trip to etcd.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::store::Value;
@@ -77,12 +77,12 @@ impl ReadCache {
 
     /// A write of `ops` (key -> new value, None: deleted): kept if it was
     /// `applied`, otherwise the keys are forgotten.
-    pub fn wrote(&self, ops: BTreeMap<Vec<u8>, Option<Vec<u8>>>, applied: bool) {
+    pub fn wrote(&self, ops: impl IntoIterator<Item = (Vec<u8>, Option<Value>)>, applied: bool) {
         let mut inner = self.lock();
         inner.generation += 1;
         for (key, value) in ops {
             if applied {
-                inner.insert(key, value.map(Value::from));
+                inner.insert(key, value);
             } else {
                 inner.remove(&key);
             }
@@ -105,8 +105,8 @@ mod tests {
         Some(Value::from(s.as_bytes().to_vec()))
     }
 
-    fn ops(pairs: &[(&str, Option<&str>)]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
-        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec()))).collect()
+    fn ops(pairs: &[(&str, Option<&str>)]) -> Vec<(Vec<u8>, Option<Value>)> {
+        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| Value::from(v.as_bytes().to_vec())))).collect()
     }
 
     fn seen(c: &ReadCache, key: &str) -> Option<Option<Vec<u8>>> {

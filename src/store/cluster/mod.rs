@@ -16,25 +16,33 @@
 //! paused) cannot write after another took the vault over: its writes
 //! fail instead of diverging.
 //!
-//! Each record run is one object `VAULT/seg/NUMBER` (16 hex digits): a
-//! segment header and the run, written whole before the batch that points
-//! at it, so the block layer's locations, headers and collection are those
-//! of segment files.
+//! Records are objects `VAULT/seg/NUMBER` (16 hex digits): a segment
+//! header and records back to back, each object written whole before any
+//! batch that points into it, so the block layer's locations, headers and
+//! collection are those of segment files. Under grouped durability
+//! (group.rs) an object gathers the records of many writes and a commit
+//! stores it, then writes the batches gathered meanwhile as one
+//! transaction; otherwise each record run is an object and each batch a
+//! transaction of its own.
 
 mod cache;
 mod etcd;
+mod group;
 mod s3;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::cache::ReadCache;
 use self::etcd::{Etcd, Guard, KeepAlive, Kv, LeaseState, Op};
+use self::group::{Committer, Group};
 use self::s3::Objects;
+use super::overlay::Merged;
 use super::segments::{Location, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, parse_name};
-use super::{Batch, ClusterAddress, DataAddress, Error, Result, Value, prefix_end};
+use super::{Batch, ClusterAddress, DataAddress, Durability, Error, Result, Value, prefix_end};
 
 /// How long the holder's lease lasts without renewal: a host that dies
 /// releases the vault after this; one cut off from etcd stops writing.
@@ -51,8 +59,21 @@ const PAGE: i64 = 512;
 /// it lapse (and another host write) before this process notices.
 const CACHE_WHILE_RENEWED_WITHIN: Duration = Duration::from_millis(LEASE_SECONDS as u64 * 1000 / 2);
 
-/// An open cluster vault.
+/// An open cluster vault, and its committer while durability is grouped.
 pub struct Cluster {
+    shared: Arc<Shared>,
+    committer: Mutex<Option<Committer>>,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// What the store and its committer thread share.
+pub struct Shared {
     addr: ClusterAddress,
     etcd: Etcd,
     objects: Objects,
@@ -75,6 +96,8 @@ pub struct Cluster {
     /// twice a second; a listing each time would be an S3 LIST of every
     /// object, paged XML, twice a second for as long as the vault is mounted.
     listed: Mutex<Option<BTreeMap<u64, u64>>>,
+    /// Batches and records not yet in etcd and the bucket (grouped durability).
+    group: Group,
 }
 
 /// A vault's etcd keys.
@@ -145,7 +168,7 @@ impl Cluster {
             }
         };
         held.holding(key("holder"), held_at);
-        Ok(Cluster {
+        let shared = Shared {
             addr: at.clone(),
             etcd,
             objects,
@@ -157,8 +180,54 @@ impl Cluster {
             cache: ReadCache::default(),
             numbers: Mutex::new((0, 0)),
             listed: Mutex::new(None),
-        })
+            group: Group::default(),
+        };
+        Ok(Cluster { shared: Arc::new(shared), committer: Mutex::new(None) })
     }
+
+    /// Chooses when applied batches become durable: each before `apply`
+    /// returns, or grouped (group.rs) with a committer thread. Switching
+    /// back to each batch commits what is pending first.
+    pub fn set_durability(&self, d: Durability) -> Result<()> {
+        let mut committer = self.committer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = committer.take() {
+            c.stop();
+        }
+        match d {
+            Durability::EachBatch => {
+                self.group.commit_ms.store(0, Ordering::SeqCst);
+                self.commit()
+            }
+            Durability::Grouped(every) => {
+                let ms = every.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+                *committer = Some(Committer::start(self.shared.clone(), Duration::from_millis(ms))?);
+                self.group.commit_ms.store(ms, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
+
+    #[cfg(any(test, feature = "internals"))]
+    pub fn durability(&self) -> Durability {
+        match self.group.commit_ms.load(Ordering::SeqCst) {
+            0 => Durability::EachBatch,
+            ms => Durability::Grouped(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Commits that wrote a transaction so far.
+    #[cfg(any(test, feature = "internals"))]
+    pub fn group_commits(&self) -> u64 {
+        self.group.commits.load(Ordering::Relaxed)
+    }
+
+    /// Makes everything applied so far durable (fsync, unmount).
+    pub fn flush(&self) -> Result<()> {
+        self.commit()
+    }
+}
+
+impl Shared {
 
     fn meta_key(&self, k: &str) -> Vec<u8> {
         [&self.prefix[..], k.as_bytes()].concat()
@@ -211,6 +280,9 @@ impl Cluster {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        if let Some(entry) = self.group.overlay.lookup(key) {
+            return Ok(entry.map(Value));
+        }
         let cached = self.cache_valid();
         if cached && let Some(v) = self.cache.get(key) {
             return Ok(v);
@@ -227,25 +299,67 @@ impl Cluster {
         Ok(self.get(key)?.is_some())
     }
 
+    /// Applies `batch` atomically: as a transaction of its own, or into the
+    /// overlay for the next commit (grouped durability).
     pub fn apply(&self, batch: Batch) -> Result<()> {
-        // etcd refuses a key twice in one transaction: the batch's last
-        // operation on a key is the one that counts.
-        let last: BTreeMap<Vec<u8>, Option<Vec<u8>>> = batch.ops.into_iter().collect();
-        if last.is_empty() {
+        if self.group.grouped() {
+            self.still_held()?;
+            if self.group.must_commit_before(0) {
+                self.commit()?;
+            }
+            self.group.overlay.insert(batch.ops);
             return Ok(());
         }
-        let ops = last
+        // etcd refuses a key twice in one transaction: the batch's last
+        // operation on a key is the one that counts.
+        let last: BTreeMap<Vec<u8>, Option<Value>> =
+            batch.ops.into_iter().map(|(k, v)| (k, v.map(Value::from))).collect();
+        self.write_and_cache(&last)
+    }
+
+    /// One guarded transaction of `ops` (key -> value, None: deleted).
+    fn write_and_cache(&self, ops: &BTreeMap<Vec<u8>, Option<Value>>) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let txn = ops
             .iter()
             .map(|(k, v)| match v {
-                Some(v) => Op::Put(self.key(k), v.clone()),
+                Some(v) => Op::Put(self.key(k), v.to_vec()),
                 None => Op::Delete(self.key(k)),
             })
             .collect();
-        let written = self.write(ops);
+        let written = self.write(txn);
         // Applied: memory has the new values. Failed or unknown (a timeout
         // may still have applied it): memory forgets these keys.
-        self.cache.wrote(last, written.is_ok());
+        self.cache.wrote(ops.iter().map(|(k, v)| (k.clone(), v.clone())), written.is_ok());
         written
+    }
+
+    /// Stores the objects built so far, then writes the batches gathered
+    /// before them as one transaction (group.rs). On failure everything
+    /// stays in memory, readable, and the next commit tries again.
+    fn commit(&self) -> Result<()> {
+        let _one = self.group.committing();
+        // At most two sets: one a failed commit left, then the pending one.
+        for _ in 0..2 {
+            let set = self.group.overlay.begin_drain();
+            // After taking the set: every record it points at is sealed now.
+            self.group.seal();
+            for (id, body) in self.group.sealed() {
+                self.still_held()?;
+                self.put_object(id, &body)?;
+                self.group.stored(id);
+            }
+            let Some(set) = set else { return Ok(()) };
+            let ops: BTreeMap<Vec<u8>, Option<Value>> =
+                set.iter().map(|(k, v)| (k.clone(), v.clone().map(Value))).collect();
+            self.still_held()?;
+            self.write_and_cache(&ops)?;
+            self.group.overlay.end_drain();
+            self.group.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// The next object number, reserving more in etcd when the range is used up.
@@ -282,14 +396,28 @@ impl Cluster {
         format!("{}/seg/{}", self.addr.vault, super::segment_name(id))
     }
 
+    /// Appends `bytes` as one record run: to the object being built
+    /// (grouped durability), or as an object of its own, stored now.
     pub fn append_record(&self, bytes: &[u8]) -> Result<Location> {
         self.still_held()?;
+        if self.group.grouped() {
+            if self.group.must_commit_before(bytes.len()) {
+                self.commit()?;
+            }
+            return self.group.append(bytes, || self.next_number());
+        }
         let id = self.next_number()?;
         let mut body = Vec::with_capacity(SEGMENT_HEADER_LEN as usize + bytes.len());
         body.extend_from_slice(SEGMENT_MAGIC);
         body.extend_from_slice(&id.to_be_bytes());
         body.extend_from_slice(bytes);
-        let put = self.objects.put(&self.object_name(id), &body);
+        self.put_object(id, &body)?;
+        Ok(Location { segment: id, offset: SEGMENT_HEADER_LEN })
+    }
+
+    /// Stores object `id` whole, and keeps the list of objects up to date.
+    fn put_object(&self, id: u64, body: &[u8]) -> Result<()> {
+        let put = self.objects.put(&self.object_name(id), body);
         let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
         match (&put, listed.as_mut()) {
             (Ok(()), Some(known)) => {
@@ -299,11 +427,13 @@ impl Cluster {
             (Err(_), _) => *listed = None,
             (Ok(()), None) => {}
         }
-        put?;
-        Ok(Location { segment: id, offset: SEGMENT_HEADER_LEN })
+        put
     }
 
     pub fn read_record(&self, at: Location, buf: &mut [u8]) -> Result<()> {
+        if let Some(read) = self.group.read(at, buf) {
+            return read;
+        }
         self.objects.read(&self.object_name(at.segment), at.offset, buf)
     }
 
@@ -353,35 +483,64 @@ impl Cluster {
         Pages { cluster: self, next: self.key(from), end, revision: 0, buffered: VecDeque::new(), done: false }
     }
 
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Pages<'_> {
-        self.pages(prefix, prefix_end(prefix).as_deref())
+    /// Entries of `[from, to)` in etcd, with the overlay's over them.
+    fn merged<'a>(&'a self, from: &[u8], to: Option<&[u8]>) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<'a> {
+        let hi = to.map_or(Bound::Unbounded, Bound::Excluded);
+        let over = self.group.overlay.range(Bound::Included(from), hi);
+        let pages = self.pages(from, to).map(|r| r.map(|(k, v)| (k, v.0)));
+        Merged::new(over, pages).map(|r| r.map(|(k, v)| (k, Value(v))))
     }
 
-    pub fn range(&self, from: &[u8], to: &[u8]) -> Pages<'_> {
-        self.pages(from, Some(to))
+    pub fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<'a> {
+        self.merged(prefix, prefix_end(prefix).as_deref())
     }
 
-    pub fn iter(&self) -> Pages<'_> {
-        self.pages(b"", None)
+    pub fn range<'a>(&'a self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<'a> {
+        self.merged(from, Some(to))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + '_ {
+        self.merged(b"", None)
     }
 
     pub fn first_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Value)>> {
-        let page = self.etcd.range(&self.key(from), &self.key(to), 1, 0, false, false)?;
-        Ok(page.kvs.into_iter().next().map(|kv| (kv.key[self.key_prefix_len()..].to_vec(), Value::from(kv.value))))
+        let first = self.group.overlay.first_over(from, to, |lo| {
+            let page = self.etcd.range(&self.key(lo), &self.key(to), 1, 0, false, false)?;
+            Ok::<_, Error>(page.kvs.into_iter().next().map(|kv| (kv.key[self.key_prefix_len()..].to_vec(), kv.value.into())))
+        })?;
+        Ok(first.map(|(k, v)| (k, Value(v))))
     }
 
     pub fn last_key_in(&self, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>> {
-        let page = self.etcd.range(&self.key(from), &self.key(to), 1, 0, true, true)?;
-        Ok(page.kvs.into_iter().next().map(|kv| kv.key[self.key_prefix_len()..].to_vec()))
+        self.last_key(from, Some(to))
     }
 
     pub fn last_key_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
-        let end = match prefix_end(prefix) {
-            Some(end) => self.key(&end),
+        self.last_key(prefix, prefix_end(prefix).as_deref())
+    }
+
+    /// The greatest live key in `[from, to)` (to: None, the end of the
+    /// store's keys): the overlay's, or etcd's that the overlay does not delete.
+    fn last_key(&self, from: &[u8], to: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
+        let start = self.key(from);
+        // etcd's keys in the range, greatest first, one request each: the
+        // overlay rarely deletes more than the first.
+        let mut end = Some(match to {
+            Some(to) => self.key(to),
             None => prefix_end(&self.key(b"")).unwrap_or_default(),
-        };
-        let page = self.etcd.range(&self.key(prefix), &end, 1, 0, true, true)?;
-        Ok(page.kvs.into_iter().next().map(|kv| kv.key[self.key_prefix_len()..].to_vec()))
+        });
+        let down = std::iter::from_fn(|| {
+            let page = match self.etcd.range(&start, &end.take()?, 1, 0, true, true) {
+                Ok(page) => page,
+                Err(e) => return Some(Err(e)),
+            };
+            let kv = page.kvs.into_iter().next()?;
+            let key = kv.key[self.key_prefix_len()..].to_vec();
+            end = Some(kv.key);
+            Some(Ok(key))
+        });
+        let hi = to.map_or(Bound::Unbounded, Bound::Excluded);
+        self.group.overlay.last_key_over(Bound::Included(from), hi, down)
     }
 
     /// Bytes of the vault's objects.
@@ -393,6 +552,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if let Some(c) = self.committer.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            c.stop();
+        }
+        // Whatever the mode, a vault closed in order loses nothing it can keep.
+        if let Err(e) = self.commit() {
+            tracing::error!("cluster commit at close failed: {e}");
+        }
         // Frees the vault for the next holder at once, not after the lease.
         self.etcd.revoke(self.lease);
     }
@@ -401,7 +567,7 @@ impl Drop for Cluster {
 /// A scan, a page of keys at a time; every page is read at the revision
 /// of the first, so the scan sees one state of the store.
 pub struct Pages<'a> {
-    cluster: &'a Cluster,
+    cluster: &'a Shared,
     next: Vec<u8>,
     end: Vec<u8>,
     revision: i64,
