@@ -28,6 +28,7 @@
 mod cache;
 mod etcd;
 mod group;
+mod readahead;
 mod s3;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 use self::cache::ReadCache;
 use self::etcd::{Etcd, Guard, KeepAlive, Kv, LeaseState, Op};
 use self::group::{Committer, Group};
+use self::readahead::Readahead;
 use self::s3::Objects;
 use super::overlay::Merged;
 use super::segments::{Location, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, parse_name};
@@ -98,6 +100,8 @@ pub struct Shared {
     listed: Mutex<Option<BTreeMap<u64, u64>>>,
     /// Batches and records not yet in etcd and the bucket (grouped durability).
     group: Group,
+    /// Chunks of objects read in order, kept (readahead.rs).
+    readahead: Readahead,
 }
 
 /// A vault's etcd keys.
@@ -181,6 +185,7 @@ impl Cluster {
             numbers: Mutex::new((0, 0)),
             listed: Mutex::new(None),
             group: Group::default(),
+            readahead: Readahead::default(),
         };
         Ok(Cluster { shared: Arc::new(shared), committer: Mutex::new(None) })
     }
@@ -434,7 +439,8 @@ impl Shared {
         if let Some(read) = self.group.read(at, buf) {
             return read;
         }
-        self.objects.read(&self.object_name(at.segment), at.offset, buf)
+        let name = self.object_name(at.segment);
+        self.readahead.read(at.segment, at.offset, buf, |offset, len| self.objects.read_upto(&name, offset, len))
     }
 
     pub fn segment_header(&self, id: u64) -> Result<[u8; SEGMENT_HEADER_LEN as usize]> {
@@ -463,6 +469,7 @@ impl Shared {
     pub fn remove_segment(&self, id: u64) -> Result<()> {
         self.still_held()?;
         let removed = self.objects.delete(&self.object_name(id));
+        self.readahead.forget(id);
         let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
         match (&removed, listed.as_mut()) {
             (Ok(()), Some(known)) => {

@@ -75,6 +75,17 @@ impl Objects {
         Ok(())
     }
 
+    /// Up to `len` bytes of the object `name` from byte `offset`: fewer
+    /// only where the object ends.
+    pub fn read_upto(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let resp =
+            self.bucket.get_object_range(name, offset, Some(offset + len - 1)).map_err(|e| io("read of", name, e))?;
+        Ok(resp.to_vec())
+    }
+
     pub fn delete(&self, name: &str) -> Result<()> {
         match self.bucket.delete_object(name) {
             Ok(_) | Err(S3Error::HttpFailWithBody(404, _)) => Ok(()),
