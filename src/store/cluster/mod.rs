@@ -56,6 +56,9 @@ const WAIT_FOR_HOLDER: Duration = Duration::from_secs(LEASE_SECONDS as u64 + 3);
 const OBJECT_RESERVE: u64 = 4096;
 /// Keys per range request while scanning.
 const PAGE: i64 = 512;
+/// Entries read by a lookup of the first key in a range that memory does
+/// not know, kept for the lookups after it.
+const FIRST_IN_PAGE: i64 = 64;
 /// Values read from etcd are served from memory while the lease was
 /// renewed within this: well inside the lease, so that etcd cannot have let
 /// it lapse (and another host write) before this process notices.
@@ -487,15 +490,44 @@ impl Shared {
             Some(to) => self.key(to),
             None => prefix_end(&self.key(b"")).unwrap_or_default(),
         };
-        Pages { cluster: self, next: self.key(from), end, revision: 0, buffered: VecDeque::new(), done: false }
+        // A scan that fits one page is kept as a known range.
+        let fill = self.cache_valid().then(|| (self.cache.generation(), from.to_vec(), to.map(|t| t.to_vec())));
+        Pages { cluster: self, next: self.key(from), end, revision: 0, buffered: VecDeque::new(), done: false, fill }
     }
 
-    /// Entries of `[from, to)` in etcd, with the overlay's over them.
+    /// Entries of `[from, to)`, with the overlay's over them: from memory
+    /// when the range is known (cache.rs), else from etcd.
     fn merged<'a>(&'a self, from: &[u8], to: Option<&[u8]>) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<'a> {
         let hi = to.map_or(Bound::Unbounded, Bound::Excluded);
         let over = self.group.overlay.range(Bound::Included(from), hi);
-        let pages = self.pages(from, to).map(|r| r.map(|(k, v)| (k, v.0)));
-        Merged::new(over, pages).map(|r| r.map(|(k, v)| (k, Value(v))))
+        let known = if self.cache_valid() { self.cache.range(from, to) } else { None };
+        let backend: Box<dyn Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + 'a> = match known {
+            Some(entries) => Box::new(entries.into_iter().map(|(k, v)| Ok((k, v.0)))),
+            None => Box::new(self.pages(from, to).map(|r| r.map(|(k, v)| (k, v.0)))),
+        };
+        Merged::new(over, backend).map(|r| r.map(|(k, v)| (k, Value(v))))
+    }
+
+    /// The first entry of `[from, to)` in etcd (not the overlay). A miss
+    /// reads up to FIRST_IN_PAGE entries and keeps them as a known range:
+    /// the lookups that follow (the next index entries of a file being
+    /// read) are then answered from memory.
+    fn etcd_first_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, sled::IVec)>> {
+        let cached = self.cache_valid();
+        if cached && let Some(entries) = self.cache.range(from, Some(to)) {
+            return Ok(entries.into_iter().next().map(|(k, v)| (k, v.0)));
+        }
+        let generation = self.cache.generation();
+        let limit = if cached { FIRST_IN_PAGE } else { 1 };
+        let page = self.etcd.range(&self.key(from), &self.key(to), limit, 0, false, false)?;
+        let skip = self.key_prefix_len();
+        let entries: Vec<(Vec<u8>, Value)> =
+            page.kvs.into_iter().map(|kv| (kv.key[skip..].to_vec(), Value::from(kv.value))).collect();
+        if cached {
+            let end = cache::known_end(Some(to), page.more, entries.last().map(|(k, _)| &k[..]));
+            self.cache.fill_range(generation, from, end.as_deref(), &entries);
+        }
+        Ok(entries.into_iter().next().map(|(k, v)| (k, v.0)))
     }
 
     pub fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<'a> {
@@ -511,10 +543,7 @@ impl Shared {
     }
 
     pub fn first_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Value)>> {
-        let first = self.group.overlay.first_over(from, to, |lo| {
-            let page = self.etcd.range(&self.key(lo), &self.key(to), 1, 0, false, false)?;
-            Ok::<_, Error>(page.kvs.into_iter().next().map(|kv| (kv.key[self.key_prefix_len()..].to_vec(), kv.value.into())))
-        })?;
+        let first = self.group.overlay.first_over(from, to, |lo| self.etcd_first_in(lo, to))?;
         Ok(first.map(|(k, v)| (k, Value(v))))
     }
 
@@ -580,6 +609,9 @@ pub struct Pages<'a> {
     revision: i64,
     buffered: VecDeque<Kv>,
     done: bool,
+    /// The cache's generation and the range in store keys, to keep the
+    /// range as known if its first page is all of it.
+    fill: Option<(u64, Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl Iterator for Pages<'_> {
@@ -589,6 +621,14 @@ impl Iterator for Pages<'_> {
         if self.buffered.is_empty() && !self.done {
             match self.cluster.etcd.range(&self.next, &self.end, PAGE, self.revision, false, false) {
                 Ok(page) => {
+                    if let Some((generation, from, to)) = self.fill.take()
+                        && !page.more
+                    {
+                        let skip = self.cluster.key_prefix_len();
+                        let entries: Vec<(Vec<u8>, Value)> =
+                            page.kvs.iter().map(|kv| (kv.key[skip..].to_vec(), Value::from(kv.value.clone()))).collect();
+                        self.cluster.cache.fill_range(generation, &from, to.as_deref(), &entries);
+                    }
                     self.revision = page.revision;
                     self.done = !page.more;
                     if let Some(last) = page.kvs.last() {
