@@ -291,13 +291,12 @@ impl Local {
         if let Some(c) = committer.take() {
             c.stop();
         }
-        match d {
-            Durability::EachBatch => {
+        match d.as_ms() {
+            0 => {
                 self.commit_ms.store(0, Ordering::SeqCst);
                 self.flush()?;
             }
-            Durability::Grouped(every) => {
-                let ms = every.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+            ms => {
                 *committer = Some(Committer::start(self.shared.clone(), Duration::from_millis(ms))?);
                 self.commit_ms.store(ms, Ordering::SeqCst);
             }
@@ -307,10 +306,7 @@ impl Local {
 
     #[cfg(any(test, feature = "internals"))]
     pub fn durability(&self) -> Durability {
-        match self.commit_ms.load(Ordering::SeqCst) {
-            0 => Durability::EachBatch,
-            ms => Durability::Grouped(Duration::from_millis(ms)),
-        }
+        Durability::from_ms(self.commit_ms.load(Ordering::SeqCst))
     }
 
     /// Commits the committer thread has made so far.

@@ -104,6 +104,25 @@ pub enum Durability {
     Grouped(Duration),
 }
 
+impl Durability {
+    /// As backends keep it: 0 for `EachBatch`, else the commit interval in
+    /// ms (at least 1).
+    fn as_ms(self) -> u64 {
+        match self {
+            Durability::EachBatch => 0,
+            Durability::Grouped(every) => every.as_millis().clamp(1, u128::from(u64::MAX)) as u64,
+        }
+    }
+
+    #[cfg(any(test, feature = "internals"))]
+    fn from_ms(ms: u64) -> Durability {
+        match ms {
+            0 => Durability::EachBatch,
+            ms => Durability::Grouped(std::time::Duration::from_millis(ms)),
+        }
+    }
+}
+
 /// Entries in key order, as scans return them.
 pub type Entries<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Value)>> + 'a>;
 

@@ -201,13 +201,12 @@ impl Cluster {
         if let Some(c) = committer.take() {
             c.stop();
         }
-        match d {
-            Durability::EachBatch => {
+        match d.as_ms() {
+            0 => {
                 self.group.commit_ms.store(0, Ordering::SeqCst);
                 self.commit()
             }
-            Durability::Grouped(every) => {
-                let ms = every.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+            ms => {
                 *committer = Some(Committer::start(self.shared.clone(), Duration::from_millis(ms))?);
                 self.group.commit_ms.store(ms, Ordering::SeqCst);
                 Ok(())
@@ -217,10 +216,7 @@ impl Cluster {
 
     #[cfg(any(test, feature = "internals"))]
     pub fn durability(&self) -> Durability {
-        match self.group.commit_ms.load(Ordering::SeqCst) {
-            0 => Durability::EachBatch,
-            ms => Durability::Grouped(Duration::from_millis(ms)),
-        }
+        Durability::from_ms(self.group.commit_ms.load(Ordering::SeqCst))
     }
 
     /// Commits that wrote a transaction so far.
