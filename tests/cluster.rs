@@ -424,6 +424,27 @@ fn a_cluster_vault_commits_changes_in_groups() {
     assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// An etcd left at its own limits on transactions (128 operations,
+/// 1.5 MiB) would refuse grouped commits, which the user would learn only
+/// at fsync: the mount refuses at once and names the settings; under
+/// `-o sync` (a transaction per change) the vault mounts and works.
+#[test]
+fn a_mount_refuses_an_etcd_that_would_refuse_its_commits() {
+    let mut v = ClusterVault::on(Etcd::start_with_default_limits());
+    let out = v.try_mount();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mounted on an etcd that refuses large transactions");
+    assert!(err.contains("--max-txn-ops 100000") && err.contains("-o sync"), "{err}");
+    assert!(!is_mounted(&v.mnt));
+    v.mount_with(&["-o", "sync"]);
+    std::fs::write(v.path("1-working/f"), pattern(100_000, 7)).unwrap();
+    v.unmount();
+    v.mount_with(&["-o", "sync"]);
+    assert_eq!(std::fs::read(v.path("1-working/f")).unwrap(), pattern(100_000, 7));
+    v.unmount();
+    v.fsck_clean();
+}
+
 /// A daemon killed mid-write: its claim lapses with its lease, the next
 /// mount opens, fsck is clean and the audit log verifies.
 #[test]

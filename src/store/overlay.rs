@@ -53,6 +53,11 @@ impl Overlay {
         }
     }
 
+    /// Keys waiting in `pending`.
+    pub(super) fn pending_len(&self) -> usize {
+        self.read().pending.len()
+    }
+
     /// Bytes waiting in `pending`.
     pub(super) fn pending_bytes(&self) -> usize {
         self.read().pending_bytes

@@ -26,6 +26,9 @@ pub(super) const OBJECT_BYTES: usize = 8 << 20;
 /// writer commits itself before adding more (back-pressure: memory stays
 /// bounded, and with etcd or the object store away writes fail with EIO).
 pub(super) const PENDING_BYTES: usize = 16 << 20;
+/// Keys in one commit at most, well inside the `--max-txn-ops` that
+/// docs/CLUSTER.md asks etcd for (100,000).
+pub(super) const PENDING_KEYS: usize = 20_000;
 pub(super) const UNSTORED_BYTES: usize = 64 << 20;
 
 #[derive(Default)]
@@ -65,6 +68,7 @@ impl Group {
         (open > SEGMENT_HEADER_LEN as usize && open + more > OBJECT_BYTES)
             || open + sealed + more > UNSTORED_BYTES
             || self.overlay.pending_bytes() >= PENDING_BYTES
+            || self.overlay.pending_len() >= PENDING_KEYS
     }
 
     /// Appends `bytes` to the open object, opening one numbered by `number`

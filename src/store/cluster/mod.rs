@@ -56,6 +56,10 @@ const WAIT_FOR_HOLDER: Duration = Duration::from_secs(LEASE_SECONDS as u64 + 3);
 const OBJECT_RESERVE: u64 = 4096;
 /// Keys per range request while scanning.
 const PAGE: i64 = 512;
+/// The transaction a mount tries before grouping commits: beyond etcd's
+/// default limits, well inside the ones docs/CLUSTER.md asks for.
+const PROBE_OPS: usize = 1000;
+const PROBE_BYTES: usize = 2 << 20;
 /// Entries read by a lookup of the first key in a range that memory does
 /// not know, kept for the lookups after it.
 const FIRST_IN_PAGE: i64 = 64;
@@ -207,6 +211,7 @@ impl Cluster {
                 self.commit()
             }
             ms => {
+                self.check_limits()?;
                 *committer = Some(Committer::start(self.shared.clone(), Duration::from_millis(ms))?);
                 self.group.commit_ms.store(ms, Ordering::SeqCst);
                 Ok(())
@@ -228,6 +233,31 @@ impl Cluster {
     /// Makes everything applied so far durable (fsync, unmount).
     pub fn flush(&self) -> Result<()> {
         self.commit()
+    }
+
+    /// Grouped commits make large transactions. An etcd left at its own
+    /// limits (128 operations, 1.5 MiB) would refuse most of them, which
+    /// the user would learn only at fsync or unmount; so one transaction
+    /// beyond those limits is tried first (and undone), and its refusal
+    /// refuses the mount.
+    fn check_limits(&self) -> Result<()> {
+        let keys: Vec<Vec<u8>> = (0..PROBE_OPS).map(|i| self.meta_key(&format!("probe/{i:04}"))).collect();
+        let value = vec![0u8; PROBE_BYTES / PROBE_OPS];
+        let puts = keys.iter().map(|k| Op::Put(k.clone(), value.clone())).collect();
+        let too_small = |e: Error| match e {
+            Error::Io(m) if ["too many operations", "too large", "larger than max"].iter().any(|t| m.contains(t)) => {
+                Error::Unusable(format!(
+                    "{}: etcd refused a transaction of {PROBE_OPS} operations and {} MiB ({m}); \
+                     grouped commits need larger ones: start etcd with --max-txn-ops 100000 \
+                     --max-request-bytes 33554432 (docs/CLUSTER.md), or mount with -o sync",
+                    self.addr,
+                    PROBE_BYTES >> 20
+                ))
+            }
+            e => e,
+        };
+        self.write(puts).map_err(too_small)?;
+        self.write(keys.into_iter().map(Op::Delete).collect())
     }
 }
 
