@@ -111,26 +111,21 @@ impl ClusterVault {
     }
 
     fn try_mount(&self) -> Output {
-        let log = self.dir.path().join("daemon.log");
-        self.run(&[
-            "mount",
-            &self.address,
-            self.mnt.to_str().unwrap(),
-            "--passphrase-file",
-            self.pass(),
-            "--log",
-            log.to_str().unwrap(),
-        ])
+        self.try_mount_with(&[])
     }
 
-    /// Mounts with extra arguments (mount options).
-    fn mount_with(&mut self, extra: &[&str]) {
+    /// `vaultfs mount` of this vault with extra arguments (mount options).
+    fn try_mount_with(&self, extra: &[&str]) -> Output {
         let log = self.dir.path().join("daemon.log");
         let mut args =
             vec!["mount", &self.address, self.mnt.to_str().unwrap(), "--passphrase-file", self.pass()];
         args.extend_from_slice(&["--log", log.to_str().unwrap()]);
         args.extend_from_slice(extra);
-        let out = self.run(&args);
+        self.run(&args)
+    }
+
+    fn mount_with(&mut self, extra: &[&str]) {
+        let out = self.try_mount_with(extra);
         assert!(out.status.success(), "mount failed: {}", String::from_utf8_lossy(&out.stderr));
         self.mounted = true;
     }
@@ -149,9 +144,7 @@ impl ClusterVault {
     }
 
     fn mount(&mut self) {
-        let out = self.try_mount();
-        assert!(out.status.success(), "mount failed: {}", String::from_utf8_lossy(&out.stderr));
-        self.mounted = true;
+        self.mount_with(&[]);
     }
 
     fn unmount(&mut self) {

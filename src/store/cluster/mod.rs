@@ -262,7 +262,6 @@ impl Cluster {
 }
 
 impl Shared {
-
     fn meta_key(&self, k: &str) -> Vec<u8> {
         [&self.prefix[..], k.as_bytes()].concat()
     }
