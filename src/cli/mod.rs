@@ -7,6 +7,7 @@ mod audit;
 mod backup;
 mod compact;
 mod control;
+mod cpu;
 mod docs;
 mod enroll;
 mod escrow;
@@ -33,6 +34,11 @@ pub use exit::Exit;
 
 /// Entry point of the `vaultfs` binary.
 pub fn main() -> ExitCode {
+    let missing = cpu::missing_features();
+    if !missing.is_empty() {
+        eprintln!("{}", cpu::message(&missing));
+        return ExitCode::from(exit::Code::Failure as u8);
+    }
     // The TPM stack's C library prints its own errors to stderr, raw; ours
     // say the same with what to do (TSS2_LOG set by the user still wins).
     crate::sys::default_env_at_start("TSS2_LOG", "all+NONE");
