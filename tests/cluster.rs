@@ -632,3 +632,71 @@ fn a_partitioned_host_cannot_write_after_another_took_over() {
     let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
     assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A backup restores into a new cluster vault (the way a vault moves from
+/// one machine onto etcd and a bucket, or between names): verified first,
+/// written with its header last, refused where a vault exists, and removed
+/// again when the write fails.
+#[test]
+fn a_backup_restores_into_a_new_cluster_vault() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    let big = pattern(3 << 20, 9);
+    std::fs::write(v.path("1-working/model.bin"), &big).unwrap();
+    std::fs::create_dir(v.path("2-private/notes")).unwrap();
+    for i in 0..30 {
+        std::fs::write(v.path(&format!("2-private/notes/n{i}")), format!("note {i}\n")).unwrap();
+    }
+    v.unmount();
+    let archive = v.dir.path().join("vault.vfsbak");
+    let out = v.run(&["backup", &v.address, archive.to_str().unwrap(), "--passphrase-file", v.pass()]);
+    assert!(out.status.success(), "backup: {}", String::from_utf8_lossy(&out.stderr));
+    let data = format!("s3+http://{}/{BUCKET}", v.objects.endpoint());
+    let restore = |to: &str| v.run(&["restore", archive.to_str().unwrap(), to, "--data", &data]);
+
+    // Never over a vault that exists.
+    let out = restore(&v.address);
+    assert!(!out.status.success(), "restored over an existing vault");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds"), "{out:?}");
+    v.fsck_clean();
+
+    let moved = v.address.replace("/agents", "/moved");
+    let out = restore(&moved);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("restored:   etcd://"), "{report}");
+    let out = v.run(&["fsck", &moved, "--passphrase-file", v.pass()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("status: clean"), "{out:?}");
+    let mnt = v.dir.path().join("moved-mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let out = v.run_on("moved", &["mount", &moved, mnt.to_str().unwrap(), "--passphrase-file", v.pass()]);
+    assert!(out.status.success(), "mount of the restored vault: {}", String::from_utf8_lossy(&out.stderr));
+    let read = (
+        std::fs::read(mnt.join("1-working/model.bin")),
+        std::fs::read_dir(mnt.join("2-private/notes")).map(|d| d.count()),
+    );
+    let audit = std::fs::read_to_string(mnt.join(".audit"));
+    let out = v.run_on("moved", &["umount", mnt.to_str().unwrap()]);
+    assert!(out.status.success(), "umount: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read.0.unwrap(), big);
+    assert_eq!(read.1.unwrap(), 30);
+    assert!(audit.unwrap().contains("n29"), "the restored audit log lacks the backed-up records");
+    let out = v.run(&["audit", "verify", &moved, "--passphrase-file", v.pass()]);
+    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A write that fails (this etcd refuses the restore's transactions)
+    // leaves no vault behind: not even the name.
+    let small = ClusterVault::on(Etcd::start_with_default_limits());
+    let target = small.address.replace("/agents", "/refused");
+    let data = format!("s3+http://{}/{BUCKET}", small.objects.endpoint());
+    let out = small.run(&["restore", archive.to_str().unwrap(), &target, "--data", &data]);
+    assert!(!out.status.success(), "restored through an etcd that refuses its transactions");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-txn-ops"), "{out:?}");
+    let out = small.run(&["info", &target]);
+    assert!(!out.status.success(), "a refused restore left a vault behind");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no vault"), "{out:?}");
+    assert!(
+        small.objects.list(BUCKET).iter().all(|name| !name.starts_with("refused/")),
+        "a refused restore left objects behind"
+    );
+}

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 pub use make::write_archive;
 #[cfg(any(test, feature = "internals"))]
 pub use make::Made;
-pub use restore::{Phase, restore};
+pub use restore::{Phase, Target, restore};
 #[cfg(any(test, feature = "internals"))]
 pub use restore::Restored;
 pub use verify::Expect;

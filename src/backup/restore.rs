@@ -1,24 +1,39 @@
-//! `restore`: verify the whole archive, then write it into a new store.
+//! `restore`: verify the whole archive, then write it into a new store: a
+//! store directory or a cluster vault.
 //!
-//! 1. The target must not exist (an empty directory is accepted).
+//! 1. The target must not exist (an empty directory is accepted; etcd must
+//!    hold no vault of that name, the bucket no objects under it).
 //! 2. Pass 1 reads the archive and verifies everything (`verify_stream`);
 //!    nothing is written before it succeeds.
-//! 3. Pass 2 reads it again into a fresh store in a hidden sibling
-//!    directory, in batches, verifying again as it goes (the file could have
-//!    changed in between: the two digests must match).
-//! 4. The new store is flushed, closed, reopened as a vault (its header must
-//!    decode), and only then renamed to the target. Any failure removes the
-//!    hidden directory: a target never holds half a vault.
+//! 3. Pass 2 reads it again into the new store, in batches, verifying again
+//!    as it goes (the file could have changed in between: the two digests
+//!    must match).
+//! 4. A directory is written in a hidden sibling, flushed, closed, reopened
+//!    as a vault (its header must decode), and only then renamed to the
+//!    target. A cluster vault is written under its name with its header
+//!    last, so that until the end it is no vault anyone can open, then
+//!    reopened as a vault. Any failure removes what was written: a target
+//!    never holds half a vault.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::Error;
 use super::verify::{Expect, Verified, verify_stream};
 use crate::format::keys;
-use crate::store::{Batch, Store};
+use crate::store::{Batch, ClusterAddress, DataAddress, Durability, Store};
 use crate::vault::Vault;
+
+/// Where a restore writes.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// A new store directory.
+    Directory(&'a Path),
+    /// A new cluster vault, its records in the bucket.
+    Cluster(&'a ClusterAddress, &'a DataAddress),
+}
 
 /// Which pass `progress` reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,38 +49,65 @@ pub struct Restored {
     pub records: u64,
 }
 
-/// Store batches of about this many value bytes.
+/// Store batches of about this many value bytes, or this many keys (a
+/// cluster vault's commit is one etcd transaction: docs/CLUSTER.md).
 const BATCH_BYTES: usize = 8 << 20;
+const BATCH_KEYS: usize = 10_000;
+
+/// How often a restore into a cluster vault commits (and at the end).
+const CLUSTER_COMMIT: Duration = Duration::from_secs(1);
 
 /// Verifies `archive` against `expect`, then writes it as a new store at
 /// `target`. `progress(phase, bytes read, archive length)` is called as it goes.
 pub fn restore(
     archive: &Path,
-    target: &Path,
+    target: Target,
     expect: &Expect,
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<Restored, Error> {
-    check_target(target)?;
+    if let Target::Directory(dir) = target {
+        check_target(dir)?;
+    }
     let len = std::fs::metadata(archive).map_err(|e| io(archive, e))?.len();
     let first = verify_stream(reading(archive, len, Phase::Verify, progress)?, expect, |_, _| Ok(()))?;
+    let pass = Pass2 { archive, len, expect, first: &first };
+    let (verified, records) = match target {
+        Target::Directory(dir) => into_directory(&pass, dir, progress)?,
+        Target::Cluster(at, data) => into_cluster(&pass, at, data, progress)?,
+    };
+    Ok(Restored { verified, records })
+}
 
+/// What the second pass reads and checks against.
+struct Pass2<'a> {
+    archive: &'a Path,
+    len: u64,
+    expect: &'a Expect,
+    first: &'a Verified,
+}
+
+fn into_directory(
+    pass: &Pass2,
+    target: &Path,
+    progress: &mut dyn FnMut(Phase, u64, u64),
+) -> Result<(Verified, u64), Error> {
     let staging = staging_dir(target)?;
     std::fs::create_dir(&staging).map_err(|e| io(&staging, e))?;
-    let written = write_store(archive, len, &staging, expect, &first, progress);
-    let result = written.and_then(|(verified, records)| {
-        // The restored store must open as a vault of the archive's id.
-        let vault = Vault::open(&staging)?;
-        if vault.header().vault_id != verified.header.vault_id {
-            return Err(Error::Inconsistent("the restored store opens with another vault id".into()));
-        }
-        drop(vault);
+    let written = Store::open(&staging, true).map_err(Error::from).and_then(|store| {
+        let (verified, records, header) = write_records(pass, &store, false, progress)?;
+        debug_assert!(header.is_none());
+        store.flush()?;
+        Ok((verified, records))
+    });
+    let result = written.and_then(|done| {
+        check_opens(&staging, &done.0)?;
         check_target(target)?;
         std::fs::rename(&staging, target).map_err(|e| io(target, e))?;
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             // Best effort: make the rename itself durable.
             let _ = File::open(parent).and_then(|d| d.sync_all());
         }
-        Ok(Restored { verified, records })
+        Ok(done)
     });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
@@ -73,21 +115,78 @@ pub fn restore(
     result
 }
 
-/// Pass 2: every record into a new store at `dir`, verified again.
-fn write_store(
-    archive: &Path,
-    len: u64,
-    dir: &Path,
-    expect: &Expect,
-    first: &Verified,
+fn into_cluster(
+    pass: &Pass2,
+    at: &ClusterAddress,
+    data: &DataAddress,
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<(Verified, u64), Error> {
-    let store = Store::open(dir, true)?;
+    let store = Store::create_cluster(at, data)?;
+    // Grouped: one object per commit, not one per file's records.
+    let written = store.set_durability(Durability::Grouped(CLUSTER_COMMIT)).map_err(Error::from).and_then(|()| {
+        let (verified, records, header) = write_records(pass, &store, true, progress)?;
+        let header = header.ok_or_else(|| Error::Inconsistent("the archive holds no vault header".into()))?;
+        // Everything else is in etcd and the bucket before the header that
+        // makes it a vault.
+        store.flush()?;
+        store.put(keys::HEADER, header)?;
+        store.flush()?;
+        Ok((verified, records))
+    });
+    let done = match written {
+        Ok(done) => done,
+        Err(e) => return Err(discarded(e, store.discard_cluster(), at)),
+    };
+    drop(store);
+    let path = PathBuf::from(at.to_string());
+    if let Err(e) = check_opens(&path, &done.0) {
+        let discard = Store::open(&path, false).and_then(Store::discard_cluster);
+        return Err(discarded(e, discard, at));
+    }
+    Ok(done)
+}
+
+/// `e`, with what became of the partial vault if removing it failed too.
+fn discarded(e: Error, discard: crate::store::Result<()>, at: &ClusterAddress) -> Error {
+    match discard {
+        Ok(()) => e,
+        Err(d) => Error::Io(format!(
+            "{e}; removing the partial vault failed too ({d}): delete the etcd keys under vaultfs/{}/ \
+             and the bucket's objects under {}/ by hand (docs/CLUSTER.md)",
+            at.vault, at.vault
+        )),
+    }
+}
+
+/// The restored store must open as a vault of the archive's id.
+fn check_opens(path: &Path, verified: &Verified) -> Result<(), Error> {
+    let vault = Vault::open(path)?;
+    if vault.header().vault_id != verified.header.vault_id {
+        return Err(Error::Inconsistent("the restored store opens with another vault id".into()));
+    }
+    Ok(())
+}
+
+/// Pass 2: every record into `store`, verified again; with `hold_header`
+/// the header is returned instead of written.
+fn write_records(
+    pass: &Pass2,
+    store: &Store,
+    hold_header: bool,
+    progress: &mut dyn FnMut(Phase, u64, u64),
+) -> Result<(Verified, u64, Option<Vec<u8>>), Error> {
+    let block_size = pass.first.header.block_size;
     let mut batch = Batch::default();
-    let (mut bytes, mut records) = (0usize, 0u64);
-    let second = verify_stream(reading(archive, len, Phase::Write, progress)?, expect, |k, v| {
+    let (mut bytes, mut records, mut header) = (0usize, 0u64, None);
+    let reader = reading(pass.archive, pass.len, Phase::Write, progress)?;
+    let second = verify_stream(reader, pass.expect, |k, v| {
+        records += 1;
+        if hold_header && k == keys::HEADER {
+            header = Some(v.to_vec());
+            return Ok(());
+        }
         let v = if k.first() == Some(&keys::BLOCK) {
-            crate::block::import_value(&store, first.header.block_size, k, v).map_err(|e| match e {
+            crate::block::import_value(store, block_size, k, v).map_err(|e| match e {
                 // Writing the new store failed: not the archive's fault.
                 crate::block::Error::Store(e) => Error::Store(e),
                 e => Error::Inconsistent(e.to_string()),
@@ -97,8 +196,7 @@ fn write_store(
         };
         bytes += k.len() + v.len();
         batch.put(k.to_vec(), v);
-        records += 1;
-        if bytes >= BATCH_BYTES {
+        if bytes >= BATCH_BYTES || batch.len() >= BATCH_KEYS {
             store.apply(std::mem::take(&mut batch))?;
             bytes = 0;
         }
@@ -107,11 +205,10 @@ fn write_store(
     if !batch.is_empty() {
         store.apply(batch)?;
     }
-    store.flush()?;
-    if second.trailer.digest != first.trailer.digest {
+    if second.trailer.digest != pass.first.trailer.digest {
         return Err(Error::Inconsistent("the archive changed while it was being restored".into()));
     }
-    Ok((second, records))
+    Ok((second, records, header))
 }
 
 /// The target may not exist, or be an empty directory.

@@ -76,7 +76,7 @@ fn archive_restores_to_an_equal_vault() {
     let path = dir.path().join("a.vfsbak");
     std::fs::write(&path, &bytes).unwrap();
     let target = dir.path().join("restored");
-    let r = restore(&path, &target, &pinned(&v), &mut |_, _, _| {}).unwrap();
+    let r = restore(&path, Target::Directory(&target), &pinned(&v), &mut |_, _, _| {}).unwrap();
     assert_eq!(r.records, made.records);
     let w = Vault::open(&target).unwrap().unlock(&pass()).unwrap();
     let a2 = w.lookup(level_dir(1), b"a.md").unwrap();
@@ -86,7 +86,7 @@ fn archive_restores_to_an_equal_vault() {
     // The restored log is the archived one plus the restored vault's unlock.
     assert_eq!(w.audit_verify().unwrap().leaves, made.tree_size + 1);
     // Never over a vault.
-    assert!(matches!(restore(&path, &target, &pinned(&v), &mut |_, _, _| {}), Err(Error::Exists(_))));
+    assert!(matches!(restore(&path, Target::Directory(&target), &pinned(&v), &mut |_, _, _| {}), Err(Error::Exists(_))));
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn snapshots_under_concurrent_writers_are_consistent() {
     let path = dir.path().join("last.vfsbak");
     std::fs::write(&path, last.unwrap()).unwrap();
     let target = dir.path().join("restored");
-    restore(&path, &target, &Expect::default(), &mut |_, _, _| {}).unwrap();
+    restore(&path, Target::Directory(&target), &Expect::default(), &mut |_, _, _| {}).unwrap();
     let w = Vault::open(&target).unwrap().unlock(&pass()).unwrap();
     // Every leaf, node and checkpoint recomputes (and every file reads whole).
     w.audit_verify().unwrap();

@@ -31,7 +31,7 @@ pub enum Command {
     Audit(AuditArgs),
     /// Write a signed, ciphertext-only archive of a vault (of a mounted one: the archive its .backup/ serves).
     Backup(BackupArgs),
-    /// Verify an archive (signature, audit checkpoint) and restore it into a new store directory.
+    /// Verify an archive (signature, audit checkpoint) and restore it into a new store directory or cluster vault.
     Restore(RestoreArgs),
     /// Enroll a hardware factor (TPM or FIDO2) for a level (a mounted vault: through its daemon).
     Enroll(EnrollArgs),
@@ -569,8 +569,14 @@ pub struct BackupArgs {
 pub struct RestoreArgs {
     /// The archive (`vaultfs backup`, or a copy of MOUNT/.backup/vault-N.vfsbak).
     pub archive: PathBuf,
-    /// The store directory to create; must not exist (or be empty).
+    /// The store directory to create; must not exist (or be empty). Or a
+    /// cluster vault to create, etcd://HOST:PORT[,HOST:PORT...]/VAULT (with
+    /// --data): etcd must hold no vault of that name.
     pub new_store: PathBuf,
+    /// The new cluster vault's object store: s3://HOST[:PORT]/BUCKET or
+    /// s3+http://HOST[:PORT]/BUCKET, as for `init` (docs/CLUSTER.md).
+    #[arg(long, value_name = "URL")]
+    pub data: Option<String>,
     /// The vault's audit public key (64 hex digits as `vaultfs audit pubkey`
     /// prints them, or a file holding them): the archive must be signed by it.
     #[arg(long, value_name = "KEY")]

@@ -13,7 +13,7 @@ use super::exit::{self, Code, Exit};
 use super::mountinfo::{Serving, open_unmounted, serving};
 use super::passphrase::{self, Confirm};
 use crate::audit::checkpoint::Checkpoint;
-use crate::backup::{self, Expect, Phase};
+use crate::backup::{self, Expect, Phase, Target};
 use crate::format::hex;
 use crate::vault::{AuditOp, Caller, Record, Unlocked, Vault, Witness};
 
@@ -201,7 +201,12 @@ pub fn run_restore(a: RestoreArgs) -> exit::Result {
         });
         progress.set_position(done);
     };
-    let r = backup::restore(&a.archive, &a.new_store, &expect, &mut report);
+    let cluster = super::init::cluster_target(&a.new_store, a.data.as_deref())?;
+    let target = match &cluster {
+        Some((at, data)) => Target::Cluster(at, data),
+        None => Target::Directory(&a.new_store),
+    };
+    let r = backup::restore(&a.archive, target, &expect, &mut report);
     progress.finish_and_clear();
     let restored = r.map_err(|e| {
         let mut x = refusal(e);
@@ -244,7 +249,7 @@ pub fn run_restore(a: RestoreArgs) -> exit::Result {
     let _ = writeln!(
         out,
         "note:       policy.toml is not part of an archive; copy yours to {}/policy.toml before mounting",
-        a.new_store.display()
+        super::mountinfo::local_dir(&a.new_store).display()
     );
     super::audit::write_pubkey_file(&a.new_store, &p.audit_public);
     if let Some(path) = &a.witness {

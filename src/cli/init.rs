@@ -19,7 +19,7 @@ pub fn run(a: InitArgs) -> exit::Result {
     // Check bounds before asking for a passphrase the user would type in vain.
     crate::format::KDF_LIMITS.check(opts.kdf).map_err(|e| Exit::usage(e.to_string()))?;
     crate::format::validate_block_size(opts.block_size).map_err(|e| Exit::usage(e.to_string()))?;
-    if let Some(cluster) = cluster_target(&a)? {
+    if let Some(cluster) = cluster_target(&a.store, a.data.as_deref())? {
         let pass = passphrase::obtain(&a.passphrase, "New vault passphrase: ", Confirm::Twice)?;
         let (at, data) = cluster;
         Vault::<Locked>::init_cluster(&at, &data, &pass, opts)?;
@@ -50,10 +50,15 @@ pub fn run(a: InitArgs) -> exit::Result {
     finish(&a, v, &pass)
 }
 
-/// A cluster vault's address and object store, when `a` names one.
-fn cluster_target(a: &InitArgs) -> Result<Option<(ClusterAddress, DataAddress)>, Exit> {
+/// A cluster vault's address and object store, when `store` (with `data`,
+/// the `--data` option) names one: the vault a command creates (init,
+/// restore).
+pub(super) fn cluster_target(
+    store: &std::path::Path,
+    data: Option<&str>,
+) -> Result<Option<(ClusterAddress, DataAddress)>, Exit> {
     let usage = |e: crate::store::Error| Exit::usage(e.to_string());
-    match (Address::of(&a.store).map_err(usage)?, &a.data) {
+    match (Address::of(store).map_err(usage)?, data) {
         (Address::Cluster(at), Some(data)) => Ok(Some((at, DataAddress::parse(data).map_err(usage)?))),
         (Address::Cluster(at), None) => Err(Exit::usage(format!(
             "{at}: a cluster vault needs its object store: --data s3://HOST[:PORT]/BUCKET"

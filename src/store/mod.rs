@@ -182,6 +182,16 @@ impl Store {
         Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::create(at, data)?))))
     }
 
+    /// Removes the cluster vault this store created and holds: its objects
+    /// and every etcd key under its name (a restore that failed). A store
+    /// directory is removed with its directory instead.
+    pub fn discard_cluster(self) -> Result<()> {
+        match self.backend {
+            Backend::Cluster(c) => c.discard(),
+            Backend::Local(_) => Err(Error::Unusable("a store directory is removed with its directory".into())),
+        }
+    }
+
     /// Whether `dir` already holds a store. A cluster address is taken at
     /// its word (whether etcd holds the vault, opening it tells).
     pub fn exists(dir: &Path) -> bool {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions, SortOrder, SortTarget,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity, PutOptions, SortOrder, SortTarget,
     TlsOptions, Txn, TxnOp,
 };
 use zeroize::Zeroizing;
@@ -52,6 +52,8 @@ pub enum Op {
     /// A put bound to a lease: the key goes when the lease does.
     PutLeased(Vec<u8>, Vec<u8>, i64),
     Delete(Vec<u8>),
+    /// Every key that starts with these bytes.
+    DeletePrefix(Vec<u8>),
 }
 
 /// Pause before a request that never left is sent again.
@@ -272,6 +274,7 @@ impl Etcd {
                 Op::Put(k, v) => TxnOp::put(k, v, None),
                 Op::PutLeased(k, v, lease) => TxnOp::put(k, v, Some(PutOptions::new().with_lease(lease))),
                 Op::Delete(k) => TxnOp::delete(k, None),
+                Op::DeletePrefix(k) => TxnOp::delete(k, Some(DeleteOptions::new().with_prefix())),
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(ops);

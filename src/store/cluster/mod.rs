@@ -72,6 +72,8 @@ const CACHE_WHILE_RENEWED_WITHIN: Duration = Duration::from_millis(LEASE_SECONDS
 pub struct Cluster {
     shared: Arc<Shared>,
     committer: Mutex<Option<Committer>>,
+    /// `discard` removed the vault: nothing is committed at close.
+    discarded: bool,
 }
 
 impl std::ops::Deref for Cluster {
@@ -194,7 +196,7 @@ impl Cluster {
             group: Group::default(),
             readahead: Readahead::default(),
         };
-        Ok(Cluster { shared: Arc::new(shared), committer: Mutex::new(None) })
+        Ok(Cluster { shared: Arc::new(shared), committer: Mutex::new(None), discarded: false })
     }
 
     /// Chooses when applied batches become durable: each before `apply`
@@ -233,6 +235,42 @@ impl Cluster {
     /// Makes everything applied so far durable (fsync, unmount).
     pub fn flush(&self) -> Result<()> {
         self.commit()
+    }
+
+    /// Removes the whole vault, which this process holds: its objects, then
+    /// every etcd key under its name (the holder key with them), dropping
+    /// whatever was not committed. For a restore that failed: the vault it
+    /// was writing must not stay behind half-written. On an error the rest
+    /// is still tried; the first error is returned.
+    pub fn discard(mut self) -> Result<()> {
+        if let Some(c) = self.committer.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            c.stop();
+        }
+        self.discarded = true;
+        let mut first = None;
+        match self.objects.list(&format!("{}/", self.addr.vault)) {
+            Ok(objects) => {
+                for (name, _) in objects {
+                    if let Err(e) = self.objects.delete(&name) {
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+        let guard = Guard::Created(self.meta_key("holder"), self.held_at);
+        match self.etcd.txn(vec![guard], vec![Op::DeletePrefix(self.prefix.clone())]) {
+            Ok(true) => {}
+            Ok(false) => {
+                first.get_or_insert(self.lost_error());
+            }
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Grouped commits make large transactions. An etcd left at its own
@@ -616,8 +654,11 @@ impl Drop for Cluster {
         if let Some(c) = self.committer.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
             c.stop();
         }
-        // Whatever the mode, a vault closed in order loses nothing it can keep.
-        if let Err(e) = self.commit() {
+        // Whatever the mode, a vault closed in order loses nothing it can
+        // keep (one discarded has nothing to keep).
+        if !self.discarded
+            && let Err(e) = self.commit()
+        {
             tracing::error!("cluster commit at close failed: {e}");
         }
         // Frees the vault for the next holder at once, not after the lease.
