@@ -83,6 +83,11 @@ pub fn effective_gid() -> u32 {
     unsafe { libc::getegid() }
 }
 
+/// The major and minor numbers of device `dev` (a `st_dev`).
+pub fn device_numbers(dev: u64) -> (u32, u32) {
+    (libc::major(dev), libc::minor(dev))
+}
+
 /// Space figures of the filesystem holding `path` (statvfs).
 pub struct FsSpace {
     pub block_size: u64,

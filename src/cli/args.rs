@@ -457,7 +457,9 @@ pub struct MountArgs {
     /// the daemon checks permissions itself), sync (every change on disk before its
     /// reply), commit=MS (changes reach the disk within MS ms, default 1000; fsync
     /// and unmount always), cache=MIB (the store's page cache, default 128), inodes=N
-    /// (files the kernel may keep looked up, default 100000), uid=N,
+    /// (files the kernel may keep looked up, default 100000), readahead=KIB (the
+    /// kernel's readahead for the mount, default 4096, set when run as root; 0: the
+    /// kernel's 128), uid=N,
     /// gid=N, threads=N, passphrase_file=PATH, witness=PATH (as --witness; plus
     /// fstab's auto/noauto/nofail/...).
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]

@@ -46,6 +46,11 @@ const MAX_KNOWN_INODES: usize = 10_000_000;
 /// glibc malloc arenas for the daemon (`sys::limit_malloc_arenas`).
 const MALLOC_ARENAS: i32 = 2;
 
+/// The mount's readahead by default (`-o readahead=KIB`, where the daemon
+/// may set it: fs::session's `raise_readahead`), and the most accepted.
+const DEFAULT_READAHEAD_KIB: u32 = 4096;
+const MAX_READAHEAD_KIB: u32 = 65_536;
+
 /// How long a change may wait for its group commit by default (`-o commit=MS`).
 const DEFAULT_COMMIT_MS: u32 = 1000;
 /// The longest commit interval accepted: a minute, as the most a user could
@@ -64,6 +69,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         threads: a.threads.unwrap_or(default_threads),
         fsname: store.to_string_lossy().into_owned(),
         known_inodes: DEFAULT_KNOWN_INODES,
+        readahead_kib: DEFAULT_READAHEAD_KIB,
     };
     let mut passphrase_file = None;
     let mut witness = a.witness.clone();
@@ -90,6 +96,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "commit" => commit_ms = number(k, v)?,
             "cache" => cache_mib = number(k, v)?,
             "inodes" => opts.known_inodes = number(k, v)? as usize,
+            "readahead" => opts.readahead_kib = number(k, v)?,
             "nonempty" => nonempty = true,
             // Accepted for fstab compatibility and ignored: the daemon checks
             // permissions itself, so that refusals are recorded.
@@ -109,6 +116,11 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     }
     if !(MIN_KNOWN_INODES..=MAX_KNOWN_INODES).contains(&opts.known_inodes) {
         return Err(Exit::usage(format!("inodes must be between {MIN_KNOWN_INODES} and {MAX_KNOWN_INODES}")));
+    }
+    if opts.readahead_kib > MAX_READAHEAD_KIB {
+        return Err(Exit::usage(format!(
+            "readahead must be at most {MAX_READAHEAD_KIB} KiB (0: the kernel's)"
+        )));
     }
     if !(8..=65_536).contains(&cache_mib) {
         return Err(Exit::usage("cache must be between 8 and 65536 MiB"));
@@ -413,13 +425,24 @@ mod tests {
             decided("sync,async").unwrap().durability,
             Durability::Grouped(std::time::Duration::from_secs(1))
         );
-        let d = decided("commit=250,cache=128,inodes=5000").unwrap();
+        let d = decided("commit=250,cache=128,inodes=5000,readahead=0").unwrap();
         assert_eq!(d.durability, Durability::Grouped(std::time::Duration::from_millis(250)));
         assert_eq!(d.cache_mib, 128);
         assert_eq!(d.opts.known_inodes, 5000);
+        assert_eq!(d.opts.readahead_kib, 0);
         assert_eq!(decided("rw").unwrap().opts.known_inodes, DEFAULT_KNOWN_INODES);
-        for bad in ["commit=0", "commit=60001", "commit=x", "cache=4", "cache=70000", "inodes=15", "inodes=x"]
-        {
+        assert_eq!(decided("rw").unwrap().opts.readahead_kib, DEFAULT_READAHEAD_KIB);
+        for bad in [
+            "commit=0",
+            "commit=60001",
+            "commit=x",
+            "cache=4",
+            "cache=70000",
+            "inodes=15",
+            "inodes=x",
+            "readahead=65537",
+            "readahead=x",
+        ] {
             assert!(decided(bad).is_err(), "{bad} was accepted");
         }
     }

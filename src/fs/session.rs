@@ -34,6 +34,9 @@ pub struct MountOptions {
     /// Inodes the kernel may keep looked up before cold ones are dropped
     /// from its cache (`handles::InodeTable`).
     pub known_inodes: usize,
+    /// The kernel's readahead for the mount in KiB (`raise_readahead`);
+    /// 0 leaves it as the kernel sets it.
+    pub readahead_kib: u32,
 }
 
 /// Mounts `vault` at `mountpoint` and serves it until unmounted. Calls
@@ -94,6 +97,9 @@ pub fn mount(
             }
         }
     });
+    if opts.readahead_kib > 0 {
+        raise_readahead(mountpoint.to_path_buf(), opts.readahead_kib);
+    }
     ready();
     let result = session.run().map_err(|e| format!("FUSE session ended with an error: {e}"));
     handle.close();
@@ -101,6 +107,32 @@ pub fn mount(
     let _ = watcher.join();
     let _ = trimmer.join();
     result
+}
+
+/// Sets the mount's readahead (its backing device's `read_ahead_kb`) to
+/// `kib`. FUSE starts every mount at 128 KiB and lets a file system only
+/// lower it; that is too little to keep two cores opening records in a
+/// sequential read (docs/PERFORMANCE.md, session 21). Only root may write
+/// the value: elsewhere the kernel's stays and the log says how to raise it.
+/// From a thread of its own, not joined: the `stat` that names the device
+/// is answered once the session has handled the kernel's INIT, which sets
+/// the value this replaces.
+fn raise_readahead(mountpoint: PathBuf, kib: u32) {
+    use std::os::unix::fs::MetadataExt;
+    std::thread::spawn(move || {
+        let dev = match std::fs::metadata(&mountpoint) {
+            Ok(m) => m.dev(),
+            Err(e) => return tracing::debug!("readahead left as it is: {}: {e}", mountpoint.display()),
+        };
+        let (major, minor) = crate::sys::device_numbers(dev);
+        let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+        match std::fs::write(&knob, kib.to_string()) {
+            Ok(()) => tracing::debug!("readahead {kib} KiB ({knob})"),
+            Err(e) => tracing::info!(
+                "readahead stays at the kernel's (writing {knob}: {e}); as root: echo {kib} > {knob}"
+            ),
+        }
+    });
 }
 
 /// Keeps the table of known inodes within its limit: asks the kernel to drop
