@@ -714,8 +714,10 @@ impl Filesystem for VaultFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is buffered here: every write reached the store before it was acknowledged.
-        reply.ok();
+        // Nothing is buffered here: every write reached the store before it
+        // was acknowledged, and locks are the kernel's own. ENOSYS tells the
+        // kernel so: it stops sending FLUSH, one round trip less per close().
+        reply.error(Errno::ENOSYS);
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
