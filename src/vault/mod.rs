@@ -158,7 +158,14 @@ impl Vault<Locked> {
     ) -> Result<()> {
         let first = Self::first_batch(pass, opts)?;
         let store = Store::create_cluster(at, data)?;
-        store.apply(first)?;
+        if let Err(e) = store.apply(first) {
+            // A name taken with no header in it would refuse the next init
+            // ("already holds a vault") and open as no vault: give it back.
+            if let Err(d) = store.discard_cluster() {
+                tracing::warn!("{at}: removing the vault whose first write failed: {d}");
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 
