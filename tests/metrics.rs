@@ -120,3 +120,30 @@ fn a_bad_metrics_address_is_refused_clearly() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics"));
 }
+
+#[test]
+fn the_page_cache_grows_under_the_memory_ceiling_and_shows_in_stats() {
+    let mib = |n: f64| n * f64::from(1u32 << 20);
+    let mut m = Mount::with_options(&["memory=64,cache=32"]);
+    std::fs::write(m.path("1-working/a.md"), b"note").unwrap();
+    // The store opens with an eighth of the ceiling (8 MiB) and the
+    // governor raises it, while the daemon is well under the ceiling, to
+    // the 32 MiB asked for.
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = std::fs::read_to_string(m.path(".stats")).unwrap();
+        if value(&last, "vaultfs_page_cache_bytes") == mib(32.0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(value(&last, "vaultfs_page_cache_bytes"), mib(32.0), "{last}");
+    let resident = value(&last, "vaultfs_resident_bytes");
+    assert!(resident > mib(1.0) && resident < mib(64.0), "{last}");
+
+    // A cache that does not fit below the ceiling is refused, clearly.
+    m.unmount();
+    let out = m.try_mount(&["-o", "memory=64,cache=64"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("below the memory ceiling"));
+}

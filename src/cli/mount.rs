@@ -23,6 +23,8 @@ struct Decided {
     passphrase_file: Option<PathBuf>,
     durability: Durability,
     cache_mib: u32,
+    /// `-o memory=MIB`: the daemon's resident memory ceiling.
+    memory_mib: u32,
     /// The rollback anchor's witness file (absolute).
     witness: Option<PathBuf>,
     /// `-o no_tpm_anchor`: do not check or keep the anchor in the TPM.
@@ -33,8 +35,14 @@ struct Decided {
     metrics: Option<std::net::SocketAddr>,
 }
 
-/// The store's page cache by default, MiB (`-o cache=MIB`).
+/// The store's page cache by default, MiB (`-o cache=MIB`): at most half
+/// the memory ceiling.
 const DEFAULT_CACHE_MIB: u32 = 128;
+
+/// The daemon's memory ceiling by default, MiB (`-o memory=MIB`;
+/// store::memory), and the least accepted.
+const DEFAULT_MEMORY_MIB: u32 = 256;
+const MIN_MEMORY_MIB: u32 = 32;
 
 /// Inodes the kernel may keep looked up (`-o inodes=N`): about 100 bytes of
 /// the daemon's memory each, whatever the vault's size (docs/PERFORMANCE.md).
@@ -75,7 +83,8 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     let mut witness = a.witness.clone();
     let mut nonempty = false;
     let (mut no_tpm_anchor, mut reanchor) = (false, false);
-    let (mut sync, mut commit_ms, mut cache_mib) = (false, DEFAULT_COMMIT_MS, DEFAULT_CACHE_MIB);
+    let (mut sync, mut commit_ms, mut cache_mib) = (false, DEFAULT_COMMIT_MS, None);
+    let mut memory_mib = DEFAULT_MEMORY_MIB;
     let number =
         |k: &str, v: &str| v.parse::<u32>().map_err(|_| Exit::usage(format!("-o {k}={v}: not a number")));
     for opt in a.options.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
@@ -94,7 +103,8 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "sync" => sync = true,
             "async" => sync = false,
             "commit" => commit_ms = number(k, v)?,
-            "cache" => cache_mib = number(k, v)?,
+            "cache" => cache_mib = Some(number(k, v)?),
+            "memory" => memory_mib = number(k, v)?,
             "inodes" => opts.known_inodes = number(k, v)? as usize,
             "readahead" => opts.readahead_kib = number(k, v)?,
             "nonempty" => nonempty = true,
@@ -122,8 +132,17 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "readahead must be at most {MAX_READAHEAD_KIB} KiB (0: the kernel's)"
         )));
     }
+    if memory_mib < MIN_MEMORY_MIB {
+        return Err(Exit::usage(format!("memory must be at least {MIN_MEMORY_MIB} MiB")));
+    }
+    let cache_mib = cache_mib.unwrap_or(DEFAULT_CACHE_MIB.min(memory_mib / 2));
     if !(8..=65_536).contains(&cache_mib) {
         return Err(Exit::usage("cache must be between 8 and 65536 MiB"));
+    }
+    if cache_mib >= memory_mib {
+        return Err(Exit::usage(format!(
+            "cache={cache_mib} must be below the memory ceiling ({memory_mib} MiB; -o memory=MIB)"
+        )));
     }
     let durability = match sync {
         true => Durability::EachBatch,
@@ -140,6 +159,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         passphrase_file,
         durability,
         cache_mib,
+        memory_mib,
         witness,
         no_tpm_anchor,
         reanchor,
@@ -240,7 +260,8 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
         Ok(None) => {}
         Err(e) => tracing::warn!("compacting the store before mounting: {e} (mounting it as it is)"),
     }
-    let vault = Vault::open_with_cache(&a.store, u64::from(d.cache_mib) << 20)
+    let (memory, cache) = (u64::from(d.memory_mib) << 20, u64::from(d.cache_mib) << 20);
+    let vault = Vault::open_with_cache(&a.store, crate::store::memory::initial(memory, cache))
         .and_then(|v| v.unlock_anchored(&pass, &anchors))
         .and_then(|v| v.set_durability(d.durability).map(|()| v))
         .map_err(|e| {
@@ -284,6 +305,7 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
         .map_err(|e| report(Exit::failure(format!("control socket {}: {e}", socket.display()))))?;
     let _policy = follow_policy(a, &vault).map_err(report)?;
     let _upkeep = vault.start_upkeep().map_err(|e| report(e.into()))?;
+    let _memory = vault.start_memory_governor(memory, cache).map_err(|e| report(e.into()))?;
     let pid_file = local.join(PID_FILE);
     let maker = Some(super::backup::archive_maker());
     let closing = vault.clone();
@@ -432,7 +454,16 @@ mod tests {
         assert_eq!(d.opts.readahead_kib, 0);
         assert_eq!(decided("rw").unwrap().opts.known_inodes, DEFAULT_KNOWN_INODES);
         assert_eq!(decided("rw").unwrap().opts.readahead_kib, DEFAULT_READAHEAD_KIB);
+        assert_eq!(decided("rw").unwrap().memory_mib, DEFAULT_MEMORY_MIB);
+        // A lower ceiling halves the default cache; a given cache must fit below it.
+        let d = decided("memory=64").unwrap();
+        assert_eq!((d.memory_mib, d.cache_mib), (64, 32));
+        assert_eq!(decided("memory=1024,cache=512").unwrap().cache_mib, 512);
         for bad in [
+            "memory=31",
+            "memory=x",
+            "cache=256",
+            "memory=64,cache=64",
             "commit=0",
             "commit=60001",
             "commit=x",

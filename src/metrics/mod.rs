@@ -74,6 +74,10 @@ pub struct Figures {
     pub segments: u64,
     pub segment_bytes: u64,
     pub segment_dead_bytes: u64,
+    /// The daemon's resident memory, and the store's page cache capacity
+    /// as the memory governor has it now (0: a cluster store).
+    pub resident_bytes: u64,
+    pub page_cache_bytes: u64,
 }
 
 /// The counters of one mounted vault. Cheap to update from any thread.
@@ -95,6 +99,8 @@ pub struct Metrics {
     segments: Gauge,
     segment_bytes: Gauge,
     segment_dead: Gauge,
+    resident: Gauge,
+    page_cache: Gauge,
     started: Instant,
     uptime: Gauge<f64, AtomicU64>,
 }
@@ -130,6 +136,8 @@ impl Metrics {
             segments: Gauge::default(),
             segment_bytes: Gauge::default(),
             segment_dead: Gauge::default(),
+            resident: Gauge::default(),
+            page_cache: Gauge::default(),
             started: Instant::now(),
             uptime: Gauge::default(),
             registry: Registry::default(),
@@ -162,6 +170,12 @@ impl Metrics {
             "segment_dead_bytes",
             "Bytes of dead records known in segment files",
             m.segment_dead.clone(),
+        );
+        r.register("resident_bytes", "Resident memory of the mount's daemon", m.resident.clone());
+        r.register(
+            "page_cache_bytes",
+            "Capacity of the store's page cache now (lowered near the memory ceiling)",
+            m.page_cache.clone(),
         );
         r.register("uptime_seconds", "Seconds since the vault was mounted", m.uptime.clone());
         Metrics { registry, ..m }
@@ -210,6 +224,8 @@ impl Metrics {
         self.segments.set(clamp(f.segments));
         self.segment_bytes.set(clamp(f.segment_bytes));
         self.segment_dead.set(clamp(f.segment_dead_bytes));
+        self.resident.set(clamp(f.resident_bytes));
+        self.page_cache.set(clamp(f.page_cache_bytes));
         self.uptime.set(self.started.elapsed().as_secs_f64());
         let mut out = String::new();
         // Writing into a String cannot fail.

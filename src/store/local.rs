@@ -39,6 +39,8 @@ pub struct Local {
     commit_ms: AtomicU64,
     /// The thread that hands grouped batches to sled and commits, while `Grouped`.
     committer: Mutex<Option<Committer>>,
+    /// sled's page cache capacity now (`set_cache_capacity`).
+    cache_bytes: AtomicU64,
 }
 
 /// What the store and its committer thread share.
@@ -254,6 +256,7 @@ impl Local {
                         shared: Arc::new(shared),
                         commit_ms: AtomicU64::new(0),
                         committer: Mutex::new(None),
+                        cache_bytes: AtomicU64::new(cache_bytes),
                     });
                 }
             }
@@ -432,6 +435,16 @@ impl Local {
     /// Makes everything applied so far durable (fsync, unmount).
     pub fn flush(&self) -> Result<()> {
         self.shared.commit()
+    }
+
+    /// Sets sled's page cache capacity while open.
+    pub fn set_cache_capacity(&self, bytes: u64) {
+        self.db().set_cache_capacity(bytes);
+        self.cache_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn cache_capacity(&self) -> u64 {
+        self.cache_bytes.load(Ordering::Relaxed)
     }
 
     /// Bytes the store occupies on disk.

@@ -15,6 +15,7 @@ mod address;
 mod cluster;
 mod compact;
 mod local;
+pub mod memory;
 mod overlay;
 mod recover;
 mod segments;
@@ -356,6 +357,23 @@ impl Store {
     /// gate: it changes nothing a frozen view could see.
     pub fn flush(&self) -> Result<()> {
         each!(self, b => b.flush())
+    }
+
+    /// Sets the page cache's size while open (`memory.rs`). A cluster
+    /// store's read cache has a fixed bound of its own: nothing to set.
+    pub fn set_cache_capacity(&self, bytes: u64) {
+        if let Backend::Local(l) = &self.backend {
+            l.set_cache_capacity(bytes);
+        }
+    }
+
+    /// The page cache's capacity now (None: a cluster store, whose read
+    /// cache has a fixed bound).
+    pub fn cache_capacity(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Local(l) => Some(l.cache_capacity()),
+            Backend::Cluster(_) => None,
+        }
     }
 
     /// Bytes the store occupies on disk (a cluster store: its objects).

@@ -14,6 +14,7 @@ use super::error::{ErrorKind, Result, err};
 use super::rules::{lockable_levels, rules};
 use super::{AuditOp, Caller, Core, FileKind, Record, Timestamp, Unlocked, Vault, level_dir};
 use crate::policy::{self, Policy};
+use crate::store::memory::MemoryGovernor;
 
 /// How often the upkeep thread looks at idle levels.
 const UPKEEP_TICK: Duration = Duration::from_millis(250);
@@ -495,6 +496,19 @@ impl Vault<Unlocked> {
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotEmpty) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Starts the daemon's memory governor (`store::memory`): holds the
+    /// process under `ceiling` bytes by lowering the store's page cache from
+    /// `cache` bytes while needed. It holds the vault weakly.
+    pub fn start_memory_governor(&self, ceiling: u64, cache: u64) -> Result<MemoryGovernor> {
+        let core = Arc::downgrade(&self.0.core);
+        crate::store::memory::govern(ceiling, cache, move |bytes| {
+            if let Some(core) = core.upgrade() {
+                core.store.set_cache_capacity(bytes);
+            }
+        })
+        .map_err(|e| err(ErrorKind::Io, format!("cannot start the memory governor: {e}")))
     }
 
     /// Starts the daemon's upkeep thread: relocks idle levels and purges old

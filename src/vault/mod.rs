@@ -391,6 +391,8 @@ impl Vault<Unlocked> {
             segments: segments.len() as u64,
             segment_bytes: segments.iter().map(|(_, len)| len).sum(),
             segment_dead_bytes: core.space.dead().values().sum(),
+            resident_bytes: crate::sys::resident_bytes().unwrap_or(0),
+            page_cache_bytes: core.store.cache_capacity().unwrap_or(0),
         }
     }
 

@@ -421,6 +421,13 @@ impl Db {
         Ok(hasher.finalize())
     }
 
+    /// vaultfs: changes the page cache's capacity (`Config::cache_capacity`)
+    /// while the database is open. Lowered, the cache evicts down to it as
+    /// its pages are next accessed.
+    pub fn set_cache_capacity(&self, bytes: u64) {
+        self.context.pagecache.set_cache_capacity(bytes);
+    }
+
     /// Returns the on-disk size of the storage files
     /// for this database.
     pub fn size_on_disk(&self) -> Result<u64> {

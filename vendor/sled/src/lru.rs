@@ -230,6 +230,21 @@ impl Lru {
         Self { shards }
     }
 
+    /// vaultfs: a new capacity for the whole cache, split over the shards
+    /// as at the start. A shard over it evicts at its next accesses.
+    pub(crate) fn set_capacity(&self, cache_capacity: u64) {
+        let shard_capacity = (cache_capacity / self.shards.len() as u64).max(1);
+        for (_, shard) in &self.shards {
+            loop {
+                if let Some(mut shard) = shard.try_lock() {
+                    shard.capacity = shard_capacity;
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+    }
+
     /// Called when an item is accessed. Returns a Vec of items to be
     /// evicted. Uses flat-combining to avoid blocking on what can
     /// be an asynchronous operation.
