@@ -500,14 +500,19 @@ impl Vault<Unlocked> {
 
     /// Starts the daemon's memory governor (`store::memory`): holds the
     /// process under `ceiling` bytes by lowering the store's page cache from
-    /// `cache` bytes while needed. It holds the vault weakly.
-    pub fn start_memory_governor(&self, ceiling: u64, cache: u64) -> Result<MemoryGovernor> {
+    /// `cache` bytes while needed. It holds the vault weakly. None for a
+    /// cluster vault: it has no page cache, and its caches have fixed bounds.
+    pub fn start_memory_governor(&self, ceiling: u64, cache: u64) -> Result<Option<MemoryGovernor>> {
+        if self.0.core.store.cache_capacity().is_none() {
+            return Ok(None);
+        }
         let core = Arc::downgrade(&self.0.core);
         crate::store::memory::govern(ceiling, cache, move |bytes| {
             if let Some(core) = core.upgrade() {
                 core.store.set_cache_capacity(bytes);
             }
         })
+        .map(Some)
         .map_err(|e| err(ErrorKind::Io, format!("cannot start the memory governor: {e}")))
     }
 
