@@ -221,21 +221,24 @@ impl Vault<Unlocked> {
     }
 
     fn xattr_key(&self, node: &Node, name: &[u8]) -> Result<Vec<u8>> {
-        if name.is_empty() || name.len() > MAX_NAME_LEN {
-            return Err(err(ErrorKind::InvalidArgument, "bad xattr name length"));
-        }
-        if name.starts_with(POSIX_ACL_PREFIX) {
-            // Storing ACLs without enforcing them would make `cp -a` and
-            // `setfacl` believe in permissions that do not hold; refusing makes
-            // them fall back to chmod (docs/SEMANTICS.md).
-            return Err(err(ErrorKind::Unsupported, "POSIX ACLs are not supported"));
-        }
+        check_xattr_name(name)?;
         let tag = self.core().meta_keys(node.sealed_level)?.xattr_tag(node.ino, name);
         Ok(keys::xattr(node.ino, &tag).to_vec())
     }
 
+    /// Whether inode `ino` has any extended attribute: one probe of its key
+    /// range, no inode opened. Most files have none, and `ls -l` asks every
+    /// file for `security.selinux`, `cp -a` lists each file's twice.
+    fn has_xattrs(&self, ino: u64) -> Result<bool> {
+        Ok(self.core().store.scan_prefix(&keys::xattr_prefix(ino)).next().transpose()?.is_some())
+    }
+
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         let core = self.core();
+        check_xattr_name(name)?;
+        if !self.has_xattrs(ino)? {
+            return Err(err(ErrorKind::NoData, "no such attribute"));
+        }
         let node = core.load(ino)?;
         let key = self.xattr_key(&node, name)?;
         let v = core.store.get(&key)?.ok_or_else(|| err(ErrorKind::NoData, "no such attribute"))?;
@@ -272,6 +275,9 @@ impl Vault<Unlocked> {
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
         let core = self.core();
+        if !self.has_xattrs(ino)? {
+            return Ok(Vec::new());
+        }
         let node = core.load(ino)?;
         let mk = core.meta_keys(node.sealed_level)?;
         let mut names = Vec::new();
@@ -296,4 +302,18 @@ impl Vault<Unlocked> {
         txn.touch(ino);
         txn.commit()
     }
+}
+
+/// A name `getxattr`, `setxattr` and `removexattr` may use.
+fn check_xattr_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(err(ErrorKind::InvalidArgument, "bad xattr name length"));
+    }
+    if name.starts_with(POSIX_ACL_PREFIX) {
+        // Storing ACLs without enforcing them would make `cp -a` and
+        // `setfacl` believe in permissions that do not hold; refusing makes
+        // them fall back to chmod (docs/SEMANTICS.md).
+        return Err(err(ErrorKind::Unsupported, "POSIX ACLs are not supported"));
+    }
+    Ok(())
 }

@@ -174,8 +174,17 @@ fn xattrs_and_setattr() {
     assert_eq!(v.setxattr(f.ino, b"user.k", b"v2", create).unwrap_err().kind(), ErrorKind::Exists);
     assert_eq!(v.getxattr(f.ino, b"user.k").unwrap(), b"v1");
     assert_eq!(v.listxattr(f.ino).unwrap(), vec![b"user.k".to_vec()]);
+    // A file with none answers from one probe of its key range; its
+    // neighbour's attributes are not its own; ACL names are refused first.
+    let g = v.create(level_dir(1), b"g", file(0)).unwrap();
+    assert_eq!(v.getxattr(g.ino, b"user.k").unwrap_err().kind(), ErrorKind::NoData);
+    assert_eq!(v.getxattr(g.ino, b"security.selinux").unwrap_err().kind(), ErrorKind::NoData);
+    assert_eq!(v.listxattr(g.ino).unwrap(), Vec::<Vec<u8>>::new());
+    assert_eq!(v.getxattr(g.ino, b"system.posix_acl_access").unwrap_err().kind(), ErrorKind::Unsupported);
+    assert_eq!(v.getxattr(f.ino, b"user.other").unwrap_err().kind(), ErrorKind::NoData);
     v.removexattr(f.ino, b"user.k").unwrap();
     assert_eq!(v.getxattr(f.ino, b"user.k").unwrap_err().kind(), ErrorKind::NoData);
+    assert_eq!(v.listxattr(f.ino).unwrap(), Vec::<Vec<u8>>::new());
     v.write(f.ino, 0, &[7u8; 10000]).unwrap();
     let a = v.setattr(f.ino, &SetAttr { size: Some(5000), ..Default::default() }).unwrap();
     assert_eq!(a.size, 5000);
