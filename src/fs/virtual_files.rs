@@ -37,6 +37,25 @@ pub const ARCHIVE_INO_BASE: u64 = 1 << 63;
 /// Cookie of the archive entry in a `.backup` listing.
 const ARCHIVE_COOKIE: u64 = 3;
 
+/// The most records `.audit` shows: its text is built in the daemon's
+/// memory (about 200 bytes a record, held twice while a snapshot is taken),
+/// so a log past this refuses (EFBIG) rather than take gigabytes; its older
+/// records belong in archives (ADMIN.md, "Audit archives").
+const MAX_AUDIT_TEXT_RECORDS: u64 = 1_000_000;
+
+/// `.audit` may show `shown` records.
+fn audit_text_fits(shown: u64) -> Res<()> {
+    if shown > MAX_AUDIT_TEXT_RECORDS {
+        tracing::error!(
+            ".audit refused: the log holds {shown} records since its archive base, more than the \
+             {MAX_AUDIT_TEXT_RECORDS} its text is built from in memory; archive the older ones \
+             (vaultfs audit archive STORE --before ..., or policy [audit] keep)"
+        );
+        return Err(Errno::EFBIG);
+    }
+    Ok(())
+}
+
 /// The root's own entries, listed after every level directory under cookies
 /// no vault entry uses (entry cookies are at most 2^62 + 3), in this order.
 pub const ROOT_ENTRIES: [(u64, u64, FileKind, &[u8]); 3] = [
@@ -127,11 +146,16 @@ impl VirtualFiles {
     /// The attributes of virtual inode `ino`, as handle `fh` (if any) sees it.
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Res<Attr> {
         if is_root_text(ino) {
-            let text = match fh.and_then(|fh| self.texts().get(&fh).cloned()) {
-                Some(t) => t,
-                None => self.text(ino)?,
+            let size = match fh.and_then(|fh| self.texts().get(&fh).cloned()) {
+                Some(t) => t.len() as u64,
+                // Too large to show: it still lists and stats (as empty), so
+                // `ls` of the root works; opening it says why it cannot.
+                None => match self.text(ino) {
+                    Err(Errno::EFBIG) => 0,
+                    t => t?.len() as u64,
+                },
             };
-            return Ok(Attr { ino, ..self.file_attr(text.len() as u64) });
+            return Ok(Attr { ino, ..self.file_attr(size) });
         }
         if ino == BACKUP_DIR_INO {
             return Ok(self.backup_dir_attr());
@@ -255,6 +279,7 @@ impl VirtualFiles {
     /// The current `.audit` text: the base line if the log is archived, the
     /// cached leaf lines, the new ones, and a checkpoint over all of them.
     fn audit_text(&self) -> Res<Arc<Vec<u8>>> {
+        audit_text_fits(self.vault.audit_size().saturating_sub(self.vault.audit_base_size()))?;
         let mut cache = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut tail) = self.vault.audit_export_since(cache.1).map_err(e)? else {
             return Ok(Arc::new(Vec::new()));
@@ -321,5 +346,17 @@ impl VirtualFiles {
     fn archive_attr(&self, a: &Archive) -> Attr {
         let t = a.made_at;
         Attr { ino: a.ino, atime: t, mtime: t, ctime: t, crtime: t, ..self.file_attr(a.size) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audit_log_too_large_to_show_is_refused_not_built() {
+        assert!(audit_text_fits(0).is_ok());
+        assert!(audit_text_fits(MAX_AUDIT_TEXT_RECORDS).is_ok());
+        assert_eq!(audit_text_fits(MAX_AUDIT_TEXT_RECORDS + 1).unwrap_err(), Errno::EFBIG);
     }
 }
