@@ -38,7 +38,7 @@ pub const ARCHIVE_INO_BASE: u64 = 1 << 63;
 const ARCHIVE_COOKIE: u64 = 3;
 
 /// The most records `.audit` shows: its text is built in the daemon's
-/// memory (about 200 bytes a record, held twice while a snapshot is taken),
+/// memory (about 400 bytes a record, held twice while a snapshot is taken),
 /// so a log past this refuses (EFBIG) rather than take gigabytes; its older
 /// records belong in archives (ADMIN.md, "Audit archives").
 const MAX_AUDIT_TEXT_RECORDS: u64 = 1_000_000;
