@@ -43,17 +43,10 @@ const ARCHIVE_COOKIE: u64 = 3;
 /// records belong in archives (ADMIN.md, "Audit archives").
 const MAX_AUDIT_TEXT_RECORDS: u64 = 1_000_000;
 
-/// `.audit` may show `shown` records.
+/// `.audit` may show `shown` records. Silent: a stat of a log too large
+/// to show is answered as empty, and only a refused open is logged.
 fn audit_text_fits(shown: u64) -> Res<()> {
-    if shown > MAX_AUDIT_TEXT_RECORDS {
-        tracing::error!(
-            ".audit refused: the log holds {shown} records since its archive base, more than the \
-             {MAX_AUDIT_TEXT_RECORDS} its text is built from in memory; archive the older ones \
-             (vaultfs audit archive STORE --before ..., or policy [audit] keep)"
-        );
-        return Err(Errno::EFBIG);
-    }
-    Ok(())
+    if shown > MAX_AUDIT_TEXT_RECORDS { Err(Errno::EFBIG) } else { Ok(()) }
 }
 
 /// The root's own entries, listed after every level directory under cookies
@@ -176,7 +169,16 @@ impl VirtualFiles {
     /// archive it names (ENOENT once the archive is gone).
     pub fn open(&self, ino: u64, fh: u64) -> Res<()> {
         if is_root_text(ino) {
-            let text = self.text(ino)?;
+            let text = self.text(ino).inspect_err(|&e| {
+                if e == Errno::EFBIG {
+                    tracing::error!(
+                        ".audit refused: the log holds {} records since its archive base, more than \
+                         the {MAX_AUDIT_TEXT_RECORDS} its text is built from in memory; archive the \
+                         older ones (vaultfs audit archive STORE --before ..., or policy [audit] keep)",
+                        self.vault.audit_size().saturating_sub(self.vault.audit_base_size())
+                    );
+                }
+            })?;
             self.texts().insert(fh, text);
             return Ok(());
         }
