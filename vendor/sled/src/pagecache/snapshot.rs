@@ -462,6 +462,16 @@ fn read_snapshot(config: &RunningConfig) -> Result<Option<Snapshot>> {
         return Ok(None);
     }
 
+    // vaultfs: a `.generating` file is a snapshot whose writer died before
+    // renaming it into place (a kill or a crash while opening); it is never
+    // the newest complete snapshot, and reading it as one made the database
+    // refuse to open. `write_snapshot` removes such leftovers.
+    candidates.retain(|p| !p.to_string_lossy().ends_with(".generating"));
+    if candidates.is_empty() {
+        debug!("no previous complete snapshot found");
+        return Ok(None);
+    }
+
     candidates.sort();
     let path = candidates.pop().unwrap();
 
@@ -542,8 +552,14 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
 
     let parent = path_1.parent().unwrap();
     std::fs::create_dir_all(parent)?;
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).open(&path_1)?;
+    // vaultfs: truncated, because a leftover `.generating` file of the same
+    // lsn (its writer killed) may be longer than this snapshot, and its tail
+    // would follow the new checksum into the renamed file.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path_1)?;
 
     // write the snapshot bytes, followed by a crc64 checksum at the end
     io_fail!(config, "snap write");
