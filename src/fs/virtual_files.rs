@@ -6,7 +6,9 @@
 //! down from the top), are read-only, and are for the mounting uid alone:
 //! the log names every file touched, and an archive is the whole vault.
 //! `.audit` and `.stats` are text snapshots taken at open and held per file
-//! handle, so a reader sees one consistent text. What is recorded about
+//! handle, so a reader sees one consistent text: `.stats` whole, `.audit`
+//! as a tree size and checkpoint whose lines are rendered as they are read
+//! (`audit::log::AuditText`), so a log of any length shows in bounded memory. What is recorded about
 //! these accesses is the adapter's to decide (`record.rs`); this module only
 //! answers.
 
@@ -19,6 +21,7 @@ use fuser::Errno;
 
 use super::backup::{Archive, ArchiveMaker, BackupFiles};
 use super::errno::{Res, e};
+use crate::audit::log::AuditText;
 use crate::vault::{Attr, FileKind, ROOT_INO, Timestamp, Unlocked, Vault};
 
 /// The `.audit` file's inode number: below the first user inode, never stored.
@@ -36,18 +39,6 @@ pub const ARCHIVE_INO_BASE: u64 = 1 << 63;
 
 /// Cookie of the archive entry in a `.backup` listing.
 const ARCHIVE_COOKIE: u64 = 3;
-
-/// The most records `.audit` shows: its text is built in the daemon's
-/// memory (about 400 bytes a record, held twice while a snapshot is taken),
-/// so a log past this refuses (EFBIG) rather than take gigabytes; its older
-/// records belong in archives (ADMIN.md, "Audit archives").
-const MAX_AUDIT_TEXT_RECORDS: u64 = 1_000_000;
-
-/// `.audit` may show `shown` records. Silent: a stat of a log too large
-/// to show is answered as empty, and only a refused open is logged.
-fn audit_text_fits(shown: u64) -> Res<()> {
-    if shown > MAX_AUDIT_TEXT_RECORDS { Err(Errno::EFBIG) } else { Ok(()) }
-}
 
 /// The root's own entries, listed after every level directory under cookies
 /// no vault entry uses (entry cookies are at most 2^62 + 3), in this order.
@@ -80,29 +71,37 @@ fn read_only(flags: i32) -> Res<()> {
     Ok(())
 }
 
+/// A snapshot of `.stats` or `.audit`, held by an open handle.
+#[derive(Clone)]
+enum Text {
+    Stats(Arc<Vec<u8>>),
+    /// None: the log is empty.
+    Audit(Option<Arc<AuditText>>),
+}
+
+impl Text {
+    fn len(&self) -> u64 {
+        match self {
+            Text::Stats(t) => t.len() as u64,
+            Text::Audit(t) => t.as_ref().map_or(0, |t| t.len()),
+        }
+    }
+}
+
 pub struct VirtualFiles {
     vault: Vault<Unlocked>,
     /// `.audit` and `.stats` snapshots, by file handle.
-    texts: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
-    /// The `.audit` leaf lines rendered so far, so a stat or open decrypts
-    /// only what is new: (first leaf shown, the archive base; leaves
-    /// covered; their lines).
-    lines: Mutex<(u64, u64, Vec<u8>)>,
+    texts: Mutex<HashMap<u64, Text>>,
     backups: BackupFiles,
 }
 
 impl VirtualFiles {
     /// `backup` makes the archives of `.backup/` (None: the directory is empty).
     pub fn new(vault: Vault<Unlocked>, backup: Option<ArchiveMaker>) -> Self {
-        VirtualFiles {
-            vault,
-            texts: Mutex::default(),
-            lines: Mutex::default(),
-            backups: BackupFiles::new(backup),
-        }
+        VirtualFiles { vault, texts: Mutex::default(), backups: BackupFiles::new(backup) }
     }
 
-    fn texts(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Vec<u8>>>> {
+    fn texts(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Text>> {
         self.texts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -140,13 +139,8 @@ impl VirtualFiles {
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Res<Attr> {
         if is_root_text(ino) {
             let size = match fh.and_then(|fh| self.texts().get(&fh).cloned()) {
-                Some(t) => t.len() as u64,
-                // Too large to show: it still lists and stats (as empty), so
-                // `ls` of the root works; opening it says why it cannot.
-                None => match self.text(ino) {
-                    Err(Errno::EFBIG) => 0,
-                    t => t?.len() as u64,
-                },
+                Some(t) => t.len(),
+                None => self.text(ino)?.len(),
             };
             return Ok(Attr { ino, ..self.file_attr(size) });
         }
@@ -169,16 +163,7 @@ impl VirtualFiles {
     /// archive it names (ENOENT once the archive is gone).
     pub fn open(&self, ino: u64, fh: u64) -> Res<()> {
         if is_root_text(ino) {
-            let text = self.text(ino).inspect_err(|&e| {
-                if e == Errno::EFBIG {
-                    tracing::error!(
-                        ".audit refused: the log holds {} records since its archive base, more than \
-                         the {MAX_AUDIT_TEXT_RECORDS} its text is built from in memory; archive the \
-                         older ones (vaultfs audit archive STORE --before ..., or policy [audit] keep)",
-                        self.vault.audit_size().saturating_sub(self.vault.audit_base_size())
-                    );
-                }
-            })?;
+            let text = self.text(ino)?;
             self.texts().insert(fh, text);
             return Ok(());
         }
@@ -195,10 +180,18 @@ impl VirtualFiles {
     /// Up to `size` bytes at `offset` of the file open as `fh`.
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Res<Vec<u8>> {
         if is_root_text(ino) {
-            let t = self.texts().get(&fh).cloned().ok_or(Errno::EBADF)?;
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(t.len());
-            let end = start.saturating_add(size as usize).min(t.len());
-            return Ok(t[start..end].to_vec());
+            return match self.texts().get(&fh).cloned().ok_or(Errno::EBADF)? {
+                Text::Stats(t) => {
+                    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(t.len());
+                    let end = start.saturating_add(size as usize).min(t.len());
+                    Ok(t[start..end].to_vec())
+                }
+                Text::Audit(None) => Ok(Vec::new()),
+                Text::Audit(Some(t)) => self.vault.audit_text_read(&t, offset, size).map_err(|err| {
+                    tracing::error!("reading .audit at {offset}: {err}");
+                    e(err)
+                }),
+            };
         }
         self.backups.by_handle(fh).ok_or(Errno::EBADF)?.read(offset, size)
     }
@@ -206,7 +199,7 @@ impl VirtualFiles {
     /// The size of the file open as `fh`.
     pub fn size(&self, ino: u64, fh: u64) -> Res<u64> {
         if is_root_text(ino) {
-            return self.texts().get(&fh).map(|t| t.len() as u64).ok_or(Errno::EBADF);
+            return self.texts().get(&fh).map(Text::len).ok_or(Errno::EBADF);
         }
         let held = self.backups.by_handle(fh).filter(|a| a.ino == ino);
         held.map(|a| a.size).ok_or(Errno::ENXIO)
@@ -270,37 +263,18 @@ impl VirtualFiles {
         }
     }
 
-    /// The text of `.audit` or `.stats` now.
-    fn text(&self, ino: u64) -> Res<Arc<Vec<u8>>> {
+    /// A snapshot of `.audit` or `.stats` now.
+    fn text(&self, ino: u64) -> Res<Text> {
         if ino == STATS_INO {
-            return Ok(Arc::new(self.vault.metrics().render(&self.vault.figures()).into_bytes()));
+            return Ok(Text::Stats(Arc::new(
+                self.vault.metrics().render(&self.vault.figures()).into_bytes(),
+            )));
         }
-        self.audit_text()
-    }
-
-    /// The current `.audit` text: the base line if the log is archived, the
-    /// cached leaf lines, the new ones, and a checkpoint over all of them.
-    fn audit_text(&self) -> Res<Arc<Vec<u8>>> {
-        audit_text_fits(self.vault.audit_size().saturating_sub(self.vault.audit_base_size()))?;
-        let mut cache = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mut tail) = self.vault.audit_export_since(cache.1).map_err(e)? else {
-            return Ok(Arc::new(Vec::new()));
-        };
-        // Archived since the cache was filled: its lines start too early.
-        if tail.first != cache.0 {
-            *cache = (tail.first, tail.first, Vec::new());
-            let Some(t) = self.vault.audit_export_since(tail.first).map_err(e)? else {
-                return Ok(Arc::new(Vec::new()));
-            };
-            tail = t;
-        }
-        cache.2.extend_from_slice(&tail.lines);
-        cache.1 = tail.size;
-        let mut text = Vec::with_capacity(tail.head.len() + cache.2.len() + tail.checkpoint_line.len());
-        text.extend_from_slice(tail.head.as_bytes());
-        text.extend_from_slice(&cache.2);
-        text.extend_from_slice(tail.checkpoint_line.as_bytes());
-        Ok(Arc::new(text))
+        let t = self.vault.audit_text().map_err(|err| {
+            tracing::error!("taking a snapshot of .audit: {err}");
+            e(err)
+        })?;
+        Ok(Text::Audit(t.map(Arc::new)))
     }
 
     /// A read-only file of the mounting uid, `size` bytes, dated now.
@@ -348,17 +322,5 @@ impl VirtualFiles {
     fn archive_attr(&self, a: &Archive) -> Attr {
         let t = a.made_at;
         Attr { ino: a.ino, atime: t, mtime: t, ctime: t, crtime: t, ..self.file_attr(a.size) }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_audit_log_too_large_to_show_is_refused_not_built() {
-        assert!(audit_text_fits(0).is_ok());
-        assert!(audit_text_fits(MAX_AUDIT_TEXT_RECORDS).is_ok());
-        assert_eq!(audit_text_fits(MAX_AUDIT_TEXT_RECORDS + 1).unwrap_err(), Errno::EFBIG);
     }
 }

@@ -186,9 +186,19 @@ impl Vault<Unlocked> {
         self.record(rec, 0, true)
     }
 
-    /// `.audit` beyond its first `from` leaves (see `Log::export_since`).
-    pub fn audit_export_since(&self, from: u64) -> Result<Option<crate::audit::log::ExportTail>> {
-        Ok(self.core().audit.export_since(&self.core().store, from)?)
+    /// A snapshot of `.audit` now (see `Log::text`); None for an empty log.
+    pub fn audit_text(&self) -> Result<Option<crate::audit::log::AuditText>> {
+        Ok(self.core().audit.text(&self.core().store)?)
+    }
+
+    /// Up to `len` bytes of the snapshot `text` from `offset`.
+    pub fn audit_text_read(
+        &self,
+        text: &crate::audit::log::AuditText,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>> {
+        Ok(self.core().audit.read_text(&self.core().store, text, offset, len)?)
     }
 
     /// The newest checkpoint note, signed now if the log grew, and durable

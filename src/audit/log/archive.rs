@@ -283,7 +283,7 @@ impl Log {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::audit::verify::{verify_export, verify_files};
     use crate::crypto::SigningKey;
@@ -307,7 +307,7 @@ mod tests {
         }
     }
 
-    fn signer() -> SigningKey {
+    pub(in crate::audit::log) fn signer() -> SigningKey {
         SigningKey::from_seed(Key32::from_bytes([2; 32]))
     }
 
@@ -315,7 +315,7 @@ mod tests {
         Log::open(store, [9; 16], Key32::from_bytes([1; 32]), signer()).unwrap()
     }
 
-    fn archive(log: &Log, store: &Store, cut: u64, name: &str) -> Vec<u8> {
+    pub(in crate::audit::log) fn archive(log: &Log, store: &Store, cut: u64, name: &str) -> Vec<u8> {
         let mut file = Vec::new();
         let w = log.write_archive(store, cut, &mut file).unwrap();
         let digest = crypto::blake3_of(&file);
@@ -331,7 +331,7 @@ mod tests {
     }
 
     /// Appends `n` leaves, some through operations' batches (slots), some queued.
-    fn grow(log: &Log, store: &Store, n: u64) {
+    pub(in crate::audit::log) fn grow(log: &Log, store: &Store, n: u64) {
         for i in 0..n {
             if i % 3 == 0 {
                 log.append_with(store, leaf(i), Batch::default()).unwrap();
@@ -345,7 +345,7 @@ mod tests {
     }
 
     /// A new store whose log holds `n` leaves.
-    fn grown(n: u64) -> (tempfile::TempDir, Store, Log) {
+    pub(in crate::audit::log) fn grown(n: u64) -> (tempfile::TempDir, Store, Log) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), true).unwrap();
         let log = open(&store);

@@ -75,17 +75,6 @@ fn corrupt(msg: impl Into<String>) -> LogError {
 /// a second after it grew.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(800);
 
-/// See `Log::export_since`.
-pub struct ExportTail {
-    /// The first leaf the text can show (the log's archive base), and the
-    /// base line that must open the text when it is not 0.
-    pub first: u64,
-    pub head: String,
-    pub size: u64,
-    pub lines: Vec<u8>,
-    pub checkpoint_line: String,
-}
-
 /// The open log of one vault.
 pub struct Log {
     vault_id: [u8; 16],
@@ -97,17 +86,22 @@ pub struct Log {
     /// before `base.frontier.size` are in archive files. Lock order: `state`
     /// first.
     base: RwLock<Base>,
+    /// Where `.audit`'s lines end, by groups of leaves (`text.rs`). Lock
+    /// order: after `state` if both.
+    index: Mutex<text::LineIndex>,
 }
 
 mod archive;
 mod proofs;
 mod read;
+mod text;
 mod verify_store;
 mod write;
 pub use archive::base_frontier;
 #[cfg(any(test, feature = "internals"))]
 pub use archive::Written;
 pub use proofs::STORED_NODE_LEVEL;
+pub use text::AuditText;
 use read::decode_chunk;
 pub use write::{SLOTS, slot_range};
 #[cfg(any(test, feature = "internals"))]
@@ -209,6 +203,7 @@ impl Log {
                 checkpointed_at: Instant::now(),
             }),
             base: RwLock::new(base),
+            index: Mutex::default(),
         };
         // Leaves stored by operations since the frontier was: their nodes
         // were stored with them, only the frontier needs them.

@@ -1,5 +1,5 @@
 //! Reading the stored leaves back: singles, chunks and live slots in order,
-//! and the `.audit` export.
+//! and the `.audit` export whole (`text.rs` reads it in ranges).
 
 use super::*;
 
@@ -58,37 +58,16 @@ impl Log {
         Ok(plain.to_vec())
     }
 
-    /// The `.audit` text: every stored leaf as a JSON line, then a checkpoint
-    /// freshly signed over all of them.
+    /// The whole `.audit` text now (tests and fuzzing; the mount reads
+    /// it in ranges).
     #[cfg(any(test, feature = "internals"))]
     pub fn export(&self, store: &Store) -> Result<Vec<u8>> {
+        let Some(text) = self.text(store)? else { return Ok(Vec::new()) };
         let mut out = Vec::new();
-        if let Some(next) = self.export_since(store, 0)? {
-            out.extend_from_slice(next.head.as_bytes());
-            out.extend_from_slice(&next.lines);
-            out.extend_from_slice(next.checkpoint_line.as_bytes());
+        while (out.len() as u64) < text.len() {
+            out.extend(self.read_text(store, &text, out.len() as u64, 1 << 20)?);
         }
         Ok(out)
-    }
-
-    /// What `.audit` gained since its first `from` leaves: the lines of leaves
-    /// `from..size` (from the archive base if `from` is before it) and a
-    /// checkpoint line signed over exactly `size` leaves, taken together (no
-    /// append can slip between them). None for an empty log.
-    pub fn export_since(&self, store: &Store, from: u64) -> Result<Option<ExportTail>> {
-        let mut st = self.state();
-        self.write_pending(store, &mut st, Batch::default(), true)?;
-        let Some(note) = self.checkpoint_locked(store, &mut st, false)? else { return Ok(None) };
-        let size = st.frontier.size;
-        let base = self.base.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let first = base.frontier.size;
-        let head = if first > 0 { base.line() } else { String::new() };
-        let mut lines = Vec::new();
-        for entry in self.leaves(store, from.clamp(first, size), size) {
-            let (_, bytes) = entry?;
-            lines.extend_from_slice(export::leaf_line_from_bytes(&bytes)?.as_bytes());
-        }
-        Ok(Some(ExportTail { first, head, size, lines, checkpoint_line: export::checkpoint_line(&note) }))
     }
 
     /// Stored leaves `from..to`, opened: (seq, leaf bytes). A leaf or chunk
