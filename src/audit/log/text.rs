@@ -191,7 +191,7 @@ impl Log {
         let render = || -> Result<Vec<u8>> {
             let mut out = Vec::new();
             for entry in self.leaves(store, from, to) {
-                out.extend_from_slice(export::leaf_line_from_bytes(&entry?.1)?.as_bytes());
+                export::write_leaf_line(&mut out, &entry?.1)?;
             }
             Ok(out)
         };
