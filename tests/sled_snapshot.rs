@@ -9,9 +9,24 @@
 //! (vendor/README.md); these tests fail without it.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+/// Opens as vaultfs does (no flusher thread). A database just dropped may
+/// still hold its file lock for a moment (sled's pool finishing a write),
+/// so the lock alone is waited for.
 fn open(dir: &Path) -> sled::Db {
-    sled::Config::new().path(dir).open().unwrap_or_else(|e| panic!("sled refuses {}: {e}", dir.display()))
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("sled refuses {}: {e}", dir.display()),
+        }
+    }
 }
 
 /// A database with some content, closed, whose next open writes a snapshot.
