@@ -187,9 +187,12 @@ impl VirtualFiles {
                     Ok(t[start..end].to_vec())
                 }
                 Text::Audit(None) => Ok(Vec::new()),
+                // Whatever stops a line from rendering (records archived
+                // since the open, damage) is an I/O error to the reader;
+                // the log says which.
                 Text::Audit(Some(t)) => self.vault.audit_text_read(&t, offset, size).map_err(|err| {
                     tracing::error!("reading .audit at {offset}: {err}");
-                    e(err)
+                    Errno::EIO
                 }),
             };
         }

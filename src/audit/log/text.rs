@@ -86,6 +86,14 @@ impl Log {
     /// brought up to date (the first snapshot renders every stored leaf
     /// once). None for an empty log.
     pub fn text(&self, store: &Store) -> Result<Option<AuditText>> {
+        let first = self.base_size();
+        self.text_once(store).or_else(|e| {
+            // Records archived while the index was filled: once more, from the new base.
+            if self.base_size() != first { self.text_once(store) } else { Err(e) }
+        })
+    }
+
+    fn text_once(&self, store: &Store) -> Result<Option<AuditText>> {
         let (note, size, base) = {
             let mut st = self.state();
             self.write_pending(store, &mut st, Batch::default(), true)?;
