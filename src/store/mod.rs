@@ -7,7 +7,7 @@
 //!   (docs/CLUSTER.md).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use std::path::Path;
 
@@ -136,6 +136,8 @@ pub struct Store {
     gate: RwLock<()>,
     /// Set while a `Frozen` view holds the gate (see `Store::is_frozen`).
     frozen: AtomicBool,
+    /// The thread holding that view, which must never wait for it.
+    freezer: Mutex<Option<std::thread::ThreadId>>,
 }
 
 enum Backend {
@@ -156,7 +158,7 @@ macro_rules! each {
 
 impl Store {
     fn with(backend: Backend) -> Store {
-        Store { backend, gate: RwLock::new(()), frozen: AtomicBool::new(false) }
+        Store { backend, gate: RwLock::new(()), frozen: AtomicBool::new(false), freezer: Mutex::new(None) }
     }
 
     /// Opens the store under `dir` (created if absent when `create`); `dir`
@@ -335,6 +337,7 @@ impl Store {
     /// drop the view.
     pub fn freeze(&self) -> Frozen<'_> {
         let gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        *self.freezer.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current().id());
         self.frozen.store(true, Ordering::SeqCst);
         // Best effort: a failed hand-over leaves the overlay in place, and
         // the view's reads merge it anyway.
@@ -351,6 +354,15 @@ impl Store {
     /// than queue behind the snapshot holding its own locks.
     pub fn is_frozen(&self) -> bool {
         self.frozen.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no frozen view holds the store: at once if none does, or
+    /// if the caller is the thread holding it (which would wait forever).
+    pub fn wait_unfrozen(&self) {
+        let me = Some(std::thread::current().id());
+        if self.is_frozen() && *self.freezer.lock().unwrap_or_else(|p| p.into_inner()) != me {
+            drop(self.writing());
+        }
     }
 
     /// Makes everything applied so far durable (fsync, unmount). Needs no
@@ -405,6 +417,7 @@ impl Drop for Frozen<'_> {
     fn drop(&mut self) {
         // Before the gate opens (fields drop after this).
         self.store.frozen.store(false, Ordering::SeqCst);
+        *self.store.freezer.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 

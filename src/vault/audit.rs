@@ -93,7 +93,22 @@ impl Ticket {
 /// the committer stores it (records of writes are stored with the write).
 pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
+/// Bytes of records that may wait in memory while a backup snapshot holds
+/// the store (about 80,000 records).
+pub const MAX_FROZEN_BACKLOG: usize = 8 << 20;
+
 impl Core {
+    /// While a backup snapshot holds the store (`Store::freeze`), records
+    /// cannot be stored and wait in memory. Past `MAX_FROZEN_BACKLOG` the
+    /// recording thread waits for the snapshot to end too: a long snapshot
+    /// under a storm of reads pauses the readers, as it pauses writers,
+    /// rather than grow the daemon without bound.
+    pub(super) fn bound_frozen_backlog(&self) {
+        if self.store.is_frozen() && self.audit.pending_bytes() > MAX_FROZEN_BACKLOG {
+            self.store.wait_unfrozen();
+        }
+    }
+
     /// Applies `batch`, with the record of the access it is for, if any.
     pub(super) fn apply(&self, batch: Batch, record: Option<Leaf>) -> Result<()> {
         match record {
@@ -157,6 +172,7 @@ impl Vault<Unlocked> {
         if let Some(mut leaf) = unconsumed {
             leaf.result = result;
             core.audit.append(leaf);
+            core.bound_frozen_backlog();
         }
         if durable {
             core.audit.make_durable(&core.store)?;
@@ -172,6 +188,7 @@ impl Vault<Unlocked> {
         let core = self.core();
         core.metrics.count_op(rec.op.name(), result);
         core.audit.append(rec.leaf(result));
+        core.bound_frozen_backlog();
         if durable {
             core.audit.make_durable(&core.store)?;
         }

@@ -350,3 +350,46 @@ fn an_open_passes_the_level_gate_mode_bits_justification_budget_and_approval_in_
     assert_eq!(open(owner, &private, b""), Ok(()));
     assert_eq!(open(owner, &private, b""), Err(ErrorKind::RateLimited), "three opens a minute");
 }
+
+#[test]
+fn records_waiting_for_a_backup_snapshot_stay_bounded() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    const N: u64 = 400_000;
+    let (_dir, v) = new_vault();
+    let f = v.create(level_dir(1), b"f", file(0)).unwrap();
+    let core = v.core();
+    let read = || Record::offline(AuditOp::Read, b"reader", Some(1), f.ino, b"/1-working/f".to_vec(), 4096);
+    let frozen = core.store.freeze();
+    // The thread holding the snapshot is never held back by its own backlog.
+    for _ in 0..3 {
+        v.record(read(), 0, false).unwrap();
+    }
+    let appended = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let recorder = s.spawn(|| {
+            for _ in 0..N {
+                v.record(read(), 0, false).unwrap();
+                appended.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        // Until the recorder is done or has stopped moving.
+        let (mut seen, mut since) = (0, Instant::now());
+        while appended.load(Ordering::SeqCst) < N && since.elapsed() < Duration::from_millis(300) {
+            std::thread::sleep(Duration::from_millis(10));
+            let now = appended.load(Ordering::SeqCst);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+        }
+        // 400,000 records are some 30 MB: the recorder waits at the bound.
+        assert!(appended.load(Ordering::SeqCst) < N, "the backlog grew without bound");
+        assert!(core.audit.pending_bytes() <= audit::MAX_FROZEN_BACKLOG + 4096);
+        drop(frozen);
+        recorder.join().unwrap();
+    });
+    assert_eq!(appended.load(Ordering::SeqCst), N);
+    v.sync().unwrap();
+    assert_eq!(core.audit.pending_bytes(), 0);
+    assert!(v.audit_verify().unwrap().leaves >= N);
+}

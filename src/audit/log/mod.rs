@@ -234,6 +234,11 @@ impl Log {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Bytes of records appended and not yet stored.
+    pub fn pending_bytes(&self) -> usize {
+        self.state().pending.len()
+    }
+
     /// Number of leaves appended (stored or pending).
     pub fn size(&self) -> u64 {
         self.state().frontier.size
