@@ -9,7 +9,14 @@
 //!   fallocate and copy_file_range to one file and checks every byte it
 //!   reads back against its own copy.
 //!
-//! tests/conformance/install-tools.sh installs both (.ci/test runs it before
+//! - stress-ng 0.15 (Debian's), thirty-two of its file system stressors at
+//!   once with `--verify`, then `vaultfs fsck` of the store: clean, with the
+//!   audit log verified.
+//! - fio (Debian's) writing with checksums and reading them back: psync and
+//!   O_DIRECT libaio, block sizes from 512 bytes to 256 KiB, verifying
+//!   while writing and across fsyncs.
+//!
+//! tests/conformance/install-tools.sh installs the first two (.ci/test runs it before
 //! `cargo test`; the first test here runs it too, so a fresh checkout works).
 //! `VAULTFS_FSX_OPS=N` and `VAULTFS_FSX_SEEDS=1,2,...` lengthen the fsx runs.
 
@@ -251,4 +258,129 @@ fn fsx_large_writes_on_64k_blocks() {
     let m = Mount::with_init(&["--block-size", "65536"], &[]);
     // Each operation moves up to 1 MiB: fewer of them.
     fsx(&m, "fsx-large.toml", "fsx-large", 10_000);
+}
+
+/// What `vaultfs fsck` says of a mount's store once it is unmounted; panics
+/// unless the store is clean and its audit log verifies.
+fn fsck_clean(m: &mut Mount) -> String {
+    m.unmount();
+    let out = m.run(&["fsck", m.store.to_str().unwrap(), "--passphrase-file", m.passfile.to_str().unwrap()]);
+    let report = text(&out);
+    assert!(
+        out.status.success() && report.contains("status: clean") && report.contains("verified"),
+        "fsck after the run:\n{report}"
+    );
+    report
+}
+
+/// The file system stressors that apply to a FUSE mount, run together.
+const STRESSORS: &[&str] = &[
+    "access",
+    "chmod",
+    "chown",
+    "copy-file",
+    "dentry",
+    "dir",
+    "dirdeep",
+    "dirmany",
+    "dup",
+    "fallocate",
+    "filename",
+    "flock",
+    "fpunch",
+    "fsize",
+    "fstat",
+    "getdent",
+    "hdd",
+    "io",
+    "iomix",
+    "link",
+    "lockf",
+    "mknod",
+    "open",
+    "readahead",
+    "rename",
+    "seek",
+    "symlink",
+    "sync-file",
+    "touch",
+    "utime",
+    "xattr",
+    "fcntl",
+];
+
+#[test]
+fn stress_ng_file_system_stressors_verify_and_leave_a_clean_store() {
+    let mut m = Mount::new();
+    let dir = m.path("1-working/stress");
+    std::fs::create_dir(&dir).unwrap();
+    let mut cmd = Command::new("stress-ng");
+    for s in STRESSORS {
+        cmd.args([&format!("--{s}"), "1"]);
+    }
+    cmd.args(["--timeout", "15", "--verify", "--temp-path"]).arg(&dir);
+    let start = Instant::now();
+    let out = bounded(300, &mut cmd);
+    let log = text(&out);
+    let problems: Vec<&str> = log.lines().filter(|l| l.contains("fail") || l.contains("error")).collect();
+    assert!(out.status.success() && problems.is_empty(), "stress-ng ({}):\n{log}", out.status);
+    println!(
+        "stress-ng: {} stressors, 15 s, verified ({:.1}s)",
+        STRESSORS.len(),
+        start.elapsed().as_secs_f64()
+    );
+    assert!(m.log().lines().all(|l| !l.contains("ERROR")), "the daemon logged errors:\n{}", m.log());
+    fsck_clean(&mut m);
+}
+
+#[test]
+fn fio_verifies_what_it_wrote() {
+    let mut m = Mount::new();
+    let dir = m.path("1-working/fio");
+    std::fs::create_dir(&dir).unwrap();
+    let jobs: &[&[&str]] = &[
+        &[
+            "--name=psync",
+            "--size=48m",
+            "--nrfiles=4",
+            "--rw=randwrite",
+            "--bs=4k,64k",
+            "--ioengine=psync",
+            "--numjobs=2",
+            "--verify=crc32c",
+        ],
+        &[
+            "--name=direct",
+            "--size=32m",
+            "--rw=randrw",
+            "--bs=512-128k",
+            "--ioengine=libaio",
+            "--direct=1",
+            "--iodepth=8",
+            "--verify=md5",
+        ],
+        &[
+            "--name=backlog",
+            "--size=48m",
+            "--rw=randwrite",
+            "--bs=4k-256k",
+            "--ioengine=psync",
+            "--numjobs=3",
+            "--verify=sha256",
+            "--verify_backlog=64",
+            "--fsync=16",
+        ],
+    ];
+    for job in jobs {
+        let mut cmd = Command::new("fio");
+        cmd.arg("--directory").arg(&dir).args(*job).args([
+            "--verify_fatal=1",
+            "--do_verify=1",
+            "--group_reporting",
+        ]);
+        let out = bounded(300, &mut cmd);
+        let log = text(&out);
+        assert!(out.status.success() && log.contains("err= 0"), "fio {}:\n{log}", job[0]);
+    }
+    fsck_clean(&mut m);
 }
