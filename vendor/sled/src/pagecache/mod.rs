@@ -502,12 +502,23 @@ impl Page {
     /// are taken from the log size (their serialized form, within a few
     /// bytes an entry): this runs at every access of the page, and summing
     /// them from the node walked all its entries, 3 % of a random read.
+    /// Except for a page stored as a blob: its log size is the pointer's,
+    /// a few bytes, so such pages (large values) were never evicted.
     pub(crate) fn cache_size(&self) -> u64 {
         const PER_ENTRY: u64 = 96;
         const PER_PAGE: u64 = 128;
         match self.update.as_deref() {
             Some(Update::Node(node)) => {
-                PER_PAGE + self.log_size() + node.data.len() as u64 * PER_ENTRY
+                let bytes = if self
+                    .cache_infos
+                    .iter()
+                    .any(|ci| ci.pointer.is_blob())
+                {
+                    node.rss()
+                } else {
+                    self.log_size()
+                };
+                PER_PAGE + bytes + node.data.len() as u64 * PER_ENTRY
             }
             _ => self.log_size(),
         }
