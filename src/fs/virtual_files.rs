@@ -8,9 +8,9 @@
 //! `.audit` and `.stats` are text snapshots taken at open and held per file
 //! handle, so a reader sees one consistent text: `.stats` whole, `.audit`
 //! as a tree size and checkpoint whose lines are rendered as they are read
-//! (`audit::log::AuditText`), so a log of any length shows in bounded memory. What is recorded about
-//! these accesses is the adapter's to decide (`record.rs`); this module only
-//! answers.
+//! (`audit::log::AuditText`), so a log of any length shows in bounded
+//! memory. What is recorded about these accesses is the adapter's to decide
+//! (`record.rs`); this module only answers.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
