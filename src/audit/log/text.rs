@@ -18,9 +18,6 @@ use super::*;
 /// Leaves per entry of the line index.
 pub const GROUP: u64 = 256;
 
-/// Groups rendered between two looks at the index's lock, when filling it.
-const FILL_STEP: usize = 64;
-
 /// Where the lines of whole groups of leaves end, from the archive base.
 #[derive(Default)]
 pub(super) struct LineIndex {
@@ -107,14 +104,16 @@ impl Log {
         if index.base != first {
             *index = LineIndex { base: first, ends: Arc::default() };
         }
-        while index.ends.len() < whole {
-            let mut ends = Vec::new();
-            let mut end = index.ends.last().copied().unwrap_or(0);
-            for g in index.ends.len()..whole.min(index.ends.len() + FILL_STEP) {
-                let from = first + g as u64 * GROUP;
-                end += self.lines(store, from, from + GROUP)?.len() as u64;
-                ends.push(end);
-            }
+        // Extended in one step: snapshots share the index, and the first
+        // extension while one is held copies it.
+        let mut end = index.ends.last().copied().unwrap_or(0);
+        let mut ends = Vec::with_capacity(whole.saturating_sub(index.ends.len()));
+        for g in index.ends.len()..whole {
+            let from = first + g as u64 * GROUP;
+            end += self.lines(store, from, from + GROUP)?.len() as u64;
+            ends.push(end);
+        }
+        if !ends.is_empty() {
             Arc::make_mut(&mut index.ends).extend(ends);
         }
         let ends = index.ends.clone();
