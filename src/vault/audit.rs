@@ -251,11 +251,6 @@ impl Vault<Unlocked> {
         self.core().audit.size()
     }
 
-    /// The first record still in the store (those before it are archived).
-    pub fn audit_base_size(&self) -> u64 {
-        self.core().audit.base_size()
-    }
-
     pub fn audit_root(&self, size: u64) -> Result<Hash> {
         Ok(self.core().audit.root(&self.core().store, size)?)
     }
