@@ -147,6 +147,34 @@ impl ClusterVault {
         self.mount_with(&[]);
     }
 
+    /// A read-only mount on host `host` at `mnt`, logging to `host.log`.
+    fn mount_reader(&self, host: &str, mnt: &Path) {
+        let log = self.dir.path().join(format!("{host}.log"));
+        let out = self
+            .command(host, None)
+            .env("VAULTFS_HOST", host)
+            .args([
+                "mount",
+                &self.address,
+                mnt.to_str().unwrap(),
+                "--passphrase-file",
+                self.pass(),
+                "-o",
+                "ro",
+            ])
+            .args(["--log", log.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{host}'s read-only mount: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `vaultfs ARGS` on `host`, asserted to succeed.
+    fn ok_on(&self, host: &str, args: &[&str]) -> String {
+        let out = self.run_on(host, args);
+        assert!(out.status.success(), "{args:?} on {host}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn unmount(&mut self) {
         let out = self.run(&["umount", self.mnt.to_str().unwrap()]);
         assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -631,6 +659,131 @@ fn a_partitioned_host_cannot_write_after_another_took_over() {
     v.fsck_clean();
     let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
     assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A read-only mount on another host beside the holder: it sees what the
+/// holder wrote and closed at its next open (files, overwrites, renames,
+/// deletions), cannot change anything, and records what it was asked for
+/// in its own audit log: kept in etcd across its mounts, verifiable with
+/// the public key alone, named after the host, and not in the holder's.
+#[test]
+fn a_read_only_mount_on_another_host_follows_the_holder() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    std::fs::write(v.path("1-working/before"), b"written before B mounted\n").unwrap();
+    let mnt_b = v.dir.path().join("mnt-b");
+    std::fs::create_dir(&mnt_b).unwrap();
+    let _unmount_b = Mounted(mnt_b.clone());
+    let mount_b = || v.mount_reader("host-b", &mnt_b);
+    let unmount_b = || v.ok_on("host-b", &["umount", mnt_b.to_str().unwrap()]);
+    let on_b = |rel: &str| mnt_b.join(rel);
+    mount_b();
+    // Closed before B mounted: A did not know of B and commits it within
+    // its commit interval (1 s).
+    let arrived =
+        || std::fs::read(on_b("1-working/before")).is_ok_and(|b| b == b"written before B mounted\n");
+    assert!(wait_for(Duration::from_secs(3), arrived), "A's change before B mounted never reached B");
+
+    // Close-to-open: each change, closed on A, is what B's next open sees
+    // (no sleeping: the holder commits at a close while a reader is mounted).
+    let big = pattern(3 << 20, 9);
+    std::fs::write(v.path("1-working/new"), &big).unwrap();
+    assert_eq!(std::fs::read(on_b("1-working/new")).unwrap(), big);
+    std::fs::write(v.path("1-working/before"), b"rewritten on A\n").unwrap();
+    assert_eq!(std::fs::read(on_b("1-working/before")).unwrap(), b"rewritten on A\n");
+    std::fs::rename(v.path("1-working/new"), v.path("1-working/renamed")).unwrap();
+    std::fs::write(v.path("1-working/marker"), b"after the rename\n").unwrap();
+    assert!(!on_b("1-working/new").exists());
+    assert_eq!(std::fs::read(on_b("1-working/renamed")).unwrap(), big);
+    std::fs::remove_file(v.path("1-working/renamed")).unwrap();
+    std::fs::write(v.path("1-working/marker"), b"after the unlink\n").unwrap();
+    assert_eq!(std::fs::read(on_b("1-working/marker")).unwrap(), b"after the unlink\n");
+    assert!(!on_b("1-working/renamed").exists());
+
+    // B changes nothing.
+    for attempt in [
+        std::fs::write(on_b("1-working/from-b"), b"x"),
+        std::fs::write(on_b("1-working/before"), b"x"),
+        std::fs::remove_file(on_b("1-working/marker")),
+    ] {
+        assert_eq!(attempt.expect_err("B changed the vault").raw_os_error(), Some(libc::EROFS));
+    }
+
+    // B's accesses are in B's own log, which verifies with the public key
+    // alone and names B; A's log has none of them.
+    let audit_b = std::fs::read(on_b(".audit")).unwrap();
+    let text_b = String::from_utf8_lossy(&audit_b).into_owned();
+    assert!(text_b.contains("/host/host-b"), "B's log does not name its host: {text_b}");
+    assert!(text_b.contains("1-working/marker") && text_b.contains("\"op\":\"open\""), "{text_b}");
+    let copy = v.dir.path().join("audit-b.copy");
+    std::fs::write(&copy, &audit_b).unwrap();
+    let key = std::fs::read_to_string(v.dir.path().join("host-b/agents/audit.pub")).unwrap();
+    let out = v.run(&["audit", "verify", "--file", copy.to_str().unwrap(), "--pubkey", key.trim()]);
+    assert!(out.status.success(), "B's .audit does not verify: {}", String::from_utf8_lossy(&out.stderr));
+    let text_a = std::fs::read_to_string(v.path(".audit")).unwrap();
+    assert!(!text_a.contains("/host/host-b"), "A's log holds B's checkpoints");
+
+    // B's log outlives its mount.
+    unmount_b();
+    mount_b();
+    let again = std::fs::read_to_string(on_b(".audit")).unwrap();
+    assert!(again.contains("1-working/marker"), "B's second mount lost its first mount's records");
+    unmount_b();
+
+    v.unmount();
+    v.fsck_clean();
+    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
+    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Lockdown is the vault's: made on the holder, it closes a read-only
+/// mount's levels within a second; made on a reader, the holder's. Leaving
+/// it is each host's own `lockdown --exit` (its passphrase), and the first
+/// exit removes the vault-wide marker. All recorded on each host.
+#[test]
+fn a_lockdown_on_any_host_closes_the_levels_on_every_host() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    std::fs::write(v.path("2-private/plan"), b"level two\n").unwrap();
+    let mnt_b = v.dir.path().join("mnt-b");
+    std::fs::create_dir(&mnt_b).unwrap();
+    let _unmount_b = Mounted(mnt_b.clone());
+    v.mount_reader("host-b", &mnt_b);
+    let (a, b) = (v.mnt.to_str().unwrap().to_string(), mnt_b.to_str().unwrap().to_string());
+    let on_b = mnt_b.join("2-private/plan");
+    let locked =
+        |host: &str, mnt: &str| v.ok_on(host, &["status", "--json", mnt]).contains("\"lockdown\": true");
+    let refused = |p: &Path| std::fs::read(p).err().and_then(|e| e.raw_os_error()) == Some(libc::EACCES);
+    assert!(wait_for(Duration::from_secs(3), || std::fs::read(&on_b).is_ok()), "B never read level 2");
+
+    // On the holder: the reader follows.
+    v.ok_on("state", &["lockdown", &a]);
+    assert!(wait_for(Duration::from_secs(2), || locked("host-b", &b)), "B did not follow A's lockdown");
+    assert!(refused(&on_b), "B still reads level 2 in lockdown");
+    // B leaves it (the marker goes); A stays locked until it leaves too.
+    v.ok_on("host-b", &["lockdown", &b, "--exit", "--passphrase-file", v.pass()]);
+    assert_eq!(std::fs::read(&on_b).unwrap(), b"level two\n");
+    assert!(locked("state", &a));
+    assert!(refused(&v.path("2-private/plan")));
+    v.ok_on("state", &["lockdown", &a, "--exit", "--passphrase-file", v.pass()]);
+    assert_eq!(std::fs::read(v.path("2-private/plan")).unwrap(), b"level two\n");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(!locked("host-b", &b), "the exit on A brought B's lockdown back");
+
+    // On the reader: the holder follows.
+    v.ok_on("host-b", &["lockdown", &b]);
+    assert!(wait_for(Duration::from_secs(2), || locked("state", &a)), "A did not follow B's lockdown");
+    assert!(refused(&v.path("2-private/plan")));
+    v.ok_on("state", &["lockdown", &a, "--exit", "--passphrase-file", v.pass()]);
+    v.ok_on("host-b", &["lockdown", &b, "--exit", "--passphrase-file", v.pass()]);
+
+    let audit_a = std::fs::read_to_string(v.path(".audit")).unwrap();
+    assert!(audit_a.contains("made on another host"), "A's log does not record B's lockdown");
+    let audit_b = std::fs::read_to_string(mnt_b.join(".audit")).unwrap();
+    assert!(audit_b.contains("made on another host"), "B's log does not record A's lockdown");
+    v.ok_on("host-b", &["umount", &b]);
+    v.unmount();
+    v.fsck_clean();
 }
 
 /// A backup restores into a new cluster vault (the way a vault moves from

@@ -40,6 +40,14 @@ pub fn vault_origin(vault_id: &[u8; 16]) -> String {
     format!("vaultfs/{}", crate::format::hex(vault_id))
 }
 
+/// The origin of the audit log a read-only mount on `host` keeps of its own
+/// accesses to a cluster vault (docs/AUDIT.md, "Logs of other hosts"):
+/// `vaultfs/<id>/host/<host>`, so that a checkpoint of one log never passes
+/// for one of another.
+pub fn host_origin(vault_id: &[u8; 16], host: &str) -> String {
+    format!("{}/host/{host}", vault_origin(vault_id))
+}
+
 /// The signed-note key id of an Ed25519 key under `name`.
 pub fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
     let mut buf = Vec::with_capacity(name.len() + 2 + 32);

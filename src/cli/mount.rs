@@ -233,6 +233,12 @@ fn check_mountpoint(mnt: &std::path::Path, nonempty: bool) -> exit::Result {
     Ok(())
 }
 
+/// The name a read-only mount of a cluster vault goes by (its audit log's,
+/// docs/CLUSTER.md): `VAULTFS_HOST`, else the host name.
+fn reader_host() -> String {
+    std::env::var("VAULTFS_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(crate::sys::hostname)
+}
+
 /// Runs the mount in this process until it is unmounted.
 fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
     let report = |e: Exit| -> Exit {
@@ -261,7 +267,13 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
         Err(e) => tracing::warn!("compacting the store before mounting: {e} (mounting it as it is)"),
     }
     let (memory, cache) = (u64::from(d.memory_mib) << 20, u64::from(d.cache_mib) << 20);
-    let vault = Vault::open_with_cache(&a.store, crate::store::memory::initial(memory, cache))
+    // `-o ro` on a cluster vault: a read-only mount beside its holder.
+    let reader = d.opts.read_only && crate::store::Address::is_cluster(&a.store);
+    let opened = match reader {
+        true => Vault::open_reader(&a.store, &reader_host()),
+        false => Vault::open_with_cache(&a.store, crate::store::memory::initial(memory, cache)),
+    };
+    let vault = opened
         .and_then(|v| v.unlock_anchored(&pass, &anchors))
         .and_then(|v| v.set_durability(d.durability).map(|()| v))
         .map_err(|e| {
@@ -307,7 +319,9 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
     let _upkeep = vault.start_upkeep().map_err(|e| report(e.into()))?;
     let _memory = vault.start_memory_governor(memory, cache).map_err(|e| report(e.into()))?;
     let pid_file = local.join(PID_FILE);
-    let maker = Some(super::backup::archive_maker());
+    // A reader sees the holder's keys one kind at a time, never the whole
+    // store at one instant: backups are made where the vault is held.
+    let maker = (!reader).then(super::backup::archive_maker);
     let closing = vault.clone();
     let result = crate::fs::mount(vault, &a.mountpoint, &d.opts, maker, || {
         let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));

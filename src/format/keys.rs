@@ -40,9 +40,15 @@ pub const AUDIT_FRONTIER: &[u8] = b"F";
 pub const AUDIT_CHECKPOINT: u8 = b'K';
 pub const AUDIT_BASE: &[u8] = b"E";
 pub const LOCKDOWN: &[u8] = b"L";
+/// Kinds of key that every host's mount of a cluster vault may write, read
+/// ones too: the lockdown marker (docs/FORMAT.md section 12).
+pub const VAULT_WIDE_KINDS: &[u8] = LOCKDOWN;
 /// The owner's will (`vaultfs succession setup`): sealed, absent without one.
 pub const WILL: &[u8] = b"W";
 pub const TOMBSTONE: u8 = b'T';
+/// Every kind of key the audit log keeps: a read-only mount of a cluster
+/// vault keeps these of its own (docs/FORMAT.md section 12).
+pub const AUDIT_KINDS: &[u8] = &[AUDIT_LEAF, AUDIT_LEAVES, AUDIT_SLOT, AUDIT_NODE, b'F', AUDIT_CHECKPOINT, b'E'];
 /// A key rotation in progress (`vaultfs rotate`): `P` ‖ level ("pending").
 pub const ROTATION: u8 = b'P';
 

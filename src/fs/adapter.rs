@@ -48,8 +48,23 @@ pub struct VaultFs {
     /// Other uids are admitted (`allow_other`): cached names must not let
     /// one uid skip a search-permission check that another passed.
     shared: bool,
+    /// What other hosts' mounts of a cluster vault change (docs/CLUSTER.md).
+    hosts: Hosts,
     next_fh: AtomicU64,
     files: VirtualFiles,
+}
+
+/// Whether other hosts change or read the vault beside this mount.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hosts {
+    /// A store directory: every change comes through this mount.
+    One,
+    /// A cluster vault's holder: read-only mounts elsewhere see what it
+    /// commits, so a close commits first when one is mounted.
+    Holder,
+    /// A read-only mount of a cluster vault: the holder changes it, so the
+    /// kernel keeps nothing (every stat, lookup and open asks again).
+    Reader,
 }
 
 fn who(req: &Request) -> Who {
@@ -113,10 +128,16 @@ impl VaultFs {
         shared: bool,
         known_inodes: usize,
     ) -> Self {
+        let hosts = match (vault.is_cluster(), vault.reader_host()) {
+            (false, _) => Hosts::One,
+            (true, None) => Hosts::Holder,
+            (true, Some(_)) => Hosts::Reader,
+        };
         VaultFs {
             inodes: Arc::new(InodeTable::with_limit(known_inodes)),
             owner,
             shared,
+            hosts,
             next_fh: AtomicU64::new(1),
             files: VirtualFiles::new(vault.clone(), backup),
             vault,
@@ -176,7 +197,14 @@ impl VaultFs {
     /// walkers only when the name expires: so no name is cached, and every
     /// walker's lookup of every component is checked here, as ext4 checks it.
     fn entry_ttl(&self) -> Duration {
-        if self.shared { NO_CACHE } else { TTL }
+        if self.shared || self.hosts == Hosts::Reader { NO_CACHE } else { TTL }
+    }
+
+    /// How long the kernel may keep a file's attributes: not at all on a
+    /// read-only mount beside a cluster vault's holder, whose changes it
+    /// would otherwise miss.
+    fn attr_ttl(&self) -> Duration {
+        if self.hosts == Hosts::Reader { NO_CACHE } else { TTL }
     }
 
     /// user.* attributes follow the file's read/write bits; the kernel
@@ -194,7 +222,12 @@ impl VaultFs {
             Ok(a) => {
                 self.inodes.remember(a.ino, a.level, a.kind == FileKind::Dir, parent, name);
                 let entry_ttl = self.entry_ttl();
-                reply.entry_with_ttls(&TTL, &entry_ttl, &file_attr(&a, self.owner), Generation(a.generation));
+                reply.entry_with_ttls(
+                    &self.attr_ttl(),
+                    &entry_ttl,
+                    &file_attr(&a, self.owner),
+                    Generation(a.generation),
+                );
             }
             Err(err) => reply.error(err),
         }
@@ -394,7 +427,7 @@ impl Filesystem for VaultFs {
         }
         let r = self.check_node(req, ino.0).and_then(|_| self.vault.getattr(ino.0).map_err(e));
         let r = self.rec().note_denial(req, At::Node(ino.0), r);
-        reply_with!(reply, r, |a| reply.attr(&TTL, &file_attr(&a, self.owner)));
+        reply_with!(reply, r, |a| reply.attr(&self.attr_ttl(), &file_attr(&a, self.owner)));
     }
 
     fn setattr(
@@ -427,7 +460,7 @@ impl Filesystem for VaultFs {
             kill_setid: size.is_some() && unprivileged(req),
         };
         let r = self.do_setattr(req, ino.0, set, fh.is_some());
-        reply_with!(reply, r, |a| reply.attr(&TTL, &file_attr(&a, self.owner)));
+        reply_with!(reply, r, |a| reply.attr(&self.attr_ttl(), &file_attr(&a, self.owner)));
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -629,7 +662,8 @@ impl Filesystem for VaultFs {
             },
         );
         reply_with!(reply, r, |level| {
-            let keep = level.is_some() && !rules(level).reads_recorded;
+            // A reader's cache may hold what the holder has since replaced.
+            let keep = level.is_some() && !rules(level).reads_recorded && self.hosts != Hosts::Reader;
             reply.opened(self.fh(), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
         });
     }
@@ -717,7 +751,13 @@ impl Filesystem for VaultFs {
         // Nothing is buffered here: every write reached the store before it
         // was acknowledged, and locks are the kernel's own. ENOSYS tells the
         // kernel so: it stops sending FLUSH, one round trip less per close().
-        reply.error(Errno::ENOSYS);
+        // A cluster vault's holder makes a close visible to read-only
+        // mounts on other hosts first (close-to-open across hosts).
+        if self.hosts != Hosts::Holder {
+            return reply.error(Errno::ENOSYS);
+        }
+        let r = self.vault.publish().map_err(e);
+        reply_with!(reply, r, |_v| reply.ok());
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {

@@ -122,6 +122,12 @@ impl BackupFiles {
         self.state().handles.remove(&fh);
     }
 
+    /// Whether this mount makes archives (a read-only mount of a cluster
+    /// vault does not: its `.backup/` is empty).
+    pub fn can_make(&self) -> bool {
+        self.maker.is_some()
+    }
+
     /// The archive a listing shows: the current one if fresh, else a new one.
     pub fn fresh(&self, vault: &Vault<Unlocked>) -> Res<Arc<Archive>> {
         let _one = self.making.lock().unwrap_or_else(|p| p.into_inner());

@@ -221,6 +221,9 @@ impl VirtualFiles {
     /// (or reused) now.
     pub fn open_backup_dir(&self, uid: u32, fh: u64) -> Res<()> {
         self.check_reader(uid)?;
+        if !self.backups.can_make() {
+            return Ok(());
+        }
         let a = self.backups.fresh(&self.vault)?;
         self.backups.hold(fh, a);
         Ok(())
@@ -233,7 +236,11 @@ impl VirtualFiles {
         offset: u64,
         mut add: impl FnMut(u64, u64, FileKind, &OsStr, Attr) -> Res<bool>,
     ) -> Res<()> {
-        let archive = self.backups.by_handle(fh).ok_or(Errno::EBADF)?;
+        // A mount that makes no archives lists the directory empty.
+        let archive = match self.backups.can_make() {
+            true => Some(self.backups.by_handle(fh).ok_or(Errno::EBADF)?),
+            false => None,
+        };
         let dir = self.backup_dir_attr();
         if offset < 1 && add(BACKUP_DIR_INO, 1, FileKind::Dir, OsStr::new("."), dir.clone())? {
             return Ok(());
@@ -242,7 +249,9 @@ impl VirtualFiles {
         if offset < 2 && add(ROOT_INO, 2, FileKind::Dir, OsStr::new(".."), root)? {
             return Ok(());
         }
-        if offset < ARCHIVE_COOKIE {
+        if let Some(archive) = archive
+            && offset < ARCHIVE_COOKIE
+        {
             let attr = self.archive_attr(&archive);
             add(archive.ino, ARCHIVE_COOKIE, FileKind::File, OsStr::from_bytes(&archive.name), attr)?;
         }

@@ -175,7 +175,29 @@ impl Store {
             Address::Cluster(c) if create => Err(Error::Unusable(format!(
                 "{c}: a cluster vault is created with its object store (`vaultfs init {c} --data s3://...`)"
             ))),
-            Address::Cluster(c) => Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::open(&c)?)))),
+            Address::Cluster(c) => {
+                Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::open(&c, cluster::Role::Holder)?))))
+            }
+        }
+    }
+
+    /// Opens the cluster vault at `dir` as a read-only mount on `host`
+    /// (docs/CLUSTER.md, "Read-only mounts on other hosts"), beside the
+    /// holder: keys whose first byte is in `own` (the audit log's) are this
+    /// host's own and writable, those in `shared` (the lockdown marker) are
+    /// the vault's and writable by every host, every other key is read as
+    /// the holder committed it and never written. A store directory has no
+    /// readers.
+    pub fn open_reader(dir: &Path, host: &str, own: &'static [u8], shared: &'static [u8]) -> Result<Store> {
+        match Address::of(dir)? {
+            Address::Local(dir) => Err(Error::Unusable(format!(
+                "{}: only a cluster vault is mounted read-only beside its holder",
+                dir.display()
+            ))),
+            Address::Cluster(c) => {
+                let role = cluster::Role::Reader { host: host.to_string(), own, shared };
+                Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::open(&c, role)?))))
+            }
         }
     }
 
@@ -206,12 +228,39 @@ impl Store {
         matches!(self.backend, Backend::Cluster(_))
     }
 
+    /// The host name of a store opened by `open_reader` (None: any other).
+    pub fn reader_host(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Cluster(c) => c.reader_host(),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// At a close that followed writes: a cluster vault's holder commits
+    /// now if a reader is mounted, so that the reader's next open sees what
+    /// was closed (close-to-open across hosts). Nothing otherwise.
+    pub fn publish(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Cluster(c) => c.publish(),
+            Backend::Local(_) => Ok(()),
+        }
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         each!(self, b => b.get(key))
     }
 
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
         each!(self, b => b.contains(key))
+    }
+
+    /// As `get`, for a key that another host's mount of a cluster vault
+    /// may have written: never from a cache.
+    pub fn get_fresh(&self, key: &[u8]) -> Result<Option<Value>> {
+        match &self.backend {
+            Backend::Local(l) => l.get(key),
+            Backend::Cluster(c) => c.get_fresh(key),
+        }
     }
 
     /// Writes one key outside a batch (used only for the inode counter and the

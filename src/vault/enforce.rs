@@ -541,11 +541,15 @@ impl Vault<Unlocked> {
                     tracing::error!("checking the will: {e}");
                 }
             }
+            if let Err(e) = self.follow_lockdown() {
+                tracing::error!("looking for a lockdown made on another host: {e}");
+            }
             if let Err(e) = self.relock_idle() {
                 tracing::error!("relocking idle levels: {e}");
             }
             let every = (self.policy().ephemeral_max_age / 10).clamp(PURGE_EVERY_MIN, PURGE_EVERY_MAX);
-            if last_purge.is_none_or(|t| t.elapsed() >= every) {
+            // The holder purges for every host.
+            if self.reader_host().is_none() && last_purge.is_none_or(|t| t.elapsed() >= every) {
                 last_purge = Some(Instant::now());
                 match self.purge_ephemeral() {
                     Ok(0) => {}

@@ -233,6 +233,29 @@ impl Vault<Unlocked> {
         r
     }
 
+    /// A cluster vault's lockdown is the vault's: a lockdown made on another
+    /// host (its marker, read from etcd at every upkeep tick) closes this
+    /// mount's levels too, recorded here (docs/GATES.md, "Lockdown across
+    /// hosts"). Leaving it stays each host's own `lockdown --exit`.
+    pub(super) fn follow_lockdown(&self) -> Result<()> {
+        let core = self.core();
+        if !core.store.is_cluster()
+            || self.lockdown_active()
+            || core.store.get_fresh(keys::LOCKDOWN)?.is_none()
+        {
+            return Ok(());
+        }
+        core.gates.lockdown.store(true, Ordering::SeqCst);
+        for level in lockable_levels() {
+            core.set_level_keys(level, None);
+        }
+        core.approvals.revoke_all();
+        tracing::warn!("lockdown made on another host: every level above 1 is closed here too");
+        let mut record = self.level_record(self.daemon(), b"vaultfs", AuditOp::Lockdown, None);
+        record.note = b"made on another host".to_vec();
+        self.record(record, 0, true)
+    }
+
     /// Leaves lockdown: needs the passphrase and, if any level is enrolled
     /// with hardware factors, one of those factors (it opens its level).
     /// The passphrase levels open again.

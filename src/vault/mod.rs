@@ -194,7 +194,18 @@ impl Vault<Locked> {
         if !Store::exists(dir) {
             return Err(err(ErrorKind::NotFound, format!("{} holds no vault", dir.display())));
         }
-        let store = Store::open_with_cache(dir, false, cache_bytes)?;
+        Self::open_store(dir, Store::open_with_cache(dir, false, cache_bytes)?)
+    }
+
+    /// Opens the cluster vault at `dir` read-only, as host `host`, beside
+    /// the process that holds it (docs/CLUSTER.md, "Read-only mounts on
+    /// other hosts"): it reads what the holder committed and keeps its own
+    /// audit log of what it was asked for.
+    pub fn open_reader(dir: &Path, host: &str) -> Result<Self> {
+        Self::open_store(dir, Store::open_reader(dir, host, keys::AUDIT_KINDS, keys::VAULT_WIDE_KINDS)?)
+    }
+
+    fn open_store(dir: &Path, store: Store) -> Result<Self> {
         // A cluster vault's local files (control socket, exports) live in
         // its state directory.
         let dir = Address::of(dir)?.local_dir();
@@ -245,7 +256,20 @@ impl Vault<Locked> {
         let highest = store.last_key_with_prefix(&[keys::INODE])?.and_then(|k| keys::ino_of(&k)).unwrap_or(0);
         let counter = counter.max(highest + 1);
         let audit = keys.open_log(&store, header.vault_id)?;
-        let (tpm_anchor, accepted) = anchor::check_all(anchors, &audit, &store, &header, &master)?;
+        let reader = store.reader_host().is_some();
+        // The anchors hold the vault's own log's checkpoints, which only its
+        // holder keeps moving; a reader's log is its own.
+        let (tpm_anchor, accepted) = match reader {
+            false => anchor::check_all(anchors, &audit, &store, &header, &master)?,
+            true if anchors.witness.is_some() || anchors.reanchor => {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    "rollback anchors (-o witness, -o reanchor) are kept by the mount that holds the vault, \
+                     not by a read-only one",
+                ));
+            }
+            true => (None, None),
+        };
         let header = mark_features(&store, &audit, &master, header)?;
         let header = match &tpm_anchor {
             Some(t) => anchor::establish(t, &store, &audit, &master, header)?,
@@ -272,11 +296,17 @@ impl Vault<Locked> {
             tpm_anchor,
             metrics: Arc::new(crate::metrics::Metrics::new()),
         };
-        core.purge_unreachable()?;
+        // What only the vault's writer does: removing the ephemeral level's
+        // files left from before, and collecting garbage.
+        if !reader {
+            core.purge_unreachable()?;
+        }
         core.load_lockdown()?;
         let core = Arc::new(core);
         audit::spawn_committer(Arc::downgrade(&core));
-        gc::spawn_collector(Arc::downgrade(&core));
+        if !reader {
+            gc::spawn_collector(Arc::downgrade(&core));
+        }
         let vault = Vault(Unlocked { core, ticket: None });
         let me = Caller { uid: vault.owner_uid(), gid: 0, pid: std::process::id() };
         let unlock = Record {
@@ -339,6 +369,12 @@ fn mark_features(
         (false, _) => b"format: file blocks in segment files, runs of blocks per index entry, from now on",
         (true, false) => b"format: runs of blocks per index entry from now on",
     };
+    if store.reader_host().is_some() {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            "this vault's format is marked by its first read-write mount: mount it read-write once first",
+        ));
+    }
     let header = keyring::with_features(master, &header, FEATURE_SEGMENTS | FEATURE_RUNS);
     let mut batch = Batch::default();
     batch.put(keys::HEADER, header.encode());
@@ -399,6 +435,24 @@ impl Vault<Unlocked> {
     /// The uid that owns this unlocked vault (the one that mounted it).
     pub fn owner_uid(&self) -> u32 {
         self.core().owner_uid
+    }
+
+    /// Whether the vault lives in etcd and an object store (docs/CLUSTER.md).
+    pub fn is_cluster(&self) -> bool {
+        self.core().store.is_cluster()
+    }
+
+    /// The host name of a read-only mount of a cluster vault (None: a mount
+    /// that writes).
+    pub fn reader_host(&self) -> Option<&str> {
+        self.core().store.reader_host()
+    }
+
+    /// At a close after writes: what was written becomes visible to
+    /// read-only mounts on other hosts before the close returns (a cluster
+    /// vault's holder commits if one is mounted; nothing otherwise).
+    pub fn publish(&self) -> Result<()> {
+        Ok(self.core().store.publish()?)
     }
 
     /// Makes every operation applied so far durable (fsync), audit records included.

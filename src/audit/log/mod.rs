@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::archive::Base;
-use super::checkpoint::{Checkpoint, vault_origin};
+use super::checkpoint::{Checkpoint, host_origin, vault_origin};
 use super::leaf::Leaf;
 use super::merkle::{self, Frontier, Hash, NodeId, Nodes};
 use super::verify::ChainReport;
@@ -159,6 +159,19 @@ pub fn decode_frontier(bytes: &[u8]) -> Result<Frontier> {
 impl Log {
     /// Opens the log stored in `store` (empty for a new vault).
     pub fn open(store: &Store, vault_id: [u8; 16], leaf_key: Key32, signer: SigningKey) -> Result<Log> {
+        Log::open_named(store, vault_id, None, leaf_key, signer)
+    }
+
+    /// As `open`, for the log of `host` (None: the vault's own log): a
+    /// read-only mount's log of its accesses, whose checkpoints carry the
+    /// host's origin (`checkpoint::host_origin`).
+    pub fn open_named(
+        store: &Store,
+        vault_id: [u8; 16],
+        host: Option<&str>,
+        leaf_key: Key32,
+        signer: SigningKey,
+    ) -> Result<Log> {
         let frontier = match store.get(keys::AUDIT_FRONTIER)? {
             Some(v) => decode_frontier(&v)?,
             None => Frontier::default(),
@@ -187,7 +200,10 @@ impl Log {
         };
         let frontier_stored = frontier.size;
         let log = Log {
-            origin: vault_origin(&vault_id),
+            origin: match host {
+                Some(host) => host_origin(&vault_id, host),
+                None => vault_origin(&vault_id),
+            },
             vault_id,
             leaf_key,
             signer,

@@ -16,6 +16,12 @@
 //! paused) cannot write after another took the vault over: its writes
 //! fail instead of diverging.
 //!
+//! Beside it, any number of readers (read-only mounts, one per host) read
+//! the vault's keys as the holder commits them, never from memory, and
+//! write only their own audit log: keys of the kinds the vault names
+//! (`Role::Reader`) live under `hosts/HOST/k/`, guarded by the reader's
+//! own leased key `readers/HOST`.
+//!
 //! Records are objects `VAULT/seg/NUMBER` (16 hex digits): a segment
 //! header and records back to back, each object written whole before any
 //! batch that points into it, so the block layer's locations, headers and
@@ -68,6 +74,22 @@ const FIRST_IN_PAGE: i64 = 64;
 /// it lapse (and another host write) before this process notices.
 const CACHE_WHILE_RENEWED_WITHIN: Duration = Duration::from_millis(LEASE_SECONDS as u64 * 1000 / 2);
 
+/// How a process has a cluster vault open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The one process that writes the vault.
+    Holder,
+    /// A read-only mount on `host` (1-64 of `[A-Za-z0-9._-]`): keys whose
+    /// first byte is in `own` (the audit log's) are its own, under
+    /// `hosts/HOST/k/`; keys of the kinds in `shared` (the lockdown marker)
+    /// are the vault's, which any host may write; every other key is the
+    /// holder's, read, never written.
+    Reader { host: String, own: &'static [u8], shared: &'static [u8] },
+}
+
+/// How often a holder looks again whether any reader is mounted.
+const READERS_LOOK_EVERY: Duration = Duration::from_secs(1);
+
 /// An open cluster vault, and its committer while durability is grouped.
 pub struct Cluster {
     shared: Arc<Shared>,
@@ -90,8 +112,22 @@ pub struct Shared {
     objects: Objects,
     /// `vaultfs/VAULT/`.
     prefix: Vec<u8>,
-    /// The holder key's creation revision: every write is guarded by it.
+    /// Where this process's own keys are: `prefix` for the holder, and
+    /// `prefix ‖ hosts/HOST/` for a reader.
+    own: Vec<u8>,
+    /// Key kinds (first bytes) that are a reader's own; None: the holder.
+    reader_owns: Option<&'static [u8]>,
+    /// Key kinds of the holder's that a reader may write too.
+    reader_shares: &'static [u8],
+    /// A reader's host name.
+    host: Option<String>,
+    /// The key this process holds under its lease: `holder`, or a reader's
+    /// `readers/HOST`.
+    hold_key: Vec<u8>,
+    /// That key's creation revision: every write is guarded by it.
     held_at: i64,
+    /// The holder's last look for mounted readers, and what it saw.
+    readers_seen: Mutex<Option<(Instant, bool)>>,
     lease: i64,
     /// The lease's renewals; `lost` is set for good once it may have
     /// lapsed: writes are refused.
@@ -111,6 +147,12 @@ pub struct Shared {
     group: Group,
     /// Chunks of objects read in order, kept (readahead.rs).
     readahead: Readahead,
+}
+
+/// Whether `host` may name a reader: it becomes part of etcd keys and of
+/// its audit log's origin (docs/AUDIT.md), which allows no space or `+`.
+fn valid_host(host: &str) -> bool {
+    (1..=64).contains(&host.len()) && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// A vault's etcd keys.
@@ -138,14 +180,31 @@ impl Cluster {
             return Err(Error::Exists(format!("{at} already holds a vault; refusing to overwrite it")));
         }
         drop(etcd);
-        Cluster::open(at)
+        Cluster::open(at, Role::Holder)
     }
 
-    /// Opens vault `at`, waiting up to WAIT_FOR_HOLDER for another holder.
-    pub fn open(at: &ClusterAddress) -> Result<Cluster> {
+    /// Opens vault `at` as `role`, waiting up to WAIT_FOR_HOLDER for
+    /// another process holding the same key (the holder's, or this host's
+    /// reader's).
+    pub fn open(at: &ClusterAddress, role: Role) -> Result<Cluster> {
         let etcd = Etcd::connect(&at.endpoints)?;
         let prefix = prefix_of(&at.vault);
         let key = |k: &str| [&prefix[..], k.as_bytes()].concat();
+        let host = match &role {
+            Role::Holder => None,
+            Role::Reader { host, .. } => Some(host.clone()),
+        };
+        let (hold_key, own, reader_owns, reader_shares) = match &role {
+            Role::Holder => (key("holder"), prefix.clone(), None, &[][..]),
+            Role::Reader { host, own, shared } => {
+                if !valid_host(host) {
+                    return Err(Error::Unusable(format!(
+                        "{host:?} is not a host name a reader can use (1-64 of A-Z a-z 0-9 . _ -): set VAULTFS_HOST"
+                    )));
+                }
+                (key(&format!("readers/{host}")), key(&format!("hosts/{host}/")), Some(*own), *shared)
+            }
+        };
         let Some(data) = etcd.get(&key("data"))? else {
             return Err(Error::Missing(format!("{at}: etcd holds no vault named {:?}", at.vault)));
         };
@@ -163,30 +222,46 @@ impl Cluster {
         let started = Instant::now();
         let held_at = loop {
             let took = etcd.txn(
-                vec![Guard::Created(key("holder"), 0)],
-                vec![Op::PutLeased(key("holder"), me.clone().into_bytes(), lease)],
+                vec![Guard::Created(hold_key.clone(), 0)],
+                vec![Op::PutLeased(hold_key.clone(), me.clone().into_bytes(), lease)],
             )?;
-            let holder = etcd.get(&key("holder"))?;
+            let holder = etcd.get(&hold_key)?;
             match holder {
                 Some(Kv { lease: l, create_revision, .. }) if took && l == lease => break create_revision,
                 Some(Kv { value, .. }) if started.elapsed() >= WAIT_FOR_HOLDER => {
                     drop(keep_alive);
                     etcd.revoke(lease);
+                    let what = match &role {
+                        Role::Holder => "a mount or a command",
+                        Role::Reader { .. } => "a read-only mount of this host's name",
+                    };
                     return Err(Error::Unusable(format!(
-                        "{at} is open on {} (a mount or a command; a host that died releases it within {LEASE_SECONDS} s)",
+                        "{at} is open on {} ({what}; a host that died releases it within {LEASE_SECONDS} s)",
                         String::from_utf8_lossy(&value)
                     )));
                 }
                 _ => std::thread::sleep(Duration::from_millis(250)),
             }
         };
-        held.holding(key("holder"), held_at);
+        held.holding(hold_key.clone(), held_at);
+        if reader_owns.is_some() {
+            // A holder looks for readers at most once a READERS_LOOK_EVERY:
+            // after this wait every look it makes has seen this one, so
+            // each of its closes from now on commits before it returns.
+            std::thread::sleep(READERS_LOOK_EVERY);
+        }
         let shared = Shared {
             addr: at.clone(),
             etcd,
             objects,
             prefix,
+            own,
+            reader_owns,
+            reader_shares,
+            host,
+            hold_key,
             held_at,
+            readers_seen: Mutex::new(None),
             lease,
             held,
             _keep_alive: keep_alive,
@@ -243,6 +318,7 @@ impl Cluster {
     /// was writing must not stay behind half-written. On an error the rest
     /// is still tried; the first error is returned.
     pub fn discard(mut self) -> Result<()> {
+        self.not_reader()?;
         if let Some(c) = self.committer.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
             c.stop();
         }
@@ -260,7 +336,7 @@ impl Cluster {
                 first.get_or_insert(e);
             }
         }
-        let guard = Guard::Created(self.meta_key("holder"), self.held_at);
+        let guard = Guard::Created(self.hold_key.clone(), self.held_at);
         match self.etcd.txn(vec![guard], vec![Op::DeletePrefix(self.prefix.clone())]) {
             Ok(true) => {}
             Ok(false) => {
@@ -279,7 +355,7 @@ impl Cluster {
     /// beyond those limits is tried first (and undone), and its refusal
     /// refuses the mount.
     fn check_limits(&self) -> Result<()> {
-        let keys: Vec<Vec<u8>> = (0..PROBE_OPS).map(|i| self.meta_key(&format!("probe/{i:04}"))).collect();
+        let keys: Vec<Vec<u8>> = (0..PROBE_OPS).map(|i| self.own_key(&format!("probe/{i:04}"))).collect();
         let value = vec![0u8; PROBE_BYTES / PROBE_OPS];
         let puts = keys.iter().map(|k| Op::Put(k.clone(), value.clone())).collect();
         let too_small = |e: Error| match e {
@@ -304,13 +380,68 @@ impl Shared {
         [&self.prefix[..], k.as_bytes()].concat()
     }
 
-    /// The etcd key of store key `k`.
-    fn key(&self, k: &[u8]) -> Vec<u8> {
-        [&self.prefix[..], b"k/", k].concat()
+    /// A key of this process's own (a reader's are under `hosts/HOST/`).
+    fn own_key(&self, k: &str) -> Vec<u8> {
+        [&self.own[..], k.as_bytes()].concat()
     }
 
-    fn key_prefix_len(&self) -> usize {
-        self.prefix.len() + 2
+    /// Whether store key `k` is this process's to write (and to keep in
+    /// memory): every key for the holder, a reader's own kinds for a reader.
+    fn is_own(&self, k: &[u8]) -> bool {
+        self.reader_owns.is_none_or(|own| k.first().is_some_and(|t| own.contains(t)))
+    }
+
+    /// Where store key `k` is in etcd: `prefix`, or a reader's own.
+    fn space(&self, k: &[u8]) -> &[u8] {
+        if self.reader_owns.is_some() && self.is_own(k) { &self.own } else { &self.prefix }
+    }
+
+    /// The etcd key of store key `k`.
+    fn key(&self, k: &[u8]) -> Vec<u8> {
+        [self.space(k), b"k/", k].concat()
+    }
+
+    /// The etcd keys bounding store keys `[from, to)` (to: None, the end of
+    /// the store's keys), and how many bytes precede a store key in them.
+    /// A reader reads one kind of key at a time, in the space it is in: a
+    /// range is cut at the end of its first key's kind.
+    fn bounds(&self, from: &[u8], to: Option<&[u8]>) -> Result<(Vec<u8>, Vec<u8>, usize)> {
+        let space = self.space(from);
+        let base = [space, b"k/"].concat();
+        let end = match (self.reader_owns, to) {
+            (None, Some(to)) => [&base[..], to].concat(),
+            (None, None) => prefix_end(&base).unwrap_or_default(),
+            (Some(_), _) => {
+                let Some(&kind) = from.first() else {
+                    return Err(Error::Unusable(format!(
+                        "{}: a read-only mount reads the vault one kind of key at a time (no whole-store scans: \
+                         fsck and backups run where the vault is held)",
+                        self.addr
+                    )));
+                };
+                match to {
+                    Some(to) if to.first() == Some(&kind) => [&base[..], to].concat(),
+                    _ => prefix_end(&[&base[..], &[kind]].concat()).unwrap_or_default(),
+                }
+            }
+        };
+        Ok(([&base[..], from].concat(), end, base.len()))
+    }
+
+    /// A reader's host name (None: the holder).
+    pub fn reader_host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// Refuses what only the holder does.
+    fn not_reader(&self) -> Result<()> {
+        match self.reader_owns {
+            None => Ok(()),
+            Some(_) => Err(Error::Unusable(format!(
+                "{}: this is a read-only mount; changes are made where the vault is held",
+                self.addr
+            ))),
+        }
     }
 
     /// Refuses writes once the lease may have lapsed.
@@ -332,12 +463,18 @@ impl Shared {
     /// A transaction guarded by our hold on the vault.
     fn write(&self, ops: Vec<Op>) -> Result<()> {
         self.still_held()?;
-        if self.etcd.txn(vec![Guard::Created(self.meta_key("holder"), self.held_at)], ops)? {
+        if self.etcd.txn(vec![Guard::Created(self.hold_key.clone(), self.held_at)], ops)? {
             Ok(())
         } else {
             self.held.lost.store(true, Ordering::SeqCst);
             Err(self.lost_error())
         }
+    }
+
+    /// Whether memory may answer for store key `k`: it is this process's
+    /// own (a reader keeps none of the holder's keys), and the cache is valid.
+    fn cached(&self, k: &[u8]) -> bool {
+        self.is_own(k) && self.cache_valid()
     }
 
     /// Whether values in memory are still the store's: this process holds
@@ -354,7 +491,7 @@ impl Shared {
         if let Some(entry) = self.group.overlay.lookup(key) {
             return Ok(entry.map(Value));
         }
-        let cached = self.cache_valid();
+        let cached = self.cached(key);
         if cached && let Some(v) = self.cache.get(key) {
             return Ok(v);
         }
@@ -366,6 +503,15 @@ impl Shared {
         Ok(value)
     }
 
+    /// As `get`, never from the read cache: for a key another host may
+    /// have written (the lockdown marker, which readers write too).
+    pub fn get_fresh(&self, key: &[u8]) -> Result<Option<Value>> {
+        if let Some(entry) = self.group.overlay.lookup(key) {
+            return Ok(entry.map(Value));
+        }
+        Ok(self.etcd.get(&self.key(key))?.map(|kv| Value::from(kv.value)))
+    }
+
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
         Ok(self.get(key)?.is_some())
     }
@@ -373,6 +519,14 @@ impl Shared {
     /// Applies `batch` atomically: as a transaction of its own, or into the
     /// overlay for the next commit (grouped durability).
     pub fn apply(&self, batch: Batch) -> Result<()> {
+        let writable = |k: &[u8]| self.is_own(k) || k.first().is_some_and(|t| self.reader_shares.contains(t));
+        if let Some((k, _)) = batch.ops.iter().find(|(k, _)| !writable(k)) {
+            return Err(Error::Unusable(format!(
+                "{}: a read-only mount cannot change key {:?}: changes are made where the vault is held",
+                self.addr,
+                String::from_utf8_lossy(&k[..1])
+            )));
+        }
         if self.group.grouped() {
             self.still_held()?;
             if self.group.must_commit_before(0) {
@@ -407,6 +561,34 @@ impl Shared {
         written
     }
 
+    /// Commits now if this is the holder and a reader is mounted (a close
+    /// on the holder): what was written and closed here is then what a
+    /// reader's next open sees, as on one host.
+    pub fn publish(&self) -> Result<()> {
+        let nothing_new = self.group.overlay.pending_len() == 0;
+        if self.reader_owns.is_some() || !self.group.grouped() || nothing_new || !self.readers_mounted()? {
+            return Ok(());
+        }
+        self.commit()
+    }
+
+    /// Whether any reader has the vault mounted, looked up at most once
+    /// every READERS_LOOK_EVERY: a reader mounted since is seen at the
+    /// next look, and until then the commit interval bounds what it misses.
+    fn readers_mounted(&self) -> Result<bool> {
+        let mut seen = self.readers_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, mounted)) = *seen
+            && at.elapsed() < READERS_LOOK_EVERY
+        {
+            return Ok(mounted);
+        }
+        let from = self.meta_key("readers/");
+        let page = self.etcd.range(&from, &prefix_end(&from).unwrap_or_default(), 1, 0, false, true)?;
+        let mounted = !page.kvs.is_empty();
+        *seen = Some((Instant::now(), mounted));
+        Ok(mounted)
+    }
+
     /// Stores the objects built so far, then writes the batches gathered
     /// before them as one transaction (group.rs). On failure everything
     /// stays in memory, readable, and the next commit tries again.
@@ -435,6 +617,7 @@ impl Shared {
 
     /// The next object number, reserving more in etcd when the range is used up.
     fn next_number(&self) -> Result<u64> {
+        self.not_reader()?;
         let mut n = self.numbers.lock().unwrap_or_else(|p| p.into_inner());
         if n.0 >= n.1 {
             let key = self.meta_key("objects");
@@ -450,8 +633,7 @@ impl Shared {
                 .checked_add(OBJECT_RESERVE)
                 .ok_or_else(|| Error::Corrupt(format!("{}: the object counter is exhausted", self.addr)))?;
             self.still_held()?;
-            let guards =
-                vec![Guard::Created(self.meta_key("holder"), self.held_at), Guard::Modified(key.clone(), rev)];
+            let guards = vec![Guard::Created(self.hold_key.clone(), self.held_at), Guard::Modified(key.clone(), rev)];
             if !self.etcd.txn(guards, vec![Op::Put(key, end.to_be_bytes().to_vec())])? {
                 // Only the holder moves the counter: losing this race means losing the vault.
                 self.held.lost.store(true, Ordering::SeqCst);
@@ -470,6 +652,7 @@ impl Shared {
     /// Appends `bytes` as one record run: to the object being built
     /// (grouped durability), or as an object of its own, stored now.
     pub fn append_record(&self, bytes: &[u8]) -> Result<Location> {
+        self.not_reader()?;
         self.still_held()?;
         if self.group.grouped() {
             if self.group.must_commit_before(bytes.len()) {
@@ -533,6 +716,7 @@ impl Shared {
     }
 
     pub fn remove_segment(&self, id: u64) -> Result<()> {
+        self.not_reader()?;
         self.still_held()?;
         let removed = self.objects.delete(&self.object_name(id));
         self.readahead.forget(id);
@@ -549,13 +733,14 @@ impl Shared {
 
     /// Entries of `[from, to)` (to: None, the end of the store's keys).
     fn pages(&self, from: &[u8], to: Option<&[u8]>) -> Pages<'_> {
-        let end = match to {
-            Some(to) => self.key(to),
-            None => prefix_end(&self.key(b"")).unwrap_or_default(),
+        let (next, end, skip, refused) = match self.bounds(from, to) {
+            Ok((next, end, skip)) => (next, end, skip, None),
+            Err(e) => (Vec::new(), Vec::new(), 0, Some(e)),
         };
         // A scan that fits one page is kept as a known range.
-        let fill = self.cache_valid().then(|| (self.cache.generation(), from.to_vec(), to.map(|t| t.to_vec())));
-        Pages { cluster: self, next: self.key(from), end, revision: 0, buffered: VecDeque::new(), done: false, fill }
+        let fill = self.cached(from).then(|| (self.cache.generation(), from.to_vec(), to.map(|t| t.to_vec())));
+        let done = refused.is_some();
+        Pages { cluster: self, next, end, skip, revision: 0, buffered: VecDeque::new(), done, refused, fill }
     }
 
     /// Entries of `[from, to)`, with the overlay's over them: from memory
@@ -563,7 +748,7 @@ impl Shared {
     fn merged<'a>(&'a self, from: &[u8], to: Option<&[u8]>) -> impl Iterator<Item = Result<(Vec<u8>, Value)>> + use<'a> {
         let hi = to.map_or(Bound::Unbounded, Bound::Excluded);
         let over = self.group.overlay.range(Bound::Included(from), hi);
-        let known = if self.cache_valid() { self.cache.range(from, to) } else { None };
+        let known = if self.cached(from) { self.cache.range(from, to) } else { None };
         let backend: Box<dyn Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + 'a> = match known {
             Some(entries) => Box::new(entries.into_iter().map(|(k, v)| Ok((k, v.0)))),
             None => Box::new(self.pages(from, to).map(|r| r.map(|(k, v)| (k, v.0)))),
@@ -576,14 +761,14 @@ impl Shared {
     /// the lookups that follow (the next index entries of a file being
     /// read) are then answered from memory.
     fn etcd_first_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, sled::IVec)>> {
-        let cached = self.cache_valid();
+        let cached = self.cached(from);
         if cached && let Some(entries) = self.cache.range(from, Some(to)) {
             return Ok(entries.into_iter().next().map(|(k, v)| (k, v.0)));
         }
         let generation = self.cache.generation();
         let limit = if cached { FIRST_IN_PAGE } else { 1 };
-        let page = self.etcd.range(&self.key(from), &self.key(to), limit, 0, false, false)?;
-        let skip = self.key_prefix_len();
+        let (start, end, skip) = self.bounds(from, Some(to))?;
+        let page = self.etcd.range(&start, &end, limit, 0, false, false)?;
         let entries: Vec<(Vec<u8>, Value)> =
             page.kvs.into_iter().map(|kv| (kv.key[skip..].to_vec(), Value::from(kv.value))).collect();
         if cached {
@@ -621,20 +806,17 @@ impl Shared {
     /// The greatest live key in `[from, to)` (to: None, the end of the
     /// store's keys): the overlay's, or etcd's that the overlay does not delete.
     fn last_key(&self, from: &[u8], to: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
-        let start = self.key(from);
+        let (start, end, skip) = self.bounds(from, to)?;
         // etcd's keys in the range, greatest first, one request each: the
         // overlay rarely deletes more than the first.
-        let mut end = Some(match to {
-            Some(to) => self.key(to),
-            None => prefix_end(&self.key(b"")).unwrap_or_default(),
-        });
+        let mut end = Some(end);
         let down = std::iter::from_fn(|| {
             let page = match self.etcd.range(&start, &end.take()?, 1, 0, true, true) {
                 Ok(page) => page,
                 Err(e) => return Some(Err(e)),
             };
             let kv = page.kvs.into_iter().next()?;
-            let key = kv.key[self.key_prefix_len()..].to_vec();
+            let key = kv.key[skip..].to_vec();
             end = Some(kv.key);
             Some(Ok(key))
         });
@@ -672,9 +854,13 @@ pub struct Pages<'a> {
     cluster: &'a Shared,
     next: Vec<u8>,
     end: Vec<u8>,
+    /// Bytes before the store key in each etcd key.
+    skip: usize,
     revision: i64,
     buffered: VecDeque<Kv>,
     done: bool,
+    /// Why the scan cannot be made (`Shared::bounds`), returned once.
+    refused: Option<Error>,
     /// The cache's generation and the range in store keys, to keep the
     /// range as known if its first page is all of it.
     fill: Option<(u64, Vec<u8>, Option<Vec<u8>>)>,
@@ -684,13 +870,16 @@ impl Iterator for Pages<'_> {
     type Item = Result<(Vec<u8>, Value)>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.refused.take() {
+            return Some(Err(e));
+        }
         if self.buffered.is_empty() && !self.done {
             match self.cluster.etcd.range(&self.next, &self.end, PAGE, self.revision, false, false) {
                 Ok(page) => {
                     if let Some((generation, from, to)) = self.fill.take()
                         && !page.more
                     {
-                        let skip = self.cluster.key_prefix_len();
+                        let skip = self.skip;
                         let entries: Vec<(Vec<u8>, Value)> =
                             page.kvs.iter().map(|kv| (kv.key[skip..].to_vec(), Value::from(kv.value.clone()))).collect();
                         self.cluster.cache.fill_range(generation, &from, to.as_deref(), &entries);
@@ -709,7 +898,6 @@ impl Iterator for Pages<'_> {
             }
         }
         let kv = self.buffered.pop_front()?;
-        let skip = self.cluster.key_prefix_len();
-        Some(Ok((kv.key[skip..].to_vec(), Value::from(kv.value))))
+        Some(Ok((kv.key[self.skip..].to_vec(), Value::from(kv.value))))
     }
 }

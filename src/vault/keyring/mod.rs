@@ -270,7 +270,8 @@ impl Keyring {
     ) -> Result<crate::audit::log::Log> {
         let leaf_key = Key32::from_bytes(*self.audit_leaf.as_bytes());
         let signer = SigningKey::from_seed(Key32::from_bytes(*self.audit.seed().as_bytes()));
-        Ok(crate::audit::log::Log::open(store, vault_id, leaf_key, signer)?)
+        // A read-only mount's store holds its host's log, named after it.
+        Ok(crate::audit::log::Log::open_named(store, vault_id, store.reader_host(), leaf_key, signer)?)
     }
 
     /// Whether `level` opens with hardware factors.
