@@ -731,9 +731,24 @@ fn a_read_only_mount_on_another_host_follows_the_holder() {
     unmount_b();
 
     v.unmount();
-    v.fsck_clean();
-    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
-    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+    let report = v.fsck_clean();
+    assert!(report.contains("host host-b: ") && !report.contains("DOES NOT VERIFY"), "{report}");
+    let verify = || v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
+    let out = verify();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("ok: host host-b: "), "audit verify: {said}");
+
+    // B's log is checked like the vault's: its records removed, both say so.
+    v.etcd.delete_range("vaultfs/agents/hosts/host-b/k/R", "vaultfs/agents/hosts/host-b/k/S");
+    let out = verify();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("audit log of host host-b"), "audit verify: {err}");
+    let out = v.run(&["fsck", &v.address, "--passphrase-file", v.pass()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && report.contains("the audit log of host host-b does not verify"),
+        "{report}"
+    );
 }
 
 /// Lockdown is the vault's: made on the holder, it closes a read-only

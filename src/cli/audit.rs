@@ -130,6 +130,18 @@ fn verify(v: AuditVerifyArgs) -> exit::Result {
                 r.checkpoints,
                 hex(&r.root)
             );
+            // A cluster vault: the log each read-only mount keeps of its own.
+            let hosts =
+                vault.verify_host_logs().map_err(|e| corrupt(format!("audit logs of other hosts: {e}")))?;
+            for (host, verdict) in hosts {
+                let r = verdict.map_err(|e| corrupt(format!("audit log of host {host}: {e}")))?;
+                println!(
+                    "ok: host {host}: {} leaves, {} checkpoints, root {}",
+                    r.leaves,
+                    r.checkpoints,
+                    hex(&r.root)
+                );
+            }
             Ok(())
         }
         (None, false) => {

@@ -224,6 +224,15 @@ pub(super) fn print_report(store: &Path, r: &FsckReport) {
             "{:<15} {} leaves{archived}, {} checkpoints{root}: {state}",
             "audit log", a.leaves, a.checkpoints
         );
+        for h in &r.host_audits {
+            let a = &h.audit;
+            let root = a.root.as_deref().map_or(String::new(), |h| format!(", root {h}"));
+            let state = if a.verified { "verified" } else { "DOES NOT VERIFY" };
+            println!(
+                "{:<15} host {}: {} leaves, {} checkpoints{root}: {state}",
+                "audit log", h.host, a.leaves, a.checkpoints
+            );
+        }
     }
     if !r.problems.is_empty() {
         println!("{} problem(s):", r.problems.len());

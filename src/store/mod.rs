@@ -236,6 +236,28 @@ impl Store {
         }
     }
 
+    /// The hosts whose read-only mounts keep an audit log in this cluster
+    /// vault, in name order (none for a store directory).
+    pub fn hosts_with_logs(&self) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Cluster(c) => c.hosts_with_logs(),
+            Backend::Local(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// `host`'s own keys (the kinds in `own`: its audit log) as the read-only
+    /// mount on it sees them, without holding anything: for checking them.
+    /// Every write to it is refused.
+    pub fn host_log(&self, host: &str, own: &'static [u8]) -> Result<Store> {
+        match &self.backend {
+            Backend::Cluster(c) => {
+                let role = cluster::Role::LogOf { host: host.to_string(), own };
+                Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::open(c.address(), role)?))))
+            }
+            Backend::Local(_) => Err(Error::Missing("a store directory keeps no other host's audit log".into())),
+        }
+    }
+
     /// At a close that followed writes: a cluster vault's holder commits
     /// now if a reader is mounted, so that the reader's next open sees what
     /// was closed (close-to-open across hosts). Nothing otherwise.

@@ -247,6 +247,13 @@ impl Vault<Unlocked> {
         Ok(self.core().audit.verify_store(&self.core().store)?)
     }
 
+    /// `audit_verify` for the log each read-only mount of this cluster
+    /// vault keeps of its own accesses: (host, its verdict), in host order.
+    pub fn verify_host_logs(&self) -> Result<Vec<(String, Result<ChainReport>)>> {
+        let core = self.core();
+        verify_host_logs(&core.store, &core.keys, core.vault_id)
+    }
+
     pub fn audit_size(&self) -> u64 {
         self.core().audit.size()
     }
@@ -280,4 +287,27 @@ impl Vault<Unlocked> {
         }
         Ok(out)
     }
+}
+
+/// Each read-only mount's own audit log in `store` (a cluster vault),
+/// verified as `Vault::audit_verify` verifies the vault's: (host, verdict).
+/// Listing the hosts failing is the error; one host's log failing is its verdict.
+pub(super) fn verify_host_logs(
+    store: &crate::store::Store,
+    ring: &super::keyring::Keyring,
+    vault_id: [u8; 16],
+) -> Result<Vec<(String, Result<ChainReport>)>> {
+    let verify = |host: &str| -> Result<ChainReport> {
+        let view = store.host_log(host, crate::format::keys::AUDIT_KINDS)?;
+        let log = ring.open_log(&view, vault_id)?;
+        Ok(log.verify_store(&view)?)
+    };
+    Ok(store
+        .hosts_with_logs()?
+        .into_iter()
+        .map(|h| {
+            let verdict = verify(&h);
+            (h, verdict)
+        })
+        .collect())
 }

@@ -31,8 +31,8 @@ pub use admin::archive::{ArchiveMade, Cut, compact_if_due, compact_store};
 pub use admin::enroll::{FactorKind, SlotInfo};
 pub use admin::escrow::EscrowSplit;
 pub use admin::fsck::{
-    AuditReport, Counts, FsckOptions, FsckReport, FsckStatus, LevelAccess, LevelReport, Problem, ProblemKind,
-    RepairState, Tally,
+    AuditReport, Counts, FsckOptions, FsckReport, FsckStatus, HostAuditReport, LevelAccess, LevelReport,
+    Problem, ProblemKind, RepairState, Tally,
 };
 pub use admin::rotate::RotateReport;
 pub use admin::salvage::{SalvageReport, describe_key, salvage};

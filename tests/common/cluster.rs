@@ -312,15 +312,20 @@ impl Etcd {
     /// Deletes `key` as any etcd writer could, through the first member's
     /// JSON gateway (a plain etcd only).
     pub fn delete_key(&self, key: &str) {
-        let out = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn();
-        let mut child = out.expect("run base64");
-        child.stdin.take().unwrap().write_all(key.as_bytes()).unwrap();
-        let key = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
-        let body = format!("{{\"key\":\"{key}\"}}");
+        let body = format!("{{\"key\":\"{}\"}}", base64(key));
         let answer = http(self.members[0].client, "POST", "/v3/kv/deleterange", body.as_bytes());
         let (status, body) = answer.expect("etcd's gateway answered");
         let body = String::from_utf8_lossy(&body);
         assert!(status == 200 && body.contains("\"deleted\":\"1\""), "delete {key}: {status} {body}");
+    }
+
+    /// Deletes every key in `[from, to)` as any etcd writer could; at least one must be there.
+    pub fn delete_range(&self, from: &str, to: &str) {
+        let body = format!("{{\"key\":\"{}\",\"range_end\":\"{}\"}}", base64(from), base64(to));
+        let answer = http(self.members[0].client, "POST", "/v3/kv/deleterange", body.as_bytes());
+        let (status, body) = answer.expect("etcd's gateway answered");
+        let body = String::from_utf8_lossy(&body);
+        assert!(status == 200 && body.contains("\"deleted\":\""), "delete [{from}, {to}): {status} {body}");
     }
 
     /// The CA and client certificates of an etcd from `start_secure`.
@@ -498,6 +503,14 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `s` in base64 (etcd's JSON gateway takes keys so).
+fn base64(s: &str) -> String {
+    let out = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn();
+    let mut child = out.expect("run base64");
+    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
 }
 
 /// SeaweedFS (master, volume server, filer and S3 gateway in one process)

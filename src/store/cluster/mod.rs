@@ -85,6 +85,9 @@ pub enum Role {
     /// are the vault's, which any host may write; every other key is the
     /// holder's, read, never written.
     Reader { host: String, own: &'static [u8], shared: &'static [u8] },
+    /// No hold at all: `host`'s keys of the kinds in `own` as a reader on
+    /// it sees them, read-only (checking the audit logs of other hosts).
+    LogOf { host: String, own: &'static [u8] },
 }
 
 /// How often a holder looks again whether any reader is mounted.
@@ -132,7 +135,7 @@ pub struct Shared {
     /// The lease's renewals; `lost` is set for good once it may have
     /// lapsed: writes are refused.
     held: Arc<LeaseState>,
-    _keep_alive: KeepAlive,
+    _keep_alive: Option<KeepAlive>,
     /// Point reads, served from memory while this process surely holds the vault.
     cache: ReadCache,
     /// Object numbers: the next to use, and the end of the reserved range.
@@ -192,18 +195,21 @@ impl Cluster {
         let key = |k: &str| [&prefix[..], k.as_bytes()].concat();
         let host = match &role {
             Role::Holder => None,
-            Role::Reader { host, .. } => Some(host.clone()),
+            Role::Reader { host, .. } | Role::LogOf { host, .. } => Some(host.clone()),
         };
+        if let Some(host) = &host
+            && !valid_host(host)
+        {
+            return Err(Error::Unusable(format!(
+                "{host:?} is not a host name a reader can use (1-64 of A-Z a-z 0-9 . _ -): set VAULTFS_HOST"
+            )));
+        }
         let (hold_key, own, reader_owns, reader_shares) = match &role {
             Role::Holder => (key("holder"), prefix.clone(), None, &[][..]),
             Role::Reader { host, own, shared } => {
-                if !valid_host(host) {
-                    return Err(Error::Unusable(format!(
-                        "{host:?} is not a host name a reader can use (1-64 of A-Z a-z 0-9 . _ -): set VAULTFS_HOST"
-                    )));
-                }
                 (key(&format!("readers/{host}")), key(&format!("hosts/{host}/")), Some(*own), *shared)
             }
+            Role::LogOf { host, own } => (Vec::new(), key(&format!("hosts/{host}/")), Some(*own), &[][..]),
         };
         let Some(data) = etcd.get(&key("data"))? else {
             return Err(Error::Missing(format!("{at}: etcd holds no vault named {:?}", at.vault)));
@@ -214,6 +220,13 @@ impl Cluster {
             .ok_or_else(|| Error::Corrupt(format!("{at}: the object store's address in etcd is not one")))?;
         let objects = Objects::open(&data)?;
         let held = LeaseState::new();
+        if hold_key.is_empty() {
+            // Holds nothing: every write is refused, nothing is kept in memory.
+            held.lost.store(true, Ordering::SeqCst);
+            let shared =
+                Shared::new(at, etcd, objects, prefix, own, (reader_owns, reader_shares, host), hold_key, 0, held, None);
+            return Ok(Cluster { shared: Arc::new(shared), committer: Mutex::new(None), discarded: false });
+        }
         let lease = etcd.grant(LEASE_SECONDS)?;
         // Renewed while waiting for another holder, too (that can take
         // longer than the lease lasts).
@@ -233,7 +246,7 @@ impl Cluster {
                     etcd.revoke(lease);
                     let what = match &role {
                         Role::Holder => "a mount or a command",
-                        Role::Reader { .. } => "a read-only mount of this host's name",
+                        Role::Reader { .. } | Role::LogOf { .. } => "a read-only mount of this host's name",
                     };
                     return Err(Error::Unusable(format!(
                         "{at} is open on {} ({what}; a host that died releases it within {LEASE_SECONDS} s)",
@@ -250,28 +263,29 @@ impl Cluster {
             // each of its closes from now on commits before it returns.
             std::thread::sleep(READERS_LOOK_EVERY);
         }
-        let shared = Shared {
-            addr: at.clone(),
-            etcd,
-            objects,
-            prefix,
-            own,
-            reader_owns,
-            reader_shares,
-            host,
-            hold_key,
-            held_at,
-            readers_seen: Mutex::new(None),
-            lease,
-            held,
-            _keep_alive: keep_alive,
-            cache: ReadCache::default(),
-            numbers: Mutex::new((0, 0)),
-            listed: Mutex::new(None),
-            group: Group::default(),
-            readahead: Readahead::default(),
-        };
+        let reader = (reader_owns, reader_shares, host);
+        let shared = Shared::new(at, etcd, objects, prefix, own, reader, hold_key, held_at, held, Some((lease, keep_alive)));
         Ok(Cluster { shared: Arc::new(shared), committer: Mutex::new(None), discarded: false })
+    }
+
+    /// The hosts whose read-only mounts keep an audit log in this vault
+    /// (`hosts/HOST/`), in name order: one etcd request per host.
+    pub fn hosts_with_logs(&self) -> Result<Vec<String>> {
+        let base = self.meta_key("hosts/");
+        let end = prefix_end(&base).unwrap_or_default();
+        let mut hosts = Vec::new();
+        let mut from = base.clone();
+        while let Some(kv) = self.etcd.range(&from, &end, 1, 0, false, true)?.kvs.into_iter().next() {
+            let rest = &kv.key[base.len()..];
+            let name = rest.split(|&b| b == b'/').next().unwrap_or_default();
+            let host = String::from_utf8(name.to_vec())
+                .ok()
+                .filter(|h| valid_host(h))
+                .ok_or_else(|| Error::Corrupt(format!("{}: etcd key {:?} names no host", self.addr, String::from_utf8_lossy(&kv.key))))?;
+            from = prefix_end(&[&base[..], name, b"/"].concat()).unwrap_or_default();
+            hosts.push(host);
+        }
+        Ok(hosts)
     }
 
     /// Chooses when applied batches become durable: each before `apply`
@@ -376,6 +390,50 @@ impl Cluster {
 }
 
 impl Shared {
+    /// `reader`: the key kinds a reader owns and shares, and its host (all
+    /// None or empty for the holder); `lease`: the lease and its renewals
+    /// (None: a view that holds nothing).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        at: &ClusterAddress,
+        etcd: Etcd,
+        objects: Objects,
+        prefix: Vec<u8>,
+        own: Vec<u8>,
+        reader: (Option<&'static [u8]>, &'static [u8], Option<String>),
+        hold_key: Vec<u8>,
+        held_at: i64,
+        held: Arc<LeaseState>,
+        lease: Option<(i64, KeepAlive)>,
+    ) -> Shared {
+        let (reader_owns, reader_shares, host) = reader;
+        let (lease, keep_alive) = match lease {
+            Some((id, k)) => (id, Some(k)),
+            None => (0, None),
+        };
+        Shared {
+            addr: at.clone(),
+            etcd,
+            objects,
+            prefix,
+            own,
+            reader_owns,
+            reader_shares,
+            host,
+            hold_key,
+            held_at,
+            readers_seen: Mutex::new(None),
+            lease,
+            held,
+            _keep_alive: keep_alive,
+            cache: ReadCache::default(),
+            numbers: Mutex::new((0, 0)),
+            listed: Mutex::new(None),
+            group: Group::default(),
+            readahead: Readahead::default(),
+        }
+    }
+
     fn meta_key(&self, k: &str) -> Vec<u8> {
         [&self.prefix[..], k.as_bytes()].concat()
     }
@@ -426,6 +484,10 @@ impl Shared {
             }
         };
         Ok(([&base[..], from].concat(), end, base.len()))
+    }
+
+    pub fn address(&self) -> &ClusterAddress {
+        &self.addr
     }
 
     /// A reader's host name (None: the holder).
@@ -844,7 +906,9 @@ impl Drop for Cluster {
             tracing::error!("cluster commit at close failed: {e}");
         }
         // Frees the vault for the next holder at once, not after the lease.
-        self.etcd.revoke(self.lease);
+        if self.lease != 0 {
+            self.etcd.revoke(self.lease);
+        }
     }
 }
 

@@ -6,7 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::{AuditReport, Fix, FsckOptions, FsckReport, LevelAccess, LevelReport, Problem, ProblemKind};
+use super::{
+    AuditReport, Fix, FsckOptions, FsckReport, HostAuditReport, LevelAccess, LevelReport, Problem,
+    ProblemKind,
+};
 use super::{RepairState, Tally};
 use crate::audit::log::Log;
 use crate::block::{FileBlocks, entry_span};
@@ -879,7 +882,36 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// The audit logs of read-only mounts on other hosts (a cluster vault).
+    fn host_audits(&mut self) {
+        let hosts = match crate::vault::audit::verify_host_logs(self.store, self.ring, self.header.vault_id) {
+            Ok(hosts) => hosts,
+            Err(e) => {
+                let msg = format!("the audit logs of other hosts cannot be listed: {e}");
+                return self.problem(ProblemKind::Audit, b"hosts/", (None, None), msg);
+            }
+        };
+        for (host, verdict) in hosts {
+            let audit = match verdict {
+                Ok(r) => AuditReport {
+                    verified: true,
+                    leaves: r.leaves,
+                    checkpoints: r.checkpoints as u64,
+                    root: Some(hex(&r.root)),
+                    archived: 0,
+                },
+                Err(e) => {
+                    let msg = format!("the audit log of host {host} does not verify: {e}");
+                    self.problem(ProblemKind::Audit, format!("hosts/{host}/").as_bytes(), (None, None), msg);
+                    AuditReport::default()
+                }
+            };
+            self.report.host_audits.push(HostAuditReport { host, audit });
+        }
+    }
+
     fn audit(&mut self) {
+        self.host_audits();
         let ring = self.ring;
         let leaf_key = Key32::from_bytes(*ring.audit_leaf.as_bytes());
         let signer = SigningKey::from_seed(Key32::from_bytes(*ring.audit.seed().as_bytes()));

@@ -166,6 +166,14 @@ pub struct SegmentCounts {
     pub garbage_bytes: u64,
 }
 
+/// The audit log a read-only mount on `host` keeps in a cluster vault.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HostAuditReport {
+    pub host: String,
+    #[serde(flatten)]
+    pub audit: AuditReport,
+}
+
 /// The audit log as `vaultfs audit verify STORE` sees it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AuditReport {
@@ -325,6 +333,9 @@ pub struct FsckReport {
     pub levels: Vec<LevelReport>,
     pub counts: Counts,
     pub audit: AuditReport,
+    /// The logs of read-only mounts on other hosts (cluster vaults).
+    #[serde(default)]
+    pub host_audits: Vec<HostAuditReport>,
     pub problems: Vec<Problem>,
 }
 
@@ -339,6 +350,7 @@ impl FsckReport {
             levels: Vec::new(),
             counts: Counts::default(),
             audit: AuditReport::default(),
+            host_audits: Vec::new(),
             problems: Vec::new(),
         }
     }
