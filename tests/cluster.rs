@@ -373,8 +373,8 @@ fn losing_etcd_past_the_lease_fails_closed() {
 
 /// An etcd writer deletes the holder key under a mount. The lease is still
 /// renewed, but the mount notices at its next renewal, without writing:
-/// it stops serving reads from memory and refuses writes, and another
-/// process can take the vault.
+/// it refuses writes and reads alike (no record of them could be stored),
+/// and another process can take the vault.
 #[test]
 fn a_deleted_holder_key_ends_the_hold() {
     let mut v = ClusterVault::new();
@@ -389,8 +389,9 @@ fn a_deleted_holder_key_ends_the_hold() {
     let refused = std::fs::write(v.path("1-working/after"), b"y\n");
     assert_eq!(refused.expect_err("a write went on without the hold").raw_os_error(), Some(EIO));
     assert!(v.log().contains("unmount and mount again"), "{}", v.log());
-    // Reads go to etcd now, and still work.
-    assert_eq!(std::fs::read_to_string(v.path("1-working/kept")).unwrap(), "kept\n");
+    // Reads fail too: no record of them could ever be stored.
+    let read = std::fs::read(v.path("1-working/kept"));
+    assert_eq!(read.expect_err("a read went on without a log to record it").raw_os_error(), Some(EIO));
     // Another host may take the vault at once: fsck there opens it beside the mount.
     let out = v.run_on("host-b", &["fsck", &v.address, "--passphrase-file", v.pass()]);
     let report = String::from_utf8_lossy(&out.stdout);

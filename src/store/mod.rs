@@ -258,6 +258,13 @@ impl Store {
         }
     }
 
+    /// Whether this cluster store lost its hold on the vault for good (its
+    /// lease lapsed, or its key was deleted or replaced): nothing it
+    /// writes is stored any more. Never for a store directory.
+    pub fn hold_lost(&self) -> bool {
+        matches!(&self.backend, Backend::Cluster(c) if c.hold_lost())
+    }
+
     /// At a close that followed writes: a cluster vault's holder commits
     /// now if a reader is mounted, so that the reader's next open sees what
     /// was closed (close-to-open across hosts). Nothing otherwise.

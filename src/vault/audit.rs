@@ -98,6 +98,20 @@ pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
 pub const MAX_FROZEN_BACKLOG: usize = 8 << 20;
 
 impl Core {
+    /// No access without a record: a cluster mount that lost its hold on
+    /// the vault can store no record again, so it serves nothing (reads
+    /// included) until it is mounted again.
+    fn recordable(&self) -> Result<()> {
+        match self.store.hold_lost() {
+            false => Ok(()),
+            true => Err(super::error::err(
+                ErrorKind::Io,
+                "this mount lost its hold on the vault in etcd: no access it serves could be recorded, \
+                 so it serves none; unmount and mount again",
+            )),
+        }
+    }
+
     /// While a backup snapshot holds the store (`Store::freeze`), records
     /// cannot be stored and wait in memory. Past `MAX_FROZEN_BACKLOG` the
     /// recording thread waits for the snapshot to end too: a long snapshot
@@ -159,6 +173,7 @@ impl Vault<Unlocked> {
         if cfg!(feature = "bench-no-audit") {
             return Ok(op(self));
         }
+        self.core().recordable()?;
         let op_name = rec.op.name();
         let ticket = Ticket(Mutex::new(Some(rec.leaf(0))));
         let carrier = Vault(Unlocked { core: Arc::clone(&self.0.core), ticket: Some(ticket) });
@@ -186,6 +201,7 @@ impl Vault<Unlocked> {
             return Ok(());
         }
         let core = self.core();
+        core.recordable()?;
         core.metrics.count_op(rec.op.name(), result);
         core.audit.append(rec.leaf(result));
         core.bound_frozen_backlog();

@@ -506,6 +506,12 @@ impl Shared {
         }
     }
 
+    /// Whether this process held the vault (or its reader's key) and may
+    /// have lost it: for good, nothing it writes is stored any more.
+    pub fn hold_lost(&self) -> bool {
+        self.lease != 0 && self.held.lost.load(Ordering::SeqCst)
+    }
+
     /// Refuses writes once the lease may have lapsed.
     fn still_held(&self) -> Result<()> {
         match self.held.lost.load(Ordering::SeqCst) {
