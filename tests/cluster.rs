@@ -149,9 +149,14 @@ impl ClusterVault {
 
     /// A read-only mount on host `host` at `mnt`, logging to `host.log`.
     fn mount_reader(&self, host: &str, mnt: &Path) {
+        self.mount_reader_with(host, mnt, &self.env)
+    }
+
+    /// `mount_reader` with `env` instead of the vault's environment.
+    fn mount_reader_with(&self, host: &str, mnt: &Path, env: &[(&str, String)]) {
         let log = self.dir.path().join(format!("{host}.log"));
         let out = self
-            .command(host, None)
+            .command_with(host, None, env)
             .env("VAULTFS_HOST", host)
             .args([
                 "mount",
@@ -602,6 +607,65 @@ impl Drop for Mounted {
             let _ = Command::new("umount").arg("-l").arg(&self.0).status();
         }
     }
+}
+
+/// A host that only reads can be confined by etcd's own access control:
+/// a user that may read the vault's keys and write only its own log, its
+/// reader key and the lockdown marker mounts read-only, reads, records and
+/// locks the vault down; the same user cannot take the vault to write it.
+#[test]
+fn a_reader_confined_by_etcd_roles_reads_records_and_locks_down() {
+    let reader = ("viewer", "viewer-pw-not-secret", "agents", "host-b");
+    let etcd = Etcd::start_secure_with_readers(&[("agent", "agent-pw-not-secret")], &[reader]);
+    let secrets = tempfile::tempdir().unwrap();
+    let (agent_pw, viewer_pw) = (secrets.path().join("agent"), secrets.path().join("viewer"));
+    std::fs::write(&agent_pw, "agent-pw-not-secret\n").unwrap();
+    std::fs::write(&viewer_pw, "viewer-pw-not-secret\n").unwrap();
+    let tls = etcd.tls();
+    let path = |p: PathBuf| p.display().to_string();
+    let env = |user: &str, password: &Path| -> Env {
+        vec![
+            ("VAULTFS_ETCD_CA", path(tls.ca())),
+            // The TLS handshake's certificate; the user and password decide who it is.
+            ("VAULTFS_ETCD_CERT", path(tls.cert("agent"))),
+            ("VAULTFS_ETCD_KEY", path(tls.key("agent"))),
+            ("VAULTFS_ETCD_USER", user.to_string()),
+            ("VAULTFS_ETCD_PASSWORD_FILE", path(password.to_path_buf())),
+        ]
+    };
+    let (agent, viewer) = (env("agent", &agent_pw), env("viewer", &viewer_pw));
+    let mut v = ClusterVault::on_with(etcd, agent);
+    v.mount();
+    std::fs::write(v.path("2-private/plan"), b"read by a confined host\n").unwrap();
+    let mnt_b = v.dir.path().join("mnt-b");
+    std::fs::create_dir(&mnt_b).unwrap();
+    let _unmount_b = Mounted(mnt_b.clone());
+    v.mount_reader_with("host-b", &mnt_b, &viewer);
+    let (a, b) = (v.mnt.to_str().unwrap().to_string(), mnt_b.to_str().unwrap().to_string());
+    let read =
+        || std::fs::read(mnt_b.join("2-private/plan")).is_ok_and(|c| c == b"read by a confined host\n");
+    assert!(wait_for(Duration::from_secs(3), read), "the confined reader cannot read");
+    assert!(std::fs::read_to_string(mnt_b.join(".audit")).unwrap().contains("2-private/plan"));
+
+    let on_b = |args: &[&str]| v.run_with("host-b", &viewer, args);
+    let ok = |out: Output| assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(on_b(&["lockdown", &b]));
+    let locked = || v.ok_on("state", &["status", "--json", &a]).contains("\"lockdown\": true");
+    assert!(wait_for(Duration::from_secs(2), locked), "the holder did not follow the reader's lockdown");
+    ok(on_b(&["lockdown", &b, "--exit", "--passphrase-file", v.pass()]));
+    v.ok_on("state", &["lockdown", &a, "--exit", "--passphrase-file", v.pass()]);
+    ok(on_b(&["umount", &b]));
+    v.unmount();
+
+    // The vault is free, but this user may not take it.
+    let out = v.run_with("host-b", &viewer, &["fsck", &v.address, "--passphrase-file", v.pass()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("permission denied"),
+        "a confined reader held the vault: {err}"
+    );
+    let report = v.fsck_clean();
+    assert!(report.contains("host host-b: "), "{report}");
 }
 
 /// A host cut off from etcd and the object store by a partition (its own

@@ -13,6 +13,12 @@
 #      (the defaults write 512 MiB sequentially and 128 MiB at random).
 # Each mount is remounted before the cold read, as run_peers.sh does. The
 # servers are started afresh for every cluster run, so every run starts empty.
+# A third kind, "reader", is the cluster vault with a read-only mount beside
+# the holder (docs/CLUSTER.md) while fsbench runs on the holder: its rows
+# are what close-to-open costs the holder (a commit at every close after
+# changes). Then the files fsbench left are read through the read-only mount:
+# seq_read_on_reader (the 512 MiB file, cat) and cp_out_on_reader (cp -a of
+# its mixed tree).
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
@@ -25,7 +31,7 @@ ROUNDS=${1:-1}
 
 log() { echo "[cluster-vs-embedded $(date +%T)] $*" >&2; }
 
-# The vault address of KIND (embedded|cluster) for this run; sets up its store.
+# The vault address of KIND (embedded|cluster|reader) for this run; sets up its store.
 setup() {
   local kind=$1 dir=$BENCH/$1
   rm -rf "$dir"
@@ -46,6 +52,14 @@ setup() {
   fi
 }
 
+# The read-only mount of KIND reader, at $BENCH/reader/mnt-ro.
+mount_reader() {
+  local dir=$BENCH/reader
+  mkdir -p "$dir/mnt-ro"
+  VAULTFS_STATE_DIR=$dir/state-ro VAULTFS_HOST=bench-ro "$PEER" mount --passphrase-file "$dir/passfile" \
+    "$(cat "$dir/address")" "$dir/mnt-ro" -o ro --log "$dir/reader.log" || { log "reader: no read-only mount"; return 1; }
+}
+
 mount_kind() {
   local dir=$BENCH/$1
   VAULTFS_STATE_DIR=$dir/state nohup "$PEER" mount -f --passphrase-file "$dir/passfile" "$(cat "$dir/address")" \
@@ -62,6 +76,7 @@ mount_kind() {
 
 umount_kind() {
   local dir=$BENCH/$1 pid
+  mountpoint -q "$dir/mnt-ro" 2>/dev/null && umount "$dir/mnt-ro"
   mountpoint -q "$dir/mnt" && umount "$dir/mnt"
   pid=$(cat "$dir/peer.pid" 2>/dev/null) || return 0
   for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -70,15 +85,36 @@ umount_kind() {
 
 cleanup() {
   local kind
-  for kind in embedded cluster; do
+  for kind in embedded cluster reader; do
     umount_kind "$kind" 2>/dev/null
     [ -d "$BENCH/$kind/servers" ] && "$SERVERS" stop "$BENCH/$kind/servers"
   done
 }
 
 case ${1:-} in
-__remount) umount_kind "$2" && mount_kind "$2"; exit $? ;;
+__remount)
+  umount_kind "$2" && mount_kind "$2" || exit 1
+  [ "$2" != reader ] || mount_reader
+  exit $?
+  ;;
 esac
+
+# What fsbench left on the holder, read through the read-only mount:
+# "label,metric,value,unit,EXTRA" rows to the CSV.
+read_on_reader() {
+  local ro=$BENCH/reader/mnt-ro w a b bytes dst=$BENCH/reader/cp-dst
+  w=$(ls -d "$ro"/fsbench.* 2>/dev/null | head -1)
+  [ -n "$w" ] || { log "reader: nothing of fsbench's to read"; return 0; }
+  bytes=$(stat -c %s "$w/seq.bin")
+  a=$EPOCHREALTIME; cat "$w/seq.bin" >/dev/null; b=$EPOCHREALTIME
+  echo "vaultfs-reader,seq_read_on_reader,$(awk -v n="$bytes" -v a="$a" -v b="$b" 'BEGIN{printf "%.1f", n/1e6/(b-a)}'),MB/s,$1" >>"$csv"
+  bytes=$(find "$w/cptree" -type f -printf '%s\n' | awk '{s+=$1} END{print s+0}')
+  rm -rf "$dst"; mkdir -p "$dst"
+  a=$EPOCHREALTIME; cp -a "$w/cptree" "$dst/"; b=$EPOCHREALTIME
+  echo "vaultfs-reader,cp_out_on_reader,$(awk -v n="$bytes" -v a="$a" -v b="$b" 'BEGIN{printf "%.1f", n/1e6/(b-a)}'),MB/s,$1" >>"$csv"
+  rm -rf "$dst"
+  tail -2 "$csv"
+}
 
 mkdir -p "$OUT"
 stamp=$(date +%Y%m%d-%H%M%S)
@@ -88,12 +124,12 @@ echo "label,metric,value,unit,round,order,load1_before,busy_pct_before,start_tim
 echo "# $(date -Is) $(uname -r) vaultfs: $("$PEER" --version 2>&1 | head -1) etcd: $(etcd --version 2>&1 | head -1)" >>"$logf"
 trap cleanup EXIT
 for r in $(seq 1 "$ROUNDS"); do
-  kinds=(embedded cluster)
-  [ $((r % 2)) = 0 ] && kinds=(cluster embedded)
-  for k in 0 1; do
+  kinds=(embedded cluster reader)
+  [ $((r % 2)) = 0 ] && kinds=(reader cluster embedded)
+  for k in 0 1 2; do
     kind=${kinds[$k]}
     log "round $r/$ROUNDS: $kind (load $(cut -d' ' -f1-3 /proc/loadavg))"
-    if ! setup "$kind" || ! mount_kind "$kind"; then
+    if ! setup "$kind" || ! mount_kind "$kind" || { [ "$kind" = reader ] && ! mount_reader; }; then
       log "$kind: set-up failed"
       cleanup
       continue
@@ -102,6 +138,7 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "# round $r $kind start $(date -Is) load1=$load :: $(cat /proc/loadavg)" >>"$logf"
     FSBENCH_KEEP=1 FSBENCH_REMOUNT="bash '$SELF' __remount $kind" FSBENCH_CSV_EXTRA="$r,$k,$load,,$(date -Is)" \
       bash "$SHARED/fsbench.sh" "$BENCH/$kind/mnt" "vaultfs-$kind" "$csv" 2>>"$logf" | tee -a "$logf"
+    [ "$kind" = reader ] && read_on_reader "$r,$k,$load,,$(date -Is)" | tee -a "$logf"
     cleanup
   done
 done

@@ -117,6 +117,9 @@ fn kill(child: &mut Option<Child>) {
 
 /// An etcd cluster on loopback: `n` members, each with its own ports and
 /// data directory; one member is a cluster of one.
+/// A user confined to a read-only mount: (user, password, vault, host).
+pub type Reader<'a> = (&'a str, &'a str, &'a str, &'a str);
+
 pub struct Etcd {
     members: Vec<Member>,
     dir: tempfile::TempDir,
@@ -289,6 +292,12 @@ impl Etcd {
     /// write the keys under `vaultfs/` and nothing else; `root` is the
     /// only other user. Each user also gets a client certificate.
     pub fn start_secure(users: &[(&str, &str)]) -> Etcd {
+        Etcd::start_secure_with_readers(users, &[])
+    }
+
+    /// `start_secure`, plus for each of `readers` (user, password, vault,
+    /// host) a user that may do only what a read-only mount needs.
+    pub fn start_secure_with_readers(users: &[(&str, &str)], readers: &[Reader]) -> Etcd {
         let mut why = String::new();
         for _ in 0..ATTEMPTS {
             let p = free_ports(3, false);
@@ -300,7 +309,7 @@ impl Etcd {
                 Etcd { members: vec![member], dir, tls: Some(tls), also_on: None, default_limits: false };
             match e.start_all() {
                 Ok(()) => {
-                    e.enable_auth(users);
+                    e.enable_auth(users, readers);
                     return e;
                 }
                 Err(err) => why = err,
@@ -336,50 +345,71 @@ impl Etcd {
     /// Users, a role for the vault's keys, then authentication on: through
     /// etcd's JSON gateway (curl, with root's certificate for the TLS
     /// handshake; before `auth/enable` nothing needs a user).
-    fn enable_auth(&self, users: &[(&str, &str)]) {
-        let tls = self.tls();
-        let b64 = |s: &str| {
-            let out = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn();
-            let mut child = out.expect("run base64");
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-            String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
-        };
-        let call = |path: &str, body: String| {
-            let out = Command::new("curl")
-                .args(["-sS", "-m", "10", "--fail-with-body", "--cacert"])
-                .arg(tls.ca())
-                .arg("--cert")
-                .arg(tls.cert("root"))
-                .arg("--key")
-                .arg(tls.key("root"))
-                .arg(format!("https://127.0.0.1:{}/v3/{path}", self.members[0].client))
-                .args(["-d", &body])
-                .output()
-                .expect("run curl (.ci/setup installs it)");
-            assert!(
-                out.status.success(),
-                "etcd {path}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        call("auth/role/add", r#"{"name":"root"}"#.into());
-        call("auth/user/add", r#"{"name":"root","password":"root-pw-not-secret"}"#.into());
-        call("auth/user/grant", r#"{"user":"root","role":"root"}"#.into());
-        call("auth/role/add", r#"{"name":"vault"}"#.into());
-        call(
-            "auth/role/grant",
-            format!(
-                r#"{{"name":"vault","perm":{{"permType":"READWRITE","key":"{}","range_end":"{}"}}}}"#,
-                b64("vaultfs/"),
-                b64("vaultfs0")
-            ),
-        );
+    fn enable_auth(&self, users: &[(&str, &str)], readers: &[Reader]) {
+        self.auth_call("auth/role/add", r#"{"name":"root"}"#.into());
+        self.auth_call("auth/user/add", r#"{"name":"root","password":"root-pw-not-secret"}"#.into());
+        self.auth_call("auth/user/grant", r#"{"user":"root","role":"root"}"#.into());
+        self.auth_call("auth/role/add", r#"{"name":"vault"}"#.into());
+        self.grant("vault", "READWRITE", "vaultfs/", Some("vaultfs0"));
         for (name, password) in users {
-            call("auth/user/add", format!(r#"{{"name":"{name}","password":"{password}"}}"#));
-            call("auth/user/grant", format!(r#"{{"user":"{name}","role":"vault"}}"#));
+            self.auth_call("auth/user/add", format!(r#"{{"name":"{name}","password":"{password}"}}"#));
+            self.auth_call("auth/user/grant", format!(r#"{{"user":"{name}","role":"vault"}}"#));
         }
-        call("auth/enable", "{}".into());
+        for (name, password, vault, host) in readers {
+            self.add_reader_user(name, password, vault, host);
+        }
+        self.auth_call("auth/enable", "{}".into());
+    }
+
+    /// User `name` with only what a read-only mount on `host` of `vault`
+    /// needs (docs/CLUSTER.md, "Read-only mounts on other hosts"): reading
+    /// the vault's keys, writing its own.
+    fn add_reader_user(&self, name: &str, password: &str, vault: &str, host: &str) {
+        let role = format!("reader-{name}");
+        self.auth_call("auth/role/add", format!(r#"{{"name":"{role}"}}"#));
+        let base = format!("vaultfs/{vault}/");
+        self.grant(&role, "READ", &base, Some(&format!("vaultfs/{vault}0")));
+        self.grant(
+            &role,
+            "READWRITE",
+            &format!("{base}hosts/{host}/"),
+            Some(&format!("{base}hosts/{host}0")),
+        );
+        self.grant(&role, "READWRITE", &format!("{base}readers/{host}"), None);
+        self.grant(&role, "READWRITE", &format!("{base}k/L"), None);
+        self.auth_call("auth/user/add", format!(r#"{{"name":"{name}","password":"{password}"}}"#));
+        self.auth_call("auth/user/grant", format!(r#"{{"user":"{name}","role":"{role}"}}"#));
+    }
+
+    /// Grants `role` `perm` (READ, WRITE, READWRITE) on `[key, end)`, or on `key` alone.
+    fn grant(&self, role: &str, perm: &str, key: &str, end: Option<&str>) {
+        let end = end.map_or(String::new(), |e| format!(r#","range_end":"{}""#, base64(e)));
+        let body =
+            format!(r#"{{"name":"{role}","perm":{{"permType":"{perm}","key":"{}"{end}}}}}"#, base64(key));
+        self.auth_call("auth/role/grant", body);
+    }
+
+    /// One call of etcd's JSON gateway as root: its certificate, and once
+    /// authentication is on (the gateway ignores certificates then) its token.
+    fn auth_call(&self, path: &str, body: String) {
+        let tls = self.tls();
+        let out = Command::new("curl")
+            .args(["-sS", "-m", "10", "--fail-with-body", "--cacert"])
+            .arg(tls.ca())
+            .arg("--cert")
+            .arg(tls.cert("root"))
+            .arg("--key")
+            .arg(tls.key("root"))
+            .arg(format!("https://127.0.0.1:{}/v3/{path}", self.members[0].client))
+            .args(["-d", &body])
+            .output()
+            .expect("run curl (.ci/setup installs it)");
+        assert!(
+            out.status.success(),
+            "etcd {path}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn start_all(&mut self) -> Result<(), String> {
