@@ -10,6 +10,7 @@
 # env: BENCH=/tmp/bench-cluster (stores, servers, mount points)
 #      OUT=/tmp/vaultfs-cluster-bench (CSV, log, summary)
 #      SHARED_BENCH=../shared/bench   FSBENCH_* as fsbench.sh takes them
+#      KINDS="embedded cluster reader" (the default) or any of them, in order
 #      (the defaults write 512 MiB sequentially and 128 MiB at random).
 # Each mount is remounted before the cold read, as run_peers.sh does. The
 # servers are started afresh for every cluster run, so every run starts empty.
@@ -53,11 +54,20 @@ setup() {
 }
 
 # The read-only mount of KIND reader, at $BENCH/reader/mnt-ro.
+# Through the same wrapper as the holder, so its 1-working is mnt-ro.
 mount_reader() {
   local dir=$BENCH/reader
   mkdir -p "$dir/mnt-ro"
-  VAULTFS_STATE_DIR=$dir/state-ro VAULTFS_HOST=bench-ro "$PEER" mount --passphrase-file "$dir/passfile" \
-    "$(cat "$dir/address")" "$dir/mnt-ro" -o ro --log "$dir/reader.log" || { log "reader: no read-only mount"; return 1; }
+  VAULTFS_STATE_DIR=$dir/state-ro VAULTFS_HOST=bench-ro nohup "$PEER" mount -f -o ro --passphrase-file "$dir/passfile" \
+    "$(cat "$dir/address")" "$dir/mnt-ro" >>"$dir/reader.log" 2>&1 </dev/null &
+  echo $! >"$dir/reader.pid"
+  for _ in $(seq 1 600); do
+    mountpoint -q "$dir/mnt-ro" && return 0
+    kill -0 "$(cat "$dir/reader.pid")" 2>/dev/null || { log "reader: the read-only mount exited"; tail -5 "$dir/reader.log" >&2; return 1; }
+    sleep 0.1
+  done
+  log "reader: no read-only mount after 60 s"
+  return 1
 }
 
 mount_kind() {
@@ -76,7 +86,10 @@ mount_kind() {
 
 umount_kind() {
   local dir=$BENCH/$1 pid
-  mountpoint -q "$dir/mnt-ro" 2>/dev/null && umount "$dir/mnt-ro"
+  if mountpoint -q "$dir/mnt-ro" 2>/dev/null; then
+    umount "$dir/mnt-ro"
+    pid=$(cat "$dir/reader.pid" 2>/dev/null) && for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   mountpoint -q "$dir/mnt" && umount "$dir/mnt"
   pid=$(cat "$dir/peer.pid" 2>/dev/null) || return 0
   for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -126,7 +139,9 @@ trap cleanup EXIT
 for r in $(seq 1 "$ROUNDS"); do
   kinds=(embedded cluster reader)
   [ $((r % 2)) = 0 ] && kinds=(reader cluster embedded)
-  for k in 0 1 2; do
+  # KINDS="cluster reader" runs only those, in that order.
+  [ -n "${KINDS:-}" ] && read -ra kinds <<<"$KINDS"
+  for k in "${!kinds[@]}"; do
     kind=${kinds[$k]}
     log "round $r/$ROUNDS: $kind (load $(cut -d' ' -f1-3 /proc/loadavg))"
     if ! setup "$kind" || ! mount_kind "$kind" || { [ "$kind" = reader ] && ! mount_reader; }; then
