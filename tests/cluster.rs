@@ -892,6 +892,60 @@ fn a_holder_killed_mid_write_leaves_readers_whole_blocks() {
     assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A read-only mount cut off from etcd (its own network namespace, whose
+/// link goes down) fails its reads with EIO within the request deadline
+/// instead of hanging or serving from memory; once its lease lapsed it
+/// serves nothing even after the partition heals (no access of it could be
+/// recorded), and says to mount again. The holder goes on throughout.
+#[test]
+fn a_partitioned_reader_fails_closed() {
+    let net = Host::new();
+    let etcd = Etcd::start_also_on(&net.outer_ip);
+    let mut v = ClusterVault::build(etcd, ObjectStore::start_everywhere(), &net.outer_ip, Vec::new());
+    v.mount();
+    std::fs::write(v.path("1-working/shared"), b"for every host\n").unwrap();
+    let mnt_b = v.dir.path().join("mnt-b");
+    std::fs::create_dir(&mnt_b).unwrap();
+    let _unmount_b = Mounted(mnt_b.clone());
+    let log_b = v.dir.path().join("host-b.log");
+    let out = v
+        .command("host-b", Some(&net))
+        .env("VAULTFS_HOST", "host-b")
+        .args(["mount", &v.address, mnt_b.to_str().unwrap(), "--passphrase-file", v.pass(), "-o", "ro"])
+        .args(["--log", log_b.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "host B's read-only mount: {}", String::from_utf8_lossy(&out.stderr));
+    let on_b = mnt_b.join("1-working/shared");
+    assert!(wait_for(Duration::from_secs(3), || std::fs::read(&on_b).is_ok_and(|d| d == b"for every host\n")));
+
+    net.partition();
+    let start = std::time::Instant::now();
+    let cut_off = std::fs::read(&on_b);
+    assert_eq!(cut_off.expect_err("B read with no way to etcd").raw_os_error(), Some(EIO));
+    assert!(start.elapsed() < Duration::from_secs(45), "a cut-off read took {:?}", start.elapsed());
+    std::fs::write(v.path("1-working/during"), b"A goes on\n").unwrap();
+
+    // B's lease (5 s) has lapsed: after the partition heals it still serves nothing.
+    std::thread::sleep(Duration::from_secs(6));
+    net.heal();
+    std::thread::sleep(Duration::from_secs(2));
+    let late = std::fs::read(&on_b);
+    assert_eq!(late.expect_err("B served a read it could never record").raw_os_error(), Some(EIO));
+    let log = std::fs::read_to_string(&log_b).unwrap_or_default();
+    assert!(log.contains("mount again"), "host B's log does not say to mount again:\n{log}");
+    let _ = v.command("host-b", None).args(["umount", mnt_b.to_str().unwrap()]).output();
+    assert!(wait_for(Duration::from_secs(10), || !is_mounted(&mnt_b)), "B's mount stayed");
+
+    // Mounted again, B reads on, and what it did before is in its log.
+    v.mount_reader("host-b", &mnt_b);
+    assert!(wait_for(Duration::from_secs(3), || std::fs::read(mnt_b.join("1-working/during")).is_ok()));
+    v.ok_on("host-b", &["umount", mnt_b.to_str().unwrap()]);
+    v.unmount();
+    let report = v.fsck_clean();
+    assert!(report.contains("host host-b: "), "{report}");
+}
+
 /// Lockdown is the vault's: made on the holder, it closes a read-only
 /// mount's levels within a second; made on a reader, the holder's. Leaving
 /// it is each host's own `lockdown --exit` (its passphrase), and the first

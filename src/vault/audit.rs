@@ -129,6 +129,8 @@ impl Core {
             Some(leaf) => self.audit.append_with(&self.store, leaf, batch).map(drop)?,
             None => self.store.apply(batch)?,
         }
+        // After the batch is in: a close that sees the flag commits it.
+        self.changed.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }

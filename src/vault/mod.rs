@@ -111,6 +111,9 @@ struct Core {
     tpm_anchor: Option<anchor::TpmAnchor>,
     /// What monitoring sees (docs/ADMIN.md, "Metrics and health").
     metrics: Arc<crate::metrics::Metrics>,
+    /// A change to the file system (not only records) was applied since
+    /// the last `publish`: a close then has something to show other hosts.
+    changed: std::sync::atomic::AtomicBool,
 }
 
 /// Inode numbers are never reused: the persisted counter is reserved ahead in
@@ -295,6 +298,7 @@ impl Vault<Locked> {
             space,
             tpm_anchor,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            changed: Default::default(),
         };
         // What only the vault's writer does: removing the ephemeral level's
         // files left from before, and collecting garbage.
@@ -452,6 +456,10 @@ impl Vault<Unlocked> {
     /// read-only mounts on other hosts before the close returns (a cluster
     /// vault's holder commits if one is mounted; nothing otherwise).
     pub fn publish(&self) -> Result<()> {
+        // Records alone (of reads) need not reach other hosts before a close returns.
+        if !self.core().changed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         Ok(self.core().store.publish()?)
     }
 
