@@ -742,6 +742,15 @@ fn a_read_only_mount_on_another_host_follows_the_holder() {
     let mount_b = || v.mount_reader("host-b", &mnt_b);
     let unmount_b = || v.ok_on("host-b", &["umount", mnt_b.to_str().unwrap()]);
     let on_b = |rel: &str| mnt_b.join(rel);
+    // B's exporter sends B's log, named after B, to a syslog collector.
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::fs::create_dir_all(v.dir.path().join("host-b/agents")).unwrap();
+    std::fs::write(
+        v.dir.path().join("host-b/agents/policy.toml"),
+        format!("[export.siem]\nformat = \"syslog\"\naddress = \"udp://{}\"\n", collector.local_addr().unwrap()),
+    )
+    .unwrap();
     mount_b();
     // Closed before B mounted: A did not know of B and commits it within
     // its commit interval (1 s).
@@ -787,6 +796,10 @@ fn a_read_only_mount_on_another_host_follows_the_holder() {
     assert!(out.status.success(), "B's .audit does not verify: {}", String::from_utf8_lossy(&out.stderr));
     let text_a = std::fs::read_to_string(v.path(".audit")).unwrap();
     assert!(!text_a.contains("/host/host-b"), "A's log holds B's checkpoints");
+    let mut buf = vec![0u8; 65536];
+    let n = collector.recv(&mut buf).expect("B's exporter sent nothing");
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(line.contains(" host-b vaultfs ") && line.contains("/host/host-b\" index=\"0\""), "{line}");
 
     // B's log outlives its mount.
     unmount_b();

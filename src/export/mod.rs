@@ -101,7 +101,8 @@ impl Drop for Exporter {
     }
 }
 
-/// What every event names: the vault, this host, this daemon.
+/// What every event names: the log (the vault's, or a read-only host's of
+/// a cluster vault), this host, this daemon.
 struct Context {
     vault_id: String,
     host: String,
@@ -112,8 +113,13 @@ struct Context {
 impl Context {
     fn new(vault: &Vault<Unlocked>) -> Context {
         Context {
-            vault_id: hex(&vault.header().vault_id),
-            host: hostname(),
+            // The log's name: its checkpoints' origin without `vaultfs/`,
+            // so a collector keeps each log's indexes apart (AUDIT.md).
+            vault_id: match vault.reader_host() {
+                Some(h) => format!("{}/host/{h}", hex(&vault.header().vault_id)),
+                None => hex(&vault.header().vault_id),
+            },
+            host: vault.reader_host().map_or_else(hostname, str::to_string),
             pid: std::process::id(),
             dir: vault.dir().join("export"),
         }
