@@ -748,7 +748,10 @@ fn a_read_only_mount_on_another_host_follows_the_holder() {
     std::fs::create_dir_all(v.dir.path().join("host-b/agents")).unwrap();
     std::fs::write(
         v.dir.path().join("host-b/agents/policy.toml"),
-        format!("[export.siem]\nformat = \"syslog\"\naddress = \"udp://{}\"\n", collector.local_addr().unwrap()),
+        format!(
+            "[export.siem]\nformat = \"syslog\"\naddress = \"udp://{}\"\n",
+            collector.local_addr().unwrap()
+        ),
     )
     .unwrap();
     mount_b();
