@@ -147,6 +147,14 @@ impl ClusterVault {
         self.mount_with(&[]);
     }
 
+    /// A new empty directory `name` for another host's mount, and what
+    /// unmounts whatever is mounted there when the test ends.
+    fn mount_point(&self, name: &str) -> (PathBuf, Mounted) {
+        let mnt = self.dir.path().join(name);
+        std::fs::create_dir(&mnt).unwrap();
+        (mnt.clone(), Mounted(mnt))
+    }
+
     /// A read-only mount on host `host` at `mnt`, logging to `host.log`.
     fn mount_reader(&self, host: &str, mnt: &Path) {
         self.mount_reader_with(host, mnt, &self.env)
@@ -197,6 +205,13 @@ impl ClusterVault {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `audit verify` of the unmounted vault, asserted to pass: what it printed.
+    fn audit_verifies(&self) -> String {
+        let out = self.run(&["audit", "verify", &self.address, "--passphrase-file", self.pass()]);
+        assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `fsck` of the unmounted vault: its whole report, asserted clean.
@@ -293,8 +308,7 @@ fn a_cluster_vault_round_trips_through_etcd_and_s3() {
     }
     let report = v.fsck_clean();
     assert!(report.contains("audit log"), "{report}");
-    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
-    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+    v.audit_verifies();
 }
 
 /// One holder at a time: while mounted, another host's opener is refused
@@ -447,8 +461,7 @@ fn a_cluster_vault_commits_changes_in_groups() {
     assert!(audit.contains("\"path\":\"/1-working/f49\""));
     v.unmount();
     v.fsck_clean();
-    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
-    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+    v.audit_verifies();
 }
 
 /// An etcd left at its own limits on transactions (128 operations,
@@ -494,8 +507,7 @@ fn a_killed_daemon_leaves_a_consistent_cluster_vault() {
     let _ = writer.join();
     // The lease lapses within 5 s; the open waits for it.
     v.fsck_clean();
-    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
-    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+    v.audit_verifies();
     v.mount();
     assert_eq!(std::fs::read(v.path("1-working/first")).unwrap(), pattern(1 << 20, 4));
     let busy = std::fs::read(v.path("1-working/busy")).unwrap();
@@ -637,9 +649,7 @@ fn a_reader_confined_by_etcd_roles_reads_records_and_locks_down() {
     let mut v = ClusterVault::on_with(etcd, agent);
     v.mount();
     std::fs::write(v.path("2-private/plan"), b"read by a confined host\n").unwrap();
-    let mnt_b = v.dir.path().join("mnt-b");
-    std::fs::create_dir(&mnt_b).unwrap();
-    let _unmount_b = Mounted(mnt_b.clone());
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
     v.mount_reader_with("host-b", &mnt_b, &viewer);
     let (a, b) = (v.mnt.to_str().unwrap().to_string(), mnt_b.to_str().unwrap().to_string());
     let read =
@@ -679,9 +689,7 @@ fn a_partitioned_host_cannot_write_after_another_took_over() {
     let net = Host::new();
     let etcd = Etcd::start_also_on(&net.outer_ip);
     let mut v = ClusterVault::build(etcd, ObjectStore::start_everywhere(), &net.outer_ip, Vec::new());
-    let mnt_b = v.dir.path().join("mnt-b");
-    std::fs::create_dir(&mnt_b).unwrap();
-    let _unmount_b = Mounted(mnt_b.clone());
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
     let log_b = v.dir.path().join("daemon-b.log");
     let out = v
         .command("host-b", Some(&net))
@@ -722,8 +730,7 @@ fn a_partitioned_host_cannot_write_after_another_took_over() {
     std::fs::write(v.path("1-working/after"), b"A goes on\n").unwrap();
     v.unmount();
     v.fsck_clean();
-    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
-    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+    v.audit_verifies();
 }
 
 /// A read-only mount on another host beside the holder: it sees what the
@@ -736,9 +743,7 @@ fn a_read_only_mount_on_another_host_follows_the_holder() {
     let mut v = ClusterVault::new();
     v.mount();
     std::fs::write(v.path("1-working/before"), b"written before B mounted\n").unwrap();
-    let mnt_b = v.dir.path().join("mnt-b");
-    std::fs::create_dir(&mnt_b).unwrap();
-    let _unmount_b = Mounted(mnt_b.clone());
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
     let mount_b = || v.mount_reader("host-b", &mnt_b);
     let unmount_b = || v.ok_on("host-b", &["umount", mnt_b.to_str().unwrap()]);
     let on_b = |rel: &str| mnt_b.join(rel);
@@ -844,9 +849,7 @@ fn a_holder_killed_mid_write_leaves_readers_whole_blocks() {
     let mut v = ClusterVault::new();
     v.mount();
     std::fs::write(v.path("1-working/f"), pattern(LEN, 0)).unwrap();
-    let mnt_b = v.dir.path().join("mnt-b");
-    std::fs::create_dir(&mnt_b).unwrap();
-    let _unmount_b = Mounted(mnt_b.clone());
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
     v.mount_reader("host-b", &mnt_b);
     let on_b = mnt_b.join("1-working/f");
     assert!(wait_for(Duration::from_secs(3), || std::fs::read(&on_b).is_ok_and(|d| d == pattern(LEN, 0))));
@@ -904,8 +907,7 @@ fn a_holder_killed_mid_write_leaves_readers_whole_blocks() {
     v.unmount();
     let report = v.fsck_clean();
     assert!(report.contains("host host-b: "), "{report}");
-    let out = v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);
-    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+    v.audit_verifies();
 }
 
 /// A read-only mount cut off from etcd (its own network namespace, whose
@@ -920,9 +922,7 @@ fn a_partitioned_reader_fails_closed() {
     let mut v = ClusterVault::build(etcd, ObjectStore::start_everywhere(), &net.outer_ip, Vec::new());
     v.mount();
     std::fs::write(v.path("1-working/shared"), b"for every host\n").unwrap();
-    let mnt_b = v.dir.path().join("mnt-b");
-    std::fs::create_dir(&mnt_b).unwrap();
-    let _unmount_b = Mounted(mnt_b.clone());
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
     let log_b = v.dir.path().join("host-b.log");
     let out = v
         .command("host-b", Some(&net))
@@ -971,9 +971,7 @@ fn a_lockdown_on_any_host_closes_the_levels_on_every_host() {
     let mut v = ClusterVault::new();
     v.mount();
     std::fs::write(v.path("2-private/plan"), b"level two\n").unwrap();
-    let mnt_b = v.dir.path().join("mnt-b");
-    std::fs::create_dir(&mnt_b).unwrap();
-    let _unmount_b = Mounted(mnt_b.clone());
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
     v.mount_reader("host-b", &mnt_b);
     let (a, b) = (v.mnt.to_str().unwrap().to_string(), mnt_b.to_str().unwrap().to_string());
     let on_b = mnt_b.join("2-private/plan");

@@ -61,12 +61,18 @@ mount_reader() {
   VAULTFS_STATE_DIR=$dir/state-ro VAULTFS_HOST=bench-ro nohup "$PEER" mount -f -o ro --passphrase-file "$dir/passfile" \
     "$(cat "$dir/address")" "$dir/mnt-ro" >>"$dir/reader.log" 2>&1 </dev/null &
   echo $! >"$dir/reader.pid"
+  wait_mounted "reader (read-only)" "$dir/mnt-ro" "$dir/reader.pid" "$dir/reader.log"
+}
+
+# Waits up to 60 s for the mount WHAT at MNT by the process in PIDFILE (its log: LOG).
+wait_mounted() {
+  local what=$1 mnt=$2 pidfile=$3 logfile=$4
   for _ in $(seq 1 600); do
-    mountpoint -q "$dir/mnt-ro" && return 0
-    kill -0 "$(cat "$dir/reader.pid")" 2>/dev/null || { log "reader: the read-only mount exited"; tail -5 "$dir/reader.log" >&2; return 1; }
+    mountpoint -q "$mnt" && return 0
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || { log "$what: the mount exited"; tail -5 "$logfile" >&2; return 1; }
     sleep 0.1
   done
-  log "reader: no read-only mount after 60 s"
+  log "$what: no mount after 60 s"
   return 1
 }
 
@@ -75,13 +81,7 @@ mount_kind() {
   VAULTFS_STATE_DIR=$dir/state nohup "$PEER" mount -f --passphrase-file "$dir/passfile" "$(cat "$dir/address")" \
     "$dir/mnt" >>"$dir/daemon.log" 2>&1 </dev/null &
   echo $! >"$dir/peer.pid"
-  for _ in $(seq 1 600); do
-    mountpoint -q "$dir/mnt" && return 0
-    kill -0 "$(cat "$dir/peer.pid")" 2>/dev/null || { log "$1: the mount exited"; tail -5 "$dir/daemon.log" >&2; return 1; }
-    sleep 0.1
-  done
-  log "$1: no mount after 60 s"
-  return 1
+  wait_mounted "$1" "$dir/mnt" "$dir/peer.pid" "$dir/daemon.log"
 }
 
 umount_kind() {
