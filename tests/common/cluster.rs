@@ -748,11 +748,15 @@ fn ip(args: &[&str]) {
 
 impl Host {
     pub fn new() -> Host {
-        let pid = std::process::id();
-        let name = format!("vaultfs-{pid}");
-        let (outer_dev, inner_dev) = (format!("vfo{pid}"), format!("vfi{pid}"));
-        // 10.231.X.Y/30 from the pid: tests in other processes get others.
-        let n = pid % (1 << 14);
+        // Tests of one process run at once: each host its own number too.
+        static HOSTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let (pid, k) = (std::process::id(), HOSTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 8);
+        let name = format!("vaultfs-{pid}-{k}");
+        // Interface names have at most 15 bytes: "vfo" + 7 digits + 1.
+        let (outer_dev, inner_dev) = (format!("vfo{pid}{k}"), format!("vfi{pid}{k}"));
+        // 10.231.X.Y/30 from the pid and the number: tests in other
+        // processes, and other hosts of this one, get others.
+        let n = (pid * 8 + k) % (1 << 14);
         let (x, y) = (n >> 6, (n & 63) * 4);
         let (outer_ip, inner_ip) = (format!("10.231.{x}.{}", y + 1), format!("10.231.{x}.{}", y + 2));
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
