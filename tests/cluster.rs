@@ -814,9 +814,14 @@ fn a_read_only_mount_on_another_host_follows_the_holder() {
     mount_b();
     let again = std::fs::read_to_string(on_b(".audit")).unwrap();
     assert!(again.contains("1-working/marker"), "B's second mount lost its first mount's records");
-    unmount_b();
-
+    // Checked beside a mounted reader: its log, being written, is left alone and said so.
     v.unmount();
+    let report = v.fsck_clean();
+    assert!(report.contains("host host-b: mounted read-only now, not checked"), "{report}");
+    let said = v.audit_verifies();
+    assert!(said.contains("host host-b: mounted read-only now, not checked"), "{said}");
+    v.ok_on("host-b", &["umount", mnt_b.to_str().unwrap()]);
+
     let report = v.fsck_clean();
     assert!(report.contains("host host-b: ") && !report.contains("DOES NOT VERIFY"), "{report}");
     let verify = || v.run(&["audit", "verify", &v.address, "--passphrase-file", v.pass()]);

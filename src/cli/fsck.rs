@@ -225,6 +225,10 @@ pub(super) fn print_report(store: &Path, r: &FsckReport) {
             "audit log", a.leaves, a.checkpoints
         );
         for h in &r.host_audits {
+            if h.mounted {
+                println!("{:<15} host {}: mounted read-only now, not checked", "audit log", h.host);
+                continue;
+            }
             let a = &h.audit;
             let root = a.root.as_deref().map_or(String::new(), |h| format!(", root {h}"));
             let state = if a.verified { "verified" } else { "DOES NOT VERIFY" };

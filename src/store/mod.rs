@@ -237,8 +237,9 @@ impl Store {
     }
 
     /// The hosts whose read-only mounts keep an audit log in this cluster
-    /// vault, in name order (none for a store directory).
-    pub fn hosts_with_logs(&self) -> Result<Vec<String>> {
+    /// vault, in name order, each with whether it is mounted now (none for
+    /// a store directory).
+    pub fn hosts_with_logs(&self) -> Result<Vec<(String, bool)>> {
         match &self.backend {
             Backend::Cluster(c) => c.hosts_with_logs(),
             Backend::Local(_) => Ok(Vec::new()),

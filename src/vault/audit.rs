@@ -266,8 +266,9 @@ impl Vault<Unlocked> {
     }
 
     /// `audit_verify` for the log each read-only mount of this cluster
-    /// vault keeps of its own accesses: (host, its verdict), in host order.
-    pub fn verify_host_logs(&self) -> Result<Vec<(String, Result<ChainReport>)>> {
+    /// vault keeps of its own accesses: (host, its verdict; None: mounted
+    /// now, not checked), in host order.
+    pub fn verify_host_logs(&self) -> Result<Vec<(String, Option<Result<ChainReport>>)>> {
         let core = self.core();
         verify_host_logs(&core.store, &core.keys, core.vault_id)
     }
@@ -308,13 +309,15 @@ impl Vault<Unlocked> {
 }
 
 /// Each read-only mount's own audit log in `store` (a cluster vault),
-/// verified as `Vault::audit_verify` verifies the vault's: (host, verdict).
-/// Listing the hosts failing is the error; one host's log failing is its verdict.
+/// verified as `Vault::audit_verify` verifies the vault's: (host, verdict),
+/// the verdict None for a host mounted now (its log is being written, and
+/// reads of it would not all see one commit). Listing the hosts failing is
+/// the error; one host's log failing is its verdict.
 pub(super) fn verify_host_logs(
     store: &crate::store::Store,
     ring: &super::keyring::Keyring,
     vault_id: [u8; 16],
-) -> Result<Vec<(String, Result<ChainReport>)>> {
+) -> Result<Vec<(String, Option<Result<ChainReport>>)>> {
     let verify = |host: &str| -> Result<ChainReport> {
         let view = store.host_log(host, crate::format::keys::AUDIT_KINDS)?;
         let log = ring.open_log(&view, vault_id)?;
@@ -323,8 +326,8 @@ pub(super) fn verify_host_logs(
     Ok(store
         .hosts_with_logs()?
         .into_iter()
-        .map(|h| {
-            let verdict = verify(&h);
+        .map(|(h, mounted)| {
+            let verdict = (!mounted).then(|| verify(&h));
             (h, verdict)
         })
         .collect())

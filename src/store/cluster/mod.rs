@@ -269,8 +269,9 @@ impl Cluster {
     }
 
     /// The hosts whose read-only mounts keep an audit log in this vault
-    /// (`hosts/HOST/`), in name order: one etcd request per host.
-    pub fn hosts_with_logs(&self) -> Result<Vec<String>> {
+    /// (`hosts/HOST/`), in name order, each with whether it is mounted now
+    /// (its `readers/HOST` key is there): two etcd requests per host.
+    pub fn hosts_with_logs(&self) -> Result<Vec<(String, bool)>> {
         let base = self.meta_key("hosts/");
         let end = prefix_end(&base).unwrap_or_default();
         let mut hosts = Vec::new();
@@ -283,7 +284,8 @@ impl Cluster {
                 .filter(|h| valid_host(h))
                 .ok_or_else(|| Error::Corrupt(format!("{}: etcd key {:?} names no host", self.addr, String::from_utf8_lossy(&kv.key))))?;
             from = prefix_end(&[&base[..], name, b"/"].concat()).unwrap_or_default();
-            hosts.push(host);
+            let mounted = self.etcd.get(&self.meta_key(&format!("readers/{host}")))?.is_some();
+            hosts.push((host, mounted));
         }
         Ok(hosts)
     }

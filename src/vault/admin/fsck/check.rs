@@ -892,6 +892,14 @@ impl<'a> Checker<'a> {
             }
         };
         for (host, verdict) in hosts {
+            let Some(verdict) = verdict else {
+                self.report.host_audits.push(HostAuditReport {
+                    host,
+                    mounted: true,
+                    audit: AuditReport::default(),
+                });
+                continue;
+            };
             let audit = match verdict {
                 Ok(r) => AuditReport {
                     verified: true,
@@ -906,7 +914,7 @@ impl<'a> Checker<'a> {
                     AuditReport::default()
                 }
             };
-            self.report.host_audits.push(HostAuditReport { host, audit });
+            self.report.host_audits.push(HostAuditReport { host, mounted: false, audit });
         }
     }
 

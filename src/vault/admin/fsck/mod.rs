@@ -170,6 +170,10 @@ pub struct SegmentCounts {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HostAuditReport {
     pub host: String,
+    /// Mounted read-only while fsck ran: its log is being written, so it
+    /// was not checked (`audit` is empty).
+    #[serde(default)]
+    pub mounted: bool,
     #[serde(flatten)]
     pub audit: AuditReport,
 }
