@@ -652,10 +652,13 @@ impl Shared {
         {
             return Ok(mounted);
         }
+        // Timed from before the request: etcd answers with what it holds at
+        // some point after this, which is what a reader's wait counts on.
+        let asked = Instant::now();
         let from = self.meta_key("readers/");
         let page = self.etcd.range(&from, &prefix_end(&from).unwrap_or_default(), 1, 0, false, true)?;
         let mounted = !page.kvs.is_empty();
-        *seen = Some((Instant::now(), mounted));
+        *seen = Some((asked, mounted));
         Ok(mounted)
     }
 
