@@ -633,13 +633,19 @@ impl Shared {
 
     /// Commits now if this is the holder and a reader is mounted (a close
     /// on the holder): what was written and closed here is then what a
-    /// reader's next open sees, as on one host.
+    /// reader's next open sees, as on one host. A commit that fails fails
+    /// the close (EIO, as NFS reports a failed flush at close).
     pub fn publish(&self) -> Result<()> {
         let nothing_new = self.group.overlay.pending_len() == 0;
-        if self.reader_owns.is_some() || !self.group.grouped() || nothing_new || !self.readers_mounted()? {
+        if self.reader_owns.is_some() || !self.group.grouped() || nothing_new {
             return Ok(());
         }
-        self.commit()
+        // An etcd that cannot say whether readers are mounted cannot serve
+        // them either: the commit interval brings the change once it can.
+        match self.readers_mounted() {
+            Ok(true) => self.commit(),
+            Ok(false) | Err(_) => Ok(()),
+        }
     }
 
     /// Whether any reader has the vault mounted, looked up at most once
