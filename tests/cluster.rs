@@ -967,6 +967,37 @@ fn a_partitioned_reader_fails_closed() {
     assert!(report.contains("host host-b: "), "{report}");
 }
 
+/// Files closed one at a time beside a read-only mount are an object each
+/// (each close commits); once enough small objects wait, the holder's
+/// collector packs them together in one commit: the files read the same on
+/// both hosts, and the vault stays consistent.
+#[test]
+fn small_objects_left_by_closes_beside_a_reader_are_packed() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
+    v.mount_reader("host-b", &mnt_b);
+    let before = objects_in(&v.objects).len();
+    for i in 0..40 {
+        std::fs::write(v.path(&format!("1-working/s{i}")), format!("small {i}\n")).unwrap();
+    }
+    let spread = objects_in(&v.objects).len() - before;
+    assert!(spread >= 40, "{spread} objects for 40 files closed one at a time beside a reader");
+    let packed = || objects_in(&v.objects).len() < before + 10;
+    assert!(wait_for(Duration::from_secs(30), packed), "not packed: {} objects", objects_in(&v.objects).len());
+    for i in 0..40 {
+        let want = format!("small {i}\n");
+        assert_eq!(std::fs::read_to_string(mnt_b.join(format!("1-working/s{i}"))).unwrap(), want);
+        assert_eq!(std::fs::read_to_string(v.path(&format!("1-working/s{i}"))).unwrap(), want);
+    }
+    v.ok_on("host-b", &["umount", mnt_b.to_str().unwrap()]);
+    v.unmount();
+    v.fsck_clean();
+    v.mount();
+    assert_eq!(std::fs::read_to_string(v.path("1-working/s39")).unwrap(), "small 39\n");
+    v.unmount();
+}
+
 /// Lockdown is the vault's: made on the holder, it closes a read-only
 /// mount's levels within a second; made on a reader, the holder's. Leaving
 /// it is each host's own `lockdown --exit` (its passphrase), and the first

@@ -4,6 +4,9 @@
 //! to the active segment and is then deleted. Liveness is decided by the
 //! index alone: a record is live iff its block's index entry points at it
 //! with its version. The dead-byte counts in `Space` only choose victims.
+//! A cluster store's small objects (a file closed while a read-only mount
+//! was there is one object of its own) are packed together the same way,
+//! many per commit (`pick_small`, `pack`).
 
 use std::collections::HashMap;
 
@@ -21,6 +24,13 @@ const COLLECT_ABOVE: (u64, u64) = (1, 4);
 const VICTIM_AT_LEAST: (u64, u64) = (1, 4);
 /// Records read per `pread` while collecting.
 const CHUNK_RECORDS: usize = 64;
+/// A cluster store's object smaller than this is small: reading files
+/// spread one per object costs a request each.
+const SMALL_OBJECT: u64 = 64 << 10;
+/// Small objects are packed once this many wait...
+const PACK_AT_LEAST: usize = 16;
+/// ...at most this many into one commit.
+const PACK_AT_MOST: usize = 64;
 
 /// What one collection did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +94,23 @@ pub fn pick(store: &Store, space: &Space) -> Result<Option<u64>> {
         .map(|&(id, _)| id))
 }
 
+/// Small objects of a cluster store worth packing together now, oldest
+/// first: none below PACK_AT_LEAST of them, or when records are not
+/// gathered into objects (`-o sync` would store each moved run as an
+/// object as small as before).
+pub fn pick_small(store: &Store) -> Result<Vec<u64>> {
+    if !store.gathers_records() {
+        return Ok(Vec::new());
+    }
+    let (segments, active) = store.segments()?;
+    let small: Vec<u64> =
+        segments.iter().filter(|&&(id, len)| id != active && len < SMALL_OBJECT).map(|&(id, _)| id).collect();
+    if small.len() < PACK_AT_LEAST {
+        return Ok(Vec::new());
+    }
+    Ok(small.into_iter().take(PACK_AT_MOST).collect())
+}
+
 /// Moves `segment`'s live records to the active segment and deletes it.
 /// `lock(ino)` must hold off every writer of that inode while its records
 /// move (the vault's per-inode write lock).
@@ -94,13 +121,49 @@ pub fn collect<G>(
     segment: u64,
     lock: impl Fn(u64) -> G,
 ) -> Result<Collected> {
+    Ok(pack(store, space, block_size, &[segment], lock)?.pop().unwrap_or_default())
+}
+
+/// `collect` of several segments at once: every live record moves, then
+/// one flush makes the moves durable, then the segments go. Packs small
+/// objects into the one being built.
+pub fn pack<G>(
+    store: &Store,
+    space: &Space,
+    block_size: u32,
+    victims: &[u64],
+    lock: impl Fn(u64) -> G,
+) -> Result<Vec<Collected>> {
     let _one = space.collecting.lock().unwrap_or_else(|p| p.into_inner());
+    let mut moved = Vec::new();
+    for &segment in victims {
+        moved.push((segment, move_live(store, block_size, segment, &lock)?));
+    }
+    // Nothing may point into a segment once it is gone, after a crash too.
+    store.flush()?;
+    let mut done = Vec::new();
+    for (segment, collected) in moved {
+        // None: another collector removed it first.
+        if let Some(c) = collected {
+            store.remove_segment(segment)?;
+            done.push(c);
+        } else {
+            done.push(Collected { segment, ..Collected::default() });
+        }
+        space.set_dead(segment, None);
+    }
+    Ok(done)
+}
+
+/// Moves `segment`'s live records to the active segment (not yet durable,
+/// the segment not yet removed): what `pack` does to each victim. None if
+/// the segment is gone already.
+fn move_live<G>(store: &Store, block_size: u32, segment: u64, lock: &impl Fn(u64) -> G) -> Result<Option<Collected>> {
     let rec = record_len(block_size);
     // Listed after taking the turn: another collector may have removed it.
     let (segments, _) = store.segments()?;
     let Some(&(_, len)) = segments.iter().find(|s| s.0 == segment) else {
-        space.set_dead(segment, None);
-        return Ok(Collected { segment, ..Collected::default() });
+        return Ok(None);
     };
     let count = (len.saturating_sub(SEGMENT_HEADER_LEN) / rec as u64) as usize;
     let mut moved = 0u64;
@@ -157,9 +220,5 @@ pub fn collect<G>(
         }
         i += n;
     }
-    // Nothing may point into the segment once it is gone, after a crash too.
-    store.flush()?;
-    store.remove_segment(segment)?;
-    space.set_dead(segment, None);
-    Ok(Collected { segment, moved, freed_bytes: len.saturating_sub(moved * rec as u64) })
+    Ok(Some(Collected { segment, moved, freed_bytes: len.saturating_sub(moved * rec as u64) }))
 }

@@ -228,6 +228,13 @@ impl Store {
         matches!(self.backend, Backend::Cluster(_))
     }
 
+    /// Whether appended records gather into objects committed together (a
+    /// cluster store under grouped durability): then moving many small
+    /// runs makes one object, where under `-o sync` each is one again.
+    pub fn gathers_records(&self) -> bool {
+        matches!(&self.backend, Backend::Cluster(c) if c.gathers_records())
+    }
+
     /// The host name of a store opened by `open_reader` (None: any other).
     pub fn reader_host(&self) -> Option<&str> {
         match &self.backend {

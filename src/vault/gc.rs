@@ -50,7 +50,9 @@ fn collect_round(core: &Arc<Core>, counted: &mut bool) -> crate::block::Result<(
         if !in_use(core) {
             return Ok(());
         }
-        let Some(victim) = gc::pick(&core.store, &core.space)? else { return Ok(()) };
+        let Some(victim) = gc::pick(&core.store, &core.space)? else {
+            return pack_small(core);
+        };
         let done = gc::collect(&core.store, &core.space, bs, victim, |ino| core.locks.write(ino))?;
         core.metrics.collected(done.moved, done.freed_bytes);
         tracing::debug!(
@@ -60,6 +62,19 @@ fn collect_round(core: &Arc<Core>, counted: &mut bool) -> crate::block::Result<(
             done.freed_bytes
         );
     }
+    Ok(())
+}
+
+/// Packs a cluster store's small objects together, when enough wait.
+fn pack_small(core: &Arc<Core>) -> crate::block::Result<()> {
+    let small = gc::pick_small(&core.store)?;
+    if small.is_empty() || !in_use(core) {
+        return Ok(());
+    }
+    let done = gc::pack(&core.store, &core.space, core.block_size, &small, |ino| core.locks.write(ino))?;
+    let moved: u64 = done.iter().map(|d| d.moved).sum();
+    core.metrics.collected(moved, done.iter().map(|d| d.freed_bytes).sum());
+    tracing::debug!("packed {} small objects: {moved} records moved", done.len());
     Ok(())
 }
 

@@ -488,6 +488,11 @@ impl Shared {
         Ok(([&base[..], from].concat(), end, base.len()))
     }
 
+    /// Records appended now go into the object a commit stores.
+    pub fn gathers_records(&self) -> bool {
+        self.group.grouped()
+    }
+
     pub fn address(&self) -> &ClusterAddress {
         &self.addr
     }
