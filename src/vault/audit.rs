@@ -129,8 +129,12 @@ impl Core {
             Some(leaf) => self.audit.append_with(&self.store, leaf, batch).map(drop)?,
             None => self.store.apply(batch)?,
         }
-        // After the batch is in: a close that sees the flag commits it.
-        self.changed.store(true, std::sync::atomic::Ordering::SeqCst);
+        // After the batch is in: a close that sees the flag commits it. Read
+        // first: on the write path, a line every writer thread stores to
+        // would bounce between cores (a store directory never clears it).
+        if !self.changed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.changed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(())
     }
 }
