@@ -311,6 +311,81 @@ fn a_cluster_vault_round_trips_through_etcd_and_s3() {
     v.audit_verifies();
 }
 
+/// A read-only mount keeps what it read of the holder's keys in memory
+/// while its watch of the vault brings every change: a second read costs
+/// no request to etcd, a change or deletion the holder commits replaces
+/// it without one, and the catch-up before each open and lookup costs one
+/// (the revision), or two when another vault in the same etcd moved the
+/// revision past everything this vault's watch can hear (the revision,
+/// then a touch of the reader's own key, whose change it then hears).
+#[test]
+fn a_reader_keeps_the_holders_keys_while_its_watch_brings_their_changes() {
+    use vaultfs::store::{Batch, ClusterAddress, DataAddress, Store};
+    let (etcd, objects) = (Etcd::start(), ObjectStore::start());
+    objects.create_bucket(BUCKET);
+    let address = |vault: &str| format!("etcd://{}/{vault}", etcd.endpoint());
+    let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
+    let holder = Store::create_cluster(&ClusterAddress::parse(&address("agents")).unwrap(), &data).unwrap();
+    holder.put(b"Ikept", b"one".to_vec()).unwrap();
+    let reader = Store::open_reader(Path::new(&address("agents")), "host-b", b"A", b"L").unwrap();
+    let get = |k: &[u8]| reader.get(k).unwrap().map(|v| v.to_vec());
+    let costs = |f: &dyn Fn()| {
+        let before = reader.etcd_requests();
+        f();
+        reader.etcd_requests() - before
+    };
+    // Once the watch is up, a value read is kept.
+    let kept = || {
+        get(b"Ikept");
+        costs(&|| assert_eq!(get(b"Ikept").as_deref(), Some(&b"one"[..]))) == 0
+    };
+    assert!(wait_for(Duration::from_secs(5), kept), "a reader's second read of a key still asks etcd");
+    assert_eq!(get(b"Inever"), None);
+    assert_eq!(costs(&|| assert_eq!(get(b"Inever"), None)), 0, "a key known absent is asked again");
+
+    // The holder's changes arrive by the watch, not by asking.
+    let before = reader.etcd_requests();
+    holder.put(b"Ikept", b"two".to_vec()).unwrap();
+    let mut gone = Batch::default();
+    gone.delete(b"Inever".to_vec());
+    gone.put(b"Inever".to_vec(), b"made".to_vec());
+    holder.apply(gone).unwrap();
+    let arrived =
+        || get(b"Ikept").as_deref() == Some(&b"two"[..]) && get(b"Inever").as_deref() == Some(&b"made"[..]);
+    assert!(
+        wait_for(Duration::from_secs(5), arrived),
+        "the holder's change never reached the reader's memory"
+    );
+    assert_eq!(reader.etcd_requests(), before, "changes reached memory by asking etcd");
+    let mut deleted = Batch::default();
+    deleted.delete(b"Ikept".to_vec());
+    holder.apply(deleted).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || get(b"Ikept").is_none()),
+        "a deletion never reached the reader"
+    );
+    assert_eq!(reader.etcd_requests(), before);
+
+    // A catch-up asks for the revision, and finds the watch there.
+    assert_eq!(costs(&|| reader.catch_up().unwrap()), 1);
+    // Another vault's write moves etcd's revision where this vault's watch
+    // hears nothing: the reader touches its own key and hears that.
+    let other = Store::create_cluster(&ClusterAddress::parse(&address("others")).unwrap(), &data).unwrap();
+    other.put(b"Ix", b"elsewhere".to_vec()).unwrap();
+    assert_eq!(costs(&|| reader.catch_up().unwrap()), 2, "revision, touch");
+    assert_eq!(
+        costs(&|| assert_eq!(get(b"Inever").as_deref(), Some(&b"made"[..]))),
+        0,
+        "memory stopped answering"
+    );
+    // What the reader writes of its own (its log's kinds) stays its own.
+    reader.put(b"A1", b"reader's".to_vec()).unwrap();
+    holder.put(b"A1", b"holder's".to_vec()).unwrap();
+    holder.put(b"Isync", b"x".to_vec()).unwrap();
+    assert!(wait_for(Duration::from_secs(5), || get(b"Isync").is_some()));
+    assert_eq!(reader.get(b"A1").unwrap().map(|v| v.to_vec()).as_deref(), Some(&b"reader's"[..]));
+}
+
 /// One holder at a time: while mounted, another host's opener is refused
 /// with who holds the vault; after the unmount it opens at once.
 #[test]

@@ -207,6 +207,14 @@ impl VaultFs {
         if self.hosts == Hosts::Reader { NO_CACHE } else { TTL }
     }
 
+    /// On a read-only mount beside a cluster vault's holder, before a
+    /// lookup or an open: what the holder closed before it is what it
+    /// sees (docs/CLUSTER.md); between them, `stat` and reads answer from
+    /// the mount's memory of the vault, which its watch keeps up to date.
+    fn catch_up(&self) -> Res<()> {
+        if self.hosts == Hosts::Reader { self.vault.catch_up().map_err(e) } else { Ok(()) }
+    }
+
     /// user.* attributes follow the file's read/write bits; the kernel
     /// itself guards trusted.* and security.*.
     fn permit_xattr(&self, req: &Request, ino: u64, name: &OsStr, want: u16) -> Res<()> {
@@ -404,7 +412,8 @@ impl Filesystem for VaultFs {
         }
         let at = At::Entry(parent.0, name.as_bytes());
         let r = self
-            .check_inside(req, parent.0)
+            .catch_up()
+            .and_then(|_| self.check_inside(req, parent.0))
             .and_then(|_| self.access(req).search(parent.0, 0).map_err(e))
             .and_then(|_| self.vault.lookup(parent.0, name.as_bytes()).map_err(e));
         let r = self.rec().note_denial(req, at, r);
@@ -647,6 +656,7 @@ impl Filesystem for VaultFs {
         // every read of the new open comes here and is recorded.
         // Why the caller says it needs the file (levels 3-5): read before the
         // open's record is made, so the record carries it.
+        let caught = self.catch_up();
         let level = self.rec().level_of(ino.0).ok().flatten();
         let why = self.vault.justification(ino.0, level);
         let r = self.rec().logged_with_note(
@@ -656,6 +666,7 @@ impl Filesystem for VaultFs {
             Range::default(),
             why.clone(),
             |_| {
+                caught?;
                 let describe = || self.rec().requester(req, ino.0);
                 self.access(req).open(ino.0, level, open_mask(flags.0), &why, describe).map_err(e)?;
                 self.rec().level_of(ino.0)
@@ -773,7 +784,10 @@ impl Filesystem for VaultFs {
             let r = self.rec().note_denial(req, At::Node(BACKUP_DIR_INO), r);
             return reply_with!(reply, r, |_v| reply.opened(fh, FopenFlags::empty()));
         }
-        let r = self.check_inside(req, ino.0).and_then(|_| self.permit(req, ino.0, open_mask(flags.0)));
+        let r = self
+            .catch_up()
+            .and_then(|_| self.check_inside(req, ino.0))
+            .and_then(|_| self.permit(req, ino.0, open_mask(flags.0)));
         let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |_v| reply.opened(self.fh(), FopenFlags::empty()));
     }

@@ -283,6 +283,18 @@ impl Store {
         }
     }
 
+    /// On a read-only mount of a cluster vault: returns once what it
+    /// keeps in memory of the holder's keys holds every change committed
+    /// before the call (or memory stops answering until it does), so that
+    /// an open or lookup sees what the holder closed before it. Nothing
+    /// for any other store.
+    pub fn catch_up(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Cluster(c) => c.catch_up(),
+            Backend::Local(_) => Ok(()),
+        }
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         each!(self, b => b.get(key))
     }
@@ -322,6 +334,16 @@ impl Store {
     #[cfg(any(test, feature = "internals"))]
     pub fn group_commits(&self) -> u64 {
         each!(self, b => b.group_commits())
+    }
+
+    /// Requests this process sent etcd for a cluster vault (0 for a
+    /// directory): what memory saved is what a test counts.
+    #[cfg(any(test, feature = "internals"))]
+    pub fn etcd_requests(&self) -> u64 {
+        match &self.backend {
+            Backend::Cluster(c) => c.etcd_requests(),
+            Backend::Local(_) => 0,
+        }
     }
 
     /// Shared hold on the gate for one write.

@@ -68,6 +68,7 @@ impl Vault<Unlocked> {
             // up once more (a store that is really damaged fails again).
             Err(e) if core.store.reader_host().is_some() => {
                 tracing::debug!("read of inode {ino} on a read-only mount failed ({e}); looking up again");
+                core.store.catch_up()?;
                 let node = core.load(ino)?;
                 regular(&node)?;
                 Ok(core.with_blocks(&node, |b| b.read(offset, len, node.rec.size))?)

@@ -452,6 +452,13 @@ impl Vault<Unlocked> {
         self.core().store.reader_host()
     }
 
+    /// Before an open or a lookup on a read-only mount of a cluster vault:
+    /// what the holder committed before this call is what they see
+    /// (close-to-open across hosts). Nothing on any other mount.
+    pub fn catch_up(&self) -> Result<()> {
+        Ok(self.core().store.catch_up()?)
+    }
+
     /// At a close after writes: what was written becomes visible to
     /// read-only mounts on other hosts before the close returns (a cluster
     /// vault's holder commits if one is mounted; nothing otherwise).

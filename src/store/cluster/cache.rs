@@ -1,7 +1,8 @@
-//! Values of etcd keys kept in memory by the process that holds the vault.
-//! Only the holder writes, so what it read or wrote stays the store's value
-//! for as long as it surely holds the vault (the caller checks the lease);
-//! a point read then costs no round trip to etcd. Ranges read whole are
+//! Values of etcd keys kept in memory. The holder is the only writer of
+//! its keys, so what it read or wrote stays the store's value for as long
+//! as it surely holds the vault (the caller checks the lease); a reader
+//! keeps the holder's keys while a watch brings their changes (follow.rs).
+//! A point read then costs no round trip to etcd. Ranges read whole are
 //! kept too, as *known* ranges: every key inside one is kept (present or
 //! absent), so a lookup or scan inside it needs no round trip either (a
 //! file's index entries, read once, answer every later read of the file).
@@ -171,6 +172,19 @@ impl ReadCache {
                 inner.insert(key, value);
             } else {
                 inner.remove(&key);
+            }
+        }
+    }
+
+    /// Changes another process made (key -> new value, None: deleted):
+    /// each replaces what memory knows of its key; keys memory does not
+    /// know stay unknown.
+    pub fn changed(&self, changes: impl IntoIterator<Item = (Vec<u8>, Option<Value>)>) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        for (key, value) in changes {
+            if inner.values.contains_key(&key) || inner.covers(&key, Some(&successor(&key))) {
+                inner.insert(key, value);
             }
         }
     }

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity, PutOptions, SortOrder, SortTarget,
-    TlsOptions, Txn, TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity, PutOptions, SortOrder,
+    SortTarget, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use zeroize::Zeroizing;
 
@@ -54,6 +54,21 @@ pub enum Op {
     Delete(Vec<u8>),
     /// Every key that starts with these bytes.
     DeletePrefix(Vec<u8>),
+    /// A new revision of an existing key, its value and lease unchanged.
+    Touch(Vec<u8>),
+}
+
+/// What a watch of a key range tells its owner, in order.
+pub enum News {
+    /// Watching from just after this revision: what was kept from before
+    /// it may be stale.
+    From(i64),
+    /// The changes of one or more revisions, the last of them this one:
+    /// (key, new value; None: deleted).
+    Changes(i64, Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    /// The watch broke (etcd away, or compacted past it): nothing kept can
+    /// be trusted until the next `From`.
+    Lost,
 }
 
 /// Pause before a request that never left is sent again.
@@ -159,6 +174,8 @@ fn read(name: &str, path: &Path) -> Result<Vec<u8>> {
 pub struct Etcd {
     rt: tokio::runtime::Runtime,
     client: Client,
+    /// Requests sent through `run` (not the lease's renewals or the watch).
+    requests: AtomicU64,
 }
 
 impl Etcd {
@@ -191,7 +208,7 @@ impl Etcd {
             };
             Error::Io(format!("cannot connect to etcd at {}: {e}{hint}", endpoints.join(",")))
         })?;
-        Ok(Etcd { rt, client })
+        Ok(Etcd { rt, client, requests: AtomicU64::new(0) })
     }
 
     /// Runs one request to its end, at most REQUEST_TIMEOUT (plus the
@@ -211,6 +228,7 @@ impl Etcd {
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let start = Instant::now();
+        self.requests.fetch_add(1, Ordering::Relaxed);
         loop {
             let r = match self.rt.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, request()).await }) {
                 Ok(r) => r,
@@ -232,12 +250,32 @@ impl Etcd {
         }
     }
 
+    #[cfg(any(test, feature = "internals"))]
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Kv>> {
+        Ok(self.get_at(key)?.0)
+    }
+
+    /// `key`, and the store's revision it was read at.
+    pub fn get_at(&self, key: &[u8]) -> Result<(Option<Kv>, i64)> {
         let mut resp = self.run("get", || {
             let mut kv = self.client.kv_client();
             async move { kv.get(key, None).await }
         })?;
-        Ok(resp.take_kvs().into_iter().next().map(into_kv))
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok((resp.take_kvs().into_iter().next().map(into_kv), revision))
+    }
+
+    /// The store's revision now (a linearizable read of one key's count).
+    pub fn revision(&self, key: &[u8]) -> Result<i64> {
+        let resp = self.run("revision", || {
+            let mut kv = self.client.kv_client();
+            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+        })?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     /// Up to `limit` keys of `[from, to)` in key order (descending: the
@@ -261,6 +299,11 @@ impl Etcd {
 
     /// Applies `ops` atomically if every guard holds; whether they did.
     pub fn txn(&self, guards: Vec<Guard>, ops: Vec<Op>) -> Result<bool> {
+        Ok(self.txn_at(guards, ops)?.is_some())
+    }
+
+    /// As `txn`; the store's revision after it (None: a guard failed).
+    pub fn txn_at(&self, guards: Vec<Guard>, ops: Vec<Op>) -> Result<Option<i64>> {
         let compares: Vec<Compare> = guards
             .into_iter()
             .map(|g| match g {
@@ -275,6 +318,7 @@ impl Etcd {
                 Op::PutLeased(k, v, lease) => TxnOp::put(k, v, Some(PutOptions::new().with_lease(lease))),
                 Op::Delete(k) => TxnOp::delete(k, None),
                 Op::DeletePrefix(k) => TxnOp::delete(k, Some(DeleteOptions::new().with_prefix())),
+                Op::Touch(k) => TxnOp::put(k, Vec::new(), Some(PutOptions::new().with_ignore_value().with_ignore_lease())),
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(ops);
@@ -282,7 +326,7 @@ impl Etcd {
             let (mut kv, txn) = (self.client.kv_client(), txn.clone());
             async move { kv.txn(txn).await }
         })?;
-        Ok(resp.succeeded())
+        Ok(resp.succeeded().then(|| resp.header().map_or(0, |h| h.revision())))
     }
 
     /// A new lease of `ttl` seconds.
@@ -309,7 +353,7 @@ impl Etcd {
     /// renewal fails for longer than the lease lasts, or etcd says the lease
     /// is gone, `state.lost` is set for good: from then on another host may
     /// hold what the lease held.
-    pub fn keep_alive(&self, id: i64, ttl: Duration, state: Arc<LeaseState>) -> KeepAlive {
+    pub fn keep_alive(&self, id: i64, ttl: Duration, state: Arc<LeaseState>) -> Background {
         let client = self.client.clone();
         let task = self.rt.spawn(async move {
             let every = ttl / 4;
@@ -379,7 +423,64 @@ impl Etcd {
                 }
             }
         });
-        KeepAlive(task)
+        Background(task)
+    }
+
+    /// Watches every key under `prefix`, handing `news` each change, for as
+    /// long as the returned task lives. A watch that breaks starts again
+    /// from the revision of that moment (after a `Lost`, then a `From`).
+    pub fn watch(&self, prefix: Vec<u8>, news: impl Fn(News) + Send + Sync + 'static) -> Background {
+        let client = self.client.clone();
+        let task = self.rt.spawn(async move {
+            loop {
+                let opened = async {
+                    // The key `prefix` itself: a count of one key, whatever the vault holds.
+                    let now = client.kv_client().get(prefix.clone(), Some(GetOptions::new().with_count_only())).await?;
+                    let from = now.header().map_or(0, |h| h.revision());
+                    let options = WatchOptions::new().with_prefix().with_start_revision(from + 1);
+                    let stream = client.watch_client().watch(prefix.clone(), Some(options)).await?;
+                    Ok::<_, etcd_client::Error>((from, stream))
+                };
+                match tokio::time::timeout(REQUEST_TIMEOUT, opened).await {
+                    Ok(Ok((from, mut stream))) => {
+                        news(News::From(from));
+                        loop {
+                            match stream.message().await {
+                                Ok(Some(resp)) if resp.canceled() => {
+                                    tracing::warn!("etcd: the watch of the vault was cancelled ({})", resp.cancel_reason());
+                                    break;
+                                }
+                                Ok(Some(resp)) => {
+                                    let events = resp.events();
+                                    let Some(last) = events.iter().filter_map(|e| Some(e.kv()?.mod_revision())).max() else {
+                                        continue;
+                                    };
+                                    let changes = events
+                                        .iter()
+                                        .filter_map(|e| {
+                                            let kv = e.kv()?;
+                                            let value = (e.event_type() == EventType::Put).then(|| kv.value().to_vec());
+                                            Some((kv.key().to_vec(), value))
+                                        })
+                                        .collect();
+                                    news(News::Changes(last, changes));
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::warn!("etcd: the watch of the vault broke: {e}");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!("etcd: cannot watch the vault: {e}"),
+                    Err(_) => tracing::warn!("etcd: cannot watch the vault: no answer in {} s", REQUEST_TIMEOUT.as_secs()),
+                }
+                news(News::Lost);
+                tokio::time::sleep(RESEND_AFTER * 4).await;
+            }
+        });
+        Background(task)
     }
 }
 
@@ -427,10 +528,10 @@ impl LeaseState {
     }
 }
 
-/// The background renewal of a lease; stops when dropped.
-pub struct KeepAlive(tokio::task::JoinHandle<()>);
+/// A task on the client's runtime (a lease renewal, a watch); stops when dropped.
+pub struct Background(tokio::task::JoinHandle<()>);
 
-impl Drop for KeepAlive {
+impl Drop for Background {
     fn drop(&mut self) {
         self.0.abort();
     }

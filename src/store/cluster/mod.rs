@@ -33,6 +33,7 @@
 
 mod cache;
 mod etcd;
+mod follow;
 mod group;
 mod readahead;
 mod s3;
@@ -44,7 +45,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::cache::ReadCache;
-use self::etcd::{Etcd, Guard, KeepAlive, Kv, LeaseState, Op};
+use self::etcd::{Background, Etcd, Guard, Kv, LeaseState, Op};
+use self::follow::Follower;
 use self::group::{Committer, Group};
 use self::readahead::Readahead;
 use self::s3::Objects;
@@ -92,6 +94,11 @@ pub enum Role {
 
 /// How often a holder looks again whether any reader is mounted.
 const READERS_LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How long a reader's catch-up waits for the watch to bring the changes
+/// etcd committed before it, before it touches a key of its own to be
+/// sure there are some to bring; and then how long for that touch.
+const HEAR_WITHIN: Duration = Duration::from_millis(50);
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(1);
 
 /// An open cluster vault, and its committer while durability is grouped.
 pub struct Cluster {
@@ -135,9 +142,14 @@ pub struct Shared {
     /// The lease's renewals; `lost` is set for good once it may have
     /// lapsed: writes are refused.
     held: Arc<LeaseState>,
-    _keep_alive: Option<KeepAlive>,
-    /// Point reads, served from memory while this process surely holds the vault.
-    cache: ReadCache,
+    _keep_alive: Option<Background>,
+    /// Point reads and known ranges: of this process's own keys, served
+    /// from memory while it surely holds them; of the holder's keys on a
+    /// reader, while `follower` says the watch has brought every change.
+    cache: Arc<ReadCache>,
+    /// A reader's watch of the vault (None: the holder, or a view).
+    follower: Option<Arc<Follower>>,
+    _watch: Option<Background>,
     /// Object numbers: the next to use, and the end of the reserved range.
     numbers: Mutex<(u64, u64)>,
     /// The vault's objects as number -> bytes: listed from the bucket once
@@ -323,6 +335,11 @@ impl Cluster {
         self.group.commits.load(Ordering::Relaxed)
     }
 
+    #[cfg(any(test, feature = "internals"))]
+    pub fn etcd_requests(&self) -> u64 {
+        self.etcd.requests()
+    }
+
     /// Makes everything applied so far durable (fsync, unmount).
     pub fn flush(&self) -> Result<()> {
         self.commit()
@@ -387,7 +404,7 @@ impl Cluster {
             e => e,
         };
         self.write(puts).map_err(too_small)?;
-        self.write(keys.into_iter().map(Op::Delete).collect())
+        self.write(keys.into_iter().map(Op::Delete).collect()).map(|_| ())
     }
 }
 
@@ -406,12 +423,22 @@ impl Shared {
         hold_key: Vec<u8>,
         held_at: i64,
         held: Arc<LeaseState>,
-        lease: Option<(i64, KeepAlive)>,
+        lease: Option<(i64, Background)>,
     ) -> Shared {
         let (reader_owns, reader_shares, host) = reader;
         let (lease, keep_alive) = match lease {
             Some((id, k)) => (id, Some(k)),
             None => (0, None),
+        };
+        let cache = Arc::new(ReadCache::default());
+        let (follower, watch) = match (reader_owns, &keep_alive) {
+            (Some(own), Some(_)) => {
+                let follower = Arc::new(Follower::default());
+                let (f, c, keys) = (follower.clone(), cache.clone(), [&prefix[..], b"k/"].concat());
+                let watch = etcd.watch(prefix.clone(), move |news| f.hear(news, &c, &keys, own));
+                (Some(follower), Some(watch))
+            }
+            _ => (None, None),
         };
         Shared {
             addr: at.clone(),
@@ -428,7 +455,9 @@ impl Shared {
             lease,
             held,
             _keep_alive: keep_alive,
-            cache: ReadCache::default(),
+            cache,
+            follower,
+            _watch: watch,
             numbers: Mutex::new((0, 0)),
             listed: Mutex::new(None),
             group: Group::default(),
@@ -535,21 +564,62 @@ impl Shared {
         ))
     }
 
-    /// A transaction guarded by our hold on the vault.
-    fn write(&self, ops: Vec<Op>) -> Result<()> {
+    /// A transaction guarded by our hold on the vault; the store's
+    /// revision after it.
+    fn write(&self, ops: Vec<Op>) -> Result<i64> {
         self.still_held()?;
-        if self.etcd.txn(vec![Guard::Created(self.hold_key.clone(), self.held_at)], ops)? {
-            Ok(())
-        } else {
-            self.held.lost.store(true, Ordering::SeqCst);
-            Err(self.lost_error())
+        match self.etcd.txn_at(vec![Guard::Created(self.hold_key.clone(), self.held_at)], ops)? {
+            Some(revision) => Ok(revision),
+            None => {
+                self.held.lost.store(true, Ordering::SeqCst);
+                Err(self.lost_error())
+            }
         }
     }
 
-    /// Whether memory may answer for store key `k`: it is this process's
-    /// own (a reader keeps none of the holder's keys), and the cache is valid.
+    /// Whether memory may answer for store key `k`: this process's own
+    /// while the cache is valid; the holder's on a reader while the watch
+    /// has brought every change.
     fn cached(&self, k: &[u8]) -> bool {
-        self.is_own(k) && self.cache_valid()
+        match &self.follower {
+            Some(f) if !self.is_own(k) => f.answers() && !self.hold_lost(),
+            _ => self.is_own(k) && self.cache_valid(),
+        }
+    }
+
+    /// Whether a value of `k` that etcd returned at revision `read_at` may
+    /// be kept (follow.rs: on a reader, once every change up to it was heard).
+    fn may_keep(&self, k: &[u8], read_at: i64) -> bool {
+        match &self.follower {
+            Some(f) if !self.is_own(k) => f.may_keep(read_at),
+            _ => true,
+        }
+    }
+
+    /// On a read-only mount: returns once memory holds every change etcd
+    /// had committed when this was called, or has stopped answering until
+    /// it does (follow.rs). An open or lookup that follows sees what the
+    /// holder closed before it: close-to-open across hosts. Nothing for
+    /// the holder.
+    pub fn catch_up(&self) -> Result<()> {
+        let Some(f) = &self.follower else { return Ok(()) };
+        if !f.watching() {
+            // Memory answers for nothing of the holder's: etcd does.
+            return Ok(());
+        }
+        let now = self.etcd.revision(&self.prefix)?;
+        if f.wait_for(now, HEAR_WITHIN) {
+            return Ok(());
+        }
+        // Revisions of keys outside the vault (another vault in the same
+        // etcd) bring no change to hear: a new revision of this reader's
+        // own key does, after every change before it.
+        let touched = self.write(vec![Op::Touch(self.hold_key.clone())])?;
+        if !f.wait_for(touched, CATCH_UP_WITHIN) {
+            tracing::debug!("etcd: the watch of the vault lags; reading from etcd until it catches up");
+            f.fall_behind(touched);
+        }
+        Ok(())
     }
 
     /// Whether values in memory are still the store's: this process holds
@@ -571,8 +641,9 @@ impl Shared {
             return Ok(v);
         }
         let generation = self.cache.generation();
-        let value = self.etcd.get(&self.key(key))?.map(|kv| Value::from(kv.value));
-        if cached {
+        let (kv, read_at) = self.etcd.get_at(&self.key(key))?;
+        let value = kv.map(|kv| Value::from(kv.value));
+        if cached && self.may_keep(key, read_at) {
             self.cache.fill(generation, key, value.clone());
         }
         Ok(value)
@@ -631,9 +702,16 @@ impl Shared {
             .collect();
         let written = self.write(txn);
         // Applied: memory has the new values. Failed or unknown (a timeout
-        // may still have applied it): memory forgets these keys.
-        self.cache.wrote(ops.iter().map(|(k, v)| (k.clone(), v.clone())), written.is_ok());
-        written
+        // may still have applied it): memory forgets these keys. A reader's
+        // write of a vault-wide key is forgotten too: the watch brings it
+        // back in order with other hosts' writes of it.
+        let (own, vault_wide): (Vec<_>, Vec<_>) =
+            ops.iter().map(|(k, v)| (k.clone(), v.clone())).partition(|(k, _)| self.is_own(k));
+        self.cache.wrote(own, written.is_ok());
+        if !vault_wide.is_empty() {
+            self.cache.wrote(vault_wide, false);
+        }
+        written.map(|_| ())
     }
 
     /// Commits now if this is the holder and a reader is mounted (a close
@@ -855,7 +933,7 @@ impl Shared {
         let page = self.etcd.range(&start, &end, limit, 0, false, false)?;
         let entries: Vec<(Vec<u8>, Value)> =
             page.kvs.into_iter().map(|kv| (kv.key[skip..].to_vec(), Value::from(kv.value))).collect();
-        if cached {
+        if cached && self.may_keep(from, page.revision) {
             let end = cache::known_end(Some(to), page.more, entries.last().map(|(k, _)| &k[..]));
             self.cache.fill_range(generation, from, end.as_deref(), &entries);
         }
@@ -964,6 +1042,7 @@ impl Iterator for Pages<'_> {
                 Ok(page) => {
                     if let Some((generation, from, to)) = self.fill.take()
                         && !page.more
+                        && self.cluster.may_keep(&from, page.revision)
                     {
                         let skip = self.skip;
                         let entries: Vec<(Vec<u8>, Value)> =
