@@ -597,18 +597,35 @@ fn a_mount_outlives_one_etcd_member_of_three() {
     let mut v = ClusterVault::on(Etcd::cluster(3));
     v.mount();
     std::fs::write(v.path("1-working/before"), pattern(300_000, 1)).unwrap();
+    // A read-only mount beside it: its watch of the vault goes through one
+    // member, and when that one dies it watches again through another.
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
+    v.mount_reader("host-b", &mnt_b);
+    let on_b = |rel: &str| mnt_b.join(rel);
+    // Closed before B mounted: within A's commit interval.
+    let before = || std::fs::read(on_b("1-working/before")).is_ok_and(|b| b == pattern(300_000, 1));
+    assert!(wait_for(Duration::from_secs(3), before), "A's file never reached the reader");
     for victim in [0, 2] {
         v.etcd.kill(victim);
         for i in 0..20 {
             let name = format!("1-working/m{victim}-{i}");
             std::fs::write(v.path(&name), pattern(10_000, i))
                 .unwrap_or_else(|e| panic!("{name}: {e}\n{}", v.log()));
+            // Close-to-open on the reader, whichever member its watch lost.
+            let seen = std::fs::read(on_b(&name)).unwrap_or_else(|e| panic!("{name} on the reader: {e}"));
+            assert!(seen == pattern(10_000, i), "{name} on the reader is not what was closed");
         }
         std::fs::rename(v.path(&format!("1-working/m{victim}-0")), v.path(&format!("1-working/r{victim}")))
             .unwrap();
         assert_eq!(std::fs::read(v.path("1-working/before")).unwrap(), pattern(300_000, 1));
+        let renamed = || {
+            on_b(&format!("1-working/r{victim}")).exists()
+                && !on_b(&format!("1-working/m{victim}-0")).exists()
+        };
+        assert!(wait_for(Duration::from_secs(5), renamed), "the rename never reached the reader");
         v.etcd.restart_member(victim);
     }
+    v.ok_on("host-b", &["umount", mnt_b.to_str().unwrap()]);
     v.unmount();
     v.mount();
     assert_eq!(std::fs::read(v.path("1-working/m2-19")).unwrap(), pattern(10_000, 19));
