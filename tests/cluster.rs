@@ -873,6 +873,16 @@ fn a_read_only_mount_on_another_host_follows_the_holder() {
     std::fs::write(v.path("1-working/marker"), b"after the unlink\n").unwrap();
     assert_eq!(std::fs::read(on_b("1-working/marker")).unwrap(), b"after the unlink\n");
     assert!(!on_b("1-working/renamed").exists());
+    // A change of names no close follows commits at once too: the atomic
+    // replace (write a temporary file, close it, rename it over the
+    // target), a mkdir, an rmdir are what B's next lookup sees.
+    std::fs::write(v.path("1-working/marker.tmp"), b"replaced whole\n").unwrap();
+    std::fs::rename(v.path("1-working/marker.tmp"), v.path("1-working/marker")).unwrap();
+    assert_eq!(std::fs::read(on_b("1-working/marker")).unwrap(), b"replaced whole\n");
+    std::fs::create_dir(v.path("1-working/made")).unwrap();
+    assert!(on_b("1-working/made").is_dir(), "a mkdir on A is not on B");
+    std::fs::remove_dir(v.path("1-working/made")).unwrap();
+    assert!(!on_b("1-working/made").exists(), "an rmdir on A is not on B");
 
     // B changes nothing.
     for attempt in [

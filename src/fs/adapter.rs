@@ -215,6 +215,21 @@ impl VaultFs {
         if self.hosts == Hosts::Reader { self.vault.catch_up().map_err(e) } else { Ok(()) }
     }
 
+    /// After a change of names on a cluster vault's holder (create by
+    /// mknod, mkdir, symlink, link; unlink, rmdir, rename), which no close
+    /// may follow: commits it now if a reader is mounted, so that a
+    /// reader's next lookup sees it, as after a close. A commit that fails
+    /// fails nothing here: the change is made, and the next commit stores it.
+    fn published<T>(&self, r: Res<T>) -> Res<T> {
+        if r.is_ok()
+            && self.hosts == Hosts::Holder
+            && let Err(err) = self.vault.publish()
+        {
+            tracing::warn!("committing a change of names for other hosts' mounts failed: {err}");
+        }
+        r
+    }
+
     /// user.* attributes follow the file's read/write bits; the kernel
     /// itself guards trusted.* and security.*.
     fn permit_xattr(&self, req: &Request, ino: u64, name: &OsStr, want: u16) -> Res<()> {
@@ -498,12 +513,12 @@ impl Filesystem for VaultFs {
             ) => self.make(req, parent.0, name, k, mode, rdev),
             _ => Err(Errno::EINVAL),
         };
-        self.reply_entry(reply, r, parent.0, name.as_bytes());
+        self.reply_entry(reply, self.published(r), parent.0, name.as_bytes());
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         let r = self.make(req, parent.0, name, FileKind::Dir, mode, 0);
-        self.reply_entry(reply, r, parent.0, name.as_bytes());
+        self.reply_entry(reply, self.published(r), parent.0, name.as_bytes());
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -520,6 +535,7 @@ impl Filesystem for VaultFs {
                 v.unlink_by(parent.0, name.as_bytes(), &who).map_err(e)
             },
         );
+        let r = self.published(r);
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -536,6 +552,7 @@ impl Filesystem for VaultFs {
                 v.rmdir(parent.0, name.as_bytes()).map_err(e)
             },
         );
+        let r = self.published(r);
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -548,7 +565,7 @@ impl Filesystem for VaultFs {
             v.symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes(), req.uid(), req.gid())
                 .map_err(e)
         });
-        self.reply_entry(reply, r, parent.0, link_name.as_bytes());
+        self.reply_entry(reply, self.published(r), parent.0, link_name.as_bytes());
     }
 
     fn rename(
@@ -602,6 +619,7 @@ impl Filesystem for VaultFs {
                 self.inodes.name(a.ino, newparent.0, newname.as_bytes());
             }
         }
+        let r = self.published(r);
         reply_with!(reply, r, |_v| reply.ok());
     }
 
@@ -622,7 +640,7 @@ impl Filesystem for VaultFs {
                 v.link(ino.0, newparent.0, newname.as_bytes()).map_err(e)
             },
         );
-        self.reply_entry(reply, r, newparent.0, newname.as_bytes());
+        self.reply_entry(reply, self.published(r), newparent.0, newname.as_bytes());
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
