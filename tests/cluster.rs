@@ -748,6 +748,12 @@ fn a_reader_confined_by_etcd_roles_reads_records_and_locks_down() {
         || std::fs::read(mnt_b.join("2-private/plan")).is_ok_and(|c| c == b"read by a confined host\n");
     assert!(wait_for(Duration::from_secs(3), read), "the confined reader cannot read");
     assert!(std::fs::read_to_string(mnt_b.join(".audit")).unwrap().contains("2-private/plan"));
+    // Its role lets it watch the vault (what it keeps in memory rests on
+    // that) and give its own key a new revision (a catch-up's touch).
+    std::fs::write(v.path("2-private/plan"), b"changed on the holder\n").unwrap();
+    assert_eq!(std::fs::read(mnt_b.join("2-private/plan")).unwrap(), b"changed on the holder\n");
+    let log_b = std::fs::read_to_string(v.dir.path().join("host-b.log")).unwrap();
+    assert!(!log_b.contains("watch"), "the confined reader could not watch the vault: {log_b}");
 
     let on_b = |args: &[&str]| v.run_with("host-b", &viewer, args);
     let ok = |out: Output| assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
