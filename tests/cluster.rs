@@ -890,6 +890,26 @@ fn a_read_only_mount_on_another_host_follows_the_holder() {
     std::fs::remove_dir(v.path("1-working/made")).unwrap();
     assert!(!on_b("1-working/made").exists(), "an rmdir on A is not on B");
 
+    // B's kernel keeps a file's pages from one open to the next while the
+    // file is as it was (nothing more is read through B), and drops them
+    // once A changed it, even to the same size and modification time.
+    let read_bytes = || {
+        let stats = std::fs::read_to_string(on_b(".stats")).unwrap();
+        let line = stats.lines().find_map(|l| l.strip_prefix("vaultfs_read_bytes_total ")).map(str::to_owned);
+        line.unwrap_or_else(|| panic!("no read count in B's .stats: {stats}")).trim().parse::<f64>().unwrap()
+    };
+    let (first, second) = (pattern(1 << 20, 3), pattern(1 << 20, 4));
+    std::fs::write(v.path("1-working/kept"), &first).unwrap();
+    assert!(std::fs::read(on_b("1-working/kept")).unwrap() == first);
+    let before = read_bytes();
+    assert!(std::fs::read(on_b("1-working/kept")).unwrap() == first);
+    assert_eq!(read_bytes(), before, "B read an unchanged file through the vault again");
+    let mtime = std::fs::metadata(v.path("1-working/kept")).unwrap().modified().unwrap();
+    std::fs::write(v.path("1-working/kept"), &second).unwrap();
+    std::fs::File::options().write(true).open(v.path("1-working/kept")).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(std::fs::metadata(on_b("1-working/kept")).unwrap().modified().unwrap(), mtime);
+    assert!(std::fs::read(on_b("1-working/kept")).unwrap() == second, "B kept the pages of a file A changed");
+
     // B changes nothing.
     for attempt in [
         std::fs::write(on_b("1-working/from-b"), b"x"),

@@ -1,11 +1,12 @@
 //! `fuser::Filesystem` for the vault: convert, call, reply. No logic beyond
 //! argument conversion, access gating by level, and lookup-count bookkeeping.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -52,7 +53,14 @@ pub struct VaultFs {
     hosts: Hosts,
     next_fh: AtomicU64,
     files: VirtualFiles,
+    /// On a read-only mount: each file's change time, modification time
+    /// and size at this mount's last open of it, while the kernel knows it.
+    opened_as: Mutex<HashMap<u64, Version>>,
 }
+
+/// What tells a file's content changed: writes and truncates set its
+/// change time, which no caller can set back.
+type Version = (i64, u32, i64, u32, u64);
 
 /// Whether other hosts change or read the vault beside this mount.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -140,6 +148,7 @@ impl VaultFs {
             hosts,
             next_fh: AtomicU64::new(1),
             files: VirtualFiles::new(vault.clone(), backup),
+            opened_as: Mutex::new(HashMap::new()),
             vault,
         }
     }
@@ -213,6 +222,17 @@ impl VaultFs {
     /// the mount's memory of the vault, which its watch keeps up to date.
     fn catch_up(&self) -> Res<()> {
         if self.hosts == Hosts::Reader { self.vault.catch_up().map_err(e) } else { Ok(()) }
+    }
+
+    /// On a read-only mount, at an open (after its catch-up): whether the
+    /// file is as it was at this mount's last open of it, remembering how
+    /// it is now. Then the kernel may keep the pages it read since
+    /// (KEEP_CACHE), as an NFS client does when an open finds the
+    /// attributes unchanged; otherwise it drops them.
+    fn unchanged_since_last_open(&self, ino: u64) -> bool {
+        let Ok(a) = self.vault.getattr(ino) else { return false };
+        let now = (a.ctime.secs, a.ctime.nanos, a.mtime.secs, a.mtime.nanos, a.size);
+        self.opened_as.lock().unwrap_or_else(|p| p.into_inner()).insert(ino, now) == Some(now)
     }
 
     /// After a change of names on a cluster vault's holder (create by
@@ -436,11 +456,11 @@ impl Filesystem for VaultFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if !is_virtual(ino.0)
-            && self.inodes.forget(ino.0, nlookup)
-            && let Err(err) = self.vault.evict(ino.0)
-        {
-            tracing::warn!("evicting inode {}: {err}", ino.0);
+        if !is_virtual(ino.0) && self.inodes.forget(ino.0, nlookup) {
+            self.opened_as.lock().unwrap_or_else(|p| p.into_inner()).remove(&ino.0);
+            if let Err(err) = self.vault.evict(ino.0) {
+                tracing::warn!("evicting inode {}: {err}", ino.0);
+            }
         }
     }
 
@@ -691,8 +711,10 @@ impl Filesystem for VaultFs {
             },
         );
         reply_with!(reply, r, |level| {
-            // A reader's cache may hold what the holder has since replaced.
-            let keep = level.is_some() && !rules(level).reads_recorded && self.hosts != Hosts::Reader;
+            // A reader's cache may hold what the holder has since replaced:
+            // kept only if the file is as it was at the reader's last open.
+            let current = self.hosts != Hosts::Reader || self.unchanged_since_last_open(ino.0);
+            let keep = level.is_some() && !rules(level).reads_recorded && current;
             reply.opened(self.fh(), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
         });
     }
