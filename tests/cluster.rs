@@ -366,6 +366,18 @@ fn a_reader_keeps_the_holders_keys_while_its_watch_brings_their_changes() {
     );
     assert_eq!(reader.etcd_requests(), before);
 
+    // A commit larger than a gRPC message's default (4 MiB) arrives by the
+    // watch too, whole: had the watch broken, memory would have been dropped.
+    let mut large = Batch::default();
+    for i in 0..64u8 {
+        large.put(format!("Ilarge{i:02}").into_bytes(), vec![i; 100_000]);
+    }
+    large.put(b"Ikept".to_vec(), b"three".to_vec());
+    holder.apply(large).unwrap();
+    let arrived = || get(b"Ikept").as_deref() == Some(&b"three"[..]);
+    assert!(wait_for(Duration::from_secs(5), arrived), "a large commit never reached the reader's memory");
+    assert_eq!(reader.etcd_requests(), before, "a large commit broke the watch");
+
     // A catch-up asks for the revision, and finds the watch there.
     assert_eq!(costs(&|| reader.catch_up().unwrap()), 1);
     // Another vault's write moves etcd's revision where this vault's watch

@@ -19,6 +19,9 @@ use crate::store::{Error, Result};
 /// so that a lost etcd never hangs a FUSE thread.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest watch response taken: a commit's changes in one message,
+/// beyond the 32 MiB requests docs/CLUSTER.md has etcd allow.
+const WATCH_MESSAGE_BYTES: usize = 64 << 20;
 
 /// One key as etcd returned it.
 pub struct Kv {
@@ -438,7 +441,10 @@ impl Etcd {
                     let now = client.kv_client().get(prefix.clone(), Some(GetOptions::new().with_count_only())).await?;
                     let from = now.header().map_or(0, |h| h.revision());
                     let options = WatchOptions::new().with_prefix().with_start_revision(from + 1);
-                    let stream = client.watch_client().watch(prefix.clone(), Some(options)).await?;
+                    // One response carries a whole commit's changes: up to
+                    // the transaction size etcd is asked to allow (CLUSTER.md).
+                    let mut watcher = client.watch_client().max_decoding_message_size(WATCH_MESSAGE_BYTES);
+                    let stream = watcher.watch(prefix.clone(), Some(options)).await?;
                     Ok::<_, etcd_client::Error>((from, stream))
                 };
                 match tokio::time::timeout(REQUEST_TIMEOUT, opened).await {
