@@ -378,6 +378,22 @@ fn a_reader_keeps_the_holders_keys_while_its_watch_brings_their_changes() {
     assert!(wait_for(Duration::from_secs(5), arrived), "a large commit never reached the reader's memory");
     assert_eq!(reader.etcd_requests(), before, "a large commit broke the watch");
 
+    // A listing longer than one page of etcd's (512), read to its end, is
+    // kept whole: read again, it costs nothing, on the reader as on the holder.
+    let mut listing = Batch::default();
+    for i in 0..700 {
+        listing.put(format!("Dlist{i:04}").into_bytes(), b"entry".to_vec());
+    }
+    holder.apply(listing).unwrap();
+    assert!(wait_for(Duration::from_secs(5), || get(b"Dlist0699").is_some()));
+    let scan = |s: &Store| s.scan_prefix(b"Dlist").map(|r| r.unwrap()).count();
+    assert_eq!(scan(&reader), 700);
+    assert_eq!(costs(&|| assert_eq!(scan(&reader), 700)), 0, "a listing read whole is asked again");
+    assert_eq!(scan(&holder), 700);
+    let held = holder.etcd_requests();
+    assert_eq!(scan(&holder), 700);
+    assert_eq!(holder.etcd_requests(), held, "the holder asks again for a listing it read whole");
+
     // A catch-up asks for the revision, and finds the watch there.
     assert_eq!(costs(&|| reader.catch_up().unwrap()), 1);
     // Another vault's write moves etcd's revision where this vault's watch

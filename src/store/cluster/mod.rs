@@ -68,6 +68,9 @@ const PAGE: i64 = 512;
 /// default limits, well inside the ones docs/CLUSTER.md asks for.
 const PROBE_OPS: usize = 1000;
 const PROBE_BYTES: usize = 2 << 20;
+/// A scan gathers up to this many bytes of entries to keep its range as
+/// known once read to its end; a larger one is not kept.
+const SCAN_KEPT_BYTES: usize = 4 << 20;
 /// Entries read by a lookup of the first key in a range that memory does
 /// not know, kept for the lookups after it.
 const FIRST_IN_PAGE: i64 = 64;
@@ -902,7 +905,8 @@ impl Shared {
         // A scan that fits one page is kept as a known range.
         let fill = self.cached(from).then(|| (self.cache.generation(), from.to_vec(), to.map(|t| t.to_vec())));
         let done = refused.is_some();
-        Pages { cluster: self, next, end, skip, revision: 0, buffered: VecDeque::new(), done, refused, fill }
+        let (gathered, gathered_bytes) = (Vec::new(), 0);
+        Pages { cluster: self, next, end, skip, revision: 0, buffered: VecDeque::new(), done, refused, fill, gathered, gathered_bytes }
     }
 
     /// Entries of `[from, to)`, with the overlay's over them: from memory
@@ -1026,8 +1030,11 @@ pub struct Pages<'a> {
     /// Why the scan cannot be made (`Shared::bounds`), returned once.
     refused: Option<Error>,
     /// The cache's generation and the range in store keys, to keep the
-    /// range as known if its first page is all of it.
+    /// range as known once the scan read all of it (a listing read again
+    /// is then answered from memory), with the entries read so far.
     fill: Option<(u64, Vec<u8>, Option<Vec<u8>>)>,
+    gathered: Vec<(Vec<u8>, Value)>,
+    gathered_bytes: usize,
 }
 
 impl Iterator for Pages<'_> {
@@ -1040,13 +1047,22 @@ impl Iterator for Pages<'_> {
         if self.buffered.is_empty() && !self.done {
             match self.cluster.etcd.range(&self.next, &self.end, PAGE, self.revision, false, false) {
                 Ok(page) => {
-                    if let Some((generation, from, to)) = self.fill.take()
-                        && !page.more
+                    if self.fill.is_some() {
+                        let skip = self.skip;
+                        for kv in &page.kvs {
+                            self.gathered_bytes += kv.key.len() + kv.value.len() + 64;
+                            self.gathered.push((kv.key[skip..].to_vec(), Value::from(kv.value.clone())));
+                        }
+                        if self.gathered_bytes > SCAN_KEPT_BYTES {
+                            self.fill = None;
+                            self.gathered = Vec::new();
+                        }
+                    }
+                    if !page.more
+                        && let Some((generation, from, to)) = self.fill.take()
                         && self.cluster.may_keep(&from, page.revision)
                     {
-                        let skip = self.skip;
-                        let entries: Vec<(Vec<u8>, Value)> =
-                            page.kvs.iter().map(|kv| (kv.key[skip..].to_vec(), Value::from(kv.value.clone()))).collect();
+                        let entries = std::mem::take(&mut self.gathered);
                         self.cluster.cache.fill_range(generation, &from, to.as_deref(), &entries);
                     }
                     self.revision = page.revision;
