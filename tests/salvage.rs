@@ -206,24 +206,23 @@ fn damaged_records_cost_their_files_only() {
     let damaged = m.dir.path().join("damaged");
     copy_dir(&m.store, &damaged);
     // Flip a byte in two inode records, a block index entry of a third
-    // file and a directory entry.
+    // file and a directory entry. The inodes are the last two files made
+    // (level 2), the entry one at level 1: never the entry of a file
+    // whose inode is lost too (the entries' order follows keyed tags, so
+    // a chosen entry could otherwise name a damaged inode, and nothing be
+    // adopted).
     let ino_of = |k: &[u8]| u64::from_be_bytes(k[1..9].try_into().unwrap());
     let hit = {
         let s = Store::open(&damaged, false).unwrap();
         let all: Vec<(Vec<u8>, Vec<u8>)> =
             s.iter().map(|e| e.unwrap()).map(|(k, v)| (k, v.to_vec())).collect();
-        let inodes: Vec<&(Vec<u8>, Vec<u8>)> = all
-            .iter()
-            .filter(|(k, _)| k[0] == keys::INODE && ino_of(k) >= 16)
-            .skip(3)
-            .step_by(5)
-            .take(2)
-            .collect();
+        let inodes: Vec<&(Vec<u8>, Vec<u8>)> =
+            all.iter().filter(|(k, _)| k[0] == keys::INODE && ino_of(k) >= 16).rev().take(2).collect();
         let block = all
             .iter()
             .find(|(k, _)| k[0] == keys::BLOCK && inodes.iter().all(|(i, _)| ino_of(i) != ino_of(k)))
             .unwrap();
-        let dirent = all.iter().filter(|(k, _)| k[0] == keys::DIRENT).nth(7).unwrap();
+        let dirent = all.iter().filter(|(k, _)| k[0] == keys::DIRENT && k[1] == 1).nth(7).unwrap();
         let mut hit = Vec::new();
         for (k, v) in inodes.into_iter().chain([block, dirent]) {
             let mut v = v.clone();
