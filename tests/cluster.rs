@@ -1278,3 +1278,166 @@ fn a_backup_restores_into_a_new_cluster_vault() {
         "a refused restore left objects behind"
     );
 }
+
+/// `flock(1)` on `path` with `args` (-x, -s, -n...) around `command`, given
+/// at most 20 s; whether it got the lock and ran it.
+fn flock(args: &[&str], path: &Path, command: &str) -> bool {
+    Command::new("timeout")
+        .args(["20", "flock"])
+        .args(args)
+        .arg(path)
+        .args(["-c", command])
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// `python3 -c SCRIPT ARGS...`; its standard output, asserting it succeeded.
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("timeout").args(["60", "python3", "-c", script]).args(args).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "python3 failed: {stdout}{stderr}");
+    stdout.into_owned()
+}
+
+/// F_GETLK for a read lock of bytes 0..100, then F_SETLK of a read lock on
+/// bytes 10..25: `TYPE START LEN PID` of the conflicting lock (or of the
+/// unlocked request), then `granted` or `busy`.
+const FCNTL_PROBE: &str = r#"
+import errno, fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+got = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack("hhqqi", fcntl.F_RDLCK, 0, 0, 100, 0))
+t, _, start, length, pid = struct.unpack("hhqqi", got)
+print({fcntl.F_RDLCK: "read", fcntl.F_WRLCK: "write", fcntl.F_UNLCK: "unlocked"}[t], start, length, pid)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 15, 10)
+    print("granted")
+except OSError as e:
+    assert e.errno in (errno.EAGAIN, errno.EACCES), e
+    print("busy")
+"#;
+
+/// The holder's sqlite: `BEGIN IMMEDIATE`, move 1 between two accounts and
+/// count it in one of 50 log rows, whose 3 KB blob it rewrites, `COMMIT`,
+/// for argv[2] seconds; prints how many transactions. Rollback journal (as
+/// sqlite's default); rows rewritten in place, so the file keeps its size
+/// and the kernel's own look at the size never drops stale pages on a reader.
+const SQLITE_WRITER: &str = r#"
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+db.execute("CREATE TABLE IF NOT EXISTS acct(id INTEGER PRIMARY KEY, bal INTEGER)")
+db.execute("CREATE TABLE IF NOT EXISTS log(id INTEGER PRIMARY KEY, n INTEGER, x BLOB)")
+if db.execute("SELECT count(*) FROM acct").fetchone()[0] == 0:
+    db.execute("INSERT INTO acct VALUES (1, 1000), (2, 0)")
+    db.executemany("INSERT INTO log VALUES (?, 0, randomblob(3000))", [(i,) for i in range(50)])
+n, end = 0, time.time() + float(sys.argv[2])
+while time.time() < end:
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("UPDATE acct SET bal = bal - 1 WHERE id = 1")
+    db.execute("UPDATE acct SET bal = bal + 1 WHERE id = 2")
+    db.execute("UPDATE log SET n = n + 1, x = randomblob(3000) WHERE id = ?", (n % 50,))
+    db.execute("COMMIT")
+    n += 1
+print(n)
+"#;
+
+/// A reader's sqlite, read-only, for argv[2] seconds: every read
+/// transaction must see the accounts summing to 1000, the log counting
+/// what moved, and never less moved than before; prints how many
+/// distinct states it saw.
+const SQLITE_READER: &str = r#"
+import sqlite3, sys, time
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True, timeout=30, isolation_level=None)
+seen, last, end, i = set(), -1, time.time() + float(sys.argv[2]), 0
+while time.time() < end:
+    db.execute("BEGIN")
+    total, moved = db.execute("SELECT sum(bal), max(CASE WHEN id = 2 THEN bal END) FROM acct").fetchone()
+    counted = db.execute("SELECT sum(n) FROM log").fetchone()[0]
+    if i % 10 == 0:
+        assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    db.execute("COMMIT")
+    assert total == 1000 and moved == counted and moved >= last, (total, moved, counted, last)
+    seen.add(moved)
+    last, i = moved, i + 1
+print(len(seen))
+"#;
+
+/// File locks hold across hosts: a holder's flock refuses another host's,
+/// a waiter there gets it at the release, and the other way round; fcntl
+/// record locks conflict by byte range and F_GETLK names the other host's
+/// lock. sqlite writing on the holder and reading on a read-only mount on
+/// another host: every read transaction sees a whole committed state (its
+/// locks hold across hosts, and a lock granted on the reader drops the
+/// pages the holder changed). A host that dies lets go of its locks when
+/// its lease lapses.
+#[test]
+fn file_locks_hold_across_hosts_so_sqlite_reads_whole_transactions() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
+    v.mount_reader("host-b", &mnt_b);
+    let (on_a, on_b) = (v.path("1-working/lock"), mnt_b.join("1-working/lock"));
+    std::fs::write(&on_a, b"a lock file\n").unwrap();
+    assert!(wait_for(Duration::from_secs(3), || on_b.exists()));
+
+    // flock: A holds it; B is refused, and B's wait ends when A lets go.
+    let mut held_on_a = Command::new("flock").arg("-x").arg(&on_a).args(["-c", "sleep 2"]).spawn().unwrap();
+    assert!(wait_for(Duration::from_secs(3), || !flock(&["-n", "-s"], &on_b, "true")), "B got A's lock");
+    assert!(flock(&["-s"], &on_b, "true"), "B's wait for A's lock never ended");
+    assert!(held_on_a.try_wait().unwrap().is_some(), "B got the lock while A held it");
+    // And the other way round: B's shared lock refuses A's exclusive one, not A's shared one.
+    let mut held_on_b = Command::new("flock").arg("-s").arg(&on_b).args(["-c", "sleep 2"]).spawn().unwrap();
+    assert!(wait_for(Duration::from_secs(3), || !flock(&["-n", "-x"], &on_a, "true")), "A got B's lock");
+    assert!(flock(&["-n", "-s"], &on_a, "true"));
+    assert!(flock(&["-x"], &on_a, "true"));
+    assert!(held_on_b.wait().unwrap().success());
+
+    // fcntl record locks: A's write lock on bytes 20..30.
+    let mut locker = Command::new("python3")
+        .args(["-c", "import fcntl, sys, time; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX, 10, 20); print('held', flush=True); time.sleep(3)"])
+        .arg(&on_a)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line)
+        .unwrap();
+    assert_eq!(line, "held\n");
+    let probe = python(FCNTL_PROBE, &[on_b.to_str().unwrap()]);
+    assert_eq!(probe, "write 20 10 0\nbusy\n", "B's view of A's record lock");
+    // The same probe beside it on A itself names the holder's pid.
+    let probe = python(FCNTL_PROBE, &[on_a.to_str().unwrap()]);
+    assert_eq!(probe, format!("write 20 10 {}\nbusy\n", locker.id()));
+    assert!(locker.wait().unwrap().success());
+    assert_eq!(python(FCNTL_PROBE, &[on_b.to_str().unwrap()]), "unlocked 0 100 0\ngranted\n");
+
+    // sqlite: written on A, read on B at the same time.
+    let (db_a, db_b) = (v.path("1-working/ledger.db"), mnt_b.join("1-working/ledger.db"));
+    python(SQLITE_WRITER, &[db_a.to_str().unwrap(), "0"]);
+    assert!(wait_for(Duration::from_secs(3), || db_b.exists()));
+    let writer = {
+        let db_a = db_a.to_str().unwrap().to_string();
+        std::thread::spawn(move || python(SQLITE_WRITER, &[&db_a, "5"]))
+    };
+    let states: usize = python(SQLITE_READER, &[db_b.to_str().unwrap(), "5"]).trim().parse().unwrap();
+    let transactions: usize = writer.join().unwrap().trim().parse().unwrap();
+    assert!(transactions > 5 && states > 2, "{transactions} transactions on A, {states} states seen on B");
+
+    // A host that dies: its locks go with its lease (5 s), and B's wait ends.
+    let mut held_on_a = Command::new("flock").arg("-x").arg(&on_a).args(["-c", "sleep 60"]).spawn().unwrap();
+    assert!(wait_for(Duration::from_secs(3), || !flock(&["-n", "-s"], &on_b, "true")));
+    let waited = std::time::Instant::now();
+    let waiter = {
+        let on_b = on_b.clone();
+        std::thread::spawn(move || flock(&["-s"], &on_b, "true"))
+    };
+    v.kill_daemon();
+    assert!(waiter.join().unwrap(), "B's wait outlived the dead holder");
+    assert!(waited.elapsed() < Duration::from_secs(15), "{:?}", waited.elapsed());
+    let _ = held_on_a.kill();
+    let _ = held_on_a.wait();
+    v.ok_on("host-b", &["umount", mnt_b.to_str().unwrap()]);
+    v.mount();
+    v.unmount();
+    v.fsck_clean();
+}

@@ -80,6 +80,8 @@ pub mod aad {
     pub const ROTATION: &[u8] = b"vaultfs/v1/aad/rotation";
     /// The owner's will (`W`, dead-man succession).
     pub const SUCCESSION: &[u8] = b"vaultfs/v1/aad/succession";
+    /// What one host holds of a file's locks, published in etcd (cluster vaults).
+    pub const FILE_LOCKS: &[u8] = b"vaultfs/v1/aad/file-locks";
 
     /// `label ‖ u16 version ‖ parts...` with every part fixed-length or
     /// length-prefixed by the caller, so the encoding is injective.

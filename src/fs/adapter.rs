@@ -1,18 +1,17 @@
 //! `fuser::Filesystem` for the vault: convert, call, reply. No logic beyond
 //! argument conversion, access gating by level, and lookup-count bookkeeping.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
@@ -20,15 +19,16 @@ use super::attr::{file_attr, file_type, kind_from_mode, open_mask, timestamp};
 use super::backup::ArchiveMaker;
 use super::errno::{Res, e};
 use super::handles::InodeTable;
+use super::pages::ReaderPages;
 use super::record::{At, Range, Recorder};
 use super::virtual_files::{
     AUDIT_INO, BACKUP_DIR_INO, ROOT_ENTRIES, VirtualFiles, is_reserved, is_root_text, is_virtual,
 };
 use crate::metrics::Timed;
 use crate::vault::{
-    Access, Attr, AttrChange, AuditOp, ErrorKind, FallocMode, FileKind, MAY_EXEC, MAY_READ, MAY_WRITE,
-    NewNode, OwnerMap, ROOT_INO, RenameFlags as VRename, SetAttr, TimeSet, Unlocked, Vault, Who, XattrFlags,
-    level_of_dir, rules,
+    Access, Attr, AttrChange, AuditOp, ErrorKind, FallocMode, FileKind, LockHolder, LockKind, LockOutcome,
+    LockRequest, MAY_EXEC, MAY_READ, MAY_WRITE, NewNode, OwnerMap, ROOT_INO, RenameFlags as VRename, SetAttr,
+    TimeSet, Unlocked, Vault, Who, XattrFlags, level_of_dir, rules,
 };
 
 /// How long the kernel may cache attributes and entries. Short, because other
@@ -53,14 +53,9 @@ pub struct VaultFs {
     hosts: Hosts,
     next_fh: AtomicU64,
     files: VirtualFiles,
-    /// On a read-only mount: each file's change time, modification time
-    /// and size at this mount's last open of it, while the kernel knows it.
-    opened_as: Mutex<HashMap<u64, Version>>,
+    /// On a read-only mount: when the kernel may keep a file's pages.
+    pages: ReaderPages,
 }
-
-/// What tells a file's content changed: writes and truncates set its
-/// change time, which no caller can set back.
-type Version = (i64, u32, i64, u32, u64);
 
 /// Whether other hosts change or read the vault beside this mount.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,6 +120,34 @@ fn time_set(t: TimeOrNow) -> TimeSet {
     }
 }
 
+/// The kernel's largest file offset: "to the end of the file".
+const OFFSET_MAX: u64 = i64::MAX as u64;
+
+/// A lock call's arguments as a vault lock request; only files of the
+/// vault take locks (not `.audit`, `.stats` or `.backup/`).
+fn lock_request(ino: u64, owner: LockOwner, start: u64, end: u64, typ: i32, pid: u32) -> Res<LockRequest> {
+    if is_virtual(ino) {
+        return Err(Errno::ENOLCK);
+    }
+    let kind = match typ {
+        libc::F_RDLCK => Some(LockKind::Shared),
+        libc::F_WRLCK => Some(LockKind::Exclusive),
+        libc::F_UNLCK => None,
+        _ => return Err(Errno::EINVAL),
+    };
+    if start > end {
+        return Err(Errno::EINVAL);
+    }
+    Ok(LockRequest { ino, owner: owner.0, pid, start, end, kind })
+}
+
+fn fcntl_type(kind: LockKind) -> i32 {
+    match kind {
+        LockKind::Shared => libc::F_RDLCK,
+        LockKind::Exclusive => libc::F_WRLCK,
+    }
+}
+
 impl VaultFs {
     /// `backup` makes the archives of `.backup/` (None: the directory is empty);
     /// `shared`: other uids are admitted (`allow_other`); `known_inodes`:
@@ -148,7 +171,7 @@ impl VaultFs {
             hosts,
             next_fh: AtomicU64::new(1),
             files: VirtualFiles::new(vault.clone(), backup),
-            opened_as: Mutex::new(HashMap::new()),
+            pages: ReaderPages::default(),
             vault,
         }
     }
@@ -161,6 +184,12 @@ impl VaultFs {
     /// The table of inodes the kernel knows (the session trims it).
     pub(super) fn inode_table(&self) -> Arc<InodeTable> {
         Arc::clone(&self.inodes)
+    }
+
+    /// What a read-only mount lets the kernel keep (the session gives it
+    /// its notifier).
+    pub(super) fn reader_pages(&self) -> ReaderPages {
+        self.pages.clone()
     }
 
     /// May the caller look inside directory `dir` (lookup, readdir, create...)?
@@ -222,17 +251,6 @@ impl VaultFs {
     /// the mount's memory of the vault, which its watch keeps up to date.
     fn catch_up(&self) -> Res<()> {
         if self.hosts == Hosts::Reader { self.vault.catch_up().map_err(e) } else { Ok(()) }
-    }
-
-    /// On a read-only mount, at an open (after its catch-up): whether the
-    /// file is as it was at this mount's last open of it, remembering how
-    /// it is now. Then the kernel may keep the pages it read since
-    /// (KEEP_CACHE), as an NFS client does when an open finds the
-    /// attributes unchanged; otherwise it drops them.
-    fn unchanged_since_last_open(&self, ino: u64) -> bool {
-        let Ok(a) = self.vault.getattr(ino) else { return false };
-        let now = (a.ctime.secs, a.ctime.nanos, a.mtime.secs, a.mtime.nanos, a.size);
-        self.opened_as.lock().unwrap_or_else(|p| p.into_inner()).insert(ino, now) == Some(now)
     }
 
     /// After a change of names on a cluster vault's holder (create by
@@ -403,6 +421,11 @@ impl Filesystem for VaultFs {
         ] {
             let _ = config.add_capabilities(cap);
         }
+        // A cluster vault's locks hold across hosts: this process holds them
+        // (vault::filelocks). A store directory's stay the kernel's.
+        if self.hosts != Hosts::One {
+            let _ = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS);
+        }
         // Readahead as large as the kernel allows: sequential readers get
         // whole-megabyte reads, which amortize per-request and per-block costs.
         if let Err(max) = config.set_max_readahead(1 << 20) {
@@ -457,7 +480,7 @@ impl Filesystem for VaultFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         if !is_virtual(ino.0) && self.inodes.forget(ino.0, nlookup) {
-            self.opened_as.lock().unwrap_or_else(|p| p.into_inner()).remove(&ino.0);
+            self.pages.forget(ino.0);
             if let Err(err) = self.vault.evict(ino.0) {
                 tracing::warn!("evicting inode {}: {err}", ino.0);
             }
@@ -713,7 +736,8 @@ impl Filesystem for VaultFs {
         reply_with!(reply, r, |level| {
             // A reader's cache may hold what the holder has since replaced:
             // kept only if the file is as it was at the reader's last open.
-            let current = self.hosts != Hosts::Reader || self.unchanged_since_last_open(ino.0);
+            let current =
+                self.hosts != Hosts::Reader || self.pages.unchanged_since_last_look(&self.vault, ino.0);
             let keep = level.is_some() && !rules(level).reads_recorded && current;
             reply.opened(self.fh(), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
         });
@@ -725,14 +749,90 @@ impl Filesystem for VaultFs {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         if is_virtual(ino.0) {
             self.files.release(ino.0, fh.0);
         }
+        // The last close of an open file that took flock locks: they go.
+        if let Some(owner) = lock_owner
+            && self.hosts != Hosts::One
+            && let Err(err) = self.vault.drop_file_locks(ino.0, owner.0)
+        {
+            tracing::warn!("releasing the flock locks of inode {}: {err}", ino.0);
+        }
         reply.ok();
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let r = lock_request(ino.0, lock_owner, start, end, typ, pid)
+            .and_then(|r| self.vault.test_file_lock(r).map_err(e));
+        reply_with!(reply, r, |holder| match holder {
+            None => reply.locked(start, end, libc::F_UNLCK, pid),
+            Some(LockHolder::Here(s, pid)) =>
+                reply.locked(s.start, s.end.min(OFFSET_MAX), fcntl_type(s.kind), pid),
+            // Another host's process: no pid that means anything here.
+            Some(LockHolder::Elsewhere(s)) =>
+                reply.locked(s.start, s.end.min(OFFSET_MAX), fcntl_type(s.kind), 0),
+        });
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = match lock_request(ino.0, lock_owner, start, end, typ, pid) {
+            Ok(r) => r,
+            Err(err) => return reply.error(err),
+        };
+        let (vault, pages, reader) = (self.vault.clone(), self.pages.clone(), self.hosts == Hosts::Reader);
+        let set = move || {
+            let res = vault.set_file_lock(r, sleep).map_err(e).and_then(|o| match o {
+                LockOutcome::Granted => Ok(()),
+                LockOutcome::Busy(_) => Err(Errno::EAGAIN),
+                LockOutcome::Cancelled => Err(Errno::EINTR),
+            });
+            // What the holder wrote before its unlock is what is read under
+            // this lock: caught up with, and the kernel's stale pages dropped.
+            if res.is_ok() && reader && r.kind.is_some() {
+                if let Err(err) = vault.catch_up() {
+                    tracing::warn!("catching up after a lock on inode {}: {err}", r.ino);
+                }
+                pages.revalidate(&vault, r.ino);
+            }
+            reply_with!(reply, res, |_v| reply.ok());
+        };
+        if sleep {
+            // A wait may last: never on one of the session's threads, which
+            // the unlock that ends it may need.
+            if let Err(err) = std::thread::Builder::new().name("vaultfs-lock-wait".into()).spawn(set) {
+                tracing::error!("no thread to wait for a lock in: {err}");
+            }
+        } else {
+            set();
+        }
     }
 
     fn read(
@@ -791,23 +891,19 @@ impl Filesystem for VaultFs {
         reply_with!(reply, r, |n| reply.written(n as u32));
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
         // Nothing is buffered here: every write reached the store before it
-        // was acknowledged, and locks are the kernel's own. ENOSYS tells the
-        // kernel so: it stops sending FLUSH, one round trip less per close().
-        // A cluster vault's holder makes a close visible to read-only
-        // mounts on other hosts first (close-to-open across hosts).
-        if self.hosts != Hosts::Holder {
-            return reply.error(Errno::ENOSYS);
-        }
-        let r = self.vault.publish().map_err(e);
+        // was acknowledged, and a store directory's locks are the kernel's.
+        // ENOSYS tells the kernel so: it stops sending FLUSH, one round trip
+        // less per close(). A cluster vault's holder makes a close visible
+        // to read-only mounts on other hosts first (close-to-open across
+        // hosts); on every host of one, the closing process's locks go.
+        let r = match self.hosts {
+            Hosts::One => return reply.error(Errno::ENOSYS),
+            Hosts::Holder => self.vault.publish().map_err(e),
+            Hosts::Reader => Ok(()),
+        };
+        let r = r.and_then(|_| self.vault.drop_file_locks(ino.0, lock_owner.0).map_err(e));
         reply_with!(reply, r, |_v| reply.ok());
     }
 

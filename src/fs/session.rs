@@ -74,8 +74,10 @@ pub fn mount(
     let owner = OwnerMap { uid: opts.uid, gid: opts.gid };
     let fs = VaultFs::new(vault, owner, backup, opts.allow_other, opts.known_inodes);
     let inodes = fs.inode_table();
+    let pages = fs.reader_pages();
     let mut session = Session::new(fs, mountpoint, &cfg)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    pages.set_notifier(session.notifier());
     let serving = Arc::new(AtomicBool::new(true));
     let trimmer = spawn_trimmer(inodes, session.notifier(), Arc::clone(&serving));
     let mut unmounter = session.unmount_callable();

@@ -135,6 +135,23 @@ impl MetaKeys {
     }
 }
 
+impl MetaKeys {
+    /// What one host holds of inode `ino`'s locks, as a cluster vault
+    /// publishes it: nonce(24) ‖ sealed span list ‖ tag(16);
+    /// AAD = aad::FILE_LOCKS ‖ version ‖ vault id ‖ ino u64.
+    pub fn seal_file_locks(&self, vault_id: &[u8; 16], ino: u64, spans: &[u8]) -> Result<Vec<u8>> {
+        let aad = aad::build(aad::FILE_LOCKS, &[vault_id, &ino.to_be_bytes()]);
+        crypto::seal(&self.seal, &aad, spans).map_err(|_| Error::Random)
+    }
+
+    pub fn open_file_locks(&self, vault_id: &[u8; 16], ino: u64, value: &[u8]) -> Result<Vec<u8>> {
+        let aad = aad::build(aad::FILE_LOCKS, &[vault_id, &ino.to_be_bytes()]);
+        let plain = crypto::open(&self.seal, &aad, value)
+            .map_err(|_| Error::Auth(format!("another host's locks on inode {ino}")))?;
+        Ok(plain.to_vec())
+    }
+}
+
 /// The level byte of a stored inode value, without decrypting it.
 pub fn inode_level(value: &[u8]) -> Option<u8> {
     value.first().copied()
@@ -198,5 +215,18 @@ mod tests {
         let v = k.seal_dirent(&id, &key_a, &d).unwrap();
         assert_eq!(k.open_dirent(&id, &key_a, &v).unwrap(), d);
         assert!(k.open_dirent(&id, &key_b, &v).is_err());
+    }
+
+    #[test]
+    fn file_locks_bound_to_inode_and_vault() {
+        let id = [9u8; 16];
+        let k = MetaKeys::derive(VAULT_LEVEL, &Key32::random().unwrap(), &id);
+        let v = k.seal_file_locks(&id, 7, b"spans").unwrap();
+        assert_eq!(k.open_file_locks(&id, 7, &v).unwrap(), b"spans");
+        assert!(k.open_file_locks(&id, 8, &v).is_err());
+        assert!(k.open_file_locks(&[8; 16], 7, &v).is_err());
+        let mut flipped = v.clone();
+        flipped[30] ^= 1;
+        assert!(k.open_file_locks(&id, 7, &flipped).is_err());
     }
 }

@@ -295,6 +295,30 @@ impl Store {
         }
     }
 
+    /// Cluster vaults: the locks other mounted processes published for
+    /// inode `ino`, and a token for `claim_host_locks` (cluster/locks.rs).
+    pub fn host_locks(&self, ino: u64) -> Result<(Vec<Vec<u8>>, i64)> {
+        self.cluster("file locks across hosts")?.host_locks(ino)
+    }
+
+    /// Publishes this process's locks on `ino` (None: none) unless another
+    /// process took more since `token`; whether it did.
+    pub fn claim_host_locks(&self, ino: u64, token: i64, value: Option<Vec<u8>>) -> Result<bool> {
+        self.cluster("file locks across hosts")?.claim_host_locks(ino, token, value)
+    }
+
+    /// Publishes this process's locks on `ino` after they shrank.
+    pub fn set_host_locks(&self, ino: u64, value: Option<Vec<u8>>) -> Result<()> {
+        self.cluster("file locks across hosts")?.set_host_locks(ino, value)
+    }
+
+    fn cluster(&self, what: &str) -> Result<&cluster::Cluster> {
+        match &self.backend {
+            Backend::Cluster(c) => Ok(c),
+            Backend::Local(_) => Err(Error::Unusable(format!("{what}: only a cluster vault has them"))),
+        }
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         each!(self, b => b.get(key))
     }

@@ -11,6 +11,7 @@ mod content;
 mod enforce;
 mod error;
 mod factors;
+mod filelocks;
 mod gc;
 mod keyring;
 mod levels;
@@ -43,6 +44,7 @@ pub use audit::{AuditOp, COMMIT_EVERY, Record};
 pub use enforce::{ExportState, SecretSeen, Upkeep};
 pub use error::{Error, ErrorKind, Result};
 pub use factors::{FIDO2_RP_ID, FactorAccess};
+pub use filelocks::{Holder as LockHolder, Kind as LockKind, Outcome as LockOutcome, Request as LockRequest};
 pub use keyring::FactorSecrets;
 pub use levels::LevelState;
 pub use namespace::Remover;
@@ -95,6 +97,8 @@ struct Core {
     header: RwLock<Arc<Header>>,
     keys: keyring::Keyring,
     locks: LockTable,
+    /// File locks of this host's processes on a cluster vault (filelocks/).
+    file_locks: filelocks::FileLocks,
     /// Serializes namespace changes (create, link, unlink, rename...): held
     /// only around metadata work, never around content-block crypto.
     namespace: Mutex<()>,
@@ -288,6 +292,7 @@ impl Vault<Locked> {
             header: RwLock::new(Arc::new(header)),
             keys,
             locks: LockTable::new(),
+            file_locks: Default::default(),
             namespace: Mutex::new(()),
             inode_alloc: Mutex::new(InodeAlloc { next: counter.max(FIRST_USER_INO), reserved: counter }),
             owner_uid: crate::sys::effective_uid(),

@@ -8,7 +8,9 @@
 //! - `holder`: `HOST PID` of the process that has the vault open, bound to
 //!   that process's lease;
 //! - `objects`: object numbers below it may be in use (8-byte big-endian);
-//! - `k/` followed by a store key: that key's value.
+//! - `k/` followed by a store key: that key's value;
+//! - `locks/INO/`: what each mounted process's host holds of a file's
+//!   locks (locks.rs).
 //!
 //! One process holds a vault at a time. Every write is a transaction
 //! guarded by the holder key's creation revision, so a process that lost
@@ -35,6 +37,7 @@ mod cache;
 mod etcd;
 mod follow;
 mod group;
+mod locks;
 mod readahead;
 mod s3;
 

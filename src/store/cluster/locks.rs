@@ -1,0 +1,69 @@
+//! File locks across hosts (docs/CLUSTER.md, "Locks across hosts"): each
+//! mounted process publishes what its host's processes hold of a file
+//! under `locks/INO/h/LEASE` (16 hex digits each), bound to its lease, so a
+//! host that dies lets go of its locks when its lease lapses. Every
+//! publication that takes more also bumps `locks/INO/seq`, and succeeds
+//! only if that key is as it was when the other hosts' locks were read:
+//! of two hosts claiming conflicting locks at once, one wins and the
+//! other reads again and sees the winner's. The values are opaque here
+//! (the vault seals them).
+
+use super::etcd::{Guard, Op};
+use super::{Result, Shared, prefix_end};
+
+impl Shared {
+    fn locks_prefix(&self, ino: u64) -> Vec<u8> {
+        self.meta_key(&format!("locks/{ino:016x}/"))
+    }
+
+    fn locks_seq(&self, ino: u64) -> Vec<u8> {
+        [self.locks_prefix(ino), b"seq".to_vec()].concat()
+    }
+
+    fn locks_mine(&self, ino: u64) -> Vec<u8> {
+        [self.locks_prefix(ino), format!("h/{:016x}", self.lease).into_bytes()].concat()
+    }
+
+    /// Every other process's published locks on `ino`, and the revision
+    /// of `seq` they were read with (0: never claimed, or its claimer gone).
+    pub fn host_locks(&self, ino: u64) -> Result<(Vec<Vec<u8>>, i64)> {
+        self.still_held()?;
+        let prefix = self.locks_prefix(ino);
+        let end = prefix_end(&prefix).unwrap_or_default();
+        let page = self.etcd.range(&prefix, &end, 0, 0, false, false)?;
+        let (seq, mine) = (self.locks_seq(ino), self.locks_mine(ino));
+        let hosts = [prefix, b"h/".to_vec()].concat();
+        let mut token = 0;
+        let mut others = Vec::new();
+        for kv in page.kvs {
+            if kv.key == seq {
+                token = kv.mod_revision;
+            } else if kv.key.starts_with(&hosts) && kv.key != mine {
+                others.push(kv.value);
+            }
+        }
+        Ok((others, token))
+    }
+
+    /// Publishes `value` (None: nothing held) as this process's locks on
+    /// `ino` if `seq` is still at `token`; whether it was.
+    pub fn claim_host_locks(&self, ino: u64, token: i64, value: Option<Vec<u8>>) -> Result<bool> {
+        self.still_held()?;
+        let ops = vec![self.publication(ino, value), Op::PutLeased(self.locks_seq(ino), Vec::new(), self.lease)];
+        self.etcd.txn(vec![Guard::Modified(self.locks_seq(ino), token)], ops)
+    }
+
+    /// Publishes `value`, which holds less than before: no other host can
+    /// have been refused for it, so no guard.
+    pub fn set_host_locks(&self, ino: u64, value: Option<Vec<u8>>) -> Result<()> {
+        self.still_held()?;
+        self.etcd.txn(Vec::new(), vec![self.publication(ino, value)]).map(|_| ())
+    }
+
+    fn publication(&self, ino: u64, value: Option<Vec<u8>>) -> Op {
+        match value {
+            Some(v) => Op::PutLeased(self.locks_mine(ino), v, self.lease),
+            None => Op::Delete(self.locks_mine(ino)),
+        }
+    }
+}
