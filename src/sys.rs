@@ -245,6 +245,25 @@ pub fn supplementary_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Whether task `tid` has a signal pending that it neither blocks nor
+/// ignores (or is gone): what would end an interruptible wait of it in the
+/// kernel. From /proc/TID/status (SigPnd, ShdPnd, SigBlk, SigIgn). A FUSE
+/// request the daemon has read is waited for uninterruptibly, even by a
+/// killed task, until it is answered: a wait the daemon makes on a task's
+/// behalf looks here to know when to give up.
+pub fn signal_pending(tid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else { return true };
+    let mask = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let pending = mask("SigPnd:") | mask("ShdPnd:");
+    pending & !mask("SigBlk:") & !mask("SigIgn:") != 0
+}
+
 /// This machine's name ("-" when unknown): syslog's HOSTNAME field, a
 /// cluster vault's holder.
 pub fn hostname() -> String {

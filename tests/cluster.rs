@@ -1363,7 +1363,8 @@ print(len(seen))
 "#;
 
 /// File locks hold across hosts: a holder's flock refuses another host's,
-/// a waiter there gets it at the release, and the other way round; fcntl
+/// a waiter there gets it at the release (or gives up at its timeout's
+/// signal), and the other way round; fcntl
 /// record locks conflict by byte range and F_GETLK names the other host's
 /// lock. sqlite writing on the holder and reading on a read-only mount on
 /// another host: every read transaction sees a whole committed state (its
@@ -1426,6 +1427,10 @@ fn file_locks_hold_across_hosts_so_sqlite_reads_whole_transactions() {
     // A host that dies: its locks go with its lease (5 s), and B's wait ends.
     let mut held_on_a = Command::new("flock").arg("-x").arg(&on_a).args(["-c", "sleep 60"]).spawn().unwrap();
     assert!(wait_for(Duration::from_secs(3), || !flock(&["-n", "-s"], &on_b, "true")));
+    // A wait its process's timer signal ends (no FUSE interrupt reaches the mount).
+    let timed = std::time::Instant::now();
+    assert!(!flock(&["-w", "1", "-s"], &on_b, "true"));
+    assert!(timed.elapsed() < Duration::from_secs(5), "flock -w 1 waited {:?}", timed.elapsed());
     let waited = std::time::Instant::now();
     let waiter = {
         let on_b = on_b.clone();

@@ -141,6 +141,16 @@ fn lock_request(ino: u64, owner: LockOwner, start: u64, end: u64, typ: i32, pid:
     Ok(LockRequest { ino, owner: owner.0, pid, start, end, kind })
 }
 
+/// What a lock request's outcome tells the caller.
+fn lock_result(r: crate::vault::Result<LockOutcome>) -> Res<()> {
+    match r.map_err(e)? {
+        LockOutcome::Granted => Ok(()),
+        LockOutcome::Busy(_) => Err(Errno::EAGAIN),
+        LockOutcome::Cancelled => Err(Errno::EINTR),
+        LockOutcome::Deadlock => Err(Errno::EDEADLK),
+    }
+}
+
 fn fcntl_type(kind: LockKind) -> i32 {
     match kind {
         LockKind::Shared => libc::F_RDLCK,
@@ -792,7 +802,7 @@ impl Filesystem for VaultFs {
 
     fn setlk(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         lock_owner: LockOwner,
@@ -807,31 +817,36 @@ impl Filesystem for VaultFs {
             Ok(r) => r,
             Err(err) => return reply.error(err),
         };
-        let (vault, pages, reader) = (self.vault.clone(), self.pages.clone(), self.hosts == Hosts::Reader);
-        let set = move || {
-            let res = vault.set_file_lock(r, sleep).map_err(e).and_then(|o| match o {
-                LockOutcome::Granted => Ok(()),
-                LockOutcome::Busy(_) => Err(Errno::EAGAIN),
-                LockOutcome::Cancelled => Err(Errno::EINTR),
-            });
-            // What the holder wrote before its unlock is what is read under
-            // this lock: caught up with, and the kernel's stale pages dropped.
-            if res.is_ok() && reader && r.kind.is_some() {
-                if let Err(err) = vault.catch_up() {
-                    tracing::warn!("catching up after a lock on inode {}: {err}", r.ino);
+        // The kernel waits for this reply even if the caller is killed (the
+        // FUSE interrupts that would tell us are not delivered by fuser):
+        // a wait ends when the calling task has a signal to take, as an
+        // interruptible wait in the kernel would.
+        let task = req.pid();
+        let interrupted = move || crate::sys::signal_pending(task);
+        let reader = self.hosts == Hosts::Reader && r.kind.is_some();
+        match self.vault.set_file_lock(r, false, &interrupted) {
+            Ok(LockOutcome::Busy(_)) if sleep => {
+                // A wait may last: never on one of the session's threads,
+                // which the unlock that ends it may need.
+                let (vault, pages) = (self.vault.clone(), self.pages.clone());
+                let wait = move || {
+                    let res = lock_result(vault.set_file_lock(r, true, &interrupted));
+                    if res.is_ok() && reader {
+                        pages.revalidate(&vault, r.ino);
+                    }
+                    reply_with!(reply, res, |_v| reply.ok());
+                };
+                if let Err(err) = std::thread::Builder::new().name("vaultfs-lock-wait".into()).spawn(wait) {
+                    tracing::error!("no thread to wait for a lock in: {err}");
                 }
-                pages.revalidate(&vault, r.ino);
             }
-            reply_with!(reply, res, |_v| reply.ok());
-        };
-        if sleep {
-            // A wait may last: never on one of the session's threads, which
-            // the unlock that ends it may need.
-            if let Err(err) = std::thread::Builder::new().name("vaultfs-lock-wait".into()).spawn(set) {
-                tracing::error!("no thread to wait for a lock in: {err}");
+            done => {
+                let res = lock_result(done);
+                if res.is_ok() && reader {
+                    self.pages.revalidate(&self.vault, r.ino);
+                }
+                reply_with!(reply, res, |_v| reply.ok());
             }
-        } else {
-            set();
         }
     }
 

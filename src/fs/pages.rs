@@ -37,11 +37,14 @@ impl ReaderPages {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(ino, now) == Some(now)
     }
 
-    /// After a lock on `ino` was granted (and the mount caught up with the
-    /// holder): if the file changed since the last look, the kernel drops
-    /// its pages and attributes of it before the lock's reply, so that
-    /// what is read under the lock is what the holder wrote before its unlock.
+    /// After a lock on `ino` was granted: catches up with the holder and,
+    /// if the file changed since the last look, has the kernel drop its
+    /// pages and attributes of it before the lock's reply, so that what is
+    /// read under the lock is what the holder wrote before its unlock.
     pub(super) fn revalidate(&self, vault: &Vault<Unlocked>, ino: u64) {
+        if let Err(err) = vault.catch_up() {
+            tracing::warn!("catching up after a lock on inode {ino}: {err}");
+        }
         if self.unchanged_since_last_look(vault, ino) {
             return;
         }

@@ -66,15 +66,16 @@ impl Vault<Unlocked> {
         self.core().file_locks.test(r, board.as_ref().map(|b| b as &dyn Board))
     }
 
-    /// F_SETLK, or F_SETLKW when `wait`. Before a lock is let go, what was
-    /// written is committed for other hosts, so that whoever takes the lock
-    /// next, anywhere, reads it (as NFS writes back before an unlock).
-    pub fn set_file_lock(&self, r: Request, wait: bool) -> Result<Outcome> {
+    /// F_SETLK, or F_SETLKW when `wait` (given up once `interrupted`
+    /// says so). Before a lock is let go, what was written is committed for
+    /// other hosts, so that whoever takes the lock next, anywhere, reads it
+    /// (as NFS writes back before an unlock).
+    pub fn set_file_lock(&self, r: Request, wait: bool, interrupted: &dyn Fn() -> bool) -> Result<Outcome> {
         if r.kind.is_none() {
             self.publish()?;
         }
         let board = self.board();
-        self.core().file_locks.set(r, wait, board.as_ref().map(|b| b as &dyn Board))
+        self.core().file_locks.set(r, wait, board.as_ref().map(|b| b as &dyn Board), interrupted)
     }
 
     /// At a close: `owner`'s locks on `ino` go (after a commit, as at an

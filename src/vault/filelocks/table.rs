@@ -13,8 +13,11 @@ use crate::vault::Result;
 /// How often a waiter looks at other hosts' locks again (their releases
 /// are not announced to it).
 const POLL_OTHER_HOSTS: Duration = Duration::from_millis(50);
-/// How often a waiter for a lock of this host looks again even unwoken.
-const POLL_HERE: Duration = Duration::from_millis(500);
+/// How often a waiter for a lock of this host looks again even unwoken
+/// (and whether its process was signalled meanwhile).
+const POLL_HERE: Duration = Duration::from_millis(100);
+/// How many waiters a deadlock check follows, as Linux does.
+const MAX_WAIT_CHAIN: usize = 10;
 /// Claims lost to other hosts' changes before a request gives up for now
 /// (a waiter then waits and tries again; a non-waiting one hears EAGAIN).
 const CLAIM_TRIES: usize = 8;
@@ -45,8 +48,19 @@ pub enum Holder {
 pub enum Outcome {
     Granted,
     Busy(Holder),
-    /// Its owner closed the file while it waited (`drop_owner`).
+    /// Its owner closed the file while it waited (`drop_owner`), or its
+    /// process was signalled.
     Cancelled,
+    /// Waiting would close a cycle of this host's waiters: each waits for
+    /// a lock the next holds, and the last for one this owner holds (EDEADLK).
+    Deadlock,
+}
+
+/// One try at a request.
+enum Attempt {
+    Done,
+    Here(Held),
+    Elsewhere(Span),
 }
 
 #[derive(Default)]
@@ -55,6 +69,8 @@ struct State {
     /// Per (inode, owner) with waiters: how many, and how many times its
     /// locks were dropped (a waiter seeing that move gives up).
     waiting: HashMap<(u64, u64), (usize, u64)>,
+    /// What each waiting owner waits for (its latest wait), for deadlock checks.
+    blocked: HashMap<u64, Request>,
 }
 
 #[derive(Default)]
@@ -89,7 +105,7 @@ impl FileLocks {
             return Ok(Some(h));
         }
         Ok(match board {
-            Some(b) => remote_conflict(&b.others(r.ino)?.0, &r, kind),
+            Some(b) => remote_conflict(&b.others(r.ino)?.0, &r, kind).map(Holder::Elsewhere),
             None => None,
         })
     }
@@ -100,10 +116,18 @@ impl FileLocks {
         ranges::conflict(held, r.owner, r.start, r.end, kind).map(|h| Holder::Here(h.span, h.pid))
     }
 
-    /// F_SETLK (and F_SETLKW when `wait`): sets, changes or removes `r`'s lock.
-    pub fn set(&self, r: Request, wait: bool, board: Option<&dyn Board>) -> Result<Outcome> {
+    /// F_SETLK (and F_SETLKW when `wait`): sets, changes or removes `r`'s
+    /// lock. A wait gives up when `interrupted` says so.
+    pub fn set(
+        &self,
+        r: Request,
+        wait: bool,
+        board: Option<&dyn Board>,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Outcome> {
+        let first = self.try_set(r, board)?;
         if !wait {
-            return self.try_set(r, board);
+            return Ok(outcome(first));
         }
         let key = (r.ino, r.owner);
         let drops = {
@@ -112,18 +136,19 @@ impl FileLocks {
             w.0 += 1;
             w.1
         };
+        let mut attempt = first;
         let outcome = loop {
-            let outcome = match self.try_set(r, board) {
-                Ok(o) => o,
-                Err(err) => {
-                    self.stop_waiting(key);
-                    return Err(err);
+            let pause = match attempt {
+                Attempt::Done => break Outcome::Granted,
+                Attempt::Here(h) => {
+                    let mut st = self.state();
+                    if deadlocks(&st, r.owner, h.owner) {
+                        break Outcome::Deadlock;
+                    }
+                    st.blocked.insert(r.owner, r);
+                    POLL_HERE
                 }
-            };
-            let pause = match outcome {
-                Outcome::Busy(Holder::Here(..)) => POLL_HERE,
-                Outcome::Busy(Holder::Elsewhere(_)) => POLL_OTHER_HOSTS,
-                done => break done,
+                Attempt::Elsewhere(_) => POLL_OTHER_HOSTS,
             };
             let st = self.state();
             if st.waiting.get(&key).map(|w| w.1) != Some(drops) {
@@ -133,6 +158,17 @@ impl FileLocks {
             if st.waiting.get(&key).map(|w| w.1) != Some(drops) {
                 break Outcome::Cancelled;
             }
+            drop(st);
+            if interrupted() {
+                break Outcome::Cancelled;
+            }
+            attempt = match self.try_set(r, board) {
+                Ok(a) => a,
+                Err(err) => {
+                    self.stop_waiting(key);
+                    return Err(err);
+                }
+            };
         };
         self.stop_waiting(key);
         Ok(outcome)
@@ -140,6 +176,7 @@ impl FileLocks {
 
     fn stop_waiting(&self, key: (u64, u64)) {
         let mut st = self.state();
+        st.blocked.remove(&key.1);
         if let Some(w) = st.waiting.get_mut(&key) {
             w.0 -= 1;
             if w.0 == 0 {
@@ -148,7 +185,7 @@ impl FileLocks {
         }
     }
 
-    fn try_set(&self, r: Request, board: Option<&dyn Board>) -> Result<Outcome> {
+    fn try_set(&self, r: Request, board: Option<&dyn Board>) -> Result<Attempt> {
         let _order = board.map(|_| self.publishing.lock().unwrap_or_else(|p| p.into_inner()));
         let (now, next) = {
             let st = self.state();
@@ -156,7 +193,7 @@ impl FileLocks {
             if let Some(kind) = r.kind
                 && let Some(h) = ranges::conflict(&now, r.owner, r.start, r.end, kind)
             {
-                return Ok(Outcome::Busy(Holder::Here(h.span, h.pid)));
+                return Ok(Attempt::Here(h));
             }
             let mut next = now.clone();
             ranges::set(&mut next, r.owner, r.pid, r.start, r.end, r.kind);
@@ -164,15 +201,15 @@ impl FileLocks {
         };
         let Some(b) = board else {
             self.install(r.ino, next);
-            return Ok(Outcome::Granted);
+            return Ok(Attempt::Done);
         };
         let (before, after) = (ranges::spans(&now), ranges::spans(&next));
         match r.kind {
             Some(kind) => {
                 if after != before
-                    && let Some(h) = claim(b, &r, kind, &after)?
+                    && let Some(s) = claim(b, &r, kind, &after)?
                 {
-                    return Ok(Outcome::Busy(h));
+                    return Ok(Attempt::Elsewhere(s));
                 }
                 self.install(r.ino, next);
             }
@@ -185,7 +222,7 @@ impl FileLocks {
                 }
             }
         }
-        Ok(Outcome::Granted)
+        Ok(Attempt::Done)
     }
 
     fn install(&self, ino: u64, next: Vec<Held>) {
@@ -224,25 +261,51 @@ impl FileLocks {
     }
 }
 
-fn remote_conflict(others: &[Span], r: &Request, kind: Kind) -> Option<Holder> {
-    others.iter().find(|s| s.blocks(r.start, r.end, kind)).map(|s| Holder::Elsewhere(*s))
+fn outcome(a: Attempt) -> Outcome {
+    match a {
+        Attempt::Done => Outcome::Granted,
+        Attempt::Here(h) => Outcome::Busy(Holder::Here(h.span, h.pid)),
+        Attempt::Elsewhere(s) => Outcome::Busy(Holder::Elsewhere(s)),
+    }
+}
+
+/// Whether `owner` waiting for a lock `holder` holds closes a cycle: the
+/// holder waits for a lock whose holder waits... for one `owner` holds.
+/// This host's waiters only (a cycle through another host is not seen).
+fn deadlocks(st: &State, owner: u64, mut holder: u64) -> bool {
+    for _ in 0..MAX_WAIT_CHAIN {
+        if holder == owner {
+            return true;
+        }
+        let Some(r) = st.blocked.get(&holder) else { return false };
+        let Some(kind) = r.kind else { return false };
+        let Some(next) = st.held.get(&r.ino).and_then(|h| ranges::conflict(h, holder, r.start, r.end, kind))
+        else {
+            return false;
+        };
+        holder = next.owner;
+    }
+    false
+}
+
+fn remote_conflict(others: &[Span], r: &Request, kind: Kind) -> Option<Span> {
+    others.iter().find(|s| s.blocks(r.start, r.end, kind)).copied()
 }
 
 /// Publishes `ours` for a request that takes more, unless another host
-/// holds what conflicts with it; who does, if one does.
-fn claim(b: &dyn Board, r: &Request, kind: Kind, ours: &[Span]) -> Result<Option<Holder>> {
+/// holds what conflicts with it; what it holds, if one does.
+fn claim(b: &dyn Board, r: &Request, kind: Kind, ours: &[Span]) -> Result<Option<Span>> {
     for _ in 0..CLAIM_TRIES {
         let (others, token) = b.others(r.ino)?;
-        if let Some(h) = remote_conflict(&others, r, kind) {
-            return Ok(Some(h));
+        if let Some(s) = remote_conflict(&others, r, kind) {
+            return Ok(Some(s));
         }
         if b.claim(r.ino, token, ours)? {
             return Ok(None);
         }
     }
     // Others kept changing what they hold: busy for now.
-    let s = Span { start: r.start, end: r.end, kind: Kind::Exclusive };
-    Ok(Some(Holder::Elsewhere(s)))
+    Ok(Some(Span { start: r.start, end: r.end, kind: Kind::Exclusive }))
 }
 
 #[cfg(test)]
@@ -307,13 +370,13 @@ mod tests {
         let shared = Arc::new(Shared::default());
         let (a, b) = (Host(shared.clone(), 1), Host(shared.clone(), 2));
         let (ta, tb) = (FileLocks::default(), FileLocks::default());
-        assert_eq!(ta.set(req(1, 0, 99, X), false, Some(&a)).unwrap(), Outcome::Granted);
+        assert_eq!(ta.set(req(1, 0, 99, X), false, Some(&a), &|| false).unwrap(), Outcome::Granted);
         // Another host: busy for any overlap, free elsewhere; F_GETLK says so.
         assert!(matches!(
-            tb.set(req(2, 50, 50, S), false, Some(&b)).unwrap(),
+            tb.set(req(2, 50, 50, S), false, Some(&b), &|| false).unwrap(),
             Outcome::Busy(Holder::Elsewhere(_))
         ));
-        assert_eq!(tb.set(req(2, 100, 199, X), false, Some(&b)).unwrap(), Outcome::Granted);
+        assert_eq!(tb.set(req(2, 100, 199, X), false, Some(&b), &|| false).unwrap(), Outcome::Granted);
         assert!(matches!(tb.test(req(3, 0, 0, S), Some(&b)).unwrap(), Some(Holder::Elsewhere(_))));
         // The same host: its own process is named, with its pid.
         assert_eq!(
@@ -321,11 +384,11 @@ mod tests {
             Some(Holder::Here(Span { start: 0, end: 99, kind: Kind::Exclusive }, 10))
         );
         // Downgrade to shared: the other host may share it now.
-        assert_eq!(ta.set(req(1, 0, 99, S), false, Some(&a)).unwrap(), Outcome::Granted);
-        assert_eq!(tb.set(req(2, 50, 50, S), false, Some(&b)).unwrap(), Outcome::Granted);
+        assert_eq!(ta.set(req(1, 0, 99, S), false, Some(&a), &|| false).unwrap(), Outcome::Granted);
+        assert_eq!(tb.set(req(2, 50, 50, S), false, Some(&b), &|| false).unwrap(), Outcome::Granted);
         ta.drop_owner(7, 1, Some(&a)).unwrap();
         assert!(!ta.any_on(7));
-        assert_eq!(tb.set(req(2, 0, 99, X), false, Some(&b)).unwrap(), Outcome::Granted);
+        assert_eq!(tb.set(req(2, 0, 99, X), false, Some(&b), &|| false).unwrap(), Outcome::Granted);
     }
 
     #[test]
@@ -334,9 +397,9 @@ mod tests {
         let a = Host(shared.clone(), 1);
         let t = FileLocks::default();
         shared.lose.store(2, Ordering::SeqCst);
-        assert_eq!(t.set(req(1, 0, 0, X), false, Some(&a)).unwrap(), Outcome::Granted);
+        assert_eq!(t.set(req(1, 0, 0, X), false, Some(&a), &|| false).unwrap(), Outcome::Granted);
         shared.lose.store(CLAIM_TRIES, Ordering::SeqCst);
-        assert!(matches!(t.set(req(1, 5, 5, X), false, Some(&a)).unwrap(), Outcome::Busy(_)));
+        assert!(matches!(t.set(req(1, 5, 5, X), false, Some(&a), &|| false).unwrap(), Outcome::Busy(_)));
         // Nothing was installed for the request that gave up.
         assert!(t.test(req(2, 5, 5, X), None).unwrap().is_none());
     }
@@ -346,18 +409,20 @@ mod tests {
         let shared = Arc::new(Shared::default());
         let (ta, tb) = (Arc::new(FileLocks::default()), FileLocks::default());
         let b = Host(shared.clone(), 2);
-        ta.set(req(1, 0, 0, X), false, Some(&Host(shared.clone(), 1))).unwrap();
-        assert!(matches!(tb.set(req(2, 0, 0, S), false, Some(&b)).unwrap(), Outcome::Busy(_)));
+        ta.set(req(1, 0, 0, X), false, Some(&Host(shared.clone(), 1)), &|| false).unwrap();
+        assert!(matches!(tb.set(req(2, 0, 0, S), false, Some(&b), &|| false).unwrap(), Outcome::Busy(_)));
         let waiter = {
             let (ta, shared) = (ta.clone(), shared.clone());
-            std::thread::spawn(move || ta.set(req(3, 0, 0, X), true, Some(&Host(shared, 1))).unwrap())
+            std::thread::spawn(move || {
+                ta.set(req(3, 0, 0, X), true, Some(&Host(shared, 1)), &|| false).unwrap()
+            })
         };
         std::thread::sleep(Duration::from_millis(100));
         assert!(!waiter.is_finished());
-        ta.set(req(1, 0, 0, None), false, Some(&Host(shared.clone(), 1))).unwrap();
+        ta.set(req(1, 0, 0, None), false, Some(&Host(shared.clone(), 1)), &|| false).unwrap();
         assert_eq!(waiter.join().unwrap(), Outcome::Granted);
         // Across hosts: polled.
-        let remote = std::thread::spawn(move || tb.set(req(2, 0, 0, S), true, Some(&b)).unwrap());
+        let remote = std::thread::spawn(move || tb.set(req(2, 0, 0, S), true, Some(&b), &|| false).unwrap());
         std::thread::sleep(Duration::from_millis(150));
         assert!(!remote.is_finished());
         ta.drop_owner(7, 3, Some(&Host(shared.clone(), 1))).unwrap();
@@ -367,10 +432,10 @@ mod tests {
     #[test]
     fn closing_the_file_ends_its_owners_wait() {
         let t = Arc::new(FileLocks::default());
-        t.set(req(1, 0, 0, X), false, None).unwrap();
+        t.set(req(1, 0, 0, X), false, None, &|| false).unwrap();
         let waiter = {
             let t = t.clone();
-            std::thread::spawn(move || t.set(req(2, 0, 0, X), true, None).unwrap())
+            std::thread::spawn(move || t.set(req(2, 0, 0, X), true, None, &|| false).unwrap())
         };
         std::thread::sleep(Duration::from_millis(100));
         t.drop_owner(7, 2, None).unwrap();
@@ -379,5 +444,33 @@ mod tests {
         assert!(t.test(req(2, 0, 0, S), None).unwrap().is_some());
         t.drop_owner(7, 1, None).unwrap();
         assert!(!t.any_on(7));
+    }
+
+    #[test]
+    fn a_wait_that_would_close_a_cycle_is_a_deadlock_and_a_signal_ends_a_wait() {
+        let t = Arc::new(FileLocks::default());
+        t.set(req(1, 0, 0, X), false, None, &|| false).unwrap();
+        t.set(req(2, 5, 5, X), false, None, &|| false).unwrap();
+        // 1 waits for 2's byte 5; 2 asking for 1's byte 0 would wait for ever.
+        let one = {
+            let t = t.clone();
+            std::thread::spawn(move || t.set(req(1, 5, 5, X), true, None, &|| false).unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(t.set(req(2, 0, 0, X), true, None, &|| false).unwrap(), Outcome::Deadlock);
+        // A third owner waiting on 1 closes no cycle; a signal ends its wait.
+        let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let three = {
+            let (t, s) = (t.clone(), signalled.clone());
+            std::thread::spawn(move || {
+                t.set(req(3, 0, 0, S), true, None, &|| s.load(Ordering::SeqCst)).unwrap()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!three.is_finished());
+        signalled.store(true, Ordering::SeqCst);
+        assert_eq!(three.join().unwrap(), Outcome::Cancelled);
+        t.drop_owner(7, 2, None).unwrap();
+        assert_eq!(one.join().unwrap(), Outcome::Granted);
     }
 }
