@@ -490,7 +490,10 @@ impl Filesystem for VaultFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         if !is_virtual(ino.0) && self.inodes.forget(ino.0, nlookup) {
-            self.pages.forget(ino.0);
+            // Only a read-only mount looks at files' versions.
+            if self.hosts == Hosts::Reader {
+                self.pages.forget(ino.0);
+            }
             if let Err(err) = self.vault.evict(ino.0) {
                 tracing::warn!("evicting inode {}: {err}", ino.0);
             }
