@@ -20,6 +20,7 @@ mod overlay;
 mod recover;
 mod segments;
 pub use address::{Address, ClusterAddress, DataAddress};
+pub use cluster::LockClaim;
 pub use compact::{Compacted, compact};
 use local::{DB_DIR, Local, SEGMENT_SIZE, existing_segment_size};
 pub use local::{DEFAULT_CACHE_BYTES, SEGMENTS_DIR};
@@ -302,8 +303,8 @@ impl Store {
     }
 
     /// Publishes this process's locks on `ino` (None: none) unless another
-    /// process took more since `token`; whether it did.
-    pub fn claim_host_locks(&self, ino: u64, token: i64, value: Option<Vec<u8>>) -> Result<bool> {
+    /// process took more since `token` (then what the others hold now).
+    pub fn claim_host_locks(&self, ino: u64, token: i64, value: Option<Vec<u8>>) -> Result<LockClaim> {
         self.cluster("file locks across hosts")?.claim_host_locks(ino, token, value)
     }
 

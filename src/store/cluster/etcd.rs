@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity, PutOptions, SortOrder,
-    SortTarget, TlsOptions, Txn, TxnOp, WatchOptions,
+    SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use zeroize::Zeroizing;
 
@@ -307,29 +307,34 @@ impl Etcd {
 
     /// As `txn`; the store's revision after it (None: a guard failed).
     pub fn txn_at(&self, guards: Vec<Guard>, ops: Vec<Op>) -> Result<Option<i64>> {
-        let compares: Vec<Compare> = guards
-            .into_iter()
-            .map(|g| match g {
-                Guard::Created(k, rev) => Compare::create_revision(k, CompareOp::Equal, rev),
-                Guard::Modified(k, rev) => Compare::mod_revision(k, CompareOp::Equal, rev),
-            })
-            .collect();
-        let ops: Vec<TxnOp> = ops
-            .into_iter()
-            .map(|o| match o {
-                Op::Put(k, v) => TxnOp::put(k, v, None),
-                Op::PutLeased(k, v, lease) => TxnOp::put(k, v, Some(PutOptions::new().with_lease(lease))),
-                Op::Delete(k) => TxnOp::delete(k, None),
-                Op::DeletePrefix(k) => TxnOp::delete(k, Some(DeleteOptions::new().with_prefix())),
-                Op::Touch(k) => TxnOp::put(k, Vec::new(), Some(PutOptions::new().with_ignore_value().with_ignore_lease())),
-            })
-            .collect();
-        let txn = Txn::new().when(compares).and_then(ops);
+        let txn = Txn::new().when(compares(guards)).and_then(txn_ops(ops));
         let resp = self.run("transaction", || {
             let (mut kv, txn) = (self.client.kv_client(), txn.clone());
             async move { kv.txn(txn).await }
         })?;
         Ok(resp.succeeded().then(|| resp.header().map_or(0, |h| h.revision())))
+    }
+
+    /// As `txn_at`, and when a guard fails the keys of `[from, to)` as they
+    /// are then, read in the same transaction: one round trip either way.
+    pub fn txn_else_range(&self, guards: Vec<Guard>, ops: Vec<Op>, from: &[u8], to: &[u8]) -> Result<std::result::Result<i64, Page>> {
+        let read = TxnOp::get(from, Some(GetOptions::new().with_range(to)));
+        let txn = Txn::new().when(compares(guards)).and_then(txn_ops(ops)).or_else(vec![read]);
+        let resp = self.run("transaction", || {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        if resp.succeeded() {
+            return Ok(Ok(revision));
+        }
+        match resp.op_responses().into_iter().next() {
+            Some(TxnOpResponse::Get(mut got)) => {
+                let more = got.more();
+                Ok(Err(Page { kvs: got.take_kvs().into_iter().map(into_kv).collect(), more, revision }))
+            }
+            _ => Err(Error::Corrupt("etcd answered a failed transaction without the range it asked for".into())),
+        }
     }
 
     /// A new lease of `ttl` seconds.
@@ -541,6 +546,28 @@ impl Drop for Background {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+fn compares(guards: Vec<Guard>) -> Vec<Compare> {
+    guards
+        .into_iter()
+        .map(|g| match g {
+            Guard::Created(k, rev) => Compare::create_revision(k, CompareOp::Equal, rev),
+            Guard::Modified(k, rev) => Compare::mod_revision(k, CompareOp::Equal, rev),
+        })
+        .collect()
+}
+
+fn txn_ops(ops: Vec<Op>) -> Vec<TxnOp> {
+    ops.into_iter()
+        .map(|o| match o {
+            Op::Put(k, v) => TxnOp::put(k, v, None),
+            Op::PutLeased(k, v, lease) => TxnOp::put(k, v, Some(PutOptions::new().with_lease(lease))),
+            Op::Delete(k) => TxnOp::delete(k, None),
+            Op::DeletePrefix(k) => TxnOp::delete(k, Some(DeleteOptions::new().with_prefix())),
+            Op::Touch(k) => TxnOp::put(k, Vec::new(), Some(PutOptions::new().with_ignore_value().with_ignore_lease())),
+        })
+        .collect()
 }
 
 fn into_kv(kv: etcd_client::KeyValue) -> Kv {

@@ -8,8 +8,17 @@
 //! other reads again and sees the winner's. The values are opaque here
 //! (the vault seals them).
 
-use super::etcd::{Guard, Op};
+use super::etcd::{Guard, Kv, Op};
 use super::{Result, Shared, prefix_end};
+
+/// What a claim came to.
+pub enum LockClaim {
+    /// Published; `seq`'s revision now.
+    Won(i64),
+    /// Another process took more since the token: what the others hold
+    /// now (sealed values), and the token to claim with next.
+    Lost(Vec<Vec<u8>>, i64),
+}
 
 impl Shared {
     fn locks_prefix(&self, ino: u64) -> Vec<u8> {
@@ -31,26 +40,40 @@ impl Shared {
         let prefix = self.locks_prefix(ino);
         let end = prefix_end(&prefix).unwrap_or_default();
         let page = self.etcd.range(&prefix, &end, 0, 0, false, false)?;
+        Ok(self.others_in(ino, page.kvs))
+    }
+
+    fn others_in(&self, ino: u64, kvs: Vec<Kv>) -> (Vec<Vec<u8>>, i64) {
         let (seq, mine) = (self.locks_seq(ino), self.locks_mine(ino));
-        let hosts = [prefix, b"h/".to_vec()].concat();
+        let hosts = [self.locks_prefix(ino), b"h/".to_vec()].concat();
         let mut token = 0;
         let mut others = Vec::new();
-        for kv in page.kvs {
+        for kv in kvs {
             if kv.key == seq {
                 token = kv.mod_revision;
             } else if kv.key.starts_with(&hosts) && kv.key != mine {
                 others.push(kv.value);
             }
         }
-        Ok((others, token))
+        (others, token)
     }
 
     /// Publishes `value` (None: nothing held) as this process's locks on
-    /// `ino` if `seq` is still at `token`; whether it was.
-    pub fn claim_host_locks(&self, ino: u64, token: i64, value: Option<Vec<u8>>) -> Result<bool> {
+    /// `ino` if `seq` is still at `token`: then `seq`'s new revision;
+    /// otherwise the other processes' locks and token as they are now, read
+    /// in the same transaction.
+    pub fn claim_host_locks(&self, ino: u64, token: i64, value: Option<Vec<u8>>) -> Result<LockClaim> {
         self.still_held()?;
-        let ops = vec![self.publication(ino, value), Op::PutLeased(self.locks_seq(ino), Vec::new(), self.lease)];
-        self.etcd.txn(vec![Guard::Modified(self.locks_seq(ino), token)], ops)
+        let (prefix, seq) = (self.locks_prefix(ino), self.locks_seq(ino));
+        let end = prefix_end(&prefix).unwrap_or_default();
+        let ops = vec![self.publication(ino, value), Op::PutLeased(seq.clone(), Vec::new(), self.lease)];
+        Ok(match self.etcd.txn_else_range(vec![Guard::Modified(seq, token)], ops, &prefix, &end)? {
+            Ok(revision) => LockClaim::Won(revision),
+            Err(page) => {
+                let (others, token) = self.others_in(ino, page.kvs);
+                LockClaim::Lost(others, token)
+            }
+        })
     }
 
     /// Publishes `value`, which holds less than before: no other host can

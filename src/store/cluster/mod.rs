@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 use self::cache::ReadCache;
 use self::etcd::{Background, Etcd, Guard, Kv, LeaseState, Op};
 use self::follow::Follower;
+pub use self::locks::LockClaim;
 use self::group::{Committer, Group};
 use self::readahead::Readahead;
 use self::s3::Objects;

@@ -9,8 +9,9 @@ mod table;
 pub use ranges::{Kind, Span};
 pub use table::{FileLocks, Holder, Outcome, Request};
 
-use self::table::Board;
+use self::table::{Board, Claimed};
 use super::{Core, Error, ErrorKind, Result, Unlocked, Vault};
+use crate::store::LockClaim;
 
 /// The store as the board hosts publish their locks on; values sealed under
 /// the vault metadata key, bound to the vault and the inode.
@@ -19,19 +20,14 @@ struct StoreBoard<'a>(&'a Core);
 impl Board for StoreBoard<'_> {
     fn others(&self, ino: u64) -> Result<(Vec<Span>, i64)> {
         let (values, token) = self.0.store.host_locks(ino)?;
-        let mut spans = Vec::new();
-        for v in values {
-            let plain = self.0.keys.vault_meta.open_file_locks(&self.0.vault_id, ino, &v)?;
-            let list = ranges::decode(&plain).ok_or_else(|| {
-                Error::new(ErrorKind::Corrupt, format!("another host's locks on inode {ino} do not parse"))
-            })?;
-            spans.extend(list);
-        }
-        Ok((spans, token))
+        Ok((self.open_all(ino, values)?, token))
     }
 
-    fn claim(&self, ino: u64, token: i64, ours: &[Span]) -> Result<bool> {
-        Ok(self.0.store.claim_host_locks(ino, token, self.seal(ino, ours)?)?)
+    fn claim(&self, ino: u64, token: i64, ours: &[Span]) -> Result<Claimed> {
+        Ok(match self.0.store.claim_host_locks(ino, token, self.seal(ino, ours)?)? {
+            LockClaim::Won(token) => Claimed::Won(token),
+            LockClaim::Lost(values, token) => Claimed::Lost(self.open_all(ino, values)?, token),
+        })
     }
 
     fn shrink(&self, ino: u64, ours: &[Span]) -> Result<()> {
@@ -40,6 +36,19 @@ impl Board for StoreBoard<'_> {
 }
 
 impl StoreBoard<'_> {
+    /// Other hosts' published values for `ino`, opened: every span they hold.
+    fn open_all(&self, ino: u64, values: Vec<Vec<u8>>) -> Result<Vec<Span>> {
+        let mut spans = Vec::new();
+        for v in values {
+            let plain = self.0.keys.vault_meta.open_file_locks(&self.0.vault_id, ino, &v)?;
+            let list = ranges::decode(&plain).ok_or_else(|| {
+                Error::new(ErrorKind::Corrupt, format!("another host's locks on inode {ino} do not parse"))
+            })?;
+            spans.extend(list);
+        }
+        Ok(spans)
+    }
+
     /// None: nothing held, so nothing to publish.
     fn seal(&self, ino: u64, spans: &[Span]) -> Result<Option<Vec<u8>>> {
         if spans.is_empty() {

@@ -28,11 +28,30 @@ pub trait Board {
     /// one of them takes more.
     fn others(&self, ino: u64) -> Result<(Vec<Span>, i64)>;
     /// Publishes `ours` as this host's locks on `ino` if no host took more
-    /// since `token` was read; whether it did.
-    fn claim(&self, ino: u64, token: i64, ours: &[Span]) -> Result<bool>;
+    /// since `token` was read (in one round trip either way).
+    fn claim(&self, ino: u64, token: i64, ours: &[Span]) -> Result<Claimed>;
     /// Publishes `ours`, which holds less than what was published before.
     fn shrink(&self, ino: u64, ours: &[Span]) -> Result<()>;
 }
+
+/// What a claim came to.
+pub enum Claimed {
+    /// Published; the token now.
+    Won(i64),
+    /// Another host took more since the token: every other host's locks
+    /// now, and the token to claim with next.
+    Lost(Vec<Span>, i64),
+}
+
+/// Other hosts' locks on a file as last read, and the token they were read
+/// at. Still a superset of what they hold while the token is unchanged
+/// (a host taking more moves it; releases and lapsed leases only remove),
+/// so a claim needs no read first: the next lock on a file costs one
+/// round trip, not two.
+type View = (Vec<Span>, i64);
+
+/// Files whose views are kept at most (then all are dropped).
+const KEPT_VIEWS: usize = 4096;
 
 /// Who holds what a request asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,8 +97,9 @@ pub struct FileLocks {
     state: Mutex<State>,
     changed: Condvar,
     /// Orders this host's publications: what etcd holds for a file is what
-    /// this host held after its last change, never an older picture.
-    publishing: Mutex<()>,
+    /// this host held after its last change, never an older picture. Holds
+    /// the views of other hosts' locks, per file.
+    publishing: Mutex<HashMap<u64, View>>,
 }
 
 /// A lock request: `owner` wants `start..=end` as `kind` (None: unlocked).
@@ -186,7 +206,7 @@ impl FileLocks {
     }
 
     fn try_set(&self, r: Request, board: Option<&dyn Board>) -> Result<Attempt> {
-        let _order = board.map(|_| self.publishing.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut views = board.map(|_| self.publishing.lock().unwrap_or_else(|p| p.into_inner()));
         let (now, next) = {
             let st = self.state();
             let now = st.held.get(&r.ino).cloned().unwrap_or_default();
@@ -206,8 +226,9 @@ impl FileLocks {
         let (before, after) = (ranges::spans(&now), ranges::spans(&next));
         match r.kind {
             Some(kind) => {
+                let views = views.as_deref_mut().expect("a board's requests hold the views");
                 if after != before
-                    && let Some(s) = claim(b, &r, kind, &after)?
+                    && let Some(s) = claim(b, views, &r, kind, &after)?
                 {
                     return Ok(Attempt::Elsewhere(s));
                 }
@@ -293,15 +314,42 @@ fn remote_conflict(others: &[Span], r: &Request, kind: Kind) -> Option<Span> {
 }
 
 /// Publishes `ours` for a request that takes more, unless another host
-/// holds what conflicts with it; what it holds, if one does.
-fn claim(b: &dyn Board, r: &Request, kind: Kind, ours: &[Span]) -> Result<Option<Span>> {
+/// holds what conflicts with it; what it holds, if one does. Starts from
+/// the file's kept view of the other hosts; a conflict seen only there is
+/// read again before it refuses.
+fn claim(
+    b: &dyn Board,
+    views: &mut HashMap<u64, View>,
+    r: &Request,
+    kind: Kind,
+    ours: &[Span],
+) -> Result<Option<Span>> {
+    let (mut others, mut token, mut fresh) = match views.remove(&r.ino) {
+        Some((others, token)) => (others, token, false),
+        None => {
+            let (others, token) = b.others(r.ino)?;
+            (others, token, true)
+        }
+    };
+    if views.len() >= KEPT_VIEWS {
+        views.clear();
+    }
     for _ in 0..CLAIM_TRIES {
-        let (others, token) = b.others(r.ino)?;
         if let Some(s) = remote_conflict(&others, r, kind) {
+            if !fresh {
+                (others, token) = b.others(r.ino)?;
+                fresh = true;
+                continue;
+            }
+            views.insert(r.ino, (others, token));
             return Ok(Some(s));
         }
-        if b.claim(r.ino, token, ours)? {
-            return Ok(None);
+        match b.claim(r.ino, token, ours)? {
+            Claimed::Won(now) => {
+                views.insert(r.ino, (others, now));
+                return Ok(None);
+            }
+            Claimed::Lost(now, at) => (others, token, fresh) = (now, at, true),
         }
     }
     // Others kept changing what they hold: busy for now.
@@ -324,12 +372,43 @@ mod tests {
         hosts: Mutex<Published>,
         /// Claims that must fail as if another host got in first.
         lose: AtomicUsize,
+        /// Reads of other hosts' locks (`others`) so far.
+        reads: AtomicUsize,
     }
 
     struct Host(Arc<Shared>, usize);
 
     impl Board for Host {
         fn others(&self, ino: u64) -> Result<(Vec<Span>, i64)> {
+            self.0.reads.fetch_add(1, Ordering::SeqCst);
+            self.view(ino)
+        }
+        fn claim(&self, ino: u64, token: i64, ours: &[Span]) -> Result<Claimed> {
+            let mut g = self.0.hosts.lock().unwrap();
+            let lose = self.0.lose.load(Ordering::SeqCst) > 0;
+            if lose {
+                self.0.lose.fetch_sub(1, Ordering::SeqCst);
+                *g.1.entry(ino).or_default() += 1;
+            }
+            if lose || g.1.get(&ino).copied().unwrap_or(0) != token {
+                drop(g);
+                let (others, token) = self.view(ino)?;
+                return Ok(Claimed::Lost(others, token));
+            }
+            let now = g.1.entry(ino).or_default();
+            *now += 1;
+            let now = *now;
+            g.0.insert((ino, self.1), ours.to_vec());
+            Ok(Claimed::Won(now))
+        }
+        fn shrink(&self, ino: u64, ours: &[Span]) -> Result<()> {
+            self.0.hosts.lock().unwrap().0.insert((ino, self.1), ours.to_vec());
+            Ok(())
+        }
+    }
+
+    impl Host {
+        fn view(&self, ino: u64) -> Result<(Vec<Span>, i64)> {
             let g = self.0.hosts.lock().unwrap();
             let spans =
                 g.0.iter()
@@ -337,24 +416,6 @@ mod tests {
                     .flat_map(|(_, s)| s.clone())
                     .collect();
             Ok((spans, g.1.get(&ino).copied().unwrap_or(0)))
-        }
-        fn claim(&self, ino: u64, token: i64, ours: &[Span]) -> Result<bool> {
-            let mut g = self.0.hosts.lock().unwrap();
-            if self.0.lose.load(Ordering::SeqCst) > 0 {
-                self.0.lose.fetch_sub(1, Ordering::SeqCst);
-                *g.1.entry(ino).or_default() += 1;
-                return Ok(false);
-            }
-            if g.1.get(&ino).copied().unwrap_or(0) != token {
-                return Ok(false);
-            }
-            *g.1.entry(ino).or_default() += 1;
-            g.0.insert((ino, self.1), ours.to_vec());
-            Ok(true)
-        }
-        fn shrink(&self, ino: u64, ours: &[Span]) -> Result<()> {
-            self.0.hosts.lock().unwrap().0.insert((ino, self.1), ours.to_vec());
-            Ok(())
         }
     }
 
@@ -472,5 +533,33 @@ mod tests {
         assert_eq!(three.join().unwrap(), Outcome::Cancelled);
         t.drop_owner(7, 2, None).unwrap();
         assert_eq!(one.join().unwrap(), Outcome::Granted);
+    }
+
+    #[test]
+    fn a_claim_starts_from_the_last_view_of_other_hosts() {
+        let shared = Arc::new(Shared::default());
+        let (a, b) = (Host(shared.clone(), 1), Host(shared.clone(), 2));
+        let (ta, tb) = (FileLocks::default(), FileLocks::default());
+        let reads = || shared.reads.load(Ordering::SeqCst);
+        let never = &|| false;
+        ta.set(req(1, 0, 0, X), false, Some(&a), never).unwrap();
+        assert_eq!(reads(), 1);
+        // Let go and take again: the view is still good, no read.
+        ta.set(req(1, 0, 0, None), false, Some(&a), never).unwrap();
+        assert_eq!(ta.set(req(1, 0, 0, X), false, Some(&a), never).unwrap(), Outcome::Granted);
+        assert_eq!(reads(), 1);
+        // B takes more: A's claim fails on the token and gets B's locks in the same call.
+        assert_eq!(tb.set(req(2, 100, 100, X), false, Some(&b), never).unwrap(), Outcome::Granted);
+        assert_eq!(reads(), 2);
+        assert_eq!(ta.set(req(1, 5, 5, X), false, Some(&a), never).unwrap(), Outcome::Granted);
+        assert_eq!(reads(), 2);
+        // A conflict in the view is read again before it refuses...
+        assert!(matches!(ta.set(req(1, 100, 100, S), false, Some(&a), never).unwrap(), Outcome::Busy(_)));
+        assert_eq!(reads(), 3);
+        // ...and a release the view missed (no token move) is found so.
+        tb.set(req(2, 100, 100, None), false, Some(&b), never).unwrap();
+        assert_eq!(ta.set(req(1, 100, 100, S), false, Some(&a), never).unwrap(), Outcome::Granted);
+        assert_eq!(reads(), 4);
+        assert_eq!(shared.hosts.lock().unwrap().0[&(7, 1)].len(), 3);
     }
 }
