@@ -162,9 +162,14 @@ impl ClusterVault {
 
     /// `mount_reader` with `env` instead of the vault's environment.
     fn mount_reader_with(&self, host: &str, mnt: &Path, env: &[(&str, String)]) {
+        let out = self.try_mount_reader_with(host, mnt, env);
+        assert!(out.status.success(), "{host}'s read-only mount: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A read-only mount on `host`, as it went.
+    fn try_mount_reader_with(&self, host: &str, mnt: &Path, env: &[(&str, String)]) -> Output {
         let log = self.dir.path().join(format!("{host}.log"));
-        let out = self
-            .command_with(host, None, env)
+        self.command_with(host, None, env)
             .env("VAULTFS_HOST", host)
             .args([
                 "mount",
@@ -177,8 +182,7 @@ impl ClusterVault {
             ])
             .args(["--log", log.to_str().unwrap()])
             .output()
-            .unwrap();
-        assert!(out.status.success(), "{host}'s read-only mount: {}", String::from_utf8_lossy(&out.stderr));
+            .unwrap()
     }
 
     /// `vaultfs ARGS` on `host`, asserted to succeed.
@@ -1206,6 +1210,81 @@ fn a_lockdown_on_any_host_closes_the_levels_on_every_host() {
     assert!(audit_a.contains("made on another host"), "A's log does not record B's lockdown");
     let audit_b = std::fs::read_to_string(mnt_b.join(".audit")).unwrap();
     assert!(audit_b.contains("made on another host"), "B's log does not record A's lockdown");
+    v.ok_on("host-b", &["umount", &b]);
+    v.unmount();
+    v.fsck_clean();
+}
+
+/// Whether `vaultfs status --json` on `host`'s mount `mnt` says opens at
+/// `level` need an approval.
+fn needs_approval(v: &ClusterVault, host: &str, mnt: &str, level: u64) -> bool {
+    let status: serde_json::Value = serde_json::from_str(&v.ok_on(host, &["status", "--json", mnt])).unwrap();
+    let levels = status["levels"].as_array().expect("levels in the status");
+    levels.iter().any(|l| l["level"].as_u64() == Some(level) && l["approval"].as_bool() == Some(true))
+}
+
+/// The vault's policy is every host's: set on a read-only mount, the
+/// holder follows it within a second, and so does the reader; a looser one
+/// is stored, but each mount keeps the stricter until it mounts again; one
+/// naming a host's command is refused; a value no key holder sealed is
+/// refused by every mount (the policy in force stays) and refuses a new
+/// mount. Recorded in each host's log.
+#[test]
+fn the_vaults_policy_binds_every_host() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    std::fs::write(v.path("2-private/plan"), b"level two\n").unwrap();
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
+    v.mount_reader("host-b", &mnt_b);
+    let (a, b) = (v.mnt.to_str().unwrap().to_string(), mnt_b.to_str().unwrap().to_string());
+    let on_b = mnt_b.join("2-private/plan");
+    assert!(wait_for(Duration::from_secs(3), || std::fs::read(&on_b).is_ok()), "B never read level 2");
+    assert!(!needs_approval(&v, "state", &a, 2));
+    let gated = |p: &Path| std::fs::read(p).err().and_then(|e| e.raw_os_error()) == Some(libc::EACCES);
+    let file = v.dir.path().join("vault-policy.toml");
+    let set = |host: &str, mnt: &str, text: &str| {
+        std::fs::write(&file, text).unwrap();
+        v.run_on(host, &["policy", "set", mnt, file.to_str().unwrap()])
+    };
+
+    let strict = "[levels.2]\nrequire_approval = true\napproval_timeout = \"1s\"\n";
+    let out = set("host-b", &b, strict);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(needs_approval(&v, "host-b", &b, 2), "B did not apply the policy it set");
+    assert!(wait_for(Duration::from_secs(2), || needs_approval(&v, "state", &a, 2)), "A did not follow");
+    assert!(gated(&v.path("2-private/plan")) && gated(&on_b), "an open at level 2 went unapproved");
+    assert_eq!(v.ok_on("state", &["policy", "show", &a]), strict);
+
+    // Looser: stored, but no running mount loosens.
+    let out = set("state", &a, "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(needs_approval(&v, "state", &a, 2) && needs_approval(&v, "host-b", &b, 2));
+    // A host's command is not the vault's.
+    let out = set("state", &a, "approval_notify = [\"/bin/true\"]\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("names something on one host"), "{err}");
+
+    // A value no holder of the keys sealed: refused everywhere, the policy stays.
+    v.etcd.put_key("vaultfs/agents/k/G", "[levels.2]\nrequire_approval = false\n");
+    let refused = |log: &Path| {
+        std::fs::read_to_string(log).unwrap().contains("the vault's policy failed authentication")
+    };
+    let (audit_a, audit_b) = (v.path(".audit"), mnt_b.join(".audit"));
+    assert!(wait_for(Duration::from_secs(2), || refused(&audit_a) && refused(&audit_b)), "not refused");
+    assert!(needs_approval(&v, "state", &a, 2) && needs_approval(&v, "host-b", &b, 2));
+    v.ok_on("host-b", &["umount", &b]);
+    let out = v.try_mount_reader_with("host-b", &mnt_b, &v.env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("failed authentication"), "mounted: {err}");
+
+    // Set again by a key holder: every mount, a new one too, follows it.
+    let out = set("state", &a, strict);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    v.mount_reader("host-b", &mnt_b);
+    assert!(needs_approval(&v, "host-b", &b, 2), "B's new mount ignored the vault's policy");
+    let log_a = std::fs::read_to_string(&audit_a).unwrap();
+    assert!(log_a.contains("loosening takes a remount"), "A did not record the loosening it refused");
     v.ok_on("host-b", &["umount", &b]);
     v.unmount();
     v.fsck_clean();

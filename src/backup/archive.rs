@@ -72,7 +72,7 @@ impl Preamble {
 /// version does not know (docs/FORMAT.md §2).
 pub fn key_len(t: u8) -> Option<usize> {
     Some(match t {
-        b'H' | b'C' | b'E' | b'F' | b'L' | b'V' | b'W' => 1,
+        b'H' | b'C' | b'E' | b'F' | b'G' | b'L' | b'V' | b'W' => 1,
         keys::ROTATION => 2,
         keys::AUDIT_SLOT => 3,
         keys::INODE | keys::ORPHAN | keys::AUDIT_LEAF | keys::AUDIT_CHECKPOINT | keys::TOMBSTONE => 9,

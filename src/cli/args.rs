@@ -56,6 +56,9 @@ pub enum Command {
     Pending(PendingArgs),
     /// Close every level above 1 until `lockdown --exit` (passphrase + factor).
     Lockdown(LockdownArgs),
+    /// A cluster vault's own policy, which every host follows on top of its
+    /// policy file (docs/POLICY.md, "The vault's policy").
+    Policy(PolicyArgs),
     /// Levels, lockdown, pending approvals and tombstones of a mounted vault.
     Status(StatusArgs),
     /// Authenticate every record (a mounted vault: through its daemon, read-only);
@@ -358,6 +361,37 @@ pub struct DenyArgs {
     pub mountpoint: PathBuf,
     /// The pending open's id (from `vaultfs pending`).
     pub id: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Store FILE as the vault's policy, for every host (through the
+    /// daemon of a mount on any host). Tightening applies on every mount
+    /// within a second; loosening at each host's next mount.
+    Set(PolicySetArgs),
+    /// Print the vault's policy that a mount follows.
+    Show(PolicyShowArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicySetArgs {
+    /// The mount point of the vault (any host's mount, read-only ones too).
+    pub mountpoint: PathBuf,
+    /// The policy (policy.toml's keys, less approval_notify, export and
+    /// audit, which are each host's); `-` reads standard input.
+    pub file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyShowArgs {
+    /// The mount point of the vault.
+    pub mountpoint: PathBuf,
 }
 
 #[derive(Args, Debug)]

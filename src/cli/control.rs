@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::args::{
     ApproveArgs, DenyArgs, EnrollArgs, EscrowSplitArgs, LockArgs, LockdownArgs, PassphraseArgs, PendingArgs,
-    PinArgs, StatusArgs, UnlockArgs,
+    PinArgs, PolicyArgs, PolicyCommand, StatusArgs, UnlockArgs,
 };
 use super::exit::{self, Code, Exit};
 use super::mountinfo;
@@ -266,6 +266,32 @@ pub fn lockdown(a: LockdownArgs) -> exit::Result {
     Ok(())
 }
 
+pub fn policy(a: PolicyArgs) -> exit::Result {
+    match a.command {
+        PolicyCommand::Set(s) => {
+            let text = if s.file.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                    .map_err(|e| Exit::failure(format!("reading the policy from standard input: {e}")))?;
+                t
+            } else {
+                std::fs::read_to_string(&s.file)
+                    .map_err(|e| Exit::usage(format!("policy file {}: {e}", s.file.display())))?
+            };
+            call(&s.mountpoint, &Request::PolicySet { text })?;
+            println!(
+                "the vault's policy is set: every mount follows it within a second \
+                 (a loosening at its next mount)"
+            );
+        }
+        PolicyCommand::Show(s) => match status_of(&s.mountpoint)?.vault_policy {
+            Some(text) => print!("{text}"),
+            None => println!("# this mount follows no vault policy"),
+        },
+    }
+    Ok(())
+}
+
 pub fn status(a: StatusArgs) -> exit::Result {
     let st = status_of(&a.mountpoint)?;
     if a.json {
@@ -276,6 +302,9 @@ pub fn status(a: StatusArgs) -> exit::Result {
     match &st.policy_file {
         Some(p) => println!("policy: {p}"),
         None => println!("policy: none (the defaults of docs/POLICY.md apply)"),
+    }
+    if st.vault_policy.is_some() {
+        println!("policy: the vault's policy too (`vaultfs policy show`)");
     }
     if let Some(r) = &st.policy_refused {
         println!(

@@ -68,6 +68,7 @@ pub fn main() -> ExitCode {
         args::Command::Deny(a) => control::deny(a),
         args::Command::Pending(a) => control::pending(a),
         args::Command::Lockdown(a) => control::lockdown(a),
+        args::Command::Policy(a) => control::policy(a),
         args::Command::Status(a) => control::status(a),
         args::Command::Fsck(a) => fsck::run(a),
         args::Command::Rotate(a) => rotate::run(a),

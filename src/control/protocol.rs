@@ -29,6 +29,10 @@ pub enum Request {
         id: u64,
     },
     Lockdown,
+    /// Store `text` as the vault's policy (a cluster vault's, for every host).
+    PolicySet {
+        text: String,
+    },
     LockdownExit {
         passphrase: String,
         pin: Option<String>,
@@ -166,6 +170,9 @@ pub struct Status {
     /// force stayed), while no later edit has been accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_refused: Option<PolicyRefusal>,
+    /// The vault's policy this mount follows (a cluster vault's), its text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_policy: Option<String>,
     pub levels: Vec<LevelStatus>,
     pub pending: usize,
     pub tombstones: Vec<Tombstone>,

@@ -128,6 +128,7 @@ impl Handler {
             Request::Approve { id } => done(v.decide_open(who, &comm, id, true).map(drop)),
             Request::Deny { id } => done(v.decide_open(who, &comm, Some(id), false).map(drop)),
             Request::Lockdown => done(v.lockdown(who, &comm)),
+            Request::PolicySet { text } => done(v.set_vault_policy(who, &comm, &text)),
             Request::LockdownExit { passphrase, pin } => {
                 let access = access(pin);
                 let pass = Passphrase::new(passphrase.into_bytes());
@@ -290,6 +291,7 @@ impl Handler {
             lockdown: v.lockdown_active(),
             policy_file,
             policy_refused,
+            vault_policy: v.vault_policy_text(),
             levels,
             pending: v.pending_opens().len(),
             tombstones,

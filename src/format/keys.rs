@@ -40,9 +40,13 @@ pub const AUDIT_FRONTIER: &[u8] = b"F";
 pub const AUDIT_CHECKPOINT: u8 = b'K';
 pub const AUDIT_BASE: &[u8] = b"E";
 pub const LOCKDOWN: &[u8] = b"L";
+/// The vault's policy (cluster vaults, docs/POLICY.md): sealed TOML text,
+/// absent without one.
+pub const VAULT_POLICY: &[u8] = b"G";
 /// Kinds of key that every host's mount of a cluster vault may write, read
-/// ones too: the lockdown marker (docs/FORMAT.md section 12).
-pub const VAULT_WIDE_KINDS: &[u8] = LOCKDOWN;
+/// ones too: the lockdown marker and the vault's policy (docs/FORMAT.md
+/// section 12).
+pub const VAULT_WIDE_KINDS: &[u8] = b"LG";
 /// The owner's will (`vaultfs succession setup`): sealed, absent without one.
 pub const WILL: &[u8] = b"W";
 pub const TOMBSTONE: u8 = b'T';

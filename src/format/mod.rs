@@ -82,6 +82,7 @@ pub mod aad {
     pub const SUCCESSION: &[u8] = b"vaultfs/v1/aad/succession";
     /// What one host holds of a file's locks, published in etcd (cluster vaults).
     pub const FILE_LOCKS: &[u8] = b"vaultfs/v1/aad/file-locks";
+    pub const VAULT_POLICY: &[u8] = b"vaultfs/v1/aad/vault-policy";
 
     /// `label ‖ u16 version ‖ parts...` with every part fixed-length or
     /// length-prefixed by the caller, so the encoding is injective.

@@ -150,6 +150,21 @@ impl MetaKeys {
             .map_err(|_| Error::Auth(format!("another host's locks on inode {ino}")))?;
         Ok(plain.to_vec())
     }
+
+    /// The vault's policy (its TOML text) as stored: nonce(24) ‖ sealed
+    /// text ‖ tag(16); AAD = aad::VAULT_POLICY ‖ version ‖ vault id.
+    pub fn seal_vault_policy(&self, vault_id: &[u8; 16], text: &str) -> Result<Vec<u8>> {
+        let aad = aad::build(aad::VAULT_POLICY, &[vault_id]);
+        crypto::seal(&self.seal, &aad, text.as_bytes()).map_err(|_| Error::Random)
+    }
+
+    pub fn open_vault_policy(&self, vault_id: &[u8; 16], value: &[u8]) -> Result<String> {
+        let aad = aad::build(aad::VAULT_POLICY, &[vault_id]);
+        let plain =
+            crypto::open(&self.seal, &aad, value).map_err(|_| Error::Auth("the vault's policy".into()))?;
+        String::from_utf8(plain.to_vec())
+            .map_err(|_| Error::Auth("the vault's policy (not UTF-8 once opened)".into()))
+    }
 }
 
 /// The level byte of a stored inode value, without decrypting it.

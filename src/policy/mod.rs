@@ -82,6 +82,7 @@
 //! [`Policy::accept`]. Everything else here is pure.
 
 mod file;
+mod vault;
 pub mod watch;
 
 pub use watch::PolicyWatcher;
@@ -463,16 +464,7 @@ impl Policy {
     /// At mount, pass `&Policy::default()` as `current`: the file is then
     /// checked against the floor only, which is how a loosening takes effect.
     pub fn accept(current: &Policy, text: &str) -> Result<Policy, Error> {
-        let new = Policy::parse(text)?;
-        let floor = Policy::floor().loosening_list(&new);
-        let current: Vec<String> = current
-            .loosening_list(&new)
-            .into_iter()
-            .filter(|l| !floor.iter().any(|f| f.key == l.key))
-            .map(|l| l.to_string())
-            .collect();
-        let floor: Vec<String> = floor.iter().map(ToString::to_string).collect();
-        if floor.is_empty() && current.is_empty() { Ok(new) } else { Err(Error::Looser { floor, current }) }
+        Policy::accept_beside(current, text, None)
     }
 }
 

@@ -33,6 +33,10 @@ const ENOTEMPTY: i32 = 39;
 /// Run-time policy state, kept in the vault core.
 pub(super) struct Enforcement {
     policy: RwLock<Arc<Policy>>,
+    /// The host's policy file as last accepted (the floor without one): on
+    /// a cluster vault the policy in force is the strictest of it and the
+    /// vault's policy.
+    from_file: RwLock<Arc<Policy>>,
     /// The policy file the daemon follows (set at mount).
     file: Mutex<Option<PathBuf>>,
     /// The last edit of the file that was refused, while the file still
@@ -73,6 +77,7 @@ impl Default for Enforcement {
     fn default() -> Self {
         Enforcement {
             policy: RwLock::new(Arc::new(Policy::floor())),
+            from_file: RwLock::new(Arc::new(Policy::floor())),
             file: Mutex::new(None),
             refused: Mutex::new(None),
             buckets: Mutex::new(HashMap::new()),
@@ -144,10 +149,16 @@ fn untrusted_command(p: &Policy, file: &Path) -> Option<String> {
     None
 }
 
-/// The policy in `text`, accepted over `base`, with its commands allowed by
-/// `file`'s ownership; else the reason and the errno to record.
-fn accept_from(base: &Policy, text: &str, file: &Path) -> std::result::Result<Policy, (String, i32)> {
-    let p = Policy::accept(base, text).map_err(|e| (e.to_string(), refusal_code(&e)))?;
+/// The policy in `text` (beside the vault's policy `vault`), accepted over
+/// `base`, with its commands allowed by `file`'s ownership; else the reason
+/// and the errno to record.
+fn accept_from(
+    base: &Policy,
+    text: &str,
+    file: &Path,
+    vault: Option<&Policy>,
+) -> std::result::Result<Policy, (String, i32)> {
+    let p = Policy::accept_beside(base, text, vault).map_err(|e| (e.to_string(), refusal_code(&e)))?;
     if let Err(why) = crate::scan::Scanner::new(&p.secrets.patterns) {
         return Err((format!("malformed policy: secrets.patterns: {why}"), EINVAL));
     }
@@ -277,7 +288,7 @@ impl Vault<Unlocked> {
 
     /// Makes `policy` the one in force (it was accepted as at least as
     /// strict). A policy saying `lockdown = true` enters lockdown.
-    fn put_policy(&self, policy: Policy) -> Result<()> {
+    pub(super) fn put_policy(&self, policy: Policy) -> Result<()> {
         let lockdown = policy.lockdown;
         self.core().approvals.set_notify(policy.approval_notify.clone());
         // Checked in `accept_from`: the patterns compile.
@@ -294,30 +305,54 @@ impl Vault<Unlocked> {
         Ok(())
     }
 
-    /// At mount: follows the policy file at `file`. A missing file means the
-    /// built-in defaults; a file that is malformed or looser than the floor
-    /// refuses the mount (InvalidArgument, with the reason), since serving
-    /// with less than the admin wrote would be a silent loosening. Recorded.
+    /// At mount: follows the policy file at `file` and, on a cluster vault,
+    /// the vault's policy beside it (wide_policy.rs). A missing file means
+    /// the built-in defaults; a file that is malformed or looser than the
+    /// floor, or a vault policy that does not authenticate or parse, refuses
+    /// the mount (InvalidArgument, with the reason), since serving with less
+    /// than the admin wrote would be a silent loosening. Recorded.
     pub fn use_policy_file(&self, file: &Path) -> Result<()> {
         *self.core().enforce.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(file.to_path_buf());
+        let vault = self.vault_policy_at_mount()?;
         let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 let why = format!("cannot read the policy file {}: {e}", file.display());
                 self.record_policy(file, Some(&why), EIO)?;
                 return Err(err(ErrorKind::InvalidArgument, why));
             }
         };
-        match accept_from(&Policy::floor(), &text, file) {
+        if text.is_none() && vault.is_none() {
+            return Ok(());
+        }
+        match accept_from(&Policy::floor(), text.as_deref().unwrap_or(""), file, vault.as_ref()) {
             Ok(p) => {
-                self.record_policy(file, None, 0)?;
+                if let Some(t) = &text {
+                    self.record_policy(file, None, 0)?;
+                    self.set_file_policy(t);
+                }
+                if vault.is_some() {
+                    self.record_vault_policy(None, None, 0)?;
+                }
                 self.put_policy(p)
             }
             Err((why, code)) => {
                 self.record_policy(file, Some(&why), code)?;
                 Err(err(ErrorKind::InvalidArgument, format!("policy file {}: {why}", file.display())))
             }
+        }
+    }
+
+    /// The host's policy file as last accepted (the floor without one).
+    pub(super) fn file_policy(&self) -> Policy {
+        (**self.core().enforce.from_file.read().unwrap_or_else(|p| p.into_inner())).clone()
+    }
+
+    /// Keeps `text`, a file just accepted, as the host's file policy.
+    fn set_file_policy(&self, text: &str) {
+        if let Ok(p) = Policy::parse(text) {
+            *self.core().enforce.from_file.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
         }
     }
 
@@ -332,21 +367,24 @@ impl Vault<Unlocked> {
                 let code = if e.kind() == std::io::ErrorKind::NotFound { ENOENT } else { EIO };
                 (format!("cannot read {}: {e}; the policy in force stays", file.display()), code)
             }
-            Ok(text) => match accept_from(&self.policy(), &text, &file) {
-                Ok(p) => {
-                    tracing::info!("policy {} applied", file.display());
-                    self.set_refusal(None);
-                    let recorded = self.record_policy(&file, None, 0);
-                    return match recorded.and_then(|()| self.put_policy(p)) {
-                        Ok(()) => None,
-                        Err(e) => {
-                            tracing::error!("applying policy {}: {e}", file.display());
-                            Some(e.to_string())
-                        }
-                    };
+            Ok(text) => {
+                match accept_from(&self.policy(), &text, &file, self.accepted_vault_policy().as_ref()) {
+                    Ok(p) => {
+                        tracing::info!("policy {} applied", file.display());
+                        self.set_refusal(None);
+                        self.set_file_policy(&text);
+                        let recorded = self.record_policy(&file, None, 0);
+                        return match recorded.and_then(|()| self.put_policy(p)) {
+                            Ok(()) => None,
+                            Err(e) => {
+                                tracing::error!("applying policy {}: {e}", file.display());
+                                Some(e.to_string())
+                            }
+                        };
+                    }
+                    Err((why, code)) => (format!("{why}; the policy in force stays"), code),
                 }
-                Err((why, code)) => (format!("{why}; the policy in force stays"), code),
-            },
+            }
         };
         tracing::warn!("policy {} refused: {reason}", file.display());
         self.set_refusal(Some(&reason));
@@ -370,13 +408,23 @@ impl Vault<Unlocked> {
         }
     }
 
-    /// Whether the policy file says `lockdown = true` (then lockdown cannot
-    /// be left: the admin edits the file first).
-    pub(super) fn policy_file_holds_lockdown(&self) -> bool {
-        self.policy_file()
+    /// Why lockdown cannot be left while the policy file, or the vault's
+    /// policy, says `lockdown = true` (the admin changes that first).
+    pub(super) fn policy_holds_lockdown(&self) -> Option<&'static str> {
+        let file = self
+            .policy_file()
             .and_then(|f| std::fs::read_to_string(f).ok())
             .and_then(|t| Policy::parse(&t).ok())
-            .is_some_and(|p| p.lockdown)
+            .is_some_and(|p| p.lockdown);
+        if file {
+            Some("the policy file says lockdown = true: edit it first, then leave lockdown")
+        } else if self.accepted_vault_policy().is_some_and(|p| p.lockdown) {
+            Some(
+                "the vault's policy says lockdown = true: set one without it first (`vaultfs policy set`), then leave lockdown",
+            )
+        } else {
+            None
+        }
     }
 
     /// Spends one open of `uid`'s budget; AccessDenied-like `RateLimited`
@@ -543,6 +591,9 @@ impl Vault<Unlocked> {
             }
             if let Err(e) = self.follow_lockdown() {
                 tracing::error!("looking for a lockdown made on another host: {e}");
+            }
+            if let Err(e) = self.follow_vault_policy() {
+                tracing::error!("looking for a change of the vault's policy: {e}");
             }
             if let Err(e) = self.relock_idle() {
                 tracing::error!("relocking idle levels: {e}");

@@ -266,11 +266,8 @@ impl Vault<Unlocked> {
         pass: &Passphrase,
         secrets: &mut FactorSecrets,
     ) -> Result<()> {
-        let r = if self.policy_file_holds_lockdown() {
-            Err(err(
-                ErrorKind::Lockdown,
-                "the policy file says lockdown = true: edit it first, then leave lockdown",
-            ))
+        let r = if let Some(why) = self.policy_holds_lockdown() {
+            Err(err(ErrorKind::Lockdown, why))
         } else {
             self.lockdown_exit_inner(pass, secrets)
         };

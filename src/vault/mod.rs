@@ -21,6 +21,7 @@ mod node;
 mod rules;
 mod snapshot;
 mod types;
+mod wide_policy;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -108,6 +109,8 @@ struct Core {
     gates: levels::LevelGates,
     approvals: approval::Approvals,
     enforce: enforce::Enforcement,
+    /// The vault's policy, on a cluster vault (wide_policy.rs).
+    vault_policy: wide_policy::VaultPolicyState,
     /// Block versions and segment garbage hints (block::Space).
     space: crate::block::Space,
     /// The rollback anchor in the TPM, for a vault with a TPM factor
@@ -300,6 +303,7 @@ impl Vault<Locked> {
             gates: Default::default(),
             approvals: Default::default(),
             enforce: Default::default(),
+            vault_policy: Default::default(),
             space,
             tpm_anchor,
             metrics: Arc::new(crate::metrics::Metrics::new()),

@@ -328,6 +328,14 @@ impl Etcd {
         assert!(status == 200 && body.contains("\"deleted\":\"1\""), "delete {key}: {status} {body}");
     }
 
+    /// Puts `value` (text) at `key` as any etcd writer could.
+    pub fn put_key(&self, key: &str, value: &str) {
+        let body = format!("{{\"key\":\"{}\",\"value\":\"{}\"}}", base64(key), base64(value));
+        let answer = http(self.members[0].client, "POST", "/v3/kv/put", body.as_bytes());
+        let (status, body) = answer.expect("etcd's gateway answered");
+        assert_eq!(status, 200, "put {key}: {}", String::from_utf8_lossy(&body));
+    }
+
     /// Deletes every key in `[from, to)` as any etcd writer could; at least one must be there.
     pub fn delete_range(&self, from: &str, to: &str) {
         let body = format!("{{\"key\":\"{}\",\"range_end\":\"{}\"}}", base64(from), base64(to));

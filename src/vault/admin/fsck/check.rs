@@ -259,6 +259,7 @@ impl<'a> Checker<'a> {
                     if k == keys::HEADER
                         || k == keys::INODE_COUNTER
                         || k == keys::LOCKDOWN
+                        || k == keys::VAULT_POLICY
                         || k == keys::WILL
                         || k == keys::VERSION_COUNTER =>
                 {
@@ -279,6 +280,7 @@ impl<'a> Checker<'a> {
                 keys::INODE_COUNTER,
                 keys::AUDIT_FRONTIER,
                 keys::LOCKDOWN,
+                keys::VAULT_POLICY,
                 keys::WILL,
                 keys::VERSION_COUNTER,
             ];
@@ -692,6 +694,17 @@ impl<'a> Checker<'a> {
         {
             let msg = format!("the lockdown marker holds {} bytes, not 8 (lockdown stays on)", v.len());
             self.problem(ProblemKind::Malformed, keys::LOCKDOWN, (None, None), msg);
+        }
+        if let Some(v) = self.store.get(keys::VAULT_POLICY)? {
+            let why = match self.ring.vault_meta.open_vault_policy(&self.header.vault_id, &v) {
+                Err(e) => Some((ProblemKind::Malformed, format!("{e}: every mount refuses to start"))),
+                Ok(text) => crate::policy::Policy::parse_vault_wide(&text)
+                    .err()
+                    .map(|e| (ProblemKind::Malformed, format!("the vault's policy does not parse: {e}"))),
+            };
+            if let Some((kind, msg)) = why {
+                self.problem(kind, keys::VAULT_POLICY, (None, None), msg);
+            }
         }
         // The version counter: a value no write can pass is one the mount
         // cannot start from; repair sets it past every stored version (and
