@@ -264,6 +264,12 @@ pub fn signal_pending(tid: u32) -> bool {
     pending & !mask("SigBlk:") & !mask("SigIgn:") != 0
 }
 
+/// This host's name among a cluster vault's hosts: `VAULTFS_HOST`, else
+/// the machine's name.
+pub fn host_name() -> String {
+    std::env::var("VAULTFS_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(hostname)
+}
+
 /// This machine's name ("-" when unknown): syslog's HOSTNAME field, a
 /// cluster vault's holder.
 pub fn hostname() -> String {

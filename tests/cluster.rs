@@ -1290,6 +1290,82 @@ fn the_vaults_policy_binds_every_host() {
     v.fsck_clean();
 }
 
+/// Approvals are the vault's: an open waiting on a read-only host is listed
+/// by `vaultfs pending` on the holder's mount and approved there (the
+/// reader's `cat` then reads), one waiting on the holder is denied from the
+/// reader; each decision is recorded on both hosts, with where it was made.
+#[test]
+fn an_open_waiting_on_one_host_is_decided_on_another() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    std::fs::write(v.path("3-sealed/contract.md"), b"sealed terms\n").unwrap();
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
+    v.mount_reader("host-b", &mnt_b);
+    let (a, b) = (v.mnt.to_str().unwrap().to_string(), mnt_b.to_str().unwrap().to_string());
+    let cat = |p: PathBuf| std::process::Command::new("cat").arg(p).output().unwrap();
+    let pending = |host: &str, mnt: &str| -> Vec<serde_json::Value> {
+        serde_json::from_str(&v.ok_on(host, &["pending", mnt, "--json"])).unwrap()
+    };
+    let waiting_elsewhere = |host: &str, mnt: &str, on: &str| {
+        pending(host, mnt).into_iter().find(|p| p["host"].as_str() == Some(on))
+    };
+
+    // Waits on B; approved on A.
+    let reader = std::thread::spawn({
+        let p = mnt_b.join("3-sealed/contract.md");
+        move || cat(p)
+    });
+    let mut seen = None;
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            seen = waiting_elsewhere("state", &a, "host-b");
+            seen.is_some()
+        }),
+        "A never listed B's waiting open: {:?}",
+        pending("state", &a)
+    );
+    let seen = seen.unwrap();
+    assert_eq!(seen["path"], "/3-sealed/contract.md", "{seen}");
+    assert!(pending("host-b", &b).iter().any(|p| p["host"].is_null()), "B does not list its own open");
+    let id = format!("host-b:{}", seen["id"]);
+    v.ok_on("state", &["approve", &a, &id]);
+    let out = reader.join().unwrap();
+    assert!(out.status.success(), "B's cat: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"sealed terms\n");
+    let again = v.run_on("state", &["approve", &a, &id]);
+    assert!(!again.status.success(), "a decided open was approved twice");
+
+    // Waits on A; denied on B.
+    let holder = std::thread::spawn({
+        let p = v.path("3-sealed/contract.md");
+        move || cat(p)
+    });
+    let mut seen = None;
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            seen = pending("host-b", &b).into_iter().find(|p| !p["host"].is_null());
+            seen.is_some()
+        }),
+        "B never listed A's waiting open"
+    );
+    let seen = seen.unwrap();
+    let id = format!("{}:{}", seen["host"].as_str().unwrap(), seen["id"]);
+    v.ok_on("host-b", &["deny", &b, &id]);
+    let out = holder.join().unwrap();
+    assert!(!out.status.success(), "A's cat read a denied file");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+
+    let audit_a = std::fs::read_to_string(v.path(".audit")).unwrap();
+    let audit_b = std::fs::read_to_string(mnt_b.join(".audit")).unwrap();
+    assert!(audit_a.contains("for host host-b"), "A did not record its approval of B's open");
+    assert!(audit_b.contains("on host "), "B did not record the approval made on A");
+    assert!(audit_b.contains(&format!("for host {}", seen["host"].as_str().unwrap())));
+    assert!(audit_a.contains("on host host-b"), "A did not record the denial made on B");
+    v.ok_on("host-b", &["umount", &b]);
+    v.unmount();
+    v.fsck_clean();
+}
+
 /// A backup restores into a new cluster vault (the way a vault moves from
 /// one machine onto etcd and a bucket, or between names): verified first,
 /// written with its header last, refused where a vault exists, and removed

@@ -341,16 +341,18 @@ pub struct LockArgs {
 pub struct ApproveArgs {
     /// The mount point of the vault.
     pub mountpoint: PathBuf,
-    /// The pending open's id (from `vaultfs pending`); may be left out
-    /// only while exactly one open is waiting.
-    pub id: Option<u64>,
+    /// The pending open's id (from `vaultfs pending`): `ID` for this
+    /// mount's, `HOST:ID` for one waiting on another host of a cluster
+    /// vault; may be left out only while exactly one open is waiting.
+    pub id: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct PendingArgs {
     /// The mount point of the vault.
     pub mountpoint: PathBuf,
-    /// Print the list as a JSON array of {id, level, pid, uid, comm, path, waited_ms}.
+    /// Print the list as a JSON array of {id, level, pid, uid, comm, path,
+    /// waited_ms}, with `host` for an open waiting on another host.
     #[arg(long)]
     pub json: bool,
 }
@@ -359,8 +361,9 @@ pub struct PendingArgs {
 pub struct DenyArgs {
     /// The mount point of the vault.
     pub mountpoint: PathBuf,
-    /// The pending open's id (from `vaultfs pending`).
-    pub id: u64,
+    /// The pending open's id (from `vaultfs pending`): `ID`, or `HOST:ID`
+    /// for one waiting on another host of a cluster vault.
+    pub id: String,
 }
 
 #[derive(Args, Debug)]

@@ -193,17 +193,36 @@ pub fn lock(a: LockArgs) -> exit::Result {
     Ok(())
 }
 
+/// `ID` (this mount's open) or `HOST:ID` (another host's).
+fn open_id(text: &str) -> Result<(Option<String>, u64), Exit> {
+    let (host, id) = match text.rsplit_once(':') {
+        Some((host, id)) => (Some(host.to_string()), id),
+        None => (None, text),
+    };
+    let id = id.parse().map_err(|_| Exit::usage(format!("{text:?} is not an open's id (ID or HOST:ID)")))?;
+    Ok((host.filter(|h| !h.is_empty()), id))
+}
+
+/// How `vaultfs pending` names an open.
+fn shown_id(p: &crate::control::protocol::Pending) -> String {
+    match &p.host {
+        Some(h) => format!("{h}:{}", p.id),
+        None => p.id.to_string(),
+    }
+}
+
 pub fn approve(a: ApproveArgs) -> exit::Result {
-    let id = match a.id {
-        Some(id) => id,
+    let (host, id) = match &a.id {
+        Some(id) => open_id(id)?,
         // Without an id only when there is no doubt which open is meant.
         None => {
             let list = call(&a.mountpoint, &Request::Pending)?.pending.unwrap_or_default();
             match &list[..] {
                 [] => return Err(Exit::failure("no open is waiting for approval")),
-                [one] => one.id,
+                [one] => (one.host.clone(), one.id),
                 many => {
-                    let ids: Vec<String> = many.iter().map(|p| format!("{} ({})", p.id, p.path)).collect();
+                    let ids: Vec<String> =
+                        many.iter().map(|p| format!("{} ({})", shown_id(p), p.path)).collect();
                     return Err(Exit::usage(format!(
                         "{} opens are waiting; name the one to approve: {} (`vaultfs pending {}`)",
                         many.len(),
@@ -214,13 +233,15 @@ pub fn approve(a: ApproveArgs) -> exit::Result {
             }
         }
     };
-    call(&a.mountpoint, &Request::Approve { id: Some(id) })?;
-    println!("approved open {id}");
+    let shown = host.as_ref().map_or_else(|| id.to_string(), |h| format!("{h}:{id}"));
+    call(&a.mountpoint, &Request::Approve { id: Some(id), host })?;
+    println!("approved open {shown}");
     Ok(())
 }
 
 pub fn deny(a: DenyArgs) -> exit::Result {
-    call(&a.mountpoint, &Request::Deny { id: a.id })?;
+    let (host, id) = open_id(&a.id)?;
+    call(&a.mountpoint, &Request::Deny { id, host })?;
     println!("denied");
     Ok(())
 }
@@ -238,7 +259,7 @@ pub fn pending(a: PendingArgs) -> exit::Result {
     for p in list {
         println!(
             "{:>4}  level {}  pid {} ({})  uid {}  {}  waiting {:.1} s",
-            p.id,
+            shown_id(&p),
             p.level,
             p.pid,
             p.comm,

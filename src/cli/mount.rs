@@ -236,7 +236,7 @@ fn check_mountpoint(mnt: &std::path::Path, nonempty: bool) -> exit::Result {
 /// The name a read-only mount of a cluster vault goes by (its audit log's,
 /// docs/CLUSTER.md): `VAULTFS_HOST`, else the host name.
 fn reader_host() -> String {
-    std::env::var("VAULTFS_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(crate::sys::hostname)
+    crate::sys::host_name()
 }
 
 /// Runs the mount in this process until it is unmounted.

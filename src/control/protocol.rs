@@ -21,12 +21,17 @@ pub enum Request {
         level: Option<u8>,
     },
     Pending,
-    /// Approve pending open `id` (None: the oldest).
+    /// Approve pending open `id` (None: the oldest) of this mount, or of
+    /// the mount on `host` (a cluster vault's other host).
     Approve {
         id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
     },
     Deny {
         id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
     },
     Lockdown,
     /// Store `text` as the vault's policy (a cluster vault's, for every host).
@@ -236,6 +241,10 @@ pub struct LevelStatus {
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Pending {
+    /// The host whose mount it waits on (a cluster vault's other host);
+    /// absent: this mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub id: u64,
     pub level: u8,
     pub pid: u32,

@@ -124,9 +124,16 @@ impl Handler {
                 done(v.unlock_level(who, &comm, level, pass.as_ref(), &mut |f| access.secrets(f)))
             }
             Request::Lock { level } => done(v.lock_level(who, &comm, level)),
-            Request::Pending => Response { pending: Some(self.pending()), ..Response::ok() },
-            Request::Approve { id } => done(v.decide_open(who, &comm, id, true).map(drop)),
-            Request::Deny { id } => done(v.decide_open(who, &comm, Some(id), false).map(drop)),
+            Request::Pending => match self.pending() {
+                Ok(list) => Response { pending: Some(list), ..Response::ok() },
+                Err(e) => error_response(&e),
+            },
+            Request::Approve { id, host } => {
+                done(v.decide_open(who, &comm, host.as_deref(), id, true).map(drop))
+            }
+            Request::Deny { id, host } => {
+                done(v.decide_open(who, &comm, host.as_deref(), Some(id), false).map(drop))
+            }
             Request::Lockdown => done(v.lockdown(who, &comm)),
             Request::PolicySet { text } => done(v.set_vault_policy(who, &comm, &text)),
             Request::LockdownExit { passphrase, pin } => {
@@ -311,11 +318,15 @@ impl Handler {
         }
     }
 
-    fn pending(&self) -> Vec<Pending> {
-        self.vault
-            .pending_opens()
+    /// The opens waiting on this mount and, on a cluster vault, on every
+    /// other host's.
+    fn pending(&self) -> crate::vault::Result<Vec<Pending>> {
+        Ok(self
+            .vault
+            .pending_opens_everywhere()?
             .into_iter()
             .map(|p| Pending {
+                host: p.host,
                 id: p.id,
                 level: p.level,
                 pid: p.pid,
@@ -325,7 +336,7 @@ impl Handler {
                 waited_ms: p.waited.as_millis() as u64,
                 justification: Some(p.justification).filter(|j| !j.is_empty()),
             })
-            .collect()
+            .collect())
     }
 }
 

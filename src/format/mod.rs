@@ -3,6 +3,7 @@
 //! layout and the AAD constructions. docs/FORMAT.md is the byte-level spec;
 //! every layout here repeats its table in one comment line.
 
+pub mod approval;
 mod codec;
 mod factors;
 mod header;
@@ -83,6 +84,10 @@ pub mod aad {
     /// What one host holds of a file's locks, published in etcd (cluster vaults).
     pub const FILE_LOCKS: &[u8] = b"vaultfs/v1/aad/file-locks";
     pub const VAULT_POLICY: &[u8] = b"vaultfs/v1/aad/vault-policy";
+    /// An open waiting for approval on one host, and a decision on it made
+    /// on another (cluster vaults).
+    pub const APPROVAL_REQUEST: &[u8] = b"vaultfs/v1/aad/approval-request";
+    pub const APPROVAL_DECISION: &[u8] = b"vaultfs/v1/aad/approval-decision";
 
     /// `label ‖ u16 version ‖ parts...` with every part fixed-length or
     /// length-prefixed by the caller, so the encoding is injective.

@@ -151,6 +151,37 @@ impl MetaKeys {
         Ok(plain.to_vec())
     }
 
+    /// An open waiting for approval, or a decision on it (`decision`), as a
+    /// cluster vault publishes them: nonce(24) ‖ sealed plaintext ‖
+    /// tag(16); AAD = aad::APPROVAL_REQUEST or aad::APPROVAL_DECISION ‖
+    /// version ‖ vault id ‖ the waiting mount's lease u64 ‖ open id u64.
+    pub fn seal_approval(
+        &self,
+        vault_id: &[u8; 16],
+        decision: bool,
+        lease: i64,
+        id: u64,
+        plain: &[u8],
+    ) -> Result<Vec<u8>> {
+        let aad = approval_aad(vault_id, decision, lease, id);
+        crypto::seal(&self.seal, &aad, plain).map_err(|_| Error::Random)
+    }
+
+    pub fn open_approval(
+        &self,
+        vault_id: &[u8; 16],
+        decision: bool,
+        lease: i64,
+        id: u64,
+        value: &[u8],
+    ) -> Result<Vec<u8>> {
+        let aad = approval_aad(vault_id, decision, lease, id);
+        let what = if decision { "a decision on open" } else { "waiting open" };
+        let plain = crypto::open(&self.seal, &aad, value)
+            .map_err(|_| Error::Auth(format!("{what} {id} of lease {lease:016x}")))?;
+        Ok(plain.to_vec())
+    }
+
     /// The vault's policy (its TOML text) as stored: nonce(24) ‖ sealed
     /// text ‖ tag(16); AAD = aad::VAULT_POLICY ‖ version ‖ vault id.
     pub fn seal_vault_policy(&self, vault_id: &[u8; 16], text: &str) -> Result<Vec<u8>> {
@@ -170,6 +201,11 @@ impl MetaKeys {
 /// The level byte of a stored inode value, without decrypting it.
 pub fn inode_level(value: &[u8]) -> Option<u8> {
     value.first().copied()
+}
+
+fn approval_aad(vault_id: &[u8; 16], decision: bool, lease: i64, id: u64) -> Vec<u8> {
+    let label = if decision { aad::APPROVAL_DECISION } else { aad::APPROVAL_REQUEST };
+    aad::build(label, &[vault_id, &lease.to_be_bytes(), &id.to_be_bytes()])
 }
 
 fn inode_aad(vault_id: &[u8; 16], ino: u64, level: u8) -> Vec<u8> {

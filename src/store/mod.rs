@@ -20,7 +20,7 @@ mod overlay;
 mod recover;
 mod segments;
 pub use address::{Address, ClusterAddress, DataAddress};
-pub use cluster::LockClaim;
+pub use cluster::{LockClaim, WaitingOpen};
 pub use compact::{Compacted, compact};
 use local::{DB_DIR, Local, SEGMENT_SIZE, existing_segment_size};
 pub use local::{DEFAULT_CACHE_BYTES, SEGMENTS_DIR};
@@ -311,6 +311,38 @@ impl Store {
     /// Publishes this process's locks on `ino` after they shrank.
     pub fn set_host_locks(&self, ino: u64, value: Option<Vec<u8>>) -> Result<()> {
         self.cluster("file locks across hosts")?.set_host_locks(ino, value)
+    }
+
+    /// Publishes this process's open `id` as waiting for approval
+    /// (cluster/approvals.rs).
+    pub fn publish_waiting_open(&self, id: u64, value: Vec<u8>) -> Result<()> {
+        self.cluster("approvals across hosts")?.publish_waiting_open(id, value)
+    }
+
+    /// Removes this process's waiting open `id`, and a decision on it.
+    pub fn withdraw_waiting_open(&self, id: u64) -> Result<()> {
+        self.cluster("approvals across hosts")?.withdraw_waiting_open(id)
+    }
+
+    /// Another host's decision on this process's open `id`, if made.
+    pub fn decision_on(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        self.cluster("approvals across hosts")?.decision_on(id)
+    }
+
+    /// Every open waiting for approval on any host's mount.
+    pub fn waiting_opens(&self) -> Result<Vec<WaitingOpen>> {
+        self.cluster("approvals across hosts")?.waiting_opens()
+    }
+
+    /// Decides `lease`'s waiting open `id` (created at `created`) unless it
+    /// no longer waits or was decided: whether the decision was stored.
+    pub fn decide_waiting_open(&self, lease: i64, id: u64, created: i64, value: Vec<u8>) -> Result<bool> {
+        self.cluster("approvals across hosts")?.decide_waiting_open(lease, id, created, value)
+    }
+
+    /// The etcd lease of this process (cluster vaults; 0 otherwise).
+    pub fn lease_id(&self) -> i64 {
+        self.cluster("leases").map_or(0, |c| c.lease_id())
     }
 
     fn cluster(&self, what: &str) -> Result<&cluster::Cluster> {

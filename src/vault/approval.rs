@@ -2,6 +2,10 @@
 //! waits, holding only its own thread, until someone approves or denies it
 //! or its time runs out. An approval covers that process and file for a
 //! window; after it the level cools down before the next approval.
+//!
+//! On a cluster vault the waiting opens are also published on a board
+//! (approval_board.rs: etcd, sealed) so that any host's mount can list and
+//! decide them; the waiter looks for such a decision every `BOARD_POLL`.
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
@@ -24,9 +28,15 @@ pub struct ApprovalRules {
     pub cooldown: Duration,
 }
 
+/// How often an open waiting on a cluster vault looks for a decision made
+/// on another host.
+const BOARD_POLL: Duration = Duration::from_millis(200);
+
 /// An open waiting for a decision, as `vaultfs pending` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingOpen {
+    /// The host it waits on; None: this mount.
+    pub host: Option<String>,
     pub id: u64,
     pub level: u8,
     pub pid: u32,
@@ -75,6 +85,27 @@ pub struct Approvals {
     notify: Mutex<Option<Vec<String>>>,
 }
 
+/// A decision made on another host's mount, as the waiting host learns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteDecision {
+    pub approve: bool,
+    pub host: String,
+    pub uid: u32,
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Where a cluster vault's mounts publish their waiting opens and decide
+/// each other's (approval_board.rs; an in-memory one in the tests).
+pub(super) trait ApprovalBoard {
+    /// Publishes this mount's open, which starts waiting.
+    fn publish(&self, open: &PendingOpen) -> Result<()>;
+    /// The decision another host made on this mount's open `id`, if any.
+    fn decision(&self, id: u64) -> Result<Option<RemoteDecision>>;
+    /// Takes this mount's open `id` off the board (decided or given up).
+    fn withdraw(&self, id: u64) -> Result<()>;
+}
+
 /// Who asks to open what.
 pub struct OpenRequest<'a> {
     pub level: u8,
@@ -93,29 +124,49 @@ impl Approvals {
     }
 
     /// Blocks until `req` is approved (Ok), denied, timed out or refused by
-    /// the cooldown (AccessDenied, with the reason).
-    pub fn request(&self, req: &OpenRequest, rules: ApprovalRules) -> Result<()> {
+    /// the cooldown (AccessDenied, with the reason); with a `board`, the
+    /// decision may come from another host's mount (returned beside).
+    pub(super) fn request(
+        &self,
+        req: &OpenRequest,
+        rules: ApprovalRules,
+        board: Option<&dyn ApprovalBoard>,
+    ) -> (Result<()>, Option<(u64, RemoteDecision)>) {
         if !rules.required {
-            return Ok(());
+            return (Ok(()), None);
         }
+        let (result, remote, id) = self.wait_for_decision(req, rules, board);
+        if let (Some(b), Some(id)) = (board, id)
+            && let Err(e) = b.withdraw(id)
+        {
+            tracing::warn!("taking open {id} off the other hosts' list: {e}");
+        }
+        (result, remote.zip(id).map(|(d, id)| (id, d)))
+    }
+
+    fn wait_for_decision(
+        &self,
+        req: &OpenRequest,
+        rules: ApprovalRules,
+        board: Option<&dyn ApprovalBoard>,
+    ) -> (Result<()>, Option<RemoteDecision>, Option<u64>) {
         let now = Instant::now();
         let mut st = self.lock();
         st.grants.retain(|g| g.until > now);
         if st.grants.iter().any(|g| g.pid == req.pid && g.ino == req.ino) {
-            return Ok(());
+            return (Ok(()), None, None);
         }
         if let Some(last) = st.last_approval[req.level as usize]
             && now.duration_since(last) < rules.cooldown
         {
             let left = rules.cooldown - now.duration_since(last);
-            return Err(err(
-                ErrorKind::AccessDenied,
-                format!("level {} is cooling down for {} ms more", req.level, left.as_millis()),
-            ));
+            let why = format!("level {} is cooling down for {} ms more", req.level, left.as_millis());
+            return (Err(err(ErrorKind::AccessDenied, why)), None, None);
         }
         st.next_id += 1;
         let id = st.next_id;
         let open = PendingOpen {
+            host: None,
             id,
             level: req.level,
             pid: req.pid,
@@ -136,7 +187,16 @@ impl Approvals {
             run_notify(&argv, &announce);
             st = self.lock();
         }
+        if let Some(b) = board {
+            drop(st);
+            if let Err(e) = b.publish(&announce) {
+                tracing::warn!("open {id} waits for approval on this host only: {e}");
+            }
+            st = self.lock();
+        }
         let deadline = now + rules.timeout;
+        let mut remote = None;
+        let mut board_failed = false;
         loop {
             let decision = st.pending.get(&id).map_or(Decision::Denied, |e| e.decision);
             match decision {
@@ -145,23 +205,43 @@ impl Approvals {
                     let now = Instant::now();
                     st.grants.push(Grant { pid: req.pid, ino: req.ino, until: now + rules.window });
                     st.last_approval[req.level as usize] = Some(now);
-                    return Ok(());
+                    return (Ok(()), remote, Some(id));
                 }
                 Decision::Denied => {
                     st.pending.remove(&id);
-                    return Err(err(ErrorKind::AccessDenied, format!("open {id} was denied")));
+                    let why = err(ErrorKind::AccessDenied, format!("open {id} was denied"));
+                    return (Err(why), remote, Some(id));
                 }
                 Decision::Waiting => {}
             }
             let now = Instant::now();
             if now >= deadline {
                 st.pending.remove(&id);
-                return Err(err(
-                    ErrorKind::AccessDenied,
-                    format!("open {id} was not approved within {} s", rules.timeout.as_secs()),
-                ));
+                let why = format!("open {id} was not approved within {} s", rules.timeout.as_secs());
+                return (Err(err(ErrorKind::AccessDenied, why)), None, Some(id));
             }
-            st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            let wait = if board.is_some() { (deadline - now).min(BOARD_POLL) } else { deadline - now };
+            st = self.changed.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner()).0;
+            let still_waiting = st.pending.get(&id).is_some_and(|e| e.decision == Decision::Waiting);
+            if let (Some(b), true) = (board, still_waiting) {
+                drop(st);
+                let found = b.decision(id);
+                st = self.lock();
+                match found {
+                    Ok(Some(d)) => {
+                        if let Some(e) = st.pending.get_mut(&id).filter(|e| e.decision == Decision::Waiting) {
+                            e.decision = if d.approve { Decision::Approved } else { Decision::Denied };
+                            remote = Some(d);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) if !board_failed => {
+                        board_failed = true;
+                        tracing::warn!("open {id}: cannot look for a decision made on another host: {e}");
+                    }
+                    Err(_) => {}
+                }
+            }
         }
     }
 
@@ -299,24 +379,39 @@ impl Vault<Unlocked> {
         self.approval_rules(level).required
     }
 
-    /// Waits for a human decision on `req` if its level needs one.
+    /// Waits for a human decision on `req` if its level needs one (on a
+    /// cluster vault, made on any host's mount; recorded here too when it
+    /// was made elsewhere).
     pub fn await_approval(&self, req: &OpenRequest) -> Result<()> {
-        self.core().approvals.request(req, self.approval_rules(req.level))
+        let board = self.approval_board();
+        let board_ref = board.as_ref().map(|b| b as &dyn ApprovalBoard);
+        let (result, remote) = self.core().approvals.request(req, self.approval_rules(req.level), board_ref);
+        if let Some((id, d)) = remote {
+            self.record_decision_from(req, id, &d)?;
+        }
+        result
     }
 
     pub fn pending_opens(&self) -> Vec<PendingOpen> {
         self.core().approvals.pending()
     }
 
-    /// Approves or denies pending open `id` (None: the oldest), recorded as
-    /// `approve`/`reject` by `who` on the waiting open's file.
+    /// Approves or denies pending open `id` (None: the oldest) of this
+    /// mount, or of another host's mount named `host` (a cluster vault),
+    /// recorded as `approve`/`reject` by `who` on the waiting open's file.
     pub fn decide_open(
         &self,
         who: Caller,
         comm: &[u8],
+        host: Option<&str>,
         id: Option<u64>,
         approve: bool,
     ) -> Result<PendingOpen> {
+        if let Some(host) = host {
+            let id =
+                id.ok_or_else(|| err(ErrorKind::InvalidArgument, "an open on another host needs its id"))?;
+            return self.decide_elsewhere(who, comm, host, id, approve);
+        }
         let open = self.core().approvals.decide(id, approve)?;
         let rec = Record {
             who,
@@ -397,16 +492,22 @@ mod tests {
     fn approve_releases_the_waiter_and_grants_a_window() {
         let a = Arc::new(Approvals::default());
         let b = a.clone();
-        let waiter = std::thread::spawn(move || b.request(&req(7, 20), rules(10_000, 60_000, 0)));
+        let waiter = std::thread::spawn(move || b.request(&req(7, 20), rules(10_000, 60_000, 0), None).0);
         let p = wait_pending(&a);
         assert_eq!((p.pid, p.path.as_str(), p.comm.as_str()), (7, "/3-sealed/f", "cat"));
         assert_eq!(a.decide(None, true).unwrap().id, p.id);
         waiter.join().unwrap().unwrap();
         // Same process, same file: inside the window, no new wait.
-        a.request(&req(7, 20), rules(1, 60_000, 0)).unwrap();
+        a.request(&req(7, 20), rules(1, 60_000, 0), None).0.unwrap();
         // Another process or file waits again (and times out here).
-        assert_eq!(a.request(&req(8, 20), rules(20, 60_000, 0)).unwrap_err().kind(), ErrorKind::AccessDenied);
-        assert_eq!(a.request(&req(7, 21), rules(20, 60_000, 0)).unwrap_err().kind(), ErrorKind::AccessDenied);
+        assert_eq!(
+            a.request(&req(8, 20), rules(20, 60_000, 0), None).0.unwrap_err().kind(),
+            ErrorKind::AccessDenied
+        );
+        assert_eq!(
+            a.request(&req(7, 21), rules(20, 60_000, 0), None).0.unwrap_err().kind(),
+            ErrorKind::AccessDenied
+        );
         assert!(a.pending().is_empty(), "timed-out opens leave the queue");
     }
 
@@ -414,27 +515,81 @@ mod tests {
     fn deny_and_cooldown_refuse() {
         let a = Arc::new(Approvals::default());
         let b = a.clone();
-        let waiter = std::thread::spawn(move || b.request(&req(1, 30), rules(10_000, 0, 0)));
+        let waiter = std::thread::spawn(move || b.request(&req(1, 30), rules(10_000, 0, 0), None).0);
         let p = wait_pending(&a);
         a.decide(Some(p.id), false).unwrap();
         assert_eq!(waiter.join().unwrap().unwrap_err().kind(), ErrorKind::AccessDenied);
         assert_eq!(a.decide(Some(p.id), true).unwrap_err().kind(), ErrorKind::NotFound);
 
         let b = a.clone();
-        let waiter = std::thread::spawn(move || b.request(&req(1, 30), rules(10_000, 0, 60_000)));
+        let waiter = std::thread::spawn(move || b.request(&req(1, 30), rules(10_000, 0, 60_000), None).0);
         wait_pending(&a);
         a.decide(None, true).unwrap();
         waiter.join().unwrap().unwrap();
-        let e = a.request(&req(2, 31), rules(10_000, 0, 60_000)).unwrap_err();
+        let e = a.request(&req(2, 31), rules(10_000, 0, 60_000), None).0.unwrap_err();
         assert!(e.to_string().contains("cooling down"), "{e}");
+    }
+
+    /// A board shared by two hosts' mounts, in memory.
+    #[derive(Default)]
+    struct MemoryBoard {
+        published: Mutex<Vec<u64>>,
+        withdrawn: Mutex<Vec<u64>>,
+        decisions: Mutex<BTreeMap<u64, RemoteDecision>>,
+    }
+
+    impl ApprovalBoard for MemoryBoard {
+        fn publish(&self, open: &PendingOpen) -> Result<()> {
+            self.published.lock().unwrap().push(open.id);
+            Ok(())
+        }
+        fn decision(&self, id: u64) -> Result<Option<RemoteDecision>> {
+            Ok(self.decisions.lock().unwrap().get(&id).cloned())
+        }
+        fn withdraw(&self, id: u64) -> Result<()> {
+            self.withdrawn.lock().unwrap().push(id);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_decision_made_on_another_host_releases_the_waiter() {
+        let a = Arc::new(Approvals::default());
+        let board = Arc::new(MemoryBoard::default());
+        let (b, bb) = (a.clone(), board.clone());
+        let waiter = std::thread::spawn(move || b.request(&req(7, 20), rules(10_000, 60_000, 0), Some(&*bb)));
+        let p = wait_pending(&a);
+        assert_eq!(*board.published.lock().unwrap(), [p.id]);
+        let d =
+            RemoteDecision { approve: true, host: "host-a".into(), uid: 0, pid: 99, comm: "vaultfs".into() };
+        board.decisions.lock().unwrap().insert(p.id, d.clone());
+        let (result, remote) = waiter.join().unwrap();
+        result.unwrap();
+        assert_eq!(remote, Some((p.id, d)));
+        assert_eq!(*board.withdrawn.lock().unwrap(), [p.id], "a decided open stays on the board");
+        // The grant covers the window on this host, as a local approval.
+        a.request(&req(7, 20), rules(1, 60_000, 0), None).0.unwrap();
+
+        // Denied elsewhere: refused; timed out: withdrawn all the same.
+        let (b, bb) = (a.clone(), board.clone());
+        let waiter = std::thread::spawn(move || b.request(&req(8, 21), rules(10_000, 0, 0), Some(&*bb)));
+        let p = wait_pending(&a);
+        let no = RemoteDecision { approve: false, host: "host-a".into(), uid: 0, pid: 99, comm: "x".into() };
+        board.decisions.lock().unwrap().insert(p.id, no);
+        let (result, remote) = waiter.join().unwrap();
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::AccessDenied);
+        assert!(remote.is_some_and(|(_, d)| !d.approve));
+        let (result, remote) = a.request(&req(9, 22), rules(50, 0, 0), Some(&*board));
+        assert!(result.is_err() && remote.is_none());
+        assert_eq!(board.withdrawn.lock().unwrap().len(), 3);
     }
 
     #[test]
     fn not_required_passes_and_revoke_denies_waiters() {
         let a = Arc::new(Approvals::default());
-        a.request(&req(1, 1), ApprovalRules { required: false, ..rules(0, 0, 0) }).unwrap();
+        a.request(&req(1, 1), ApprovalRules { required: false, ..rules(0, 0, 0) }, None).0.unwrap();
         let b = a.clone();
-        let waiter = std::thread::spawn(move || b.request(&req(1, 2), rules(10_000, 0, 0)));
+        let waiter = std::thread::spawn(move || b.request(&req(1, 2), rules(10_000, 0, 0), None).0);
         wait_pending(&a);
         a.revoke_all();
         assert!(waiter.join().unwrap().is_err());

@@ -6,6 +6,7 @@ mod access;
 mod admin;
 mod anchor;
 mod approval;
+mod approval_board;
 mod audit;
 mod content;
 mod enforce;

@@ -33,6 +33,7 @@
 //! transaction; otherwise each record run is an object and each batch a
 //! transaction of its own.
 
+mod approvals;
 mod cache;
 mod etcd;
 mod follow;
@@ -50,6 +51,7 @@ use std::time::{Duration, Instant};
 use self::cache::ReadCache;
 use self::etcd::{Background, Etcd, Guard, Kv, LeaseState, Op};
 use self::follow::Follower;
+pub use self::approvals::WaitingOpen;
 pub use self::locks::LockClaim;
 use self::group::{Committer, Group};
 use self::readahead::Readahead;
