@@ -789,6 +789,17 @@ fn a_reader_confined_by_etcd_roles_reads_records_and_locks_down() {
 
     let on_b = |args: &[&str]| v.run_with("host-b", &viewer, args);
     let ok = |out: Output| assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Its role lets it publish an open waiting for approval, which the
+    // holder decides (the decision bound to the holder's lease).
+    std::fs::write(v.path("3-sealed/terms"), b"approved across hosts\n").unwrap();
+    let waiting = std::thread::spawn({
+        let p = mnt_b.join("3-sealed/terms");
+        move || std::fs::read(p)
+    });
+    let listed = || v.ok_on("state", &["pending", &a]).contains("host-b:");
+    assert!(wait_for(Duration::from_secs(5), listed), "the confined reader's open was not published");
+    v.ok_on("state", &["approve", &a]);
+    assert_eq!(waiting.join().unwrap().unwrap(), b"approved across hosts\n");
     ok(on_b(&["lockdown", &b]));
     let locked = || v.ok_on("state", &["status", "--json", &a]).contains("\"lockdown\": true");
     assert!(wait_for(Duration::from_secs(2), locked), "the holder did not follow the reader's lockdown");
@@ -1260,6 +1271,8 @@ fn the_vaults_policy_binds_every_host() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::thread::sleep(Duration::from_millis(800));
     assert!(needs_approval(&v, "state", &a, 2) && needs_approval(&v, "host-b", &b, 2));
+    let refused = v.ok_on("host-b", &["status", &b]);
+    assert!(refused.contains("vault's policy at") && refused.contains("REFUSED"), "{refused}");
     // A host's command is not the vault's.
     let out = set("state", &a, "approval_notify = [\"/bin/true\"]\n");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -327,6 +327,13 @@ pub fn status(a: StatusArgs) -> exit::Result {
     if st.vault_policy.is_some() {
         println!("policy: the vault's policy too (`vaultfs policy show`)");
     }
+    if let Some(r) = &st.vault_policy_refused {
+        println!(
+            "policy: a new value of the vault's policy at {} was REFUSED: {}",
+            crate::format::time::utc_ns(r.time_ns),
+            r.reason
+        );
+    }
     if let Some(r) = &st.policy_refused {
         println!(
             "policy: an edit at {} was REFUSED: {} (the policy in force stays until an acceptable edit)",

@@ -178,6 +178,10 @@ pub struct Status {
     /// The vault's policy this mount follows (a cluster vault's), its text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_policy: Option<String>,
+    /// The last value of the vault's policy this mount refused, while no
+    /// later one was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_policy_refused: Option<PolicyRefusal>,
     pub levels: Vec<LevelStatus>,
     pub pending: usize,
     pub tombstones: Vec<Tombstone>,

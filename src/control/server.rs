@@ -299,6 +299,9 @@ impl Handler {
             policy_file,
             policy_refused,
             vault_policy: v.vault_policy_text(),
+            vault_policy_refused: v
+                .vault_policy_refusal()
+                .map(|(time_ns, reason)| PolicyRefusal { time_ns, reason }),
             levels,
             pending: v.pending_opens().len(),
             tombstones,

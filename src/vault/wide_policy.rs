@@ -36,6 +36,9 @@ struct Seen {
     accepted: Option<Policy>,
     /// Its text, for `vaultfs policy show`.
     text: Option<String>,
+    /// The last value refused (ns since the epoch, why), while no later
+    /// one was accepted: for `vaultfs status`.
+    refused: Option<(u64, String)>,
 }
 
 impl VaultPolicyState {
@@ -100,6 +103,22 @@ impl Vault<Unlocked> {
     /// The vault's policy this mount enforces (the last one accepted).
     pub(super) fn accepted_vault_policy(&self) -> Option<Policy> {
         self.core().vault_policy.lock().accepted.clone()
+    }
+
+    /// The last value of the vault's policy this mount refused (ns since
+    /// the epoch, why), while no later one was accepted.
+    pub fn vault_policy_refusal(&self) -> Option<(u64, String)> {
+        self.core().vault_policy.lock().refused.clone()
+    }
+
+    /// Notes, logs and records a refused value of the vault's policy.
+    fn refuse_vault_policy(&self, why: &str, code: i32) -> Result<()> {
+        tracing::warn!("the vault's policy refused: {why}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        self.core().vault_policy.lock().refused = Some((now, why.to_string()));
+        self.record_vault_policy(None, Some(why), code)
     }
 
     /// The vault's policy text this mount enforces, if any.
@@ -195,9 +214,7 @@ impl Vault<Unlocked> {
             Err(e) => {
                 drop(seen);
                 let (why, code) = unusable(&e);
-                let why = format!("{why}; the policy in force stays");
-                tracing::warn!("the vault's policy refused: {why}");
-                return self.record_vault_policy(None, Some(&why), code);
+                return self.refuse_vault_policy(&format!("{why}; the policy in force stays"), code);
             }
         };
         let file = self.file_policy();
@@ -210,11 +227,11 @@ impl Vault<Unlocked> {
                  the policy in force stays",
                 looser.join("; ")
             );
-            tracing::warn!("the vault's policy refused: {why}");
-            return self.record_vault_policy(None, Some(&why), EPERM);
+            return self.refuse_vault_policy(&why, EPERM);
         }
         seen.accepted = vault;
         seen.text = text;
+        seen.refused = None;
         drop(seen);
         tracing::info!("the vault's policy applied");
         self.record_vault_policy(None, None, 0)?;

@@ -230,6 +230,7 @@ fn hostile_store_content_is_reported_never_a_panic() {
         b.put(&b"Zzz"[..], vec![]);
         b.put(&b"Hx"[..], vec![]);
         b.put(keys::LOCKDOWN, vec![1]);
+        b.put(keys::VAULT_POLICY, b"[levels.3]\nrequire_approval = false\n".to_vec());
         b.put(keys::INODE_COUNTER, vec![1, 2]);
         s.apply(b).unwrap();
     });
@@ -247,6 +248,10 @@ fn hostile_store_content_is_reported_never_a_panic() {
         ] {
             assert!(kinds(&r).contains(&k), "{k} missing in {:?}", kinds(&r));
         }
+        let policy = r.problems.iter().find(|p| p.message.contains("the vault's policy"));
+        let policy = policy.expect("the forged vault policy is reported");
+        assert!(policy.message.contains("failed authentication"), "{}", policy.message);
+        assert_eq!(policy.repair, RepairState::None, "repair must not drop a policy");
         if repair {
             assert!(
                 r.problems.iter().any(|p| p.kind == ProblemKind::Counter && p.repair == RepairState::Done)
