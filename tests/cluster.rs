@@ -155,6 +155,18 @@ impl ClusterVault {
         (mnt.clone(), Mounted(mnt))
     }
 
+    /// Mounts the vault here (the holder) with `file` holding `content`, and
+    /// read-only on `host-b` at `mnt-b`: that mount point, its unmount guard,
+    /// and both mount points as text (holder's, reader's).
+    fn holder_and_reader(&mut self, file: &str, content: &[u8]) -> (PathBuf, Mounted, String, String) {
+        self.mount();
+        std::fs::write(self.path(file), content).unwrap();
+        let (mnt_b, unmount_b) = self.mount_point("mnt-b");
+        self.mount_reader("host-b", &mnt_b);
+        let (a, b) = (self.mnt.to_str().unwrap().to_string(), mnt_b.to_str().unwrap().to_string());
+        (mnt_b, unmount_b, a, b)
+    }
+
     /// A read-only mount on host `host` at `mnt`, logging to `host.log`.
     fn mount_reader(&self, host: &str, mnt: &Path) {
         self.mount_reader_with(host, mnt, &self.env)
@@ -1185,11 +1197,7 @@ fn small_objects_left_by_closes_beside_a_reader_are_packed() {
 #[test]
 fn a_lockdown_on_any_host_closes_the_levels_on_every_host() {
     let mut v = ClusterVault::new();
-    v.mount();
-    std::fs::write(v.path("2-private/plan"), b"level two\n").unwrap();
-    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
-    v.mount_reader("host-b", &mnt_b);
-    let (a, b) = (v.mnt.to_str().unwrap().to_string(), mnt_b.to_str().unwrap().to_string());
+    let (mnt_b, _unmount_b, a, b) = v.holder_and_reader("2-private/plan", b"level two\n");
     let on_b = mnt_b.join("2-private/plan");
     let locked =
         |host: &str, mnt: &str| v.ok_on(host, &["status", "--json", mnt]).contains("\"lockdown\": true");
@@ -1243,11 +1251,7 @@ fn needs_approval(v: &ClusterVault, host: &str, mnt: &str, level: u64) -> bool {
 #[test]
 fn the_vaults_policy_binds_every_host() {
     let mut v = ClusterVault::new();
-    v.mount();
-    std::fs::write(v.path("2-private/plan"), b"level two\n").unwrap();
-    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
-    v.mount_reader("host-b", &mnt_b);
-    let (a, b) = (v.mnt.to_str().unwrap().to_string(), mnt_b.to_str().unwrap().to_string());
+    let (mnt_b, _unmount_b, a, b) = v.holder_and_reader("2-private/plan", b"level two\n");
     let on_b = mnt_b.join("2-private/plan");
     assert!(wait_for(Duration::from_secs(3), || std::fs::read(&on_b).is_ok()), "B never read level 2");
     assert!(!needs_approval(&v, "state", &a, 2));
@@ -1310,11 +1314,7 @@ fn the_vaults_policy_binds_every_host() {
 #[test]
 fn an_open_waiting_on_one_host_is_decided_on_another() {
     let mut v = ClusterVault::new();
-    v.mount();
-    std::fs::write(v.path("3-sealed/contract.md"), b"sealed terms\n").unwrap();
-    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
-    v.mount_reader("host-b", &mnt_b);
-    let (a, b) = (v.mnt.to_str().unwrap().to_string(), mnt_b.to_str().unwrap().to_string());
+    let (mnt_b, _unmount_b, a, b) = v.holder_and_reader("3-sealed/contract.md", b"sealed terms\n");
     let cat = |p: PathBuf| std::process::Command::new("cat").arg(p).output().unwrap();
     let pending = |host: &str, mnt: &str| -> Vec<serde_json::Value> {
         serde_json::from_str(&v.ok_on(host, &["pending", mnt, "--json"])).unwrap()

@@ -267,21 +267,37 @@ impl Vault<Unlocked> {
     /// A `policy` record: `path` is the policy file, followed on refusal by
     /// a newline and the reason.
     fn record_policy(&self, file: &Path, reason: Option<&str>, result: i32) -> Result<()> {
-        let mut path = file.as_os_str().as_encoded_bytes().to_vec();
+        self.record_policy_of(file.as_os_str().as_encoded_bytes(), None, reason, result)
+    }
+
+    /// A `policy` record about the policy named `name`: by the daemon, or
+    /// by `by` (a control client, noted `set`).
+    pub(super) fn record_policy_of(
+        &self,
+        name: &[u8],
+        by: Option<(Caller, &[u8])>,
+        reason: Option<&str>,
+        result: i32,
+    ) -> Result<()> {
+        let mut path = name.to_vec();
         if let Some(r) = reason {
             path.push(b'\n');
             path.extend_from_slice(r.as_bytes());
         }
+        let (who, comm, note) = match by {
+            Some((who, comm)) => (who, comm.to_vec(), b"set".to_vec()),
+            None => (self.daemon(), b"vaultfs".to_vec(), Vec::new()),
+        };
         let rec = Record {
-            who: self.daemon(),
-            comm: b"vaultfs".to_vec(),
+            who,
+            comm,
             op: AuditOp::Policy,
             level: None,
             ino: super::ROOT_INO,
             path,
             offset: 0,
             len: 0,
-            note: Vec::new(),
+            note,
         };
         self.record(rec, result, true)
     }

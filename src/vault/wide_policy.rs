@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 
 use super::error::{ErrorKind, Result, err};
-use super::{AuditOp, Caller, Record, Unlocked, Vault};
+use super::{Caller, Unlocked, Vault};
 use crate::format::keys;
 use crate::policy::Policy;
 
@@ -134,27 +134,7 @@ impl Vault<Unlocked> {
         reason: Option<&str>,
         result: i32,
     ) -> Result<()> {
-        let mut path = VAULT_POLICY_NAME.as_bytes().to_vec();
-        if let Some(r) = reason {
-            path.push(b'\n');
-            path.extend_from_slice(r.as_bytes());
-        }
-        let (who, comm, note) = match who {
-            Some((who, comm)) => (who, comm.to_vec(), b"set".to_vec()),
-            None => (self.daemon(), b"vaultfs".to_vec(), Vec::new()),
-        };
-        let rec = Record {
-            who,
-            comm,
-            op: AuditOp::Policy,
-            level: None,
-            ino: super::ROOT_INO,
-            path,
-            offset: 0,
-            len: 0,
-            note,
-        };
-        self.record(rec, result, true)
+        self.record_policy_of(VAULT_POLICY_NAME.as_bytes(), who, reason, result)
     }
 
     /// `vaultfs policy set`: stores `text` as the vault's policy, for every
