@@ -1307,10 +1307,12 @@ fn the_vaults_policy_binds_every_host() {
     v.fsck_clean();
 }
 
-/// Approvals are the vault's: an open waiting on a read-only host is listed
-/// by `vaultfs pending` on the holder's mount and approved there (the
-/// reader's `cat` then reads), one waiting on the holder is denied from the
-/// reader; each decision is recorded on both hosts, with where it was made.
+/// Approvals are the vault's: an open waiting on the holder is listed by
+/// `vaultfs pending` on a read-only host's mount and denied there; one
+/// waiting on the reader is approved on the holder (the reader's `cat` then
+/// reads), after which, under a vault policy with a cooldown, the holder's
+/// next open is refused at once. Each decision is recorded on both hosts,
+/// with where it was made.
 #[test]
 fn an_open_waiting_on_one_host_is_decided_on_another() {
     let mut v = ClusterVault::new();
@@ -1323,6 +1325,33 @@ fn an_open_waiting_on_one_host_is_decided_on_another() {
         pending(host, mnt).into_iter().find(|p| p["host"].as_str() == Some(on))
     };
 
+    // Waits on A; denied on B.
+    let holder = std::thread::spawn({
+        let p = v.path("3-sealed/contract.md");
+        move || cat(p)
+    });
+    let mut seen = None;
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            seen = pending("host-b", &b).into_iter().find(|p| !p["host"].is_null());
+            seen.is_some()
+        }),
+        "B never listed A's waiting open"
+    );
+    let seen = seen.unwrap();
+    let host_a = seen["host"].as_str().unwrap().to_string();
+    let id = format!("{host_a}:{}", seen["id"]);
+    v.ok_on("host-b", &["deny", &b, &id]);
+    let out = holder.join().unwrap();
+    assert!(!out.status.success(), "A's cat read a denied file");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+
+    // With a cooldown for the vault, an approval on one host's open makes
+    // the next open on any host wait it out: refused at once.
+    let policy = v.dir.path().join("cooldown.toml");
+    std::fs::write(&policy, "[levels.3]\ncooldown = \"1m\"\n").unwrap();
+    v.ok_on("host-b", &["policy", "set", &b, policy.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(800));
     // Waits on B; approved on A.
     let reader = std::thread::spawn({
         let p = mnt_b.join("3-sealed/contract.md");
@@ -1348,31 +1377,16 @@ fn an_open_waiting_on_one_host_is_decided_on_another() {
     let again = v.run_on("state", &["approve", &a, &id]);
     assert!(!again.status.success(), "a decided open was approved twice");
 
-    // Waits on A; denied on B.
-    let holder = std::thread::spawn({
-        let p = v.path("3-sealed/contract.md");
-        move || cat(p)
-    });
-    let mut seen = None;
-    assert!(
-        wait_for(Duration::from_secs(5), || {
-            seen = pending("host-b", &b).into_iter().find(|p| !p["host"].is_null());
-            seen.is_some()
-        }),
-        "B never listed A's waiting open"
-    );
-    let seen = seen.unwrap();
-    let id = format!("{}:{}", seen["host"].as_str().unwrap(), seen["id"]);
-    v.ok_on("host-b", &["deny", &b, &id]);
-    let out = holder.join().unwrap();
-    assert!(!out.status.success(), "A's cat read a denied file");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    let started = std::time::Instant::now();
+    let out = cat(v.path("3-sealed/contract.md"));
+    assert!(!out.status.success(), "A's open was not cooling down after B's approval");
+    assert!(started.elapsed() < Duration::from_secs(10), "A's open waited instead of cooling down");
 
     let audit_a = std::fs::read_to_string(v.path(".audit")).unwrap();
     let audit_b = std::fs::read_to_string(mnt_b.join(".audit")).unwrap();
     assert!(audit_a.contains("for host host-b"), "A did not record its approval of B's open");
     assert!(audit_b.contains("on host "), "B did not record the approval made on A");
-    assert!(audit_b.contains(&format!("for host {}", seen["host"].as_str().unwrap())));
+    assert!(audit_b.contains(&format!("for host {host_a}")), "B did not record its denial of A's open");
     assert!(audit_a.contains("on host host-b"), "A did not record the denial made on B");
     v.ok_on("host-b", &["umount", &b]);
     v.unmount();

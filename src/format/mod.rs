@@ -88,6 +88,8 @@ pub mod aad {
     /// on another (cluster vaults).
     pub const APPROVAL_REQUEST: &[u8] = b"vaultfs/v1/aad/approval-request";
     pub const APPROVAL_DECISION: &[u8] = b"vaultfs/v1/aad/approval-decision";
+    /// When an open at a level was last approved, on any host (cooldowns).
+    pub const APPROVAL_COOLDOWN: &[u8] = b"vaultfs/v1/aad/approval-cooldown";
 
     /// `label ‖ u16 version ‖ parts...` with every part fixed-length or
     /// length-prefixed by the caller, so the encoding is injective.

@@ -182,6 +182,21 @@ impl MetaKeys {
         Ok(plain.to_vec())
     }
 
+    /// When an open at `level` was last approved on any host of a cluster
+    /// vault: nonce(24) ‖ sealed u64 ms since the epoch ‖ tag(16); AAD =
+    /// aad::APPROVAL_COOLDOWN ‖ version ‖ vault id ‖ level u8.
+    pub fn seal_last_approval(&self, vault_id: &[u8; 16], level: u8, ms: u64) -> Result<Vec<u8>> {
+        let aad = aad::build(aad::APPROVAL_COOLDOWN, &[vault_id, &[level]]);
+        crypto::seal(&self.seal, &aad, &ms.to_be_bytes()).map_err(|_| Error::Random)
+    }
+
+    pub fn open_last_approval(&self, vault_id: &[u8; 16], level: u8, value: &[u8]) -> Result<u64> {
+        let aad = aad::build(aad::APPROVAL_COOLDOWN, &[vault_id, &[level]]);
+        let what = || Error::Auth(format!("the last approval at level {level}"));
+        let plain = crypto::open(&self.seal, &aad, value).map_err(|_| what())?;
+        Ok(u64::from_be_bytes(<[u8; 8]>::try_from(&plain[..]).map_err(|_| what())?))
+    }
+
     /// The vault's policy (its TOML text) as stored: nonce(24) ‖ sealed
     /// text ‖ tag(16); AAD = aad::VAULT_POLICY ‖ version ‖ vault id.
     pub fn seal_vault_policy(&self, vault_id: &[u8; 16], text: &str) -> Result<Vec<u8>> {

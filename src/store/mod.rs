@@ -340,6 +340,17 @@ impl Store {
         self.cluster("approvals across hosts")?.decide_waiting_open(lease, id, created, value)
     }
 
+    /// When an open at `level` was last approved on any host of a cluster
+    /// vault (a sealed value), for the cooldown.
+    pub fn last_approval(&self, level: u8) -> Result<Option<Vec<u8>>> {
+        self.cluster("approvals across hosts")?.last_approval(level)
+    }
+
+    /// Notes the last approval at `level` for every host.
+    pub fn set_last_approval(&self, level: u8, value: Vec<u8>) -> Result<()> {
+        self.cluster("approvals across hosts")?.set_last_approval(level, value)
+    }
+
     /// The etcd lease of this process (cluster vaults; 0 otherwise).
     pub fn lease_id(&self) -> i64 {
         self.cluster("leases").map_or(0, |c| c.lease_id())

@@ -104,6 +104,15 @@ pub(super) trait ApprovalBoard {
     fn decision(&self, id: u64) -> Result<Option<RemoteDecision>>;
     /// Takes this mount's open `id` off the board (decided or given up).
     fn withdraw(&self, id: u64) -> Result<()>;
+    /// When an open at `level` was last approved on any host (ms since
+    /// the epoch), for the cooldown.
+    fn last_approval(&self, level: u8) -> Result<Option<u64>>;
+    /// Notes an approval at `level` now, for every host's cooldown.
+    fn note_approval(&self, level: u8) -> Result<()>;
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Who asks to open what.
@@ -136,10 +145,16 @@ impl Approvals {
             return (Ok(()), None);
         }
         let (result, remote, id) = self.wait_for_decision(req, rules, board);
-        if let (Some(b), Some(id)) = (board, id)
-            && let Err(e) = b.withdraw(id)
-        {
-            tracing::warn!("taking open {id} off the other hosts' list: {e}");
+        if let (Some(b), Some(id)) = (board, id) {
+            if let Err(e) = b.withdraw(id) {
+                tracing::warn!("taking open {id} off the other hosts' list: {e}");
+            }
+            if result.is_ok()
+                && !rules.cooldown.is_zero()
+                && let Err(e) = b.note_approval(req.level)
+            {
+                tracing::warn!("telling other hosts of an approval at level {}: {e}", req.level);
+            }
         }
         (result, remote.zip(id).map(|(d, id)| (id, d)))
     }
@@ -150,16 +165,36 @@ impl Approvals {
         rules: ApprovalRules,
         board: Option<&dyn ApprovalBoard>,
     ) -> (Result<()>, Option<RemoteDecision>, Option<u64>) {
+        // The cooldown counts approvals on every host: the last one's time,
+        // read before the state lock (it is a store read).
+        let elsewhere = match board.filter(|_| !rules.cooldown.is_zero()).map(|b| b.last_approval(req.level))
+        {
+            // A time further ahead than the cooldown is a clock gone wrong,
+            // not an approval: it would refuse every open for as long.
+            Some(Ok(Some(ms))) if ms <= now_ms().saturating_add(rules.cooldown.as_millis() as u64) => {
+                Some(Duration::from_millis(now_ms().saturating_sub(ms)))
+            }
+            Some(Err(e)) => {
+                tracing::warn!("the last approval at level {} on other hosts is unknown: {e}", req.level);
+                None
+            }
+            _ => None,
+        };
         let now = Instant::now();
         let mut st = self.lock();
         st.grants.retain(|g| g.until > now);
         if st.grants.iter().any(|g| g.pid == req.pid && g.ino == req.ino) {
             return (Ok(()), None, None);
         }
-        if let Some(last) = st.last_approval[req.level as usize]
-            && now.duration_since(last) < rules.cooldown
+        let since_last = st.last_approval[req.level as usize]
+            .map(|last| now.duration_since(last))
+            .into_iter()
+            .chain(elsewhere)
+            .min();
+        if let Some(since) = since_last
+            && since < rules.cooldown
         {
-            let left = rules.cooldown - now.duration_since(last);
+            let left = rules.cooldown - since;
             let why = format!("level {} is cooling down for {} ms more", req.level, left.as_millis());
             return (Err(err(ErrorKind::AccessDenied, why)), None, None);
         }
@@ -536,6 +571,7 @@ mod tests {
         published: Mutex<Vec<u64>>,
         withdrawn: Mutex<Vec<u64>>,
         decisions: Mutex<BTreeMap<u64, RemoteDecision>>,
+        approved: Mutex<BTreeMap<u8, u64>>,
     }
 
     impl ApprovalBoard for MemoryBoard {
@@ -548,6 +584,13 @@ mod tests {
         }
         fn withdraw(&self, id: u64) -> Result<()> {
             self.withdrawn.lock().unwrap().push(id);
+            Ok(())
+        }
+        fn last_approval(&self, level: u8) -> Result<Option<u64>> {
+            Ok(self.approved.lock().unwrap().get(&level).copied())
+        }
+        fn note_approval(&self, level: u8) -> Result<()> {
+            self.approved.lock().unwrap().insert(level, now_ms());
             Ok(())
         }
     }
@@ -582,6 +625,44 @@ mod tests {
         let (result, remote) = a.request(&req(9, 22), rules(50, 0, 0), Some(&*board));
         assert!(result.is_err() && remote.is_none());
         assert_eq!(board.withdrawn.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_cooldown_counts_approvals_on_every_host() {
+        let board = MemoryBoard::default();
+        // Approved on another host a moment ago: this host cools down too.
+        board.approved.lock().unwrap().insert(3, now_ms());
+        let a = Approvals::default();
+        let (r, _) = a.request(&req(1, 40), rules(10_000, 0, 60_000), Some(&board));
+        assert!(r.unwrap_err().to_string().contains("cooling down"));
+        // Long ago, or a clock far ahead: no cooldown.
+        board.approved.lock().unwrap().insert(3, now_ms() - 120_000);
+        assert!(
+            a.request(&req(1, 40), rules(20, 0, 60_000), Some(&board))
+                .0
+                .unwrap_err()
+                .to_string()
+                .contains("within")
+        );
+        board.approved.lock().unwrap().insert(3, now_ms() + 3_600_000);
+        assert!(
+            a.request(&req(1, 40), rules(20, 0, 60_000), Some(&board))
+                .0
+                .unwrap_err()
+                .to_string()
+                .contains("within")
+        );
+        // An approval here is noted for the others.
+        let a = Arc::new(a);
+        let board = Arc::new(board);
+        let (b, bb) = (a.clone(), board.clone());
+        board.approved.lock().unwrap().clear();
+        let waiter =
+            std::thread::spawn(move || b.request(&req(2, 41), rules(10_000, 0, 60_000), Some(&*bb)).0);
+        wait_pending(&a);
+        a.decide(None, true).unwrap();
+        waiter.join().unwrap().unwrap();
+        assert!(board.approved.lock().unwrap().contains_key(&3), "the approval was not noted");
     }
 
     #[test]

@@ -52,6 +52,18 @@ impl ApprovalBoard for StoreBoard<'_> {
     fn withdraw(&self, id: u64) -> Result<()> {
         Ok(self.core.store.withdraw_waiting_open(id)?)
     }
+
+    fn last_approval(&self, level: u8) -> Result<Option<u64>> {
+        let core = self.core;
+        let Some(value) = core.store.last_approval(level)? else { return Ok(None) };
+        Ok(Some(core.keys.vault_meta.open_last_approval(&core.vault_id, level, &value)?))
+    }
+
+    fn note_approval(&self, level: u8) -> Result<()> {
+        let core = self.core;
+        let sealed = core.keys.vault_meta.seal_last_approval(&core.vault_id, level, now_ms())?;
+        Ok(core.store.set_last_approval(level, sealed)?)
+    }
 }
 
 /// One open waiting on another host, with what deciding it needs.

@@ -388,6 +388,8 @@ impl Etcd {
         self.grant(&role, "READWRITE", &format!("{base}locks/"), Some(&format!("{base}locks0")));
         let approvals = format!("{base}approvals/");
         self.grant(&role, "READWRITE", &approvals, Some(&format!("{base}approvals0")));
+        let cooldowns = format!("{base}cooldowns/");
+        self.grant(&role, "READWRITE", &cooldowns, Some(&format!("{base}cooldowns0")));
         self.auth_call("auth/user/add", format!(r#"{{"name":"{name}","password":"{password}"}}"#));
         self.auth_call("auth/user/grant", format!(r#"{{"user":"{name}","role":"{role}"}}"#));
     }

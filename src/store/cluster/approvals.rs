@@ -36,6 +36,22 @@ impl Shared {
         [self.approval_key(lease, id), b"/d".to_vec()].concat()
     }
 
+    fn cooldown_key(&self, level: u8) -> Vec<u8> {
+        self.meta_key(&format!("cooldowns/{level}"))
+    }
+
+    /// When an open at `level` was last approved on any host (opaque).
+    pub fn last_approval(&self, level: u8) -> Result<Option<Vec<u8>>> {
+        self.still_held()?;
+        Ok(self.etcd.get(&self.cooldown_key(level))?.map(|kv| kv.value))
+    }
+
+    /// Notes `value` as the last approval at `level`, for every host.
+    pub fn set_last_approval(&self, level: u8, value: Vec<u8>) -> Result<()> {
+        self.still_held()?;
+        self.etcd.txn(Vec::new(), vec![Op::Put(self.cooldown_key(level), value)]).map(|_| ())
+    }
+
     /// This process's lease: the one its waiting opens are bound to.
     pub fn lease_id(&self) -> i64 {
         self.lease
