@@ -442,7 +442,8 @@ impl Vault<Unlocked> {
         id: Option<u64>,
         approve: bool,
     ) -> Result<PendingOpen> {
-        if let Some(host) = host {
+        // This mount's own name means this mount's open.
+        if let Some(host) = host.filter(|h| self.approval_board().is_none_or(|b| b.host() != *h)) {
             let id =
                 id.ok_or_else(|| err(ErrorKind::InvalidArgument, "an open on another host needs its id"))?;
             return self.decide_elsewhere(who, comm, host, id, approve);

@@ -74,6 +74,11 @@ struct Theirs {
 }
 
 impl StoreBoard<'_> {
+    /// This mount's name among the vault's hosts.
+    pub(super) fn host(&self) -> &str {
+        &self.host
+    }
+
     /// Opens waiting on other hosts' mounts, oldest first. A value that
     /// fails authentication (not written by a holder of the vault's keys)
     /// is left out and logged: it names no open anyone may decide.

@@ -25,6 +25,10 @@ const EIO: i32 = 5;
 #[derive(Default)]
 pub(super) struct VaultPolicyState {
     inner: Mutex<Seen>,
+    /// Held through one look at the stored value and what follows from it
+    /// (the upkeep thread's, or `policy set`'s), so each value is judged
+    /// and recorded once.
+    following: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -181,6 +185,7 @@ impl Vault<Unlocked> {
         if !core.store.is_cluster() {
             return Ok(());
         }
+        let _one_at_a_time = core.vault_policy.following.lock().unwrap_or_else(|p| p.into_inner());
         let value = core.store.get_fresh(keys::VAULT_POLICY)?.map(|v| v.to_vec());
         if core.vault_policy.lock().stored == value {
             return Ok(());
