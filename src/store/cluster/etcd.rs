@@ -78,14 +78,40 @@ pub enum News {
 const RESEND_AFTER: Duration = Duration::from_millis(50);
 
 /// Whether etcd could not take the request now: the member was
-/// unreachable, or has no leader. (Not a timeout: the request may still be
-/// in flight.)
+/// unreachable, has no leader, or its connection broke under the request
+/// (a member killed mid-request: tonic reports that as code Unknown with
+/// the socket's error in the source chain). Not a timeout: the request
+/// may still be in flight.
 fn unavailable(e: &etcd_client::Error) -> bool {
     match e {
-        etcd_client::Error::GRpcStatus(status) => format!("{:?}", status.code()) == "Unavailable",
+        etcd_client::Error::GRpcStatus(status) => {
+            let code = format!("{:?}", status.code());
+            code == "Unavailable"
+                || connection_lost(status)
+                || (code == "Unknown" && status.message() == "transport error")
+        }
         etcd_client::Error::TransportError(_) => true,
         _ => false,
     }
+}
+
+/// Whether a socket error lies under `e`: the connection to the member
+/// closed or was refused, not an answer of etcd's.
+fn connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::*;
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                BrokenPipe | ConnectionReset | ConnectionAborted | ConnectionRefused | NotConnected | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn io(what: &str, e: etcd_client::Error) -> Error {
@@ -629,5 +655,32 @@ mod tests {
         let a = access(&[(ENV_USER, Path::new("agent")), (ENV_PASSWORD_FILE, &f)]).unwrap();
         let (user, password) = a.user.unwrap();
         assert_eq!((user.as_str(), password.as_str()), ("agent", "s3cret pass"));
+    }
+
+    /// An error wrapping another, as tonic's status wraps the transport's.
+    #[derive(Debug)]
+    struct Wrapped(Box<dyn std::error::Error + 'static>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "wrapped")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn a_broken_connection_anywhere_in_the_chain_is_resent() {
+        let socket = |kind| std::io::Error::new(kind, "stream closed");
+        let deep = Wrapped(Box::new(Wrapped(Box::new(socket(std::io::ErrorKind::BrokenPipe)))));
+        assert!(connection_lost(&deep));
+        assert!(connection_lost(&Wrapped(Box::new(socket(std::io::ErrorKind::ConnectionReset)))));
+        // An answer of etcd's, or a socket error that is not a lost connection.
+        assert!(!connection_lost(&Wrapped(Box::new(socket(std::io::ErrorKind::PermissionDenied)))));
+        assert!(!connection_lost(&socket(std::io::ErrorKind::BrokenPipe)), "only what lies under the error");
     }
 }
