@@ -1150,6 +1150,53 @@ fn a_partitioned_reader_fails_closed() {
     assert!(report.contains("host host-b: "), "{report}");
 }
 
+/// A read-only mount's kernel keeps directories' names (only a path's last
+/// component is looked up, and catches up with the holder): when the
+/// holder renames, replaces or removes a directory, the reader's next
+/// walk through the old name finds what the holder committed, never the
+/// directory the kernel remembered (the mount answers ESTALE and the
+/// kernel walks again, asking for every name).
+#[test]
+fn a_readers_kernel_keeps_directory_names_until_the_holder_changes_them() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
+    v.mount_reader("host-b", &mnt_b);
+    let on_b = |rel: &str| mnt_b.join(rel);
+    std::fs::create_dir_all(v.path("1-working/proj/src")).unwrap();
+    std::fs::write(v.path("1-working/proj/src/f"), b"first\n").unwrap();
+    let arrived = || std::fs::read(on_b("1-working/proj/src/f")).is_ok_and(|b| b == b"first\n");
+    assert!(wait_for(Duration::from_secs(5), arrived), "the holder's file never reached the reader");
+    for round in 0..20 {
+        // The reader's kernel now keeps `proj` and `src`; the holder moves
+        // them away and makes new ones by the same names.
+        let text = format!("round {round}\n");
+        std::fs::rename(v.path("1-working/proj"), v.path(&format!("1-working/old{round}"))).unwrap();
+        std::fs::create_dir_all(v.path("1-working/proj/src")).unwrap();
+        std::fs::write(v.path("1-working/proj/src/f"), &text).unwrap();
+        let seen = std::fs::read_to_string(on_b("1-working/proj/src/f"))
+            .unwrap_or_else(|e| panic!("round {round}: the reader's read failed: {e}"));
+        assert_eq!(seen, text, "round {round}: the reader walked a directory the holder had moved");
+        let listed: Vec<_> =
+            std::fs::read_dir(on_b("1-working/proj/src")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(listed, ["f"], "round {round}: the reader listed a directory the holder had moved");
+        assert_eq!(
+            std::fs::read_to_string(on_b(&format!("1-working/old{round}/src/f"))).unwrap(),
+            if round == 0 { "first\n".to_string() } else { format!("round {}\n", round - 1) }
+        );
+    }
+    // Removed on the holder: gone on the reader, by path and by `stat`.
+    std::fs::write(v.path("1-working/proj/src/g"), b"g\n").unwrap();
+    assert!(on_b("1-working/proj/src/g").exists());
+    std::fs::remove_dir_all(v.path("1-working/proj")).unwrap();
+    assert!(!on_b("1-working/proj/src").exists(), "a directory the holder removed still stats on the reader");
+    let err = std::fs::read(on_b("1-working/proj/src/g")).expect_err("read through a removed directory");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    v.ok_on("host-b", &["umount", mnt_b.to_str().unwrap()]);
+    v.unmount();
+    v.fsck_clean();
+}
+
 /// Files closed one at a time beside a read-only mount are an object each
 /// (each close commits); once enough small objects wait, the holder's
 /// collector packs them together in one commit: the files read the same on

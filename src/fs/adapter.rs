@@ -19,6 +19,7 @@ use super::attr::{file_attr, file_type, kind_from_mode, open_mask, timestamp};
 use super::backup::ArchiveMaker;
 use super::errno::{Res, e};
 use super::handles::InodeTable;
+use super::names::ReaderNames;
 use super::pages::ReaderPages;
 use super::record::{At, Range, Recorder};
 use super::virtual_files::{
@@ -55,6 +56,8 @@ pub struct VaultFs {
     files: VirtualFiles,
     /// On a read-only mount: when the kernel may keep a file's pages.
     pages: ReaderPages,
+    /// On a read-only mount: which directory names the kernel keeps are stale.
+    names: ReaderNames,
 }
 
 /// Whether other hosts change or read the vault beside this mount.
@@ -66,7 +69,8 @@ enum Hosts {
     /// commits, so a close commits first when one is mounted.
     Holder,
     /// A read-only mount of a cluster vault: the holder changes it, so the
-    /// kernel keeps nothing (every stat, lookup and open asks again).
+    /// kernel keeps no attributes and no names but directories' (names.rs):
+    /// every stat, open and last component of a path asks again.
     Reader,
 }
 
@@ -174,7 +178,13 @@ impl VaultFs {
             (true, None) => Hosts::Holder,
             (true, Some(_)) => Hosts::Reader,
         };
+        let names = ReaderNames::default();
+        if hosts == Hosts::Reader {
+            let told = names.clone();
+            vault.on_entries_heard(Box::new(move |heard| told.heard(heard)));
+        }
         VaultFs {
+            names,
             inodes: Arc::new(InodeTable::with_limit(known_inodes)),
             owner,
             shared,
@@ -200,6 +210,12 @@ impl VaultFs {
     /// its notifier).
     pub(super) fn reader_pages(&self) -> ReaderPages {
         self.pages.clone()
+    }
+
+    /// Which names a read-only mount's kernel keeps (the session gives it
+    /// its notifier).
+    pub(super) fn reader_names(&self) -> ReaderNames {
+        self.names.clone()
     }
 
     /// May the caller look inside directory `dir` (lookup, readdir, create...)?
@@ -248,6 +264,36 @@ impl VaultFs {
         if self.shared || self.hosts == Hosts::Reader { NO_CACHE } else { TTL }
     }
 
+    /// On a read-only mount, the kernel keeps a directory's name (names.rs)
+    /// when other uids are not admitted: given as `parent/name` from what
+    /// was read after the clock said `at`.
+    fn keeps_dir_name(&self, a: &Attr, parent: u64, name: &[u8], at: u64) -> bool {
+        if self.shared || a.kind != FileKind::Dir {
+            return false;
+        }
+        match self.vault.entry_key(parent, name) {
+            Ok(key) => {
+                self.names.given(a.ino, parent, name, key, at);
+                true
+            }
+            Err(err) => {
+                tracing::debug!("directory {}: no entry key, so no name kept: {err}", a.ino);
+                false
+            }
+        }
+    }
+
+    /// On a read-only mount, after the catch-up: whether every directory
+    /// name the kernel walked to `dir` is still the holder's (names.rs); a
+    /// walk through a stale one is walked again (ESTALE).
+    fn walked_fresh(&self, dir: u64) -> Res<()> {
+        if self.hosts != Hosts::Reader || self.names.fresh(dir, ROOT_INO) {
+            Ok(())
+        } else {
+            Err(Errno::ESTALE)
+        }
+    }
+
     /// How long the kernel may keep a file's attributes: not at all on a
     /// read-only mount beside a cluster vault's holder, whose changes it
     /// would otherwise miss.
@@ -289,10 +335,24 @@ impl VaultFs {
     }
 
     fn reply_entry(&self, reply: ReplyEntry, r: Res<Attr>, parent: u64, name: &[u8]) {
+        self.reply_entry_read_at(reply, r, parent, name, None);
+    }
+
+    /// `reply_entry` of a lookup; on a read-only mount `at` is the names
+    /// clock before it read (names.rs).
+    fn reply_entry_read_at(
+        &self,
+        reply: ReplyEntry,
+        r: Res<Attr>,
+        parent: u64,
+        name: &[u8],
+        at: Option<u64>,
+    ) {
         match r {
             Ok(a) => {
                 self.inodes.remember(a.ino, a.level, a.kind == FileKind::Dir, parent, name);
-                let entry_ttl = self.entry_ttl();
+                let kept = at.is_some_and(|at| self.keeps_dir_name(&a, parent, name, at));
+                let entry_ttl = if kept { TTL } else { self.entry_ttl() };
                 reply.entry_with_ttls(
                     &self.attr_ttl(),
                     &entry_ttl,
@@ -479,13 +539,20 @@ impl Filesystem for VaultFs {
             ));
         }
         let at = At::Entry(parent.0, name.as_bytes());
+        let mut read_at = None;
         let r = self
             .catch_up()
+            .and_then(|_| {
+                if self.hosts == Hosts::Reader {
+                    read_at = Some(self.names.now());
+                }
+                self.walked_fresh(parent.0)
+            })
             .and_then(|_| self.check_inside(req, parent.0))
             .and_then(|_| self.access(req).search(parent.0, 0).map_err(e))
             .and_then(|_| self.vault.lookup(parent.0, name.as_bytes()).map_err(e));
         let r = self.rec().note_denial(req, at, r);
-        self.reply_entry(reply, r, parent.0, name.as_bytes());
+        self.reply_entry_read_at(reply, r, parent.0, name.as_bytes(), read_at);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -493,6 +560,7 @@ impl Filesystem for VaultFs {
             // Only a read-only mount looks at files' versions.
             if self.hosts == Hosts::Reader {
                 self.pages.forget(ino.0);
+                self.names.forget(ino.0);
             }
             if let Err(err) = self.vault.evict(ino.0) {
                 tracing::warn!("evicting inode {}: {err}", ino.0);
@@ -505,7 +573,14 @@ impl Filesystem for VaultFs {
             let r = self.files.getattr(ino.0, fh.map(|fh| fh.0));
             return reply_with!(reply, r, |a| reply.attr(&attr_ttl(a.ino), &file_attr(&a, self.owner)));
         }
-        let r = self.check_node(req, ino.0).and_then(|_| self.vault.getattr(ino.0).map_err(e));
+        // A directory whose name the kernel keeps was not looked up on the
+        // way here: `stat` of it catches up as a lookup would have.
+        let r = match self.hosts == Hosts::Reader && self.names.keeps(ino.0) {
+            true => self.catch_up(),
+            false => Ok(()),
+        };
+        let r =
+            r.and_then(|_| self.check_node(req, ino.0)).and_then(|_| self.vault.getattr(ino.0).map_err(e));
         let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |a| reply.attr(&self.attr_ttl(), &file_attr(&a, self.owner)));
     }
@@ -940,6 +1015,7 @@ impl Filesystem for VaultFs {
         }
         let r = self
             .catch_up()
+            .and_then(|_| self.walked_fresh(ino.0))
             .and_then(|_| self.check_inside(req, ino.0))
             .and_then(|_| self.permit(req, ino.0, open_mask(flags.0)));
         let r = self.rec().note_denial(req, At::Node(ino.0), r);

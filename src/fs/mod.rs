@@ -12,6 +12,7 @@ mod attr;
 mod backup;
 mod errno;
 mod handles;
+mod names;
 mod pages;
 mod record;
 mod session;

@@ -75,9 +75,11 @@ pub fn mount(
     let fs = VaultFs::new(vault, owner, backup, opts.allow_other, opts.known_inodes);
     let inodes = fs.inode_table();
     let pages = fs.reader_pages();
+    let names = fs.reader_names();
     let mut session = Session::new(fs, mountpoint, &cfg)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     pages.set_notifier(session.notifier());
+    names.set_notifier(session.notifier());
     let serving = Arc::new(AtomicBool::new(true));
     let trimmer = spawn_trimmer(inodes, session.notifier(), Arc::clone(&serving));
     let mut unmounter = session.unmount_callable();
@@ -108,6 +110,7 @@ pub fn mount(
     serving.store(false, Ordering::Relaxed);
     let _ = watcher.join();
     let _ = trimmer.join();
+    names.stop();
     result
 }
 

@@ -95,6 +95,19 @@ impl Batch {
 }
 
 
+/// What a read-only mount's watch heard of directory entries (the
+/// holder's changes of names), told before a catch-up returns past it.
+pub enum Heard<'a> {
+    /// This entry's key (`D…`, FORMAT.md) was put or deleted.
+    Entry(&'a [u8]),
+    /// Changes may have been missed (the watch broke, or began again):
+    /// any entry may have changed.
+    All,
+}
+
+/// Who is told what the watch heard of directory entries.
+pub type EntriesHeard = Box<dyn Fn(Heard<'_>) + Send + Sync>;
+
 /// When an applied batch becomes durable (docs/SEMANTICS.md, "Durability").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -293,6 +306,16 @@ impl Store {
         match &self.backend {
             Backend::Cluster(c) => c.catch_up(),
             Backend::Local(_) => Ok(()),
+        }
+    }
+
+    /// On a read-only mount of a cluster vault: `told` hears of every
+    /// change of a directory entry the watch brings, before a catch-up
+    /// returns past it. Nothing for any other store (nothing changes
+    /// names but this process).
+    pub fn on_entries_heard(&self, told: EntriesHeard) {
+        if let Backend::Cluster(c) = &self.backend {
+            c.on_entries_heard(told);
         }
     }
 

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use crate::format::TombstoneRecord;
-pub use crate::store::Durability;
+pub use crate::store::{Durability, EntriesHeard, Heard};
 pub use access::{Access, AttrChange, MAY_EXEC, MAY_READ, MAY_WRITE, OwnerMap, Who};
 pub use admin::archive::{ArchiveMade, Cut, compact_if_due, compact_store};
 pub use admin::enroll::{FactorKind, SlotInfo};
@@ -467,6 +467,13 @@ impl Vault<Unlocked> {
     /// (close-to-open across hosts). Nothing on any other mount.
     pub fn catch_up(&self) -> Result<()> {
         Ok(self.core().store.catch_up()?)
+    }
+
+    /// On a read-only mount of a cluster vault: `told` hears of every
+    /// change of a directory entry the holder makes (its store key, as
+    /// `entry_key` names it), before a catch-up returns past it.
+    pub fn on_entries_heard(&self, told: EntriesHeard) {
+        self.core().store.on_entries_heard(told);
     }
 
     /// At a close after writes: what was written becomes visible to

@@ -193,6 +193,18 @@ impl Vault<Unlocked> {
         self.getattr(d.ino)
     }
 
+    /// The store key of entry `name` of directory `parent` (None: an
+    /// entry of the root, which never changes).
+    pub fn entry_key(&self, parent: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        if parent == ROOT_INO {
+            return Ok(None);
+        }
+        let core = self.core();
+        let dir = core.load(parent)?;
+        let level = core.child_level(&dir).ok_or_else(|| err(ErrorKind::NotFound, "not in the root"))?;
+        Ok(Some(core.meta_keys(level)?.dirent_key(parent, name).to_vec()))
+    }
+
     /// Creates a regular file, directory, FIFO, socket or device node.
     pub fn create(&self, parent: u64, name: &[u8], spec: NewNode) -> Result<Attr> {
         if spec.kind == FileKind::Symlink {

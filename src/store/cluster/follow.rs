@@ -7,12 +7,13 @@
 //! file answer from memory.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::cache::ReadCache;
 use super::etcd::News;
-use crate::store::Value;
+use crate::format::keys;
+use crate::store::{EntriesHeard, Heard, Value};
 
 #[derive(Default)]
 pub struct Follower {
@@ -23,6 +24,9 @@ pub struct Follower {
     /// Memory answers only once `seen` reaches this: the target of a
     /// catch-up that stopped waiting for the watch.
     behind: AtomicI64,
+    /// Told of every directory entry the watch brings a change of, before
+    /// a catch-up can return past it.
+    entries: OnceLock<EntriesHeard>,
 }
 
 impl Follower {
@@ -37,25 +41,49 @@ impl Follower {
     pub fn hear(&self, news: News, cache: &ReadCache, keys: &[u8], own: &[u8]) {
         match news {
             News::From(revision) => {
+                // Changes while the watch was down were not heard.
                 cache.clear();
+                self.tell(Heard::All);
                 *self.seen() = revision;
             }
             News::Changes(revision, changes) => {
-                let holders = changes.into_iter().filter_map(|(key, value)| {
-                    let k = key.strip_prefix(keys)?;
-                    let kind = *k.first()?;
-                    (!own.contains(&kind)).then(|| (k.to_vec(), value.map(Value::from)))
-                });
+                let holders: Vec<_> = changes
+                    .into_iter()
+                    .filter_map(|(key, value)| {
+                        let k = key.strip_prefix(keys)?;
+                        let kind = *k.first()?;
+                        (!own.contains(&kind)).then(|| (k.to_vec(), value.map(Value::from)))
+                    })
+                    .collect();
+                let entries: Vec<Vec<u8>> =
+                    holders.iter().filter(|(k, _)| k.first() == Some(&keys::DIRENT)).map(|(k, _)| k.clone()).collect();
+                // Memory first, then who is told: whatever reads after
+                // hearing of a change reads the changed value.
                 cache.changed(holders);
+                for k in &entries {
+                    self.tell(Heard::Entry(k));
+                }
                 let mut seen = self.seen();
                 *seen = (*seen).max(revision);
             }
             News::Lost => {
                 *self.seen() = 0;
                 cache.clear();
+                self.tell(Heard::All);
             }
         }
         self.moved.notify_all();
+    }
+
+    /// Who is told of changes of directory entries from now on (one only).
+    pub fn on_entries(&self, told: EntriesHeard) {
+        let _ = self.entries.set(told);
+    }
+
+    fn tell(&self, heard: Heard<'_>) {
+        if let Some(told) = self.entries.get() {
+            told(heard);
+        }
     }
 
     /// Whether memory may answer for the holder's keys now.

@@ -58,7 +58,7 @@ use self::readahead::Readahead;
 use self::s3::Objects;
 use super::overlay::Merged;
 use super::segments::{Location, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, parse_name};
-use super::{Batch, ClusterAddress, DataAddress, Durability, Error, Result, Value, prefix_end};
+use super::{Batch, ClusterAddress, DataAddress, Durability, EntriesHeard, Error, Result, Value, prefix_end};
 
 /// How long the holder's lease lasts without renewal: a host that dies
 /// releases the vault after this; one cut off from etcd stops writing.
@@ -629,6 +629,14 @@ impl Shared {
             f.fall_behind(touched);
         }
         Ok(())
+    }
+
+    /// On a reader: `told` hears of the holder's changes of directory
+    /// entries (follow.rs).
+    pub fn on_entries_heard(&self, told: EntriesHeard) {
+        if let Some(f) = &self.follower {
+            f.on_entries(told);
+        }
     }
 
     /// Whether values in memory are still the store's: this process holds
