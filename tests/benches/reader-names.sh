@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# What a read-only mount's walks of paths cost (docs/PERFORMANCE.md,
+# "Names on a reader"): a cluster vault (one etcd and one SeaweedFS on
+# loopback, tests/cluster/servers.sh), its holder making 1,000 files of
+# 1-8 KB in 1-working/tree/dNN/ (10 directories of 100), and a read-only
+# mount beside it; on the reader, each command twice, timed, with the etcd
+# reads it made (etcd's own grpc_server_handled_total for Range). Run as
+# root after `cargo build --release`:
+#
+#   tests/benches/reader-names.sh
+#
+# env: VAULTFS_BIN (default target/release/vaultfs); BENCH=/tmp/bench-names
+# (servers, state, mount points); ETCD_PORT / S3_PORT (default 23797 / 28342).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VAULTFS=${VAULTFS_BIN:-$ROOT/target/release/vaultfs}
+BENCH=${BENCH:-/tmp/bench-names}
+export ETCD_PORT=${ETCD_PORT:-23797} S3_PORT=${S3_PORT:-28342}
+
+cleanup() {
+  for m in "$BENCH/mnt-b" "$BENCH/mnt-a"; do
+    mountpoint -q "$m" 2>/dev/null && { umount "$m" 2>/dev/null || umount -l "$m"; }
+  done
+  # The daemons' last commits need etcd: give them a moment first.
+  sleep 2
+  "$ROOT/tests/cluster/servers.sh" stop "$BENCH/servers" >/dev/null 2>&1
+}
+trap cleanup EXIT
+rm -rf "$BENCH" && mkdir -p "$BENCH"/{a,b,mnt-a,mnt-b,copy}
+"$ROOT/tests/cluster/servers.sh" start "$BENCH/servers" >/dev/null
+address=etcd://127.0.0.1:$ETCD_PORT/names$$
+printf 'names-bench-not-secret\n' > "$BENCH/pass"
+on() { local host=$1; shift; VAULTFS_STATE_DIR=$BENCH/$host VAULTFS_HOST=host-$host "$VAULTFS" "$@"; }
+on a init "$address" --data "s3+http://127.0.0.1:$S3_PORT/vault-data" \
+  --passphrase-file "$BENCH/pass" --kdf-memory 8 --kdf-passes 1 >/dev/null 2>&1
+on a mount "$address" "$BENCH/mnt-a" --passphrase-file "$BENCH/pass" 2>/dev/null
+python3 - "$BENCH/mnt-a/1-working/tree" <<'PY'
+import os, random, sys
+random.seed(7)
+for d in range(10):
+    os.makedirs(f"{sys.argv[1]}/d{d:02}")
+    for i in range(100):
+        with open(f"{sys.argv[1]}/d{d:02}/f{i:03}", "wb") as f:
+            f.write(random.randbytes(random.randint(1024, 8192)))
+PY
+sync -f "$BENCH/mnt-a"
+on b mount "$address" "$BENCH/mnt-b" --passphrase-file "$BENCH/pass" -o ro 2>/dev/null
+sleep 1.5
+ranges() {
+  curl -s "http://127.0.0.1:$ETCD_PORT/metrics" |
+    awk '/^grpc_server_handled_total/ && /grpc_method="Range"/ { n += $2 } END { printf "%d", n }'
+}
+files=$(cd "$BENCH/mnt-a" && find 1-working/tree -type f | sort)
+run() {
+  local what=$1; shift
+  for pass in 1 2; do
+    local r0 t0 t1 r1
+    r0=$(ranges); t0=$(date +%s%N)
+    "$@" >/dev/null
+    t1=$(date +%s%N); r1=$(ranges)
+    echo "$what (pass $pass): $(( (t1 - t0) / 1000000 )) ms, $(( r1 - r0 )) etcd reads"
+  done
+}
+cd "$BENCH/mnt-b"
+run "stat of the 1,000 files" xargs stat -c %s <<<"$files"
+run "cat of the 1,000 files" xargs cat <<<"$files"
+run "find -type f of the tree" find 1-working/tree -type f
+run "cp -a of the tree" bash -c "rm -rf '$BENCH/copy/tree' && cp -a 1-working/tree '$BENCH/copy/'"
+cd /
+echo "binary: $VAULTFS ($("$VAULTFS" --version 2>/dev/null | head -1))"
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
