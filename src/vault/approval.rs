@@ -127,6 +127,12 @@ pub struct OpenRequest<'a> {
     pub justification: &'a [u8],
 }
 
+/// Whether a grant still in its window covers `req` (dropping expired ones).
+fn granted(st: &mut State, req: &OpenRequest, now: Instant) -> bool {
+    st.grants.retain(|g| g.until > now);
+    st.grants.iter().any(|g| g.pid == req.pid && g.ino == req.ino)
+}
+
 impl Approvals {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -165,8 +171,12 @@ impl Approvals {
         rules: ApprovalRules,
         board: Option<&dyn ApprovalBoard>,
     ) -> (Result<()>, Option<RemoteDecision>, Option<u64>) {
+        // An open inside a grant's window asks nobody, and reads nothing.
+        if granted(&mut self.lock(), req, Instant::now()) {
+            return (Ok(()), None, None);
+        }
         // The cooldown counts approvals on every host: the last one's time,
-        // read before the state lock (it is a store read).
+        // read outside the state lock (it is a store read).
         let elsewhere = match board.filter(|_| !rules.cooldown.is_zero()).map(|b| b.last_approval(req.level))
         {
             // A time further ahead than the cooldown is a clock gone wrong,
@@ -182,8 +192,7 @@ impl Approvals {
         };
         let now = Instant::now();
         let mut st = self.lock();
-        st.grants.retain(|g| g.until > now);
-        if st.grants.iter().any(|g| g.pid == req.pid && g.ino == req.ino) {
+        if granted(&mut st, req, now) {
             return (Ok(()), None, None);
         }
         let since_last = st.last_approval[req.level as usize]
@@ -573,6 +582,8 @@ mod tests {
         withdrawn: Mutex<Vec<u64>>,
         decisions: Mutex<BTreeMap<u64, RemoteDecision>>,
         approved: Mutex<BTreeMap<u8, u64>>,
+        /// How often the last approval was read.
+        asked: std::sync::atomic::AtomicUsize,
     }
 
     impl ApprovalBoard for MemoryBoard {
@@ -588,6 +599,7 @@ mod tests {
             Ok(())
         }
         fn last_approval(&self, level: u8) -> Result<Option<u64>> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(self.approved.lock().unwrap().get(&level).copied())
         }
         fn note_approval(&self, level: u8) -> Result<()> {
@@ -664,6 +676,24 @@ mod tests {
         a.decide(None, true).unwrap();
         waiter.join().unwrap().unwrap();
         assert!(board.approved.lock().unwrap().contains_key(&3), "the approval was not noted");
+
+        // Opened again inside its approval's window: granted, and the other
+        // hosts' last approval is not read (it would be a store read).
+        let a = Arc::new(Approvals::default());
+        let (b, bb) = (a.clone(), board.clone());
+        board.approved.lock().unwrap().clear();
+        let waiter =
+            std::thread::spawn(move || b.request(&req(3, 42), rules(10_000, 60_000, 60_000), Some(&*bb)).0);
+        wait_pending(&a);
+        a.decide(None, true).unwrap();
+        waiter.join().unwrap().unwrap();
+        let asked = board.asked.load(std::sync::atomic::Ordering::SeqCst);
+        a.request(&req(3, 42), rules(10_000, 60_000, 60_000), Some(&*board)).0.unwrap();
+        assert_eq!(
+            board.asked.load(std::sync::atomic::Ordering::SeqCst),
+            asked,
+            "a granted open read the board"
+        );
     }
 
     #[test]
