@@ -50,7 +50,7 @@ ranges() {
   curl -s "http://127.0.0.1:$ETCD_PORT/metrics" |
     awk '/^grpc_server_handled_total/ && /grpc_method="Range"/ { n += $2 } END { printf "%d", n }'
 }
-files=$(cd "$BENCH/mnt-a" && find 1-working/tree -type f | sort)
+(cd "$BENCH/mnt-a" && find 1-working/tree -type f | sort) > "$BENCH/files"
 run() {
   local what=$1; shift
   for pass in 1 2; do
@@ -62,8 +62,8 @@ run() {
   done
 }
 cd "$BENCH/mnt-b"
-run "stat of the 1,000 files" xargs stat -c %s <<<"$files"
-run "cat of the 1,000 files" xargs cat <<<"$files"
+run "stat of the 1,000 files" xargs -a "$BENCH/files" stat -c %s
+run "cat of the 1,000 files" xargs -a "$BENCH/files" cat
 run "find -type f of the tree" find 1-working/tree -type f
 run "cp -a of the tree" bash -c "rm -rf '$BENCH/copy/tree' && cp -a 1-working/tree '$BENCH/copy/'"
 cd /
