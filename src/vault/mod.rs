@@ -263,9 +263,14 @@ impl Vault<Locked> {
             None => return Err(err(ErrorKind::Corrupt, "inode counter is missing")),
         };
         // Never hand out a number that is in use, even if the (unauthenticated)
-        // counter was rolled back: start past the highest stored inode.
-        let highest = store.last_key_with_prefix(&[keys::INODE])?.and_then(|k| keys::ino_of(&k)).unwrap_or(0);
-        let counter = counter.max(highest + 1);
+        // counter was rolled back: start past the highest number any key
+        // holds (an inode, or what a lost inode left: blocks, xattrs, a marker).
+        let mut highest = 0;
+        for kind in [keys::INODE, keys::ORPHAN, keys::BLOCK, keys::XATTR] {
+            let last = store.last_key_with_prefix(&[kind])?.and_then(|k| keys::ino_of(&k));
+            highest = highest.max(last.unwrap_or(0));
+        }
+        let counter = counter.max(highest.saturating_add(1));
         let audit = keys.open_log(&store, header.vault_id)?;
         let reader = store.reader_host().is_some();
         // The anchors hold the vault's own log's checkpoints, which only its

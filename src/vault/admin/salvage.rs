@@ -258,6 +258,14 @@ pub fn salvage(
             .filter(|p| p.kind == ProblemKind::EntryWithoutDirectory)
             .filter_map(|p| Some((p.ino?, Some(unhex(&p.key)?)))),
     );
+    // A name whose inode was lost still names its number (fsck's repair
+    // drops it at the end): lost+found, made next, must not take that
+    // number, nor any file made later, so the counter (perhaps an older
+    // version, from a log scan) goes past it.
+    let named = problems.iter().filter(|p| p.kind == ProblemKind::DanglingEntry).filter_map(|p| p.ino).max();
+    if let Some(ino) = named {
+        raise_inode_counter(&dst, ino.saturating_add(1))?;
+    }
     drop(dst);
     let mut adopted = Vec::new();
     // Files that lost blocks: a damaged index entry dropped, or (from a log
@@ -316,6 +324,19 @@ pub fn salvage(
         adopted,
         marked,
     )
+}
+
+/// Sets the inode counter to `at_least` if it is lower (or unreadable).
+fn raise_inode_counter(store: &Store, at_least: u64) -> Result<()> {
+    let now = store
+        .get(keys::INODE_COUNTER)?
+        .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+        .map(u64::from_be_bytes);
+    if now.is_none_or(|n| n < at_least) {
+        store.put(keys::INODE_COUNTER, at_least.to_be_bytes().to_vec())?;
+        store.flush()?;
+    }
+    Ok(())
 }
 
 /// fsck's repairs on the new store, then its final report.
