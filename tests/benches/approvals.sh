@@ -18,26 +18,10 @@ BENCH=${BENCH:-/tmp/bench-approvals}
 N=${1:-10}
 export ETCD_PORT=${ETCD_PORT:-23795} S3_PORT=${S3_PORT:-28340}
 
-cleanup() {
-  for m in "$BENCH/mnt-b" "$BENCH/mnt-a"; do
-    mountpoint -q "$m" 2>/dev/null && { umount "$m" 2>/dev/null || umount -l "$m"; }
-  done
-  # The daemons' last commits need etcd: give them a moment first.
-  sleep 2
-  "$ROOT/tests/cluster/servers.sh" stop "$BENCH/servers" >/dev/null 2>&1
-}
-trap cleanup EXIT
-rm -rf "$BENCH" && mkdir -p "$BENCH"/{a,b,mnt-a,mnt-b}
-"$ROOT/tests/cluster/servers.sh" start "$BENCH/servers" >/dev/null
-address=etcd://127.0.0.1:$ETCD_PORT/approvals$$
-printf 'approvals-bench-not-secret\n' > "$BENCH/pass"
-on() { local host=$1; shift; VAULTFS_STATE_DIR=$BENCH/$host VAULTFS_HOST=host-$host "$VAULTFS" "$@"; }
-on a init "$address" --data "s3+http://127.0.0.1:$S3_PORT/vault-data" \
-  --passphrase-file "$BENCH/pass" --kdf-memory 8 --kdf-passes 1 >/dev/null 2>&1
-on a mount "$address" "$BENCH/mnt-a" --passphrase-file "$BENCH/pass" 2>/dev/null
+source "$ROOT/tests/benches/two-hosts.sh"
+holder_up approvals
 echo terms > "$BENCH/mnt-a/3-sealed/f"
-on b mount "$address" "$BENCH/mnt-b" --passphrase-file "$BENCH/pass" -o ro 2>/dev/null
-sleep 1.5
+reader_up
 now() { date +%s.%N; }
 for i in $(seq 1 "$N"); do
   ( cat "$BENCH/mnt-b/3-sealed/f" >/dev/null; now > "$BENCH/done" ) &

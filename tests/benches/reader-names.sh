@@ -17,23 +17,9 @@ VAULTFS=${VAULTFS_BIN:-$ROOT/target/release/vaultfs}
 BENCH=${BENCH:-/tmp/bench-names}
 export ETCD_PORT=${ETCD_PORT:-23797} S3_PORT=${S3_PORT:-28342}
 
-cleanup() {
-  for m in "$BENCH/mnt-b" "$BENCH/mnt-a"; do
-    mountpoint -q "$m" 2>/dev/null && { umount "$m" 2>/dev/null || umount -l "$m"; }
-  done
-  # The daemons' last commits need etcd: give them a moment first.
-  sleep 2
-  "$ROOT/tests/cluster/servers.sh" stop "$BENCH/servers" >/dev/null 2>&1
-}
-trap cleanup EXIT
-rm -rf "$BENCH" && mkdir -p "$BENCH"/{a,b,mnt-a,mnt-b,copy}
-"$ROOT/tests/cluster/servers.sh" start "$BENCH/servers" >/dev/null
-address=etcd://127.0.0.1:$ETCD_PORT/names$$
-printf 'names-bench-not-secret\n' > "$BENCH/pass"
-on() { local host=$1; shift; VAULTFS_STATE_DIR=$BENCH/$host VAULTFS_HOST=host-$host "$VAULTFS" "$@"; }
-on a init "$address" --data "s3+http://127.0.0.1:$S3_PORT/vault-data" \
-  --passphrase-file "$BENCH/pass" --kdf-memory 8 --kdf-passes 1 >/dev/null 2>&1
-on a mount "$address" "$BENCH/mnt-a" --passphrase-file "$BENCH/pass" 2>/dev/null
+source "$ROOT/tests/benches/two-hosts.sh"
+holder_up names
+mkdir -p "$BENCH/copy"
 python3 - "$BENCH/mnt-a/1-working/tree" <<'PY'
 import os, random, sys
 random.seed(7)
@@ -44,8 +30,7 @@ for d in range(10):
             f.write(random.randbytes(random.randint(1024, 8192)))
 PY
 sync -f "$BENCH/mnt-a"
-on b mount "$address" "$BENCH/mnt-b" --passphrase-file "$BENCH/pass" -o ro 2>/dev/null
-sleep 1.5
+reader_up
 ranges() {
   curl -s "http://127.0.0.1:$ETCD_PORT/metrics" |
     awk '/^grpc_server_handled_total/ && /grpc_method="Range"/ { n += $2 } END { printf "%d", n }'
