@@ -428,6 +428,27 @@ fn a_reader_keeps_the_holders_keys_while_its_watch_brings_their_changes() {
     holder.put(b"Isync", b"x".to_vec()).unwrap();
     assert!(wait_for(Duration::from_secs(5), || get(b"Isync").is_some()));
     assert_eq!(reader.get(b"A1").unwrap().map(|v| v.to_vec()).as_deref(), Some(&b"reader's"[..]));
+
+    // A miss reads the neighbours too: the next inode numbers' records,
+    // and the whole directory of an entry (names and absent names alike).
+    use vaultfs::format::keys;
+    let mut tree = Batch::default();
+    for ino in 1000..1100u64 {
+        tree.put(keys::inode(ino).to_vec(), format!("inode {ino}").into_bytes());
+    }
+    let entry = |name: u8| keys::dirent(1, &[7; 16], &[name; 16]).to_vec();
+    for name in 0..50u8 {
+        tree.put(entry(name * 2), vec![name]);
+    }
+    holder.apply(tree).unwrap();
+    assert!(wait_for(Duration::from_secs(5), || reader.catch_up().is_ok() && get(&entry(98)).is_some()));
+    let inode = |ino: u64| get(&keys::inode(ino)).unwrap_or_else(|| panic!("inode {ino} not read"));
+    assert_eq!(costs(&|| assert_eq!(inode(1000), b"inode 1000")), 1);
+    let next = || (1001..1064).for_each(|ino| assert_eq!(inode(ino), format!("inode {ino}").into_bytes()));
+    assert_eq!(costs(&next), 0, "the next inodes were asked for one by one");
+    assert_eq!(costs(&|| assert!(get(&entry(0)).is_some())), 0, "the directory was read whole with entry 98");
+    let others = || (0..100u8).for_each(|n| assert_eq!(get(&entry(n)).is_some(), n % 2 == 0));
+    assert_eq!(costs(&others), 0, "a directory's other names were asked for one by one");
 }
 
 /// One holder at a time: while mounted, another host's opener is refused

@@ -167,18 +167,23 @@ pub fn xattr(ino: u64, name_tag: &[u8; 16]) -> [u8; 25] {
     k
 }
 
-pub fn dirent_prefix(level: u8, dir_tag: &[u8; 16]) -> [u8; 18] {
-    let mut k = [0u8; 18];
+/// Bytes of a directory's entry-key prefix (`D`, level, directory tag),
+/// and of a whole entry key (the name tag after it).
+pub const DIRENT_PREFIX_LEN: usize = 18;
+pub const DIRENT_KEY_LEN: usize = 34;
+
+pub fn dirent_prefix(level: u8, dir_tag: &[u8; 16]) -> [u8; DIRENT_PREFIX_LEN] {
+    let mut k = [0u8; DIRENT_PREFIX_LEN];
     k[0] = DIRENT;
     k[1] = level;
     k[2..].copy_from_slice(dir_tag);
     k
 }
 
-pub fn dirent(level: u8, dir_tag: &[u8; 16], name_tag: &[u8; 16]) -> [u8; 34] {
-    let mut k = [0u8; 34];
-    k[..18].copy_from_slice(&dirent_prefix(level, dir_tag));
-    k[18..].copy_from_slice(name_tag);
+pub fn dirent(level: u8, dir_tag: &[u8; 16], name_tag: &[u8; 16]) -> [u8; DIRENT_KEY_LEN] {
+    let mut k = [0u8; DIRENT_KEY_LEN];
+    k[..DIRENT_PREFIX_LEN].copy_from_slice(&dirent_prefix(level, dir_tag));
+    k[DIRENT_PREFIX_LEN..].copy_from_slice(name_tag);
     k
 }
 

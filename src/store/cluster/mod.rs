@@ -58,6 +58,8 @@ use self::readahead::Readahead;
 use self::s3::Objects;
 use super::overlay::Merged;
 use super::segments::{Location, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, parse_name};
+use crate::format::keys;
+
 use super::{Batch, ClusterAddress, DataAddress, Durability, EntriesHeard, Error, Result, Value, prefix_end};
 
 /// How long the holder's lease lasts without renewal: a host that dies
@@ -80,6 +82,11 @@ const SCAN_KEPT_BYTES: usize = 4 << 20;
 /// Entries read by a lookup of the first key in a range that memory does
 /// not know, kept for the lookups after it.
 const FIRST_IN_PAGE: i64 = 64;
+/// A point read memory misses reads up to this many of its neighbours
+/// (`read_around`): a directory's entries, or the keys of the next
+/// `AROUND_INODES` inode numbers.
+const AROUND_ENTRIES: i64 = 256;
+const AROUND_INODES: u64 = 64;
 /// Values read from etcd are served from memory while the lease was
 /// renewed within this: well inside the lease, so that etcd cannot have let
 /// it lapse (and another host write) before this process notices.
@@ -658,12 +665,47 @@ impl Shared {
             return Ok(v);
         }
         let generation = self.cache.generation();
+        if cached && let Some(v) = self.read_around(key, generation)? {
+            return Ok(v);
+        }
         let (kv, read_at) = self.etcd.get_at(&self.key(key))?;
         let value = kv.map(|kv| Value::from(kv.value));
         if cached && self.may_keep(key, read_at) {
             self.cache.fill(generation, key, value.clone());
         }
         Ok(value)
+    }
+
+    /// A miss of a key whose neighbours are likely read next reads them in
+    /// the same request and keeps them as a known range: a directory's
+    /// entries (all of them, up to a page: a lookup in a directory is
+    /// often followed by lookups of its other names), or the inode records
+    /// and block index entries of the next inode numbers (files made
+    /// together are numbered together, and read together: `ls -l`, `cp
+    /// -a`, `grep -r`). Some(answer) once kept; None: not kept (read the
+    /// key alone).
+    fn read_around(&self, key: &[u8], generation: u64) -> Result<Option<Option<Value>>> {
+        let (from, to, limit) = match (key.first(), keys::ino_of(key)) {
+            (Some(&keys::DIRENT), _) if key.len() == keys::DIRENT_KEY_LEN => {
+                let dir = &key[..keys::DIRENT_PREFIX_LEN];
+                (dir.to_vec(), prefix_end(dir), AROUND_ENTRIES)
+            }
+            (Some(&kind @ (keys::INODE | keys::BLOCK)), Some(ino)) => {
+                let next = [&[kind][..], &ino.saturating_add(AROUND_INODES).to_be_bytes()].concat();
+                (key.to_vec(), Some(next), AROUND_ENTRIES)
+            }
+            _ => return Ok(None),
+        };
+        let (start, end, skip) = self.bounds(&from, to.as_deref())?;
+        let page = self.etcd.range(&start, &end, limit, 0, false, false)?;
+        if !self.may_keep(key, page.revision) {
+            return Ok(None);
+        }
+        let entries: Vec<(Vec<u8>, Value)> =
+            page.kvs.into_iter().map(|kv| (kv.key[skip..].to_vec(), Value::from(kv.value))).collect();
+        let known = cache::known_end(to.as_deref(), page.more, entries.last().map(|(k, _)| &k[..]));
+        self.cache.fill_range(generation, &from, known.as_deref(), &entries);
+        Ok(self.cache.get(key))
     }
 
     /// As `get`, never from the read cache: for a key another host may
