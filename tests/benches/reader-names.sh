@@ -50,6 +50,7 @@ cd "$BENCH/mnt-b"
 run "stat of the 1,000 files" xargs -a "$BENCH/files" stat -c %s
 run "cat of the 1,000 files" xargs -a "$BENCH/files" cat
 run "find -type f of the tree" find 1-working/tree -type f
+run "ls -lR of the tree" ls -lR 1-working/tree
 run "cp -a of the tree" bash -c "rm -rf '$BENCH/copy/tree' && cp -a 1-working/tree '$BENCH/copy/'"
 cd /
 echo "binary: $VAULTFS ($("$VAULTFS" --version 2>/dev/null | head -1))"
