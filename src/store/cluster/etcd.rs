@@ -259,7 +259,10 @@ impl Etcd {
         let start = Instant::now();
         self.requests.fetch_add(1, Ordering::Relaxed);
         loop {
-            let r = match self.rt.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, request()).await }) {
+            // Resends share the one deadline: a member that hangs, then
+            // breaks, must not start the clock again.
+            let left = REQUEST_TIMEOUT.saturating_sub(start.elapsed());
+            let r = match self.rt.block_on(async { tokio::time::timeout(left, request()).await }) {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(Error::Io(format!("etcd {what}: no answer in {} s", REQUEST_TIMEOUT.as_secs())));

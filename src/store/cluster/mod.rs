@@ -682,8 +682,8 @@ impl Shared {
     /// often followed by lookups of its other names), or the inode records
     /// and block index entries of the next inode numbers (files made
     /// together are numbered together, and read together: `ls -l`, `cp
-    /// -a`, `grep -r`). Some(answer) once kept; None: not kept (read the
-    /// key alone).
+    /// -a`, `grep -r`). Some(answer) when the page covers `key` (kept if
+    /// the watch allows); None: not a key with neighbours, or past the page.
     fn read_around(&self, key: &[u8], generation: u64) -> Result<Option<Option<Value>>> {
         let (from, to, limit) = match (key.first(), keys::ino_of(key)) {
             (Some(&keys::DIRENT), _) if key.len() == keys::DIRENT_KEY_LEN => {
@@ -698,14 +698,17 @@ impl Shared {
         };
         let (start, end, skip) = self.bounds(&from, to.as_deref())?;
         let page = self.etcd.range(&start, &end, limit, 0, false, false)?;
-        if !self.may_keep(key, page.revision) {
-            return Ok(None);
-        }
         let entries: Vec<(Vec<u8>, Value)> =
             page.kvs.into_iter().map(|kv| (kv.key[skip..].to_vec(), Value::from(kv.value))).collect();
         let known = cache::known_end(to.as_deref(), page.more, entries.last().map(|(k, _)| &k[..]));
-        self.cache.fill_range(generation, &from, known.as_deref(), &entries);
-        Ok(self.cache.get(key))
+        // The page answers for `key` even when memory may not keep it: no
+        // second request for the one key.
+        let covered = known.as_deref().is_none_or(|end| key < end);
+        let answer = covered.then(|| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()));
+        if self.may_keep(key, page.revision) {
+            self.cache.fill_range(generation, &from, known.as_deref(), &entries);
+        }
+        Ok(answer)
     }
 
     /// As `get`, never from the read cache: for a key another host may
