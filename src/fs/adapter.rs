@@ -552,12 +552,6 @@ impl Filesystem for VaultFs {
             .and_then(|_| self.access(req).search(parent.0, 0).map_err(e))
             .and_then(|_| self.vault.lookup(parent.0, name.as_bytes()).map_err(e));
         let r = self.rec().note_denial(req, at, r);
-        if let (Ok(a), Some(_)) = (&r, read_at)
-            && a.kind == FileKind::Dir
-        {
-            // Before the reply: the getattr of a `stat` follows it.
-            self.names.looked_up(req.pid(), a.ino);
-        }
         self.reply_entry_read_at(reply, r, parent.0, name.as_bytes(), read_at);
     }
 
@@ -581,12 +575,17 @@ impl Filesystem for VaultFs {
         }
         // A directory whose name the kernel keeps was not looked up on the
         // way here: `stat` of it catches up as a lookup would have.
-        let r = match self.hosts == Hosts::Reader && self.names.keeps(ino.0) {
-            true if !self.names.same_walk(req.pid(), ino.0) => self.catch_up(),
-            _ => Ok(()),
-        };
+        let kept = self.hosts == Hosts::Reader && self.names.keeps(ino.0);
+        let r = if kept { self.catch_up() } else { Ok(()) };
         let r =
             r.and_then(|_| self.check_node(req, ino.0)).and_then(|_| self.vault.getattr(ino.0).map_err(e));
+        // Removed on the holder, which keeps the inode while its own kernel
+        // knows it: the kept name is stale, and a `stat` by it walks again
+        // (finding nothing), as a lookup would have.
+        let r = match r {
+            Ok(a) if kept && a.nlink == 0 => Err(Errno::ESTALE),
+            r => r,
+        };
         let r = self.rec().note_denial(req, At::Node(ino.0), r);
         reply_with!(reply, r, |a| reply.attr(&self.attr_ttl(), &file_attr(&a, self.owner)));
     }

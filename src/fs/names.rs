@@ -20,7 +20,6 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use fuser::{INodeNo, Notifier};
 
@@ -65,18 +64,9 @@ impl Inner {
 /// A name for the kernel to drop: the directory it is in, and itself.
 type Name = (u64, Box<[u8]>);
 
-/// How recent a process's lookup of a directory must be for that
-/// directory's `stat` to count as the same walk (a `stat` is a lookup,
-/// then a getattr): its catch-up is not made again.
-const SAME_WALK: Duration = Duration::from_millis(5);
-/// Processes whose last lookup is remembered, at most.
-const WALKERS: usize = 1024;
-
 #[derive(Clone, Default)]
 pub(super) struct ReaderNames {
     inner: Arc<Mutex<Inner>>,
-    /// Each process's last lookup of a directory: the directory, and when.
-    walked: Arc<Mutex<HashMap<u32, (u64, Instant)>>>,
     /// Names for the kernel to drop, to the thread that tells it.
     to_drop: Arc<Mutex<Option<Sender<Name>>>>,
 }
@@ -145,29 +135,6 @@ impl ReaderNames {
             at = kept.parent;
         }
         false
-    }
-
-    /// Process `pid` looked directory `ino` up, caught up with the holder.
-    pub(super) fn looked_up(&self, pid: u32, ino: u64) {
-        let mut w = self.walked.lock().unwrap_or_else(|p| p.into_inner());
-        if w.len() >= WALKERS {
-            w.clear();
-        }
-        w.insert(pid, (ino, Instant::now()));
-    }
-
-    /// Whether a `stat` of directory `ino` by `pid` follows that process's
-    /// lookup of it in the same walk (once: the lookup's catch-up serves
-    /// the one getattr after it).
-    pub(super) fn same_walk(&self, pid: u32, ino: u64) -> bool {
-        let mut w = self.walked.lock().unwrap_or_else(|p| p.into_inner());
-        match w.get(&pid) {
-            Some(&(i, at)) if i == ino && at.elapsed() < SAME_WALK => {
-                w.remove(&pid);
-                true
-            }
-            _ => false,
-        }
     }
 
     /// Whether the kernel keeps a name of directory `ino` given by this mount.
@@ -270,18 +237,6 @@ mod tests {
         n.given(10, 11, b"a", None, 0);
         n.given(11, 10, b"b", None, 0);
         assert!(!n.fresh(10, ROOT));
-    }
-
-    #[test]
-    fn a_stat_right_after_its_lookup_is_the_same_walk_once() {
-        let n = ReaderNames::default();
-        n.looked_up(7, 10);
-        assert!(!n.same_walk(8, 10) && !n.same_walk(7, 11), "another process, another directory");
-        assert!(n.same_walk(7, 10));
-        assert!(!n.same_walk(7, 10), "a second stat catches up again");
-        n.looked_up(7, 10);
-        std::thread::sleep(SAME_WALK * 2);
-        assert!(!n.same_walk(7, 10), "a stat long after the lookup is another walk");
     }
 
     #[test]
