@@ -6,6 +6,7 @@ mod common;
 #[path = "common/cluster.rs"]
 mod servers;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -221,6 +222,11 @@ impl ClusterVault {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// What the mount on `host` (`mount_reader`) logged.
+    fn host_log(&self, host: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{host}.log"))).unwrap_or_default()
     }
 
     /// `audit verify` of the unmounted vault, asserted to pass: what it printed.
@@ -451,6 +457,42 @@ fn a_reader_keeps_the_holders_keys_while_its_watch_brings_their_changes() {
     assert_eq!(costs(&others), 0, "a directory's other names were asked for one by one");
 }
 
+/// A close on the holder beside a reader waits for a commit already on
+/// its way (the interval's, storing a large object first): the close's
+/// changes may be in it, and the reader's next open must see them. (CI
+/// once saw a file closed on the holder missing on the reader's open.)
+#[test]
+fn a_close_beside_a_reader_waits_for_the_commit_on_its_way() {
+    use vaultfs::store::{Batch, ClusterAddress, DataAddress, Durability, Store};
+    let (etcd, objects) = (Etcd::start(), ObjectStore::start());
+    objects.create_bucket(BUCKET);
+    let address = format!("etcd://{}/agents", etcd.endpoint());
+    let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
+    let holder = Store::create_cluster(&ClusterAddress::parse(&address).unwrap(), &data).unwrap();
+    // Only the calls below commit.
+    holder.set_durability(Durability::Grouped(Duration::from_secs(600))).unwrap();
+    let reader = Store::open_reader(Path::new(&address), "host-b", b"A", b"L").unwrap();
+    for round in 0..5u8 {
+        for _ in 0..7 {
+            holder.append_record(&vec![round; 1 << 20]).unwrap();
+        }
+        let key = format!("Iclosed{round}").into_bytes();
+        let mut closed = Batch::default();
+        closed.put(key.clone(), vec![round]);
+        holder.apply(closed).unwrap();
+        std::thread::scope(|s| {
+            // The interval's commit: it takes the changes, then stores 7 MiB.
+            let interval = s.spawn(|| holder.flush());
+            std::thread::sleep(Duration::from_millis(10));
+            holder.publish().unwrap();
+            reader.catch_up().unwrap();
+            let seen = reader.get(&key).unwrap().map(|v| v.to_vec());
+            assert_eq!(seen, Some(vec![round]), "round {round}: the close's change is not on the reader");
+            interval.join().unwrap().unwrap();
+        });
+    }
+}
+
 /// One holder at a time: while mounted, another host's opener is refused
 /// with who holds the vault; after the unmount it opens at once.
 #[test]
@@ -677,7 +719,9 @@ fn a_mount_outlives_one_etcd_member_of_three() {
             std::fs::write(v.path(&name), pattern(10_000, i))
                 .unwrap_or_else(|e| panic!("{name}: {e}\n{}", v.log()));
             // Close-to-open on the reader, whichever member its watch lost.
-            let seen = std::fs::read(on_b(&name)).unwrap_or_else(|e| panic!("{name} on the reader: {e}"));
+            let seen = std::fs::read(on_b(&name)).unwrap_or_else(|e| {
+                panic!("{name} on the reader: {e}\nholder:\n{}\nreader:\n{}", v.log(), v.host_log("host-b"))
+            });
             assert!(seen == pattern(10_000, i), "{name} on the reader is not what was closed");
         }
         std::fs::rename(v.path(&format!("1-working/m{victim}-0")), v.path(&format!("1-working/r{victim}")))
@@ -1544,6 +1588,32 @@ fn flock(args: &[&str], path: &Path, command: &str) -> bool {
         .success()
 }
 
+/// Starts `program ARGS`, which takes a lock, prints `held`, and keeps it
+/// until a line on its standard input (`release`): returns once it holds
+/// the lock, so that nothing that follows hangs on a busy machine's
+/// timing. Its standard error is kept for `release`.
+fn holding(program: &str, args: &[&OsStr]) -> std::process::Child {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line)
+        .unwrap();
+    assert_eq!(line, "held\n", "{program} {args:?} did not take its lock");
+    child
+}
+
+/// Lets a `holding` child go, asserting it then ended well.
+fn release(mut child: std::process::Child) {
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "a lock holder failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// `python3 -c SCRIPT ARGS...`; its standard output, asserting it succeeded.
 fn python(script: &str, args: &[&str]) -> String {
     let out = Command::new("timeout").args(["60", "python3", "-c", script]).args(args).output().unwrap();
@@ -1634,34 +1704,41 @@ fn file_locks_hold_across_hosts_so_sqlite_reads_whole_transactions() {
     assert!(wait_for(Duration::from_secs(3), || on_b.exists()));
 
     // flock: A holds it; B is refused, and B's wait ends when A lets go.
-    let mut held_on_a = Command::new("flock").arg("-x").arg(&on_a).args(["-c", "sleep 2"]).spawn().unwrap();
-    assert!(wait_for(Duration::from_secs(3), || !flock(&["-n", "-s"], &on_b, "true")), "B got A's lock");
-    assert!(flock(&["-s"], &on_b, "true"), "B's wait for A's lock never ended");
-    assert!(held_on_a.try_wait().unwrap().is_some(), "B got the lock while A held it");
+    let flock_holding = |how: &str, path: &Path| {
+        holding("flock", &[how, path.to_str().unwrap(), "-c", "echo held; read line"].map(OsStr::new))
+    };
+    let held_on_a = flock_holding("-x", &on_a);
+    assert!(!flock(&["-n", "-s"], &on_b, "true"), "B got A's lock\n{}", v.log());
+    let waiting_on_b = {
+        let on_b = on_b.clone();
+        std::thread::spawn(move || flock(&["-s"], &on_b, "true"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting_on_b.is_finished(), "B's wait ended while A held the lock");
+    release(held_on_a);
+    assert!(waiting_on_b.join().unwrap(), "B's wait for A's lock never ended");
     // And the other way round: B's shared lock refuses A's exclusive one, not A's shared one.
-    let mut held_on_b = Command::new("flock").arg("-s").arg(&on_b).args(["-c", "sleep 2"]).spawn().unwrap();
-    assert!(wait_for(Duration::from_secs(3), || !flock(&["-n", "-x"], &on_a, "true")), "A got B's lock");
+    let held_on_b = flock_holding("-s", &on_b);
+    assert!(!flock(&["-n", "-x"], &on_a, "true"), "A got B's lock");
     assert!(flock(&["-n", "-s"], &on_a, "true"));
-    assert!(flock(&["-x"], &on_a, "true"));
-    assert!(held_on_b.wait().unwrap().success());
+    let waiting_on_a = {
+        let on_a = on_a.clone();
+        std::thread::spawn(move || flock(&["-x"], &on_a, "true"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting_on_a.is_finished(), "A's wait ended while B held the lock");
+    release(held_on_b);
+    assert!(waiting_on_a.join().unwrap(), "A's wait for B's lock never ended");
 
     // fcntl record locks: A's write lock on bytes 20..30.
-    let mut locker = Command::new("python3")
-        .args(["-c", "import fcntl, sys, time; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX, 10, 20); print('held', flush=True); time.sleep(3)"])
-        .arg(&on_a)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line)
-        .unwrap();
-    assert_eq!(line, "held\n");
+    let script = "import fcntl, sys; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX, 10, 20); print('held', flush=True); sys.stdin.readline()";
+    let locker = holding("python3", &[OsStr::new("-c"), OsStr::new(script), on_a.as_os_str()]);
     let probe = python(FCNTL_PROBE, &[on_b.to_str().unwrap()]);
     assert_eq!(probe, "write 20 10 0\nbusy\n", "B's view of A's record lock");
     // The same probe beside it on A itself names the holder's pid.
     let probe = python(FCNTL_PROBE, &[on_a.to_str().unwrap()]);
     assert_eq!(probe, format!("write 20 10 {}\nbusy\n", locker.id()));
-    assert!(locker.wait().unwrap().success());
+    release(locker);
     assert_eq!(python(FCNTL_PROBE, &[on_b.to_str().unwrap()]), "unlocked 0 100 0\ngranted\n");
 
     // sqlite: written on A, read on B at the same time.

@@ -53,6 +53,13 @@ impl Overlay {
         }
     }
 
+    /// Whether every change applied here has been handed over: nothing
+    /// pending and no set on its way (a hand-over in flight is not done).
+    pub(super) fn settled(&self) -> bool {
+        let st = self.read();
+        st.pending.is_empty() && st.draining.is_none()
+    }
+
     /// Keys waiting in `pending`.
     pub(super) fn pending_len(&self) -> usize {
         self.read().pending.len()
@@ -227,5 +234,26 @@ impl Overlay {
             }
         }
         Ok(from_overlay.max(from_backend))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_on_its_way_is_not_settled() {
+        let o = Overlay::default();
+        assert!(o.settled());
+        o.insert(vec![(b"k".to_vec(), Some(b"v".to_vec()))]);
+        assert!(!o.settled());
+        let set = o.begin_drain().expect("a set to hand over");
+        assert_eq!(o.pending_len(), 0);
+        // Nothing pending, but the hand-over is not done: a close must wait.
+        assert!(!o.settled());
+        assert_eq!(o.lookup(b"k"), Some(Some(sled::IVec::from(b"v".to_vec()))));
+        assert!(Arc::ptr_eq(&set, &o.begin_drain().unwrap()), "a failed hand-over is tried again");
+        o.end_drain();
+        assert!(o.settled());
     }
 }

@@ -781,15 +781,18 @@ impl Shared {
     /// reader's next open sees, as on one host. A commit that fails fails
     /// the close (EIO, as NFS reports a failed flush at close).
     pub fn publish(&self) -> Result<()> {
-        let nothing_new = self.group.overlay.pending_len() == 0;
+        // A commit in flight (the interval's) may hold this close's
+        // changes: settled only once etcd has them; `commit` waits for it.
+        let nothing_new = self.group.overlay.settled();
         if self.reader_owns.is_some() || !self.group.grouped() || nothing_new {
             return Ok(());
         }
-        // An etcd that cannot say whether readers are mounted cannot serve
-        // them either: the commit interval brings the change once it can.
+        // Not knowing whether a reader is mounted (etcd did not answer in
+        // time) counts as one: a close that succeeds is then on every
+        // reader's next open; if etcd is gone, the commit fails the close.
         match self.readers_mounted() {
-            Ok(true) => self.commit(),
-            Ok(false) | Err(_) => Ok(()),
+            Ok(false) => Ok(()),
+            Ok(true) | Err(_) => self.commit(),
         }
     }
 
