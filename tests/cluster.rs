@@ -457,6 +457,69 @@ fn a_reader_keeps_the_holders_keys_while_its_watch_brings_their_changes() {
     assert_eq!(costs(&others), 0, "a directory's other names were asked for one by one");
 }
 
+/// While no reader is mounted the holder keeps its file locks to itself
+/// (no etcd request per lock, as on a store directory); a reader that
+/// mounts finds every one of them published before it serves, and every
+/// change after; once the last reader is gone they stay here again.
+#[test]
+fn a_holder_alone_publishes_its_locks_only_once_a_reader_mounts() {
+    use vaultfs::store::{ClusterAddress, DataAddress, LockClaim, Store};
+    let (etcd, objects) = (Etcd::start(), ObjectStore::start());
+    objects.create_bucket(BUCKET);
+    let address = format!("etcd://{}/agents", etcd.endpoint());
+    let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
+    let holder = Store::create_cluster(&ClusterAddress::parse(&address).unwrap(), &data).unwrap();
+    let claim = |ino: u64, value: &[u8]| match holder.claim_host_locks(ino, 0, Some(value.to_vec())).unwrap()
+    {
+        LockClaim::Won(_) => (),
+        LockClaim::Lost(..) => panic!("the holder lost a claim on inode {ino} with no reader mounted"),
+    };
+    let costs = |f: &dyn Fn()| {
+        let before = holder.etcd_requests();
+        f();
+        holder.etcd_requests() - before
+    };
+    // Its first look at the readers' keys finds none.
+    assert!(
+        wait_for(Duration::from_secs(5), || costs(&|| claim(7, b"seven")) == 0),
+        "a lock on a holder alone still costs etcd requests"
+    );
+    assert_eq!(costs(&|| claim(8, b"eight")), 0);
+    assert_eq!(costs(&|| holder.set_host_locks(8, None).unwrap()), 0);
+    assert_eq!(costs(&|| claim(9, b"nine")), 0);
+    assert_eq!(costs(&|| holder.set_host_locks(9, Some(b"less".to_vec())).unwrap()), 0);
+
+    // A reader's mount returns once the holder said it saw it: by then
+    // every lock the holder holds is there for it, and none it let go.
+    let reader = Store::open_reader(Path::new(&address), "host-b", b"A", b"L").unwrap();
+    let others = |ino: u64| reader.host_locks(ino).unwrap().0;
+    assert_eq!(others(7), vec![b"seven".to_vec()]);
+    assert_eq!(others(8), Vec::<Vec<u8>>::new());
+    assert_eq!(others(9), vec![b"less".to_vec()]);
+    // From now on each change reaches etcd before it returns.
+    holder.set_host_locks(7, None).unwrap();
+    assert_eq!(others(7), Vec::<Vec<u8>>::new());
+    let (_, token) = holder.host_locks(10).unwrap();
+    assert!(matches!(holder.claim_host_locks(10, token, Some(b"ten".to_vec())).unwrap(), LockClaim::Won(_)));
+    assert_eq!(others(10), vec![b"ten".to_vec()]);
+    // The reader's own lock is the holder's to see, and to be refused by.
+    let (_, token) = reader.host_locks(11).unwrap();
+    assert!(matches!(reader.claim_host_locks(11, token, Some(b"b's".to_vec())).unwrap(), LockClaim::Won(_)));
+    assert_eq!(holder.host_locks(11).unwrap().0, vec![b"b's".to_vec()]);
+    assert!(matches!(holder.claim_host_locks(11, 0, Some(b"a's".to_vec())).unwrap(), LockClaim::Lost(..)));
+
+    // The reader gone, the holder is alone again.
+    drop(reader);
+    assert!(
+        wait_for(Duration::from_secs(5), || costs(&|| claim(12, b"twelve")) == 0),
+        "the holder still publishes its locks after the last reader left"
+    );
+    // A second reader finds the locks taken meanwhile.
+    let reader = Store::open_reader(Path::new(&address), "host-c", b"A", b"L").unwrap();
+    assert_eq!(reader.host_locks(12).unwrap().0, vec![b"twelve".to_vec()]);
+    assert_eq!(reader.host_locks(10).unwrap().0, vec![b"ten".to_vec()]);
+}
+
 /// A close on the holder beside a reader waits for a commit already on
 /// its way (the interval's, storing a large object first): the close's
 /// changes may be in it, and the reader's next open must see them. (CI

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What file locks cost (docs/PERFORMANCE.md, "Locks across hosts"): on a vault
 # in a directory (the kernel keeps its locks) and on a cluster vault (one etcd
-# and one SeaweedFS on loopback, tests/cluster/servers.sh) through its holder
-# and through a read-only mount beside it (every lock published in etcd).
+# and one SeaweedFS on loopback, tests/cluster/servers.sh) through its holder,
+# alone (its locks kept to itself) and with a read-only mount beside it
+# (every lock published in etcd), and through that read-only mount.
 # Run as root after `cargo build --release`:
 #
 #   tests/benches/locks.sh [SECONDS]      (default 5 per row)
@@ -85,11 +86,12 @@ mount "$BENCH/embedded/state" "$BENCH/embedded/store" "$BENCH/embedded/mnt"
 mount "$BENCH/cluster/state" "$(sed -n 1p <<<"$addrs")/bench" "$BENCH/cluster/mnt"
 echo "locked file" >"$BENCH/embedded/mnt/1-working/f"
 echo "locked file" >"$BENCH/cluster/mnt/1-working/f"
-mount "$BENCH/cluster/state-ro" "$(sed -n 1p <<<"$addrs")/bench" "$BENCH/cluster/mnt-ro" ro
 echo "load1 $(cut -d' ' -f1 /proc/loadavg) at $(date +%T), ${SECS} s a row"
 printf '%-16s %10s %10s %10s\n' "" "fcntl/s" "flock/s" "sqlite/s"
 probe embedded "$BENCH/embedded/mnt/1-working/f"
-probe cluster-holder "$BENCH/cluster/mnt/1-working/f"
+probe holder-alone "$BENCH/cluster/mnt/1-working/f"
+mount "$BENCH/cluster/state-ro" "$(sed -n 1p <<<"$addrs")/bench" "$BENCH/cluster/mnt-ro" ro
+probe holder+reader "$BENCH/cluster/mnt/1-working/f"
 for _ in $(seq 1 30); do [ -e "$BENCH/cluster/mnt-ro/1-working/f.db" ] && break; sleep 0.1; done
 probe cluster-reader "$BENCH/cluster/mnt-ro/1-working/f"
 echo "load1 $(cut -d' ' -f1 /proc/loadavg) at $(date +%T)"

@@ -29,7 +29,6 @@ holder_up() {
 }
 
 reader_up() {
+  # Returns once the holder said it saw the reader (CLUSTER.md).
   on b mount "$address" "$BENCH/mnt-b" --passphrase-file "$BENCH/pass" -o ro 2>/dev/null
-  # A reader serves one second after it took its key (CLUSTER.md).
-  sleep 1.5
 }

@@ -5,7 +5,8 @@
 //! publication that takes more also bumps `locks/INO/seq`, and succeeds
 //! only if that key is as it was when the other hosts' locks were read:
 //! of two hosts claiming conflicting locks at once, one wins and the
-//! other reads again and sees the winner's. The values are opaque here
+//! other reads again and sees the winner's. While no reader is mounted
+//! the holder publishes nothing (readers.rs). The values are opaque here
 //! (the vault seals them).
 
 use super::etcd::{Guard, Kv, Op};
@@ -25,11 +26,11 @@ impl Shared {
         self.meta_key(&format!("locks/{ino:016x}/"))
     }
 
-    fn locks_seq(&self, ino: u64) -> Vec<u8> {
+    pub(super) fn locks_seq(&self, ino: u64) -> Vec<u8> {
         [self.locks_prefix(ino), b"seq".to_vec()].concat()
     }
 
-    fn locks_mine(&self, ino: u64) -> Vec<u8> {
+    pub(super) fn locks_mine(&self, ino: u64) -> Vec<u8> {
         [self.locks_prefix(ino), format!("h/{:016x}", self.lease).into_bytes()].concat()
     }
 
@@ -37,6 +38,9 @@ impl Shared {
     /// of `seq` they were read with (0: never claimed, or its claimer gone).
     pub fn host_locks(&self, ino: u64) -> Result<(Vec<Vec<u8>>, i64)> {
         self.still_held()?;
+        if self.alone() {
+            return Ok((Vec::new(), 0));
+        }
         let prefix = self.locks_prefix(ino);
         let end = prefix_end(&prefix).unwrap_or_default();
         let page = self.etcd.range(&prefix, &end, 0, 0, false, false)?;
@@ -64,11 +68,21 @@ impl Shared {
     /// in the same transaction.
     pub fn claim_host_locks(&self, ino: u64, token: i64, value: Option<Vec<u8>>) -> Result<LockClaim> {
         self.still_held()?;
+        // Held across the round trip: a switch to publishing (readers.rs)
+        // publishes this claim or comes after it.
+        let mut ledger = self.ledger();
+        if self.reader_owns.is_none() && !ledger.readers {
+            ledger.note(ino, value.as_ref(), false);
+            return Ok(LockClaim::Won(0));
+        }
         let (prefix, seq) = (self.locks_prefix(ino), self.locks_seq(ino));
         let end = prefix_end(&prefix).unwrap_or_default();
-        let ops = vec![self.publication(ino, value), Op::PutLeased(seq.clone(), Vec::new(), self.lease)];
+        let ops = vec![self.publication(ino, value.clone()), Op::PutLeased(seq.clone(), Vec::new(), self.lease)];
         Ok(match self.etcd.txn_else_range(vec![Guard::Modified(seq, token)], ops, &prefix, &end)? {
-            Ok(revision) => LockClaim::Won(revision),
+            Ok(revision) => {
+                ledger.note(ino, value.as_ref(), true);
+                LockClaim::Won(revision)
+            }
             Err(page) => {
                 let (others, token) = self.others_in(ino, page.kvs);
                 LockClaim::Lost(others, token)
@@ -80,7 +94,20 @@ impl Shared {
     /// have been refused for it, so no guard.
     pub fn set_host_locks(&self, ino: u64, value: Option<Vec<u8>>) -> Result<()> {
         self.still_held()?;
-        self.etcd.txn(Vec::new(), vec![self.publication(ino, value)]).map(|_| ())
+        let mut ledger = self.ledger();
+        if self.reader_owns.is_none() && !ledger.readers {
+            ledger.note(ino, value.as_ref(), false);
+            return Ok(());
+        }
+        self.etcd.txn(Vec::new(), vec![self.publication(ino, value.clone())])?;
+        ledger.note(ino, value.as_ref(), true);
+        Ok(())
+    }
+
+    /// Whether this is the holder and no reader is mounted: no other
+    /// process holds a lock, and this one's stay here (readers.rs).
+    fn alone(&self) -> bool {
+        self.reader_owns.is_none() && !self.ledger().readers
     }
 
     fn publication(&self, ino: u64, value: Option<Vec<u8>>) -> Op {

@@ -10,7 +10,9 @@
 //! - `objects`: object numbers below it may be in use (8-byte big-endian);
 //! - `k/` followed by a store key: that key's value;
 //! - `locks/INO/`: what each mounted process's host holds of a file's
-//!   locks (locks.rs).
+//!   locks (locks.rs);
+//! - `readers-seen`: the revision up to which the holder has seen every
+//!   reader's key, and publishes for them (readers.rs).
 //!
 //! One process holds a vault at a time. Every write is a transaction
 //! guarded by the holder key's creation revision, so a process that lost
@@ -39,13 +41,14 @@ mod etcd;
 mod follow;
 mod group;
 mod locks;
+mod readers;
 mod readahead;
 mod s3;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use self::cache::ReadCache;
@@ -108,8 +111,6 @@ pub enum Role {
     LogOf { host: String, own: &'static [u8] },
 }
 
-/// How often a holder looks again whether any reader is mounted.
-const READERS_LOOK_EVERY: Duration = Duration::from_secs(1);
 /// How long a reader's catch-up waits for the watch to bring the changes
 /// etcd committed before it, before it touches a key of its own to be
 /// sure there are some to bring; and then how long for that touch.
@@ -152,8 +153,10 @@ pub struct Shared {
     hold_key: Vec<u8>,
     /// That key's creation revision: every write is guarded by it.
     held_at: i64,
-    /// The holder's last look for mounted readers, and what it saw.
-    readers_seen: Mutex<Option<(Instant, bool)>>,
+    /// On the holder: whether readers may be mounted, and its locks.
+    ledger: Mutex<readers::Ledger>,
+    /// The holder's watch of the readers' keys (readers.rs).
+    readers_watch: OnceLock<Background>,
     lease: i64,
     /// The lease's renewals; `lost` is set for good once it may have
     /// lapsed: writes are refused.
@@ -286,14 +289,21 @@ impl Cluster {
         };
         held.holding(hold_key.clone(), held_at);
         if reader_owns.is_some() {
-            // A holder looks for readers at most once a READERS_LOOK_EVERY:
-            // after this wait every look it makes has seen this one, so
-            // each of its closes from now on commits before it returns.
-            std::thread::sleep(READERS_LOOK_EVERY);
+            // From the holder's word on: its closes commit, its locks are
+            // published (readers.rs).
+            if let Err(e) = readers::wait_until_seen(&etcd, &prefix, held_at) {
+                drop(keep_alive);
+                etcd.revoke(lease);
+                return Err(e);
+            }
         }
         let reader = (reader_owns, reader_shares, host);
         let shared = Shared::new(at, etcd, objects, prefix, own, reader, hold_key, held_at, held, Some((lease, keep_alive)));
-        Ok(Cluster { shared: Arc::new(shared), committer: Mutex::new(None), discarded: false })
+        let shared = Arc::new(shared);
+        if shared.reader_owns.is_none() {
+            Shared::watch_readers(&shared);
+        }
+        Ok(Cluster { shared, committer: Mutex::new(None), discarded: false })
     }
 
     /// The hosts whose read-only mounts keep an audit log in this vault
@@ -467,7 +477,8 @@ impl Shared {
             host,
             hold_key,
             held_at,
-            readers_seen: Mutex::new(None),
+            ledger: Mutex::new(readers::Ledger::default()),
+            readers_watch: OnceLock::new(),
             lease,
             held,
             _keep_alive: keep_alive,
@@ -776,9 +787,10 @@ impl Shared {
         written.map(|_| ())
     }
 
-    /// Commits now if this is the holder and a reader is mounted (a close
-    /// on the holder): what was written and closed here is then what a
-    /// reader's next open sees, as on one host. A commit that fails fails
+    /// Commits now if this is the holder and a reader may be mounted (a
+    /// close on the holder; readers.rs: from before any reader serves):
+    /// what was written and closed here is then what a reader's next open
+    /// sees, as on one host. A commit that fails fails
     /// the close (EIO, as NFS reports a failed flush at close).
     pub fn publish(&self) -> Result<()> {
         // A commit in flight (the interval's) may hold this close's
@@ -787,33 +799,8 @@ impl Shared {
         if self.reader_owns.is_some() || !self.group.grouped() || nothing_new {
             return Ok(());
         }
-        // Not knowing whether a reader is mounted (etcd did not answer in
-        // time) counts as one: a close that succeeds is then on every
-        // reader's next open; if etcd is gone, the commit fails the close.
-        match self.readers_mounted() {
-            Ok(false) => Ok(()),
-            Ok(true) | Err(_) => self.commit(),
-        }
-    }
-
-    /// Whether any reader has the vault mounted, looked up at most once
-    /// every READERS_LOOK_EVERY: a reader mounted since is seen at the
-    /// next look, and until then the commit interval bounds what it misses.
-    fn readers_mounted(&self) -> Result<bool> {
-        let mut seen = self.readers_seen.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, mounted)) = *seen
-            && at.elapsed() < READERS_LOOK_EVERY
-        {
-            return Ok(mounted);
-        }
-        // Timed from before the request: etcd answers with what it holds at
-        // some point after this, which is what a reader's wait counts on.
-        let asked = Instant::now();
-        let from = self.meta_key("readers/");
-        let page = self.etcd.range(&from, &prefix_end(&from).unwrap_or_default(), 1, 0, false, true)?;
-        let mounted = !page.kvs.is_empty();
-        *seen = Some((asked, mounted));
-        Ok(mounted)
+        let readers = self.ledger().readers;
+        if readers { self.commit() } else { Ok(()) }
     }
 
     /// Stores the objects built so far, then writes the batches gathered
