@@ -520,6 +520,33 @@ fn a_holder_alone_publishes_its_locks_only_once_a_reader_mounts() {
     assert_eq!(reader.host_locks(10).unwrap().0, vec![b"ten".to_vec()]);
 }
 
+/// A holder that never says it saw a reader (here a holder key an older
+/// vaultfs could have left, kept alive): the reader's mount is refused
+/// after 10 s, naming it, rather than serving locks and opens the holder
+/// does not publish for. With the key gone, the reader mounts at once.
+#[test]
+fn a_reader_is_refused_by_a_holder_that_never_answers_it() {
+    use vaultfs::store::{ClusterAddress, DataAddress, Store};
+    let (etcd, objects) = (Etcd::start(), ObjectStore::start());
+    objects.create_bucket(BUCKET);
+    let address = format!("etcd://{}/agents", etcd.endpoint());
+    let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
+    drop(Store::create_cluster(&ClusterAddress::parse(&address).unwrap(), &data).unwrap());
+    etcd.put_key("vaultfs/agents/holder", "old-host 4242");
+    let started = std::time::Instant::now();
+    let refused =
+        Store::open_reader(Path::new(&address), "host-b", b"A", b"L").err().expect("a reader mounted");
+    let waited = started.elapsed();
+    assert!(
+        refused.to_string().contains("old-host 4242") && refused.to_string().contains("did not confirm"),
+        "{refused}"
+    );
+    assert!(waited >= Duration::from_secs(10), "refused after {waited:?}");
+    // Its key went with the refusal: the name is free again.
+    etcd.delete_key("vaultfs/agents/holder");
+    Store::open_reader(Path::new(&address), "host-b", b"A", b"L").expect("a reader with no holder");
+}
+
 /// A close on the holder beside a reader waits for a commit already on
 /// its way (the interval's, storing a large object first): the close's
 /// changes may be in it, and the reader's next open must see them. (CI
