@@ -547,6 +547,55 @@ fn a_reader_is_refused_by_a_holder_that_never_answers_it() {
     Store::open_reader(Path::new(&address), "host-b", b"A", b"L").expect("a reader with no holder");
 }
 
+/// A read on a reader whose memory still points into an object the
+/// holder's collector has removed (its watch held back, as behind an etcd
+/// slow to deliver): the read catches up and reads the blocks where they
+/// are now, whole, never EIO.
+#[test]
+fn a_readers_read_behind_the_collector_looks_the_blocks_up_again() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    let hold = v.dir.path().join("hold-watch");
+    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
+    let mut env = v.env.clone();
+    env.push(("VAULTFS_TEST_HOLD_WATCH", hold.to_str().unwrap().to_string()));
+    // The retry is logged at debug level.
+    env.push(("VAULTFS_LOG", "vaultfs=debug".to_string()));
+    v.mount_reader_with("host-b", &mnt_b, &env);
+    let (on_a, on_b) = (v.path("1-working/f"), mnt_b.join("1-working/f"));
+    // One block: read whole by one request, never kept by readahead.
+    std::fs::write(&on_a, pattern(1000, 1)).unwrap();
+    assert!(wait_for(Duration::from_secs(3), || std::fs::read(&on_b).is_ok_and(|b| b == pattern(1000, 1))));
+    // Open on the reader, read once (its memory keeps the block's place),
+    // then, told to, drop the kernel's pages and read again.
+    let script = "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.pread(fd, 1000, 0); \
+                  print('held', flush=True); sys.stdin.readline(); \
+                  os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); sys.stdout.buffer.write(os.pread(fd, 1000, 0))";
+    let mut reading = holding("python3", &[OsStr::new("-c"), OsStr::new(script), on_b.as_os_str()]);
+    std::fs::write(&hold, b"").unwrap();
+    let before = v.objects.list(BUCKET);
+    std::fs::write(&on_a, pattern(1000, 2)).unwrap();
+    let collected = || {
+        v.objects.list(BUCKET).len() < before.len()
+            || before.iter().any(|o| !v.objects.list(BUCKET).contains(o))
+    };
+    assert!(
+        wait_for(Duration::from_secs(15), collected),
+        "the holder never collected the old block's object"
+    );
+    std::io::Write::write_all(reading.stdin.as_mut().unwrap(), b"\n").unwrap();
+    let out = reading.wait_with_output().unwrap();
+    std::fs::remove_file(&hold).unwrap();
+    assert!(
+        out.status.success(),
+        "the reader's read failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        v.host_log("host-b")
+    );
+    assert!(out.stdout == pattern(1000, 2), "the reader did not read the block where it is now");
+    assert!(v.host_log("host-b").contains("looking up again"), "the read never met the collected object");
+}
+
 /// A close on the holder beside a reader waits for a commit already on
 /// its way (the interval's, storing a large object first): the close's
 /// changes may be in it, and the reader's next open must see them. (CI

@@ -524,6 +524,23 @@ impl Etcd {
     }
 }
 
+/// Tests only: while the file `VAULTFS_TEST_HOLD_WATCH` names exists, a
+/// reader's watch hands on nothing (its memory goes stale, as behind an
+/// etcd slow to deliver), so that a test can make the races the mount must
+/// survive. Called from the watch's task: the wait moves the runtime's
+/// other work to another thread.
+#[cfg(feature = "internals")]
+pub fn hold_back_for_tests() {
+    let Some(path) = std::env::var_os("VAULTFS_TEST_HOLD_WATCH").map(std::path::PathBuf::from) else { return };
+    if path.exists() {
+        tokio::task::block_in_place(|| {
+            while path.exists() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+    }
+}
+
 /// What this process knows of its lease, shared by the store and the task
 /// that renews it.
 pub struct LeaseState {

@@ -461,7 +461,11 @@ impl Shared {
             (Some(own), Some(_)) => {
                 let follower = Arc::new(Follower::default());
                 let (f, c, keys) = (follower.clone(), cache.clone(), [&prefix[..], b"k/"].concat());
-                let watch = etcd.watch(prefix.clone(), move |news| f.hear(news, &c, &keys, own));
+                let watch = etcd.watch(prefix.clone(), move |news| {
+                    #[cfg(feature = "internals")]
+                    etcd::hold_back_for_tests();
+                    f.hear(news, &c, &keys, own)
+                });
                 (Some(follower), Some(watch))
             }
             _ => (None, None),
