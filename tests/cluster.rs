@@ -520,6 +520,33 @@ fn a_holder_alone_publishes_its_locks_only_once_a_reader_mounts() {
     assert_eq!(reader.host_locks(10).unwrap().0, vec![b"ten".to_vec()]);
 }
 
+/// The holder's locks on many files reach etcd in transactions small
+/// enough for an etcd left at its own limits (128 operations), where
+/// `-o sync` mounts run.
+#[test]
+fn a_holder_publishes_locks_on_many_files_within_etcds_own_limits() {
+    use vaultfs::store::{ClusterAddress, DataAddress, LockClaim, Store};
+    let (etcd, objects) = (Etcd::start_with_default_limits(), ObjectStore::start());
+    objects.create_bucket(BUCKET);
+    let address = format!("etcd://{}/agents", etcd.endpoint());
+    let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
+    let holder = Store::create_cluster(&ClusterAddress::parse(&address).unwrap(), &data).unwrap();
+    let alone = || {
+        let before = holder.etcd_requests();
+        holder.set_host_locks(1, None).unwrap();
+        holder.etcd_requests() == before
+    };
+    assert!(wait_for(Duration::from_secs(5), alone), "the holder never found itself alone");
+    for ino in 100..300u64 {
+        let won = holder.claim_host_locks(ino, 0, Some(ino.to_be_bytes().to_vec())).unwrap();
+        assert!(matches!(won, LockClaim::Won(_)));
+    }
+    let reader = Store::open_reader(Path::new(&address), "host-b", b"A", b"L").unwrap();
+    for ino in [100, 159, 160, 161, 299] {
+        assert_eq!(reader.host_locks(ino).unwrap().0, vec![ino.to_be_bytes().to_vec()], "inode {ino}");
+    }
+}
+
 /// A holder that never says it saw a reader (here a holder key an older
 /// vaultfs could have left, kept alive): the reader's mount is refused
 /// after 10 s, naming it, rather than serving locks and opens the holder

@@ -196,7 +196,8 @@ pub(super) fn wait_until_seen(etcd: &Etcd, prefix: &[u8], registered: i64) -> Re
         if started.elapsed() >= SEEN_WITHIN {
             return Err(Error::Unusable(format!(
                 "the vault's holder ({}) did not confirm within {} s that it saw this read-only mount \
-                 (a holder cut off from etcd lets go within {LEASE_SECONDS} s; one of an older vaultfs never does)",
+                 (its log says why; a holder cut off from etcd lets go within {LEASE_SECONDS} s; \
+                 one of an older vaultfs never confirms)",
                 String::from_utf8_lossy(&holder.value),
                 SEEN_WITHIN.as_secs()
             )));
