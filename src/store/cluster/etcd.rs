@@ -19,9 +19,11 @@ use crate::store::{Error, Result};
 /// so that a lost etcd never hangs a FUSE thread.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest watch response taken: a commit's changes in one message,
-/// beyond the 32 MiB requests docs/CLUSTER.md has etcd allow.
-const WATCH_MESSAGE_BYTES: usize = 64 << 20;
+/// The largest response taken: a commit's changes in one watch message,
+/// beyond the 32 MiB requests docs/CLUSTER.md has etcd allow; a page of a
+/// scan (512 keys of audit records can pass gRPC's default 4 MiB). A page
+/// larger still is asked for again in halves (`range`).
+const MESSAGE_BYTES: usize = 64 << 20;
 
 /// One key as etcd returned it.
 pub struct Kv {
@@ -294,7 +296,7 @@ impl Etcd {
     /// `key`, and the store's revision it was read at.
     pub fn get_at(&self, key: &[u8]) -> Result<(Option<Kv>, i64)> {
         let mut resp = self.run("get", || {
-            let mut kv = self.client.kv_client();
+            let mut kv = kv(&self.client);
             async move { kv.get(key, None).await }
         })?;
         let revision = resp.header().map_or(0, |h| h.revision());
@@ -304,7 +306,7 @@ impl Etcd {
     /// The store's revision now (a linearizable read of one key's count).
     pub fn revision(&self, key: &[u8]) -> Result<i64> {
         let resp = self.run("revision", || {
-            let mut kv = self.client.kv_client();
+            let mut kv = kv(&self.client);
             async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
         })?;
         Ok(resp.header().map_or(0, |h| h.revision()))
@@ -312,18 +314,26 @@ impl Etcd {
 
     /// Up to `limit` keys of `[from, to)` in key order (descending: the
     /// greatest first), at `revision` (0: the newest).
-    pub fn range(&self, from: &[u8], to: &[u8], limit: i64, revision: i64, descending: bool, keys_only: bool) -> Result<Page> {
-        let mut options = GetOptions::new().with_range(to).with_limit(limit).with_revision(revision);
+    pub fn range(&self, from: &[u8], to: &[u8], mut limit: i64, revision: i64, descending: bool, keys_only: bool) -> Result<Page> {
+        let mut options = GetOptions::new().with_range(to).with_revision(revision);
         if descending {
             options = options.with_sort(SortTarget::Key, SortOrder::Descend);
         }
         if keys_only {
             options = options.with_keys_only();
         }
-        let mut resp = self.run("range", || {
-            let (mut kv, options) = (self.client.kv_client(), options.clone());
-            async move { kv.get(from, Some(options)).await }
-        })?;
+        let mut resp = loop {
+            let options = options.clone().with_limit(limit);
+            let answer = self.run("range", || {
+                let (mut kv, options) = (kv(&self.client), options.clone());
+                async move { kv.get(from, Some(options)).await }
+            });
+            match answer {
+                // Callers that page (a limit) go on from the page's end.
+                Err(Error::Io(m)) if limit > 1 && m.contains("message length too large") => limit /= 2,
+                answer => break answer?,
+            }
+        };
         let revision = resp.header().map_or(0, |h| h.revision());
         let more = resp.more();
         Ok(Page { kvs: resp.take_kvs().into_iter().map(into_kv).collect(), more, revision })
@@ -338,7 +348,7 @@ impl Etcd {
     pub fn txn_at(&self, guards: Vec<Guard>, ops: Vec<Op>) -> Result<Option<i64>> {
         let txn = Txn::new().when(compares(guards)).and_then(txn_ops(ops));
         let resp = self.run("transaction", || {
-            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            let (mut kv, txn) = (kv(&self.client), txn.clone());
             async move { kv.txn(txn).await }
         })?;
         Ok(resp.succeeded().then(|| resp.header().map_or(0, |h| h.revision())))
@@ -350,7 +360,7 @@ impl Etcd {
         let read = TxnOp::get(from, Some(GetOptions::new().with_range(to)));
         let txn = Txn::new().when(compares(guards)).and_then(txn_ops(ops)).or_else(vec![read]);
         let resp = self.run("transaction", || {
-            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            let (mut kv, txn) = (kv(&self.client), txn.clone());
             async move { kv.txn(txn).await }
         })?;
         let revision = resp.header().map_or(0, |h| h.revision());
@@ -428,7 +438,7 @@ impl Etcd {
                     && match state.hold.get() {
                         None => true,
                         Some((key, created)) => {
-                            match tokio::time::timeout(every, client.kv_client().get(key.clone(), None)).await {
+                            match tokio::time::timeout(every, kv(&client).get(key.clone(), None)).await {
                                 Ok(Ok(resp)) => match resp.kvs().first() {
                                     Some(kv) if kv.create_revision() == *created => true,
                                     _ => {
@@ -472,12 +482,12 @@ impl Etcd {
             loop {
                 let opened = async {
                     // The key `prefix` itself: a count of one key, whatever the vault holds.
-                    let now = client.kv_client().get(prefix.clone(), Some(GetOptions::new().with_count_only())).await?;
+                    let now = kv(&client).get(prefix.clone(), Some(GetOptions::new().with_count_only())).await?;
                     let from = now.header().map_or(0, |h| h.revision());
                     let options = WatchOptions::new().with_prefix().with_start_revision(from + 1);
                     // One response carries a whole commit's changes: up to
                     // the transaction size etcd is asked to allow (CLUSTER.md).
-                    let mut watcher = client.watch_client().max_decoding_message_size(WATCH_MESSAGE_BYTES);
+                    let mut watcher = client.watch_client().max_decoding_message_size(MESSAGE_BYTES);
                     let stream = watcher.watch(prefix.clone(), Some(options)).await?;
                     Ok::<_, etcd_client::Error>((from, stream))
                 };
@@ -539,6 +549,12 @@ pub fn hold_back_for_tests() {
             }
         });
     }
+}
+
+/// A client of etcd's key-value service that takes responses up to
+/// MESSAGE_BYTES.
+fn kv(client: &Client) -> etcd_client::KvClient {
+    client.kv_client().max_decoding_message_size(MESSAGE_BYTES)
 }
 
 /// What this process knows of its lease, shared by the store and the task
