@@ -77,21 +77,36 @@ pub fn count_dead(store: &Store, space: &Space, block_size: u32) -> Result<()> {
     Ok(())
 }
 
-/// The segment worth collecting now, if the dead share calls for one.
-pub fn pick(store: &Store, space: &Space) -> Result<Option<u64>> {
+/// The segments worth collecting now, deadest first, if the dead share
+/// calls for any: at most `count`, and no more once they reach `bytes`
+/// together. A store directory's segments are up to 32 MiB, a cluster
+/// store's objects often a few KiB (a file closed beside a reader): a
+/// budget in bytes lets one round collect a few of the first or many of
+/// the second, with one commit.
+pub fn pick_many(store: &Store, space: &Space, count: usize, bytes: u64) -> Result<Vec<u64>> {
     let (segments, active) = store.segments()?;
     let dead = space.dead();
     let total: u64 = segments.iter().map(|s| s.1).sum();
     let dead_of = |id: u64, len: u64| dead.get(&id).copied().unwrap_or(0).min(len);
     let dead_total: u64 = segments.iter().map(|&(id, len)| dead_of(id, len)).sum();
     if dead_total * COLLECT_ABOVE.1 <= total * COLLECT_ABOVE.0 {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    Ok(segments
+    let mut worth: Vec<(u64, u64, u64)> = segments
         .iter()
         .filter(|&&(id, len)| id != active && dead_of(id, len) * VICTIM_AT_LEAST.1 >= len * VICTIM_AT_LEAST.0)
-        .max_by_key(|&&(id, len)| dead_of(id, len))
-        .map(|&(id, _)| id))
+        .map(|&(id, len)| (dead_of(id, len), id, len))
+        .collect();
+    worth.sort_unstable_by(|a, b| b.cmp(a));
+    let (mut picked, mut taken) = (Vec::new(), 0u64);
+    for (_, id, len) in worth {
+        if picked.len() >= count || (!picked.is_empty() && taken + len > bytes) {
+            break;
+        }
+        picked.push(id);
+        taken += len;
+    }
+    Ok(picked)
 }
 
 /// Small objects of a cluster store worth packing together now, oldest
@@ -111,22 +126,11 @@ pub fn pick_small(store: &Store) -> Result<Vec<u64>> {
     Ok(small.into_iter().take(PACK_AT_MOST).collect())
 }
 
-/// Moves `segment`'s live records to the active segment and deletes it.
-/// `lock(ino)` must hold off every writer of that inode while its records
-/// move (the vault's per-inode write lock).
-pub fn collect<G>(
-    store: &Store,
-    space: &Space,
-    block_size: u32,
-    segment: u64,
-    lock: impl Fn(u64) -> G,
-) -> Result<Collected> {
-    Ok(pack(store, space, block_size, &[segment], lock)?.pop().unwrap_or_default())
-}
-
-/// `collect` of several segments at once: every live record moves, then
-/// one flush makes the moves durable, then the segments go. Packs small
-/// objects into the one being built.
+/// Moves the live records of `victims` to the active segment, then one
+/// flush makes the moves durable, then the victims go (a cluster store's
+/// small objects are packed into the one being built). `lock(ino)` must
+/// hold off every writer of that inode while its records move (the
+/// vault's per-inode write lock).
 pub fn pack<G>(
     store: &Store,
     space: &Space,

@@ -18,7 +18,7 @@ const VERSION_RESERVE: u64 = 1 << 24;
 pub struct Space {
     versions: Mutex<Versions>,
     dead: Mutex<HashMap<u64, u64>>,
-    /// One collection at a time (gc::collect).
+    /// One collection at a time (gc::pack).
     pub(super) collecting: Mutex<()>,
 }
 

@@ -12,9 +12,12 @@ use super::Core;
 
 /// How often the collector looks at the dead share.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
-/// Segments collected per look at most (each one ≤ 32 MiB of copying), so
-/// the thread lets go of the vault between rounds.
-const PER_LOOK: usize = 4;
+/// Segments collected per look at most, together at most PER_LOOK_BYTES
+/// (four of a store directory's 32 MiB segments; up to 64 of a cluster
+/// store's small objects), with one commit, so the thread lets go of the
+/// vault between rounds.
+const PER_LOOK: usize = 64;
+const PER_LOOK_BYTES: u64 = 128 << 20;
 
 pub(super) fn spawn_collector(core: Weak<Core>) {
     let spawned = std::thread::Builder::new().name("segment-gc".into()).spawn(move || {
@@ -46,14 +49,14 @@ fn collect_round(core: &Arc<Core>, counted: &mut bool) -> crate::block::Result<(
         gc::count_dead(&core.store, &core.space, bs)?;
         *counted = true;
     }
-    for _ in 0..PER_LOOK {
-        if !in_use(core) {
-            return Ok(());
-        }
-        let Some(victim) = gc::pick(&core.store, &core.space)? else {
-            return pack_small(core);
-        };
-        let done = gc::collect(&core.store, &core.space, bs, victim, |ino| core.locks.write(ino))?;
+    if !in_use(core) {
+        return Ok(());
+    }
+    let victims = gc::pick_many(&core.store, &core.space, PER_LOOK, PER_LOOK_BYTES)?;
+    if victims.is_empty() {
+        return pack_small(core);
+    }
+    for done in gc::pack(&core.store, &core.space, bs, &victims, |ino| core.locks.write(ino))? {
         core.metrics.collected(done.moved, done.freed_bytes);
         tracing::debug!(
             "collected segment {:016x}: {} records moved, {} bytes freed",
@@ -87,8 +90,12 @@ impl Core {
         let bs = self.block_size;
         gc::count_dead(&self.store, &self.space, bs)?;
         let mut out = Vec::new();
-        while let Some(victim) = gc::pick(&self.store, &self.space)? {
-            out.push(gc::collect(&self.store, &self.space, bs, victim, |ino| self.locks.write(ino))?);
+        loop {
+            let victims = gc::pick_many(&self.store, &self.space, PER_LOOK, PER_LOOK_BYTES)?;
+            if victims.is_empty() {
+                break;
+            }
+            out.extend(gc::pack(&self.store, &self.space, bs, &victims, |ino| self.locks.write(ino))?);
         }
         Ok(out)
     }

@@ -31,8 +31,12 @@ impl Env {
         let (segments, _) = self.store.segments().expect("segments");
         if segments.iter().map(|s| s.1).sum::<u64>() > 64 << 20 {
             gc::count_dead(&self.store, &self.space, block_size).expect("count");
-            while let Some(victim) = gc::pick(&self.store, &self.space).expect("pick") {
-                gc::collect(&self.store, &self.space, block_size, victim, |_| ()).expect("collect");
+            loop {
+                let victims = gc::pick_many(&self.store, &self.space, 4, 128 << 20).expect("pick");
+                if victims.is_empty() {
+                    break;
+                }
+                gc::pack(&self.store, &self.space, block_size, &victims, |_| ()).expect("collect");
             }
         }
     }
