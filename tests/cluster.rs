@@ -868,6 +868,28 @@ fn a_mount_refuses_an_etcd_that_would_refuse_its_commits() {
     v.fsck_clean();
 }
 
+/// `vaultfs umount` run without the state directory the mount was given
+/// (VAULTFS_STATE_DIR, where a cluster vault's pid file is) still finds
+/// the daemon and waits for its last commit: fsck right after it finds the
+/// vault free and clean, and the file is there at the next mount.
+#[test]
+fn umount_without_the_mounts_state_directory_waits_for_its_daemon() {
+    let mut v = ClusterVault::new();
+    v.mount();
+    std::fs::write(v.path("1-working/f"), pattern(100_000, 3)).unwrap();
+    let out = Command::new(bin())
+        .args(["umount", v.mnt.to_str().unwrap()])
+        .env_remove("VAULTFS_STATE_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umount: {}", String::from_utf8_lossy(&out.stderr));
+    v.mounted = false;
+    v.fsck_clean();
+    v.mount();
+    assert_eq!(std::fs::read(v.path("1-working/f")).unwrap(), pattern(100_000, 3));
+    v.unmount();
+}
+
 /// A daemon killed mid-write: its claim lapses with its lease, the next
 /// mount opens, fsck is clean and the audit log verifies.
 #[test]

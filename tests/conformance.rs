@@ -16,11 +16,16 @@
 //!   O_DIRECT libaio, block sizes from 512 bytes to 256 KiB, verifying
 //!   while writing and across fsyncs.
 //!
+//! pjdfstest, fsx and stress-ng run on a cluster vault's holder too (etcd
+//! and SeaweedFS on loopback, tests/common/cluster.rs).
+//!
 //! tests/conformance/install-tools.sh installs the first two (.ci/test runs it before
 //! `cargo test`; the first test here runs it too, so a fresh checkout works).
 //! `VAULTFS_FSX_OPS=N` and `VAULTFS_FSX_SEEDS=1,2,...` lengthen the fsx runs.
 
 mod common;
+#[path = "common/cluster.rs"]
+mod servers;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,7 +33,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use common::Mount;
+use common::{Mount, PASSPHRASE};
+use servers::{Etcd, ObjectStore};
 
 /// pjdfstest cases skipped in the main run besides the EROFS ones (which get
 /// a run of their own), each with pjdfstest's reason.
@@ -311,7 +317,12 @@ const STRESSORS: &[&str] = &[
 
 #[test]
 fn stress_ng_file_system_stressors_verify_and_leave_a_clean_store() {
-    let mut m = Mount::new();
+    stress_ng_then_fsck(&mut Mount::new());
+}
+
+/// STRESSORS together for 15 s with `--verify` in `1-working/stress`, then
+/// fsck: no failure, no error in the daemon's log, a clean store.
+fn stress_ng_then_fsck(m: &mut Mount) {
     let dir = m.path("1-working/stress");
     std::fs::create_dir(&dir).unwrap();
     let mut cmd = Command::new("stress-ng");
@@ -330,7 +341,7 @@ fn stress_ng_file_system_stressors_verify_and_leave_a_clean_store() {
         start.elapsed().as_secs_f64()
     );
     assert!(m.log().lines().all(|l| !l.contains("ERROR")), "the daemon logged errors:\n{}", m.log());
-    fsck_clean(&mut m);
+    fsck_clean(m);
 }
 
 #[test]
@@ -383,4 +394,69 @@ fn fio_verifies_what_it_wrote() {
         assert!(out.status.success() && log.contains("err= 0"), "fio {}:\n{log}", job[0]);
     }
     fsck_clean(&mut m);
+}
+
+/// A cluster vault's holder mount: metadata in an etcd, blocks in a
+/// SeaweedFS bucket, both on loopback and living as long as the mount.
+struct ClusterMount {
+    // Dropped first: unmounted while the servers are still there.
+    m: Mount,
+    _etcd: Etcd,
+    _objects: ObjectStore,
+}
+
+fn cluster_mount(options: &[&str]) -> ClusterMount {
+    let (etcd, objects) = (Etcd::start(), ObjectStore::start());
+    objects.create_bucket("vault-data");
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("etcd://{}/conformance", etcd.endpoint());
+    let (mnt, passfile) = (dir.path().join("mnt"), dir.path().join("pass"));
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::write(&passfile, format!("{PASSPHRASE}\n")).unwrap();
+    let env =
+        vec![("VAULTFS_STATE_DIR".to_string(), dir.path().join("state").to_string_lossy().into_owned())];
+    let data = format!("s3+http://{}/vault-data", objects.endpoint());
+    let out = Command::new(common::bin())
+        .args(["init", &address, "--data", &data, "--passphrase-file", passfile.to_str().unwrap()])
+        .args(["--kdf-memory", "8", "--kdf-passes", "1"])
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "init of a cluster vault: {}", text(&out));
+    let options = options.iter().map(|s| s.to_string()).collect();
+    let mut m = Mount { dir, store: PathBuf::from(address), mnt, passfile, mounted: false, options, env };
+    m.mount();
+    ClusterMount { m, _etcd: etcd, _objects: objects }
+}
+
+/// pjdfstest on a cluster vault's holder: every case that passes on a
+/// store directory passes here (the EROFS cases, which remount, are left
+/// to the store directory's run).
+#[test]
+fn pjdfstest_passes_on_a_cluster_vault() {
+    tools();
+    let c = cluster_mount(&["allow_other"]);
+    let all = pjdfstest(&c.m, &data("pjdfstest.toml"), &[]);
+    assert!(all.names("FAILED").is_empty() && all.status, "pjdfstest failed:\n{}", all.problems());
+    assert!(all.names("ok").len() > 300, "pjdfstest ran too few cases:\n{}", all.output);
+    let skipped = all.names("skipped");
+    let others: BTreeSet<&str> = skipped.iter().copied().filter(|n| !n.contains("erofs")).collect();
+    let expected: BTreeSet<&str> = EXPECTED_SKIPS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(others, expected, "unexpected skips:\n{}", all.output);
+}
+
+/// fsx on a cluster vault's holder (records in objects, a commit every
+/// interval), then fsck of the cluster vault: clean, its audit log verified.
+#[test]
+fn fsx_on_a_cluster_vault_then_fsck_is_clean() {
+    let mut c = cluster_mount(&[]);
+    fsx(&c.m, "fsx.toml", "fsx-cluster", 10_000);
+    fsck_clean(&mut c.m);
+}
+
+/// stress-ng's file system stressors on a cluster vault's holder, then
+/// fsck of the cluster vault.
+#[test]
+fn stress_ng_on_a_cluster_vault_leaves_it_clean() {
+    stress_ng_then_fsck(&mut cluster_mount(&[]).m);
 }

@@ -367,7 +367,9 @@ fn spawn_daemon(a: &MountArgs, pass: &crate::crypto::Passphrase, verbose: u8) ->
     let exe =
         std::env::current_exe().map_err(|e| Exit::failure(format!("cannot find own executable: {e}")))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("mount").arg(&a.store).arg(&a.mountpoint).arg("--daemon-child").args(["--passphrase-fd", "0"]);
+    // Absolute: `vaultfs umount` may find the daemon by it (umount.rs).
+    let mountpoint = std::path::absolute(&a.mountpoint).unwrap_or_else(|_| a.mountpoint.clone());
+    cmd.arg("mount").arg(&a.store).arg(&mountpoint).arg("--daemon-child").args(["--passphrase-fd", "0"]);
     for o in &a.options {
         cmd.arg("-o").arg(o);
     }

@@ -2,6 +2,7 @@
 //! (SIGTERM), then waits until it has exited, so every acknowledged write is
 //! durable when this command returns.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ pub fn run(a: UmountArgs) -> exit::Result {
         code: Code::VaultPresence,
         message: format!("{} is not a mounted vault", a.mountpoint.display()),
     })?;
-    match daemon_pid(&store) {
+    match daemon_pid(&store).or_else(|| daemon_serving(&a.mountpoint)) {
         Some(pid) => stop(pid, &a.mountpoint)?,
         None => fallback_unmount(&a.mountpoint)?,
     }
@@ -43,6 +44,28 @@ fn daemon_pid(store: &Path) -> Option<i32> {
         .ok()?;
     let ours = crate::sys::process_name(std::process::id());
     (!ours.is_empty() && crate::sys::process_name(pid) == ours).then_some(pid as i32)
+}
+
+/// The daemon serving `mountpoint`, found by its command line when the pid
+/// file is not where this process looks (a cluster vault's pid file lives
+/// in the state directory, which the mount may have been given another
+/// VAULTFS_STATE_DIR for): without it the kernel's mount would go, but the
+/// daemon's last commit would not be waited for.
+fn daemon_serving(mountpoint: &Path) -> Option<i32> {
+    let wanted = std::path::absolute(mountpoint).ok()?;
+    let ours = crate::sys::process_name(std::process::id());
+    let procs = std::fs::read_dir("/proc").ok()?;
+    procs.flatten().find_map(|p| {
+        let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        // `vaultfs mount STORE MOUNTPOINT --daemon-child ...` (mount.rs,
+        // which passes the mount point absolute).
+        let daemon = args.get(1) == Some(&&b"mount"[..]) && args.contains(&&b"--daemon-child"[..]);
+        let at = args.get(3).map(|m| Path::new(std::ffi::OsStr::from_bytes(m)));
+        (daemon && at == Some(&wanted) && crate::sys::process_name(pid) == ours && !ours.is_empty())
+            .then_some(pid as i32)
+    })
 }
 
 fn stop(pid: i32, mountpoint: &Path) -> exit::Result {
