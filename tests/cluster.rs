@@ -457,18 +457,36 @@ fn a_reader_keeps_the_holders_keys_while_its_watch_brings_their_changes() {
     assert_eq!(costs(&others), 0, "a directory's other names were asked for one by one");
 }
 
+/// A cluster vault `agents` made through the store alone (no mount) on
+/// `etcd` and an object store of its own: the servers, the vault's address
+/// and the holder's store (dropped before the servers).
+struct StoreVault {
+    etcd: Etcd,
+    objects: ObjectStore,
+    address: String,
+    holder: vaultfs::store::Store,
+}
+
+impl StoreVault {
+    fn on(etcd: Etcd) -> StoreVault {
+        use vaultfs::store::{ClusterAddress, DataAddress, Store};
+        let objects = ObjectStore::start();
+        objects.create_bucket(BUCKET);
+        let address = format!("etcd://{}/agents", etcd.endpoint());
+        let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
+        let holder = Store::create_cluster(&ClusterAddress::parse(&address).unwrap(), &data).unwrap();
+        StoreVault { etcd, objects, address, holder }
+    }
+}
+
 /// While no reader is mounted the holder keeps its file locks to itself
 /// (no etcd request per lock, as on a store directory); a reader that
 /// mounts finds every one of them published before it serves, and every
 /// change after; once the last reader is gone they stay here again.
 #[test]
 fn a_holder_alone_publishes_its_locks_only_once_a_reader_mounts() {
-    use vaultfs::store::{ClusterAddress, DataAddress, LockClaim, Store};
-    let (etcd, objects) = (Etcd::start(), ObjectStore::start());
-    objects.create_bucket(BUCKET);
-    let address = format!("etcd://{}/agents", etcd.endpoint());
-    let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
-    let holder = Store::create_cluster(&ClusterAddress::parse(&address).unwrap(), &data).unwrap();
+    use vaultfs::store::{LockClaim, Store};
+    let StoreVault { etcd: _etcd, objects: _objects, address, holder } = StoreVault::on(Etcd::start());
     let claim = |ino: u64, value: &[u8]| match holder.claim_host_locks(ino, 0, Some(value.to_vec())).unwrap()
     {
         LockClaim::Won(_) => (),
@@ -525,12 +543,9 @@ fn a_holder_alone_publishes_its_locks_only_once_a_reader_mounts() {
 /// `-o sync` mounts run.
 #[test]
 fn a_holder_publishes_locks_on_many_files_within_etcds_own_limits() {
-    use vaultfs::store::{ClusterAddress, DataAddress, LockClaim, Store};
-    let (etcd, objects) = (Etcd::start_with_default_limits(), ObjectStore::start());
-    objects.create_bucket(BUCKET);
-    let address = format!("etcd://{}/agents", etcd.endpoint());
-    let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
-    let holder = Store::create_cluster(&ClusterAddress::parse(&address).unwrap(), &data).unwrap();
+    use vaultfs::store::{LockClaim, Store};
+    let StoreVault { etcd: _etcd, objects: _objects, address, holder } =
+        StoreVault::on(Etcd::start_with_default_limits());
     let alone = || {
         let before = holder.etcd_requests();
         holder.set_host_locks(1, None).unwrap();
@@ -552,12 +567,8 @@ fn a_holder_publishes_locks_on_many_files_within_etcds_own_limits() {
 /// `audit verify` failed on one after fsx): it is read whole.
 #[test]
 fn a_scan_reads_pages_larger_than_grpcs_default_message() {
-    use vaultfs::store::{Batch, ClusterAddress, DataAddress, Store};
-    let (etcd, objects) = (Etcd::start(), ObjectStore::start());
-    objects.create_bucket(BUCKET);
-    let address = format!("etcd://{}/agents", etcd.endpoint());
-    let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
-    let holder = Store::create_cluster(&ClusterAddress::parse(&address).unwrap(), &data).unwrap();
+    use vaultfs::store::{Batch, Store};
+    let StoreVault { etcd: _etcd, objects: _objects, address, holder } = StoreVault::on(Etcd::start());
     let value = |i: u32| vec![i as u8; 36 << 10];
     for chunk in (0..400u32).collect::<Vec<_>>().chunks(50) {
         let mut batch = Batch::default();
@@ -588,12 +599,9 @@ fn a_scan_reads_pages_larger_than_grpcs_default_message() {
 /// does not publish for. With the key gone, the reader mounts at once.
 #[test]
 fn a_reader_is_refused_by_a_holder_that_never_answers_it() {
-    use vaultfs::store::{ClusterAddress, DataAddress, Store};
-    let (etcd, objects) = (Etcd::start(), ObjectStore::start());
-    objects.create_bucket(BUCKET);
-    let address = format!("etcd://{}/agents", etcd.endpoint());
-    let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
-    drop(Store::create_cluster(&ClusterAddress::parse(&address).unwrap(), &data).unwrap());
+    use vaultfs::store::Store;
+    let StoreVault { etcd, objects: _objects, address, holder } = StoreVault::on(Etcd::start());
+    drop(holder);
     etcd.put_key("vaultfs/agents/holder", "old-host 4242");
     let started = std::time::Instant::now();
     let refused =
@@ -664,12 +672,8 @@ fn a_readers_read_behind_the_collector_looks_the_blocks_up_again() {
 /// once saw a file closed on the holder missing on the reader's open.)
 #[test]
 fn a_close_beside_a_reader_waits_for_the_commit_on_its_way() {
-    use vaultfs::store::{Batch, ClusterAddress, DataAddress, Durability, Store};
-    let (etcd, objects) = (Etcd::start(), ObjectStore::start());
-    objects.create_bucket(BUCKET);
-    let address = format!("etcd://{}/agents", etcd.endpoint());
-    let data = DataAddress::parse(&format!("s3+http://{}/{BUCKET}", objects.endpoint())).unwrap();
-    let holder = Store::create_cluster(&ClusterAddress::parse(&address).unwrap(), &data).unwrap();
+    use vaultfs::store::{Batch, Durability, Store};
+    let StoreVault { etcd: _etcd, objects: _objects, address, holder } = StoreVault::on(Etcd::start());
     // Only the calls below commit.
     holder.set_durability(Durability::Grouped(Duration::from_secs(600))).unwrap();
     let reader = Store::open_reader(Path::new(&address), "host-b", b"A", b"L").unwrap();
@@ -1830,6 +1834,17 @@ fn holding(program: &str, args: &[&OsStr]) -> std::process::Child {
     child
 }
 
+/// `flock HOW PATH` waits while `held` holds its lock (still waiting after
+/// 300 ms), and gets it once `held` lets go.
+fn waits_until_released(how: &'static str, path: &Path, held: std::process::Child, what: &str) {
+    let path = path.to_path_buf();
+    let waiting = std::thread::spawn(move || flock(&[how], &path, "true"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "{what} ended while the lock was held");
+    release(held);
+    assert!(waiting.join().unwrap(), "{what} never ended");
+}
+
 /// Lets a `holding` child go, asserting it then ended well.
 fn release(mut child: std::process::Child) {
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"\n").unwrap();
@@ -1932,26 +1947,12 @@ fn file_locks_hold_across_hosts_so_sqlite_reads_whole_transactions() {
     };
     let held_on_a = flock_holding("-x", &on_a);
     assert!(!flock(&["-n", "-s"], &on_b, "true"), "B got A's lock\n{}", v.log());
-    let waiting_on_b = {
-        let on_b = on_b.clone();
-        std::thread::spawn(move || flock(&["-s"], &on_b, "true"))
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!waiting_on_b.is_finished(), "B's wait ended while A held the lock");
-    release(held_on_a);
-    assert!(waiting_on_b.join().unwrap(), "B's wait for A's lock never ended");
+    waits_until_released("-s", &on_b, held_on_a, "B's wait for A's lock");
     // And the other way round: B's shared lock refuses A's exclusive one, not A's shared one.
     let held_on_b = flock_holding("-s", &on_b);
     assert!(!flock(&["-n", "-x"], &on_a, "true"), "A got B's lock");
     assert!(flock(&["-n", "-s"], &on_a, "true"));
-    let waiting_on_a = {
-        let on_a = on_a.clone();
-        std::thread::spawn(move || flock(&["-x"], &on_a, "true"))
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!waiting_on_a.is_finished(), "A's wait ended while B held the lock");
-    release(held_on_b);
-    assert!(waiting_on_a.join().unwrap(), "A's wait for B's lock never ended");
+    waits_until_released("-x", &on_a, held_on_b, "A's wait for B's lock");
 
     // fcntl record locks: A's write lock on bytes 20..30.
     let script = "import fcntl, sys; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX, 10, 20); print('held', flush=True); sys.stdin.readline()";
