@@ -99,9 +99,12 @@ impl Shared {
             ledger.note(ino, value.as_ref(), false);
             return Ok(());
         }
-        self.etcd.txn(Vec::new(), vec![self.publication(ino, value.clone())])?;
-        ledger.note(ino, value.as_ref(), true);
-        Ok(())
+        let sent = self.etcd.txn(Vec::new(), vec![self.publication(ino, value.clone())]);
+        // Held here is less either way (the vault lets go even if etcd was
+        // not told): a later publication of everything must not bring the
+        // old value back.
+        ledger.note(ino, value.as_ref(), sent.is_ok());
+        sent.map(|_| ())
     }
 
     /// Whether this is the holder and no reader is mounted: no other
