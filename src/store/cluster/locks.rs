@@ -10,6 +10,7 @@
 //! (the vault seals them).
 
 use super::etcd::{Guard, Kv, Op};
+use super::readers::Ledger;
 use super::{Result, Shared, prefix_end};
 
 /// What a claim came to.
@@ -71,7 +72,7 @@ impl Shared {
         // Held across the round trip: a switch to publishing (readers.rs)
         // publishes this claim or comes after it.
         let mut ledger = self.ledger();
-        if self.reader_owns.is_none() && !ledger.readers {
+        if self.alone_in(&ledger) {
             ledger.note(ino, value.as_ref(), false);
             return Ok(LockClaim::Won(0));
         }
@@ -95,7 +96,7 @@ impl Shared {
     pub fn set_host_locks(&self, ino: u64, value: Option<Vec<u8>>) -> Result<()> {
         self.still_held()?;
         let mut ledger = self.ledger();
-        if self.reader_owns.is_none() && !ledger.readers {
+        if self.alone_in(&ledger) {
             ledger.note(ino, value.as_ref(), false);
             return Ok(());
         }
@@ -110,7 +111,11 @@ impl Shared {
     /// Whether this is the holder and no reader is mounted: no other
     /// process holds a lock, and this one's stay here (readers.rs).
     fn alone(&self) -> bool {
-        self.reader_owns.is_none() && !self.ledger().readers
+        self.alone_in(&self.ledger())
+    }
+
+    fn alone_in(&self, ledger: &Ledger) -> bool {
+        self.reader_owns.is_none() && !ledger.readers
     }
 
     fn publication(&self, ino: u64, value: Option<Vec<u8>>) -> Op {
