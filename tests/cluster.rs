@@ -698,6 +698,92 @@ fn a_close_beside_a_reader_waits_for_the_commit_on_its_way() {
     }
 }
 
+/// Mounts that share writing take turns with the vault's hold: two hosts
+/// each adding to one counter in etcd (read, then written, under the hold)
+/// and storing records meanwhile lose no addition, whether their changes
+/// were committed at once or gathered for the commit interval; a reader
+/// beside them sees the sum; a change of the vault's keys outside a hold is
+/// refused; and a mount that holds the vault alone keeps them waiting.
+#[test]
+fn mounts_that_share_writing_take_turns_and_lose_no_update() {
+    use vaultfs::store::{Batch, Durability, Store};
+    let StoreVault { etcd: _etcd, objects: _objects, address, holder } = StoreVault::on(Etcd::start());
+    drop(holder);
+    let at = Path::new(&address);
+    let hosts = ["host-a", "host-b"].map(|h| Store::open_writer(at, h, b"A", b"L").unwrap());
+    hosts[1].set_durability(Durability::Grouped(Duration::from_millis(200))).unwrap();
+    let key = b"Icounter".to_vec();
+    let read = |s: &Store| s.get(&key).unwrap().map_or(0, |v| u64::from_be_bytes(v[..].try_into().unwrap()));
+    const ROUNDS: u64 = 150;
+    std::thread::scope(|scope| {
+        for store in &hosts {
+            let key = &key;
+            scope.spawn(move || {
+                for round in 0..ROUNDS {
+                    // Read before the hold too: memory keeps the value,
+                    // which the hold must bring up to date.
+                    read(store);
+                    let _hold = store.hold_for_write().unwrap();
+                    let n = read(store);
+                    if round % 10 == 0 {
+                        store.append_record(&[round as u8; 4096]).unwrap();
+                    }
+                    let mut b = Batch::default();
+                    b.put(key.clone(), (n + 1).to_be_bytes().to_vec());
+                    store.apply(b).unwrap();
+                }
+            });
+        }
+    });
+    // Turns while the watches lag: each host's memory holds the counter
+    // as it was before the other's last turn, which the hold must not use.
+    let dir = tempfile::tempdir().unwrap();
+    let lag = dir.path().join("hold-watch");
+    vaultfs::store::HOLD_WATCH_WHILE.set(lag.clone()).unwrap();
+    std::fs::write(&lag, b"").unwrap();
+    for _ in 0..3 {
+        for store in &hosts {
+            read(store);
+            let _hold = store.hold_for_write().unwrap();
+            let n = read(store);
+            let mut b = Batch::default();
+            b.put(key.clone(), (n + 1).to_be_bytes().to_vec());
+            store.apply(b).unwrap();
+        }
+    }
+    std::fs::remove_file(&lag).unwrap();
+    for store in &hosts {
+        store.flush().unwrap();
+    }
+    let reader = Store::open_reader(at, "host-c", b"A", b"L").unwrap();
+    reader.catch_up().unwrap();
+    assert_eq!(read(&reader), 2 * ROUNDS + 6, "additions were lost between the hosts");
+    for store in &hosts {
+        let _hold = store.hold_for_write().unwrap();
+        assert_eq!(read(store), 2 * ROUNDS + 6);
+    }
+    // Outside a hold, the vault's keys are not this mount's to change (its
+    // audit log's are).
+    let mut b = Batch::default();
+    b.put(key.clone(), 0u64.to_be_bytes().to_vec());
+    assert!(hosts[0].apply(b).is_err(), "a change of the vault's keys without the hold");
+    let mut own = Batch::default();
+    own.put(b"Aleaf".to_vec(), b"mine".to_vec());
+    hosts[0].apply(own).unwrap();
+    // A holder that does not share keeps the hold: a writer waits, then is
+    // refused with who has it.
+    drop(hosts);
+    let alone = Store::open(at, false).unwrap();
+    let writer = Store::open_writer(at, "host-a", b"A", b"L").unwrap();
+    let started = std::time::Instant::now();
+    let refused =
+        writer.hold_for_write().err().expect("a writer took the hold from a holder alone").to_string();
+    assert!(refused.contains("holds it alone"), "{refused}");
+    assert!(started.elapsed() >= Duration::from_secs(5), "refused at once: {refused}");
+    drop(alone);
+    drop(writer.hold_for_write().unwrap());
+}
+
 /// One holder at a time: while mounted, another host's opener is refused
 /// with who holds the vault; after the unmount it opens at once.
 #[test]

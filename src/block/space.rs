@@ -53,13 +53,21 @@ impl Space {
         let mut v = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         let end = v.next.checked_add(n).ok_or(Error::Counter)?;
         if end > v.reserved {
+            // Other hosts writing the vault reserve from the same counter:
+            // start past what they reserved (read under the operation's
+            // hold, so no one moves it meanwhile).
+            if store.shares_writes() {
+                let stored = store.get(keys::VERSION_COUNTER)?.and_then(|c| c[..].try_into().ok());
+                v.next = v.next.max(stored.map_or(0, u64::from_be_bytes));
+            }
+            let end = v.next.checked_add(n).ok_or(Error::Counter)?;
             let reserved = end.checked_add(VERSION_RESERVE).ok_or(Error::Counter)?;
             store.put(keys::VERSION_COUNTER, reserved.to_be_bytes().to_vec())?;
             store.flush()?;
             v.reserved = reserved;
         }
         let first = v.next;
-        v.next = end;
+        v.next = first + n;
         Ok(first)
     }
 

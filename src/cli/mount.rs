@@ -33,6 +33,9 @@ struct Decided {
     reanchor: bool,
     /// `--metrics`: where to serve /metrics and /health.
     metrics: Option<std::net::SocketAddr>,
+    /// `-o shared`: a cluster vault written from this host beside others
+    /// (docs/CLUSTER.md, "Several hosts writing").
+    shared: bool,
 }
 
 /// The store's page cache by default, MiB (`-o cache=MIB`): at most half
@@ -81,7 +84,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
     };
     let mut passphrase_file = None;
     let mut witness = a.witness.clone();
-    let mut nonempty = false;
+    let (mut nonempty, mut shared) = (false, false);
     let (mut no_tpm_anchor, mut reanchor) = (false, false);
     let (mut sync, mut commit_ms, mut cache_mib) = (false, DEFAULT_COMMIT_MS, None);
     let mut memory_mib = DEFAULT_MEMORY_MIB;
@@ -108,6 +111,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "inodes" => opts.known_inodes = number(k, v)? as usize,
             "readahead" => opts.readahead_kib = number(k, v)?,
             "nonempty" => nonempty = true,
+            "shared" => shared = true,
             // Accepted for fstab compatibility and ignored: the daemon checks
             // permissions itself, so that refusals are recorded.
             "default_permissions" => {}
@@ -144,6 +148,14 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
             "cache={cache_mib} must be below the memory ceiling ({memory_mib} MiB; -o memory=MIB)"
         )));
     }
+    if shared && opts.read_only {
+        return Err(Exit::usage("-o shared is for mounts that write; -o ro mounts beside writers as it is"));
+    }
+    if shared && !crate::store::Address::is_cluster(&a.store) {
+        return Err(Exit::usage(
+            "-o shared: only a cluster vault (etcd://...) is written from several hosts",
+        ));
+    }
     let durability = match sync {
         true => Durability::EachBatch,
         false => Durability::Grouped(std::time::Duration::from_millis(commit_ms.into())),
@@ -164,6 +176,7 @@ fn decide(a: &MountArgs) -> Result<Decided, Exit> {
         no_tpm_anchor,
         reanchor,
         metrics,
+        shared,
     })
 }
 
@@ -233,8 +246,9 @@ fn check_mountpoint(mnt: &std::path::Path, nonempty: bool) -> exit::Result {
     Ok(())
 }
 
-/// The name a read-only mount of a cluster vault goes by (its audit log's,
-/// docs/CLUSTER.md): `VAULTFS_HOST`, else the host name.
+/// The name a read-only mount of a cluster vault, or one that shares
+/// writing, goes by (its audit log's, docs/CLUSTER.md): `VAULTFS_HOST`,
+/// else the host name.
 fn reader_host() -> String {
     crate::sys::host_name()
 }
@@ -269,9 +283,10 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
     let (memory, cache) = (u64::from(d.memory_mib) << 20, u64::from(d.cache_mib) << 20);
     // `-o ro` on a cluster vault: a read-only mount beside its holder.
     let reader = d.opts.read_only && crate::store::Address::is_cluster(&a.store);
-    let opened = match reader {
-        true => Vault::open_reader(&a.store, &reader_host()),
-        false => Vault::open_with_cache(&a.store, crate::store::memory::initial(memory, cache)),
+    let opened = match (reader, d.shared) {
+        (true, _) => Vault::open_reader(&a.store, &reader_host()),
+        (false, true) => Vault::open_writer(&a.store, &reader_host()),
+        (false, false) => Vault::open_with_cache(&a.store, crate::store::memory::initial(memory, cache)),
     };
     let vault = opened
         .and_then(|v| v.unlock_anchored(&pass, &anchors))

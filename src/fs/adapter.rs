@@ -72,6 +72,24 @@ enum Hosts {
     /// kernel keeps no attributes and no names but directories' (names.rs):
     /// every stat, open and last component of a path asks again.
     Reader,
+    /// A mount that shares writing a cluster vault: it follows the other
+    /// hosts' changes as a reader does, and commits its own as the holder
+    /// does.
+    Writer,
+}
+
+impl Hosts {
+    /// Other hosts change the vault under this mount: it catches up before
+    /// lookups and opens, and the kernel keeps little (as on a reader).
+    fn follows(self) -> bool {
+        matches!(self, Hosts::Reader | Hosts::Writer)
+    }
+
+    /// Other hosts read what this mount changes: closes and changes of
+    /// names commit for them.
+    fn publishes(self) -> bool {
+        matches!(self, Hosts::Holder | Hosts::Writer)
+    }
 }
 
 fn who(req: &Request) -> Who {
@@ -173,13 +191,14 @@ impl VaultFs {
         shared: bool,
         known_inodes: usize,
     ) -> Self {
-        let hosts = match (vault.is_cluster(), vault.reader_host()) {
-            (false, _) => Hosts::One,
-            (true, None) => Hosts::Holder,
-            (true, Some(_)) => Hosts::Reader,
+        let hosts = match (vault.is_cluster(), vault.reader_host(), vault.shares_writes()) {
+            (false, _, _) => Hosts::One,
+            (true, None, _) => Hosts::Holder,
+            (true, Some(_), false) => Hosts::Reader,
+            (true, Some(_), true) => Hosts::Writer,
         };
         let names = ReaderNames::default();
-        if hosts == Hosts::Reader {
+        if hosts.follows() {
             let told = names.clone();
             vault.on_entries_heard(Box::new(move |heard| told.heard(heard)));
         }
@@ -261,7 +280,7 @@ impl VaultFs {
     /// walkers only when the name expires: so no name is cached, and every
     /// walker's lookup of every component is checked here, as ext4 checks it.
     fn entry_ttl(&self) -> Duration {
-        if self.shared || self.hosts == Hosts::Reader { NO_CACHE } else { TTL }
+        if self.shared || self.hosts.follows() { NO_CACHE } else { TTL }
     }
 
     /// On a read-only mount, the kernel keeps a directory's name (names.rs)
@@ -287,18 +306,14 @@ impl VaultFs {
     /// name the kernel walked to `dir` is still the holder's (names.rs); a
     /// walk through a stale one is walked again (ESTALE).
     fn walked_fresh(&self, dir: u64) -> Res<()> {
-        if self.hosts != Hosts::Reader || self.names.fresh(dir, ROOT_INO) {
-            Ok(())
-        } else {
-            Err(Errno::ESTALE)
-        }
+        if !self.hosts.follows() || self.names.fresh(dir, ROOT_INO) { Ok(()) } else { Err(Errno::ESTALE) }
     }
 
     /// How long the kernel may keep a file's attributes: not at all on a
     /// read-only mount beside a cluster vault's holder, whose changes it
     /// would otherwise miss.
     fn attr_ttl(&self) -> Duration {
-        if self.hosts == Hosts::Reader { NO_CACHE } else { TTL }
+        if self.hosts.follows() { NO_CACHE } else { TTL }
     }
 
     /// On a read-only mount beside a cluster vault's holder, before a
@@ -306,7 +321,7 @@ impl VaultFs {
     /// sees (docs/CLUSTER.md); between them, `stat` and reads answer from
     /// the mount's memory of the vault, which its watch keeps up to date.
     fn catch_up(&self) -> Res<()> {
-        if self.hosts == Hosts::Reader { self.vault.catch_up().map_err(e) } else { Ok(()) }
+        if self.hosts.follows() { self.vault.catch_up().map_err(e) } else { Ok(()) }
     }
 
     /// After a change of names on a cluster vault's holder (create by
@@ -316,7 +331,7 @@ impl VaultFs {
     /// fails nothing here: the change is made, and the next commit stores it.
     fn published<T>(&self, r: Res<T>) -> Res<T> {
         if r.is_ok()
-            && self.hosts == Hosts::Holder
+            && self.hosts.publishes()
             && let Err(err) = self.vault.publish()
         {
             tracing::warn!("committing a change of names for other hosts' mounts failed: {err}");
@@ -543,7 +558,7 @@ impl Filesystem for VaultFs {
         let r = self
             .catch_up()
             .and_then(|_| {
-                if self.hosts == Hosts::Reader {
+                if self.hosts.follows() {
                     read_at = Some(self.names.now());
                 }
                 self.walked_fresh(parent.0)
@@ -558,7 +573,7 @@ impl Filesystem for VaultFs {
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         if !is_virtual(ino.0) && self.inodes.forget(ino.0, nlookup) {
             // Only a read-only mount looks at files' versions.
-            if self.hosts == Hosts::Reader {
+            if self.hosts.follows() {
                 self.pages.forget(ino.0);
                 self.names.forget(ino.0);
             }
@@ -575,7 +590,7 @@ impl Filesystem for VaultFs {
         }
         // A directory whose name the kernel keeps was not looked up on the
         // way here: `stat` of it catches up as a lookup would have.
-        let kept = self.hosts == Hosts::Reader && self.names.keeps(ino.0);
+        let kept = self.hosts.follows() && self.names.keeps(ino.0);
         let r = if kept { self.catch_up() } else { Ok(()) };
         let r =
             r.and_then(|_| self.check_node(req, ino.0)).and_then(|_| self.vault.getattr(ino.0).map_err(e));
@@ -829,8 +844,7 @@ impl Filesystem for VaultFs {
         reply_with!(reply, r, |level| {
             // A reader's cache may hold what the holder has since replaced:
             // kept only if the file is as it was at the reader's last open.
-            let current =
-                self.hosts != Hosts::Reader || self.pages.unchanged_since_last_look(&self.vault, ino.0);
+            let current = !self.hosts.follows() || self.pages.unchanged_since_last_look(&self.vault, ino.0);
             let keep = level.is_some() && !rules(level).reads_recorded && current;
             reply.opened(self.fh(), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
         });
@@ -906,7 +920,7 @@ impl Filesystem for VaultFs {
         // interruptible wait in the kernel would.
         let task = req.pid();
         let interrupted = move || crate::sys::signal_pending(task);
-        let reader = self.hosts == Hosts::Reader && r.kind.is_some();
+        let reader = self.hosts.follows() && r.kind.is_some();
         match self.vault.set_file_lock(r, false, &interrupted) {
             Ok(LockOutcome::Busy(_)) if sleep => {
                 // A wait may last: never on one of the session's threads,
@@ -998,7 +1012,7 @@ impl Filesystem for VaultFs {
         // hosts); on every host of one, the closing process's locks go.
         let r = match self.hosts {
             Hosts::One => return reply.error(Errno::ENOSYS),
-            Hosts::Holder => self.vault.publish().map_err(e),
+            Hosts::Holder | Hosts::Writer => self.vault.publish().map_err(e),
             Hosts::Reader => Ok(()),
         };
         let r = r.and_then(|_| self.vault.drop_file_locks(ino.0, lock_owner.0).map_err(e));

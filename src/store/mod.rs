@@ -21,6 +21,10 @@ mod recover;
 mod segments;
 pub use address::{Address, ClusterAddress, DataAddress};
 pub use cluster::{LockClaim, WaitingOpen};
+/// Tests only: the watches of this process's cluster stores hand on
+/// nothing while the file this names exists (as `VAULTFS_TEST_HOLD_WATCH`).
+#[cfg(feature = "internals")]
+pub use cluster::HOLD_WATCH_WHILE;
 pub use compact::{Compacted, compact};
 use local::{DB_DIR, Local, SEGMENT_SIZE, existing_segment_size};
 pub use local::{DEFAULT_CACHE_BYTES, SEGMENTS_DIR};
@@ -138,6 +142,9 @@ impl Durability {
     }
 }
 
+/// An operation's hold on the vault (`Store::hold_for_write`).
+pub struct WriteHold<'a>(#[allow(dead_code)] Option<cluster::HoldGuard<'a>>);
+
 /// Entries in key order, as scans return them.
 pub type Entries<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Value)>> + 'a>;
 
@@ -212,6 +219,50 @@ impl Store {
                 let role = cluster::Role::Reader { host: host.to_string(), own, shared };
                 Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::open(&c, role)?))))
             }
+        }
+    }
+
+    /// Opens the cluster vault at `dir` as a mount on `host` that shares
+    /// writing with others (docs/CLUSTER.md, "Several hosts writing"): keys
+    /// as `open_reader`'s, and the vault's keys written by operations that
+    /// hold the vault (`hold_for_write`).
+    pub fn open_writer(dir: &Path, host: &str, own: &'static [u8], shared: &'static [u8]) -> Result<Store> {
+        match Address::of(dir)? {
+            Address::Local(dir) => Err(Error::Unusable(format!(
+                "{}: only a cluster vault is written by several hosts",
+                dir.display()
+            ))),
+            Address::Cluster(c) => {
+                let role = cluster::Role::Writer { host: host.to_string(), own, shared };
+                Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::open(&c, role)?))))
+            }
+        }
+    }
+
+    /// Whether this is a mount that shares writing (`open_writer`).
+    pub fn shares_writes(&self) -> bool {
+        matches!(&self.backend, Backend::Cluster(c) if c.shares_writes())
+    }
+
+    /// The vault's hold for one operation that changes it, from before its
+    /// first read to after its last write: on a mount that shares writing,
+    /// taken from another mount if it has it, and not let go while this
+    /// lives (a thread that holds one gets another at once). Nothing for
+    /// any other store, which is the only writer of its keys.
+    pub fn hold_for_write(&self) -> Result<WriteHold<'_>> {
+        match &self.backend {
+            Backend::Cluster(c) if c.shares_writes() => Ok(WriteHold(Some(c.hold_for_write()?))),
+            _ => Ok(WriteHold(None)),
+        }
+    }
+
+    /// As `hold_for_write`, for work that can wait for another time (the
+    /// collector): None on a mount that shares writing and does not hold
+    /// the vault now, or is letting go of it.
+    pub fn try_hold_for_write(&self) -> Option<WriteHold<'_>> {
+        match &self.backend {
+            Backend::Cluster(c) if c.shares_writes() => c.try_hold_for_write().map(|g| WriteHold(Some(g))),
+            _ => Some(WriteHold(None)),
         }
     }
 

@@ -161,6 +161,28 @@ pub(super) fn spawn_committer(core: Weak<Core>) {
     }
 }
 
+/// Whether an access of this kind may change files (and so, on a mount that
+/// shares writing, holds the vault).
+fn changes_files(op: AuditOp) -> bool {
+    use AuditOp::*;
+    matches!(
+        op,
+        Write
+            | Create
+            | Mkdir
+            | Mknod
+            | Unlink
+            | Rmdir
+            | Rename
+            | Link
+            | Symlink
+            | Setattr
+            | Setxattr
+            | Removexattr
+            | Purge
+    )
+}
+
 impl Vault<Unlocked> {
     /// Runs `op`, recording it as `rec`. `op` is handed a vault that
     /// carries the record: if `op` writes through it, the record lands in
@@ -180,6 +202,12 @@ impl Vault<Unlocked> {
             return Ok(op(self));
         }
         self.core().recordable()?;
+        // Beside other hosts writing, a change holds the vault from before
+        // it reads anything until its batch is applied (store/cluster/handover.rs).
+        let _hold = match changes_files(rec.op) {
+            true => Some(self.core().store.hold_for_write()?),
+            false => None,
+        };
         let op_name = rec.op.name();
         let ticket = Ticket(Mutex::new(Some(rec.leaf(0))));
         let carrier = Vault(Unlocked { core: Arc::clone(&self.0.core), ticket: Some(ticket) });

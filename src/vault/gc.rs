@@ -44,6 +44,9 @@ fn in_use(core: &Arc<Core>) -> bool {
 }
 
 fn collect_round(core: &Arc<Core>, counted: &mut bool) -> crate::block::Result<()> {
+    // Beside other hosts writing, only while this mount holds the vault: a
+    // round never makes it wait for the hold, nor take it from them.
+    let Some(_hold) = core.store.try_hold_for_write() else { return Ok(()) };
     let bs = core.block_size;
     if !*counted {
         gc::count_dead(&core.store, &core.space, bs)?;

@@ -216,6 +216,12 @@ impl Vault<Locked> {
         Self::open_store(dir, Store::open_reader(dir, host, keys::AUDIT_KINDS, keys::VAULT_WIDE_KINDS)?)
     }
 
+    /// Opens the cluster vault at `dir` as a mount on `host` that shares
+    /// writing with other hosts' (docs/CLUSTER.md, "Several hosts writing").
+    pub fn open_writer(dir: &Path, host: &str) -> Result<Self> {
+        Self::open_store(dir, Store::open_writer(dir, host, keys::AUDIT_KINDS, keys::VAULT_WIDE_KINDS)?)
+    }
+
     fn open_store(dir: &Path, store: Store) -> Result<Self> {
         // A cluster vault's local files (control socket, exports) live in
         // its state directory.
@@ -315,15 +321,17 @@ impl Vault<Locked> {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             changed: Default::default(),
         };
-        // What only the vault's writer does: removing the ephemeral level's
-        // files left from before, and collecting garbage.
+        // What only the vault's one writer does: removing the ephemeral
+        // level's files left from before (beside other writers they may be
+        // theirs, and open). Collecting garbage: on a mount that shares
+        // writing too, while it holds the vault (gc.rs).
         if !reader {
             core.purge_unreachable()?;
         }
         core.load_lockdown()?;
         let core = Arc::new(core);
         audit::spawn_committer(Arc::downgrade(&core));
-        if !reader {
+        if !reader || core.store.shares_writes() {
             gc::spawn_collector(Arc::downgrade(&core));
         }
         let vault = Vault(Unlocked { core, ticket: None });
@@ -461,10 +469,17 @@ impl Vault<Unlocked> {
         self.core().store.is_cluster()
     }
 
-    /// The host name of a read-only mount of a cluster vault (None: a mount
-    /// that writes).
+    /// The host name of a mount of a cluster vault beside its holder, one
+    /// that reads only or one that shares writing (None: the holder, or a
+    /// store directory).
     pub fn reader_host(&self) -> Option<&str> {
         self.core().store.reader_host()
+    }
+
+    /// Whether this is a mount that shares writing the cluster vault with
+    /// other hosts' (docs/CLUSTER.md, "Several hosts writing").
+    pub fn shares_writes(&self) -> bool {
+        self.core().store.shares_writes()
     }
 
     /// Before an open or a lookup on a read-only mount of a cluster vault:
@@ -547,6 +562,13 @@ impl Core {
     fn alloc_ino(&self) -> Result<u64> {
         let mut a = self.inode_alloc.lock().unwrap_or_else(|p| p.into_inner());
         if a.next >= a.reserved {
+            // Other hosts writing the vault reserve from the same counter:
+            // past what they reserved (under the operation's hold, so no
+            // one moves it meanwhile).
+            if self.store.shares_writes() {
+                let stored = self.store.get(keys::INODE_COUNTER)?.and_then(|v| v[..].try_into().ok());
+                a.next = a.next.max(stored.map_or(0, u64::from_be_bytes));
+            }
             let reserved = a.next + INODE_RESERVE_STEP;
             self.store.put(keys::INODE_COUNTER, reserved.to_be_bytes().to_vec())?;
             a.reserved = reserved;

@@ -385,6 +385,13 @@ impl Vault<Unlocked> {
         if !core.store.contains(&keys::orphan(ino))? {
             return Ok(());
         }
+        // Beside other hosts writing: looked at again under the hold.
+        drop(_g);
+        let _hold = core.store.hold_for_write()?;
+        let _g = core.locks.write(ino);
+        if !core.store.contains(&keys::orphan(ino))? {
+            return Ok(());
+        }
         let node = match core.load(ino) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),

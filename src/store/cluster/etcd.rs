@@ -534,6 +534,10 @@ impl Etcd {
     }
 }
 
+/// Tests in this process only: as `VAULTFS_TEST_HOLD_WATCH` (set once).
+#[cfg(feature = "internals")]
+pub static HOLD_WATCH_WHILE: OnceLock<std::path::PathBuf> = OnceLock::new();
+
 /// Tests only: while the file `VAULTFS_TEST_HOLD_WATCH` names exists, a
 /// reader's watch hands on nothing (its memory goes stale, as behind an
 /// etcd slow to deliver), so that a test can make the races the mount must
@@ -541,7 +545,8 @@ impl Etcd {
 /// other work to another thread.
 #[cfg(feature = "internals")]
 pub fn hold_back_for_tests() {
-    let Some(path) = std::env::var_os("VAULTFS_TEST_HOLD_WATCH").map(std::path::PathBuf::from) else { return };
+    let named = std::env::var_os("VAULTFS_TEST_HOLD_WATCH").map(std::path::PathBuf::from);
+    let Some(path) = named.or_else(|| HOLD_WATCH_WHILE.get().cloned()) else { return };
     if path.exists() {
         tokio::task::block_in_place(|| {
             while path.exists() {

@@ -27,7 +27,13 @@ pub struct Follower {
     /// Told of every directory entry the watch brings a change of, before
     /// a catch-up can return past it.
     entries: OnceLock<EntriesHeard>,
+    /// Told of every change of a key outside the store's keys (the full
+    /// etcd key, and whether it is there now): the hold's (handover.rs).
+    meta: OnceLock<MetaHeard>,
 }
+
+/// Who hears of changes of keys outside the store's: (etcd key, present).
+pub type MetaHeard = Box<dyn Fn(&[u8], bool) + Send + Sync>;
 
 impl Follower {
     fn seen(&self) -> std::sync::MutexGuard<'_, i64> {
@@ -47,6 +53,11 @@ impl Follower {
                 *self.seen() = revision;
             }
             News::Changes(revision, changes) => {
+                if let Some(told) = self.meta.get() {
+                    for (key, value) in changes.iter().filter(|(key, _)| !key.starts_with(keys)) {
+                        told(key, value.is_some());
+                    }
+                }
                 let holders: Vec<_> = changes
                     .into_iter()
                     .filter_map(|(key, value)| {
@@ -78,6 +89,11 @@ impl Follower {
     /// Who is told of changes of directory entries from now on (one only).
     pub fn on_entries(&self, told: EntriesHeard) {
         let _ = self.entries.set(told);
+    }
+
+    /// Who is told of changes of keys outside the store's (one only).
+    pub fn on_meta(&self, told: MetaHeard) {
+        let _ = self.meta.set(told);
     }
 
     fn tell(&self, heard: Heard<'_>) {

@@ -40,6 +40,7 @@ mod cache;
 mod etcd;
 mod follow;
 mod group;
+mod handover;
 mod locks;
 mod readers;
 mod readahead;
@@ -55,7 +56,10 @@ use self::cache::ReadCache;
 use self::etcd::{Background, Etcd, Guard, Kv, LeaseState, Op};
 use self::follow::Follower;
 pub use self::approvals::WaitingOpen;
+pub use self::handover::HoldGuard;
 pub use self::locks::LockClaim;
+#[cfg(feature = "internals")]
+pub use self::etcd::HOLD_WATCH_WHILE;
 use self::group::{Committer, Group};
 use self::readahead::Readahead;
 use self::s3::Objects;
@@ -106,6 +110,10 @@ pub enum Role {
     /// are the vault's, which any host may write; every other key is the
     /// holder's, read, never written.
     Reader { host: String, own: &'static [u8], shared: &'static [u8] },
+    /// A mount on `host` that shares writing with others (handover.rs): a
+    /// reader, with keys as `Reader`'s, that takes the vault's hold for
+    /// the time of each operation that changes the vault's keys.
+    Writer { host: String, own: &'static [u8], shared: &'static [u8] },
     /// No hold at all: `host`'s keys of the kinds in `own` as a reader on
     /// it sees them, read-only (checking the audit logs of other hosts).
     LogOf { host: String, own: &'static [u8] },
@@ -169,6 +177,8 @@ pub struct Shared {
     /// A reader's watch of the vault (None: the holder, or a view).
     follower: Option<Arc<Follower>>,
     _watch: Option<Background>,
+    /// On a mount that shares writing: where the vault's hold is.
+    handover: Option<Arc<handover::Handover>>,
     /// Object numbers: the next to use, and the end of the reserved range.
     numbers: Mutex<(u64, u64)>,
     /// The vault's objects as number -> bytes: listed from the bucket once
@@ -226,7 +236,7 @@ impl Cluster {
         let key = |k: &str| [&prefix[..], k.as_bytes()].concat();
         let host = match &role {
             Role::Holder => None,
-            Role::Reader { host, .. } | Role::LogOf { host, .. } => Some(host.clone()),
+            Role::Reader { host, .. } | Role::Writer { host, .. } | Role::LogOf { host, .. } => Some(host.clone()),
         };
         if let Some(host) = &host
             && !valid_host(host)
@@ -237,7 +247,7 @@ impl Cluster {
         }
         let (hold_key, own, reader_owns, reader_shares) = match &role {
             Role::Holder => (key("holder"), prefix.clone(), None, &[][..]),
-            Role::Reader { host, own, shared } => {
+            Role::Reader { host, own, shared } | Role::Writer { host, own, shared } => {
                 (key(&format!("readers/{host}")), key(&format!("hosts/{host}/")), Some(*own), *shared)
             }
             Role::LogOf { host, own } => (Vec::new(), key(&format!("hosts/{host}/")), Some(*own), &[][..]),
@@ -277,7 +287,9 @@ impl Cluster {
                     etcd.revoke(lease);
                     let what = match &role {
                         Role::Holder => "a mount or a command",
-                        Role::Reader { .. } | Role::LogOf { .. } => "a read-only mount of this host's name",
+                        Role::Reader { .. } | Role::Writer { .. } | Role::LogOf { .. } => {
+                            "a mount beside the holder of this host's name"
+                        }
                     };
                     return Err(Error::Unusable(format!(
                         "{at} is open on {} ({what}; a host that died releases it within {LEASE_SECONDS} s)",
@@ -298,10 +310,27 @@ impl Cluster {
             }
         }
         let reader = (reader_owns, reader_shares, host);
-        let shared = Shared::new(at, etcd, objects, prefix, own, reader, hold_key, held_at, held, Some((lease, keep_alive)));
+        let mut shared =
+            Shared::new(at, etcd, objects, prefix, own, reader, hold_key, held_at, held, Some((lease, keep_alive)));
+        if matches!(role, Role::Writer { .. }) {
+            shared.handover = Some(Arc::default());
+        }
         let shared = Arc::new(shared);
         if shared.reader_owns.is_none() {
             Shared::watch_readers(&shared);
+        }
+        if let (Some(f), Some(h)) = (&shared.follower, &shared.handover) {
+            // The watch wakes whoever waits for the hold, or is asked for it.
+            let (h, holder, wants, mine) =
+                (h.clone(), shared.holder_key(), shared.meta_key("wants/"), shared.wants_key());
+            f.on_meta(Box::new(move |key, present| {
+                if key == holder && !present {
+                    h.nudge(false);
+                } else if key.starts_with(&wants) && key != mine && present {
+                    h.nudge(true);
+                }
+            }));
+            Shared::hand_over_when_asked(&shared);
         }
         Ok(Cluster { shared, committer: Mutex::new(None), discarded: false })
     }
@@ -489,6 +518,7 @@ impl Shared {
             cache,
             follower,
             _watch: watch,
+            handover: None,
             numbers: Mutex::new((0, 0)),
             listed: Mutex::new(None),
             group: Group::default(),
@@ -573,6 +603,41 @@ impl Shared {
         }
     }
 
+    /// Refuses what only the holder does, unless this is a mount that
+    /// shares writing and the calling thread's operation holds the hold.
+    fn may_write_vault(&self) -> Result<()> {
+        match &self.handover {
+            Some(h) if h.this_thread_holds() => Ok(()),
+            Some(_) => Err(Error::Unusable(format!(
+                "{}: a change of the vault's keys outside an operation that holds the vault (a bug)",
+                self.addr
+            ))),
+            None => self.not_reader(),
+        }
+    }
+
+    /// Whether store key `k` is the vault's (not this process's own, nor
+    /// a kind every host writes): on a mount that shares writing, written
+    /// only under the hold.
+    fn is_vaults(&self, k: &[u8]) -> bool {
+        !self.is_own(k) && !k.first().is_some_and(|t| self.reader_shares.contains(t))
+    }
+
+    /// The guard a write of the vault's keys adds on a mount that shares
+    /// writing: the holder key is still the one it created.
+    fn vault_guards(&self) -> Result<Vec<Guard>> {
+        match &self.handover {
+            None => Ok(Vec::new()),
+            Some(h) => match h.held_at() {
+                Some(at) => Ok(vec![Guard::Created(self.holder_key(), at)]),
+                None => Err(Error::Unusable(format!(
+                    "{}: a commit of the vault's keys without the vault's hold (a bug)",
+                    self.addr
+                ))),
+            },
+        }
+    }
+
     /// Whether this process held the vault (or its reader's key) and may
     /// have lost it: for good, nothing it writes is stored any more.
     pub fn hold_lost(&self) -> bool {
@@ -598,8 +663,14 @@ impl Shared {
     /// A transaction guarded by our hold on the vault; the store's
     /// revision after it.
     fn write(&self, ops: Vec<Op>) -> Result<i64> {
+        self.write_guarded(Vec::new(), ops)
+    }
+
+    /// As `write`, with more guards.
+    fn write_guarded(&self, mut guards: Vec<Guard>, ops: Vec<Op>) -> Result<i64> {
         self.still_held()?;
-        match self.etcd.txn_at(vec![Guard::Created(self.hold_key.clone(), self.held_at)], ops)? {
+        guards.push(Guard::Created(self.hold_key.clone(), self.held_at));
+        match self.etcd.txn_at(guards, ops)? {
             Some(revision) => Ok(revision),
             None => {
                 self.held.lost.store(true, Ordering::SeqCst);
@@ -634,6 +705,10 @@ impl Shared {
     /// the holder.
     pub fn catch_up(&self) -> Result<()> {
         let Some(f) = &self.follower else { return Ok(()) };
+        if self.handover.as_ref().is_some_and(|h| h.held_at().is_some()) {
+            // While this process holds the vault no one else changes it.
+            return Ok(());
+        }
         if !f.watching() {
             // Memory answers for nothing of the holder's: etcd does.
             return Ok(());
@@ -742,7 +817,8 @@ impl Shared {
     /// Applies `batch` atomically: as a transaction of its own, or into the
     /// overlay for the next commit (grouped durability).
     pub fn apply(&self, batch: Batch) -> Result<()> {
-        let writable = |k: &[u8]| self.is_own(k) || k.first().is_some_and(|t| self.reader_shares.contains(t));
+        let under_hold = self.handover.as_ref().is_some_and(|h| h.this_thread_holds());
+        let writable = |k: &[u8]| under_hold || !self.is_vaults(k);
         if let Some((k, _)) = batch.ops.iter().find(|(k, _)| !writable(k)) {
             return Err(Error::Unusable(format!(
                 "{}: a read-only mount cannot change key {:?}: changes are made where the vault is held",
@@ -777,7 +853,11 @@ impl Shared {
                 None => Op::Delete(self.key(k)),
             })
             .collect();
-        let written = self.write(txn);
+        let guards = match ops.keys().any(|k| self.is_vaults(k)) {
+            true => self.vault_guards()?,
+            false => Vec::new(),
+        };
+        let written = self.write_guarded(guards, txn);
         // Applied: memory has the new values. Failed or unknown (a timeout
         // may still have applied it): memory forgets these keys. A reader's
         // write of a vault-wide key is forgotten too: the watch brings it
@@ -800,10 +880,12 @@ impl Shared {
         // A commit in flight (the interval's) may hold this close's
         // changes: settled only once etcd has them; `commit` waits for it.
         let nothing_new = self.group.overlay.settled();
-        if self.reader_owns.is_some() || !self.group.grouped() || nothing_new {
+        let reads_only = self.reader_owns.is_some() && !self.shares_writes();
+        if reads_only || !self.group.grouped() || nothing_new {
             return Ok(());
         }
-        let readers = self.ledger().readers;
+        // A mount that shares writing always has others beside it.
+        let readers = self.shares_writes() || self.ledger().readers;
         if readers { self.commit() } else { Ok(()) }
     }
 
@@ -835,7 +917,7 @@ impl Shared {
 
     /// The next object number, reserving more in etcd when the range is used up.
     fn next_number(&self) -> Result<u64> {
-        self.not_reader()?;
+        self.may_write_vault()?;
         let mut n = self.numbers.lock().unwrap_or_else(|p| p.into_inner());
         if n.0 >= n.1 {
             let key = self.meta_key("objects");
@@ -850,13 +932,11 @@ impl Shared {
             let end = stored
                 .checked_add(OBJECT_RESERVE)
                 .ok_or_else(|| Error::Corrupt(format!("{}: the object counter is exhausted", self.addr)))?;
-            self.still_held()?;
-            let guards = vec![Guard::Created(self.hold_key.clone(), self.held_at), Guard::Modified(key.clone(), rev)];
-            if !self.etcd.txn(guards, vec![Op::Put(key, end.to_be_bytes().to_vec())])? {
-                // Only the holder moves the counter: losing this race means losing the vault.
-                self.held.lost.store(true, Ordering::SeqCst);
-                return Err(self.lost_error());
-            }
+            // Only the holder moves the counter: losing this race means
+            // losing the vault.
+            let mut guards = self.vault_guards()?;
+            guards.push(Guard::Modified(key.clone(), rev));
+            self.write_guarded(guards, vec![Op::Put(key, end.to_be_bytes().to_vec())])?;
             *n = (stored, end);
         }
         n.0 += 1;
@@ -870,7 +950,7 @@ impl Shared {
     /// Appends `bytes` as one record run: to the object being built
     /// (grouped durability), or as an object of its own, stored now.
     pub fn append_record(&self, bytes: &[u8]) -> Result<Location> {
-        self.not_reader()?;
+        self.may_write_vault()?;
         self.still_held()?;
         if self.group.grouped() {
             if self.group.must_commit_before(bytes.len()) {
@@ -934,7 +1014,7 @@ impl Shared {
     }
 
     pub fn remove_segment(&self, id: u64) -> Result<()> {
-        self.not_reader()?;
+        self.may_write_vault()?;
         self.still_held()?;
         let removed = self.objects.delete(&self.object_name(id));
         self.readahead.forget(id);
