@@ -782,6 +782,9 @@ fn mounts_that_share_writing_take_turns_and_lose_no_update() {
     let mut own = Batch::default();
     own.put(b"Aleaf".to_vec(), b"mine".to_vec());
     hosts[0].apply(own).unwrap();
+    // No one holds the vault alone while a mount shares writing it.
+    let refused = Store::open(at, false).err().expect("a holder alone beside writers").to_string();
+    assert!(refused.contains("-o shared on host-"), "{refused}");
     // A holder that does not share keeps the hold: a writer waits, then is
     // refused with who has it.
     drop(hosts);

@@ -413,8 +413,11 @@ fn cluster_mount(options: &[&str]) -> ClusterMount {
     let (mnt, passfile) = (dir.path().join("mnt"), dir.path().join("pass"));
     std::fs::create_dir(&mnt).unwrap();
     std::fs::write(&passfile, format!("{PASSPHRASE}\n")).unwrap();
-    let env =
+    let mut env =
         vec![("VAULTFS_STATE_DIR".to_string(), dir.path().join("state").to_string_lossy().into_owned())];
+    if options.contains(&"shared") {
+        env.push(("VAULTFS_HOST".to_string(), "host-a".to_string()));
+    }
     let data = format!("s3+http://{}/vault-data", objects.endpoint());
     let out = Command::new(common::bin())
         .args(["init", &address, "--data", &data, "--passphrase-file", passfile.to_str().unwrap()])
@@ -427,6 +430,84 @@ fn cluster_mount(options: &[&str]) -> ClusterMount {
     let mut m = Mount { dir, store: PathBuf::from(address), mnt, passfile, mounted: false, options, env };
     m.mount();
     ClusterMount { m, _etcd: etcd, _objects: objects }
+}
+
+/// A second mount of `c`'s cluster vault that shares writing, as `host`
+/// (its own state directory and mount point).
+fn sharing_mount_on(c: &ClusterMount, host: &str) -> Mount {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, passfile) = (dir.path().join("mnt"), dir.path().join("pass"));
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::copy(&c.m.passfile, &passfile).unwrap();
+    let env = vec![
+        ("VAULTFS_STATE_DIR".to_string(), dir.path().join("state").to_string_lossy().into_owned()),
+        ("VAULTFS_HOST".to_string(), host.to_string()),
+    ];
+    let options = vec!["shared".to_string()];
+    let mut m = Mount { dir, store: c.m.store.clone(), mnt, passfile, mounted: false, options, env };
+    m.mount();
+    m
+}
+
+/// Writes and removes small files on `m` until `stop`: another host's
+/// changes, so that the mount beside it passes the vault's hold back and
+/// forth all along.
+fn busy_until(m: &Mount, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    let dir = m.path("1-working/busy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let f = dir.join(format!("f{}", n % 20));
+        std::fs::write(&f, n.to_le_bytes()).unwrap();
+        if n % 3 == 0 {
+            std::fs::remove_file(&f).unwrap();
+        }
+        n += 1;
+    }
+    n
+}
+
+/// pjdfstest on a mount that shares writing a cluster vault, while a
+/// second host's mount writes beside it: every case that passes on a
+/// store directory passes here too.
+#[test]
+fn pjdfstest_passes_on_a_mount_that_shares_writing() {
+    tools();
+    let c = cluster_mount(&["allow_other", "shared"]);
+    let mut b = sharing_mount_on(&c, "host-b");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let all = std::thread::scope(|s| {
+        let busy = s.spawn(|| busy_until(&b, &stop));
+        let all = pjdfstest(&c.m, &data("pjdfstest.toml"), &[]);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        println!("host-b made {} changes meanwhile", busy.join().unwrap());
+        all
+    });
+    assert!(all.names("FAILED").is_empty() && all.status, "pjdfstest failed:\n{}", all.problems());
+    assert!(all.names("ok").len() > 300, "pjdfstest ran too few cases:\n{}", all.output);
+    let skipped = all.names("skipped");
+    let others: BTreeSet<&str> = skipped.iter().copied().filter(|n| !n.contains("erofs")).collect();
+    let expected: BTreeSet<&str> = EXPECTED_SKIPS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(others, expected, "unexpected skips:\n{}", all.output);
+    b.unmount();
+}
+
+/// fsx on two hosts' mounts that share writing one cluster vault, at the
+/// same time, each on its own file; then fsck: clean, every log verified.
+#[test]
+fn fsx_on_two_hosts_sharing_writing_then_fsck_is_clean() {
+    let mut c = cluster_mount(&["shared"]);
+    let mut b = sharing_mount_on(&c, "host-b");
+    std::thread::scope(|s| {
+        let other = s.spawn(|| fsx(&b, "fsx.toml", "fsx-host-b", 10_000));
+        fsx(&c.m, "fsx.toml", "fsx-host-a", 10_000);
+        other.join().unwrap();
+    });
+    b.unmount();
+    let report = fsck_clean(&mut c.m);
+    for host in ["host-a", "host-b"] {
+        assert!(report.contains(&format!("host {host}")), "{host}'s audit log not checked:\n{report}");
+    }
 }
 
 /// pjdfstest on a cluster vault's holder: every case that passes on a

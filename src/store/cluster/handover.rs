@@ -37,11 +37,19 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// The holder key's value ends with this on a mount that shares writing:
 /// one without it (a mount or a command that holds the vault alone) never
 /// lets go when asked.
-const SHARING: &str = " shares";
+pub(super) const SHARING: &str = " shares";
 
 /// Whether a holder key's value names a mount that shares writing.
 pub(super) fn shares(value: &[u8]) -> bool {
     value.ends_with(SHARING.as_bytes())
+}
+
+/// A mount that shares writing the vault (by its `readers/HOST` key's
+/// value), if any: while one is mounted, no process holds the vault alone.
+pub(super) fn sharing_mount(etcd: &super::etcd::Etcd, prefix: &[u8]) -> Result<Option<String>> {
+    let from = [prefix, b"readers/"].concat();
+    let page = etcd.range(&from, &prefix_end(&from).unwrap_or_default(), 0, 0, false, false)?;
+    Ok(page.kvs.into_iter().find(|kv| shares(&kv.value)).map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
 }
 
 /// Where the hold is, as this process knows it.

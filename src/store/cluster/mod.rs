@@ -199,6 +199,14 @@ fn valid_host(host: &str) -> bool {
     (1..=64).contains(&host.len()) && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// Why a process that would hold the vault alone is refused.
+fn shared_elsewhere(at: &ClusterAddress, writer: &str) -> Error {
+    Error::Unusable(format!(
+        "{at} is mounted with -o shared on {writer}: mount it with -o shared here too, \
+         or unmount every such mount first"
+    ))
+}
+
 /// A vault's etcd keys.
 fn prefix_of(vault: &str) -> Vec<u8> {
     format!("vaultfs/{vault}/").into_bytes()
@@ -272,7 +280,12 @@ impl Cluster {
         // Renewed while waiting for another holder, too (that can take
         // longer than the lease lasts).
         let keep_alive = etcd.keep_alive(lease, Duration::from_secs(LEASE_SECONDS as u64), held.clone());
-        let me = format!("{} {}", crate::sys::hostname(), std::process::id());
+        let mut me = format!("{} {}", crate::sys::hostname(), std::process::id());
+        if matches!(role, Role::Writer { .. }) {
+            // Its `readers/HOST` key says so: no one holds the vault alone
+            // while it is mounted.
+            me.push_str(handover::SHARING);
+        }
         let started = Instant::now();
         let held_at = loop {
             let took = etcd.txn(
@@ -282,6 +295,12 @@ impl Cluster {
             let holder = etcd.get(&hold_key)?;
             match holder {
                 Some(Kv { lease: l, create_revision, .. }) if took && l == lease => break create_revision,
+                // Mounts that share writing pass the hold among themselves.
+                Some(Kv { value, .. }) if role == Role::Holder && handover::shares(&value) => {
+                    drop(keep_alive);
+                    etcd.revoke(lease);
+                    return Err(shared_elsewhere(at, &String::from_utf8_lossy(&value)));
+                }
                 Some(Kv { value, .. }) if started.elapsed() >= WAIT_FOR_HOLDER => {
                     drop(keep_alive);
                     etcd.revoke(lease);
@@ -300,6 +319,13 @@ impl Cluster {
             }
         };
         held.holding(hold_key.clone(), held_at);
+        if role == Role::Holder
+            && let Some(writer) = handover::sharing_mount(&etcd, &prefix)?
+        {
+            drop(keep_alive);
+            etcd.revoke(lease);
+            return Err(shared_elsewhere(at, &writer));
+        }
         if reader_owns.is_some() {
             // From the holder's word on: its closes commit, its locks are
             // published (readers.rs).
