@@ -323,6 +323,13 @@ fn stress_ng_file_system_stressors_verify_and_leave_a_clean_store() {
 /// STRESSORS together for 15 s with `--verify` in `1-working/stress`, then
 /// fsck: no failure, no error in the daemon's log, a clean store.
 fn stress_ng_then_fsck(m: &mut Mount) {
+    stress_ng(m);
+    fsck_clean(m);
+}
+
+/// stress-ng's file system stressors on `m`, verified, with nothing
+/// logged as an error by the daemon.
+fn stress_ng(m: &Mount) {
     let dir = m.path("1-working/stress");
     std::fs::create_dir(&dir).unwrap();
     let mut cmd = Command::new("stress-ng");
@@ -341,7 +348,6 @@ fn stress_ng_then_fsck(m: &mut Mount) {
         start.elapsed().as_secs_f64()
     );
     assert!(m.log().lines().all(|l| !l.contains("ERROR")), "the daemon logged errors:\n{}", m.log());
-    fsck_clean(m);
 }
 
 #[test]
@@ -449,6 +455,16 @@ fn sharing_mount_on(c: &ClusterMount, host: &str) -> Mount {
     m
 }
 
+/// Sets its flag when dropped: a test that fails still stops its helpers
+/// (a scope waits for its threads before the failure goes on).
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Writes and removes small files on `m` until `stop`: another host's
 /// changes, so that the mount beside it passes the vault's hold back and
 /// forth all along.
@@ -478,8 +494,9 @@ fn pjdfstest_passes_on_a_mount_that_shares_writing() {
     let stop = std::sync::atomic::AtomicBool::new(false);
     let all = std::thread::scope(|s| {
         let busy = s.spawn(|| busy_until(&b, &stop));
+        let stopping = StopOnDrop(&stop);
         let all = pjdfstest(&c.m, &data("pjdfstest.toml"), &[]);
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(stopping);
         println!("host-b made {} changes meanwhile", busy.join().unwrap());
         all
     });
@@ -508,6 +525,25 @@ fn fsx_on_two_hosts_sharing_writing_then_fsck_is_clean() {
     for host in ["host-a", "host-b"] {
         assert!(report.contains(&format!("host {host}")), "{host}'s audit log not checked:\n{report}");
     }
+}
+
+/// stress-ng on a mount that shares writing while a second host's mount
+/// writes beside it; then fsck, clean.
+#[test]
+fn stress_ng_on_a_mount_that_shares_writing_leaves_it_clean() {
+    let mut c = cluster_mount(&["shared"]);
+    let mut b = sharing_mount_on(&c, "host-b");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let busy = s.spawn(|| busy_until(&b, &stop));
+        let stopping = StopOnDrop(&stop);
+        stress_ng(&c.m);
+        drop(stopping);
+        println!("host-b made {} changes meanwhile", busy.join().unwrap());
+    });
+    assert!(b.log().lines().all(|l| !l.contains("ERROR")), "host-b's daemon logged errors:\n{}", b.log());
+    b.unmount();
+    fsck_clean(&mut c.m);
 }
 
 /// pjdfstest on a cluster vault's holder: every case that passes on a

@@ -334,9 +334,10 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
     let _upkeep = vault.start_upkeep().map_err(|e| report(e.into()))?;
     let _memory = vault.start_memory_governor(memory, cache).map_err(|e| report(e.into()))?;
     let pid_file = local.join(PID_FILE);
-    // A reader sees the holder's keys one kind at a time, never the whole
-    // store at one instant: backups are made where the vault is held.
-    let maker = (!reader).then(super::backup::archive_maker);
+    // A reader, or a mount that shares writing, sees the vault's keys one
+    // kind at a time, never the whole store at one instant: backups are
+    // made where the vault is held alone.
+    let maker = (!reader && !d.shared).then(super::backup::archive_maker);
     let closing = vault.clone();
     let result = crate::fs::mount(vault, &a.mountpoint, &d.opts, maker, || {
         let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
