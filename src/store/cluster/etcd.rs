@@ -69,8 +69,8 @@ pub enum News {
     /// it may be stale.
     From(i64),
     /// The changes of one or more revisions, the last of them this one:
-    /// (key, new value; None: deleted).
-    Changes(i64, Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    /// (key, new value (None: deleted), the change's revision).
+    Changes(i64, Vec<(Vec<u8>, Option<Vec<u8>>, i64)>),
     /// The watch broke (etcd away, or compacted past it): nothing kept can
     /// be trusted until the next `From`.
     Lost,
@@ -510,7 +510,7 @@ impl Etcd {
                                         .filter_map(|e| {
                                             let kv = e.kv()?;
                                             let value = (e.event_type() == EventType::Put).then(|| kv.value().to_vec());
-                                            Some((kv.key().to_vec(), value))
+                                            Some((kv.key().to_vec(), value, kv.mod_revision()))
                                         })
                                         .collect();
                                     news(News::Changes(last, changes));

@@ -27,6 +27,11 @@ pub struct Follower {
     /// Told of every directory entry the watch brings a change of, before
     /// a catch-up can return past it.
     entries: OnceLock<EntriesHeard>,
+    /// Changes of the vault's keys up to this revision were made by this
+    /// process, which kept them in memory as it made them: the watch
+    /// bringing them later must not put back an older one of its own
+    /// (a mount that shares writing, while it holds the vault).
+    own_through: AtomicI64,
     /// Told of every change of a key outside the store's keys (the full
     /// etcd key, and whether it is there now): the hold's (handover.rs).
     meta: OnceLock<MetaHeard>,
@@ -43,8 +48,8 @@ impl Follower {
     /// Takes what the watch of the vault's keys says. `keys`: the etcd
     /// prefix of the holder's store keys (`vaultfs/VAULT/k/`); `own`: the
     /// kinds of store key that are this reader's own (kept by its writes,
-    /// never by the holder's changes).
-    pub fn hear(&self, news: News, cache: &ReadCache, keys: &[u8], own: &[u8]) {
+    /// never by the holder's changes); `shared`: kinds every host writes.
+    pub fn hear(&self, news: News, cache: &ReadCache, keys: &[u8], own: &[u8], shared: &[u8]) {
         match news {
             News::From(revision) => {
                 // Changes while the watch was down were not heard.
@@ -54,16 +59,18 @@ impl Follower {
             }
             News::Changes(revision, changes) => {
                 if let Some(told) = self.meta.get() {
-                    for (key, value) in changes.iter().filter(|(key, _)| !key.starts_with(keys)) {
+                    for (key, value, _) in changes.iter().filter(|(key, ..)| !key.starts_with(keys)) {
                         told(key, value.is_some());
                     }
                 }
+                let own_through = self.own_through.load(Ordering::SeqCst);
                 let holders: Vec<_> = changes
                     .into_iter()
-                    .filter_map(|(key, value)| {
+                    .filter_map(|(key, value, at)| {
                         let k = key.strip_prefix(keys)?;
                         let kind = *k.first()?;
-                        (!own.contains(&kind)).then(|| (k.to_vec(), value.map(Value::from)))
+                        let kept_when_made = at <= own_through && !shared.contains(&kind);
+                        (!own.contains(&kind) && !kept_when_made).then(|| (k.to_vec(), value.map(Value::from)))
                     })
                     .collect();
                 let entries: Vec<Vec<u8>> =
@@ -89,6 +96,12 @@ impl Follower {
     /// Who is told of changes of directory entries from now on (one only).
     pub fn on_entries(&self, told: EntriesHeard) {
         let _ = self.entries.set(told);
+    }
+
+    /// This process wrote the vault's keys at `revision` and keeps what it
+    /// wrote (its changes up to it are not to be taken from the watch).
+    pub fn made(&self, revision: i64) {
+        self.own_through.fetch_max(revision, Ordering::SeqCst);
     }
 
     /// Who is told of changes of keys outside the store's (one only).
@@ -147,8 +160,8 @@ impl Follower {
 mod tests {
     use super::*;
 
-    fn put(key: &str, value: &str) -> (Vec<u8>, Option<Vec<u8>>) {
-        (format!("v/k/{key}").into_bytes(), Some(value.as_bytes().to_vec()))
+    fn put(key: &str, value: &str) -> (Vec<u8>, Option<Vec<u8>>, i64) {
+        (format!("v/k/{key}").into_bytes(), Some(value.as_bytes().to_vec()), 12)
     }
 
     fn seen(c: &ReadCache, key: &str) -> Option<Option<Vec<u8>>> {
@@ -159,14 +172,14 @@ mod tests {
     fn changes_heard_replace_what_was_kept_and_a_lost_watch_forgets_it_all() {
         let (f, c) = (Follower::default(), ReadCache::default());
         assert!(!f.answers() && !f.may_keep(1), "nothing before the watch is up");
-        f.hear(News::From(10), &c, b"v/k/", b"A");
+        f.hear(News::From(10), &c, b"v/k/", b"A", b"L");
         assert!(f.answers() && f.may_keep(10) && !f.may_keep(11));
         c.fill(c.generation(), b"Ix", Some(Value::from(b"old".to_vec())));
         c.fill(c.generation(), b"Agone", None);
         // A change of a kept key replaces it; the reader's own kinds and
         // keys outside the holder's are not taken from the watch.
         let (from_holder, audit_a) = (put("Ix", "new"), put("Agone", "holder's"));
-        f.hear(News::Changes(12, vec![from_holder, audit_a, put("Iy", "unread"), put("../x", "y")]), &c, b"v/k/", b"A");
+        f.hear(News::Changes(12, vec![from_holder, audit_a, put("Iy", "unread"), put("../x", "y")]), &c, b"v/k/", b"A", b"L");
         assert_eq!(seen(&c, "Ix"), Some(Some(b"new".to_vec())));
         assert_eq!(seen(&c, "Agone"), Some(None));
         assert_eq!(seen(&c, "Iy"), None, "a key never read is not kept");
@@ -174,10 +187,10 @@ mod tests {
         // A catch-up that stopped waiting: memory answers again once heard.
         f.fall_behind(14);
         assert!(!f.answers());
-        f.hear(News::Changes(14, vec![(b"v/k/Ix".to_vec(), None)]), &c, b"v/k/", b"A");
+        f.hear(News::Changes(14, vec![(b"v/k/Ix".to_vec(), None, 14)]), &c, b"v/k/", b"A", b"L");
         assert!(f.answers());
         assert_eq!(seen(&c, "Ix"), Some(None));
-        f.hear(News::Lost, &c, b"v/k/", b"A");
+        f.hear(News::Lost, &c, b"v/k/", b"A", b"L");
         assert!(!f.answers() && !f.wait_for(1, Duration::from_secs(5)), "a lost watch waits for nothing");
         assert_eq!(seen(&c, "Agone"), None);
     }
@@ -185,13 +198,13 @@ mod tests {
     #[test]
     fn a_waiter_wakes_when_the_change_it_waits_for_is_heard() {
         let (f, c) = (std::sync::Arc::new(Follower::default()), ReadCache::default());
-        f.hear(News::From(1), &c, b"v/k/", b"");
+        f.hear(News::From(1), &c, b"v/k/", b"", b"");
         let waiter = {
             let f = f.clone();
             std::thread::spawn(move || f.wait_for(5, Duration::from_secs(30)))
         };
         std::thread::sleep(Duration::from_millis(20));
-        f.hear(News::Changes(5, Vec::new()), &c, b"v/k/", b"");
+        f.hear(News::Changes(5, Vec::new()), &c, b"v/k/", b"", b"");
         assert!(waiter.join().unwrap());
         assert!(!f.wait_for(6, Duration::from_millis(10)));
     }

@@ -288,20 +288,33 @@ impl Cluster {
         }
         let started = Instant::now();
         let held_at = loop {
-            let took = etcd.txn(
-                vec![Guard::Created(hold_key.clone(), 0)],
-                vec![Op::PutLeased(hold_key.clone(), me.clone().into_bytes(), lease)],
-            )?;
+            // While a mount shares writing, no process holds the vault
+            // alone (one that just unmounted lets go within its lease).
+            let sharing = match role {
+                Role::Holder => handover::sharing_mount(&etcd, &prefix)?,
+                _ => None,
+            };
+            let took = sharing.is_none()
+                && etcd.txn(
+                    vec![Guard::Created(hold_key.clone(), 0)],
+                    vec![Op::PutLeased(hold_key.clone(), me.clone().into_bytes(), lease)],
+                )?;
             let holder = etcd.get(&hold_key)?;
+            let waited = started.elapsed() >= WAIT_FOR_HOLDER;
             match holder {
                 Some(Kv { lease: l, create_revision, .. }) if took && l == lease => break create_revision,
                 // Mounts that share writing pass the hold among themselves.
-                Some(Kv { value, .. }) if role == Role::Holder && handover::shares(&value) => {
+                Some(Kv { value, .. }) if waited && role == Role::Holder && handover::shares(&value) => {
                     drop(keep_alive);
                     etcd.revoke(lease);
                     return Err(shared_elsewhere(at, &String::from_utf8_lossy(&value)));
                 }
-                Some(Kv { value, .. }) if started.elapsed() >= WAIT_FOR_HOLDER => {
+                _ if waited && sharing.is_some() => {
+                    drop(keep_alive);
+                    etcd.revoke(lease);
+                    return Err(shared_elsewhere(at, &sharing.unwrap_or_default()));
+                }
+                Some(Kv { value, .. }) if waited => {
                     drop(keep_alive);
                     etcd.revoke(lease);
                     let what = match &role {
@@ -519,7 +532,7 @@ impl Shared {
                 let watch = etcd.watch(prefix.clone(), move |news| {
                     #[cfg(feature = "internals")]
                     etcd::hold_back_for_tests();
-                    f.hear(news, &c, &keys, own)
+                    f.hear(news, &c, &keys, own, reader_shares)
                 });
                 (Some(follower), Some(watch))
             }
@@ -887,10 +900,22 @@ impl Shared {
         // Applied: memory has the new values. Failed or unknown (a timeout
         // may still have applied it): memory forgets these keys. A reader's
         // write of a vault-wide key is forgotten too: the watch brings it
-        // back in order with other hosts' writes of it.
-        let (own, vault_wide): (Vec<_>, Vec<_>) =
+        // back in order with other hosts' writes of it. A mount that shares
+        // writing keeps the vault's keys it wrote under the hold (no one
+        // else writes them meanwhile), and the watch does not bring its
+        // own older values back over them (follow.rs).
+        let (own, others): (Vec<_>, Vec<_>) =
             ops.iter().map(|(k, v)| (k.clone(), v.clone())).partition(|(k, _)| self.is_own(k));
+        let (vaults, vault_wide): (Vec<_>, Vec<_>) = others.into_iter().partition(|(k, _)| self.is_vaults(k));
         self.cache.wrote(own, written.is_ok());
+        match (&written, &self.follower) {
+            (Ok(revision), Some(f)) if self.shares_writes() => {
+                f.made(*revision);
+                self.cache.wrote(vaults, true);
+            }
+            _ if !vaults.is_empty() => self.cache.wrote(vaults, false),
+            _ => {}
+        }
         if !vault_wide.is_empty() {
             self.cache.wrote(vault_wide, false);
         }
