@@ -785,17 +785,17 @@ fn mounts_that_share_writing_take_turns_and_lose_no_update() {
     // No one holds the vault alone while a mount shares writing it.
     let refused = Store::open(at, false).err().expect("a holder alone beside writers").to_string();
     assert!(refused.contains("-o shared on host-"), "{refused}");
-    // A holder that does not share keeps the hold: a writer waits, then is
-    // refused with who has it.
+    // A holder that does not share keeps the hold: a mount that shares
+    // writing waits for it, then is refused with who has it.
     drop(hosts);
     let alone = Store::open(at, false).unwrap();
-    let writer = Store::open_writer(at, "host-a", b"A", b"L").unwrap();
     let started = std::time::Instant::now();
-    let refused =
-        writer.hold_for_write().err().expect("a writer took the hold from a holder alone").to_string();
-    assert!(refused.contains("holds it alone"), "{refused}");
+    let refused = Store::open_writer(at, "host-a", b"A", b"L").err().expect("a writer beside a holder alone");
+    let refused = refused.to_string();
+    assert!(refused.contains("held alone by"), "{refused}");
     assert!(started.elapsed() >= Duration::from_secs(5), "refused at once: {refused}");
     drop(alone);
+    let writer = Store::open_writer(at, "host-a", b"A", b"L").unwrap();
     drop(writer.hold_for_write().unwrap());
 }
 

@@ -11,6 +11,8 @@
 #      fsyncs; BENCH=/tmp/bench-two-writers; ETCD_PORT, S3_PORT.
 # Rows, each a fresh directory of the same vault, one after another:
 #   holder    the vault mounted without -o shared (one writer, the default)
+#   holder+ro the same, with a read-only mount on host b (each close on the
+#             holder then commits, as every close on a shared mount does)
 #   shared-1  one -o shared mount writing, a second one mounted and idle
 #   shared-2  two -o shared mounts (hosts a and b) writing at once
 # For shared-2 the rates are the two hosts' together.
@@ -67,6 +69,9 @@ holder_up bench
 echo "two-writers: FILES=$FILES SEQ_MIB=$SEQ_MIB, $(nproc) cores, $(date -u +%FT%TZ)"
 row holder creates "$BENCH/mnt-a/1-working/holder"
 row holder seq "$BENCH/mnt-a/1-working/holder.seq"
+reader_up
+row holder+ro creates "$BENCH/mnt-a/1-working/holder-ro"
+unmount_on b
 unmount_on a
 mount_on a -o shared
 mount_on b -o shared

@@ -339,6 +339,23 @@ impl Cluster {
             etcd.revoke(lease);
             return Err(shared_elsewhere(at, &writer));
         }
+        // A holder alone would never hand the hold over: every change here
+        // would wait, then fail. A command lets go soon; a mount does not.
+        while matches!(role, Role::Writer { .. })
+            && let Some(alone) = etcd.get(&[&prefix[..], b"holder"].concat())?
+            && !handover::shares(&alone.value)
+        {
+            if started.elapsed() >= WAIT_FOR_HOLDER {
+                drop(keep_alive);
+                etcd.revoke(lease);
+                return Err(Error::Unusable(format!(
+                    "{at} is held alone by {} (a mount without -o shared, or a command): \
+                     unmount it, then mount with -o shared on every host that writes",
+                    String::from_utf8_lossy(&alone.value)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
         if reader_owns.is_some() {
             // From the holder's word on: its closes commit, its locks are
             // published (readers.rs).
