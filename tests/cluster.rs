@@ -191,6 +191,15 @@ impl ClusterVault {
         assert!(out.status.success(), "{host}'s shared mount: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Mounts that share writing on host-a at `mnt-a` and host-b at
+    /// `mnt-b`: each mount point with its unmount guard.
+    fn two_sharing_hosts(&self) -> ((PathBuf, Mounted), (PathBuf, Mounted)) {
+        let (a, b) = (self.mount_point("mnt-a"), self.mount_point("mnt-b"));
+        self.mount_sharing("host-a", &a.0);
+        self.mount_sharing("host-b", &b.0);
+        (a, b)
+    }
+
     /// A mount on `host` with `-o OPTIONS`, as it went.
     fn try_mount_on(&self, host: &str, mnt: &Path, env: &[(&str, String)], options: &str) -> Output {
         let log = self.dir.path().join(format!("{host}.log"));
@@ -807,10 +816,7 @@ fn mounts_that_share_writing_take_turns_and_lose_no_update() {
 #[test]
 fn two_hosts_writing_at_once_see_each_others_files_and_lose_nothing() {
     let v = ClusterVault::new();
-    let (mnt_a, _unmount_a) = v.mount_point("mnt-a");
-    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
-    v.mount_sharing("host-a", &mnt_a);
-    v.mount_sharing("host-b", &mnt_b);
+    let ((mnt_a, _unmount_a), (mnt_b, _unmount_b)) = v.two_sharing_hosts();
     const FILES: usize = 40;
     const HALF: usize = 8 * 4096;
     std::fs::write(mnt_a.join("1-working/shared.bin"), b"").unwrap();
@@ -880,10 +886,7 @@ fn two_hosts_writing_at_once_see_each_others_files_and_lose_nothing() {
 #[test]
 fn a_host_killed_while_writing_lets_the_other_write_on() {
     let v = ClusterVault::new();
-    let (mnt_a, unmount_a) = v.mount_point("mnt-a");
-    let (mnt_b, _unmount_b) = v.mount_point("mnt-b");
-    v.mount_sharing("host-a", &mnt_a);
-    v.mount_sharing("host-b", &mnt_b);
+    let ((mnt_a, unmount_a), (mnt_b, _unmount_b)) = v.two_sharing_hosts();
     let pid_a: i32 = std::fs::read_to_string(v.dir.path().join("host-a/agents/mount.pid"))
         .unwrap()
         .trim()

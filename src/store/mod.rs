@@ -210,16 +210,8 @@ impl Store {
     /// the holder committed it and never written. A store directory has no
     /// readers.
     pub fn open_reader(dir: &Path, host: &str, own: &'static [u8], shared: &'static [u8]) -> Result<Store> {
-        match Address::of(dir)? {
-            Address::Local(dir) => Err(Error::Unusable(format!(
-                "{}: only a cluster vault is mounted read-only beside its holder",
-                dir.display()
-            ))),
-            Address::Cluster(c) => {
-                let role = cluster::Role::Reader { host: host.to_string(), own, shared };
-                Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::open(&c, role)?))))
-            }
-        }
+        let role = cluster::Role::Reader { host: host.to_string(), own, shared };
+        Store::open_beside(dir, role, "mounted read-only beside its holder")
     }
 
     /// Opens the cluster vault at `dir` as a mount on `host` that shares
@@ -227,15 +219,18 @@ impl Store {
     /// as `open_reader`'s, and the vault's keys written by operations that
     /// hold the vault (`hold_for_write`).
     pub fn open_writer(dir: &Path, host: &str, own: &'static [u8], shared: &'static [u8]) -> Result<Store> {
+        let role = cluster::Role::Writer { host: host.to_string(), own, shared };
+        Store::open_beside(dir, role, "written by several hosts")
+    }
+
+    /// Opens the cluster vault at `dir` as `role`; a store directory is
+    /// refused (`what` only a cluster vault is).
+    fn open_beside(dir: &Path, role: cluster::Role, what: &str) -> Result<Store> {
         match Address::of(dir)? {
-            Address::Local(dir) => Err(Error::Unusable(format!(
-                "{}: only a cluster vault is written by several hosts",
-                dir.display()
-            ))),
-            Address::Cluster(c) => {
-                let role = cluster::Role::Writer { host: host.to_string(), own, shared };
-                Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::open(&c, role)?))))
+            Address::Local(dir) => {
+                Err(Error::Unusable(format!("{}: only a cluster vault is {what}", dir.display())))
             }
+            Address::Cluster(c) => Ok(Store::with(Backend::Cluster(Box::new(cluster::Cluster::open(&c, role)?)))),
         }
     }
 
