@@ -80,9 +80,11 @@ thread_local! {
     static HELD: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The hold kept for one operation.
+/// The hold kept for one operation. Not `Send`: the calling thread's
+/// count of guards (`HELD`) is what lets its nested operations through.
 pub struct HoldGuard<'a> {
     handover: &'a Handover,
+    _this_thread: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for HoldGuard<'_> {
@@ -135,13 +137,13 @@ impl Handover {
             entry.1 += 1;
             Some(())
         });
-        nested.map(|()| HoldGuard { handover: self })
+        nested.map(|()| HoldGuard { handover: self, _this_thread: std::marker::PhantomData })
     }
 
     fn given(&self, s: &mut Hold) -> HoldGuard<'_> {
         s.active += 1;
         HELD.with(|h| h.borrow_mut().push((self.id(), 1)));
-        HoldGuard { handover: self }
+        HoldGuard { handover: self, _this_thread: std::marker::PhantomData }
     }
 
     /// The watch heard another mount ask for the hold, or the holder key
@@ -349,5 +351,28 @@ fn hand_over(h: Arc<Handover>, weak: Weak<Shared>) {
             Some(shared) if !shared.hold_lost() => {}
             _ => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_holds_one_count_however_deep_its_guards_nest() {
+        let h = Handover::default();
+        assert!(!h.this_thread_holds() && h.again().is_none(), "no guard yet");
+        h.state().at = 7;
+        let outer = h.given(&mut h.state());
+        let inner = h.again().expect("a nested guard is given at once");
+        assert!(h.this_thread_holds());
+        assert_eq!(h.state().active, 1, "one thread, one count");
+        // Another thread holds nothing of this one's.
+        std::thread::scope(|s| s.spawn(|| assert!(!h.this_thread_holds())).join().unwrap());
+        drop(inner);
+        assert!(h.this_thread_holds() && h.state().active == 1);
+        drop(outer);
+        assert!(!h.this_thread_holds() && h.state().active == 0);
+        assert_eq!(h.held_at(), Some(7));
     }
 }
