@@ -355,6 +355,9 @@ fn serve(a: &MountArgs, d: &Decided, source: &PassphraseArgs) -> exit::Result {
     if let Err(e) = closing.record_unmount() {
         tracing::error!("audit record of the unmount: {e}");
     }
+    if let Err(e) = closing.release_hold() {
+        tracing::warn!("letting go of the vault's hold at unmount: {e} (it goes when the lease lapses)");
+    }
     result.map_err(|m| report(Exit::failure(m)))
 }
 

@@ -261,6 +261,16 @@ impl Store {
         }
     }
 
+    /// A mount that shares writing lets go of the vault's hold (at unmount,
+    /// after its last change), so that the other hosts do not wait for its
+    /// lease to lapse. Nothing for any other store.
+    pub fn release_hold(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Cluster(c) => c.release_hold(),
+            Backend::Local(_) => Ok(()),
+        }
+    }
+
     /// Creates the cluster vault `at` with its records in `data`, and opens
     /// it. Fails if etcd already holds a vault of that name.
     pub fn create_cluster(at: &ClusterAddress, data: &DataAddress) -> Result<Store> {

@@ -482,6 +482,13 @@ impl Vault<Unlocked> {
         self.core().store.shares_writes()
     }
 
+    /// At unmount, after the last change: a mount that shares writing
+    /// lets go of the vault's hold, so that the other hosts' changes need
+    /// not wait for its lease to lapse.
+    pub fn release_hold(&self) -> Result<()> {
+        Ok(self.core().store.release_hold()?)
+    }
+
     /// Before an open or a lookup on a read-only mount of a cluster vault:
     /// what the holder committed before this call is what they see
     /// (close-to-open across hosts). Nothing on any other mount.

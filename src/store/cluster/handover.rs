@@ -290,6 +290,40 @@ impl Shared {
         }
     }
 
+    /// Lets go of the hold if this process has it (at unmount, after the
+    /// last change): the other mounts need not wait for its lease.
+    pub fn release_hold(&self) -> Result<()> {
+        match &self.handover {
+            Some(h) if h.held_at().is_some() => self.give_up(h),
+            _ => Ok(()),
+        }
+    }
+
+    /// Lets no new operation take the hold, waits for those under way,
+    /// then lets go of it (`let_go`); if that fails, keeps it and tries
+    /// again after SLICE.
+    fn give_up(&self, h: &Handover) -> Result<()> {
+        let mut s = h.state();
+        if s.at == 0 || s.yielding {
+            return Ok(());
+        }
+        s.yielding = true;
+        while s.active > 0 {
+            s = h.moved.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        let at = s.at;
+        drop(s);
+        let gone = self.let_go(at);
+        let mut s = h.state();
+        s.yielding = false;
+        match gone {
+            Ok(true) => (s.at, s.since, s.asked) = (0, None, false),
+            Ok(false) | Err(_) => s.since = Some(Instant::now()),
+        }
+        h.moved.notify_all();
+        gone.map(|_| ())
+    }
+
     /// A mount that shares writing: lets go of the hold when another mount
     /// asks, once it had it for SLICE, for as long as the store lives.
     pub(super) fn hand_over_when_asked(shared: &Arc<Shared>) {
@@ -307,7 +341,7 @@ impl Shared {
 fn hand_over(h: Arc<Handover>, weak: Weak<Shared>) {
     let mut last_look = Instant::now();
     loop {
-        let mut s = h.state();
+        let s = h.state();
         if s.at == 0 || s.yielding {
             drop(h.moved.wait_timeout(s, LOOK_EVERY).unwrap_or_else(|p| p.into_inner()).0);
         } else if !s.asked && last_look.elapsed() >= LOOK_EVERY {
@@ -323,28 +357,12 @@ fn hand_over(h: Arc<Handover>, weak: Weak<Shared>) {
                 let wait = if s.asked { SLICE - held_for } else { LOOK_EVERY };
                 drop(h.moved.wait_timeout(s, wait).unwrap_or_else(|p| p.into_inner()).0);
             } else {
-                s.yielding = true;
-                while s.active > 0 {
-                    s = h.moved.wait(s).unwrap_or_else(|p| p.into_inner());
-                }
-                let at = s.at;
                 drop(s);
-                let gone = match weak.upgrade() {
-                    Some(shared) => shared.let_go(at),
-                    None => return,
-                };
-                let mut s = h.state();
-                s.yielding = false;
-                match gone {
-                    Ok(true) => (s.at, s.since, s.asked) = (0, None, false),
-                    Ok(false) => s.since = Some(Instant::now()),
-                    Err(e) => {
-                        // A commit that failed: what it holds needs the hold.
-                        tracing::warn!("handing the vault's hold over: {e}; trying again");
-                        s.since = Some(Instant::now());
-                    }
+                let Some(shared) = weak.upgrade() else { return };
+                if let Err(e) = shared.give_up(&h) {
+                    // A commit that failed: what it holds needs the hold.
+                    tracing::warn!("handing the vault's hold over: {e}; trying again");
                 }
-                h.moved.notify_all();
             }
         }
         match weak.upgrade() {
