@@ -490,7 +490,9 @@ pub struct MountArgs {
     /// Stay in the foreground, logging to stderr.
     #[arg(short, long)]
     pub foreground: bool,
-    /// Mount options, comma-separated: ro, rw, allow_other, default_permissions (ignored:
+    /// Mount options, comma-separated: ro (on a cluster vault: beside its holder), shared
+    /// (a cluster vault written from several hosts, each mounting with it), rw, allow_other,
+    /// default_permissions (ignored:
     /// the daemon checks permissions itself), sync (every change on disk before its
     /// reply), commit=MS (changes reach the disk within MS ms, default 1000; fsync
     /// and unmount always), cache=MIB (the store's page cache, default 128), inodes=N
