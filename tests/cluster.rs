@@ -1182,7 +1182,14 @@ fn a_mount_outlives_one_etcd_member_of_three() {
             let seen = std::fs::read(on_b(&name)).unwrap_or_else(|e| {
                 panic!("{name} on the reader: {e}\nholder:\n{}\nreader:\n{}", v.log(), v.host_log("host-b"))
             });
-            assert!(seen == pattern(10_000, i), "{name} on the reader is not what was closed");
+            assert!(
+                seen == pattern(10_000, i),
+                "{name} on the reader is not what was closed: {} bytes read, first differing at {:?}\nholder:\n{}\nreader:\n{}",
+                seen.len(),
+                seen.iter().zip(pattern(10_000, i)).position(|(a, b)| *a != b),
+                v.log(),
+                v.host_log("host-b")
+            );
         }
         std::fs::rename(v.path(&format!("1-working/m{victim}-0")), v.path(&format!("1-working/r{victim}")))
             .unwrap();
