@@ -765,6 +765,7 @@ impl Shared {
             // While this process holds the vault no one else changes it.
             return Ok(());
         }
+        self.lease_alive()?;
         if !f.watching() {
             // Memory answers for nothing of the holder's: etcd does.
             return Ok(());
@@ -780,6 +781,28 @@ impl Shared {
         if !f.wait_for(touched, CATCH_UP_WITHIN) {
             tracing::debug!("etcd: the watch of the vault lags; reading from etcd until it catches up");
             f.fall_behind(touched);
+        }
+        Ok(())
+    }
+
+    /// The holder commits at a close for readers only while their keys are
+    /// there (readers.rs), which is while their leases live: before a
+    /// catch-up, this mount's lease must surely still live (renewed within
+    /// half its time, so etcd cannot have let it lapse and the holder
+    /// stopped committing for it unseen). Waits up to the lease's time for
+    /// a renewal that is late (an etcd member failing over), then fails.
+    fn lease_alive(&self) -> Result<()> {
+        let until = Instant::now() + Duration::from_secs(LEASE_SECONDS as u64);
+        while !self.held.renewed_within(CACHE_WHILE_RENEWED_WITHIN) {
+            self.still_held()?;
+            if Instant::now() >= until {
+                return Err(Error::Io(format!(
+                    "{}: this mount's etcd lease was not renewed for {LEASE_SECONDS} s: \
+                     what the holder closed may not have been committed for it",
+                    self.addr
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
     }
