@@ -212,6 +212,12 @@ fn pjdfstest_passes_as_a_non_root_user() {
     assert!(unexpected.is_empty(), "unexpected skip reasons {unexpected:?}:\n{}", o.output);
 }
 
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn fsx_ops(default: u64) -> u64 {
     std::env::var("VAULTFS_FSX_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -245,9 +251,11 @@ fn fsx(m: &Mount, config: &str, name: &str, ops: u64) {
         let tail: Vec<&str> = log.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect();
         assert!(
             out.status.success() && log.contains("All operations completed A-OK!"),
-            "fsx -f {config} -N {ops} -S {seed} failed ({}); reproduce with that seed. Last lines:\n{}",
+            "fsx -f {config} -N {ops} -S {seed} failed ({}); reproduce with that seed. Last lines:\n{}\n\
+             The daemon's log, last lines:\n{}",
             out.status,
-            tail.join("\n")
+            tail.join("\n"),
+            last_lines(&m.log(), 60)
         );
         println!("fsx {config} seed {seed}: {ops} operations A-OK ({:.1}s)", start.elapsed().as_secs_f64());
     }
@@ -347,7 +355,15 @@ fn stress_ng(m: &Mount) {
         STRESSORS.len(),
         start.elapsed().as_secs_f64()
     );
-    assert!(m.log().lines().all(|l| !l.contains("ERROR")), "the daemon logged errors:\n{}", m.log());
+    // A reply the kernel no longer waits for (ENOENT: its caller, killed
+    // at stress-ng's timeout, took the request back) is fuser's to log,
+    // not the daemon's fault.
+    let gone = "Failed to send FUSE reply: No such file or directory";
+    assert!(
+        m.log().lines().all(|l| !l.contains("ERROR") || l.contains(gone)),
+        "the daemon logged errors:\n{}",
+        m.log()
+    );
 }
 
 #[test]

@@ -7,9 +7,14 @@ use crate::vault::{Error, ErrorKind};
 /// What the adapter's helpers return: a value or the errno to reply with.
 pub type Res<T> = std::result::Result<T, Errno>;
 
-/// A vault error as the errno the caller sees.
+/// A vault error as the errno the caller sees. EIO says nothing of its
+/// cause, so the cause goes to the log.
 pub fn e(err: Error) -> Errno {
-    errno(&err)
+    let errno = errno(&err);
+    if errno == Errno::EIO {
+        tracing::warn!("an access fails with EIO: {err}");
+    }
+    errno
 }
 
 pub fn errno(e: &Error) -> Errno {

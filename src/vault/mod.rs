@@ -122,6 +122,10 @@ struct Core {
     /// A change to the file system (not only records) was applied since
     /// the last `publish`: a close then has something to show other hosts.
     changed: std::sync::atomic::AtomicBool,
+    /// One `publish` at a time: a close that finds `changed` cleared by
+    /// another close must not return before that close's commit, which
+    /// may hold its changes, is done.
+    publishing: Mutex<()>,
 }
 
 /// Inode numbers are never reused: the persisted counter is reserved ahead in
@@ -320,6 +324,7 @@ impl Vault<Locked> {
             tpm_anchor,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             changed: Default::default(),
+            publishing: Mutex::new(()),
         };
         // What only the vault's one writer does: removing the ephemeral
         // level's files left from before (beside other writers they may be
@@ -507,11 +512,18 @@ impl Vault<Unlocked> {
     /// read-only mounts on other hosts before the close returns (a cluster
     /// vault's holder commits if one is mounted; nothing otherwise).
     pub fn publish(&self) -> Result<()> {
+        let core = self.core();
+        let _one = core.publishing.lock().unwrap_or_else(|p| p.into_inner());
         // Records alone (of reads) need not reach other hosts before a close returns.
-        if !self.core().changed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        if !core.changed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
-        Ok(self.core().store.publish()?)
+        let published = core.store.publish();
+        if published.is_err() {
+            // Still to show: the next close tries again.
+            core.changed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(published?)
     }
 
     /// Makes every operation applied so far durable (fsync), audit records included.

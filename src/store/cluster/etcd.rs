@@ -44,11 +44,14 @@ pub struct Page {
 }
 
 /// A condition of a transaction.
+#[derive(Clone)]
 pub enum Guard {
     /// The key was created at this revision (0: the key does not exist).
     Created(Vec<u8>, i64),
     /// The key was last changed at this revision (0: it does not exist).
     Modified(Vec<u8>, i64),
+    /// No key in [from, to) was created before this revision.
+    NoneCreatedBefore(Vec<u8>, Vec<u8>, i64),
 }
 
 /// A write of a transaction.
@@ -621,6 +624,9 @@ fn compares(guards: Vec<Guard>) -> Vec<Compare> {
         .map(|g| match g {
             Guard::Created(k, rev) => Compare::create_revision(k, CompareOp::Equal, rev),
             Guard::Modified(k, rev) => Compare::mod_revision(k, CompareOp::Equal, rev),
+            Guard::NoneCreatedBefore(from, to, rev) => {
+                Compare::create_revision(from, CompareOp::Greater, rev - 1).with_range(to)
+            }
         })
         .collect()
 }

@@ -34,6 +34,8 @@ const WAIT_FOR_SHARER: Duration = Duration::from_secs(30);
 /// missed them).
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// A take of the hold that waited this long is logged.
+const SLOW_TAKE: Duration = Duration::from_secs(2);
 /// The holder key's value ends with this on a mount that shares writing:
 /// one without it (a mount or a command that holds the vault alone) never
 /// lets go when asked.
@@ -183,8 +185,8 @@ impl Shared {
                 s = h.state();
                 s.taking = false;
                 h.moved.notify_all();
-                let at = took?;
-                (s.at, s.since, s.asked) = (at, Some(Instant::now()), false);
+                let (at, others_wait) = took?;
+                (s.at, s.since, s.asked) = (at, Some(Instant::now()), others_wait);
                 continue;
             }
             s = h.moved.wait_timeout(s, RETRY_EVERY).unwrap_or_else(|p| p.into_inner()).0;
@@ -213,27 +215,45 @@ impl Shared {
 
     /// Asks for the hold and waits for it: the holder key, created under
     /// this process's lease; its creation revision once memory has heard
-    /// every change committed before it.
-    fn take_hold(&self) -> Result<i64> {
+    /// every change committed before it, and whether other mounts wait
+    /// for it already.
+    ///
+    /// Mounts take the hold in the order they asked for it (by their
+    /// `wants` keys' creation revisions): a mount that just let go cannot
+    /// take the hold straight back, again and again, from one that waits.
+    fn take_hold(&self) -> Result<(i64, bool)> {
         let (holder, wants) = (self.holder_key(), self.wants_key());
         let me = format!("{} {}{SHARING}", self.host.as_deref().unwrap_or_default(), std::process::id());
         self.write(vec![Op::PutLeased(wants.clone(), Vec::new(), self.lease)])?;
+        let Some(asked_at) = self.etcd.get(&wants)?.map(|kv| kv.create_revision) else {
+            return Err(Error::Io(format!("{}: this mount's request for the hold went (its lease lapsed?)", self.addr)));
+        };
+        let all_wants = self.meta_key("wants/");
+        let first_in_line =
+            Guard::NoneCreatedBefore(all_wants.clone(), prefix_end(&all_wants).unwrap_or_default(), asked_at);
         let started = Instant::now();
         let h = self.handover.as_ref().expect("only a mount that shares writing takes the hold");
         loop {
             self.still_held()?;
-            let guards = vec![Guard::Created(self.hold_key.clone(), self.held_at), Guard::Created(holder.clone(), 0)];
+            let guards = vec![
+                Guard::Created(self.hold_key.clone(), self.held_at),
+                Guard::Created(holder.clone(), 0),
+                first_in_line.clone(),
+            ];
             let ops = vec![Op::PutLeased(holder.clone(), me.clone().into_bytes(), self.lease), Op::Delete(wants.clone())];
             if let Some(at) = self.etcd.txn_at(guards, ops)? {
                 // Objects the other writers stored are listed again.
                 *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 self.hear_up_to(at)?;
-                return Ok(at);
+                if started.elapsed() >= SLOW_TAKE {
+                    tracing::info!("took the vault's hold after {:.1} s", started.elapsed().as_secs_f64());
+                }
+                return Ok((at, self.others_want().unwrap_or(true)));
             }
+            let waited = started.elapsed();
             if let Some(kv) = self.etcd.get(&holder)? {
                 let value = String::from_utf8_lossy(&kv.value).into_owned();
                 let shares = shares(&kv.value);
-                let waited = started.elapsed();
                 if waited >= WAIT_FOR_SHARER || (!shares && waited >= WAIT_FOR_HOLDER) {
                     let _ = self.write(vec![Op::Delete(wants)]);
                     let why = match shares {
@@ -246,6 +266,14 @@ impl Shared {
                         waited.as_secs()
                     )));
                 }
+            } else if waited >= WAIT_FOR_SHARER {
+                // Free, but mounts that asked first never took it.
+                let _ = self.write(vec![Op::Delete(wants)]);
+                return Err(Error::Unusable(format!(
+                    "{}: mounts that asked for the hold before this one did not take it (waited {} s)",
+                    self.addr,
+                    waited.as_secs()
+                )));
             }
             let s = h.state();
             drop(h.moved.wait_timeout(s, RETRY_EVERY).unwrap_or_else(|p| p.into_inner()).0);
