@@ -684,7 +684,11 @@ fn a_readers_read_behind_the_collector_looks_the_blocks_up_again() {
         v.host_log("host-b")
     );
     assert!(out.stdout == pattern(1000, 2), "the reader did not read the block where it is now");
-    assert!(v.host_log("host-b").contains("looking up again"), "the read never met the collected object");
+    assert!(
+        v.host_log("host-b").contains("looking up again"),
+        "the read never met the collected object:\n{}",
+        v.host_log("host-b")
+    );
 }
 
 /// A close on the holder beside a reader waits for a commit already on
