@@ -732,7 +732,7 @@ fn a_close_beside_a_reader_waits_for_the_commit_on_its_way() {
 #[test]
 fn mounts_that_share_writing_take_turns_and_lose_no_update() {
     use vaultfs::store::{Batch, Durability, Store};
-    let StoreVault { etcd: _etcd, objects: _objects, address, holder } = StoreVault::on(Etcd::start());
+    let StoreVault { etcd, objects: _objects, address, holder } = StoreVault::on(Etcd::start());
     drop(holder);
     let at = Path::new(&address);
     let hosts = ["host-a", "host-b"].map(|h| Store::open_writer(at, h, b"A", b"L").unwrap());
@@ -787,6 +787,18 @@ fn mounts_that_share_writing_take_turns_and_lose_no_update() {
         let _hold = store.hold_for_write().unwrap();
         assert_eq!(read(store), 2 * ROUNDS + 6);
     }
+    // First come, first served: while a mount that asked earlier (host-z,
+    // as any etcd writer can put its key) waits, host-a does not take the
+    // hold, free as it is once host-b let go when asked; it does as soon
+    // as host-z's request goes.
+    etcd.put_key("vaultfs/agents/wants/host-z", "");
+    std::thread::scope(|scope| {
+        let taking = scope.spawn(|| hosts[0].hold_for_write().map(drop));
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(!taking.is_finished(), "host-a took the hold before host-z, which asked first");
+        etcd.delete_key("vaultfs/agents/wants/host-z");
+        taking.join().unwrap().unwrap();
+    });
     // Outside a hold, the vault's keys are not this mount's to change (its
     // audit log's are).
     let mut b = Batch::default();
