@@ -46,22 +46,34 @@ unmount_on() { on "$1" umount "$BENCH/mnt-$1" >/dev/null; }
 row() {
   local name=$1 what=$2
   shift 2
-  local l0 t0 t1 pids=() d
+  local l0 t0 t1 pids=() d i=0 each=""
   l0=$(load)
   t0=$(now)
   for d in "$@"; do
-    if [ "$what" = creates ]; then creates "$d" & else seq_write "$d" & fi
+    # Each host's own end: how evenly the hosts took turns.
+    if [ "$what" = creates ]; then
+      (creates "$d"; now >"$BENCH/end.$i") &
+    else
+      (seq_write "$d"; now >"$BENCH/end.$i") &
+    fi
     pids+=($!)
+    i=$((i + 1))
   done
   wait "${pids[@]}"
   t1=$(now)
   local n=$#
+  if [ "$n" -gt 1 ]; then
+    for ((i = 0; i < n; i++)); do
+      each="$each $(awk -v a="$t0" -v b="$(cat "$BENCH/end.$i")" 'BEGIN { printf "%.2f", b-a }')"
+    done
+    each=", each host done after${each} s"
+  fi
   if [ "$what" = creates ]; then
     awk -v n="$n" -v f="$FILES" -v a="$t0" -v b="$t1" -v r="$name" -v l="$l0" \
-      'BEGIN { printf "%-9s creates    %7.0f files/s  (%d x %d files, %.2f s, load1 %s)\n", r, n*f/(b-a), n, f, b-a, l }'
+      -v e="$each" 'BEGIN { printf "%-9s creates    %7.0f files/s  (%d x %d files, %.2f s, load1 %s%s)\n", r, n*f/(b-a), n, f, b-a, l, e }'
   else
     awk -v n="$n" -v m="$SEQ_MIB" -v a="$t0" -v b="$t1" -v r="$name" -v l="$l0" \
-      'BEGIN { printf "%-9s seq_write  %7.1f MB/s     (%d x %d MiB, %.2f s, load1 %s)\n", r, n*m*1.048576/(b-a), n, m, b-a, l }'
+      -v e="$each" 'BEGIN { printf "%-9s seq_write  %7.1f MB/s     (%d x %d MiB, %.2f s, load1 %s%s)\n", r, n*m*1.048576/(b-a), n, m, b-a, l, e }'
   fi
 }
 

@@ -24,7 +24,7 @@ use super::{CATCH_UP_WITHIN, Error, LEASE_SECONDS, Result, Shared, WAIT_FOR_HOLD
 
 /// The least time a mount keeps the hold once it took it, when another
 /// wants it.
-const SLICE: Duration = Duration::from_millis(50);
+const SLICE: Duration = Duration::from_millis(100);
 /// How long an operation waits for the hold from another mount that shares
 /// writing (it lets go within SLICE of being asked, unless its commit
 /// fails; one that died, within the lease).
@@ -47,11 +47,14 @@ pub(super) fn shares(value: &[u8]) -> bool {
 }
 
 /// A mount that shares writing the vault (by its `readers/HOST` key's
-/// value), if any: while one is mounted, no process holds the vault alone.
+/// value), if any, as "HOST (MACHINE PID shares)": while one is mounted,
+/// no process holds the vault alone.
 pub(super) fn sharing_mount(etcd: &super::etcd::Etcd, prefix: &[u8]) -> Result<Option<String>> {
     let from = [prefix, b"readers/"].concat();
     let page = etcd.range(&from, &prefix_end(&from).unwrap_or_default(), 0, 0, false, false)?;
-    Ok(page.kvs.into_iter().find(|kv| shares(&kv.value)).map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+    let host = |kv: &super::etcd::Kv| String::from_utf8_lossy(&kv.key[from.len()..]).into_owned();
+    let named = |kv: &super::etcd::Kv| format!("{} ({})", host(kv), String::from_utf8_lossy(&kv.value));
+    Ok(page.kvs.iter().find(|kv| shares(&kv.value)).map(named))
 }
 
 /// Where the hold is, as this process knows it.
@@ -185,8 +188,9 @@ impl Shared {
                 s = h.state();
                 s.taking = false;
                 h.moved.notify_all();
-                let (at, others_wait) = took?;
-                (s.at, s.since, s.asked) = (at, Some(Instant::now()), others_wait);
+                // `asked` stays as the watch left it: a mount that asked
+                // while this one waited (after it, in line) waits now.
+                (s.at, s.since) = (took?, Some(Instant::now()));
                 continue;
             }
             s = h.moved.wait_timeout(s, RETRY_EVERY).unwrap_or_else(|p| p.into_inner()).0;
@@ -221,13 +225,10 @@ impl Shared {
     /// Mounts take the hold in the order they asked for it (by their
     /// `wants` keys' creation revisions): a mount that just let go cannot
     /// take the hold straight back, again and again, from one that waits.
-    fn take_hold(&self) -> Result<(i64, bool)> {
+    fn take_hold(&self) -> Result<i64> {
         let (holder, wants) = (self.holder_key(), self.wants_key());
         let me = format!("{} {}{SHARING}", self.host.as_deref().unwrap_or_default(), std::process::id());
-        self.write(vec![Op::PutLeased(wants.clone(), Vec::new(), self.lease)])?;
-        let Some(asked_at) = self.etcd.get(&wants)?.map(|kv| kv.create_revision) else {
-            return Err(Error::Io(format!("{}: this mount's request for the hold went (its lease lapsed?)", self.addr)));
-        };
+        let asked_at = self.ask_for_hold(&wants)?;
         let all_wants = self.meta_key("wants/");
         let first_in_line =
             Guard::NoneCreatedBefore(all_wants.clone(), prefix_end(&all_wants).unwrap_or_default(), asked_at);
@@ -248,7 +249,7 @@ impl Shared {
                 if started.elapsed() >= SLOW_TAKE {
                     tracing::info!("took the vault's hold after {:.1} s", started.elapsed().as_secs_f64());
                 }
-                return Ok((at, self.others_want().unwrap_or(true)));
+                return Ok(at);
             }
             let waited = started.elapsed();
             if let Some(kv) = self.etcd.get(&holder)? {
@@ -277,6 +278,27 @@ impl Shared {
             }
             let s = h.state();
             drop(h.moved.wait_timeout(s, RETRY_EVERY).unwrap_or_else(|p| p.into_inner()).0);
+        }
+    }
+
+    /// Puts this mount's `wants` key (under its lease); its creation
+    /// revision, this mount's place in line. One request, unless the key
+    /// is there already (a take that failed left it).
+    fn ask_for_hold(&self, wants: &[u8]) -> Result<i64> {
+        loop {
+            self.still_held()?;
+            let put = vec![Op::PutLeased(wants.to_vec(), Vec::new(), self.lease)];
+            let guards =
+                vec![Guard::Created(self.hold_key.clone(), self.held_at), Guard::Created(wants.to_vec(), 0)];
+            if let Some(at) = self.etcd.txn_at(guards, put)? {
+                return Ok(at);
+            }
+            if let Some(kv) = self.etcd.get(wants)? {
+                return Ok(kv.create_revision);
+            }
+            // Neither: this mount's own key went (its lease lapsed: the
+            // write below says so), or the wants key went in between.
+            self.write(Vec::new())?;
         }
     }
 
