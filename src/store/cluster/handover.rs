@@ -219,8 +219,7 @@ impl Shared {
 
     /// Asks for the hold and waits for it: the holder key, created under
     /// this process's lease; its creation revision once memory has heard
-    /// every change committed before it, and whether other mounts wait
-    /// for it already.
+    /// every change committed before it.
     ///
     /// Mounts take the hold in the order they asked for it (by their
     /// `wants` keys' creation revisions): a mount that just let go cannot
@@ -285,7 +284,7 @@ impl Shared {
     /// revision, this mount's place in line. One request, unless the key
     /// is there already (a take that failed left it).
     fn ask_for_hold(&self, wants: &[u8]) -> Result<i64> {
-        loop {
+        for _ in 0..3 {
             self.still_held()?;
             let put = vec![Op::PutLeased(wants.to_vec(), Vec::new(), self.lease)];
             let guards =
@@ -300,6 +299,7 @@ impl Shared {
             // write below says so), or the wants key went in between.
             self.write(Vec::new())?;
         }
+        Err(Error::Unusable(format!("{}: this mount's request for the hold keeps being deleted", self.addr)))
     }
 
     /// Waits until memory has heard every change up to `revision`, or
